@@ -1,0 +1,112 @@
+"""CUDA plumbing shared by every kernel family: one launch path, one way to allocate.
+
+A process either simulates CUDA (``NUMBA_ENABLE_CUDASIM=1`` set before ``numba.cuda`` is first
+imported: kernels run in Numba's simulator over NumPy arrays, one Python thread per CUDA thread)
+or runs on a real GPU over CuPy arrays. The launchers in the family modules never ask which:
+they allocate with :func:`empty` and launch with :func:`launch`.
+
+Launch path on a GPU, and why:
+
+* Kernels run on CuPy's *current* stream, so they order correctly with the CuPy elementwise ops
+  around them without any device synchronisation. The Numba stream object wrapping a CuPy stream
+  is built once per stream pointer and cached.
+* Each CuPy argument is handed to Numba through ``cuda.as_cuda_array(x, sync=False)``: by default
+  Numba would synchronise on every array argument of every launch, which serialises the GPU with
+  the Python thread. Ordering is already guaranteed by launching on the same stream.
+* Grids of grid-stride kernels are capped (:func:`stride_grid`), so the simulator can run them with
+  a few blocks and a GPU is not flooded with tiny blocks.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from numba import cuda
+
+try:  # CuPy is optional: absent on CPU-only installs, present without a GPU on some.
+    import cupy as _cupy
+except ImportError:  # pragma: no cover - depends on the install
+    _cupy = None
+
+
+def simulating() -> bool:
+    """True when Numba's CUDA simulator stands in for a GPU in this process."""
+    try:
+        from numba.cuda.core import config  # numba-cuda
+    except ImportError:  # pragma: no cover - numba's own, deprecated numba.cuda
+        from numba import config
+    return bool(config.ENABLE_CUDASIM)
+
+
+def gpu_available() -> bool:
+    """True when a real CUDA GPU can run kernels (CuPy installed and a device visible)."""
+    if simulating() or _cupy is None:
+        return False
+    try:
+        return bool(_cupy.is_available())
+    except Exception:  # noqa: BLE001 - any driver error means "no usable GPU"
+        return False
+
+
+def array_module(x: Any):
+    """NumPy or CuPy, whichever owns ``x``."""
+    if _cupy is not None and isinstance(x, _cupy.ndarray):
+        return _cupy
+    return np
+
+
+def empty(shape: Sequence[int] | int, dtype: Any, like: Any) -> Any:
+    """An uninitialised array on the same device as ``like``."""
+    return array_module(like).empty(shape, dtype=dtype)
+
+
+_streams: dict[int, Any] = {}
+
+
+def _current_stream():
+    pointer = _cupy.cuda.get_current_stream().ptr
+    stream = _streams.get(pointer)
+    if stream is None:
+        stream = _streams[pointer] = cuda.external_stream(pointer) if pointer else cuda.default_stream()
+    return stream
+
+
+def _kernel_argument(value: Any) -> Any:
+    if _cupy is not None and isinstance(value, _cupy.ndarray):
+        return cuda.as_cuda_array(value, sync=False)
+    return value
+
+
+def launch(kernel: Callable, blocks: int | tuple, threads: int | tuple, *args: Any) -> None:
+    """Launch ``kernel[blocks, threads]`` on the current stream (CuPy's on a GPU)."""
+    if simulating():
+        kernel[blocks, threads](*args)
+        return
+    kernel[blocks, threads, _current_stream()](*(_kernel_argument(a) for a in args))
+
+
+# Simulator tests launch a handful of blocks; a GPU gets enough blocks to fill every SM a few times.
+MAX_STRIDE_BLOCKS_SIMULATOR = 2
+MAX_STRIDE_BLOCKS_GPU = 1024
+
+
+def stride_grid(n: int, threads: int) -> int:
+    """Blocks for a grid-stride loop over ``n`` elements with ``threads`` threads a block."""
+    cap = MAX_STRIDE_BLOCKS_SIMULATOR if simulating() else MAX_STRIDE_BLOCKS_GPU
+    return max(1, min(cap, (n + threads - 1) // threads))
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelSpec:
+    """One CUDA kernel as the PTX compile check builds it.
+
+    ``argtypes`` are Numba types (e.g. ``numba.float32[:, ::1]``) of one representative
+    specialisation; ``threads`` is the block size the launcher uses (an int or a 2-tuple);
+    ``shared_bytes_expected`` documents the static shared memory the kernel declares.
+    """
+
+    name: str
+    kernel: Any
+    argtypes: tuple
+    threads: int | tuple

@@ -1,0 +1,95 @@
+"""Test-session setup that must happen before anything imports ``numba.cuda``.
+
+* Without a GPU, the ``cuda`` device and every CUDA kernel run in Numba's CUDA simulator:
+  ``NUMBA_ENABLE_CUDASIM=1`` is set here unless the caller chose already.
+* In the simulator, new shared and local arrays are filled with NaN (or an absurd integer),
+  so a kernel that reads shared memory before a ``syncthreads()`` made it valid produces NaN
+  instead of passing by luck.
+* The PTX compile checks cannot run in a simulating process; they run in a subprocess
+  (see tests/kernels/test_ptx.py).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import traceback
+
+import numpy as np
+import pytest
+
+
+def _gpu_present() -> bool:
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return False
+    try:
+        return subprocess.run([smi, "-L"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and not _gpu_present():
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+
+SIMULATING = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+
+def _poisoned(shape, dtype):
+    array = np.empty(shape, dtype)
+    if np.issubdtype(array.dtype, np.floating):
+        array.fill(np.nan)
+    else:
+        array.fill(np.iinfo(array.dtype).max // 3)
+    return array
+
+
+def _install_shared_memory_poison() -> None:
+    """Make the simulator hand out NaN-filled shared and local arrays.
+
+    This re-implements ``FakeCUDAShared.array`` (numba-cuda 0.30) rather than wrapping it,
+    because the simulator keys each static allocation by its caller's file and line: a wrapper
+    would become that caller and make every allocation alias.
+    """
+    from numba.core import types
+    from numba.np import numpy_support
+    from numba.cuda.simulator import kernelapi
+
+    def shared_array(self, shape, dtype, alignment=None):
+        if alignment is not None:
+            raise RuntimeError("Array alignment is not supported in cudasim")
+        if isinstance(dtype, types.Type):
+            dtype = numpy_support.as_dtype(dtype)
+        if shape == 0:  # dynamic shared memory: one buffer shared by every such request
+            count = self._dynshared_size // np.dtype(dtype).itemsize
+            return np.frombuffer(self._dynshared.data, dtype=dtype, count=count)
+        caller = tuple(traceback.extract_stack(sys._getframe())[-2][0:2])
+        array = self._allocations.get(caller)
+        if array is None:
+            array = self._allocations[caller] = _poisoned(shape, dtype)
+        return array
+
+    def local_array(self, shape, dtype, alignment=None):
+        if alignment is not None:
+            raise RuntimeError("Array alignment is not supported in cudasim")
+        if isinstance(dtype, types.Type):
+            dtype = numpy_support.as_dtype(dtype)
+        return _poisoned(shape, dtype)
+
+    kernelapi.FakeCUDAShared.array = shared_array
+    kernelapi.FakeCUDALocal.array = local_array
+
+
+if SIMULATING:
+    # Each syncthreads() in the simulator waits about one thread-switch interval per thread.
+    sys.setswitchinterval(2e-4)
+    _install_shared_memory_poison()
+
+
+@pytest.fixture
+def rng(request) -> np.random.Generator:
+    """A fresh generator per test, seeded from the test's name so failures reproduce."""
+    import zlib
+
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
