@@ -1,1 +1,132 @@
-"""fastnet.backend"""
+"""Devices: which array library and which kernel set a tensor's data lives with.
+
+A :class:`Device` is an array module (``xp``) plus the kernel functions of one variant. The
+contract that the CPU and CUDA variants both implement, with the same signatures (see each
+kernel module in ``fastnet.kernels`` for the math and buffer shapes):
+
+==================  ==========================  =============================================
+method              kernel family               what it returns
+==================  ==========================  =============================================
+matmul              matmul                      op(a) @ op(b), 2-D or batched 3-D
+im2col / col2im     conv                        (N*OH*OW, C*KH*KW) columns / their adjoint
+maxpool2d_forward   pool                        (y, argmax); ``maxpool2d_backward`` -> dx
+softmax_xent        softmax_xent                (row losses, d(mean loss)/d logits)
+adam_step           optim                       in-place fused Adam/AdamW update
+sgd_step            optim                       in-place fused SGD (momentum, Nesterov) update
+==================  ==========================  =============================================
+
+``cpu`` runs NumPy arrays through the ``@njit`` kernels. ``cuda`` runs CuPy arrays through the
+``@cuda.jit`` kernels on a GPU; with ``NUMBA_ENABLE_CUDASIM=1`` set before ``numba.cuda`` is
+first imported it runs the very same CUDA kernels in Numba's simulator over NumPy arrays, which
+is how the GPU path is tested on machines without one. Elementwise math and reductions go
+through ``xp`` directly (NumPy or CuPy): they are not worth hand-written kernels.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numba
+import numpy as np
+
+from ..kernels import _cuda, conv, matmul, optim, pool, softmax_xent
+from ..kernels.conv import conv_output_shape  # noqa: F401 - re-exported for the layers above
+
+# contract method -> (kernel module, function stem); the variant suffix is "_cpu" or "_cuda".
+_CONTRACT = {
+    "matmul": (matmul, "matmul"),
+    "im2col": (conv, "im2col"),
+    "col2im": (conv, "col2im"),
+    "maxpool2d_forward": (pool, "maxpool2d_forward"),
+    "maxpool2d_backward": (pool, "maxpool2d_backward"),
+    "softmax_xent": (softmax_xent, "softmax_xent"),
+    "adam_step": (optim, "adam_step"),
+    "sgd_step": (optim, "sgd_step"),
+}
+
+
+@numba.vectorize(["float32(float32)", "float64(float64)"], cache=True)
+def _erf_cpu(x):
+    return math.erf(x)
+
+
+class Device:
+    """One place tensors can live: ``cpu`` or ``cuda``. Compares equal to its name."""
+
+    def __init__(self, name: str, xp: Any, variant: str, erf: Any) -> None:
+        self.name = name
+        self.xp = xp
+        self.erf = erf
+        for method, (module, stem) in _CONTRACT.items():
+            setattr(self, method, getattr(module, f"{stem}_{variant}"))
+
+    def asarray(self, data: Any, dtype: Any = None) -> Any:
+        """``data`` as an array of this device (copied only when it must be)."""
+        if self.xp is not np and not isinstance(data, self.xp.ndarray):
+            return self.xp.asarray(to_numpy(data), dtype=dtype)
+        return self.xp.asarray(data, dtype=dtype)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Device):
+            return other.name == self.name
+        return isinstance(other, str) and other.split(":")[0] == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __repr__(self) -> str:
+        return f"device(type='{self.name}')"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def to_numpy(array: Any) -> np.ndarray:
+    """A NumPy array holding ``array``'s values (a copy from the GPU, a view on the CPU)."""
+    if isinstance(array, np.ndarray):
+        return array
+    if hasattr(array, "get"):  # CuPy
+        return array.get()
+    return np.asarray(array)
+
+
+CPU = Device("cpu", np, "cpu", _erf_cpu)
+_cuda_device: Device | None = None
+
+
+def _make_cuda_device() -> Device:
+    if _cuda.simulating():
+        return Device("cuda", np, "cuda", _erf_cpu)
+    if not _cuda.gpu_available():
+        raise RuntimeError(
+            "device 'cuda' is not available: no CUDA GPU was found (CuPy missing or "
+            "cupy.is_available() is False). Install fastnet[cuda] on a machine with an NVIDIA GPU, "
+            "or set NUMBA_ENABLE_CUDASIM=1 before importing fastnet to run the CUDA kernels in "
+            "Numba's simulator."
+        )
+    import cupy
+    from cupyx.scipy.special import erf
+
+    return Device("cuda", cupy, "cuda", erf)
+
+
+def get_device(device: "str | Device | None") -> Device:
+    """The :class:`Device` for ``'cpu'``, ``'cuda'`` (or ``'cuda:0'``), or a Device itself."""
+    global _cuda_device
+    if device is None:
+        return CPU
+    if isinstance(device, Device):
+        return device
+    name = str(device).split(":")[0]
+    if name == "cpu":
+        return CPU
+    if name == "cuda":
+        if _cuda_device is None:
+            _cuda_device = _make_cuda_device()
+        return _cuda_device
+    raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
+
+
+def cuda_is_available() -> bool:
+    """True when the ``cuda`` device can run: a real GPU, or the CUDA simulator."""
+    return _cuda.simulating() or _cuda.gpu_available()

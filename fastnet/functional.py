@@ -1,0 +1,271 @@
+"""Differentiable neural-network ops, built on the device contract (``fastnet.backend``).
+
+Each op is a :class:`~fastnet.tensor.Function` with its forward and backward side by side; the
+heavy ones call the device's kernels:
+
+* ``linear``: y = x·Wᵀ + b through the matmul kernel (A·Bᵀ form); backward dX = dY·W,
+  dW = dYᵀ·X (Aᵀ·B form), db = Σ dY.
+* ``conv2d``: im2col → one GEMM → NCHW. x (N, C, H, W), w (OC, C, KH, KW),
+  cols (N·OH·OW, C·KH·KW), y = cols·w2ᵀ with w2 = w as (OC, C·KH·KW). Backward: dW = dY2ᵀ·cols,
+  dcols = dY2·w2, dX = col2im(dcols), with dY2 = dY as (N·OH·OW, OC).
+* ``max_pool2d``: the pool kernel returns the output and the argmax that routes the gradient.
+* ``cross_entropy``: the fused softmax + cross-entropy kernel returns the row losses and the
+  logits' gradient in one pass; backward only scales that gradient.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Union
+
+import numpy as np
+
+from . import random as fn_random
+from .backend import conv_output_shape
+from .tensor import Function, Tensor
+
+Pair = Union[int, tuple[int, int]]
+
+
+def _pair(value: Any, name: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or any(int(v) != v or v < 0 for v in pair):
+        raise ValueError(f"{name} must be a non-negative int or a pair of them, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+# ===================================================================== linear
+class Linear(Function):
+    def forward(self, x, weight, *bias):
+        if weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
+            raise ValueError(f"linear: input of shape {tuple(x.shape)} does not match weight of shape "
+                             f"{tuple(weight.shape)} (expected input (..., {weight.shape[-1]}))")
+        xp = self.device.xp
+        self.x2d = xp.ascontiguousarray(x.reshape(-1, x.shape[-1]))
+        self.weight, self.lead = weight, x.shape[:-1]
+        out = self.device.matmul(self.x2d, weight, False, True)
+        if bias:
+            out += bias[0]
+        return out.reshape(self.lead + (weight.shape[0],))
+
+    def backward(self, grad):
+        grad2d = self.device.xp.ascontiguousarray(grad.reshape(-1, grad.shape[-1]))
+        grad_x = grad_w = None
+        if self.inputs[0].requires_grad:
+            grad_x = self.device.matmul(grad2d, self.weight, False, False).reshape(self.lead + (self.weight.shape[1],))
+        if self.inputs[1].requires_grad:
+            grad_w = self.device.matmul(grad2d, self.x2d, True, False)
+        grad_b = grad2d.sum(axis=0) if len(self.inputs) == 3 else None
+        return grad_x, grad_w, grad_b
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """y = x·Wᵀ + b, with W of shape (out_features, in_features) as in PyTorch."""
+    return Linear.apply(x, weight, *([bias] if bias is not None else []))
+
+
+# ===================================================================== convolution
+class Conv2d(Function):
+    def forward(self, x, weight, *bias, stride, padding):
+        if x.ndim != 4:
+            raise ValueError(f"conv2d: input must be (N, C, H, W), got shape {tuple(x.shape)}")
+        if weight.ndim != 4 or weight.shape[1] != x.shape[1]:
+            raise ValueError(f"conv2d: input of shape {tuple(x.shape)} has {x.shape[1]} channels but weight "
+                             f"of shape {tuple(weight.shape)} expects (out, {x.shape[1]}, kh, kw)")
+        xp, device = self.device.xp, self.device
+        n, _, h, w = x.shape
+        out_channels, kernel_hw = weight.shape[0], tuple(weight.shape[2:])
+        oh, ow = conv_output_shape(h, w, kernel_hw, stride, padding)
+        self.x_shape, self.kernel_hw, self.stride, self.padding = x.shape, kernel_hw, stride, padding
+        self.cols = device.im2col(xp.ascontiguousarray(x), kernel_hw, stride, padding)
+        self.w2 = weight.reshape(out_channels, -1)
+        out = device.matmul(self.cols, self.w2, False, True)  # (N*OH*OW, OC)
+        if bias:
+            out += bias[0]
+        return xp.ascontiguousarray(out.reshape(n, oh, ow, out_channels).transpose(0, 3, 1, 2))
+
+    def backward(self, grad):
+        xp, device = self.device.xp, self.device
+        out_channels = grad.shape[1]
+        grad2d = xp.ascontiguousarray(grad.transpose(0, 2, 3, 1)).reshape(-1, out_channels)
+        grad_x = grad_w = grad_b = None
+        if self.inputs[0].requires_grad:
+            grad_cols = device.matmul(grad2d, self.w2, False, False)
+            grad_x = device.col2im(grad_cols, self.x_shape, self.kernel_hw, self.stride, self.padding)
+        if self.inputs[1].requires_grad:
+            grad_w = device.matmul(grad2d, self.cols, True, False).reshape(self.inputs[1].shape)
+        if len(self.inputs) == 3:
+            grad_b = grad2d.sum(axis=0)
+        return grad_x, grad_w, grad_b
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Pair = 1, padding: Pair = 0) -> Tensor:
+    """2-D cross-correlation (PyTorch's conv2d): x (N, C, H, W), weight (OC, C, KH, KW)."""
+    return Conv2d.apply(x, weight, *([bias] if bias is not None else []),
+                        stride=_pair(stride, "stride"), padding=_pair(padding, "padding"))
+
+
+# ===================================================================== pooling
+class MaxPool2d(Function):
+    def forward(self, x, kernel_size, stride, padding):
+        if x.ndim != 4:
+            raise ValueError(f"max_pool2d: input must be (N, C, H, W), got shape {tuple(x.shape)}")
+        self.x_shape, self.params = x.shape, (kernel_size, stride, padding)
+        out, self.argmax = self.device.maxpool2d_forward(self.device.xp.ascontiguousarray(x), *self.params)
+        return out
+
+    def backward(self, grad):
+        grad = self.device.xp.ascontiguousarray(grad)
+        return (self.device.maxpool2d_backward(grad, self.argmax, self.x_shape, *self.params),)
+
+
+def max_pool2d(x: Tensor, kernel_size: Pair, stride: Pair | None = None, padding: Pair = 0) -> Tensor:
+    """Max over kernel_size windows (stride defaults to kernel_size, as in PyTorch)."""
+    kernel = _pair(kernel_size, "kernel_size")
+    return MaxPool2d.apply(x, kernel_size=kernel, stride=kernel if stride is None else _pair(stride, "stride"),
+                           padding=_pair(padding, "padding"))
+
+
+# ===================================================================== losses
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+class CrossEntropy(Function):
+    def forward(self, logits, labels, label_smoothing, reduction):
+        if logits.ndim != 2:
+            raise ValueError(f"cross_entropy: logits must be (batch, classes), got shape {tuple(logits.shape)}")
+        xp = self.device.xp
+        row_losses, self.dlogits = self.device.softmax_xent(xp.ascontiguousarray(logits), labels, label_smoothing)
+        self.reduction, self.rows = reduction, logits.shape[0]
+        if reduction == "none":
+            return row_losses
+        total = row_losses.sum(dtype=np.float64)  # accumulate in float64, report in the logits' dtype
+        return xp.asarray(total / self.rows if reduction == "mean" else total, dtype=logits.dtype)
+
+    def backward(self, grad):
+        # the kernel's gradient is that of the mean loss
+        if self.reduction == "mean":
+            return grad * self.dlogits, None
+        if self.reduction == "sum":
+            return grad * (self.dlogits * self.rows), None
+        return grad[:, None] * (self.dlogits * self.rows), None
+
+
+def cross_entropy(logits: Tensor, labels: Any, label_smoothing: float = 0.0, reduction: str = "mean") -> Tensor:
+    """Softmax cross-entropy of (batch, classes) logits against integer labels, fused in one kernel."""
+    _check_reduction(reduction)
+    if isinstance(labels, Tensor):
+        if labels.device is not logits.device:
+            raise RuntimeError(f"cross_entropy: logits are on {logits.device} but labels on {labels.device}")
+        labels = labels.data
+    else:
+        labels = logits.device.asarray(labels)
+    if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
+        raise ValueError(f"cross_entropy: labels of shape {tuple(labels.shape)} do not match logits of shape "
+                         f"{logits.shape} (expected ({logits.shape[0]},))")
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: labels must be integers, got {labels.dtype}")
+    return CrossEntropy.apply(logits, labels=labels, label_smoothing=float(label_smoothing), reduction=reduction)
+
+
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    _check_reduction(reduction)
+    return loss.mean() if reduction == "mean" else loss.sum() if reduction == "sum" else loss
+
+
+def _check_same_shape(op: str, a: Tensor, b: Tensor) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{op}: input of shape {a.shape} and target of shape {b.shape} differ")
+
+
+def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    _check_same_shape("mse_loss", input, target)
+    difference = input - target
+    return _reduce(difference * difference, reduction)
+
+
+def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    _check_same_shape("l1_loss", input, target)
+    return _reduce((input - target).abs(), reduction)
+
+
+# ===================================================================== activations
+def relu(x: Tensor) -> Tensor:
+    return x.relu()
+
+
+def tanh(x: Tensor) -> Tensor:
+    return x.tanh()
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    return x.sigmoid()
+
+
+class LeakyReLU(Function):
+    def forward(self, x, negative_slope):
+        self.scale = self.device.xp.where(x > 0, x.dtype.type(1), x.dtype.type(negative_slope))
+        return x * self.scale
+
+    def backward(self, grad):
+        return (grad * self.scale,)
+
+
+def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
+    return LeakyReLU.apply(x, negative_slope=negative_slope)
+
+
+class GELU(Function):
+    """x·Φ(x). ``approximate='none'`` uses erf (PyTorch's default); ``'tanh'`` the tanh formula."""
+
+    def forward(self, x, approximate):
+        xp = self.device.xp
+        self.x, self.approximate = x, approximate
+        if approximate == "tanh":
+            self.t = xp.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))
+            return 0.5 * x * (1 + self.t)
+        self.cdf = 0.5 * (1 + self.device.erf(x * x.dtype.type(1 / math.sqrt(2))))
+        return x * self.cdf
+
+    def backward(self, grad):
+        xp, x = self.device.xp, self.x
+        if self.approximate == "tanh":
+            inner_grad = math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * x * x)
+            return (grad * (0.5 * (1 + self.t) + 0.5 * x * (1 - self.t * self.t) * inner_grad),)
+        pdf = xp.exp(-0.5 * x * x) * x.dtype.type(1 / math.sqrt(2 * math.pi))
+        return (grad * (self.cdf + x * pdf),)
+
+
+def gelu(x: Tensor, approximate: str = "none") -> Tensor:
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return GELU.apply(x, approximate=approximate)
+
+
+def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    shifted = x - x.max(axis=axis, keepdims=True).detach()  # the shift cancels: no gradient needed
+    return shifted - shifted.exp().sum(axis=axis, keepdims=True).log()
+
+
+def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    return log_softmax(x, axis).exp()
+
+
+# ===================================================================== regularisation
+def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
+    """Zero each element with probability p and scale the rest by 1/(1-p) (identity in eval)."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    if not training or p == 0.0:
+        return x
+    keep = fn_random.uniform(x.shape, x.device) >= p
+    scale = (keep * (1.0 / (1.0 - p))).astype(x.dtype)
+    return x * Tensor._wrap(scale, x.device)
+
+
+def flatten(x: Tensor, start_dim: int = 1, end_dim: int = -1) -> Tensor:
+    return x.flatten(start_dim, end_dim)

@@ -1,0 +1,310 @@
+"""Module, Parameter and the containers: the PyTorch-shaped skeleton every layer hangs on.
+
+Parameter names and layouts follow PyTorch (``0.weight`` for the first child of a Sequential,
+Linear weights (out, in), Conv2d weights (out, in, kh, kw)), so a state dict moves between the
+two frameworks unchanged.
+"""
+from __future__ import annotations
+
+import fnmatch
+from collections import OrderedDict
+from typing import Any, Iterator, NamedTuple
+
+import numpy as np
+
+from ..backend import Device, get_device, to_numpy
+from ..tensor import Tensor
+
+
+class Parameter(Tensor):
+    """A tensor that a Module registers as trainable (``requires_grad=True`` unless told otherwise)."""
+
+    __slots__ = ()
+
+    def __init__(self, data: Any, requires_grad: bool = True) -> None:
+        if isinstance(data, Tensor):
+            super().__init__(data.data, device=data.device, requires_grad=requires_grad)
+        else:
+            super().__init__(data, requires_grad=requires_grad)
+        self.data = self.device.xp.ascontiguousarray(self.data)  # optimizers update it in place
+
+    def __repr__(self) -> str:
+        return "Parameter containing:\n" + super().__repr__()
+
+
+class LoadReport(NamedTuple):
+    """What ``load_state_dict`` matched: keys missing from the file, keys the model lacks, and
+    keys whose shapes differ (name, shape in the model, shape in the file)."""
+
+    missing_keys: list
+    unexpected_keys: list
+    mismatched_keys: list
+
+
+class Module:
+    """Base class of layers and models: registers parameters, buffers and child modules."""
+
+    training: bool
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    # ----------------------------------------------------------------- registration
+    def __setattr__(self, name: str, value: Any) -> None:
+        if "_parameters" not in self.__dict__:
+            raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() before assigning {name!r}")
+        for registry in (self._parameters, self._buffers, self._modules):
+            registry.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        else:
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        for registry in ("_parameters", "_buffers", "_modules"):
+            members = self.__dict__.get(registry)
+            if members is not None and name in members:
+                return members[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        for registry in (self._parameters, self._buffers, self._modules):
+            if name in registry:
+                del registry[name]
+                return
+        object.__delattr__(self, name)
+
+    def register_buffer(self, name: str, value: Tensor | None) -> None:
+        """A tensor saved in the state dict but not trained (e.g. BatchNorm running statistics)."""
+        self._buffers[name] = value
+
+    def register_parameter(self, name: str, value: Parameter | None) -> None:
+        self._parameters[name] = value
+
+    def add_module(self, name: str, module: "Module") -> None:
+        self._modules[name] = module
+
+    # ----------------------------------------------------------------- traversal
+    def children(self) -> Iterator["Module"]:
+        yield from self._modules.values()
+
+    def named_children(self) -> Iterator[tuple[str, "Module"]]:
+        yield from self._modules.items()
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+        yield prefix, self
+        for name, child in self._modules.items():
+            if child is not None:
+                yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self) -> Iterator["Module"]:
+        for _, module in self.named_modules():
+            yield module
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        seen: set[int] = set()
+        for module_name, module in self.named_modules(prefix):
+            for name, parameter in module._parameters.items():
+                if parameter is None or id(parameter) in seen:
+                    continue
+                seen.add(id(parameter))  # a shared parameter is listed once
+                yield (f"{module_name}.{name}" if module_name else name), parameter
+
+    def parameters(self) -> Iterator[Parameter]:
+        for _, parameter in self.named_parameters():
+            yield parameter
+
+    def named_buffers(self) -> Iterator[tuple[str, Tensor]]:
+        for module_name, module in self.named_modules():
+            for name, buffer in module._buffers.items():
+                if buffer is not None:
+                    yield (f"{module_name}.{name}" if module_name else name), buffer
+
+    def get_submodule(self, target: str) -> "Module":
+        module = self
+        for part in target.split(".") if target else []:
+            if part not in module._modules:
+                raise AttributeError(f"{type(module).__name__} has no submodule {part!r} (looking up {target!r})")
+            module = module._modules[part]
+        return module
+
+    def apply(self, fn: Any) -> "Module":
+        for module in self.modules():
+            fn(module)
+        return self
+
+    # ----------------------------------------------------------------- modes and devices
+    def train(self, mode: bool = True) -> "Module":
+        for module in self.modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self) -> "Module":
+        return self.train(False)
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Module":
+        for parameter in self.parameters():
+            parameter.requires_grad = requires_grad
+        return self
+
+    def zero_grad(self) -> None:
+        for parameter in self.parameters():
+            parameter.grad = None
+
+    def to(self, device: "str | Device") -> "Module":
+        """Move every parameter and buffer to ``device`` in place (parameters keep their identity,
+        so an optimizer built before the move still holds them)."""
+        target = get_device(device)
+        for tensor in list(self.parameters()) + [b for _, b in self.named_buffers()]:
+            if tensor.device is target:
+                continue
+            tensor.data = target.xp.ascontiguousarray(target.asarray(to_numpy(tensor.data)))
+            if tensor.grad is not None:
+                tensor.grad = Tensor(tensor.grad.data, device=target)
+            tensor.device = target
+        return self
+
+    @property
+    def device(self) -> Device | None:
+        first = next(self.parameters(), None)
+        return first.device if first is not None else None
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Parameters and buffers by PyTorch-style dotted name, as NumPy arrays (copies)."""
+        state: OrderedDict[str, np.ndarray] = OrderedDict()
+        for name, parameter in self.named_parameters():
+            state[name] = to_numpy(parameter.data).copy()
+        for name, buffer in self.named_buffers():
+            state[name] = to_numpy(buffer.data).copy()
+        return state
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> LoadReport:
+        """Copy values from ``state`` (name → array or Tensor) into this module.
+
+        Returns a :class:`LoadReport`. With ``strict=True`` any missing, unexpected or
+        shape-mismatched key raises a RuntimeError listing them all; with ``strict=False``
+        the matching keys are loaded and the rest reported.
+        """
+        own = dict(self.named_parameters())
+        own.update(self.named_buffers())
+        missing = [name for name in own if name not in state]
+        unexpected = [name for name in state if name not in own]
+        mismatched = []
+        for name, value in state.items():
+            if name in own:
+                array = to_numpy(value.data if isinstance(value, Tensor) else value)
+                if tuple(array.shape) != own[name].shape:
+                    mismatched.append((name, own[name].shape, tuple(array.shape)))
+        report = LoadReport(missing, unexpected, mismatched)
+        if strict and (missing or unexpected or mismatched):
+            raise RuntimeError(f"load_state_dict: the state does not match the model: {_describe(report)}")
+        bad = {name for name, _, _ in mismatched}
+        for name, value in state.items():
+            if name in own and name not in bad:
+                target = own[name]
+                array = to_numpy(value.data if isinstance(value, Tensor) else value)
+                target.data = target.device.xp.ascontiguousarray(target.device.asarray(array.astype(target.dtype)))
+        return report
+
+    # ----------------------------------------------------------------- calling, printing
+    def forward(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = [f"({name}): " + repr(child).replace("\n", "\n  ") for name, child in self._modules.items()]
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not lines:
+            return head + ")"
+        return head + "\n  " + "\n  ".join(lines) + "\n)"
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def _describe(report: LoadReport) -> str:
+    parts = []
+    if report.missing_keys:
+        parts.append(f"missing keys {report.missing_keys}")
+    if report.unexpected_keys:
+        parts.append(f"unexpected keys {report.unexpected_keys}")
+    if report.mismatched_keys:
+        parts.append("shape mismatches " + ", ".join(
+            f"{name}: model {model} vs state {file}" for name, model, file in report.mismatched_keys))
+    return "; ".join(parts)
+
+
+def match_names(names: Any, pattern: str) -> list[str]:
+    """The names matching a glob pattern (``features.*``) — used by freezing and param groups."""
+    return [name for name in names if fnmatch.fnmatchcase(name, pattern)]
+
+
+class Sequential(Module):
+    """Children called in order; named ``0``, ``1``, ... as in PyTorch."""
+
+    def __init__(self, *modules: Module) -> None:
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], (OrderedDict, dict)):
+            for name, module in modules[0].items():
+                self.add_module(name, module)
+        else:
+            for index, module in enumerate(modules):
+                self.add_module(str(index), module)
+
+    def forward(self, x: Any) -> Any:
+        for module in self._modules.values():
+            x = module(x)
+        return x
+
+    def __getitem__(self, index: int | slice) -> Module:
+        modules = list(self._modules.values())
+        if isinstance(index, slice):
+            return Sequential(*modules[index])
+        return modules[index]
+
+    def __setitem__(self, index: int, module: Module) -> None:
+        name = list(self._modules)[index]
+        self._modules[name] = module
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def append(self, module: Module) -> "Sequential":
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+
+class ModuleList(Module):
+    """A list of modules, registered as children ``0``, ``1``, ..."""
+
+    def __init__(self, modules: Any = ()) -> None:
+        super().__init__()
+        for module in modules:
+            self.append(module)
+
+    def append(self, module: Module) -> "ModuleList":
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+    def __getitem__(self, index: int) -> Module:
+        return list(self._modules.values())[index]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())

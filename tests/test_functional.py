@@ -1,0 +1,133 @@
+"""The nn ops of fastnet.functional: gradients against finite differences (float64), values
+against the kernels' float64 references, and their error messages."""
+import numpy as np
+import pytest
+
+import fastnet as fn
+import fastnet.functional as F
+from fastnet.gradcheck import gradcheck
+from fastnet.kernels import conv as conv_kernels
+from fastnet.kernels import pool as pool_kernels
+from fastnet.kernels import softmax_xent as xent_kernels
+
+
+def leaf(rng, *shape, scale=1.0):
+    return fn.tensor(rng.standard_normal(shape) * scale, dtype=np.float64, requires_grad=True)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_linear_gradients(with_bias, rng):
+    x, w, b = leaf(rng, 2, 3, 5), leaf(rng, 4, 5), leaf(rng, 4)
+    inputs = [x, w, b] if with_bias else [x, w]
+    assert gradcheck(lambda *t: F.linear(*t), inputs)
+
+
+@pytest.mark.parametrize("stride,padding,kernel", [(1, 0, 3), (2, 1, 3), (1, 2, (3, 2)), (2, 0, (2, 3))])
+def test_conv2d_gradients(stride, padding, kernel, rng):
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    x, w, b = leaf(rng, 2, 3, 7, 6), leaf(rng, 4, 3, kh, kw), leaf(rng, 4)
+    assert gradcheck(lambda x, w, b: F.conv2d(x, w, b, stride=stride, padding=padding), [x, w, b])
+
+
+def test_conv2d_matches_direct_reference(rng):
+    x, w, b = rng.standard_normal((2, 3, 11, 9)), rng.standard_normal((5, 3, 3, 5)), rng.standard_normal(5)
+    got = F.conv2d(fn.tensor(x), fn.tensor(w), fn.tensor(b), stride=2, padding=(1, 2)).numpy()
+    expected = conv_kernels.reference_conv2d(x, w, b, (2, 2), (1, 2))
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-5
+
+
+def test_conv2d_channel_mismatch_names_shapes():
+    with pytest.raises(ValueError, match=r"\(1, 3, 8, 8\) has 3 channels .* \(4, 2, 3, 3\)"):
+        F.conv2d(fn.tensor(np.ones((1, 3, 8, 8))), fn.tensor(np.ones((4, 2, 3, 3))))
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(2, None, 0), (3, 2, 1), ((2, 3), (1, 2), 0)])
+def test_max_pool_gradients(kernel, stride, padding, rng):
+    # distinct values so every window has a unique maximum (finite differences are then exact)
+    values = rng.permutation(2 * 3 * 7 * 9).reshape(2, 3, 7, 9) / 10.0
+    x = fn.tensor(values, dtype=np.float64, requires_grad=True)
+    assert gradcheck(lambda x: F.max_pool2d(x, kernel, stride, padding), [x])
+
+
+def test_max_pool_matches_reference(rng):
+    x = rng.standard_normal((2, 3, 9, 7)).astype(np.float32)
+    got = F.max_pool2d(fn.tensor(x), 3, 2, 1).numpy()
+    expected, _ = pool_kernels.reference_maxpool2d_forward(x, (3, 3), (2, 2), (1, 1))
+    np.testing.assert_array_equal(got, expected.astype(np.float32))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_gradients(reduction, smoothing, rng):
+    logits = leaf(rng, 5, 7, scale=3.0)
+    labels = rng.integers(0, 7, 5)
+    assert gradcheck(lambda z: F.cross_entropy(z, labels, smoothing, reduction), [logits])
+
+
+def test_cross_entropy_matches_reference_and_handles_large_logits(rng):
+    logits = (rng.standard_normal((6, 10)) * 200).astype(np.float32)
+    labels = rng.integers(0, 10, 6)
+    got = F.cross_entropy(fn.tensor(logits), fn.tensor(labels)).item()
+    rows, _ = xent_kernels.reference_softmax_xent(logits.astype(np.float64), labels)
+    assert np.isfinite(got)
+    assert abs(got - rows.mean()) / abs(rows.mean()) < 1e-5
+
+
+def test_cross_entropy_rejects_bad_labels(rng):
+    logits = fn.tensor(rng.standard_normal((3, 4)))
+    with pytest.raises(ValueError, match="4"):
+        F.cross_entropy(logits, np.array([0, 4, 1]))
+    with pytest.raises(ValueError, match=r"labels of shape \(2,\) do not match logits of shape \(3, 4\)"):
+        F.cross_entropy(logits, np.array([0, 1]))
+    with pytest.raises(TypeError, match="integers"):
+        F.cross_entropy(logits, np.array([0.0, 1.0, 2.0]))
+
+
+@pytest.mark.parametrize("loss", [F.mse_loss, F.l1_loss])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_regression_loss_gradients(loss, reduction, rng):
+    a, b = leaf(rng, 3, 4), leaf(rng, 3, 4)
+    assert gradcheck(lambda a, b: loss(a, b, reduction=reduction), [a, b])
+
+
+def test_regression_loss_values(rng):
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    assert np.isclose(F.mse_loss(fn.tensor(a, dtype=np.float64), fn.tensor(b, dtype=np.float64)).item(),
+                      ((a - b) ** 2).mean())
+    assert np.isclose(F.l1_loss(fn.tensor(a, dtype=np.float64), fn.tensor(b, dtype=np.float64)).item(),
+                      np.abs(a - b).mean())
+    with pytest.raises(ValueError, match=r"\(3, 4\) and target of shape \(4, 3\)"):
+        F.mse_loss(fn.tensor(a), fn.tensor(b.T))
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_gradients_and_values(approximate, rng):
+    x = leaf(rng, 4, 5, scale=2.0)
+    assert gradcheck(lambda x: F.gelu(x, approximate), [x])
+    from math import erf, pi, sqrt, tanh
+    v = x.numpy()
+    if approximate == "none":
+        expected = np.vectorize(lambda t: 0.5 * t * (1 + erf(t / sqrt(2))))(v)
+    else:
+        expected = np.vectorize(lambda t: 0.5 * t * (1 + tanh(sqrt(2 / pi) * (t + 0.044715 * t ** 3))))(v)
+    np.testing.assert_allclose(F.gelu(x, approximate).numpy(), expected, rtol=1e-12)
+
+
+def test_leaky_relu_and_softmax_gradients(rng):
+    x = leaf(rng, 3, 6)
+    assert gradcheck(lambda x: F.leaky_relu(x, 0.2), [x])
+    assert gradcheck(lambda x: F.softmax(x, axis=1), [x])
+    assert gradcheck(lambda x: F.log_softmax(x, axis=0), [x])
+    np.testing.assert_allclose(F.softmax(x).numpy().sum(axis=1), np.ones(3))
+
+
+def test_dropout_scales_kept_units_and_is_identity_in_eval(rng):
+    fn.manual_seed(3)
+    x = fn.tensor(rng.uniform(1, 2, (200, 50)))
+    y = F.dropout(x, 0.3, training=True).numpy()
+    kept = y != 0
+    assert 0.65 < kept.mean() < 0.75
+    np.testing.assert_allclose(y[kept], x.numpy()[kept] / 0.7, rtol=1e-6)
+    assert F.dropout(x, 0.3, training=False) is x
+    with pytest.raises(ValueError, match="dropout probability"):
+        F.dropout(x, 1.0)
