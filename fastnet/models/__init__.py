@@ -60,4 +60,7 @@ def create(name: str, **config: Any) -> nn.Module:
     return _REGISTRY[name](**config)
 
 
+# the model families in their own modules register themselves on import
+from . import resnet, vit  # noqa: E402,F401
+
 __all__ = ["Classifier", "mlp", "mnist_cnn", "create", "register", "names"]

@@ -1,4 +1,4 @@
-"""Differentiable neural-network ops, built on the device contract (``fastnet.backend``).
+"""The core differentiable ops: linear, convolution, pooling, losses, activations, dropout.
 
 Each op is a :class:`~fastnet.tensor.Function` with its forward and backward side by side; the
 heavy ones call the device's kernels:
@@ -19,11 +19,14 @@ from typing import Any, Union
 
 import numpy as np
 
-from . import random as fn_random
-from .backend import conv_output_shape
-from .tensor import Function, Tensor
+from .. import random as fn_random
+from ..backend import conv_output_shape
+from ..tensor import Function, Tensor
 
 Pair = Union[int, tuple[int, int]]
+
+__all__ = ["Pair", "linear", "conv2d", "max_pool2d", "cross_entropy", "mse_loss", "l1_loss", "relu", "tanh",
+           "sigmoid", "leaky_relu", "gelu", "log_softmax", "softmax", "dropout", "flatten"]
 
 
 def _pair(value: Any, name: str) -> tuple[int, int]:

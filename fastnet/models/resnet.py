@@ -1,0 +1,1 @@
+"""CIFAR ResNets and a plain CIFAR CNN."""

@@ -1,0 +1,2 @@
+"""Attention layers: LayerNorm, Embedding, MultiheadAttention, TransformerEncoder(Layer)."""
+__all__: list[str] = []
