@@ -1,0 +1,217 @@
+"""Fused softmax + cross-entropy: row losses and the gradient of their mean, in one pass.
+
+Math, for logits ``z`` (B, C), integer labels ``y`` (B,) and label smoothing ε in [0, 1):
+
+* target distribution of row b:  q_c = (1 - ε)·[c = y_b] + ε / C
+* row loss:  L_b = -Σ_c q_c · log softmax(z_b)_c
+           = log Σ_c exp(z_bc - M_b) - (1 - ε)·(z_{b,y_b} - M_b) - ε·(mean_c z_bc - M_b),
+  with M_b = max_c z_bc, so that no exponential overflows (logits of magnitude 1e4 are fine)
+* gradient of the mean loss (1/B)·Σ_b L_b:  dz_bc = (softmax(z_b)_c - q_c) / B
+
+Buffers: ``logits`` (B, C) float32 or float64; ``labels`` (B,) any integer dtype (made int64),
+each in [0, C); outputs ``row_losses`` (B,) and ``dlogits`` (B, C) in the logits' dtype.
+Exponentials are taken in the logits' dtype; the sums over a row are accumulated in float64.
+
+Variants, simplest first:
+
+* ``reference_softmax_xent``: float64 NumPy through the explicit target matrix and log-softmax.
+* ``softmax_xent_cpu``: Numba, rows in parallel; per row a max pass, a pass that stores
+  exp(z - M) in ``dlogits`` while summing it, and a pass that scales it into the gradient.
+* ``softmax_xent_cuda``: one block per row (blocks stride over rows when B exceeds the grid).
+  Each thread walks its columns once, keeping an online (running max, sum of exponentials,
+  sum of logits); one shared-memory tree merges the threads' triples; then every thread writes
+  the gradient of its columns and thread 0 the row loss, in the same launch. The block has
+  32 to 256 threads (a power of two, the fewest covering C), so small C runs as a warp per row.
+  The merge uses shared memory (5 KB for float32) rather than warp shuffles, which Numba's
+  simulator does not implement.
+
+Label range: both variants check every label on the host before launching, with one
+min/max reduction. On a GPU that costs one device-to-host copy of two integers (a wait for
+the stream) per call; it buys an exception at the faulty call, naming the label, instead of
+an error flag that could only be read, and raised, at some later synchronisation.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numba
+import numpy as np
+from numba import cuda, njit, prange
+from numba.extending import register_jitable
+
+from ._cuda import KernelSpec, array_module, empty, launch, stride_grid
+
+MAX_THREADS = 256
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _checked_inputs(logits: Any, labels: Any, label_smoothing: float) -> tuple[Any, Any]:
+    """Validate the arguments; return C-contiguous logits and int64 labels."""
+    xp = array_module(logits)
+    if array_module(labels) is not xp:
+        raise TypeError(f"labels is a {type(labels).__name__} but logits is a {type(logits).__name__}")
+    if logits.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"logits dtype must be float32 or float64, got {logits.dtype}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"labels must have an integer dtype, got {labels.dtype}")
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be 2-D (batch, classes), got shape {logits.shape}")
+    batch, classes = logits.shape
+    if labels.shape != (batch,):
+        raise ValueError(f"labels shape {labels.shape} does not match logits shape {logits.shape}: "
+                         f"expected ({batch},)")
+    if batch == 0 or classes == 0:
+        raise ValueError(f"logits shape {logits.shape} needs at least one row and one class")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    lowest, highest = xp.stack((labels.min(), labels.max())).tolist()
+    if lowest < 0 or highest >= classes:
+        bad = lowest if lowest < 0 else highest
+        raise ValueError(f"label {bad} is outside [0, {classes}) for logits with C={classes} classes")
+    return xp.ascontiguousarray(logits), xp.ascontiguousarray(labels, dtype=np.int64)
+
+
+def _outputs(logits: Any) -> tuple[Any, Any]:
+    """Uninitialised ``row_losses`` (B,) and ``dlogits`` (B, C) beside ``logits``."""
+    return empty(logits.shape[0], logits.dtype, like=logits), empty(logits.shape, logits.dtype, like=logits)
+
+
+def reference_softmax_xent(logits: Any, labels: Any, label_smoothing: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Row losses and the gradient of their mean, in float64, from the explicit target matrix."""
+    z = np.array(logits, dtype=np.float64)
+    batch, classes = z.shape
+    shifted = z - z.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    target = np.full((batch, classes), label_smoothing / classes)
+    target[np.arange(batch), np.asarray(labels)] += 1.0 - label_smoothing
+    row_losses = -(target * log_probs).sum(axis=1)
+    return row_losses, (np.exp(log_probs) - target) / batch
+
+
+@register_jitable
+def _finish_row(logits, row, label, row_max, sum_exp, sum_logits, label_smoothing):
+    """The row's loss and the three terms of its gradient, from its max and its two sums.
+
+    dz_c = exp(z_c - M) * prob_scale - smooth_term - [c = label] * target_term; the terms are
+    in the logits' dtype so the per-column arithmetic stays in it.
+    """
+    batch, classes = logits.shape
+    as_dtype = logits.dtype.type
+    loss = (math.log(sum_exp) - (1.0 - label_smoothing) * (logits[row, label] - row_max)
+            - label_smoothing * (sum_logits / classes - row_max))
+    prob_scale = as_dtype(1.0 / (sum_exp * batch))
+    smooth_term = as_dtype(label_smoothing / (classes * batch))
+    target_term = as_dtype((1.0 - label_smoothing) / batch)
+    return loss, prob_scale, smooth_term, target_term
+
+
+# --------------------------------------------------------------------------- CPU
+
+
+@njit(parallel=True, cache=True)
+def _softmax_xent_cpu_kernel(logits, labels, label_smoothing, row_losses, dlogits):
+    batch, classes = logits.shape
+    for row in prange(batch):
+        row_max = logits[row, 0]
+        for col in range(1, classes):
+            row_max = max(row_max, logits[row, col])
+        sum_exp = 0.0
+        sum_logits = 0.0
+        for col in range(classes):
+            shifted_exp = math.exp(logits[row, col] - row_max)
+            dlogits[row, col] = shifted_exp
+            sum_exp += shifted_exp
+            sum_logits += logits[row, col]
+        label = labels[row]
+        loss, prob_scale, smooth_term, target_term = _finish_row(
+            logits, row, label, row_max, sum_exp, sum_logits, label_smoothing)
+        row_losses[row] = loss
+        for col in range(classes):
+            dlogits[row, col] = dlogits[row, col] * prob_scale - smooth_term
+        dlogits[row, label] -= target_term
+
+
+def softmax_xent_cpu(logits: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Row losses (B,) and the gradient of their mean w.r.t. ``logits`` (B, C)."""
+    logits, labels = _checked_inputs(logits, labels, label_smoothing)
+    row_losses, dlogits = _outputs(logits)
+    _softmax_xent_cpu_kernel(logits, labels, float(label_smoothing), row_losses, dlogits)
+    return row_losses, dlogits
+
+
+# --------------------------------------------------------------------------- CUDA
+
+
+@cuda.jit
+def _softmax_xent_cuda_kernel(logits, labels, label_smoothing, row_losses, dlogits):
+    # One slot per thread for the tree merge; blockDim.x is a power of two <= MAX_THREADS.
+    thread_maxima = cuda.shared.array(MAX_THREADS, dtype=logits.dtype)
+    thread_sums_exp = cuda.shared.array(MAX_THREADS, dtype=numba.float64)
+    thread_sums_logits = cuda.shared.array(MAX_THREADS, dtype=numba.float64)
+    thread = cuda.threadIdx.x
+    threads = cuda.blockDim.x
+    batch, classes = logits.shape
+    for row in range(cuda.blockIdx.x, batch, cuda.gridDim.x):
+        # Every thread starts from the same real logit with zero mass, so a thread without
+        # columns merges harmlessly and no -inf - -inf NaN can arise.
+        running_max = logits[row, 0]
+        sum_exp = 0.0
+        sum_logits = 0.0
+        for col in range(thread, classes, threads):
+            z = logits[row, col]
+            if z > running_max:
+                sum_exp = sum_exp * math.exp(running_max - z) + 1.0
+                running_max = z
+            else:
+                sum_exp += math.exp(z - running_max)
+            sum_logits += z
+        thread_maxima[thread] = running_max
+        thread_sums_exp[thread] = sum_exp
+        thread_sums_logits[thread] = sum_logits
+        cuda.syncthreads()
+        half = threads // 2
+        while half > 0:
+            if thread < half:
+                mine = thread_maxima[thread]
+                other = thread_maxima[thread + half]
+                merged = max(mine, other)
+                thread_sums_exp[thread] = (thread_sums_exp[thread] * math.exp(mine - merged)
+                                           + thread_sums_exp[thread + half] * math.exp(other - merged))
+                thread_sums_logits[thread] += thread_sums_logits[thread + half]
+                thread_maxima[thread] = merged
+            cuda.syncthreads()
+            half //= 2
+        row_max = thread_maxima[0]
+        label = labels[row]
+        loss, prob_scale, smooth_term, target_term = _finish_row(
+            logits, row, label, row_max, thread_sums_exp[0], thread_sums_logits[0], label_smoothing)
+        if thread == 0:
+            row_losses[row] = loss
+        for col in range(thread, classes, threads):
+            gradient = math.exp(logits[row, col] - row_max) * prob_scale - smooth_term
+            if col == label:
+                gradient -= target_term
+            dlogits[row, col] = gradient
+        # Slot 0 must be read by every thread before the next row overwrites it.
+        cuda.syncthreads()
+
+
+def _threads_for(classes: int) -> int:
+    return min(MAX_THREADS, max(32, 1 << (classes - 1).bit_length()))
+
+
+def softmax_xent_cuda(logits: Any, labels: Any, label_smoothing: float = 0.0) -> tuple[Any, Any]:
+    """:func:`softmax_xent_cpu` on the GPU (CuPy arrays), or in the simulator (NumPy arrays)."""
+    logits, labels = _checked_inputs(logits, labels, label_smoothing)
+    row_losses, dlogits = _outputs(logits)
+    batch, classes = logits.shape
+    launch(_softmax_xent_cuda_kernel, stride_grid(batch, 1), _threads_for(classes),
+           logits, labels, float(label_smoothing), row_losses, dlogits)
+    return row_losses, dlogits
+
+
+def cuda_kernels() -> list[KernelSpec]:
+    """The CUDA kernel, specialised for float32 logits, with its largest block."""
+    argtypes = (numba.float32[:, ::1], numba.int64[::1], numba.float64, numba.float32[::1], numba.float32[:, ::1])
+    return [KernelSpec("softmax_xent", _softmax_xent_cuda_kernel, argtypes, MAX_THREADS)]
