@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from .train import DATASETS
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
@@ -21,30 +23,6 @@ def command(name: str) -> Callable:
 
 
 # ===================================================================== train
-DATASETS = ("mnist", "fashion-mnist")
-
-
-def build_datasets(name: str, data_dir: str | None) -> tuple[Any, Any]:
-    from . import data
-
-    classes = {"mnist": data.MNIST, "fashion-mnist": data.FashionMNIST}
-    if name not in classes:
-        raise SystemExit(f"fastnet: unknown dataset {name!r}; choose from {', '.join(classes)}")
-    return classes[name](root=data_dir, train=True), classes[name](root=data_dir, train=False)
-
-
-def build_optimizer(name: str, parameters: Any, lr: float, weight_decay: float, momentum: float) -> Any:
-    from . import optim
-
-    if name == "adam":
-        return optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0)
-    raise SystemExit(f"fastnet: unknown optimizer {name!r}; choose from adam, adamw, sgd")
-
-
 def _announce_compilation() -> None:
     """Numba compiles each kernel on first use (cached afterwards): say so instead of sitting silent."""
     from .kernels import conv
@@ -57,37 +35,25 @@ def _announce_compilation() -> None:
 @command("train")
 def train_command(args: argparse.Namespace) -> int:
     import fastnet as fn
-    from .train import fit
+    from .train import run
 
-    if args.seed is not None:
-        fn.manual_seed(args.seed)
-    device = fn.device(args.device)
-    train_set, test_set = build_datasets(args.dataset, args.data_dir)
-    channels, side = train_set.images.shape[1], train_set.images.shape[-1]
-    config = {"model": args.model, "kwargs": {"classes": 10}}
-    if args.model == "cnn":
-        config["kwargs"].update(channels=channels, image_size=side)
-    elif args.model == "mlp":
-        config["kwargs"].update(in_features=channels * side * side)
-    model = fn.models.create(args.model, **config["kwargs"]).to(device)
-    optimizer = build_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay, args.momentum)
+    config = {"dataset": args.dataset, "model": args.model, "optimizer": args.optimizer, "lr": args.lr,
+              "weight_decay": args.weight_decay, "momentum": args.momentum, "batch_size": args.batch_size,
+              "seed": args.seed}
     out = Path(args.out or f"runs/{args.dataset}-{args.model}")
-    train_loader = fn.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True, seed=args.seed)
-    test_loader = fn.data.DataLoader(test_set, batch_size=512)
     _announce_compilation()
-    params = model.num_parameters()
-    print(f"fastnet: training {args.model} ({params:,} parameters) on {args.dataset} "
-          f"({len(train_set):,} train / {len(test_set):,} test) for {args.epochs} epochs on {device}, "
+    device = fn.device(args.device)
+    print(f"fastnet: training {args.model} on {args.dataset} for {args.epochs} epochs on {device}, "
           f"batch {args.batch_size}, {args.optimizer} lr {args.lr}", flush=True)
     start = time.perf_counter()
-    history = fit(model, train_loader, optimizer, args.epochs, test_loader=test_loader, device=device,
-                  checkpoint_path=str(out / "checkpoint.safetensors"), config=config,
-                  progress=not args.no_progress)
-    fn.save(model.state_dict(), out / "model.safetensors")
+    result = run(config, args.epochs, str(out), device=device, data_dir=args.data_dir, resume=args.resume,
+                 progress=not args.no_progress)
+    history = result["history"]
+    fn.save(result["model"].state_dict(), out / "model.safetensors")
     (out / "history.json").write_text(json.dumps(history, indent=1))
     print(f"fastnet: done in {time.perf_counter() - start:.0f}s: test accuracy {100 * history['test_acc'][-1]:.2f}% "
-          f"after {args.epochs} epochs; weights in {out / 'model.safetensors'}, "
-          f"checkpoint in {out / 'checkpoint.safetensors'}")
+          f"after {len(history['test_acc'])} epochs ({result['model'].num_parameters():,} parameters); "
+          f"weights in {out / 'model.safetensors'}, checkpoint in {out / 'checkpoint.safetensors'}")
     return 0
 
 
@@ -131,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model and report test accuracy")
     train.add_argument("--dataset", default="mnist", choices=DATASETS)
+    train.add_argument("--resume", default=None, metavar="CHECKPOINT",
+                       help="continue a run from its checkpoint (its config wins over these options)")
     train.add_argument("--model", default="cnn", help="model name (see fastnet.models.names())")
     train.add_argument("--epochs", type=int, default=2)
     train.add_argument("--batch-size", type=int, default=64)

@@ -1,6 +1,6 @@
 """The training loop the CLI uses: ``fit`` trains for some epochs with a progress bar (loss,
 throughput), evaluates after each epoch, and can save a checkpoint; ``evaluate`` measures loss
-and accuracy over a loader."""
+and accuracy over a loader; ``run`` builds everything from a config dict and can resume."""
 from __future__ import annotations
 
 import sys
@@ -120,3 +120,75 @@ def fit(model: Any, train_loader: Iterable, optimizer: Any, epochs: int, *, test
             save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch=epoch, config=config,
                             rng_state=fn_random.get_state(), extra={"history": history})
     return history
+
+
+# ===================================================================== a whole run from a config
+DATASETS = ("mnist", "fashion-mnist", "cifar10")
+
+
+def build_datasets(name: str, data_dir: str | None) -> tuple[Any, Any]:
+    from . import data
+
+    classes = {"mnist": data.MNIST, "fashion-mnist": data.FashionMNIST, "cifar10": data.CIFAR10}
+    if name not in classes:
+        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(classes)}")
+    return classes[name](root=data_dir, train=True), classes[name](root=data_dir, train=False)
+
+
+def build_optimizer(config: dict, parameters: Any) -> Any:
+    from . import optim
+
+    name, lr, decay = config["optimizer"], config["lr"], config.get("weight_decay", 0.0)
+    if name == "adam":
+        return optim.Adam(parameters, lr=lr, weight_decay=decay)
+    if name == "adamw":
+        return optim.AdamW(parameters, lr=lr, weight_decay=decay)
+    if name == "sgd":
+        momentum = config.get("momentum", 0.9)
+        return optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=decay, nesterov=momentum > 0)
+    raise ValueError(f"unknown optimizer {name!r}; choose from adam, adamw, sgd")
+
+
+def model_kwargs(model: str, images: Any, classes: int = 10) -> dict:
+    """The builder arguments that fit a dataset's image shape (N, C, H, W)."""
+    channels, side = int(images.shape[1]), int(images.shape[-1])
+    if model == "mlp":
+        return {"in_features": channels * side * side, "classes": classes}
+    return {"channels": channels, "image_size": side, "classes": classes}
+
+
+def run(config: dict, epochs: int, out: str, *, device: Any = "cpu", data_dir: str | None = None,
+        resume: str | None = None, datasets: tuple | None = None, progress: bool = True,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train ``config`` (dataset, model, optimizer, lr, batch_size, seed, ...) up to ``epochs``,
+    checkpointing into ``out`` after each epoch. With ``resume`` (a checkpoint path) the model,
+    optimizer, RNG state and data order continue where that run stopped: on the CPU the result
+    equals an uninterrupted run bit for bit."""
+    from . import models
+    from .checkpoint import load_checkpoint
+    from .data import DataLoader
+
+    saved = load_checkpoint(resume) if resume is not None else None
+    if saved is not None:
+        config = saved["config"]
+    if config.get("seed") is None:  # a resumed run needs the seed that ordered its data
+        config["seed"] = int(np.random.default_rng().integers(2**31))
+    fn_random.manual_seed(config["seed"])
+    train_set, test_set = datasets if datasets is not None else build_datasets(config["dataset"], data_dir)
+    config.setdefault("kwargs", model_kwargs(config["model"], train_set.images))
+    model = models.create(config["model"], **config["kwargs"]).to(device)
+    optimizer = build_optimizer(config, model.parameters())
+    train_loader = DataLoader(train_set, batch_size=config["batch_size"], shuffle=True, seed=config["seed"])
+    test_loader = DataLoader(test_set, batch_size=512)
+    start_epoch, history = 0, {}
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        fn_random.set_state(saved["rng"])
+        start_epoch, history = saved["epoch"], saved["extra"].get("history", {})
+        train_loader.epoch = start_epoch  # epoch e's order depends only on (seed, e)
+        log(f"fastnet: resuming {resume} after epoch {start_epoch}")
+    history = fit(model, train_loader, optimizer, epochs, test_loader=test_loader, device=device,
+                  checkpoint_path=f"{out}/checkpoint.safetensors", config=config, start_epoch=start_epoch,
+                  history=history, progress=progress, log=log)
+    return {"model": model, "optimizer": optimizer, "history": history, "config": config}

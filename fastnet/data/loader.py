@@ -70,11 +70,13 @@ class DataLoader:
         return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
 
     def numpy_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The next epoch as NumPy `(images, labels)` batches; advances `epoch`."""
+        """The next epoch as NumPy `(images, labels)` batches; advances `epoch` when iteration
+        starts (not when the iterator is made: progress bars make iterators they never use)."""
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
         batches = batch_indices(len(self.dataset), self.batch_size, self.shuffle, self.drop_last, rng)
-        return (collate(self.dataset, indices, self.transform, rng) for indices in batches)
+        for indices in batches:
+            yield collate(self.dataset, indices, self.transform, rng)
 
     def __iter__(self) -> Iterator[tuple[object, object]]:
         return _as_tensors(self.numpy_batches())
