@@ -39,7 +39,7 @@ def train_command(args: argparse.Namespace) -> int:
 
     config = {"dataset": args.dataset, "model": args.model, "optimizer": args.optimizer, "lr": args.lr,
               "weight_decay": args.weight_decay, "momentum": args.momentum, "batch_size": args.batch_size,
-              "seed": args.seed}
+              "seed": args.seed, "labels_per_class": args.labels_per_class}
     out = Path(args.out or f"runs/{args.dataset}-{args.model}")
     _announce_compilation()
     device = fn.device(args.device)
@@ -54,6 +54,37 @@ def train_command(args: argparse.Namespace) -> int:
     print(f"fastnet: done in {time.perf_counter() - start:.0f}s: test accuracy {100 * history['test_acc'][-1]:.2f}% "
           f"after {len(history['test_acc'])} epochs ({result['model'].num_parameters():,} parameters); "
           f"weights in {out / 'model.safetensors'}, checkpoint in {out / 'checkpoint.safetensors'}")
+    return 0
+
+
+# ===================================================================== finetune
+@command("finetune")
+def finetune_command(args: argparse.Namespace) -> int:
+    import fastnet as fn
+    from . import data, finetune
+    from .train import build_datasets, model_kwargs
+
+    source = Path(args.source)
+    try:
+        config = fn.load_checkpoint(source)["config"]
+    except ValueError:  # a plain state dict: the architecture comes from --model
+        config = {}
+    train_set, test_set = build_datasets(args.dataset, args.data_dir)
+    config = {"model": config.get("model", args.model),
+              "kwargs": config.get("kwargs") or model_kwargs(args.model, train_set.images)}
+    if args.labels_per_class:
+        train_set = data.subset(train_set, args.labels_per_class, seed=args.seed)
+    modes = finetune.MODES if args.mode == "all" else (args.mode,) if args.mode == "scratch" else (args.mode, "scratch")
+    print(f"fastnet: fine-tuning {config['model']} from {source} on {args.dataset} ({len(train_set):,} training images)"
+          f", {args.epochs} epochs, batch {args.batch_size}, AdamW lr {args.lr}", flush=True)
+    if args.mode not in ("all", "scratch"):
+        preview = fn.models.create(config["model"], **config["kwargs"])
+        finetune.prepare(preview, args.mode, int(train_set.labels.max()) + 1, lr=args.lr)
+        print(finetune.summary(preview))
+    rows = finetune.transfer(fn.load(source), config, train_set, test_set, modes=modes, epochs=args.epochs,
+                             batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
+                             progress=not args.no_progress)
+    print(finetune.format_table(rows))
     return 0
 
 
@@ -108,10 +139,28 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     train.add_argument("--device", default="cpu", help="cpu or cuda")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--labels-per-class", type=int, default=0,
+                       help="train on this many images of each class (0: the whole training set)")
     train.add_argument("--data-dir", default=None, help="folder with the dataset files (default: FASTNET_DATA, "
                                                         "then the user cache, then download)")
     train.add_argument("--out", default=None, help="run folder (default runs/DATASET-MODEL)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    tune = commands.add_parser("finetune", help="fine-tune saved weights on a new dataset, next to training from scratch")
+    tune.add_argument("--from", dest="source", required=True, metavar="WEIGHTS",
+                      help="a model.safetensors state dict or a checkpoint from fastnet train")
+    tune.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
+    tune.add_argument("--mode", default="all", choices=("head", "full", "lora", "scratch", "all"),
+                      help="what trains (each mode is reported next to training from scratch)")
+    tune.add_argument("--labels-per-class", type=int, default=100, help="training labels per class (0: all)")
+    tune.add_argument("--model", default="cnn", help="architecture, when --from is a plain state dict")
+    tune.add_argument("--epochs", type=int, default=10)
+    tune.add_argument("--batch-size", type=int, default=64)
+    tune.add_argument("--lr", type=float, default=1e-3)
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--device", default="cpu")
+    tune.add_argument("--data-dir", default=None)
+    tune.add_argument("--no-progress", action="store_true")
 
     commands.add_parser("info", help="versions, devices, and whether CUDA is real or simulated")
     return parser

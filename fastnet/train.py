@@ -175,6 +175,10 @@ def run(config: dict, epochs: int, out: str, *, device: Any = "cpu", data_dir: s
         config["seed"] = int(np.random.default_rng().integers(2**31))
     fn_random.manual_seed(config["seed"])
     train_set, test_set = datasets if datasets is not None else build_datasets(config["dataset"], data_dir)
+    if config.get("labels_per_class"):
+        from .data import subset
+
+        train_set = subset(train_set, config["labels_per_class"], seed=config["seed"])
     config.setdefault("kwargs", model_kwargs(config["model"], train_set.images))
     model = models.create(config["model"], **config["kwargs"]).to(device)
     optimizer = build_optimizer(config, model.parameters())

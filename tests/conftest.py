@@ -15,9 +15,13 @@ import shutil
 import subprocess
 import sys
 import traceback
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+# the real datasets beside the checkout (../shared/data; see its README)
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _gpu_present() -> bool:
@@ -93,3 +97,10 @@ def rng(request) -> np.random.Generator:
     import zlib
 
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real datasets of ../shared/data (see its README)."""
+    assert (SHARED_DATA / "mnist").is_dir(), f"the shared datasets are missing: {SHARED_DATA}"
+    return SHARED_DATA

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-CIFAR_SAMPLE = SHARED_DATA / "cifar10-sample"
+CIFAR_SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-sample"  # see shared_data
 
 
 @pytest.fixture(autouse=True)
@@ -32,13 +31,6 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("FASTNET_DATA", raising=False)
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(pypi_mnist, "_pip_download", no_pip)
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The real datasets of ../shared/data (see its README)."""
-    assert (SHARED_DATA / "mnist").is_dir(), f"the shared datasets are missing: {SHARED_DATA}"
-    return SHARED_DATA
 
 
 @pytest.fixture

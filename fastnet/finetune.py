@@ -1,0 +1,332 @@
+"""Fine-tuning: freeze and unfreeze, new heads, per-group learning rates, LoRA adapters.
+
+    model = fastnet.models.mnist_cnn()
+    model.load_state_dict(fastnet.load("mnist_cnn.safetensors"), strict=False)
+    fastnet.finetune.replace_head(model, num_classes=10)
+    fastnet.finetune.freeze(model, "features.*")
+    opt = fastnet.optim.AdamW(fastnet.finetune.param_groups(model, {"features.*": 1e-4, "head.*": 1e-3}))
+    fastnet.finetune.add_lora(model, targets=["Linear"], rank=4, alpha=8)
+
+Patterns are shell-style globs over parameter names (``features.*``, ``*.bias``); a pattern
+that names a module (``features.0``) also covers that module's parameters.
+
+LoRA (low-rank adaptation) replaces a frozen Linear's ``y = x·Wᵀ + b`` with
+``y = x·Wᵀ + b + (α/r)·dropout(x)·Aᵀ·Bᵀ``, A (r, in) and B (out, r) trainable, B starting at
+zero so the adapted model starts equal to the original. ``merge`` folds ``(α/r)·B·A`` into W
+(the model then runs at the original cost); ``unmerge`` takes it out again.
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from . import checkpoint
+from .backend import to_numpy
+from .functional import dropout as _dropout
+from .functional import linear as _linear
+from .nn import Linear, Module, Parameter, init
+
+
+# ===================================================================== selecting parameters
+def _matches(name: str, pattern: str) -> bool:
+    return fnmatch.fnmatchcase(name, pattern) or name.startswith(pattern + ".")
+
+
+def _select(model: Module, targets: Sequence[Any]) -> list[tuple[str, Parameter]]:
+    """Parameters named by glob patterns, module prefixes, or Module objects."""
+    if not targets:
+        raise ValueError("name at least one pattern or module")
+    selected: dict[int, tuple[str, Parameter]] = {}
+    for target in targets:
+        if isinstance(target, Module):
+            owned = {id(p) for p in target.parameters()}
+            found = [(n, p) for n, p in model.named_parameters() if id(p) in owned]
+        else:
+            found = [(n, p) for n, p in model.named_parameters() if _matches(n, str(target))]
+        if not found:
+            raise ValueError(f"{target!r} matches no parameter of {type(model).__name__}; names look like "
+                             f"{[n for n, _ in model.named_parameters()][:4]}")
+        selected.update((id(p), (n, p)) for n, p in found)
+    return list(selected.values())
+
+
+def freeze(model: Module, *targets: Any) -> list[str]:
+    """Stop gradients for the named parameters (all of them when no target is given).
+
+    Frozen parameters get no gradient, so optimizers give them no state and never move them."""
+    chosen = _select(model, targets) if targets else list(model.named_parameters())
+    for _, parameter in chosen:
+        parameter.requires_grad = False
+        parameter.grad = None
+    return [name for name, _ in chosen]
+
+
+def unfreeze(model: Module, *targets: Any) -> list[str]:
+    chosen = _select(model, targets) if targets else list(model.named_parameters())
+    for _, parameter in chosen:
+        parameter.requires_grad = True
+    return [name for name, _ in chosen]
+
+
+def freeze_batchnorm_statistics(model: Module) -> int:
+    """Keep every BatchNorm layer's running statistics fixed while the model trains.
+
+    Returns how many layers were frozen. Their ``freeze_statistics`` flag makes them normalise
+    with the running statistics and leave them untouched even in train mode."""
+    count = 0
+    for module in model.modules():
+        if hasattr(module, "running_mean") and hasattr(module, "freeze_statistics"):
+            module.freeze_statistics = True
+            count += 1
+    return count
+
+
+# ===================================================================== heads and groups
+def replace_head(model: Module, num_classes: int) -> Linear:
+    """Swap the last Linear of ``model.head`` (or the head itself) for a freshly initialised one
+    with ``num_classes`` outputs, on the model's device. Returns the new layer."""
+    if "head" not in model._modules:
+        raise ValueError(f"{type(model).__name__} has no 'head' submodule to replace")
+    parent, name = model, "head"
+    linears = [(n, m) for n, m in model.head.named_modules() if isinstance(m, Linear)]
+    if not linears:
+        raise ValueError("the model's head holds no Linear layer")
+    path, old = linears[-1]
+    if path:
+        *prefix, name = path.split(".")
+        parent = model.head.get_submodule(".".join(prefix))
+    new = Linear(old.in_features, num_classes, bias=old.bias is not None)
+    if old.weight.device is not None:
+        new.to(old.weight.device)
+    parent._modules[name] = new
+    return new
+
+
+def param_groups(model: Module, learning_rates: dict[str, float], default_lr: float | None = None,
+                 weight_decay: float | None = None) -> list[dict]:
+    """Optimizer parameter groups: each trainable parameter joins the group of the first pattern
+    that matches its name; unmatched ones join a ``default_lr`` group, or raise if there is none."""
+    groups = {pattern: [] for pattern in learning_rates}
+    rest = []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        pattern = next((p for p in learning_rates if _matches(name, p)), None)
+        (groups[pattern] if pattern is not None else rest).append(parameter)
+    if rest and default_lr is None:
+        raise ValueError(f"{len(rest)} trainable parameters match none of {list(learning_rates)}; "
+                         f"pass default_lr or add a pattern")
+    extra = {} if weight_decay is None else {"weight_decay": weight_decay}
+    result = [{"params": ps, "lr": learning_rates[p], "name": p, **extra} for p, ps in groups.items() if ps]
+    if rest:
+        result.append({"params": rest, "lr": default_lr, "name": "default", **extra})
+    return result
+
+
+def layerwise_lr_decay(model: Module, base_lr: float, decay: float, depth: int = 2) -> list[dict]:
+    """Groups whose learning rate shrinks by ``decay`` per block from the output backwards.
+
+    A block is the first ``depth`` components of a parameter name (``features.3``, ``head.1``),
+    in the order the model registers them; the last block trains at ``base_lr``."""
+    blocks: dict[str, list] = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            blocks.setdefault(".".join(name.split(".")[:depth]), []).append(parameter)
+    count = len(blocks)
+    return [{"params": ps, "lr": base_lr * decay ** (count - 1 - i), "name": block}
+            for i, (block, ps) in enumerate(blocks.items())]
+
+
+def summary(model: Module) -> str:
+    """A table of trainable and frozen parameter counts per top-level module, with totals."""
+    rows: dict[str, list[int]] = {}
+    for name, parameter in model.named_parameters():
+        block = name.split(".")[0]
+        counts = rows.setdefault(block, [0, 0])
+        counts[0 if parameter.requires_grad else 1] += parameter.numel()
+    trainable, frozen = sum(r[0] for r in rows.values()), sum(r[1] for r in rows.values())
+    width = max([len(b) for b in rows] + [6])
+    lines = [f"{'module':<{width}}  {'trainable':>12}  {'frozen':>12}"]
+    lines += [f"{block:<{width}}  {t:>12,}  {f:>12,}" for block, (t, f) in rows.items()]
+    share = 100 * trainable / max(trainable + frozen, 1)
+    lines.append(f"{'total':<{width}}  {trainable:>12,}  {frozen:>12,}   ({share:.2f}% trainable)")
+    return "\n".join(lines)
+
+
+# ===================================================================== LoRA
+class LoRALinear(Module):
+    """A frozen Linear plus a trainable low-rank update (α/r)·B·A; see the module docstring.
+
+    Parameter names: ``weight`` and ``bias`` stay those of the wrapped layer (so the base model's
+    state dict still loads), the adapter adds ``lora_A`` (r, in) and ``lora_B`` (out, r)."""
+
+    def __init__(self, base: Linear, rank: int = 4, alpha: float = 8.0, dropout: float = 0.0) -> None:
+        super().__init__()
+        if rank < 1:
+            raise ValueError(f"LoRA rank must be at least 1, got {rank}")
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.rank, self.alpha, self.scaling, self.dropout = rank, alpha, alpha / rank, dropout
+        self.weight, self.bias = base.weight, base.bias
+        self.weight.requires_grad = False
+        if self.bias is not None:
+            self.bias.requires_grad = False
+        self.lora_A = Parameter(np.empty((rank, self.in_features), np.float32))
+        self.lora_B = Parameter(np.zeros((self.out_features, rank), np.float32))
+        init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        device = base.weight.device
+        for parameter in (self.lora_A, self.lora_B):  # initialised on the CPU, moved to the base's device
+            parameter.data = device.xp.ascontiguousarray(device.asarray(to_numpy(parameter.data)))
+            parameter.device = device
+        self.merged = False
+
+    def forward(self, x):
+        out = _linear(x, self.weight, self.bias)
+        if self.merged:
+            return out
+        adapted = _linear(_linear(_dropout(x, self.dropout, self.training), self.lora_A), self.lora_B)
+        return out + adapted * self.scaling
+
+    def _delta(self) -> Any:
+        return (self.lora_B.data @ self.lora_A.data) * self.weight.dtype.type(self.scaling)
+
+    def merge(self) -> None:
+        """Fold the adapter into the weight: the forward pass then costs what the base layer's does."""
+        if not self.merged:
+            self.weight.data = self.weight.data + self._delta()
+            self.merged = True
+
+    def unmerge(self) -> None:
+        if self.merged:
+            self.weight.data = self.weight.data - self._delta()
+            self.merged = False
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, alpha={self.alpha}"
+
+
+def add_lora(model: Module, targets: Iterable[str] = ("Linear",), rank: int = 4, alpha: float = 8.0,
+             dropout: float = 0.0, trainable: Iterable[str] = ()) -> list[str]:
+    """Wrap the Linear layers named by ``targets`` (a class name such as ``"Linear"``, or glob
+    patterns over module names) in :class:`LoRALinear`, freeze everything else except the
+    parameters matched by ``trainable`` (e.g. a new head), and return the wrapped module names."""
+    targets = list(targets)
+    wrapped = []
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, Linear) or not name:
+            continue
+        if not any(t == type(module).__name__ or fnmatch.fnmatchcase(name, t) for t in targets):
+            continue
+        *prefix, leaf = name.split(".")
+        parent = model.get_submodule(".".join(prefix))
+        parent._modules[leaf] = LoRALinear(module, rank, alpha, dropout)
+        wrapped.append(name)
+    if not wrapped:
+        raise ValueError(f"add_lora: no Linear layer matches {targets}")
+    for parameter_name, parameter in model.named_parameters():
+        keep = "lora_" in parameter_name.rsplit(".", 1)[-1] or any(_matches(parameter_name, t) for t in trainable)
+        parameter.requires_grad = keep
+    return wrapped
+
+
+def _lora_layers(model: Module) -> list[LoRALinear]:
+    return [m for m in model.modules() if isinstance(m, LoRALinear)]
+
+
+def merge_lora(model: Module) -> None:
+    for layer in _lora_layers(model):
+        layer.merge()
+
+
+def unmerge_lora(model: Module) -> None:
+    for layer in _lora_layers(model):
+        layer.unmerge()
+
+
+def lora_state_dict(model: Module, include: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    """Only the adapter weights (plus parameters matching ``include``, e.g. a new head)."""
+    include = list(include)
+    return {name: value for name, value in model.state_dict().items()
+            if name.rsplit(".", 1)[-1].startswith("lora_") or any(_matches(name, p) for p in include)}
+
+
+def save_lora(model: Module, path: str, include: Iterable[str] = ()) -> Any:
+    """Write only the adapters (and ``include``) as a small safetensors file."""
+    return checkpoint.save(lora_state_dict(model, include), path)
+
+
+# ===================================================================== the transfer experiment
+MODES = ("head", "full", "lora", "scratch")
+
+
+def prepare(model: Module, mode: str, num_classes: int, *, lr: float, rank: int = 4, alpha: float = 8.0) -> list[dict]:
+    """Set ``model`` up for one fine-tuning mode and return its optimizer parameter groups.
+
+    head: new head, everything else frozen. full: new head, all trainable, the pre-trained
+    trunk at a tenth of the head's rate. lora: new head trainable, LoRA adapters on the other
+    Linear layers, the rest frozen. scratch: the model as built (the caller does not load weights).
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown fine-tuning mode {mode!r}; choose from {', '.join(MODES)}")
+    if mode == "scratch":
+        return [{"params": list(model.parameters()), "lr": lr}]
+    replace_head(model, num_classes)
+    head_name = [n for n, m in model.named_modules() if isinstance(m, Linear)][-1]
+    if mode == "head":
+        freeze(model)
+        unfreeze(model, head_name)
+        return param_groups(model, {f"{head_name}.*": lr})
+    if mode == "full":
+        return param_groups(model, {f"{head_name}.*": lr}, default_lr=lr / 10)
+    others = [n for n, m in model.named_modules() if isinstance(m, Linear) and n != head_name]
+    if not others:
+        raise ValueError("lora mode needs a Linear layer besides the head to adapt")
+    add_lora(model, targets=others, rank=rank, alpha=alpha, trainable=[f"{head_name}.*"])
+    return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
+
+
+def transfer(pretrained: dict, config: dict, train_set: Any, test_set: Any, *, modes: Sequence[str] = MODES,
+             epochs: int = 10, batch_size: int = 64, lr: float = 1e-3, seed: int = 0, device: Any = "cpu",
+             progress: bool = False, log: Any = print) -> list[dict]:
+    """Fine-tune ``pretrained`` weights (model ``config``) on ``train_set`` in each mode, and train the
+    same architecture from scratch on the same data and budget; returns one row per mode."""
+    import time
+
+    from . import models, optim
+    from . import random as fn_random
+    from .data import DataLoader
+    from .train import evaluate, train_epoch
+
+    classes = int(np.max(train_set.labels)) + 1
+    rows = []
+    for mode in modes:
+        fn_random.manual_seed(seed)
+        model = models.create(config["model"], **config["kwargs"])
+        if mode != "scratch":
+            model.load_state_dict(pretrained)
+        groups = prepare(model, mode, classes, lr=lr)
+        model.to(device)
+        optimizer = optim.AdamW(groups, lr=lr, weight_decay=1e-4)
+        loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, seed=seed)
+        start = time.perf_counter()
+        for epoch in range(epochs):
+            train_epoch(model, loader, optimizer, device, description=f"{mode} {epoch + 1}/{epochs}",
+                        progress=progress)
+        seconds = time.perf_counter() - start
+        result = evaluate(model, DataLoader(test_set, batch_size=512), device)
+        row = {"mode": mode, "accuracy": result["accuracy"], "trainable": model.num_parameters(trainable_only=True),
+               "total": model.num_parameters(), "seconds": seconds}
+        log(f"{mode:>8}: test accuracy {100 * row['accuracy']:.2f}%, {row['trainable']:,} trainable of "
+            f"{row['total']:,} parameters, {seconds:.1f}s")
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """The transfer results as a Markdown table."""
+    lines = ["| mode | test accuracy | trainable parameters | train time |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['mode']} | {100 * r['accuracy']:.2f}% | {r['trainable']:,} of {r['total']:,} | {r['seconds']:.1f} s |"
+              for r in rows]
+    return "\n".join(lines)

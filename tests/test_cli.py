@@ -1,0 +1,38 @@
+"""The command line, end to end on the real MNIST / Fashion-MNIST files (small subsets)."""
+import json
+
+import pytest
+
+import fastnet as fn
+from fastnet.cli import main
+
+
+@pytest.fixture
+def data_env(shared_data, monkeypatch):
+    monkeypatch.setenv("FASTNET_DATA", str(shared_data))
+
+
+def test_train_then_resume_then_finetune(data_env, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "mnist", "--model", "mlp", "--epochs", "1", "--labels-per-class", "20",
+                 "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "epoch 1/1" in printed and "test accuracy" in printed
+    history = json.loads((out / "history.json").read_text())
+    assert 0.5 < history["test_acc"][-1] <= 1.0  # 200 images of MNIST already teach an MLP a lot
+    assert main(["train", "--resume", str(out / "checkpoint.safetensors"), "--epochs", "2", "--out", str(out),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "resuming" in printed and "epoch 2/2" in printed
+    assert fn.load_checkpoint(out / "checkpoint.safetensors")["epoch"] == 2
+
+    assert main(["finetune", "--from", str(out / "checkpoint.safetensors"), "--dataset", "fashion-mnist",
+                 "--mode", "lora", "--labels-per-class", "5", "--epochs", "1", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "| lora |" in printed and "| scratch |" in printed and "trainable" in printed
+
+
+def test_info_reports_devices(capsys):
+    assert main(["info"]) == 0
+    printed = capsys.readouterr().out
+    assert "numba" in printed and "cuda:" in printed
