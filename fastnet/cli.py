@@ -39,7 +39,9 @@ def train_command(args: argparse.Namespace) -> int:
 
     config = {"dataset": args.dataset, "model": args.model, "optimizer": args.optimizer, "lr": args.lr,
               "weight_decay": args.weight_decay, "momentum": args.momentum, "batch_size": args.batch_size,
-              "seed": args.seed, "labels_per_class": args.labels_per_class}
+              "seed": args.seed, "labels_per_class": args.labels_per_class, "augment": args.augment,
+              "schedule": args.schedule, "label_smoothing": args.label_smoothing,
+              "val_fraction": args.val_fraction, "patience": args.patience}
     out = Path(args.out or f"runs/{args.dataset}-{args.model}")
     _announce_compilation()
     device = fn.device(args.device)
@@ -51,6 +53,12 @@ def train_command(args: argparse.Namespace) -> int:
     history = result["history"]
     fn.save(result["model"].state_dict(), out / "model.safetensors")
     (out / "history.json").write_text(json.dumps(history, indent=1))
+    try:
+        from .plots import plot_training_curves
+
+        print(f"fastnet: training curves in {plot_training_curves(history, out / 'curves.png')}")
+    except ImportError:
+        print("fastnet: no training-curve plot (matplotlib missing: pip install 'fastnet[plot]')")
     print(f"fastnet: done in {time.perf_counter() - start:.0f}s: test accuracy {100 * history['test_acc'][-1]:.2f}% "
           f"after {len(history['test_acc'])} epochs ({result['model'].num_parameters():,} parameters); "
           f"weights in {out / 'model.safetensors'}, checkpoint in {out / 'checkpoint.safetensors'}")
@@ -137,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--weight-decay", type=float, default=0.0)
     train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    train.add_argument("--augment", action="store_true", help="random crops (and flips on CIFAR-10)")
+    train.add_argument("--schedule", default="none", choices=("none", "cosine", "onecycle"),
+                       help="learning-rate schedule (onecycle: linear warm-up then cosine, per batch)")
+    train.add_argument("--label-smoothing", type=float, default=0.0)
+    train.add_argument("--val-fraction", type=float, default=0.0,
+                       help="hold out this fraction of the training set for validation")
+    train.add_argument("--patience", type=int, default=None,
+                       help="stop after this many epochs without a better validation accuracy")
     train.add_argument("--device", default="cpu", help="cpu or cuda")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--labels-per-class", type=int, default=0,

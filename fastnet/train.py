@@ -88,6 +88,7 @@ def train_epoch(model: Any, loader: Iterable, optimizer: Any, device: Any = "cpu
 
 
 def fit(model: Any, train_loader: Iterable, optimizer: Any, epochs: int, *, test_loader: Iterable | None = None,
+        val_loader: Iterable | None = None, patience: int | None = None,
         device: Any = "cpu", loss_fn: Callable = F.cross_entropy, scheduler: Any = None,
         scheduler_per_batch: bool = False, checkpoint_path: str | None = None, config: dict | None = None,
         start_epoch: int = 0, history: dict | None = None, progress: bool = True,
@@ -95,7 +96,9 @@ def fit(model: Any, train_loader: Iterable, optimizer: Any, epochs: int, *, test
     """Train for epochs ``start_epoch+1 .. epochs``; print a line per epoch; return the history.
 
     With ``checkpoint_path``, the model, optimizer, scheduler, epoch, RNG state and ``config``
-    are saved (atomically) after every epoch, so an interrupted run can resume from it.
+    are saved (atomically) after every epoch, so an interrupted run can resume from it. With a
+    ``val_loader`` and ``patience``, training stops early once validation accuracy has not
+    improved for ``patience`` epochs.
     """
     device = get_device(device)
     history = history if history is not None else {}
@@ -109,16 +112,23 @@ def fit(model: Any, train_loader: Iterable, optimizer: Any, epochs: int, *, test
                   "images_per_second": train["images_per_second"]}
         line = (f"epoch {epoch}/{epochs}: train loss {train['loss']:.4f} acc {100 * train['accuracy']:.2f}% "
                 f"| {train['seconds']:.1f}s, {train['images_per_second']:.0f} img/s")
-        if test_loader is not None:
-            test = evaluate(model, test_loader, device, loss_fn)
-            record.update(test_loss=test["loss"], test_acc=test["accuracy"])
-            line += f" | test loss {test['loss']:.4f} acc {100 * test['accuracy']:.2f}%"
+        for split, loader in (("val", val_loader), ("test", test_loader)):
+            if loader is not None:
+                result = evaluate(model, loader, device, loss_fn)
+                record.update({f"{split}_loss": result["loss"], f"{split}_acc": result["accuracy"]})
+                line += f" | {split} loss {result['loss']:.4f} acc {100 * result['accuracy']:.2f}%"
         for key, value in record.items():
             history.setdefault(key, []).append(value)
         log(line)
         if checkpoint_path is not None:
             save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch=epoch, config=config,
                             rng_state=fn_random.get_state(), extra={"history": history})
+        if patience is not None and "val_acc" in history:
+            best = int(np.argmax(history["val_acc"]))
+            if len(history["val_acc"]) - 1 - best >= patience:
+                log(f"early stop: validation accuracy has not improved for {patience} epochs "
+                    f"(best {100 * history['val_acc'][best]:.2f}% after epoch {best + 1})")
+                break
     return history
 
 
@@ -147,6 +157,48 @@ def build_optimizer(config: dict, parameters: Any) -> Any:
         momentum = config.get("momentum", 0.9)
         return optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=decay, nesterov=momentum > 0)
     raise ValueError(f"unknown optimizer {name!r}; choose from adam, adamw, sgd")
+
+
+NORMALIZATION = {"mnist": "MNIST", "fashion-mnist": "FASHION_MNIST", "cifar10": "CIFAR10"}
+
+
+def eval_transform(config: dict) -> Any:
+    """Per-channel normalisation with the dataset's statistics (what the model sees at test time)."""
+    from . import data
+
+    prefix = NORMALIZATION.get(config["dataset"])
+    if prefix is None:
+        return None
+    return data.Normalize(getattr(data, f"{prefix}_MEAN"), getattr(data, f"{prefix}_STD"))
+
+
+def train_transform(config: dict) -> Any:
+    """eval_transform, after random crops (padding 4 on 32×32 images, 2 on 28×28) and, for
+    CIFAR-10, horizontal flips, when the config asks for ``augment``."""
+    from . import data
+
+    normalize = eval_transform(config)
+    if not config.get("augment"):
+        return normalize
+    cifar = config["dataset"] == "cifar10"
+    steps = [data.RandomCrop(32 if cifar else 28, padding=4 if cifar else 2)]
+    if cifar:  # digits and clothes are not mirror-symmetric in the same way; CIFAR objects are
+        steps.append(data.RandomHorizontalFlip())
+    return data.Compose(steps + ([normalize] if normalize is not None else []))
+
+
+def build_scheduler(config: dict, optimizer: Any, epochs: int, batches_per_epoch: int) -> Any:
+    """none; cosine (stepped per epoch); onecycle (warm-up + cosine, stepped per batch)."""
+    from . import optim
+
+    schedule = config.get("schedule", "none")
+    if schedule == "none":
+        return None
+    if schedule == "cosine":
+        return optim.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
+    if schedule == "onecycle":
+        return optim.OneCycleLR(optimizer, max_lr=config["lr"], total_steps=max(2, epochs * batches_per_epoch))
+    raise ValueError(f"unknown schedule {schedule!r}; choose from none, cosine, onecycle")
 
 
 def model_kwargs(model: str, images: Any, classes: int = 10) -> dict:
@@ -182,17 +234,33 @@ def run(config: dict, epochs: int, out: str, *, device: Any = "cpu", data_dir: s
     config.setdefault("kwargs", model_kwargs(config["model"], train_set.images))
     model = models.create(config["model"], **config["kwargs"]).to(device)
     optimizer = build_optimizer(config, model.parameters())
-    train_loader = DataLoader(train_set, batch_size=config["batch_size"], shuffle=True, seed=config["seed"])
-    test_loader = DataLoader(test_set, batch_size=512)
+    val_loader = None
+    if config.get("val_fraction"):
+        from .data import random_split
+
+        holdout = max(1, int(round(config["val_fraction"] * len(train_set))))
+        train_set, val_set = random_split(train_set, [len(train_set) - holdout, holdout], seed=config["seed"])
+        val_loader = DataLoader(val_set, batch_size=512, transform=eval_transform(config))
+    train_loader = DataLoader(train_set, batch_size=config["batch_size"], shuffle=True, seed=config["seed"],
+                              transform=train_transform(config))
+    test_loader = DataLoader(test_set, batch_size=512, transform=eval_transform(config))
+    scheduler = build_scheduler(config, optimizer, epochs, len(train_loader))
+    smoothing = config.get("label_smoothing", 0.0)
+    loss_fn = (lambda logits, y, **kw: F.cross_entropy(logits, y, label_smoothing=smoothing, **kw)) \
+        if smoothing else F.cross_entropy
     start_epoch, history = 0, {}
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None and saved["scheduler"] is not None:
+            scheduler.load_state_dict(saved["scheduler"])
         fn_random.set_state(saved["rng"])
         start_epoch, history = saved["epoch"], saved["extra"].get("history", {})
         train_loader.epoch = start_epoch  # epoch e's order depends only on (seed, e)
         log(f"fastnet: resuming {resume} after epoch {start_epoch}")
-    history = fit(model, train_loader, optimizer, epochs, test_loader=test_loader, device=device,
+    history = fit(model, train_loader, optimizer, epochs, test_loader=test_loader, val_loader=val_loader,
+                  patience=config.get("patience"), device=device, loss_fn=loss_fn, scheduler=scheduler,
+                  scheduler_per_batch=config.get("schedule") == "onecycle",
                   checkpoint_path=f"{out}/checkpoint.safetensors", config=config, start_epoch=start_epoch,
                   history=history, progress=progress, log=log)
     return {"model": model, "optimizer": optimizer, "history": history, "config": config}

@@ -102,8 +102,7 @@ class KernelSpec:
     """One CUDA kernel as the PTX compile check builds it.
 
     ``argtypes`` are Numba types (e.g. ``numba.float32[:, ::1]``) of one representative
-    specialisation; ``threads`` is the block size the launcher uses (an int or a 2-tuple);
-    ``shared_bytes_expected`` documents the static shared memory the kernel declares.
+    specialisation; ``threads`` is the block size the launcher uses (an int or a 2-tuple).
     """
 
     name: str

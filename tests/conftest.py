@@ -71,7 +71,8 @@ def _install_shared_memory_poison() -> None:
         caller = tuple(traceback.extract_stack(sys._getframe())[-2][0:2])
         array = self._allocations.get(caller)
         if array is None:
-            array = self._allocations[caller] = _poisoned(shape, dtype)
+            # setdefault, not assignment: the block's threads race here, and all must share one array
+            array = self._allocations.setdefault(caller, _poisoned(shape, dtype))
         return array
 
     def local_array(self, shape, dtype, alignment=None):
