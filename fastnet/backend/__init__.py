@@ -13,6 +13,9 @@ maxpool2d_forward   pool                        (y, argmax); ``maxpool2d_backwar
 softmax_xent        softmax_xent                (row losses, d(mean loss)/d logits)
 adam_step           optim                       in-place fused Adam/AdamW update
 sgd_step            optim                       in-place fused SGD (momentum, Nesterov) update
+batchnorm_*         norm                        (y, mean, rstd) / (dx, dweight, dbias)
+layernorm_*         norm                        (y, mean, rstd) / (dx, dweight, dbias)
+softmax_*           softmax                     row softmax (mask, causal) / its backward
 ==================  ==========================  =============================================
 
 ``cpu`` runs NumPy arrays through the ``@njit`` kernels. ``cuda`` runs CuPy arrays through the
@@ -29,7 +32,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from ..kernels import _cuda, conv, matmul, optim, pool, softmax_xent
+from ..kernels import _cuda, conv, matmul, norm, optim, pool, softmax, softmax_xent
 from ..kernels.conv import conv_output_shape  # noqa: F401 - re-exported for the layers above
 
 # contract method -> (kernel module, function stem); the variant suffix is "_cpu" or "_cuda".
@@ -42,6 +45,12 @@ _CONTRACT = {
     "softmax_xent": (softmax_xent, "softmax_xent"),
     "adam_step": (optim, "adam_step"),
     "sgd_step": (optim, "sgd_step"),
+    "batchnorm_forward": (norm, "batchnorm_forward"),
+    "batchnorm_backward": (norm, "batchnorm_backward"),
+    "layernorm_forward": (norm, "layernorm_forward"),
+    "layernorm_backward": (norm, "layernorm_backward"),
+    "softmax_forward": (softmax, "softmax_forward"),
+    "softmax_backward": (softmax, "softmax_backward"),
 }
 
 
