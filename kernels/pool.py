@@ -1,0 +1,269 @@
+"""Max-pool 2-D, forward and backward.
+
+Math. For x of shape (N, C, H, W), a window KH x KW, stride (SH, SW) and padding (PH, PW)
+(the padding counts as -inf: never the maximum), with OH, OW as in :mod:`.conv`:
+
+    y[n, c, oh, ow]      = max of x[n, c, h, w] over the window h in [oh*SH - PH, oh*SH - PH + KH),
+                                                             w in [ow*SW - PW, ow*SW - PW + KW)
+    argmax[n, c, oh, ow] = h*W + w of that maximum: the first one in row-major window order
+                           (ties go to the earliest); a NaN counts as the maximum, so it propagates
+    dx[n, c, h, w]       = sum of dy[n, c, oh, ow] over every window whose argmax is h*W + w
+
+Windows may overlap (stride < kernel): one pixel can be the maximum of several windows, and its
+gradient is the sum of theirs. Padding is at most half the kernel (as in PyTorch), so every window
+holds at least one pixel of the image.
+
+Buffers: x and dx (N, C, H, W); y and dy (N, C, OH, OW), float32 or float64, all of one dtype;
+argmax (N, C, OH, OW) int32. ``kernel_hw``, ``stride`` and ``padding`` are each an int or an
+(h, w) pair.
+
+Variants, simplest first:
+
+* ``reference_maxpool2d_forward`` / ``reference_maxpool2d_backward``: float64 NumPy, ``np.argmax``
+  over each -inf-padded window, and ``np.add.at`` of dy onto the argmax positions.
+* ``maxpool2d_forward_cpu`` (parallel over the N*C*OH output rows) and
+  ``maxpool2d_backward_cpu`` (parallel over the N*C planes, each scattering its own dy: race-free,
+  with a fixed summation order).
+* ``maxpool2d_forward_cuda`` (one thread per output) and ``maxpool2d_backward_cuda`` (one thread
+  per input pixel, gathering dy from the windows that cover it: no atomics, deterministic).
+  Both are grid-stride loops.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numba
+import numpy as np
+from numba import cuda, njit, prange
+from numba.extending import register_jitable
+
+from ._cuda import KernelSpec, array_module, empty, launch, stride_grid
+from .conv import IntPair, WindowGeometry, as_shape, check_float_dtype, window_geometry
+
+THREADS_PER_BLOCK = 256
+_INDEX_DTYPE = np.dtype(np.int32)
+
+
+def _pool_geometry(
+    x_shape: Sequence[int], kernel_hw: IntPair, stride: IntPair, padding: IntPair, op: str
+) -> WindowGeometry:
+    geometry = window_geometry(x_shape, kernel_hw, stride, padding, op)
+    if 2 * geometry.pad_h > geometry.kernel_h or 2 * geometry.pad_w > geometry.kernel_w:
+        raise ValueError(
+            f"{op}: padding ({geometry.pad_h}, {geometry.pad_w}) must be at most half the kernel "
+            f"{geometry.kernel_h}x{geometry.kernel_w}"
+        )
+    if x_shape[2] * x_shape[3] > np.iinfo(_INDEX_DTYPE).max:
+        raise ValueError(f"{op}: a {x_shape[2]}x{x_shape[3]} plane is too large for int32 argmax indices")
+    return geometry
+
+
+def _planes(array: Any) -> Any:
+    """A view of an (N, C, A, B) array as the (N*C, A, B) stack of its planes, as the kernels take it."""
+    return array.reshape(array.shape[0] * array.shape[1], *array.shape[2:])
+
+
+def _forward_arguments(x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntPair):
+    check_float_dtype(x, "x", "maxpool2d_forward")
+    geometry = _pool_geometry(x.shape, kernel_hw, stride, padding, "maxpool2d_forward")
+    out_shape = (*x.shape[:2], geometry.out_h, geometry.out_w)
+    return array_module(x).ascontiguousarray(x), geometry, out_shape
+
+
+def _backward_arguments(
+    dy: Any, argmax: Any, x_shape: Sequence[int], kernel_hw: IntPair, stride: IntPair, padding: IntPair
+):
+    x_shape = as_shape(x_shape, "maxpool2d_backward")
+    geometry = _pool_geometry(x_shape, kernel_hw, stride, padding, "maxpool2d_backward")
+    check_float_dtype(dy, "dy", "maxpool2d_backward")
+    if argmax.dtype != _INDEX_DTYPE:
+        raise TypeError(f"maxpool2d_backward expects argmax of dtype int32, got {argmax.dtype}")
+    out_shape = (*x_shape[:2], geometry.out_h, geometry.out_w)
+    if tuple(dy.shape) != out_shape or tuple(argmax.shape) != out_shape:
+        raise ValueError(
+            f"maxpool2d_backward expects dy and argmax of shape {out_shape} for x_shape {x_shape}, "
+            f"got dy {tuple(dy.shape)} and argmax {tuple(argmax.shape)}"
+        )
+    xp = array_module(dy)
+    return xp.ascontiguousarray(dy), xp.ascontiguousarray(argmax), x_shape, geometry
+
+
+# ---------------------------------------------------------------------------------------------
+# References (float64)
+
+
+def reference_maxpool2d_forward(
+    x: np.ndarray, kernel_hw: IntPair, stride: IntPair, padding: IntPair
+) -> tuple[np.ndarray, np.ndarray]:
+    """(y, argmax) in float64: ``np.argmax`` over each window of the -inf-padded input."""
+    height, width = x.shape[2:]
+    kh, kw, sh, sw, ph, pw, oh, ow = _pool_geometry(x.shape, kernel_hw, stride, padding, "reference_maxpool2d_forward")
+    padded = np.pad(np.asarray(x, np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
+    y = np.empty((*x.shape[:2], oh, ow))
+    argmax = np.empty((*x.shape[:2], oh, ow), np.int32)
+    for row in range(oh):
+        for col in range(ow):
+            window = padded[:, :, row * sh : row * sh + kh, col * sw : col * sw + kw].reshape(*x.shape[:2], kh * kw)
+            offset = np.argmax(window, axis=-1)
+            y[:, :, row, col] = np.take_along_axis(window, offset[..., None], axis=-1)[..., 0]
+            h = row * sh - ph + offset // kw
+            w = col * sw - pw + offset % kw
+            argmax[:, :, row, col] = h * width + w
+    return y, argmax
+
+
+def reference_maxpool2d_backward(
+    dy: np.ndarray, argmax: np.ndarray, x_shape: Sequence[int], kernel_hw: IntPair, stride: IntPair, padding: IntPair
+) -> np.ndarray:
+    """dx in float64: ``np.add.at`` of every dy onto the pixel its argmax names."""
+    dy, argmax, x_shape, geometry = _backward_arguments(dy, argmax, x_shape, kernel_hw, stride, padding)
+    batch, channels, height, width = x_shape
+    dx = np.zeros((batch * channels, height * width))
+    planes = np.repeat(np.arange(batch * channels), geometry.out_h * geometry.out_w)
+    np.add.at(dx, (planes, argmax.reshape(-1)), np.asarray(dy, np.float64).reshape(-1))
+    return dx.reshape(x_shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared by the CPU and CUDA forward kernels
+
+
+@register_jitable
+def _window_argmax(x, plane, top, left, kernel_h, kernel_w):
+    """(h*W + w, value) of the first maximum of x[plane] over the window clipped to the image."""
+    height, width = x.shape[1], x.shape[2]
+    h_start, h_stop = max(top, 0), min(top + kernel_h, height)
+    w_start, w_stop = max(left, 0), min(left + kernel_w, width)
+    best_h, best_w = h_start, w_start
+    best = x[plane, h_start, w_start]
+    for h in range(h_start, h_stop):
+        for w in range(w_start, w_stop):
+            value = x[plane, h, w]
+            # Strictly greater keeps the first of equal maxima; the first NaN wins and stays.
+            if best == best and (value > best or value != value):
+                best, best_h, best_w = value, h, w
+    return best_h * width + best_w, best
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU
+
+
+@njit(parallel=True, cache=True)
+def _forward_kernel_cpu(x, y, argmax, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
+    for plane_row in prange(x.shape[0] * out_h):
+        plane, oh = plane_row // out_h, plane_row % out_h
+        for ow in range(out_w):
+            index, value = _window_argmax(x, plane, oh * stride_h - pad_h, ow * stride_w - pad_w, kernel_h, kernel_w)
+            y[plane, oh, ow] = value
+            argmax[plane, oh, ow] = index
+
+
+@njit(parallel=True, cache=True)
+def _backward_kernel_cpu(dy, argmax, dx, out_of_plane):
+    plane_size = dx.shape[1]
+    for plane in prange(dx.shape[0]):
+        dx[plane] = 0
+        for k in range(dy.shape[1]):
+            index = argmax[plane, k]
+            # A corrupt index would write outside the plane: count it for the caller to report.
+            if 0 <= index < plane_size:
+                dx[plane, index] += dy[plane, k]
+            else:
+                out_of_plane[plane] += 1
+
+
+def maxpool2d_forward_cpu(
+    x: np.ndarray, kernel_hw: IntPair, stride: IntPair, padding: IntPair
+) -> tuple[np.ndarray, np.ndarray]:
+    """(y, argmax), each (N, C, OH, OW): the window maxima of x (N, C, H, W) and where they are."""
+    x, geometry, out_shape = _forward_arguments(x, kernel_hw, stride, padding)
+    y = empty(out_shape, x.dtype, like=x)
+    argmax = empty(out_shape, _INDEX_DTYPE, like=x)
+    _forward_kernel_cpu(_planes(x), _planes(y), _planes(argmax), *geometry)
+    return y, argmax
+
+
+def maxpool2d_backward_cpu(
+    dy: np.ndarray, argmax: np.ndarray, x_shape: Sequence[int], kernel_hw: IntPair, stride: IntPair, padding: IntPair
+) -> np.ndarray:
+    """dx (N, C, H, W): each dy (N, C, OH, OW) added onto the pixel its argmax names."""
+    dy, argmax, x_shape, _ = _backward_arguments(dy, argmax, x_shape, kernel_hw, stride, padding)
+    planes, plane_size, out_size = x_shape[0] * x_shape[1], x_shape[2] * x_shape[3], dy.shape[2] * dy.shape[3]
+    dx = empty(x_shape, dy.dtype, like=dy)
+    out_of_plane = np.zeros(planes, np.int64)
+    _backward_kernel_cpu(
+        dy.reshape(planes, out_size), argmax.reshape(planes, out_size), dx.reshape(planes, plane_size), out_of_plane
+    )
+    if out_of_plane.any():
+        raise ValueError(
+            f"maxpool2d_backward: {out_of_plane.sum()} argmax entries lie outside [0, {plane_size}), "
+            f"the {x_shape[2]}x{x_shape[3]} plane"
+        )
+    return dx
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA
+
+
+@cuda.jit
+def _forward_kernel_cuda(x, y, argmax, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
+    for output in range(cuda.grid(1), y.size, cuda.gridsize(1)):
+        plane_row, ow = output // out_w, output % out_w
+        plane, oh = plane_row // out_h, plane_row % out_h
+        index, value = _window_argmax(x, plane, oh * stride_h - pad_h, ow * stride_w - pad_w, kernel_h, kernel_w)
+        y[plane, oh, ow] = value
+        argmax[plane, oh, ow] = index
+
+
+@cuda.jit
+def _backward_kernel_cuda(dy, argmax, dx, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
+    height, width = dx.shape[1], dx.shape[2]
+    for pixel in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
+        plane, index = pixel // (height * width), pixel % (height * width)
+        h, w = index // width, index % width
+        # Windows oh cover row h when oh*stride_h - pad_h <= h < oh*stride_h - pad_h + kernel_h.
+        first_h = h + pad_h - kernel_h + 1
+        first_w = w + pad_w - kernel_w + 1
+        oh_start = 0 if first_h <= 0 else (first_h + stride_h - 1) // stride_h
+        ow_start = 0 if first_w <= 0 else (first_w + stride_w - 1) // stride_w
+        oh_stop = min(out_h, (h + pad_h) // stride_h + 1)
+        ow_stop = min(out_w, (w + pad_w) // stride_w + 1)
+        total = dx.dtype.type(0)
+        for oh in range(oh_start, oh_stop):
+            for ow in range(ow_start, ow_stop):
+                if argmax[plane, oh, ow] == index:
+                    total += dy[plane, oh, ow]
+        dx[plane, h, w] = total
+
+
+def maxpool2d_forward_cuda(x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntPair) -> tuple[Any, Any]:
+    """As :func:`maxpool2d_forward_cpu`, on the GPU (CuPy arrays) or in the simulator (NumPy arrays)."""
+    x, geometry, out_shape = _forward_arguments(x, kernel_hw, stride, padding)
+    y = empty(out_shape, x.dtype, like=x)
+    argmax = empty(out_shape, _INDEX_DTYPE, like=x)
+    blocks = stride_grid(y.size, THREADS_PER_BLOCK)
+    launch(_forward_kernel_cuda, blocks, THREADS_PER_BLOCK, _planes(x), _planes(y), _planes(argmax), *geometry)
+    return y, argmax
+
+
+def maxpool2d_backward_cuda(
+    dy: Any, argmax: Any, x_shape: Sequence[int], kernel_hw: IntPair, stride: IntPair, padding: IntPair
+) -> Any:
+    """As :func:`maxpool2d_backward_cpu`; argmax entries outside their window are not routed."""
+    dy, argmax, x_shape, geometry = _backward_arguments(dy, argmax, x_shape, kernel_hw, stride, padding)
+    dx = empty(x_shape, dy.dtype, like=dy)
+    blocks = stride_grid(dx.size, THREADS_PER_BLOCK)
+    launch(_backward_kernel_cuda, blocks, THREADS_PER_BLOCK, _planes(dy), _planes(argmax), _planes(dx), *geometry)
+    return dx
+
+
+def cuda_kernels() -> list[KernelSpec]:
+    """The CUDA kernels of this module, each with one float32 specialisation, for the PTX check."""
+    geometry = (numba.int64,) * len(WindowGeometry._fields)
+    values, indices = numba.float32[:, :, ::1], numba.int32[:, :, ::1]
+    return [
+        KernelSpec("maxpool2d_forward", _forward_kernel_cuda, (values, values, indices, *geometry), THREADS_PER_BLOCK),
+        KernelSpec("maxpool2d_backward", _backward_kernel_cuda, (values, indices, values, *geometry), THREADS_PER_BLOCK),
+    ]

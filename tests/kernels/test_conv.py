@@ -1,0 +1,226 @@
+"""im2col / col2im against the float64 references, on the CPU and in CUDA (simulator or GPU).
+
+im2col only copies, so it must equal the reference exactly, in float32 as in float64.
+col2im sums at most KH*KW = 15 entries per pixel, in another order than the reference: the float32
+rounding error is below 15 * 2**-24 ≈ 1e-6 of the largest term, so 1e-5 of the largest output
+leaves room yet catches a single missing or doubled term (an error of order 1e-1). The conv check
+goes through a float32 GEMM with K = C*KH*KW <= 45 products: the same bound, 45 * 2**-24 ≈ 3e-6.
+Float64 runs at 1e-12.
+
+Every output the module allocates starts as NaN (``poisoned_outputs``), so an element the kernel
+never writes cannot pass by holding a stale, equal value.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastnet.kernels import conv
+from fastnet.kernels.conv import (
+    col2im_cpu,
+    col2im_cuda,
+    conv_output_shape,
+    im2col_cpu,
+    im2col_cuda,
+    reference_col2im,
+    reference_conv2d,
+    reference_im2col,
+)
+
+TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
+
+# (x shape (N, C, H, W), kernel_hw, stride, padding)
+CASES = [
+    ((2, 3, 11, 7), (3, 5), 1, 0),
+    ((2, 3, 11, 7), (3, 5), 2, 1),
+    ((1, 3, 11, 7), (3, 5), (2, 1), 2),
+    ((2, 3, 8, 9), 3, 2, (0, 2)),
+    ((3, 2, 6, 5), 2, 2, 0),
+    ((1, 2, 5, 6), 1, 1, 3),  # padding wider than the kernel: whole rows of cols are zero
+]
+# Tiny shapes for the simulator: 1-4 blocks of 256 threads a launch.
+CUDA_CASES = [
+    ((1, 3, 11, 7), (3, 5), 2, 1),  # cols 18 x 45: two blocks, grid-stride
+    ((2, 2, 5, 6), 3, 1, (1, 2)),
+]
+
+
+def case_id(case):
+    shape, kernel, stride, padding = case
+    return f"x{'x'.join(map(str, shape))}-k{kernel}-s{stride}-p{padding}"
+
+
+def relative_error(got, ref):
+    return np.max(np.abs(got - ref)) / np.max(np.abs(ref))
+
+
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch):
+    monkeypatch.setattr(conv, "empty", lambda shape, dtype, like: np.full(shape, np.nan, dtype=dtype))
+
+
+# --- references and shapes -----------------------------------------------------------------------
+
+def test_conv_output_shape():
+    assert conv_output_shape(11, 7, (3, 5), 1, 0) == (9, 3)
+    assert conv_output_shape(11, 7, (3, 5), 2, 1) == (6, 3)
+    assert conv_output_shape(11, 7, 3, (2, 1), (0, 2)) == (5, 9)
+    assert conv_output_shape(4, 4, 4, 3, 0) == (1, 1)
+
+
+def test_reference_im2col_on_a_hand_example():
+    x = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)  # [[1 2 3] [4 5 6] [7 8 9]]
+    np.testing.assert_array_equal(
+        reference_im2col(x, 2, 1, 0), [[1, 2, 4, 5], [2, 3, 5, 6], [4, 5, 7, 8], [5, 6, 8, 9]]
+    )
+    # Padding 1, stride 2: the four corners, each with its zero-padded neighbourhood.
+    np.testing.assert_array_equal(
+        reference_im2col(x, 2, 2, 1), [[0, 0, 0, 1], [0, 0, 2, 3], [0, 4, 0, 7], [5, 6, 8, 9]]
+    )
+
+
+def test_reference_conv2d_on_a_hand_example():
+    x = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+    ones, picker = np.ones((1, 1, 2, 2)), np.zeros((1, 1, 2, 2))
+    picker[0, 0, 1, 0] = 1.0  # picks the bottom-left pixel of each window
+    np.testing.assert_array_equal(reference_conv2d(x, ones, np.array([0.5]), 1, 0), [[[[12.5, 16.5], [24.5, 28.5]]]])
+    np.testing.assert_array_equal(reference_conv2d(x, picker, None, 1, 1), [[[[0, 1, 2, 3], [0, 4, 5, 6], [0, 7, 8, 9], [0, 0, 0, 0]]]])
+
+
+# --- CPU -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_im2col_cpu_equals_reference(rng, case, dtype):
+    shape, kernel, stride, padding = case
+    x = rng.standard_normal(shape).astype(dtype)
+    cols = im2col_cpu(x, kernel, stride, padding)
+    assert cols.dtype == dtype
+    np.testing.assert_array_equal(cols, reference_im2col(x, kernel, stride, padding))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_col2im_cpu_matches_reference(rng, case, dtype):
+    shape, kernel, stride, padding = case
+    oh, ow = conv_output_shape(shape[2], shape[3], kernel, stride, padding)
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    cols = rng.standard_normal((shape[0] * oh * ow, shape[1] * kh * kw)).astype(dtype)
+    dx = col2im_cpu(cols, shape, kernel, stride, padding)
+    assert dx.shape == shape and dx.dtype == dtype
+    assert relative_error(dx, reference_col2im(cols, shape, kernel, stride, padding)) <= TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize(
+    "im2col, col2im, case",
+    [pytest.param(reference_im2col, reference_col2im, case, id=f"reference-{case_id(case)}") for case in CASES]
+    + [pytest.param(im2col_cpu, col2im_cpu, case, id=f"cpu-{case_id(case)}") for case in CASES]
+    + [pytest.param(im2col_cuda, col2im_cuda, case, id=f"cuda-{case_id(case)}") for case in CUDA_CASES],
+)
+def test_adjoint_in_float64(rng, im2col, col2im, case):
+    """<im2col(x), g> == <x, col2im(g)>: what makes col2im the gradient of im2col."""
+    shape, kernel, stride, padding = case
+    x = rng.standard_normal(shape)
+    cols = im2col(x, kernel, stride, padding)
+    g = rng.standard_normal(cols.shape)
+    dx = col2im(g, shape, kernel, stride, padding)
+    assert abs(np.vdot(cols, g) - np.vdot(x, dx)) <= 1e-12 * np.sum(np.abs(cols * g))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_conv_through_im2col_matches_direct_convolution(rng, case, dtype):
+    shape, kernel, stride, padding = case
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((4, shape[1], kh, kw)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    oh, ow = conv_output_shape(shape[2], shape[3], kernel, stride, padding)
+    y = im2col_cpu(x, kernel, stride, padding) @ w.reshape(4, -1).T + b
+    y = y.reshape(shape[0], oh, ow, 4).transpose(0, 3, 1, 2)
+    assert relative_error(y, reference_conv2d(x, w, b, stride, padding)) <= TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("channels_per_task", [1, 2, 5])
+def test_col2im_cpu_is_bitwise_the_same_however_the_channels_are_split(rng, channels_per_task):
+    """The launcher splits images into channel groups by thread count; dx must not depend on it."""
+    shape, kernel, stride, padding = (2, 5, 9, 8), 3, 1, 1
+    geometry = conv.window_geometry(shape, kernel, stride, padding, "col2im")
+    cols = rng.standard_normal((2 * 9 * 8, 5 * 9)).astype(np.float32)
+    dx = np.full(shape, np.nan, np.float32)
+    conv._col2im_kernel_cpu(cols, dx, channels_per_task, *geometry)
+    np.testing.assert_array_equal(dx, col2im_cpu(cols, shape, kernel, stride, padding))
+    assert relative_error(dx, reference_col2im(cols, shape, kernel, stride, padding)) <= 1e-5
+
+
+def test_cpu_accepts_non_contiguous_inputs(rng):
+    x = rng.standard_normal((2, 3, 11, 14)).astype(np.float32)[:, :, :, ::2]
+    np.testing.assert_array_equal(im2col_cpu(x, 3, 1, 1), reference_im2col(x, 3, 1, 1))
+    cols = rng.standard_normal((27, 2 * 77)).T.astype(np.float32)  # (2*11*7, 27) in Fortran order
+    shape = (2, 3, 11, 7)
+    assert relative_error(col2im_cpu(cols, shape, 3, 1, 1), reference_col2im(cols, shape, 3, 1, 1)) <= 1e-5
+
+
+@pytest.mark.parametrize("im2col, col2im", [(im2col_cpu, col2im_cpu), (im2col_cuda, col2im_cuda)], ids=["cpu", "cuda"])
+def test_empty_batch(im2col, col2im):
+    cols = im2col(np.ones((0, 3, 5, 5), np.float32), 3, 1, 1)
+    assert cols.shape == (0, 27)
+    assert col2im(cols, (0, 3, 5, 5), 3, 1, 1).shape == (0, 3, 5, 5)
+
+
+# --- CUDA (simulator) ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", CUDA_CASES, ids=case_id)
+def test_im2col_cuda_equals_reference(rng, case):
+    shape, kernel, stride, padding = case
+    x = rng.standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(im2col_cuda(x, kernel, stride, padding), reference_im2col(x, kernel, stride, padding))
+
+
+@pytest.mark.parametrize("case", CUDA_CASES, ids=case_id)
+def test_col2im_cuda_matches_reference(rng, case):
+    shape, kernel, stride, padding = case
+    cols_shape = reference_im2col(np.empty(shape), kernel, stride, padding).shape
+    cols = rng.standard_normal(cols_shape).astype(np.float32)
+    dx = col2im_cuda(cols, shape, kernel, stride, padding)
+    assert dx.shape == shape and dx.dtype == np.float32
+    assert relative_error(dx, reference_col2im(cols, shape, kernel, stride, padding)) <= 1e-5
+
+
+# --- errors (one validation serves both variants) ---------------------------------------------------
+
+@pytest.mark.parametrize("im2col", [im2col_cpu, im2col_cuda])
+@pytest.mark.parametrize(
+    "shape, kernel, stride, padding, error, message",
+    [
+        ((3, 11, 7), 3, 1, 0, ValueError, r"im2col expects a 4-D input \(N, C, H, W\), got shape \(3, 11, 7\)"),
+        ((1, 3, 4, 7), (5, 3), 1, 0, ValueError, r"kernel 5x3 does not fit the 4x7 input padded by \(0, 0\) to 4x7"),
+        ((1, 3, 4, 7), (3, 10), 1, 1, ValueError, r"kernel 3x10 does not fit the 4x7 input padded by \(1, 1\) to 6x9"),
+        ((1, 3, 4, 7), 3, 0, 0, ValueError, r"stride must be >= 1, got 0"),
+        ((1, 3, 4, 7), 3, 1, (1, -1), ValueError, r"padding must be >= 0, got \(1, -1\)"),
+        ((1, 3, 4, 7), (3,), 1, 0, TypeError, r"kernel_hw must be an int or a pair of ints, got \(3,\)"),
+        ((1, 3, 4, 7), 3, 1.5, 0, TypeError, r"stride must be an int or a pair of ints, got 1.5"),
+    ],
+)
+def test_im2col_rejects_bad_arguments(im2col, shape, kernel, stride, padding, error, message):
+    with pytest.raises(error, match=message):
+        im2col(np.ones(shape, np.float32), kernel, stride, padding)
+
+
+@pytest.mark.parametrize("im2col", [im2col_cpu, im2col_cuda])
+def test_im2col_rejects_integer_input(im2col):
+    with pytest.raises(TypeError, match="im2col expects x of dtype float32 or float64, got int64"):
+        im2col(np.ones((1, 1, 3, 3), np.int64), 2, 1, 0)
+
+
+@pytest.mark.parametrize("col2im", [col2im_cpu, col2im_cuda])
+def test_col2im_rejects_bad_arguments(col2im):
+    with pytest.raises(ValueError, match=r"expects cols of shape \(18, 45\) for x_shape \(1, 3, 11, 7\), "
+                                         r"kernel 3x5, got \(18, 44\)"):
+        col2im(np.ones((18, 44), np.float32), (1, 3, 11, 7), (3, 5), 2, 1)
+    with pytest.raises(ValueError, match=r"col2im expects a 4-D input \(N, C, H, W\), got shape \(3, 11, 7\)"):
+        col2im(np.ones((18, 45), np.float32), (3, 11, 7), (3, 5), 2, 1)
+    with pytest.raises(TypeError, match="col2im expects cols of dtype float32 or float64, got float16"):
+        col2im(np.ones((18, 45), np.float16), (1, 3, 11, 7), (3, 5), 2, 1)
+    with pytest.raises(TypeError, match=r"col2im expects x_shape as a sequence of ints, got \(1, 3, 11.0, 7\)"):
+        col2im(np.ones((18, 45), np.float32), (1, 3, 11.0, 7), (3, 5), 2, 1)
