@@ -1,0 +1,150 @@
+"""fastnet.bench at tiny sizes: peers agree with our kernels, mismatches are refused, the table and
+JSON are written, the CUDA simulator is never timed, the PyTorch mirror trains identically."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fastnet import bench, models
+from fastnet.backend import CPU
+
+
+def test_every_quick_case_agrees_with_its_peers():
+    for spec in bench.case_specs(quick=True):
+        case = bench.build_and_verify(spec, CPU)
+        assert list(case.implementations)[0] == bench.OURS
+        assert set(case.implementations) <= set(spec.implementations), spec.id
+
+
+def test_full_cases_cover_the_issue_shapes():
+    labels = {spec.id: spec.shape for spec in bench.case_specs()}
+    assert labels["softmax_xent-b256.c10"] == "256x10" and labels["softmax_xent-b128.c1000"] == "128x1000"
+    assert labels["adam-1M"] == "1000000" and labels["adam-10M"] == "10000000"
+    assert labels["im2col-resnet.conv.b128"].startswith("128x64x16x16")
+    assert {"im2col-mnist.conv2.b64", "im2col-mnist.conv2.b256", "maxpool_bwd-mnist.pool1.b256"} <= set(labels)
+
+
+def _case_with_peer(peer_output):
+    ours = np.linspace(-1.0, 1.0, 12, dtype=np.float32).reshape(3, 4)
+    implementations = {bench.OURS: bench.Implementation(lambda: ours),
+                       "numpy": bench.Implementation(lambda: peer_output(ours))}
+    return bench.Case(bench.CaseInfo("toy", "3x4", 12.0, 96.0), implementations)
+
+
+@pytest.mark.parametrize("peer, message", [
+    (lambda ours: ours * 1.01, r"numpy differs from fastnet in output 0 .*relative error 1\.00e-02"),
+    (lambda ours: ours.T, r"shapes \(4, 3\) and \(3, 4\)"),
+    (lambda ours: (ours, ours), r"returned 2 outputs, fastnet 1"),
+])
+def test_verify_refuses_a_peer_computing_something_else(peer, message):
+    with pytest.raises(bench.MismatchError, match=message):
+        bench.verify(_case_with_peer(peer))
+
+
+def test_verify_accepts_float32_rounding_and_requires_exact_indices():
+    bench.verify(_case_with_peer(lambda ours: ours * np.float32(1 + 1e-6)))
+    assert bench.relative_error(np.array([1, 2]), np.array([1, 3])) == np.inf
+    assert bench.relative_error(np.array([1, 2]), np.array([1, 2])) == 0.0
+
+
+def test_rates_pick_the_bound_and_its_ceiling():
+    ceilings = bench.Ceilings("cpu", 2, gemm_gflops=100.0, copy_gbs=10.0, library="test BLAS")
+    assert ceilings.balance == 10.0
+    compute = bench.rates(bench.CaseInfo("toy", "gemm", flops=1e9, bytes_moved=1e6), 0.1, ceilings)
+    assert compute["bound"] == "compute" and compute["gflops"] == pytest.approx(10.0)
+    assert compute["percent_of_ceiling"] == pytest.approx(10.0)
+    memory = bench.rates(bench.CaseInfo("toy", "copy", flops=0.0, bytes_moved=1e9), 0.5, ceilings)
+    assert memory["bound"] == "memory" and memory["percent_of_ceiling"] == pytest.approx(20.0)
+    latency = bench.rates(bench.CaseInfo("toy", "add", 4.0, 48.0, fixed_bound="latency"), 1e-5, ceilings)
+    assert latency["bound"] == "latency" and latency["percent_of_ceiling"] is None
+
+
+def test_quick_run_prints_one_table_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--only", "softmax_xent", "--threads", "1", "--json", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "ceilings: cpu, 1 threads" in table and "softmax_xent tiny 5x7" in table and "vs numpy" in table
+    report = json.loads(path.read_text())
+    (row,) = report["kernels"]
+    assert row["family"] == "softmax_xent" and row["seconds"]["fastnet"] > 0
+    assert row["ratios"]["numpy"] == pytest.approx(row["seconds"]["numpy"] / row["seconds"]["fastnet"])
+    assert report["ceilings"]["threads"] == 1 and report["failures"] == []
+    assert report["machine"]["commit"]
+
+
+def test_cuda_refuses_to_time_the_simulator(monkeypatch, capsys):
+    monkeypatch.setattr(bench._cuda, "simulating", lambda: True)
+    assert bench.main(["--device", "cuda", "--quick"]) == 2
+    assert "refusing to time the CUDA simulator" in capsys.readouterr().err
+
+
+def test_ptx_delegates_to_the_compile_report(monkeypatch):
+    from fastnet.kernels import ptx
+
+    calls = []
+    monkeypatch.setattr(ptx, "main", lambda argv: calls.append(argv) or 7)
+    assert bench.main(["--ptx"]) == 7 and calls == [[]]
+
+
+def test_pinned_threads_rejects_impossible_counts():
+    with pytest.raises(ValueError, match="threads must be between 1 and"):
+        with bench.pinned_threads(0):
+            pass
+
+
+# ---------------------------------------------------------------- training against PyTorch
+torch = bench.optional_torch()
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed (pip install 'fastnet[bench]')")
+
+TINY_MLP = bench.TrainModel("tiny_mlp", lambda: models.mlp(in_features=12, hidden=(8,), classes=3), (1, 3, 4), (4,),
+                            classes=3)
+
+
+@needs_torch
+def test_training_race_reports_both_frameworks_after_an_identical_first_step():
+    with bench.pinned_threads(1):
+        result = bench.measure_training(TINY_MLP, 4, quick=True)
+    assert result["images_per_second"]["fastnet"] > 0 and result["images_per_second"]["torch"] > 0
+    assert result["ratio"] == pytest.approx(result["images_per_second"]["fastnet"] / result["images_per_second"]["torch"])
+    assert result["first_step"]["loss_relative_error"] < 1e-6
+    assert result["first_step"]["gradient_relative_error"] < 1e-5
+
+
+@needs_torch
+def test_training_race_refuses_models_that_compute_differently(monkeypatch):
+    honest = bench.to_torch
+
+    def perturbed(module):
+        mirror = honest(module)
+        with torch.no_grad():
+            next(mirror.parameters()).add_(0.5)
+        return mirror
+
+    monkeypatch.setattr(bench, "to_torch", perturbed)
+    with pytest.raises(bench.MismatchError, match="first-step losses differ.*refusing to report a throughput"):
+        bench.measure_training(TINY_MLP, 4, quick=True)
+
+
+@needs_torch
+def test_torch_mirror_of_a_resnet_matches_loss_and_gradients():
+    model = models.create("resnet8", width=4)
+    mirror = bench.to_torch(model)
+    assert [name for name, _ in mirror.named_parameters()] == [name for name, _ in model.named_parameters()]
+    rng = np.random.default_rng(0)
+    first = bench.compare_first_step(model, mirror, rng.standard_normal((2, 3, 8, 8), dtype=np.float32),
+                                     rng.integers(0, 10, 2))
+    assert first.problems() == [], first
+
+
+@needs_torch
+def test_torch_mirror_names_a_layer_it_cannot_translate():
+    from fastnet import nn
+
+    class Unheard(nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(NotImplementedError, match="no PyTorch equivalent of fastnet's Unheard"):
+        bench.to_torch(nn.Sequential(nn.Linear(2, 2), Unheard()))
