@@ -45,6 +45,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from . import nn as fnn
 from .backend import Device, conv_output_shape, get_device, to_numpy
 from .kernels import _cuda
 
@@ -418,6 +419,57 @@ def plain_maxpool_backward(dy: Any, argmax: Any, x_shape: tuple[int, ...]) -> An
     return dx.reshape(x_shape)
 
 
+def plain_batchnorm_forward(x: Any, weight: Any, bias: Any, running_mean: Any, running_var: Any,
+                            momentum: float, eps: float) -> Any:
+    """y of training-mode batch norm over (N, H, W); the running statistics updated in place."""
+    xp = _cuda.array_module(x)
+    axes, shape = (0, 2, 3), (1, -1, 1, 1)
+    mean, var = x.mean(axis=axes), x.var(axis=axes)
+    count = x.size // x.shape[1]
+    running_mean *= 1 - momentum
+    running_mean += momentum * mean
+    running_var *= 1 - momentum
+    running_var += (momentum * count / (count - 1)) * var
+    scale = weight / xp.sqrt(var + eps)
+    return x * scale.reshape(shape) + (bias - mean * scale).reshape(shape)
+
+
+def plain_batchnorm_backward(dy: Any, x: Any, weight: Any, mean: Any, rstd: Any) -> tuple[Any, Any, Any]:
+    """(dx, dweight, dbias) of training-mode batch norm from the saved mean and 1/std per channel."""
+    axes, shape = (0, 2, 3), (1, -1, 1, 1)
+    count = x.size // x.shape[1]
+    xhat = (x - mean.reshape(shape)) * rstd.reshape(shape)
+    dbias, dweight = dy.sum(axis=axes), (dy * xhat).sum(axis=axes)
+    dx = (weight * rstd / count).reshape(shape) * (count * dy - dbias.reshape(shape) - xhat * dweight.reshape(shape))
+    return dx, dweight, dbias
+
+
+def plain_layernorm_forward(x: Any, weight: Any, bias: Any, eps: float) -> Any:
+    """y of layer norm over the last axis."""
+    xp = _cuda.array_module(x)
+    mean = x.mean(axis=-1, keepdims=True)
+    return (x - mean) / xp.sqrt(x.var(axis=-1, keepdims=True) + eps) * weight + bias
+
+
+def plain_layernorm_backward(dy: Any, x: Any, weight: Any, mean: Any, rstd: Any) -> tuple[Any, Any, Any]:
+    """(dx, dweight, dbias) of layer norm from the saved mean and 1/std per row."""
+    xhat = (x - mean[:, None]) * rstd[:, None]
+    scaled = dy * weight
+    dx = rstd[:, None] * (scaled - scaled.mean(axis=-1, keepdims=True)
+                          - xhat * (scaled * xhat).mean(axis=-1, keepdims=True))
+    return dx, (dy * xhat).sum(axis=0), dy.sum(axis=0)
+
+
+def plain_softmax_forward(x: Any) -> Any:
+    xp = _cuda.array_module(x)
+    exp = xp.exp(x - x.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def plain_softmax_backward(y: Any, dy: Any) -> Any:
+    return y * (dy - (y * dy).sum(axis=-1, keepdims=True))
+
+
 # --------------------------------------------------------------------- case builders
 def _conv_label(x_shape: tuple[int, ...], kernel: int, stride: int, padding: int, out_channels: int = 0) -> str:
     out = f"->{out_channels}" if out_channels else ""
@@ -672,8 +724,8 @@ def _add_overhead_case(device: Device, key: str, backward: bool) -> Case:
 
     implementations = {OURS: Implementation(ours)}
     if not backward:
-        a_plain, b_plain = values, values + 1.0
-        implementations[_plain_name(device)] = Implementation(lambda: np.add(a_plain, b_plain))
+        a_plain, b_plain = a.data, b.data
+        implementations[_plain_name(device)] = Implementation(lambda: device.xp.add(a_plain, b_plain))
     torch = _torch_for(device)
     if torch:
         a_torch, b_torch = (torch.tensor(values + shift, requires_grad=backward) for shift in (0.0, 1.0))
@@ -688,6 +740,112 @@ def _add_overhead_case(device: Device, key: str, backward: bool) -> Case:
         implementations["torch"] = Implementation(torch_add)
     label = f"{key} 4 floats, " + ("forward + backward" if backward else "forward, no graph")
     return Case(CaseInfo("overhead", label, 4.0, FLOAT32_BYTES * 12.0, fixed_bound="latency"), implementations)
+
+
+def _batchnorm_forward_case(device: Device, key: str, x_shape: tuple) -> Case:
+    """Training-mode batch norm, running statistics included, each implementation with its own."""
+    momentum, eps, channels, xp = 0.1, 1e-5, x_shape[1], device.xp
+    x, weight, bias = _random(device, x_shape), _random(device, (channels,), 1) + 1, _random(device, (channels,), 2)
+
+    def running() -> tuple:
+        return xp.zeros(channels, np.float32), xp.ones(channels, np.float32)
+
+    ours_running, plain_running = running(), running()
+
+    def ours() -> tuple:
+        y, _, _ = device.batchnorm_forward(x, weight, bias, *ours_running, training=True, momentum=momentum, eps=eps)
+        return (y, *ours_running)
+
+    implementations = {
+        OURS: Implementation(ours),
+        _plain_name(device): Implementation(
+            lambda: (plain_batchnorm_forward(x, weight, bias, *plain_running, momentum, eps), *plain_running)),
+    }
+    torch = _torch_for(device)
+    if torch:
+        tensors = [torch.from_numpy(array) for array in (x, weight, bias, *running())]
+        implementations["torch"] = Implementation(lambda: (torch.nn.functional.batch_norm(
+            tensors[0], tensors[3], tensors[4], tensors[1], tensors[2], training=True, momentum=momentum, eps=eps),
+            tensors[3], tensors[4]))
+    # per element: sum, sum of squares, then subtract, scale, shift; reads x, writes y
+    info = CaseInfo("batchnorm_fwd", f"{key} {'x'.join(map(str, x_shape))}", 5.0 * x.size,
+                    2.0 * FLOAT32_BYTES * x.size)
+    return Case(info, implementations)
+
+
+def _batchnorm_backward_case(device: Device, key: str, x_shape: tuple) -> Case:
+    channels = x_shape[1]
+    x, dy, weight = _random(device, x_shape), _random(device, x_shape, 1), _random(device, (channels,), 2) + 1
+    _, mean, rstd = device.batchnorm_forward(x, weight, None, None, None, training=True)
+    implementations = {
+        OURS: Implementation(lambda: device.batchnorm_backward(dy, x, weight, mean, rstd, training=True)),
+        _plain_name(device): Implementation(lambda: plain_batchnorm_backward(dy, x, weight, mean, rstd)),
+    }
+    torch = _torch_for(device)
+    if torch:
+        dy_torch, x_torch, weight_torch, mean_torch, rstd_torch = (torch.from_numpy(a) for a in (dy, x, weight, mean, rstd))
+        implementations["torch"] = Implementation(lambda: torch.ops.aten.native_batch_norm_backward(
+            dy_torch, x_torch, weight_torch, None, None, mean_torch, rstd_torch, True, 1e-5, [True, True, True]))
+    # per element: two sums, then xhat and the three-term dx; reads dy and x, writes dx
+    info = CaseInfo("batchnorm_bwd", f"{key} {'x'.join(map(str, x_shape))}", 9.0 * x.size,
+                    3.0 * FLOAT32_BYTES * x.size)
+    return Case(info, implementations)
+
+
+def _layernorm_forward_case(device: Device, key: str, rows: int, width: int) -> Case:
+    eps = 1e-5
+    x, weight, bias = _random(device, (rows, width)), _random(device, (width,), 1) + 1, _random(device, (width,), 2)
+    implementations = {
+        OURS: Implementation(lambda: device.layernorm_forward(x, weight, bias, eps), lambda result: result[:1]),
+        _plain_name(device): Implementation(lambda: plain_layernorm_forward(x, weight, bias, eps)),
+    }
+    torch = _torch_for(device)
+    if torch:
+        x_torch, weight_torch, bias_torch = (torch.from_numpy(a) for a in (x, weight, bias))
+        implementations["torch"] = Implementation(
+            lambda: torch.nn.functional.layer_norm(x_torch, (width,), weight_torch, bias_torch, eps))
+    info = CaseInfo("layernorm_fwd", f"{key} {rows}x{width}", 5.0 * x.size, 2.0 * FLOAT32_BYTES * x.size)
+    return Case(info, implementations)
+
+
+def _layernorm_backward_case(device: Device, key: str, rows: int, width: int) -> Case:
+    x, dy, weight = _random(device, (rows, width)), _random(device, (rows, width), 1), _random(device, (width,), 2) + 1
+    _, mean, rstd = device.layernorm_forward(x, weight, None)
+    implementations = {
+        OURS: Implementation(lambda: device.layernorm_backward(dy, x, weight, mean, rstd)),
+        _plain_name(device): Implementation(lambda: plain_layernorm_backward(dy, x, weight, mean, rstd)),
+    }
+    torch = _torch_for(device)
+    if torch:
+        dy_torch, x_torch, weight_torch = (torch.from_numpy(a) for a in (dy, x, weight))
+        mean_torch, rstd_torch = (torch.from_numpy(a.reshape(rows, 1)) for a in (mean, rstd))
+        bias_torch = torch.zeros(width)  # unused by the gradients, but the op wants one
+        implementations["torch"] = Implementation(lambda: torch.ops.aten.native_layer_norm_backward(
+            dy_torch, x_torch, [width], mean_torch, rstd_torch, weight_torch, bias_torch, [True, True, True]))
+    info = CaseInfo("layernorm_bwd", f"{key} {rows}x{width}", 9.0 * x.size, 3.0 * FLOAT32_BYTES * x.size)
+    return Case(info, implementations)
+
+
+def _softmax_case(device: Device, key: str, rows: int, width: int, backward: bool) -> Case:
+    """The attention weights' row softmax (no mask), forward or backward."""
+    x = _random(device, (rows, width))
+    y = device.softmax_forward(x)
+    dy = _random(device, (rows, width), 1)
+    if backward:
+        implementations = {OURS: Implementation(lambda: device.softmax_backward(y, dy)),
+                           _plain_name(device): Implementation(lambda: plain_softmax_backward(y, dy))}
+    else:
+        implementations = {OURS: Implementation(lambda: device.softmax_forward(x)),
+                           _plain_name(device): Implementation(lambda: plain_softmax_forward(x))}
+    torch = _torch_for(device)
+    if torch:
+        x_torch, y_torch, dy_torch = (torch.from_numpy(a) for a in (x, y, dy))
+        implementations["torch"] = Implementation(
+            (lambda: torch.ops.aten._softmax_backward_data(dy_torch, y_torch, -1, torch.float32)) if backward
+            else (lambda: torch.softmax(x_torch, -1)))
+    family, flops, arrays = ("softmax_bwd", 4.0, 3) if backward else ("softmax_fwd", 4.0, 2)
+    return Case(CaseInfo(family, f"{key} {rows}x{width}", flops * x.size, arrays * FLOAT32_BYTES * x.size),
+                implementations)
 
 
 # --------------------------------------------------------------------- the list of cases
@@ -737,6 +895,19 @@ def case_specs(quick: bool = False) -> list[CaseSpec]:
         shape = "x".join(map(str, x_shape))
         add("maxpool_fwd", key, shape, functools.partial(_maxpool_forward_case, key=key, x_shape=x_shape, kernel=2))
         add("maxpool_bwd", key, shape, functools.partial(_maxpool_backward_case, key=key, x_shape=x_shape, kernel=2))
+    for key, x_shape in (("tiny", (2, 3, 5, 5)),) if quick else (("resnet20.stage1.b128", (128, 16, 32, 32)),):
+        shape = "x".join(map(str, x_shape))
+        add("batchnorm_fwd", key, shape, functools.partial(_batchnorm_forward_case, key=key, x_shape=x_shape))
+        add("batchnorm_bwd", key, shape, functools.partial(_batchnorm_backward_case, key=key, x_shape=x_shape))
+    for key, rows, width in (("tiny", 6, 10),) if quick else (("transformer.b32.t64", 32 * 64, 128),):
+        add("layernorm_fwd", key, f"{rows}x{width}",
+            functools.partial(_layernorm_forward_case, key=key, rows=rows, width=width))
+        add("layernorm_bwd", key, f"{rows}x{width}",
+            functools.partial(_layernorm_backward_case, key=key, rows=rows, width=width))
+    for key, rows, width in (("tiny", 6, 10),) if quick else (("attention.b32.h4.t64", 32 * 4 * 64, 64),):
+        for backward, family in ((False, "softmax_fwd"), (True, "softmax_bwd")):
+            add(family, key, f"{rows}x{width}",
+                functools.partial(_softmax_case, key=key, rows=rows, width=width, backward=backward))
     add("overhead", "add", "4 floats", functools.partial(_add_overhead_case, key="add", backward=False))
     add("overhead", "add.backward", "4 floats", functools.partial(_add_overhead_case, key="add.backward", backward=True),
         with_torch)
@@ -827,15 +998,30 @@ class TrainModel:
     classes: int = 10
 
 
+class SequenceClassifier(fnn.Module):
+    """One transformer encoder layer over (B, T, d_model), the mean over T, then a Linear to the
+    classes: the transformer of the training race. No dropout, so both frameworks compute the same."""
+
+    def __init__(self, d_model: int = 128, heads: int = 4, feedforward: int = 256, classes: int = 10) -> None:
+        super().__init__()
+        self.encoder = fnn.TransformerEncoderLayer(d_model, heads, feedforward, dropout=0.0, batch_first=True)
+        self.head = fnn.Linear(d_model, classes)
+
+    def forward(self, x: Any) -> Any:
+        return self.head(self.encoder(x).mean(axis=1))
+
+
 def train_models() -> list[TrainModel]:
     """The models ``--train`` races (one line each; a new layer type also needs a :data:`TORCH_EQUIVALENTS`
-    entry). The CIFAR ResNet is ResNet-20."""
+    entry). The CIFAR ResNet is ResNet-20; the transformer one encoder layer, d_model 128, 4 heads,
+    feed-forward 256, on sequences of 64."""
     from . import models
 
     return [
         TrainModel("mnist_cnn", models.mnist_cnn, (1, 28, 28), (64, 256)),
         TrainModel("mlp", models.mlp, (1, 28, 28), (64, 256)),
         TrainModel("resnet20", functools.partial(models.create, "resnet"), (3, 32, 32), (128,)),
+        TrainModel("transformer", SequenceClassifier, (64, 128), (32,)),
     ]
 
 
@@ -861,7 +1047,19 @@ TORCH_EQUIVALENTS: dict[str, Callable[[Any, Any], Any]] = {
     "Identity": lambda nn, m: nn.Identity(),
     "Dropout": lambda nn, m: nn.Dropout(m.p),
     "Flatten": lambda nn, m: nn.Flatten(m.start_dim, m.end_dim),
+    "LayerNorm": lambda nn, m: nn.LayerNorm(m.normalized_shape, m.eps, m.elementwise_affine, bias=m.bias is not None),
+    "TransformerEncoderLayer": lambda nn, m: nn.TransformerEncoderLayer(
+        m.self_attn.embed_dim, m.self_attn.num_heads, m.linear1.out_features, m.dropout.p,
+        activation=_activation_name(m.activation), layer_norm_eps=m.norm1.eps, batch_first=m.self_attn.batch_first,
+        norm_first=m.norm_first, bias=m.linear1.bias is not None),
 }
+
+
+def _activation_name(activation: Callable) -> str:
+    name = getattr(activation, "__name__", repr(activation))
+    if name not in ("relu", "gelu"):
+        raise NotImplementedError(f"no PyTorch equivalent of the activation {name}")
+    return name
 
 
 @functools.lru_cache(maxsize=1)
@@ -890,7 +1088,11 @@ def _torch_containers() -> dict[str, Any]:
             out = torch.relu(self.bn1(self.conv1(x)))
             return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
-    return {"Sequential": Chain, "Classifier": Chain, "BasicBlock": BasicBlock}
+    class SequenceClassifier(Chain):
+        def forward(self, x: Any) -> Any:
+            return self.head(self.encoder(x).mean(1))
+
+    return {"Sequential": Chain, "Classifier": Chain, "BasicBlock": BasicBlock, "SequenceClassifier": SequenceClassifier}
 
 
 def to_torch(module: Any) -> Any:
@@ -1017,8 +1219,8 @@ def measure_training(entry: TrainModel, batch: int, quick: bool = False, rounds:
                 step(index)
             samples[name].append(batch * steps_per_round[name] / (time.perf_counter() - start))
     best = {name: max(values) for name, values in samples.items()}
-    return {"model": entry.name, "batch": batch, "images_per_second": best,
-            "median_images_per_second": {name: statistics.median(values) for name, values in samples.items()},
+    return {"model": entry.name, "batch": batch, "samples_per_second": best,
+            "median_samples_per_second": {name: statistics.median(values) for name, values in samples.items()},
             "ratio": best["fastnet"] / best["torch"], "first_step": asdict(first)}
 
 
@@ -1039,10 +1241,10 @@ def run_training(quick: bool = False, only: str | None = None,
 
 
 def format_training_table(results: list[dict[str, Any]], threads: int, failures: Sequence[str] = ()) -> str:
-    header = ["model", "batch", "fastnet img/s", "torch img/s", "fastnet/torch", "first-step loss (fastnet, torch)",
+    header = ["model", "batch", "fastnet samples/s", "torch samples/s", "fastnet/torch", "first-step loss (fastnet, torch)",
               "grad rel err"]
-    lines = [[row["model"], str(row["batch"]), f"{row['images_per_second']['fastnet']:.0f}",
-              f"{row['images_per_second']['torch']:.0f}", f"{row['ratio']:.2f}x",
+    lines = [[row["model"], str(row["batch"]), f"{row['samples_per_second']['fastnet']:.0f}",
+              f"{row['samples_per_second']['torch']:.0f}", f"{row['ratio']:.2f}x",
               f"{row['first_step']['fastnet_loss']:.6f}, {row['first_step']['torch_loss']:.6f}",
               f"{row['first_step']['gradient_relative_error']:.1e}"] for row in results]
     text = [f"training throughput on the CPU, {threads} threads each, Adam lr 1e-3, random data:",

@@ -106,8 +106,8 @@ TINY_MLP = bench.TrainModel("tiny_mlp", lambda: models.mlp(in_features=12, hidde
 def test_training_race_reports_both_frameworks_after_an_identical_first_step():
     with bench.pinned_threads(1):
         result = bench.measure_training(TINY_MLP, 4, quick=True)
-    assert result["images_per_second"]["fastnet"] > 0 and result["images_per_second"]["torch"] > 0
-    assert result["ratio"] == pytest.approx(result["images_per_second"]["fastnet"] / result["images_per_second"]["torch"])
+    assert result["samples_per_second"]["fastnet"] > 0 and result["samples_per_second"]["torch"] > 0
+    assert result["ratio"] == pytest.approx(result["samples_per_second"]["fastnet"] / result["samples_per_second"]["torch"])
     assert result["first_step"]["loss_relative_error"] < 1e-6
     assert result["first_step"]["gradient_relative_error"] < 1e-5
 
@@ -148,3 +148,16 @@ def test_torch_mirror_names_a_layer_it_cannot_translate():
 
     with pytest.raises(NotImplementedError, match="no PyTorch equivalent of fastnet's Unheard"):
         bench.to_torch(nn.Sequential(nn.Linear(2, 2), Unheard()))
+
+
+def test_every_family_has_a_pytest_benchmark_suite():
+    import importlib.util
+    from pathlib import Path
+
+    covered = set()
+    for path in (Path(__file__).resolve().parents[1] / "benchmarks").glob("test_*.py"):
+        loader = importlib.util.spec_from_file_location(f"_suite_{path.stem}", path)
+        module = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(module)
+        covered |= set(module.FAMILIES)
+    assert covered == {spec.family for spec in bench.case_specs()}
