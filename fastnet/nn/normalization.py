@@ -1,2 +1,121 @@
-"""Normalisation and pooling layers for CNNs: BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d."""
-__all__: list[str] = []
+"""Normalisation and pooling layers for CNNs: BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d.
+
+BatchNorm layers follow PyTorch: parameters ``weight`` (ones) and ``bias`` (zeros) when
+``affine``; buffers ``running_mean`` (zeros), ``running_var`` (ones) and ``num_batches_tracked``
+when ``track_running_stats``, so state dicts move between the two frameworks unchanged.
+
+* train mode: normalise with the batch's statistics and blend them into the running ones
+  (``momentum``, or a cumulative average when ``momentum=None``);
+* eval mode: normalise with the running statistics;
+* ``track_running_stats=False``: no running statistics; batch statistics in both modes.
+
+**Frozen statistics** (fine-tuning): set ``layer.freeze_statistics = True`` (for a whole model:
+``fastnet.finetune.freeze_batchnorm_statistics(model)``) and the layer normalises with its running
+statistics and leaves them, and ``num_batches_tracked``, untouched even in train mode, while its
+``weight`` and ``bias`` still train. Unlike ``layer.eval()``, the flag survives
+``model.train()``, which a training loop calls every epoch. It is not part of the state dict.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from ..tensor import Tensor
+from .module import Module, Parameter
+
+__all__ = ["BatchNorm1d", "BatchNorm2d", "AvgPool2d", "AdaptiveAvgPool2d"]
+
+
+class _BatchNorm(Module):
+    """Shared by BatchNorm1d and BatchNorm2d, which differ only in the input shapes they accept."""
+
+    expected_dims: tuple[int, ...] = ()
+    shape_text = ""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+                 track_running_stats: bool = True) -> None:
+        super().__init__()
+        if num_features < 1:
+            raise ValueError(f"{type(self).__name__}: num_features must be positive, got {num_features}")
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"{type(self).__name__}: momentum must be in [0, 1] or None, got {momentum}")
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        self.freeze_statistics = False
+        self.weight = Parameter(np.ones(num_features, np.float32)) if affine else None
+        self.bias = Parameter(np.zeros(num_features, np.float32)) if affine else None
+        if track_running_stats:
+            self.register_buffer("running_mean", Tensor(np.zeros(num_features, np.float32)))
+            self.register_buffer("running_var", Tensor(np.ones(num_features, np.float32)))
+            self.register_buffer("num_batches_tracked", Tensor(np.array(0, np.int64)))
+        else:
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                self.register_buffer(name, None)
+
+    def reset_running_stats(self) -> None:
+        if self.track_running_stats:
+            self.running_mean.data[...] = 0
+            self.running_var.data[...] = 1
+            self.num_batches_tracked.data[...] = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim not in self.expected_dims:
+            raise ValueError(f"{type(self).__name__}: expected input {self.shape_text}, got shape {x.shape}")
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"{type(self).__name__}({self.num_features}): input of shape {x.shape} has "
+                             f"{x.shape[1]} channels, expected {self.num_features}")
+        tracking = self.running_mean is not None
+        batch_statistics = not tracking or (self.training and not self.freeze_statistics)
+        momentum = 0.0
+        if tracking and batch_statistics:
+            self.num_batches_tracked.data += 1
+            momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked.item())
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            training=batch_statistics, momentum=momentum, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}"
+                + (", freeze_statistics=True" if self.freeze_statistics else ""))
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch norm over (N, C) or (N, C, L) inputs, per channel C."""
+
+    expected_dims = (2, 3)
+    shape_text = "(N, C) or (N, C, L)"
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch norm over (N, C, H, W) inputs, per channel C."""
+
+    expected_dims = (4,)
+    shape_text = "(N, C, H, W)"
+
+
+class AvgPool2d(Module):
+    """Mean over windows (padding counted in the divisor, as PyTorch's default)."""
+
+    def __init__(self, kernel_size: F.Pair, stride: F.Pair | None = None, padding: F.Pair = 0) -> None:
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride or self.kernel_size}, padding={self.padding}"
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average into a fixed output grid whatever the input size; ``output_size=1`` is global pooling."""
+
+    def __init__(self, output_size: F.Pair) -> None:
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
