@@ -1118,43 +1118,64 @@ def _torch_mirror(module: Any, torch: Any) -> Any:
 
 @dataclass
 class FirstStep:
-    """Both frameworks' loss on the first batch from the same weights, and how far their gradients differ."""
+    """Both frameworks' loss on the first batch from the same weights, and the worst relative error
+    of each one's float32 gradients against PyTorch's float64 gradients from the same weights.
+
+    The gradients are judged against float64, not against each other: in a deep network with batch
+    norm (ResNet-20 at initialisation), float32 rounding alone moves some parameters' gradients by
+    1e-3 to 1e-2 in either framework, in different parameters for each."""
 
     fastnet_loss: float
     torch_loss: float
     loss_relative_error: float
-    worst_gradient: str
-    gradient_relative_error: float
+    worst_gradient: str  # fastnet's parameter farthest from float64
+    fastnet_gradient_error: float
+    torch_gradient_error: float
 
-    def problems(self, loss_tolerance: float = 1e-4, gradient_tolerance: float = 1e-3) -> list[str]:
+    def problems(self, loss_tolerance: float = 1e-4, gradient_tolerance: float = 1e-3,
+                 float32_slack: float = 4.0) -> list[str]:
+        """What is wrong: losses apart by more than ``loss_tolerance``, or fastnet's gradients farther
+        from float64 than both ``gradient_tolerance`` and ``float32_slack`` times PyTorch's."""
         found = []
         if not self.loss_relative_error <= loss_tolerance:
             found.append(f"first-step losses differ: fastnet {self.fastnet_loss:.7g}, torch {self.torch_loss:.7g} "
                          f"(relative error {self.loss_relative_error:.1e} > {loss_tolerance:.0e})")
-        if not self.gradient_relative_error <= gradient_tolerance:
-            found.append(f"first-step gradients differ: {self.worst_gradient} has relative error "
-                         f"{self.gradient_relative_error:.1e} > {gradient_tolerance:.0e}")
+        allowed = max(gradient_tolerance, float32_slack * self.torch_gradient_error)
+        if not self.fastnet_gradient_error <= allowed:
+            found.append(f"first-step gradients differ: fastnet's {self.worst_gradient} is {self.fastnet_gradient_error:.1e} "
+                         f"from float64 (allowed {allowed:.1e}; PyTorch's float32 worst is {self.torch_gradient_error:.1e})")
         return found
 
 
+def _worst_gradient_error(named_grads: Iterator[tuple[str, Any]], reference: dict[str, np.ndarray]) -> tuple[str, float]:
+    errors = {name: relative_error(_host_copy(grad), reference[name]) for name, grad in named_grads}
+    worst = max(errors, key=errors.get)
+    return worst, errors[worst]
+
+
 def compare_first_step(model: Any, torch_model: Any, x: np.ndarray, labels: np.ndarray) -> FirstStep:
-    """One forward and backward of each framework on the same batch; the gradients are cleared after."""
+    """One forward and backward of fastnet, of PyTorch and of PyTorch in float64 on the same batch;
+    the gradients (and nothing else) are cleared after."""
+    import copy
+
     import torch
 
     from .functional import cross_entropy
     from .tensor import Tensor
 
+    reference_model = copy.deepcopy(torch_model).double()
     loss = cross_entropy(model(Tensor(x)), Tensor(labels))
     loss.backward()
     torch_loss = torch.nn.functional.cross_entropy(torch_model(torch.from_numpy(x)), torch.from_numpy(labels))
     torch_loss.backward()
-    torch_grads = dict(torch_model.named_parameters())
-    errors = {name: relative_error(parameter.grad.numpy(), torch_grads[name].grad.numpy().astype(np.float64))
-              for name, parameter in model.named_parameters()}
-    worst = max(errors, key=errors.get)
+    torch.nn.functional.cross_entropy(reference_model(torch.from_numpy(x).double()), torch.from_numpy(labels)).backward()
+    reference = {name: parameter.grad.numpy() for name, parameter in reference_model.named_parameters()}
+    worst, fastnet_error = _worst_gradient_error(((n, p.grad) for n, p in model.named_parameters()), reference)
+    _, torch_error = _worst_gradient_error(((n, p.grad) for n, p in torch_model.named_parameters()), reference)
     model.zero_grad()
     torch_model.zero_grad()
-    return FirstStep(loss.item(), torch_loss.item(), relative_error(loss.item(), torch_loss.item()), worst, errors[worst])
+    return FirstStep(loss.item(), torch_loss.item(), relative_error(loss.item(), torch_loss.item()), worst,
+                     fastnet_error, torch_error)
 
 
 def measure_training(entry: TrainModel, batch: int, quick: bool = False, rounds: int = 3,
@@ -1242,11 +1263,12 @@ def run_training(quick: bool = False, only: str | None = None,
 
 def format_training_table(results: list[dict[str, Any]], threads: int, failures: Sequence[str] = ()) -> str:
     header = ["model", "batch", "fastnet samples/s", "torch samples/s", "fastnet/torch", "first-step loss (fastnet, torch)",
-              "grad rel err"]
+              "grad err vs float64 (fastnet, torch)"]
     lines = [[row["model"], str(row["batch"]), f"{row['samples_per_second']['fastnet']:.0f}",
               f"{row['samples_per_second']['torch']:.0f}", f"{row['ratio']:.2f}x",
               f"{row['first_step']['fastnet_loss']:.6f}, {row['first_step']['torch_loss']:.6f}",
-              f"{row['first_step']['gradient_relative_error']:.1e}"] for row in results]
+              f"{row['first_step']['fastnet_gradient_error']:.1e}, {row['first_step']['torch_gradient_error']:.1e}"]
+             for row in results]
     text = [f"training throughput on the CPU, {threads} threads each, Adam lr 1e-3, random data:",
             _aligned(header, lines)]
     text += [f"FAILED {failure}" for failure in failures]
