@@ -37,7 +37,7 @@ _DIGEST_KEY = "fastnet.sha256"
 def _digest(tensors: dict[str, np.ndarray]) -> str:
     sha = hashlib.sha256()
     for name in sorted(tensors):
-        array = np.ascontiguousarray(tensors[name])
+        array = np.asarray(tensors[name], order="C")
         sha.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
         sha.update(array.tobytes())
     return sha.hexdigest()
@@ -46,7 +46,7 @@ def _digest(tensors: dict[str, np.ndarray]) -> str:
 def _atomic_save(tensors: dict[str, np.ndarray], path: str | os.PathLike, metadata: dict[str, str]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {name: np.ascontiguousarray(to_numpy(value)) for name, value in tensors.items()}
+    tensors = {name: np.asarray(to_numpy(value), order="C") for name, value in tensors.items()}
     metadata = dict(metadata, **{_DIGEST_KEY: _digest(tensors)})
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)

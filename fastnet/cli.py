@@ -39,7 +39,7 @@ def train_command(args: argparse.Namespace) -> int:
 
     config = {"dataset": args.dataset, "model": args.model, "optimizer": args.optimizer, "lr": args.lr,
               "weight_decay": args.weight_decay, "momentum": args.momentum, "batch_size": args.batch_size,
-              "seed": args.seed, "labels_per_class": args.labels_per_class, "augment": args.augment,
+              "seed": args.seed, "labels_per_class": args.labels_per_class, "augment": args.dataset == "cifar10" if args.augment is None else args.augment,
               "schedule": args.schedule, "label_smoothing": args.label_smoothing,
               "val_fraction": args.val_fraction, "patience": args.patience}
     out = Path(args.out or f"runs/{args.dataset}-{args.model}")
@@ -56,7 +56,8 @@ def train_command(args: argparse.Namespace) -> int:
     try:
         from .plots import plot_training_curves
 
-        print(f"fastnet: training curves in {plot_training_curves(history, out / 'curves.png')}")
+        curves = {key: values for key, values in history.items() if key.endswith(("_loss", "_acc"))}
+        print(f"fastnet: training curves in {plot_training_curves(curves, out / 'curves.png')}")
     except ImportError:
         print("fastnet: no training-curve plot (matplotlib missing: pip install 'fastnet[plot]')")
     print(f"fastnet: done in {time.perf_counter() - start:.0f}s: test accuracy {100 * history['test_acc'][-1]:.2f}% "
@@ -129,6 +130,21 @@ def info_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# ===================================================================== eval and bench (their modules own the options)
+@command("eval")
+def eval_command(args: argparse.Namespace) -> int:
+    from . import evaluate
+
+    return evaluate.run(args)
+
+
+@command("bench")
+def bench_command(args: argparse.Namespace) -> int:
+    from . import bench
+
+    return bench.run(args)
+
+
 # ===================================================================== entry point
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastnet", description="fastnet: deep learning on hand-written kernels")
@@ -142,12 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=2)
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
-    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--lr", type=float, default=2e-3, help="learning rate (the peak of the one-cycle schedule)")
     train.add_argument("--weight-decay", type=float, default=0.0)
     train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    train.add_argument("--augment", action="store_true", help="random crops (and flips on CIFAR-10)")
-    train.add_argument("--schedule", default="none", choices=("none", "cosine", "onecycle"),
-                       help="learning-rate schedule (onecycle: linear warm-up then cosine, per batch)")
+    train.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                       help="random crops (and flips on CIFAR-10); default: on for cifar10 only")
+    train.add_argument("--schedule", default="onecycle", choices=("none", "cosine", "onecycle"),
+                       help="learning-rate schedule: onecycle (default) warms up linearly to --lr over the first "
+                            "30%% of the steps, then anneals it by a cosine to nearly zero")
     train.add_argument("--label-smoothing", type=float, default=0.0)
     train.add_argument("--val-fraction", type=float, default=0.0,
                        help="hold out this fraction of the training set for validation")
@@ -178,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--data-dir", default=None)
     tune.add_argument("--no-progress", action="store_true")
 
+    from . import bench, evaluate
+
+    evaluate.add_arguments(commands.add_parser(
+        "eval", help="accuracy, per-class precision/recall/F1, confusion matrix and feature maps of a checkpoint"))
+    bench.add_arguments(commands.add_parser(
+        "bench", help="kernel timings against NumPy/PyTorch and the machine's ceilings; --train, --ptx, --device cuda"))
     commands.add_parser("info", help="versions, devices, and whether CUDA is real or simulated")
     return parser
 

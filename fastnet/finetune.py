@@ -178,7 +178,7 @@ class LoRALinear(Module):
         init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         device = base.weight.device
         for parameter in (self.lora_A, self.lora_B):  # initialised on the CPU, moved to the base's device
-            parameter.data = device.xp.ascontiguousarray(device.asarray(to_numpy(parameter.data)))
+            parameter.data = device.asarray(to_numpy(parameter.data))
             parameter.device = device
         self.merged = False
 

@@ -25,6 +25,12 @@ def test_train_then_resume_then_finetune(data_env, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "resuming" in printed and "epoch 2/2" in printed
     assert fn.load_checkpoint(out / "checkpoint.safetensors")["epoch"] == 2
+    final = json.loads((out / "history.json").read_text())["test_acc"][-1]
+
+    assert main(["eval", str(out / "checkpoint.safetensors")]) == 0
+    printed = capsys.readouterr().out
+    assert f"accuracy {100 * final:.2f}%" in printed and "macro avg" in printed
+    assert (out / "confusion_matrix.png").stat().st_size > 0
 
     assert main(["finetune", "--from", str(out / "checkpoint.safetensors"), "--dataset", "fashion-mnist",
                  "--mode", "lora", "--labels-per-class", "5", "--epochs", "1", "--no-progress"]) == 0

@@ -70,10 +70,12 @@ class Device:
             setattr(self, method, getattr(module, f"{stem}_{variant}"))
 
     def asarray(self, data: Any, dtype: Any = None) -> Any:
-        """``data`` as an array of this device (copied only when it must be)."""
+        """``data`` as a C-contiguous array of this device (copied only when it must be).
+
+        Contiguous because kernels and in-place optimizer updates need it; 0-d stays 0-d."""
         if self.xp is not np and not isinstance(data, self.xp.ndarray):
-            return self.xp.asarray(to_numpy(data), dtype=dtype)
-        return self.xp.asarray(data, dtype=dtype)
+            data = to_numpy(data)
+        return self.xp.asarray(data, dtype=dtype, order="C")
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Device):

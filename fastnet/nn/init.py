@@ -22,7 +22,7 @@ def fan_in_and_fan_out(shape: tuple) -> tuple[int, int]:
 
 
 def _fill(tensor: Tensor, values: np.ndarray) -> Tensor:
-    tensor.data = tensor.device.xp.ascontiguousarray(tensor.device.asarray(values.astype(tensor.dtype)))
+    tensor.data = tensor.device.asarray(values.astype(tensor.dtype))
     return tensor
 
 

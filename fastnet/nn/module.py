@@ -26,7 +26,6 @@ class Parameter(Tensor):
             super().__init__(data.data, device=data.device, requires_grad=requires_grad)
         else:
             super().__init__(data, requires_grad=requires_grad)
-        self.data = self.device.xp.ascontiguousarray(self.data)  # optimizers update it in place
 
     def __repr__(self) -> str:
         return "Parameter containing:\n" + super().__repr__()
@@ -163,7 +162,7 @@ class Module:
         for tensor in list(self.parameters()) + [b for _, b in self.named_buffers()]:
             if tensor.device is target:
                 continue
-            tensor.data = target.xp.ascontiguousarray(target.asarray(to_numpy(tensor.data)))
+            tensor.data = target.asarray(to_numpy(tensor.data))
             if tensor.grad is not None:
                 tensor.grad = Tensor(tensor.grad.data, device=target)
             tensor.device = target
@@ -209,7 +208,7 @@ class Module:
             if name in own and name not in bad:
                 target = own[name]
                 array = to_numpy(value.data if isinstance(value, Tensor) else value)
-                target.data = target.device.xp.ascontiguousarray(target.device.asarray(array.astype(target.dtype)))
+                target.data = target.device.asarray(array.astype(target.dtype))
         return report
 
     # ----------------------------------------------------------------- calling, printing

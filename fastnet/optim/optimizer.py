@@ -111,7 +111,7 @@ class Optimizer:
         for i, entry in state_dict["state"].items():
             parameter = parameters[int(i)]
             self.state[id(parameter)] = {
-                name: (parameter.device.xp.ascontiguousarray(parameter.device.asarray(v)) if hasattr(v, "shape") else v)
+                name: (parameter.device.asarray(v).copy() if hasattr(v, "shape") else v)
                 for name, v in entry.items()
             }
 
