@@ -81,7 +81,10 @@ def _kernel_argument(value: Any) -> Any:
 def launch(kernel: Callable, blocks: int | tuple, threads: int | tuple, *args: Any) -> None:
     """Launch ``kernel[blocks, threads]`` on the current stream (CuPy's on a GPU)."""
     if simulating():
-        kernel[blocks, threads](*args)
+        # the simulator copies every array argument back after the launch, which fails for
+        # read-only views (np.broadcast_to): hand it a writable copy instead
+        kernel[blocks, threads](*(np.array(a) if isinstance(a, np.ndarray) and not a.flags.writeable else a
+                                   for a in args))
         return
     kernel[blocks, threads, _current_stream()](*(_kernel_argument(a) for a in args))
 

@@ -62,5 +62,8 @@ def create(name: str, **config: Any) -> nn.Module:
 
 # the model families in their own modules register themselves on import
 from . import resnet, vit  # noqa: E402,F401
+from .resnet import cifar_cnn, cifar_resnet, resnet18_cifar  # noqa: E402
+from .vit import ViT  # noqa: E402
 
-__all__ = ["Classifier", "mlp", "mnist_cnn", "create", "register", "names"]
+__all__ = ["Classifier", "mlp", "mnist_cnn", "cifar_cnn", "cifar_resnet", "resnet18_cifar", "ViT", "create",
+           "register", "names"]
