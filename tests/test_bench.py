@@ -18,6 +18,17 @@ def test_every_quick_case_agrees_with_its_peers():
         assert set(case.implementations) <= set(spec.implementations), spec.id
 
 
+def test_every_quick_case_builds_and_agrees_on_the_cuda_device():
+    # In the simulator here: --device cuda refuses to time it, but its cases must still be right.
+    from fastnet.backend import get_device
+
+    cuda = get_device("cuda")
+    for spec in bench.case_specs(quick=True):
+        names = list(bench.build_and_verify(spec, cuda).implementations)
+        assert names[0] == bench.OURS and "torch" not in names, spec.id
+        assert len(names) > 1 or spec.id == "overhead-add.backward", spec.id
+
+
 def test_full_cases_cover_the_issue_shapes():
     labels = {spec.id: spec.shape for spec in bench.case_specs()}
     assert labels["softmax_xent-b256.c10"] == "256x10" and labels["softmax_xent-b128.c1000"] == "128x1000"
