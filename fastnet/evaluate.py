@@ -30,6 +30,7 @@ import numpy as np
 
 from . import models
 from .checkpoint import load_checkpoint
+from .data import DataLoader
 from .metrics import classification_report, confusion_matrix
 from .nn import Conv2d, Module
 from .plots import plot_confusion_matrix, plot_feature_maps
@@ -101,8 +102,6 @@ def evaluate_checkpoint(path: str | os.PathLike, test_set: Any = None, *, datase
     :func:`fastnet.train.evaluate`, plus ``report``, ``confusion_matrix`` and ``files`` (the PNGs
     written).
     """
-    from .data import DataLoader
-
     model, saved = load_model(path, device)
     config = saved["config"]
     name = dataset or config.get("dataset")

@@ -117,6 +117,9 @@ def test_batchnorm_layer_has_pytorch_state():
     np.testing.assert_array_equal(state["running_var"], np.ones(3, np.float32))
     assert state["num_batches_tracked"].dtype == np.int64 and state["num_batches_tracked"] == 0
     assert [name for name, _ in layer.named_parameters()] == ["weight", "bias"]
+    layer(fn.tensor(np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2)))
+    layer.reset_running_stats()
+    assert all(np.array_equal(value, state[name]) for name, value in layer.state_dict().items())
     bare = nn.BatchNorm1d(3, affine=False, track_running_stats=False)
     assert bare.state_dict() == {} and bare.weight is None and bare.running_mean is None
 
@@ -180,6 +183,10 @@ def test_batchnorm_layer_input_errors(rng):
         nn.BatchNorm1d(3)(fn.tensor(rng.standard_normal((4, 5))))
     with pytest.raises(ValueError, match="momentum must be in"):
         nn.BatchNorm1d(3, momentum=1.5)
+    layer = nn.BatchNorm1d(3)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        layer(fn.tensor(rng.standard_normal((1, 3))))
+    assert layer.num_batches_tracked.item() == 0  # a refused batch is not counted
 
 
 @pytest.mark.parametrize("momentum", [0.1, None])

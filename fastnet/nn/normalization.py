@@ -66,12 +66,15 @@ class _BatchNorm(Module):
                              f"{x.shape[1]} channels, expected {self.num_features}")
         tracking = self.running_mean is not None
         batch_statistics = not tracking or (self.training and not self.freeze_statistics)
-        momentum = 0.0
-        if tracking and batch_statistics:
+        updating = tracking and batch_statistics
+        momentum = self.momentum
+        if updating and momentum is None:  # the cumulative average of all batches so far
+            momentum = 1.0 / (float(self.num_batches_tracked.item()) + 1.0)
+        out = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                           training=batch_statistics, momentum=momentum if updating else 0.0, eps=self.eps)
+        if updating:  # counted only once the batch was accepted
             self.num_batches_tracked.data += 1
-            momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked.item())
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            training=batch_statistics, momentum=momentum, eps=self.eps)
+        return out
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
