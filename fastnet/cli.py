@@ -148,6 +148,8 @@ def bench_command(args: argparse.Namespace) -> int:
 # ===================================================================== entry point
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastnet", description="fastnet: deep learning on hand-written kernels")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for the kernels and the BLAS (default 1, or FASTNET_NUM_THREADS)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model and report test accuracy")
@@ -208,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        from .backend import set_num_threads
+
+        set_num_threads(args.threads)
     return _COMMANDS[args.command](args)
 
 
