@@ -2,7 +2,8 @@
 (plain NumPy, PyTorch when installed) measured in the same run. See benchmarks/README.md.
 
 * ``--quick``: tiny shapes and one round, so that CI checks the suite still runs (not how fast).
-* ``--threads N``: the thread count for Numba, the BLAS and PyTorch alike (default: Numba's).
+* ``--threads N``: the thread count for fastnet, the BLAS and PyTorch alike (default: fastnet's,
+  ``FASTNET_NUM_THREADS`` or 1).
 
 Each test module names the kernel families it times in ``FAMILIES``; ``pytest_generate_tests``
 makes one test per (case, implementation) from :func:`fastnet.bench.case_specs`, grouped by case.
@@ -14,16 +15,15 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import numba
 import pytest
 
 from fastnet import bench
-from fastnet.backend import CPU
+from fastnet.backend import CPU, get_num_threads
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--quick", action="store_true", help="fastnet benchmarks: tiny shapes and one round (CI)")
-    parser.addoption("--threads", type=int, default=None, help="fastnet benchmarks: threads (default: Numba's)")
+    parser.addoption("--threads", type=int, default=None, help="fastnet benchmarks: threads (default: fastnet's)")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-benchmark reads its options
@@ -46,7 +46,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session")
 def threads(pytestconfig: pytest.Config) -> int:
-    return pytestconfig.getoption("--threads") or numba.get_num_threads()
+    return pytestconfig.getoption("--threads") or get_num_threads()
 
 
 @pytest.fixture(scope="session")

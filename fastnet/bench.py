@@ -46,7 +46,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import nn as fnn
-from .backend import Device, conv_output_shape, get_device, to_numpy
+from .backend import Device, conv_output_shape, get_device, get_num_threads, set_num_threads, to_numpy
 from .kernels import _cuda
 
 OURS = "fastnet"
@@ -68,23 +68,21 @@ def optional_torch() -> Any:
 # ===================================================================== threads and ceilings
 @contextlib.contextmanager
 def pinned_threads(threads: int) -> Iterator[None]:
-    """Numba's kernels, the BLAS (threadpoolctl) and PyTorch all limited to ``threads`` within."""
+    """fastnet (its Numba kernels and NumPy's BLAS, :func:`fastnet.set_num_threads`), every OpenMP
+    runtime (threadpoolctl) and PyTorch all limited to ``threads`` within; restored after."""
     from threadpoolctl import threadpool_limits
 
-    available = numba.config.NUMBA_NUM_THREADS
-    if not 1 <= threads <= available:
-        raise ValueError(f"threads must be between 1 and {available} (NUMBA_NUM_THREADS), got {threads}")
     torch = optional_torch()
-    numba_before = numba.get_num_threads()
+    fastnet_before = get_num_threads()
     torch_before = torch.get_num_threads() if torch else None
-    numba.set_num_threads(threads)
+    set_num_threads(threads)  # validates the count
     if torch:
         torch.set_num_threads(threads)
     try:
-        with threadpool_limits(limits=threads):
+        with threadpool_limits(limits=threads, user_api="openmp"):
             yield
     finally:
-        numba.set_num_threads(numba_before)
+        set_num_threads(fastnet_before)
         if torch:
             torch.set_num_threads(torch_before)
 
@@ -139,13 +137,13 @@ def measure_ceilings(device: Device, threads: int, quick: bool = False) -> Ceili
     rng = np.random.default_rng(0)
     a, b = (xp.asarray(rng.standard_normal((side, side), dtype=np.float32)) for _ in range(2))
     product = xp.empty((side, side), np.float32)
-    gemm = timer(lambda: xp.matmul(a, b, out=product), quick=quick).best
+    gemm = timer({"gemm": lambda: xp.matmul(a, b, out=product)}, quick=quick)["gemm"].best
     source = xp.asarray(rng.standard_normal(copy_bytes // FLOAT32_BYTES, dtype=np.float32))
     destination = xp.zeros_like(source)  # zeros, not empty: no page faults inside the timing
-    copies = [lambda: xp.copyto(destination, source)]
+    copies = {"copyto": lambda: xp.copyto(destination, source)}
     if not on_gpu:
-        copies.append(lambda: _threaded_copy(source, destination))
-    copy = min(timer(run, quick=quick).best for run in copies)
+        copies["threaded"] = lambda: _threaded_copy(source, destination)
+    copy = min(timing.best for timing in timer(copies, quick=quick).values())
     library = f"cuBLAS via CuPy on {_gpu_name()}" if on_gpu else blas_description()
     return Ceilings(device.name, threads, 2 * side**3 / gemm / 1e9, 2 * source.nbytes / copy / 1e9, library)
 
@@ -161,45 +159,52 @@ class Timing:
     calls_per_round: int
 
 
-def time_cpu(run: Callable[[], Any], quick: bool = False, rounds: int = 7, min_seconds: float = 0.5) -> Timing:
-    """Warm up once (compiles, touches memory), then ``rounds`` rounds of enough calls to fill
-    ``min_seconds`` together; each round's mean per call is one sample."""
+def time_cpu(runs: dict[str, Callable[[], Any]], quick: bool = False, rounds: int = 10,
+             seconds_each: float = 1.0) -> dict[str, Timing]:
+    """Time each of ``runs``: warm up (compiles, touches memory), then ``rounds`` rounds in which
+    every run in turn makes enough calls to fill ``seconds_each / rounds``; a round's mean per call
+    is one sample. Interleaving spreads interference from other processes over all runs alike."""
     if quick:
-        rounds, min_seconds = 1, 0.0
-    run()
-    start = time.perf_counter()
-    run()
-    once = time.perf_counter() - start
-    calls = max(1, round(min_seconds / rounds / max(once, 1e-7)))
-    samples = []
-    for _ in range(rounds):
+        rounds, seconds_each = 1, 0.0
+    calls = {}
+    for name, run in runs.items():
+        run()
         start = time.perf_counter()
-        for _ in range(calls):
-            run()
-        samples.append((time.perf_counter() - start) / calls)
-    return Timing(min(samples), statistics.median(samples), rounds, calls)
+        run()
+        calls[name] = max(1, round(seconds_each / rounds / max(time.perf_counter() - start, 1e-7)))
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            for _ in range(calls[name]):
+                run()
+            samples[name].append((time.perf_counter() - start) / calls[name])
+    return {name: Timing(min(values), statistics.median(values), rounds, calls[name]) for name, values in samples.items()}
 
 
-def time_cuda(run: Callable[[], Any], quick: bool = False, rounds: int = 30) -> Timing:
-    """CUDA events around each call on the current stream, after three warm-up calls, with the L2
-    cache flushed before every call (so that operands come from memory, as in training)."""
+def time_cuda(runs: dict[str, Callable[[], Any]], quick: bool = False, rounds: int = 30) -> dict[str, Timing]:
+    """Time each of ``runs`` on the GPU: CUDA events around every call on the current stream, after
+    three warm-up calls, with the L2 cache flushed before each call (operands come from memory, as
+    in training); the runs take turns, as in :func:`time_cpu`."""
     import cupy
 
     if quick:
         rounds = 2
     flush = cupy.empty(2 * cupy.cuda.Device().attributes["L2CacheSize"], dtype=cupy.uint8)
-    for _ in range(3):
-        run()
+    for run in runs.values():
+        for _ in range(3):
+            run()
     start, stop = cupy.cuda.Event(), cupy.cuda.Event()
-    samples = []
+    samples: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
-        flush.fill(1)
-        start.record()
-        run()
-        stop.record()
-        stop.synchronize()
-        samples.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
-    return Timing(min(samples), statistics.median(samples), rounds, 1)
+        for name, run in runs.items():
+            flush.fill(1)
+            start.record()
+            run()
+            stop.record()
+            stop.synchronize()
+            samples[name].append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
+    return {name: Timing(min(values), statistics.median(values), rounds, 1) for name, values in samples.items()}
 
 
 def cuda_refusal() -> str | None:
@@ -985,7 +990,7 @@ def run_kernels(device: Device, ceilings: Ceilings, quick: bool = False, only: s
         except Exception as error:  # noqa: BLE001 - reported as FAILED (exit status 1), not hidden
             failures.append(f"{spec.id}: {type(error).__name__}: {error}")
             continue
-        timings = {name: timer(implementation.run, quick=quick) for name, implementation in case.implementations.items()}
+        timings = timer({name: implementation.run for name, implementation in case.implementations.items()}, quick=quick)
         rows.append(make_row(case.info, timings, ceilings))
     return rows, failures
 
@@ -1288,7 +1293,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="time the CPU kernels (default) or the CUDA kernels on a real GPU")
     parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for fastnet, the BLAS and PyTorch alike (default: all Numba's)")
+                        help="CPU threads for fastnet, the BLAS and PyTorch alike (default: fastnet's, "
+                             "FASTNET_NUM_THREADS or 1)")
     parser.add_argument("--only", metavar="TEXT", help="only the cases (or --train models) whose name contains TEXT")
     parser.add_argument("--train", action="store_true",
                         help="race fastnet against PyTorch training the same models on the CPU (images/s)")
@@ -1341,7 +1347,7 @@ def run(args: argparse.Namespace) -> int:
         print("fastnet bench --train: races PyTorch on the CPU: needs --device cpu and PyTorch "
               "(pip install 'fastnet[bench]')", file=sys.stderr)
         return 2
-    threads = args.threads or numba.get_num_threads()
+    threads = args.threads or get_num_threads()
     report: dict[str, Any] = {"machine": machine()}
 
     def progress(line: str) -> None:

@@ -10,6 +10,9 @@ import pytest
 from fastnet import bench, models
 from fastnet.backend import CPU
 
+torch = bench.optional_torch()
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed (pip install 'fastnet[bench]')")
+
 
 def test_every_quick_case_agrees_with_its_peers():
     for spec in bench.case_specs(quick=True):
@@ -99,6 +102,19 @@ def test_ptx_delegates_to_the_compile_report(monkeypatch):
     assert bench.main(["--ptx"]) == 7 and calls == [[]]
 
 
+def test_pinned_threads_pins_fastnet_and_torch_then_restores_them():
+    import numba
+
+    from fastnet.backend import get_num_threads
+
+    before, most = get_num_threads(), numba.config.NUMBA_NUM_THREADS
+    with bench.pinned_threads(most):
+        assert get_num_threads() == numba.get_num_threads() == most
+        if torch is not None:
+            assert torch.get_num_threads() == most
+    assert get_num_threads() == numba.get_num_threads() == before
+
+
 def test_pinned_threads_rejects_impossible_counts():
     with pytest.raises(ValueError, match="threads must be between 1 and"):
         with bench.pinned_threads(0):
@@ -106,8 +122,6 @@ def test_pinned_threads_rejects_impossible_counts():
 
 
 # ---------------------------------------------------------------- training against PyTorch
-torch = bench.optional_torch()
-needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed (pip install 'fastnet[bench]')")
 
 TINY_MLP = bench.TrainModel("tiny_mlp", lambda: models.mlp(in_features=12, hidden=(8,), classes=3), (1, 3, 4), (4,),
                             classes=3)
