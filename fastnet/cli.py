@@ -71,7 +71,7 @@ def train_command(args: argparse.Namespace) -> int:
 def finetune_command(args: argparse.Namespace) -> int:
     import fastnet as fn
     from . import data, finetune
-    from .train import build_datasets, model_kwargs
+    from .train import build_datasets, eval_transform, model_kwargs
 
     source = Path(args.source)
     try:
@@ -92,7 +92,7 @@ def finetune_command(args: argparse.Namespace) -> int:
         print(finetune.summary(preview))
     rows = finetune.transfer(fn.load(source), config, train_set, test_set, modes=modes, epochs=args.epochs,
                              batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
-                             progress=not args.no_progress)
+                             transform=eval_transform({"dataset": args.dataset}), progress=not args.no_progress)
     print(finetune.format_table(rows))
     return 0
 
