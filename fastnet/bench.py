@@ -954,7 +954,7 @@ def _aligned(header: Sequence[str], lines: list[list[str]]) -> str:
     text.append("-+-".join("-" * width for width in widths))
     text += [" | ".join(cell.rjust(width) if index else cell.ljust(width)
                         for index, (cell, width) in enumerate(zip(line, widths))) for line in lines]
-    return "\n".join(text)
+    return "\n".join(line.rstrip() for line in text)
 
 
 def format_table(rows: list[dict[str, Any]], ceilings: Ceilings, failures: Sequence[str] = ()) -> str:
