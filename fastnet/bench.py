@@ -97,6 +97,10 @@ def blas_description() -> str:
     return "; ".join(found) or "no BLAS found by threadpoolctl"
 
 
+def _threads_text(threads: int) -> str:
+    return f"{threads} thread" + ("" if threads == 1 else "s")
+
+
 @dataclass(frozen=True)
 class Ceilings:
     """The machine's measured ceilings and how they were measured."""
@@ -113,7 +117,7 @@ class Ceilings:
         return self.gemm_gflops / self.copy_gbs
 
     def describe(self) -> str:
-        return (f"{self.device}, {self.threads} threads: GEMM {self.gemm_gflops:.1f} GFLOP/s ({self.library}); "
+        return (f"{self.device}, {_threads_text(self.threads)}: GEMM {self.gemm_gflops:.1f} GFLOP/s ({self.library}); "
                 f"copy {self.copy_gbs:.1f} GB/s (read + write); balance {self.balance:.1f} FLOP/byte")
 
 
@@ -1278,7 +1282,7 @@ def format_training_table(results: list[dict[str, Any]], threads: int, failures:
               f"{row['first_step']['fastnet_loss']:.6f}, {row['first_step']['torch_loss']:.6f}",
               f"{row['first_step']['fastnet_gradient_error']:.1e}, {row['first_step']['torch_gradient_error']:.1e}"]
              for row in results]
-    text = [f"training throughput on the CPU, {threads} threads each, Adam lr 1e-3, random data:",
+    text = [f"training throughput on the CPU, {_threads_text(threads)} each, Adam lr 1e-3, random data:",
             _aligned(header, lines)]
     text += [f"FAILED {failure}" for failure in failures]
     return "\n".join(text)

@@ -79,7 +79,7 @@ def test_quick_run_prints_one_table_and_writes_json(tmp_path, capsys):
     path = tmp_path / "bench.json"
     assert bench.main(["--quick", "--only", "softmax_xent", "--threads", "1", "--json", str(path)]) == 0
     table = capsys.readouterr().out
-    assert "ceilings: cpu, 1 threads" in table and "softmax_xent tiny 5x7" in table and "vs numpy" in table
+    assert "ceilings: cpu, 1 thread: GEMM" in table and "softmax_xent tiny 5x7" in table and "vs numpy" in table
     report = json.loads(path.read_text())
     (row,) = report["kernels"]
     assert row["family"] == "softmax_xent" and row["seconds"]["fastnet"] > 0
