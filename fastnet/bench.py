@@ -92,7 +92,7 @@ def blas_description() -> str:
     from threadpoolctl import threadpool_info
 
     found = [f"{info.get('internal_api')} {info.get('version')} ({info.get('architecture', '?')} kernels, "
-             f"{info.get('threading_layer', '?')}, {info.get('num_threads')} threads)"
+             f"{info.get('threading_layer', '?')}, {_threads_text(info.get('num_threads', 0))})"
              for info in threadpool_info() if info.get("user_api") == "blas"]
     return "; ".join(found) or "no BLAS found by threadpoolctl"
 
