@@ -151,10 +151,29 @@ def _window_argmax(x, plane, top, left, kernel_h, kernel_w):
 
 @njit(parallel=True, cache=True)
 def _forward_kernel_cpu(x, y, argmax, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
+    height, width = x.shape[1], x.shape[2]
     for plane_row in prange(x.shape[0] * out_h):
         plane, oh = plane_row // out_h, plane_row % out_h
+        top = oh * stride_h - pad_h
         for ow in range(out_w):
-            index, value = _window_argmax(x, plane, oh * stride_h - pad_h, ow * stride_w - pad_w, kernel_h, kernel_w)
+            left = ow * stride_w - pad_w
+            # Fast path for a window wholly inside the image: a plain strict-greater scan (first
+            # maximum wins) with a NaN flag on the side, instead of the clipped, NaN-ordered scan.
+            # The general scan redoes the rare window that holds a NaN, so results are identical.
+            if top >= 0 and left >= 0 and top + kernel_h <= height and left + kernel_w <= width:
+                best, best_h, best_w = x[plane, top, left], top, left
+                saw_nan = False
+                for h in range(top, top + kernel_h):
+                    for w in range(left, left + kernel_w):
+                        value = x[plane, h, w]
+                        saw_nan |= value != value
+                        if value > best:
+                            best, best_h, best_w = value, h, w
+                if not saw_nan:
+                    y[plane, oh, ow] = best
+                    argmax[plane, oh, ow] = best_h * width + best_w
+                    continue
+            index, value = _window_argmax(x, plane, top, left, kernel_h, kernel_w)
             y[plane, oh, ow] = value
             argmax[plane, oh, ow] = index
 
