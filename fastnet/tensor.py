@@ -561,7 +561,7 @@ class Sigmoid(Function):
 class ReLU(Function):
     def forward(self, a):
         self.positive = a > 0
-        return a * self.positive
+        return self.device.xp.maximum(a, a.dtype.type(0))
 
     def backward(self, grad):
         return (grad * self.positive,)
