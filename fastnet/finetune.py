@@ -10,7 +10,7 @@
 Patterns are shell-style globs over parameter names (``features.*``, ``*.bias``); a pattern
 that names a module (``features.0``) also covers that module's parameters.
 
-LoRA (low-rank adaptation) replaces a frozen Linear's ``y = x·Wᵀ + b`` with
+LoRA (low-rank adaptation), on Linear layers and on attention's packed input projection, replaces a frozen Linear's ``y = x·Wᵀ + b`` with
 ``y = x·Wᵀ + b + (α/r)·dropout(x)·Aᵀ·Bᵀ``, A (r, in) and B (out, r) trainable, B starting at
 zero so the adapted model starts equal to the original. ``merge`` folds ``(α/r)·B·A`` into W
 (the model then runs at the original cost); ``unmerge`` takes it out again.
@@ -27,7 +27,7 @@ from . import checkpoint
 from .backend import to_numpy
 from .functional import dropout as _dropout
 from .functional import linear as _linear
-from .nn import Linear, Module, Parameter, init
+from .nn import Linear, Module, MultiheadAttention, Parameter, init
 
 
 # ===================================================================== selecting parameters
@@ -207,32 +207,81 @@ class LoRALinear(Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, alpha={self.alpha}"
 
 
+class LoRAMultiheadAttention(MultiheadAttention):
+    """A MultiheadAttention whose packed input projection (query, key, value: ``in_proj_weight``,
+    (3E, E)) carries a low-rank update (α/r)·B·A, A (r, E) and B (3E, r). Made in place from an
+    existing layer by :func:`add_lora` (``MultiheadAttention`` as a target), so every parameter
+    keeps its PyTorch name; the output projection is a Linear and is adapted as one."""
+
+    def _attach(self, rank: int, alpha: float) -> None:
+        if rank < 1:
+            raise ValueError(f"LoRA rank must be at least 1, got {rank}")
+        self.rank, self.alpha, self.scaling, self.merged = rank, alpha, alpha / rank, False
+        self.in_proj_weight.requires_grad = False
+        device = self.in_proj_weight.device
+        self.lora_A = Parameter(np.empty((rank, self.embed_dim), np.float32))
+        init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.lora_B = Parameter(np.zeros((3 * self.embed_dim, rank), np.float32))
+        for parameter in (self.lora_A, self.lora_B):
+            parameter.data = device.asarray(to_numpy(parameter.data))
+            parameter.device = device
+
+    def _project(self, x, part):
+        projected = super()._project(x, part)
+        if self.merged:
+            return projected
+        rows = slice(part * self.embed_dim, (part + 1) * self.embed_dim)
+        update = _linear(_linear(x, self.lora_A), self.lora_B[rows]) * self.scaling
+        return projected + update.reshape(projected.shape[0], projected.shape[2], self.num_heads,
+                                          self.head_dim).transpose(1, 2)
+
+    def _delta(self) -> Any:
+        return (self.lora_B.data @ self.lora_A.data) * self.in_proj_weight.dtype.type(self.scaling)
+
+    def merge(self) -> None:
+        if not self.merged:
+            self.in_proj_weight.data = self.in_proj_weight.data + self._delta()
+            self.merged = True
+
+    def unmerge(self) -> None:
+        if self.merged:
+            self.in_proj_weight.data = self.in_proj_weight.data - self._delta()
+            self.merged = False
+
+
 def add_lora(model: Module, targets: Iterable[str] = ("Linear",), rank: int = 4, alpha: float = 8.0,
              dropout: float = 0.0, trainable: Iterable[str] = ()) -> list[str]:
-    """Wrap the Linear layers named by ``targets`` (a class name such as ``"Linear"``, or glob
-    patterns over module names) in :class:`LoRALinear`, freeze everything else except the
-    parameters matched by ``trainable`` (e.g. a new head), and return the wrapped module names."""
+    """Adapt the layers named by ``targets`` (class names ``"Linear"`` / ``"MultiheadAttention"``,
+    or glob patterns over module names): Linears are wrapped in :class:`LoRALinear`, attention
+    layers get an adapter on their packed input projection (:class:`LoRAMultiheadAttention`).
+    Everything else is frozen except the parameters matched by ``trainable`` (e.g. a new head).
+    Returns the adapted module names."""
     targets = list(targets)
     wrapped = []
     for name, module in list(model.named_modules()):
-        if not isinstance(module, Linear) or not name:
+        if not isinstance(module, (Linear, MultiheadAttention)) or isinstance(module, LoRAMultiheadAttention) \
+                or not name:
             continue
         if not any(t == type(module).__name__ or fnmatch.fnmatchcase(name, t) for t in targets):
             continue
-        *prefix, leaf = name.split(".")
-        parent = model.get_submodule(".".join(prefix))
-        parent._modules[leaf] = LoRALinear(module, rank, alpha, dropout)
+        if isinstance(module, MultiheadAttention):
+            module.__class__ = LoRAMultiheadAttention  # same object, same parameter names
+            module._attach(rank, alpha)
+        else:
+            *prefix, leaf = name.split(".")
+            parent = model.get_submodule(".".join(prefix))
+            parent._modules[leaf] = LoRALinear(module, rank, alpha, dropout)
         wrapped.append(name)
     if not wrapped:
-        raise ValueError(f"add_lora: no Linear layer matches {targets}")
+        raise ValueError(f"add_lora: no Linear or MultiheadAttention layer matches {targets}")
     for parameter_name, parameter in model.named_parameters():
         keep = "lora_" in parameter_name.rsplit(".", 1)[-1] or any(_matches(parameter_name, t) for t in trainable)
         parameter.requires_grad = keep
     return wrapped
 
 
-def _lora_layers(model: Module) -> list[LoRALinear]:
-    return [m for m in model.modules() if isinstance(m, LoRALinear)]
+def _lora_layers(model: Module) -> list[Any]:
+    return [m for m in model.modules() if isinstance(m, (LoRALinear, LoRAMultiheadAttention))]
 
 
 def merge_lora(model: Module) -> None:

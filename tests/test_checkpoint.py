@@ -100,3 +100,24 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         fn.save(small_model().state_dict(), path)
     assert path.read_bytes() == before  # the old file is intact
     assert os.listdir(tmp_path) == ["m.safetensors"]  # and no temporary file is left behind
+
+
+def test_pytorch_trained_weights_saved_as_safetensors_give_the_same_outputs(tmp_path, rng):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    twin = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                               torch.nn.Flatten(), torch.nn.Linear(4 * 7 * 7, 10))
+    optimizer = torch.optim.SGD(twin.parameters(), lr=0.1)  # "trained": weights away from their init
+    for _ in range(3):
+        optimizer.zero_grad()
+        twin(torch.randn(8, 1, 14, 14)).square().mean().backward()
+        optimizer.step()
+    save_file({k: v.contiguous() for k, v in twin.state_dict().items()}, str(tmp_path / "torch.safetensors"))
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(4 * 7 * 7, 10))
+    assert model.load_state_dict(fn.load(tmp_path / "torch.safetensors")) == ([], [], [])
+    x = rng.standard_normal((5, 1, 14, 14)).astype(np.float32)
+    expected = twin(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(model(fn.tensor(x)).numpy(), expected, rtol=1e-5, atol=1e-6)

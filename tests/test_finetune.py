@@ -106,3 +106,31 @@ def test_adapter_only_checkpoint_is_small_and_loads(tmp_path, rng):
     assert report.unexpected_keys == [] and report.mismatched_keys == []
     x = fn.tensor(rng.standard_normal((3, 1, 28, 28)))
     np.testing.assert_array_equal(clone(x).numpy(), model(x).numpy())
+
+
+def test_lora_on_attention_projections_merges_exactly(rng):
+    from fastnet import nn
+
+    fn.manual_seed(3)
+    layer = nn.TransformerEncoderLayer(d_model=16, nhead=2, dim_feedforward=24, dropout=0.0)
+    x = fn.tensor(rng.standard_normal((2, 5, 16)))
+    before = layer(x).numpy().copy()
+    names = [n for n, _ in layer.named_parameters()]
+    wrapped = finetune.add_lora(layer, targets=["MultiheadAttention", "*.out_proj"], rank=2, alpha=4)
+    assert wrapped == ["self_attn", "self_attn.out_proj"]
+    assert [n for n, _ in layer.named_parameters() if "lora_" not in n] == names  # PyTorch names kept
+    np.testing.assert_array_equal(layer(x).numpy(), before)
+    trainable = sorted(n for n, p in layer.named_parameters() if p.requires_grad)
+    assert trainable == ["self_attn.lora_A", "self_attn.lora_B", "self_attn.out_proj.lora_A",
+                         "self_attn.out_proj.lora_B"]
+    opt = optim.Adam([p for p in layer.parameters() if p.requires_grad], lr=5e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        (layer(x) ** 2).mean().backward()
+        opt.step()
+    adapted = layer(x).numpy().copy()
+    assert not np.allclose(adapted, before)
+    finetune.merge_lora(layer)
+    assert np.abs(layer(x).numpy() - adapted).max() <= 1e-5 * np.abs(adapted).max()
+    finetune.unmerge_lora(layer)
+    assert np.abs(layer(x).numpy() - adapted).max() <= 1e-5 * np.abs(adapted).max()
