@@ -157,7 +157,42 @@ def summary(model: Module) -> str:
 
 
 # ===================================================================== LoRA
-class LoRALinear(Module):
+class LowRankAdapter:
+    """What every LoRA layer shares: the adapter parameters lora_A (r, in) and lora_B (out, r)
+    for a frozen weight ``adapted()``, and folding (α/r)·B·A into that weight and back out."""
+
+    def _attach_adapter(self, weight: Parameter, rank: int, alpha: float) -> None:
+        if rank < 1:
+            raise ValueError(f"LoRA rank must be at least 1, got {rank}")
+        self.rank, self.alpha, self.scaling, self.merged = rank, alpha, alpha / rank, False
+        weight.requires_grad = False
+        out_features, in_features = weight.shape
+        self.lora_A = Parameter(np.empty((rank, in_features), np.float32))
+        self.lora_B = Parameter(np.zeros((out_features, rank), np.float32))  # zero: starts as the base
+        init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        for parameter in (self.lora_A, self.lora_B):  # initialised on the CPU, moved to the weight's device
+            parameter.data = weight.device.asarray(to_numpy(parameter.data))
+            parameter.device = weight.device
+
+    def adapted(self) -> Parameter:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _delta(self) -> Any:
+        return (self.lora_B.data @ self.lora_A.data) * self.adapted().dtype.type(self.scaling)
+
+    def merge(self) -> None:
+        """Fold the adapter into the weight: the forward pass then costs what the base layer's does."""
+        if not self.merged:
+            self.adapted().data = self.adapted().data + self._delta()
+            self.merged = True
+
+    def unmerge(self) -> None:
+        if self.merged:
+            self.adapted().data = self.adapted().data - self._delta()
+            self.merged = False
+
+
+class LoRALinear(LowRankAdapter, Module):
     """A frozen Linear plus a trainable low-rank update (α/r)·B·A; see the module docstring.
 
     Parameter names: ``weight`` and ``bias`` stay those of the wrapped layer (so the base model's
@@ -165,22 +200,14 @@ class LoRALinear(Module):
 
     def __init__(self, base: Linear, rank: int = 4, alpha: float = 8.0, dropout: float = 0.0) -> None:
         super().__init__()
-        if rank < 1:
-            raise ValueError(f"LoRA rank must be at least 1, got {rank}")
-        self.in_features, self.out_features = base.in_features, base.out_features
-        self.rank, self.alpha, self.scaling, self.dropout = rank, alpha, alpha / rank, dropout
+        self.in_features, self.out_features, self.dropout = base.in_features, base.out_features, dropout
         self.weight, self.bias = base.weight, base.bias
-        self.weight.requires_grad = False
         if self.bias is not None:
             self.bias.requires_grad = False
-        self.lora_A = Parameter(np.empty((rank, self.in_features), np.float32))
-        self.lora_B = Parameter(np.zeros((self.out_features, rank), np.float32))
-        init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        device = base.weight.device
-        for parameter in (self.lora_A, self.lora_B):  # initialised on the CPU, moved to the base's device
-            parameter.data = device.asarray(to_numpy(parameter.data))
-            parameter.device = device
-        self.merged = False
+        self._attach_adapter(self.weight, rank, alpha)
+
+    def adapted(self) -> Parameter:
+        return self.weight
 
     def forward(self, x):
         out = _linear(x, self.weight, self.bias)
@@ -189,42 +216,18 @@ class LoRALinear(Module):
         adapted = _linear(_linear(_dropout(x, self.dropout, self.training), self.lora_A), self.lora_B)
         return out + adapted * self.scaling
 
-    def _delta(self) -> Any:
-        return (self.lora_B.data @ self.lora_A.data) * self.weight.dtype.type(self.scaling)
-
-    def merge(self) -> None:
-        """Fold the adapter into the weight: the forward pass then costs what the base layer's does."""
-        if not self.merged:
-            self.weight.data = self.weight.data + self._delta()
-            self.merged = True
-
-    def unmerge(self) -> None:
-        if self.merged:
-            self.weight.data = self.weight.data - self._delta()
-            self.merged = False
-
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, alpha={self.alpha}"
 
 
-class LoRAMultiheadAttention(MultiheadAttention):
+class LoRAMultiheadAttention(LowRankAdapter, MultiheadAttention):
     """A MultiheadAttention whose packed input projection (query, key, value: ``in_proj_weight``,
     (3E, E)) carries a low-rank update (α/r)·B·A, A (r, E) and B (3E, r). Made in place from an
     existing layer by :func:`add_lora` (``MultiheadAttention`` as a target), so every parameter
     keeps its PyTorch name; the output projection is a Linear and is adapted as one."""
 
-    def _attach(self, rank: int, alpha: float) -> None:
-        if rank < 1:
-            raise ValueError(f"LoRA rank must be at least 1, got {rank}")
-        self.rank, self.alpha, self.scaling, self.merged = rank, alpha, alpha / rank, False
-        self.in_proj_weight.requires_grad = False
-        device = self.in_proj_weight.device
-        self.lora_A = Parameter(np.empty((rank, self.embed_dim), np.float32))
-        init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.lora_B = Parameter(np.zeros((3 * self.embed_dim, rank), np.float32))
-        for parameter in (self.lora_A, self.lora_B):
-            parameter.data = device.asarray(to_numpy(parameter.data))
-            parameter.device = device
+    def adapted(self) -> Parameter:
+        return self.in_proj_weight
 
     def _project(self, x, part):
         projected = super()._project(x, part)
@@ -234,19 +237,6 @@ class LoRAMultiheadAttention(MultiheadAttention):
         update = _linear(_linear(x, self.lora_A), self.lora_B[rows]) * self.scaling
         return projected + update.reshape(projected.shape[0], projected.shape[2], self.num_heads,
                                           self.head_dim).transpose(1, 2)
-
-    def _delta(self) -> Any:
-        return (self.lora_B.data @ self.lora_A.data) * self.in_proj_weight.dtype.type(self.scaling)
-
-    def merge(self) -> None:
-        if not self.merged:
-            self.in_proj_weight.data = self.in_proj_weight.data + self._delta()
-            self.merged = True
-
-    def unmerge(self) -> None:
-        if self.merged:
-            self.in_proj_weight.data = self.in_proj_weight.data - self._delta()
-            self.merged = False
 
 
 def add_lora(model: Module, targets: Iterable[str] = ("Linear",), rank: int = 4, alpha: float = 8.0,
@@ -266,7 +256,7 @@ def add_lora(model: Module, targets: Iterable[str] = ("Linear",), rank: int = 4,
             continue
         if isinstance(module, MultiheadAttention):
             module.__class__ = LoRAMultiheadAttention  # same object, same parameter names
-            module._attach(rank, alpha)
+            module._attach_adapter(module.in_proj_weight, rank, alpha)
         else:
             *prefix, leaf = name.split(".")
             parent = model.get_submodule(".".join(prefix))
@@ -281,7 +271,7 @@ def add_lora(model: Module, targets: Iterable[str] = ("Linear",), rank: int = 4,
 
 
 def _lora_layers(model: Module) -> list[Any]:
-    return [m for m in model.modules() if isinstance(m, (LoRALinear, LoRAMultiheadAttention))]
+    return [m for m in model.modules() if isinstance(m, LowRankAdapter)]
 
 
 def merge_lora(model: Module) -> None:

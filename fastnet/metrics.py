@@ -31,7 +31,6 @@ __all__ = [
     "classification_report",
     "mae",
     "rmse",
-    "RunningAverage",
 ]
 
 
@@ -259,32 +258,3 @@ def mae(predictions: Any, targets: Any) -> float:
 def rmse(predictions: Any, targets: Any) -> float:
     """Root mean squared error, sqrt(mean((predictions - targets)²)), over arrays of one shape."""
     return math.sqrt(np.mean(np.square(_difference(predictions, targets, "rmse"))))
-
-
-class RunningAverage:
-    """The weighted mean of a stream of values, e.g. an epoch's loss as its batches come in.
-
-    ``update(batch_loss, count=batch_size)`` weights each value by its count, so a short last
-    batch counts for what it holds. ``average`` is NaN before the first update.
-    """
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.total = 0.0
-        self.count = 0
-
-    def update(self, value: Any, count: int = 1) -> None:
-        count = operator.index(count)
-        if count < 0:
-            raise ValueError(f"count must be non-negative, got {count}")
-        self.total += float(_as_numpy(value).item()) * count
-        self.count += count
-
-    @property
-    def average(self) -> float:
-        return self.total / self.count if self.count else math.nan
-
-    def __repr__(self) -> str:
-        return f"RunningAverage(average={self.average:.6g}, count={self.count})"

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from fastnet import metrics
 from fastnet.metrics import (
-    RunningAverage,
     accuracy,
     classification_report,
     confusion_matrix,
@@ -126,19 +125,6 @@ def test_mae_and_rmse_by_hand():
     assert rmse(FakeTensor(predictions.reshape(2, 2)), targets.reshape(2, 2)) == pytest.approx(
         math.sqrt(5.0)
     )
-
-
-def test_running_average_weights_values_by_count():
-    average = RunningAverage()
-    assert math.isnan(average.average)
-    average.update(2.0, count=3)
-    average.update(FakeTensor(np.float32(6.0)), count=1)
-    assert average.average == pytest.approx((2.0 * 3 + 6.0) / 4)
-    assert average.count == 4
-    average.reset()
-    assert average.count == 0 and math.isnan(average.average)
-    with pytest.raises(ValueError, match="count must be non-negative, got -1"):
-        average.update(1.0, count=-1)
 
 
 def test_as_numpy_prefers_the_numpy_method():
