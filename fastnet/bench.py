@@ -46,7 +46,9 @@ import numpy as np
 from numba import njit, prange
 
 from . import nn as fnn
-from .backend import Device, conv_output_shape, get_device, get_num_threads, set_num_threads, to_numpy
+from .functional import conv2d
+from .tensor import Tensor, no_grad
+from .backend import CPU_CONV_WORKSPACE_BYTES, Device, conv_output_shape, get_device, get_num_threads, set_num_threads, to_numpy
 from .kernels import _cuda
 
 OURS = "fastnet"
@@ -339,12 +341,12 @@ def _square(value: int) -> tuple[int, int]:
 # --------------------------------------------------------------------- plain NumPy formulations
 # Written as a NumPy user would write them, for any array module with NumPy's API (NumPy, CuPy).
 def plain_im2col(x: Any, kernel: int, stride: int, padding: int) -> Any:
-    """cols (N*OH*OW, C*K*K) through a padded copy and a strided window view."""
+    """cols (C*K*K, N*OH*OW) through a padded copy and a strided window view."""
     xp = _cuda.array_module(x)
     padded = xp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     windows = xp.lib.stride_tricks.sliding_window_view(padded, (kernel, kernel), axis=(2, 3))[:, :, ::stride, ::stride]
     n, channels, out_h, out_w = windows.shape[:4]
-    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * out_h * out_w, channels * kernel * kernel)
+    return windows.transpose(1, 4, 5, 0, 2, 3).reshape(channels * kernel * kernel, n * out_h * out_w)
 
 
 def plain_col2im(cols: Any, x_shape: tuple[int, ...], kernel: int, stride: int, padding: int) -> Any:
@@ -353,10 +355,10 @@ def plain_col2im(cols: Any, x_shape: tuple[int, ...], kernel: int, stride: int, 
     n, channels, height, width = x_shape
     out_h, out_w = conv_output_shape(height, width, _square(kernel), _square(stride), _square(padding))
     padded = xp.zeros((n, channels, height + 2 * padding, width + 2 * padding), cols.dtype)
-    blocks = cols.reshape(n, out_h, out_w, channels, kernel, kernel)
+    blocks = cols.reshape(channels, kernel, kernel, n, out_h, out_w)
     for i in range(kernel):
         for j in range(kernel):
-            padded[:, :, i:i + stride * out_h:stride, j:j + stride * out_w:stride] += blocks[..., i, j].transpose(0, 3, 1, 2)
+            padded[:, :, i:i + stride * out_h:stride, j:j + stride * out_w:stride] += blocks[:, i, j].transpose(1, 0, 2, 3)
     return padded[:, :, padding:padding + height, padding:padding + width]
 
 
@@ -497,9 +499,9 @@ def _im2col_case(device: Device, key: str, x_shape: tuple, kernel: int, stride: 
     torch = _torch_for(device)
     if torch:
         x_torch = torch.from_numpy(x)
-        implementations["torch"] = Implementation(  # unfold's layout is (N, C*K*K, OH*OW): the same bytes
+        implementations["torch"] = Implementation(  # unfold's layout is (N, C*K*K, OH*OW): each image apart
             lambda: torch.nn.functional.unfold(x_torch, kernel, padding=padding, stride=stride),
-            lambda cols: (cols.numpy().transpose(0, 2, 1).reshape(-1, channels * kernel * kernel),))
+            lambda cols: (cols.numpy().transpose(1, 0, 2).reshape(channels * kernel * kernel, -1),))
     info = CaseInfo("im2col", f"{key} {_conv_label(x_shape, kernel, stride, padding)}", 0.0,
                     FLOAT32_BYTES * (x.size + cols_size))
     return Case(info, implementations)
@@ -509,14 +511,14 @@ def _col2im_case(device: Device, key: str, x_shape: tuple, kernel: int, stride: 
     n, channels, height, width = x_shape
     out_h, out_w = conv_output_shape(height, width, _square(kernel), _square(stride), _square(padding))
     patch = channels * kernel * kernel
-    cols = _random(device, (n * out_h * out_w, patch))
+    cols = _random(device, (patch, n * out_h * out_w))
     implementations = {
         OURS: Implementation(lambda: device.col2im(cols, x_shape, kernel, stride, padding)),
         _plain_name(device): Implementation(lambda: plain_col2im(cols, x_shape, kernel, stride, padding)),
     }
     torch = _torch_for(device)
     if torch:
-        cols_torch = torch.from_numpy(np.ascontiguousarray(cols.reshape(n, out_h * out_w, patch).transpose(0, 2, 1)))
+        cols_torch = torch.from_numpy(np.ascontiguousarray(cols.reshape(patch, n, out_h * out_w).transpose(1, 0, 2)))
         implementations["torch"] = Implementation(
             lambda: torch.nn.functional.fold(cols_torch, (height, width), kernel, padding=padding, stride=stride))
     info = CaseInfo("col2im", f"{key} {_conv_label(x_shape, kernel, stride, padding)}", float(cols.size),
@@ -526,18 +528,17 @@ def _col2im_case(device: Device, key: str, x_shape: tuple, kernel: int, stride: 
 
 def _conv2d_case(device: Device, key: str, x_shape: tuple, out_channels: int, kernel: int, stride: int,
                  padding: int) -> Case:
-    """Forward convolution as fastnet's conv2d computes it: im2col, one GEMM, NHWC -> NCHW."""
+    """Forward convolution through fastnet's conv2d (im2col and GEMMs a chunk of images at a time),
+    with no autograd graph."""
     n, channels, height, width = x_shape
     out_h, out_w = conv_output_shape(height, width, _square(kernel), _square(stride), _square(padding))
     x = _random(device, x_shape)
     weight = _random(device, (out_channels, channels, kernel, kernel), seed=1)
-    weight2d = weight.reshape(out_channels, -1)
-    xp = device.xp
+    x_tensor, weight_tensor = Tensor._wrap(x, device), Tensor._wrap(weight, device)
 
     def ours() -> Any:
-        cols = device.im2col(x, kernel, stride, padding)
-        y = device.matmul(cols, weight2d, False, True)
-        return xp.ascontiguousarray(y.reshape(n, out_h, out_w, out_channels).transpose(0, 3, 1, 2))
+        with no_grad():
+            return conv2d(x_tensor, weight_tensor, stride=stride, padding=padding).data
 
     implementations = {OURS: Implementation(ours),
                        _plain_name(device): Implementation(lambda: plain_conv2d(x, weight, stride, padding))}
@@ -719,7 +720,6 @@ def _maxpool_backward_case(device: Device, key: str, x_shape: tuple, kernel: int
 
 def _add_overhead_case(device: Device, key: str, backward: bool) -> Case:
     """One tiny add through the tensor layer: what a framework costs per op, not the arithmetic."""
-    from .tensor import Tensor
 
     values = np.arange(4, dtype=np.float32)
     a, b = (Tensor(values + shift, device=device.name, requires_grad=backward) for shift in (0.0, 1.0))
@@ -866,6 +866,17 @@ _CONV_LAYERS = (  # (key, batch, in channels, out channels, image side, kernel, 
     ("resnet.conv.b128", 128, 64, 64, 16, 3, 1, 1),
 )
 _QUICK_CONV_LAYERS = (("tiny.conv", 2, 3, 4, 7, 3, 1, 1), ("tiny.conv.s2", 1, 2, 3, 8, 3, 2, 0))
+# conv2d runs im2col and col2im on as many images at a time as the CPU conv workspace holds:
+# these rows time them at that size too (the columns then stay in cache for the GEMMs).
+_CHUNKED_CONV_LAYERS = ("mnist.conv2.b256", "resnet.conv.b128")
+
+
+def _chunk_layer(layer: tuple) -> tuple:
+    """``layer`` with its batch cut to the images conv2d's CPU workspace holds at once."""
+    key, _, channels, out_channels, side, kernel, stride, padding = layer
+    out_h, out_w = conv_output_shape(side, side, _square(kernel), _square(stride), _square(padding))
+    images = max(1, CPU_CONV_WORKSPACE_BYTES // (channels * kernel * kernel * out_h * out_w * FLOAT32_BYTES))
+    return (f"{key.rsplit('.', 1)[0]}.chunk{images}", images, channels, out_channels, side, kernel, stride, padding)
 
 
 def case_specs(quick: bool = False) -> list[CaseSpec]:
@@ -876,16 +887,20 @@ def case_specs(quick: bool = False) -> list[CaseSpec]:
     def add(family: str, key: str, shape: str, build: Callable[[Device], Case], peers: tuple = plain[1:]) -> None:
         specs.append(CaseSpec(family, key, shape, build, (OURS, *peers)))
 
-    for key, batch, channels, out_channels, side, kernel, stride, padding in (
-            _QUICK_CONV_LAYERS if quick else _CONV_LAYERS):
+    layers = _QUICK_CONV_LAYERS if quick else _CONV_LAYERS
+    chunks = () if quick else tuple(_chunk_layer(layer) for layer in layers if layer[0] in _CHUNKED_CONV_LAYERS)
+    for layer in layers + chunks:
+        key, batch, channels, out_channels, side, kernel, stride, padding = layer
         x_shape = (batch, channels, side, side)
         shape = _conv_label(x_shape, kernel, stride, padding)
         add("im2col", key, shape, functools.partial(_im2col_case, key=key, x_shape=x_shape, kernel=kernel,
                                                     stride=stride, padding=padding))
         add("col2im", key, shape, functools.partial(_col2im_case, key=key, x_shape=x_shape, kernel=kernel,
                                                     stride=stride, padding=padding))
-        add("conv2d", key, shape, functools.partial(_conv2d_case, key=key, x_shape=x_shape, out_channels=out_channels,
-                                                    kernel=kernel, stride=stride, padding=padding))
+        if layer in layers:  # the forward convolution runs chunks itself
+            add("conv2d", key, shape, functools.partial(_conv2d_case, key=key, x_shape=x_shape,
+                                                        out_channels=out_channels, kernel=kernel, stride=stride,
+                                                        padding=padding))
     matmuls = ((("tiny", 9, 5, 7),) if quick else
                (("mnist.conv2.b256", 256 * 14 * 14, 64, 32 * 9), ("mnist.fc1.b256", 256, 128, 64 * 7 * 7),
                 ("resnet.conv.b128", 128 * 16 * 16, 64, 64 * 9)))
@@ -1174,7 +1189,6 @@ def compare_first_step(model: Any, torch_model: Any, x: np.ndarray, labels: np.n
     import torch
 
     from .functional import cross_entropy
-    from .tensor import Tensor
 
     reference_model = copy.deepcopy(torch_model).double()
     loss = cross_entropy(model(Tensor(x)), Tensor(labels))
@@ -1204,7 +1218,6 @@ def measure_training(entry: TrainModel, batch: int, quick: bool = False, rounds:
 
     import fastnet
     from .functional import cross_entropy
-    from .tensor import Tensor
 
     if quick:
         rounds, round_seconds = 1, 0.0

@@ -5,46 +5,52 @@ Math. For an input x of shape (N, C, H, W), a kernel KH x KW, stride (SH, SW) an
 
     OH = (H + 2*PH - KH) // SH + 1,        OW = (W + 2*PW - KW) // SW + 1
 
-and im2col lays every receptive field out as one row:
+and im2col lays every receptive field out as one column (the layout of Caffe's and PyTorch's
+``unfold``, with the images side by side):
 
-    cols[(n*OH + oh)*OW + ow, (c*KH + i)*KW + j] = x[n, c, oh*SH - PH + i, ow*SW - PW + j]
+    cols[(c*KH + i)*KW + j, (n*OH + oh)*OW + ow] = x[n, c, oh*SH - PH + i, ow*SW - PW + j]
 
 (zero where the index falls in the padding). A convolution with weights w (OC, C, KH, KW) is
-then ``cols @ w.reshape(OC, -1).T``, of shape (N*OH*OW, OC), i.e. NHWC, moved to NCHW by the
-caller. col2im is the adjoint of im2col, the map the backward pass needs for dx:
+then ``w.reshape(OC, -1) @ cols``, of shape (OC, N*OH*OW): each image's output plane is a
+contiguous run of OH*OW values. col2im is the adjoint of im2col, the map the backward pass needs
+for dx:
 
     dx[n, c, h, w] = sum of cols[row, col] over every (row, col) that im2col read from x[n, c, h, w]
 
 so that <im2col(x), g> == <x, col2im(g)> for every x and g.
 
-Buffers: x and dx (N, C, H, W); cols (N*OH*OW, C*KH*KW); all C-contiguous, float32 or float64,
+Why this layout: for a fixed kernel offset (c, i, j) and a fixed output row (n, oh), the OW
+entries of cols are consecutive, and (for stride 1) so are the pixels they come from. Both
+kernels therefore move whole runs of OW floats, read and written contiguously, where the
+transposed layout (one row per receptive field) moves runs of KW floats (3, for a 3x3 kernel).
+
+Buffers: x and dx (N, C, H, W); cols (C*KH*KW, N*OH*OW); all C-contiguous, float32 or float64,
 cols of the same dtype as x. ``kernel_hw``, ``stride`` and ``padding`` are each an int or an
-(h, w) pair.
+(h, w) pair. col2im writes into ``out`` (N, C, H, W) when given (e.g. a slice of a larger batch).
 
 Variants, simplest first:
 
 * ``reference_im2col`` / ``reference_col2im``: float64 NumPy, one strided slice per kernel
   offset (i, j). ``reference_conv2d``: a direct sliding-window sum, a different algorithm, against
   which im2col-then-matmul is checked.
-* ``im2col_cpu`` / ``col2im_cpu``: Numba. A window that lies inside the image moves through a
-  table of C*KH*KW offsets (one gather or scatter of a whole contiguous cols row, no bounds
-  tests); a window touching the padding goes segment by segment. im2col is parallel over the
-  N*OH output rows. col2im is a scatter, parallel over images (split into channel groups when there
-  are fewer images than threads): each task owns its planes, so it is race-free, and each pixel
-  sums its terms in cols-row order however the work is split, so dx is deterministic.
-* ``im2col_cuda`` / ``col2im_cuda``: one thread per element of cols (im2col), and one thread per
-  input pixel gathering the cols entries that came from it (col2im: no atomics, deterministic);
-  both grid-stride loops.
+* ``im2col_cpu`` / ``col2im_cpu``: Numba. im2col is parallel over the rows of cols (kernel
+  offsets): each row is written front to back, one run of OW values per output row, with the
+  runs' padded ends zeroed and no bounds test inside a run. col2im is parallel over the N*C
+  planes of dx: each task owns its plane, so it is race-free, and each pixel sums its terms in
+  kernel-offset order however the work is split, so dx is deterministic.
+* ``im2col_cuda`` / ``col2im_cuda``: one thread per element of cols (im2col: consecutive threads
+  write consecutive columns), and one thread per input pixel gathering the cols entries that came
+  from it (col2im: no atomics, deterministic); both grid-stride loops.
 """
 from __future__ import annotations
 
-import math
 import operator
 from typing import Any, NamedTuple, Sequence
 
 import numba
 import numpy as np
-from numba import cuda, njit, prange
+from numba import cuda, njit, prange, uint64
+from numba.extending import register_jitable
 
 from ._cuda import KernelSpec, array_module, empty, launch, stride_grid
 
@@ -130,24 +136,34 @@ def _im2col_arguments(x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntP
     check_float_dtype(x, "x", "im2col")
     geometry = window_geometry(x.shape, kernel_hw, stride, padding, "im2col")
     batch, channels = x.shape[:2]
-    cols_shape = (batch * geometry.out_h * geometry.out_w, channels * geometry.kernel_h * geometry.kernel_w)
+    cols_shape = (channels * geometry.kernel_h * geometry.kernel_w, batch * geometry.out_h * geometry.out_w)
     return array_module(x).ascontiguousarray(x), geometry, cols_shape
 
 
 def _col2im_arguments(
-    cols: Any, x_shape: Sequence[int], kernel_hw: IntPair, stride: IntPair, padding: IntPair
+    cols: Any, x_shape: Sequence[int], kernel_hw: IntPair, stride: IntPair, padding: IntPair, out: Any
 ):
     x_shape = as_shape(x_shape, "col2im")
     geometry = window_geometry(x_shape, kernel_hw, stride, padding, "col2im")
     check_float_dtype(cols, "cols", "col2im")
     batch, channels = x_shape[:2]
-    expected = (batch * geometry.out_h * geometry.out_w, channels * geometry.kernel_h * geometry.kernel_w)
+    expected = (channels * geometry.kernel_h * geometry.kernel_w, batch * geometry.out_h * geometry.out_w)
     if tuple(cols.shape) != expected:
         raise ValueError(
             f"col2im expects cols of shape {expected} for x_shape {x_shape}, kernel "
             f"{geometry.kernel_h}x{geometry.kernel_w}, got {tuple(cols.shape)}"
         )
-    return array_module(cols).ascontiguousarray(cols), x_shape, geometry
+    xp = array_module(cols)
+    if out is None:
+        out = empty(x_shape, cols.dtype, like=cols)
+    elif (array_module(out) is not xp or tuple(out.shape) != x_shape or out.dtype != cols.dtype
+          or not out.flags.c_contiguous):
+        raise ValueError(
+            f"col2im expects out as a C-contiguous {cols.dtype} array of shape {x_shape} beside cols, "
+            f"got a {'C-contiguous' if out.flags.c_contiguous else 'non-contiguous'} {out.dtype} "
+            f"{type(out).__name__} of shape {tuple(out.shape)}"
+        )
+    return xp.ascontiguousarray(cols), out, geometry
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,11 +176,11 @@ def reference_im2col(x: np.ndarray, kernel_hw: IntPair, stride: IntPair, padding
     kh, kw, sh, sw, ph, pw, oh, ow = geometry
     padded = np.pad(np.asarray(x, np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     batch, channels = x.shape[:2]
-    patches = np.empty((batch, channels, kh, kw, oh, ow))
+    patches = np.empty((channels, kh, kw, batch, oh, ow))
     for i in range(kh):
         for j in range(kw):
-            patches[:, :, i, j] = padded[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw]
-    return patches.transpose(0, 4, 5, 1, 2, 3).reshape(batch * oh * ow, channels * kh * kw)
+            patches[:, i, j] = padded[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw].transpose(1, 0, 2, 3)
+    return patches.reshape(channels * kh * kw, batch * oh * ow)
 
 
 def reference_col2im(
@@ -173,11 +189,11 @@ def reference_col2im(
     """col2im in float64: add each kernel offset's slice of cols back onto the padded input."""
     batch, channels, height, width = x_shape
     kh, kw, sh, sw, ph, pw, oh, ow = window_geometry(x_shape, kernel_hw, stride, padding, "reference_col2im")
-    patches = np.asarray(cols, np.float64).reshape(batch, oh, ow, channels, kh, kw).transpose(0, 3, 4, 5, 1, 2)
+    patches = np.asarray(cols, np.float64).reshape(channels, kh, kw, batch, oh, ow)
     padded = np.zeros((batch, channels, height + 2 * ph, width + 2 * pw))
     for i in range(kh):
         for j in range(kw):
-            padded[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] += patches[:, :, i, j]
+            padded[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] += patches[:, i, j].transpose(1, 0, 2, 3)
     return padded[:, :, ph : ph + height, pw : pw + width]
 
 
@@ -203,92 +219,84 @@ def reference_conv2d(
 # CPU
 
 
-@njit(cache=True)
-def _window_offsets(channels, height, width, kernel_h, kernel_w):
-    """offsets[(c*KH + i)*KW + j] = (c*H + i)*W + j: where each column of a cols row sits in its
-    (C*H*W) image, relative to the window's top-left pixel of channel 0."""
-    offsets = np.empty(channels * kernel_h * kernel_w, np.int64)
-    for c in range(channels):
-        for i in range(kernel_h):
-            for j in range(kernel_w):
-                offsets[(c * kernel_h + i) * kernel_w + j] = (c * height + i) * width + j
-    return offsets
+@register_jitable
+def _inside(offset, pad, stride, size, out_size):
+    """[start, stop): the output positions o whose input index o*stride - pad + offset lies in
+    [0, size), for kernel offset ``offset``; an empty range (start == stop) when there are none."""
+    start = min(out_size, max(0, -((offset - pad) // stride)))
+    stop = max(start, min(out_size, (size - 1 + pad - offset) // stride + 1))
+    return start, stop
 
 
 @njit(parallel=True, cache=True)
 def _im2col_kernel_cpu(x, cols, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
     batch, channels, height, width = x.shape
-    offsets = _window_offsets(channels, height, width, kernel_h, kernel_w)
-    images = x.reshape(batch, channels * height * width)
-    for image_row in prange(batch * out_h):
-        image = images[image_row // out_h]
-        top = (image_row % out_h) * stride_h - pad_h
-        rows_inside = top >= 0 and top + kernel_h <= height
-        for ow in range(out_w):
-            window = cols[image_row * out_w + ow]
-            left = ow * stride_w - pad_w
-            if rows_inside and left >= 0 and left + kernel_w <= width:
-                # Most windows lie inside the image: one gather through the table, no bounds tests.
-                corner = top * width + left
-                for col in range(window.size):
-                    window[col] = image[corner + offsets[col]]
+    plane_size = out_h * out_w
+    pixels = x.reshape(-1)
+    # Unsigned indices: Numba adds a negative-index wrap-around test to every signed index,
+    # which stops LLVM from vectorising the copies.
+    # Stride 1 with "same" rows (OW == W): consecutive output rows read consecutive input rows,
+    # so a whole block of rows is one contiguous run; the few entries it copies from the
+    # neighbouring row (where the window hangs over the left or right edge) are zeroed after.
+    rows_are_contiguous = stride_w == 1 and stride_h * width == out_w
+    for col_row in prange(cols.shape[0]):
+        target = cols[col_row]
+        i, j = (col_row // kernel_w) % kernel_h, col_row % kernel_w
+        c = col_row // (kernel_h * kernel_w)
+        oh_start, oh_stop = _inside(i, pad_h, stride_h, height, out_h)
+        ow_start, ow_stop = _inside(j, pad_w, stride_w, width, out_w)
+        for n in range(batch):
+            first = n * plane_size
+            # Output rows whose input row lies in the padding are all zeros.
+            for k in range(uint64(first), uint64(first + oh_start * out_w)):
+                target[k] = 0
+            for k in range(uint64(first + oh_stop * out_w), uint64(first + plane_size)):
+                target[k] = 0
+            if oh_start == oh_stop:
                 continue
-            # Offsets j in [j_start, j_stop) land inside the image, the rest in the zero padding.
-            j_start = min(max(0, -left), kernel_w)
-            j_stop = max(min(kernel_w, width - left), j_start)
-            for c in range(channels):
-                for i in range(kernel_h):
-                    col = (c * kernel_h + i) * kernel_w
-                    ih = top + i
-                    # A row in the padding copies nothing: its whole segment is zeros.
-                    copy_start, copy_stop = (j_start, j_stop) if 0 <= ih < height else (0, 0)
-                    pixel = (c * height + ih) * width + left
-                    for j in range(copy_start):
-                        window[col + j] = 0
-                    for j in range(copy_start, copy_stop):
-                        window[col + j] = image[pixel + j]
-                    for j in range(copy_stop, kernel_w):
-                        window[col + j] = 0
+            top_left = ((n * channels + c) * height + oh_start * stride_h - pad_h + i) * width + j - pad_w
+            if rows_are_contiguous:
+                start = uint64(first + oh_start * out_w + ow_start)
+                source = uint64(top_left + ow_start)
+                for k in range(uint64((oh_stop - 1 - oh_start) * out_w + ow_stop - ow_start)):
+                    target[start + k] = pixels[source + k]
+            for oh in range(oh_start, oh_stop):
+                run = uint64(first + oh * out_w)
+                for ow in range(uint64(ow_start)):
+                    target[run + ow] = 0
+                for ow in range(uint64(ow_stop), uint64(out_w)):
+                    target[run + ow] = 0
+                if not rows_are_contiguous:
+                    source = uint64(top_left + (oh - oh_start) * stride_h * width)
+                    for ow in range(uint64(ow_start), uint64(ow_stop)):
+                        target[run + ow] = pixels[source + ow * uint64(stride_w)]
 
 
 @njit(parallel=True, cache=True)
-def _col2im_kernel_cpu(
-    cols, dx, channels_per_task, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w
-):
+def _col2im_kernel_cpu(cols, dx, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
     batch, channels, height, width = dx.shape
-    offsets = _window_offsets(channels, height, width, kernel_h, kernel_w)
-    images = dx.reshape(batch, channels * height * width)
-    plane_size, window_size = height * width, kernel_h * kernel_w
-    tasks_per_image = (channels + channels_per_task - 1) // channels_per_task
-    # A task owns the planes [c_start, c_stop) of one image: no two tasks write one pixel, and each
-    # pixel sums its terms in the order of the cols rows whatever the split, so dx is deterministic.
-    for task in prange(batch * tasks_per_image):
-        n = task // tasks_per_image
-        c_start = (task % tasks_per_image) * channels_per_task
-        c_stop = min(c_start + channels_per_task, channels)
-        image = images[n]
-        image[c_start * plane_size : c_stop * plane_size] = 0
-        for oh in range(out_h):
-            top = oh * stride_h - pad_h
-            rows_inside = top >= 0 and top + kernel_h <= height
-            for ow in range(out_w):
-                window = cols[(n * out_h + oh) * out_w + ow]
-                left = ow * stride_w - pad_w
-                if rows_inside and left >= 0 and left + kernel_w <= width:
-                    corner = top * width + left
-                    for col in range(c_start * window_size, c_stop * window_size):
-                        image[corner + offsets[col]] += window[col]
-                    continue
-                for c in range(c_start, c_stop):
-                    for i in range(max(0, -top), min(kernel_h, height - top)):
-                        col = (c * kernel_h + i) * kernel_w
-                        pixel = (c * height + top + i) * width + left
-                        for j in range(max(0, -left), min(kernel_w, width - left)):
-                            image[pixel + j] += window[col + j]
+    plane_size = out_h * out_w
+    # A task owns one plane dx[n, c]: no two tasks write one pixel, and each pixel sums its terms
+    # in kernel-offset order whatever the split, so dx is deterministic. Unsigned indices, as in
+    # im2col, so the runs vectorise.
+    for plane in prange(batch * channels):
+        n, c = plane // channels, plane % channels
+        image = dx[n, c].reshape(-1)
+        image[:] = 0
+        for i in range(kernel_h):
+            oh_start, oh_stop = _inside(i, pad_h, stride_h, height, out_h)
+            for j in range(kernel_w):
+                ow_start, ow_stop = _inside(j, pad_w, stride_w, width, out_w)
+                source = cols[(c * kernel_h + i) * kernel_w + j]
+                for oh in range(oh_start, oh_stop):
+                    run = uint64(n * plane_size + oh * out_w)
+                    row = uint64((oh * stride_h - pad_h + i) * width + j - pad_w)
+                    for ow in range(uint64(ow_start), uint64(ow_stop)):
+                        image[row + ow * uint64(stride_w)] += source[run + ow]
 
 
 def im2col_cpu(x: np.ndarray, kernel_hw: IntPair, stride: IntPair, padding: IntPair) -> np.ndarray:
-    """cols (N*OH*OW, C*KH*KW) of x (N, C, H, W), same dtype as x."""
+    """cols (C*KH*KW, N*OH*OW) of x (N, C, H, W), same dtype as x."""
     x, geometry, cols_shape = _im2col_arguments(x, kernel_hw, stride, padding)
     cols = empty(cols_shape, x.dtype, like=x)
     _im2col_kernel_cpu(x, cols, *geometry)
@@ -296,16 +304,12 @@ def im2col_cpu(x: np.ndarray, kernel_hw: IntPair, stride: IntPair, padding: IntP
 
 
 def col2im_cpu(
-    cols: np.ndarray, x_shape: Sequence[int], kernel_hw: IntPair, stride: IntPair, padding: IntPair
+    cols: np.ndarray, x_shape: Sequence[int], kernel_hw: IntPair, stride: IntPair, padding: IntPair,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """dx (N, C, H, W): every entry of cols (N*OH*OW, C*KH*KW) summed back onto its pixel."""
-    cols, x_shape, geometry = _col2im_arguments(cols, x_shape, kernel_hw, stride, padding)
-    dx = empty(x_shape, cols.dtype, like=cols)
-    batch, channels = x_shape[:2]
-    # One task per image or, with fewer images than threads, per group of an image's channels.
-    tasks_per_image = max(1, min(channels, math.ceil(numba.get_num_threads() / max(batch, 1))))
-    channels_per_task = max(1, math.ceil(channels / tasks_per_image))
-    _col2im_kernel_cpu(cols, dx, channels_per_task, *geometry)
+    """dx (N, C, H, W): every entry of cols (C*KH*KW, N*OH*OW) summed back onto its pixel."""
+    cols, dx, geometry = _col2im_arguments(cols, x_shape, kernel_hw, stride, padding, out)
+    _col2im_kernel_cpu(cols, dx, *geometry)
     return dx
 
 
@@ -317,19 +321,20 @@ def col2im_cpu(
 def _im2col_kernel_cuda(x, cols, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
     height, width = x.shape[2], x.shape[3]
     num_cols = cols.shape[1]
-    # Consecutive threads write consecutive entries of a cols row: coalesced stores.
+    # Consecutive threads write consecutive entries of a cols row (consecutive ow): coalesced
+    # stores, and for stride 1 coalesced loads too.
     for index in range(cuda.grid(1), cols.shape[0] * num_cols, cuda.gridsize(1)):
-        row, col = index // num_cols, index % num_cols
-        image_row, ow = row // out_w, row % out_w
-        n, oh = image_row // out_h, image_row % out_h
-        channel_row, j = col // kernel_w, col % kernel_w
+        col_row, col = index // num_cols, index % num_cols
+        channel_row, j = col_row // kernel_w, col_row % kernel_w
         c, i = channel_row // kernel_h, channel_row % kernel_h
+        image_row, ow = col // out_w, col % out_w
+        n, oh = image_row // out_h, image_row % out_h
         ih = oh * stride_h - pad_h + i
         iw = ow * stride_w - pad_w + j
         if 0 <= ih < height and 0 <= iw < width:
-            cols[row, col] = x[n, c, ih, iw]
+            cols[col_row, col] = x[n, c, ih, iw]
         else:
-            cols[row, col] = 0
+            cols[col_row, col] = 0
 
 
 @cuda.jit
@@ -349,8 +354,8 @@ def _col2im_kernel_cuda(cols, dx, kernel_h, kernel_w, stride_h, stride_w, pad_h,
                 ow_scaled = w + pad_w - j
                 if ow_scaled < 0 or ow_scaled % stride_w != 0 or ow_scaled // stride_w >= out_w:
                     continue
-                row = (n * out_h + oh_scaled // stride_h) * out_w + ow_scaled // stride_w
-                total += cols[row, (c * kernel_h + i) * kernel_w + j]
+                col = (n * out_h + oh_scaled // stride_h) * out_w + ow_scaled // stride_w
+                total += cols[(c * kernel_h + i) * kernel_w + j, col]
         dx[n, c, h, w] = total
 
 
@@ -363,11 +368,12 @@ def im2col_cuda(x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntPair) -
     return cols
 
 
-def col2im_cuda(cols: Any, x_shape: Sequence[int], kernel_hw: IntPair, stride: IntPair, padding: IntPair) -> Any:
+def col2im_cuda(
+    cols: Any, x_shape: Sequence[int], kernel_hw: IntPair, stride: IntPair, padding: IntPair, out: Any = None
+) -> Any:
     """As :func:`col2im_cpu`, on the GPU (CuPy arrays) or in the simulator (NumPy arrays)."""
-    cols, x_shape, geometry = _col2im_arguments(cols, x_shape, kernel_hw, stride, padding)
-    dx = empty(x_shape, cols.dtype, like=cols)
-    blocks = stride_grid(int(np.prod(x_shape)), THREADS_PER_BLOCK)
+    cols, dx, geometry = _col2im_arguments(cols, x_shape, kernel_hw, stride, padding, out)
+    blocks = stride_grid(dx.size, THREADS_PER_BLOCK)
     launch(_col2im_kernel_cuda, blocks, THREADS_PER_BLOCK, cols, dx, *geometry)
     return dx
 

@@ -5,6 +5,7 @@ import pytest
 
 import fastnet as fn
 import fastnet.functional as F
+from fastnet.functional.core import _image_chunks
 from fastnet.gradcheck import gradcheck
 from fastnet.kernels import conv as conv_kernels
 from fastnet.kernels import pool as pool_kernels
@@ -34,6 +35,47 @@ def test_conv2d_matches_direct_reference(rng):
     got = F.conv2d(fn.tensor(x), fn.tensor(w), fn.tensor(b), stride=2, padding=(1, 2)).numpy()
     expected = conv_kernels.reference_conv2d(x, w, b, (2, 2), (1, 2))
     assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-5
+
+
+@pytest.fixture
+def small_conv_workspace(monkeypatch):
+    """A CPU conv workspace of two images' columns at most, so every conv below runs in chunks."""
+    def set_for(images, cols_bytes_per_image):
+        monkeypatch.setattr(fn.backend.CPU, "conv_workspace_bytes", images * cols_bytes_per_image)
+    return set_for
+
+
+def test_conv2d_gradients_in_uneven_chunks(rng, small_conv_workspace):
+    # 5 images, 2 per chunk: chunks of 2, 2 and 1, forward and backward (cols recomputed)
+    x, w, b = leaf(rng, 5, 3, 7, 6), leaf(rng, 4, 3, 3, 2), leaf(rng, 4)
+    oh, ow = conv_kernels.conv_output_shape(7, 6, (3, 2), 2, 1)
+    small_conv_workspace(2, 3 * 3 * 2 * oh * ow * 8)
+    assert _image_chunks(fn.backend.CPU, 5, 3 * 3 * 2 * oh * ow * 8) == [(0, 2), (2, 4), (4, 5)]
+    assert gradcheck(lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1), [x, w, b])
+
+
+def test_conv2d_in_chunks_equals_one_chunk(rng, small_conv_workspace):
+    x = fn.tensor(rng.standard_normal((7, 4, 9, 8)), dtype=np.float32, requires_grad=True)
+    w = fn.tensor(rng.standard_normal((6, 4, 3, 3)), dtype=np.float32, requires_grad=True)
+    b = fn.tensor(rng.standard_normal(6), dtype=np.float32, requires_grad=True)
+    upstream = rng.standard_normal((7, 6, 9, 8)).astype(np.float32)
+    results = []
+    for images in (7, 3, 1):
+        small_conv_workspace(images, 4 * 9 * 9 * 8 * 4)
+        for t in (x, w, b):
+            t.grad = None
+        y = F.conv2d(x, w, b, stride=1, padding=1)
+        (y * fn.tensor(upstream)).sum().backward()
+        results.append([y.numpy(), x.grad.numpy(), w.grad.numpy(), b.grad.numpy()])
+    expected = conv_kernels.reference_conv2d(x.numpy(), w.numpy(), b.numpy(), 1, 1)
+    for got in results:
+        assert np.abs(got[0] - expected).max() / np.abs(expected).max() < 1e-5
+        # each image's output and input gradient is computed alone, whatever the chunk: same bits
+        np.testing.assert_array_equal(got[0], results[0][0])
+        np.testing.assert_array_equal(got[1], results[0][1])
+        # the weight and bias gradients sum the chunks in another order: float32 rounding only
+        for index in (2, 3):
+            assert np.abs(got[index] - results[0][index]).max() / np.abs(results[0][index]).max() < 1e-5
 
 
 def test_conv2d_channel_mismatch_names_shapes():

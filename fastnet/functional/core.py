@@ -5,9 +5,12 @@ heavy ones call the device's kernels:
 
 * ``linear``: y = x·Wᵀ + b through the matmul kernel (A·Bᵀ form); backward dX = dY·W,
   dW = dYᵀ·X (Aᵀ·B form), db = Σ dY.
-* ``conv2d``: im2col → one GEMM → NCHW. x (N, C, H, W), w (OC, C, KH, KW),
-  cols (N·OH·OW, C·KH·KW), y = cols·w2ᵀ with w2 = w as (OC, C·KH·KW). Backward: dW = dY2ᵀ·cols,
-  dcols = dY2·w2, dX = col2im(dcols), with dY2 = dY as (N·OH·OW, OC).
+* ``conv2d``: im2col → one GEMM per chunk of images. x (N, C, H, W), w (OC, C, KH, KW),
+  w2 = w as (OC, C·KH·KW); for the images of a chunk, cols (C·KH·KW, n·OH·OW) and
+  y[i] = w2·cols_i (OC, OH·OW) for each image i of the chunk, written straight into y NCHW.
+  Backward, per chunk, with dY2 = dY as (OC, n·OH·OW): dW += dY2·colsᵀ (cols recomputed),
+  dcols = w2ᵀ·dY2, dX = col2im(dcols). The chunk is as many images as the device's conv
+  workspace holds (on the CPU, the L2 cache; on a GPU, the whole batch).
 * ``max_pool2d``: the pool kernel returns the output and the argmax that routes the gradient.
 * ``cross_entropy``: the fused softmax + cross-entropy kernel returns the row losses and the
   logits' gradient in one pass; backward only scales that gradient.
@@ -67,6 +70,25 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 
 # ===================================================================== convolution
+def _image_chunks(device: Any, batch: int, cols_bytes_per_image: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges of images whose im2col columns fit the device's conv workspace.
+
+    On the CPU the columns of a few images stay in the core's L2 cache between im2col and the
+    GEMM that reads them, instead of one batch-sized buffer making a round trip through DRAM; the
+    backward pass recomputes them rather than keeping them. The split depends on shapes only, so
+    results do not depend on the thread count."""
+    workspace = device.conv_workspace_bytes
+    per_chunk = batch if workspace is None else max(1, workspace // max(cols_bytes_per_image, 1))
+    return [(start, min(start + per_chunk, batch)) for start in range(0, batch, per_chunk)] or [(0, 0)]
+
+
+def _accumulate(total: Any, term: Any) -> Any:
+    if total is None:
+        return term
+    total += term
+    return total
+
+
 class Conv2d(Function):
     def forward(self, x, weight, *bias, stride, padding):
         if x.ndim != 4:
@@ -78,26 +100,45 @@ class Conv2d(Function):
         n, _, h, w = x.shape
         out_channels, kernel_hw = weight.shape[0], tuple(weight.shape[2:])
         oh, ow = conv_output_shape(h, w, kernel_hw, stride, padding)
-        self.x_shape, self.kernel_hw, self.stride, self.padding = x.shape, kernel_hw, stride, padding
-        self.cols = device.im2col(xp.ascontiguousarray(x), kernel_hw, stride, padding)
+        self.x = xp.ascontiguousarray(x)
+        self.kernel_hw, self.stride, self.padding = kernel_hw, stride, padding
         self.w2 = weight.reshape(out_channels, -1)
-        out = device.matmul(self.cols, self.w2, False, True)  # (N*OH*OW, OC)
-        if bias:
-            out += bias[0]
-        return xp.ascontiguousarray(out.reshape(n, oh, ow, out_channels).transpose(0, 3, 1, 2))
+        self.chunks = _image_chunks(device, n, self.w2.shape[1] * oh * ow * x.itemsize)
+        y = xp.empty((n, out_channels, oh * ow), x.dtype)
+        for start, stop in self.chunks:
+            cols = device.im2col(self.x[start:stop], kernel_hw, stride, padding)
+            # One GEMM per image, so that each result is already that image's NCHW planes: image
+            # i's columns are the (C·KH·KW, OH·OW) block cols[:, i·OH·OW:(i+1)·OH·OW], a view.
+            images = stop - start
+            per_image = cols.reshape(cols.shape[0], images, oh * ow).transpose(1, 0, 2)
+            planes = device.matmul(xp.broadcast_to(self.w2, (images, *self.w2.shape)), per_image)
+            if bias:
+                xp.add(planes, bias[0][:, None], out=y[start:stop])
+            else:
+                y[start:stop] = planes
+        return y.reshape(n, out_channels, oh, ow)
 
     def backward(self, grad):
         xp, device = self.device.xp, self.device
-        out_channels = grad.shape[1]
-        grad2d = xp.ascontiguousarray(grad.transpose(0, 2, 3, 1)).reshape(-1, out_channels)
-        grad_x = grad_w = grad_b = None
-        if self.inputs[0].requires_grad:
-            grad_cols = device.matmul(grad2d, self.w2, False, False)
-            grad_x = device.col2im(grad_cols, self.x_shape, self.kernel_hw, self.stride, self.padding)
-        if self.inputs[1].requires_grad:
-            grad_w = device.matmul(grad2d, self.cols, True, False).reshape(self.inputs[1].shape)
-        if len(self.inputs) == 3:
-            grad_b = grad2d.sum(axis=0)
+        n, out_channels = grad.shape[:2]
+        grad = xp.ascontiguousarray(grad).reshape(n, out_channels, -1)
+        need_x, need_w = self.inputs[0].requires_grad, self.inputs[1].requires_grad
+        need_b = len(self.inputs) == 3 and self.inputs[2].requires_grad
+        grad_x = xp.empty(self.x.shape, self.x.dtype) if need_x else None
+        grad_w = grad_b = None
+        for start, stop in self.chunks:
+            # (OC, images·OH·OW): the chunk's output gradient in the layout of the GEMMs
+            grad_chunk = xp.ascontiguousarray(grad[start:stop].transpose(1, 0, 2)).reshape(out_channels, -1)
+            if need_w:
+                cols = device.im2col(self.x[start:stop], self.kernel_hw, self.stride, self.padding)
+                grad_w = _accumulate(grad_w, device.matmul(grad_chunk, cols, False, True))
+            if need_b:
+                grad_b = _accumulate(grad_b, grad_chunk.sum(axis=1))
+            if need_x:
+                device.col2im(device.matmul(self.w2, grad_chunk, True, False), grad_x[start:stop].shape,
+                              self.kernel_hw, self.stride, self.padding, out=grad_x[start:stop])
+        if need_w:
+            grad_w = grad_w.reshape(self.inputs[1].shape)
         return grad_x, grad_w, grad_b
 
 

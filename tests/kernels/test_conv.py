@@ -12,6 +12,9 @@ never writes cannot pass by holding a stale, equal value.
 """
 from __future__ import annotations
 
+import contextlib
+
+import numba
 import numpy as np
 import pytest
 
@@ -40,9 +43,19 @@ CASES = [
 ]
 # Tiny shapes for the simulator: 1-4 blocks of 256 threads a launch.
 CUDA_CASES = [
-    ((1, 3, 11, 7), (3, 5), 2, 1),  # cols 18 x 45: two blocks, grid-stride
+    ((1, 3, 11, 7), (3, 5), 2, 1),  # cols 45 x 18: two blocks, grid-stride
     ((2, 2, 5, 6), 3, 1, (1, 2)),
 ]
+
+
+@contextlib.contextmanager
+def numba_threads(threads):
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
 
 
 def case_id(case):
@@ -69,14 +82,18 @@ def test_conv_output_shape():
 
 
 def test_reference_im2col_on_a_hand_example():
+    """One row per kernel offset (i, j), one column per window position."""
     x = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)  # [[1 2 3] [4 5 6] [7 8 9]]
     np.testing.assert_array_equal(
         reference_im2col(x, 2, 1, 0), [[1, 2, 4, 5], [2, 3, 5, 6], [4, 5, 7, 8], [5, 6, 8, 9]]
     )
-    # Padding 1, stride 2: the four corners, each with its zero-padded neighbourhood.
+    # Padding 1, stride 2: the four corners, each with its zero-padded neighbourhood; the window
+    # at the top left sees only x[0, 0] = 1, at its offset (1, 1).
     np.testing.assert_array_equal(
-        reference_im2col(x, 2, 2, 1), [[0, 0, 0, 1], [0, 0, 2, 3], [0, 4, 0, 7], [5, 6, 8, 9]]
+        reference_im2col(x, 2, 2, 1), [[0, 0, 0, 5], [0, 0, 4, 6], [0, 2, 0, 8], [1, 3, 7, 9]]
     )
+    two_images = np.stack([x[0], 10 * x[0]])
+    np.testing.assert_array_equal(reference_im2col(two_images, 3, 1, 0), [[v, 10 * v] for v in range(1, 10)])
 
 
 def test_reference_conv2d_on_a_hand_example():
@@ -105,7 +122,7 @@ def test_col2im_cpu_matches_reference(rng, case, dtype):
     shape, kernel, stride, padding = case
     oh, ow = conv_output_shape(shape[2], shape[3], kernel, stride, padding)
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
-    cols = rng.standard_normal((shape[0] * oh * ow, shape[1] * kh * kw)).astype(dtype)
+    cols = rng.standard_normal((shape[1] * kh * kw, shape[0] * oh * ow)).astype(dtype)
     dx = col2im_cpu(cols, shape, kernel, stride, padding)
     assert dx.shape == shape and dx.dtype == dtype
     assert relative_error(dx, reference_col2im(cols, shape, kernel, stride, padding)) <= TOLERANCE[dtype]
@@ -136,27 +153,51 @@ def test_conv_through_im2col_matches_direct_convolution(rng, case, dtype):
     w = rng.standard_normal((4, shape[1], kh, kw)).astype(dtype)
     b = rng.standard_normal(4).astype(dtype)
     oh, ow = conv_output_shape(shape[2], shape[3], kernel, stride, padding)
-    y = im2col_cpu(x, kernel, stride, padding) @ w.reshape(4, -1).T + b
-    y = y.reshape(shape[0], oh, ow, 4).transpose(0, 3, 1, 2)
+    y = w.reshape(4, -1) @ im2col_cpu(x, kernel, stride, padding) + b[:, None]
+    y = y.reshape(4, shape[0], oh, ow).transpose(1, 0, 2, 3)
     assert relative_error(y, reference_conv2d(x, w, b, stride, padding)) <= TOLERANCE[dtype]
 
 
-@pytest.mark.parametrize("channels_per_task", [1, 2, 5])
-def test_col2im_cpu_is_bitwise_the_same_however_the_channels_are_split(rng, channels_per_task):
-    """The launcher splits images into channel groups by thread count; dx must not depend on it."""
-    shape, kernel, stride, padding = (2, 5, 9, 8), 3, 1, 1
-    geometry = conv.window_geometry(shape, kernel, stride, padding, "col2im")
-    cols = rng.standard_normal((2 * 9 * 8, 5 * 9)).astype(np.float32)
-    dx = np.full(shape, np.nan, np.float32)
-    conv._col2im_kernel_cpu(cols, dx, channels_per_task, *geometry)
-    np.testing.assert_array_equal(dx, col2im_cpu(cols, shape, kernel, stride, padding))
-    assert relative_error(dx, reference_col2im(cols, shape, kernel, stride, padding)) <= 1e-5
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two Numba threads")
+def test_col2im_cpu_is_bitwise_the_same_on_one_and_two_threads(rng):
+    """The planes are split between threads; each pixel's sum must not depend on the split."""
+    shape, kernel, stride, padding = (3, 5, 9, 8), 3, 1, 1
+    cols = rng.standard_normal((5 * 9, 3 * 9 * 8)).astype(np.float32)
+    results = []
+    for threads in (1, 2):
+        with numba_threads(threads):
+            results.append(col2im_cpu(cols, shape, kernel, stride, padding))
+    np.testing.assert_array_equal(results[0], results[1])
+    assert relative_error(results[0], reference_col2im(cols, shape, kernel, stride, padding)) <= 1e-5
+
+
+@pytest.mark.parametrize("col2im", [col2im_cpu, col2im_cuda], ids=["cpu", "cuda"])
+def test_col2im_writes_into_out(rng, col2im):
+    """``out`` is filled completely (it starts as NaN) and nothing around it is touched."""
+    shape, kernel, stride, padding = (2, 2, 5, 6), 3, 1, (1, 2)
+    cols = rng.standard_normal(reference_im2col(np.empty(shape), kernel, stride, padding).shape).astype(np.float32)
+    batch = np.full((4, *shape[1:]), np.nan, np.float32)
+    returned = col2im(cols, shape, kernel, stride, padding, out=batch[1:3])
+    assert np.shares_memory(returned, batch)
+    assert relative_error(batch[1:3], reference_col2im(cols, shape, kernel, stride, padding)) <= 1e-5
+    assert np.isnan(batch[0]).all() and np.isnan(batch[3]).all()
+
+
+@pytest.mark.parametrize("col2im", [col2im_cpu, col2im_cuda], ids=["cpu", "cuda"])
+def test_col2im_rejects_a_wrong_out(col2im):
+    cols = np.ones((45, 18), np.float32)
+    with pytest.raises(ValueError, match=r"col2im expects out as a C-contiguous float32 array of shape "
+                                         r"\(1, 3, 11, 7\) beside cols, got a C-contiguous float64 ndarray "
+                                         r"of shape \(1, 3, 11, 7\)"):
+        col2im(cols, (1, 3, 11, 7), (3, 5), 2, 1, out=np.empty((1, 3, 11, 7)))
+    with pytest.raises(ValueError, match=r"got a non-contiguous float32 ndarray of shape \(1, 3, 11, 7\)"):
+        col2im(cols, (1, 3, 11, 7), (3, 5), 2, 1, out=np.empty((1, 3, 11, 14), np.float32)[..., ::2])
 
 
 def test_cpu_accepts_non_contiguous_inputs(rng):
     x = rng.standard_normal((2, 3, 11, 14)).astype(np.float32)[:, :, :, ::2]
     np.testing.assert_array_equal(im2col_cpu(x, 3, 1, 1), reference_im2col(x, 3, 1, 1))
-    cols = rng.standard_normal((27, 2 * 77)).T.astype(np.float32)  # (2*11*7, 27) in Fortran order
+    cols = rng.standard_normal((2 * 77, 27)).T.astype(np.float32)  # (27, 2*11*7) in Fortran order
     shape = (2, 3, 11, 7)
     assert relative_error(col2im_cpu(cols, shape, 3, 1, 1), reference_col2im(cols, shape, 3, 1, 1)) <= 1e-5
 
@@ -164,7 +205,7 @@ def test_cpu_accepts_non_contiguous_inputs(rng):
 @pytest.mark.parametrize("im2col, col2im", [(im2col_cpu, col2im_cpu), (im2col_cuda, col2im_cuda)], ids=["cpu", "cuda"])
 def test_empty_batch(im2col, col2im):
     cols = im2col(np.ones((0, 3, 5, 5), np.float32), 3, 1, 1)
-    assert cols.shape == (0, 27)
+    assert cols.shape == (27, 0)
     assert col2im(cols, (0, 3, 5, 5), 3, 1, 1).shape == (0, 3, 5, 5)
 
 
@@ -215,12 +256,12 @@ def test_im2col_rejects_integer_input(im2col):
 
 @pytest.mark.parametrize("col2im", [col2im_cpu, col2im_cuda])
 def test_col2im_rejects_bad_arguments(col2im):
-    with pytest.raises(ValueError, match=r"expects cols of shape \(18, 45\) for x_shape \(1, 3, 11, 7\), "
-                                         r"kernel 3x5, got \(18, 44\)"):
-        col2im(np.ones((18, 44), np.float32), (1, 3, 11, 7), (3, 5), 2, 1)
+    with pytest.raises(ValueError, match=r"expects cols of shape \(45, 18\) for x_shape \(1, 3, 11, 7\), "
+                                         r"kernel 3x5, got \(18, 45\)"):
+        col2im(np.ones((18, 45), np.float32), (1, 3, 11, 7), (3, 5), 2, 1)
     with pytest.raises(ValueError, match=r"col2im expects a 4-D input \(N, C, H, W\), got shape \(3, 11, 7\)"):
-        col2im(np.ones((18, 45), np.float32), (3, 11, 7), (3, 5), 2, 1)
+        col2im(np.ones((45, 18), np.float32), (3, 11, 7), (3, 5), 2, 1)
     with pytest.raises(TypeError, match="col2im expects cols of dtype float32 or float64, got float16"):
-        col2im(np.ones((18, 45), np.float16), (1, 3, 11, 7), (3, 5), 2, 1)
+        col2im(np.ones((45, 18), np.float16), (1, 3, 11, 7), (3, 5), 2, 1)
     with pytest.raises(TypeError, match=r"col2im expects x_shape as a sequence of ints, got \(1, 3, 11.0, 7\)"):
-        col2im(np.ones((18, 45), np.float32), (1, 3, 11.0, 7), (3, 5), 2, 1)
+        col2im(np.ones((45, 18), np.float32), (1, 3, 11.0, 7), (3, 5), 2, 1)
