@@ -21,8 +21,10 @@ Variants, simplest first:
 
 * ``reference_maxpool2d_forward`` / ``reference_maxpool2d_backward``: float64 NumPy, ``np.argmax``
   over each -inf-padded window, and ``np.add.at`` of dy onto the argmax positions.
-* ``maxpool2d_forward_cpu`` (parallel over the N*C*OH output rows) and
-  ``maxpool2d_backward_cpu`` (parallel over the N*C planes, each scattering its own dy: race-free,
+* ``maxpool2d_forward_cpu`` (parallel over the N*C*OH output rows): the windows wholly inside the
+  image take a branch-free scan that counts NaNs on the side; windows touching the padding, and
+  every window of a row that holds a NaN, take the clipped NaN-ordered scan the CUDA kernel uses.
+* ``maxpool2d_backward_cpu`` (parallel over the N*C planes, each scattering its own dy: race-free,
   with a fixed summation order).
 * ``maxpool2d_forward_cuda`` (one thread per output) and ``maxpool2d_backward_cuda`` (one thread
   per input pixel, gathering dy from the windows that cover it: no atomics, deterministic).
@@ -34,7 +36,7 @@ from typing import Any, Sequence
 
 import numba
 import numpy as np
-from numba import cuda, njit, prange
+from numba import cuda, njit, prange, uint64
 from numba.extending import register_jitable
 
 from ._cuda import KernelSpec, array_module, empty, launch, stride_grid
@@ -149,31 +151,50 @@ def _window_argmax(x, plane, top, left, kernel_h, kernel_w):
 # CPU
 
 
+@register_jitable
+def _inner_columns(width, kernel_w, stride_w, pad_w, out_w):
+    """[first, stop) of the ow whose windows lie wholly inside the image's columns (may be empty)."""
+    first = min(out_w, (pad_w + stride_w - 1) // stride_w)
+    return first, max(first, min(out_w, (width + pad_w - kernel_w) // stride_w + 1))
+
+
 @njit(parallel=True, cache=True)
 def _forward_kernel_cpu(x, y, argmax, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
     height, width = x.shape[1], x.shape[2]
+    pixels = x.reshape(x.shape[0], height * width)
+    # Each window pixel as an offset from the window's top-left corner, in row-major window order:
+    # one flat loop over the window, which LLVM unrolls, instead of two nested loops of a few steps.
+    offsets = np.empty(kernel_h * kernel_w, np.int64)
+    for k in range(offsets.size):
+        offsets[k] = (k // kernel_w) * width + k % kernel_w
+    inner_first, inner_stop = _inner_columns(width, kernel_w, stride_w, pad_w, out_w)
     for plane_row in prange(x.shape[0] * out_h):
         plane, oh = plane_row // out_h, plane_row % out_h
         top = oh * stride_h - pad_h
+        first, stop = (inner_first, inner_stop) if top >= 0 and top + kernel_h <= height else (0, 0)
+        # Fast path over the windows wholly inside the image: a branch-free strict-greater scan
+        # (compare, then select: on random data a branch here mispredicts every other pixel) that
+        # counts NaNs on the side. Unsigned indices spare each load Numba's negative-index check.
+        nans = 0
+        for ow in range(first, stop):
+            corner = top * width + ow * stride_w - pad_w
+            best, best_index = pixels[plane, uint64(corner)], corner
+            for k in range(offsets.size):
+                index = corner + offsets[uint64(k)]
+                value = pixels[plane, uint64(index)]
+                nans += value != value
+                better = value > best
+                best = value if better else best
+                best_index = index if better else best_index
+            y[plane, oh, uint64(ow)] = best
+            argmax[plane, oh, uint64(ow)] = best_index
+        # The rare row with a NaN is redone by the NaN-ordered scan, so results stay identical.
+        if nans:
+            first, stop = 0, 0
         for ow in range(out_w):
-            left = ow * stride_w - pad_w
-            # Fast path for a window wholly inside the image: a plain strict-greater scan (first
-            # maximum wins) with a NaN flag on the side, instead of the clipped, NaN-ordered scan.
-            # The general scan redoes the rare window that holds a NaN, so results are identical.
-            if top >= 0 and left >= 0 and top + kernel_h <= height and left + kernel_w <= width:
-                best, best_h, best_w = x[plane, top, left], top, left
-                saw_nan = False
-                for h in range(top, top + kernel_h):
-                    for w in range(left, left + kernel_w):
-                        value = x[plane, h, w]
-                        saw_nan |= value != value
-                        if value > best:
-                            best, best_h, best_w = value, h, w
-                if not saw_nan:
-                    y[plane, oh, ow] = best
-                    argmax[plane, oh, ow] = best_h * width + best_w
-                    continue
-            index, value = _window_argmax(x, plane, top, left, kernel_h, kernel_w)
+            if first <= ow < stop:
+                continue
+            index, value = _window_argmax(x, plane, top, ow * stride_w - pad_w, kernel_h, kernel_w)
             y[plane, oh, ow] = value
             argmax[plane, oh, ow] = index
 

@@ -35,6 +35,7 @@ CASES = [
     ((1, 2, 7, 9), (3, 2), (1, 2), (1, 1)),  # batch 1, non-square kernel and stride
     ((2, 2, 5, 6), 3, 1, 1),  # stride 1: each pixel in up to 9 windows
     ((1, 1, 4, 5), 1, 1, 0),
+    ((2, 2, 3, 3), 3, 1, 1),  # one window inside the image, every other one touches the padding
 ]
 # Tiny shapes for the simulator: every launch is one or two blocks of 256 threads.
 CUDA_CASES = [CASES[1], ((1, 2, 7, 9), (3, 2), (1, 2), (1, 1)), ((2, 1, 5, 6), 3, 1, 1)]
@@ -148,6 +149,30 @@ def test_forward_propagates_nan(rng, variant):
     y, argmax = assert_forward_equals_reference(variant, x, 3, 2, 1)
     assert np.isnan(y[0, 0, 1:3, 2]).all() and np.isnan(y[0, 1, 0, 0:2]).all()
     assert argmax[0, 1, 0, 0] == 0 and argmax[0, 0, 1, 2] == 3 * 9 + 4
+
+
+@pytest.mark.parametrize("variant, case", variant_cases())
+def test_forward_with_nans_and_infinities_among_ties(rng, variant, case):
+    """The CPU fast path over windows inside the image counts NaNs on the side and hands a row
+    holding one to the NaN-ordered scan; -inf pixels must still lose to nothing but padding."""
+    shape, kernel, stride, padding = case
+    x = rng.integers(0, 3, shape).astype(np.float32)
+    x[rng.random(shape) < 0.05] = np.nan
+    x[rng.random(shape) < 0.1] = -np.inf
+    assert_forward_equals_reference(variant, x, kernel, stride, padding)
+
+
+def test_forward_cpu_nan_ordering_inside_the_image(rng):
+    """2x2/stride 2 on an 8x8 plane: every window lies inside the image (the CPU fast path)."""
+    x = rng.standard_normal((1, 2, 8, 10)).astype(np.float32)
+    x[0, 0, 2, 3] = np.nan  # the last pixel of window (1, 1)
+    x[0, 0, 3, 2] = np.nan  # a later NaN in the same window: the first one is named
+    x[0, 1, 4, 4] = np.nan  # the window's first pixel
+    x[0, 1, 0:2, 8:10] = -np.inf  # a window of -inf: its first pixel
+    y, argmax = assert_forward_equals_reference("cpu", x, 2, 2, 0)
+    assert argmax[0, 0, 1, 1] == 2 * 10 + 3 and argmax[0, 1, 2, 2] == 4 * 10 + 4
+    assert argmax[0, 1, 0, 4] == 8 and y[0, 1, 0, 4] == -np.inf
+    assert np.isnan(y).sum() == 2
 
 
 def test_forward_cpu_accepts_non_contiguous_input(rng):
