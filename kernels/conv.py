@@ -75,9 +75,14 @@ class WindowGeometry(NamedTuple):
 
 def _pair(value: Any, name: str, minimum: int) -> tuple[int, int]:
     """``value`` (an int or an (h, w) pair of ints) as a pair, each at least ``minimum``."""
-    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if type(value) is int:  # the common cases first: a conv layer validates once per chunk of images
+        pair = (value, value)
+    elif type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        pair = value
+    else:
+        pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+        if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair):
+            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     if min(pair) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return int(pair[0]), int(pair[1])
@@ -260,16 +265,24 @@ def _im2col_kernel_cpu(x, cols, kernel_h, kernel_w, stride_h, stride_w, pad_h, p
                 source = uint64(top_left + ow_start)
                 for k in range(uint64((oh_stop - 1 - oh_start) * out_w + ow_stop - ow_start)):
                     target[start + k] = pixels[source + k]
+                # Where the window hangs over the left or right edge, the run copied pixels of the
+                # neighbouring row: one column of zeros each (a loop down the rows, not along them).
+                for ow in range(ow_start):
+                    for oh in range(oh_start, oh_stop):
+                        target[uint64(first + oh * out_w + ow)] = 0
+                for ow in range(ow_stop, out_w):
+                    for oh in range(oh_start, oh_stop):
+                        target[uint64(first + oh * out_w + ow)] = 0
+                continue
             for oh in range(oh_start, oh_stop):
                 run = uint64(first + oh * out_w)
                 for ow in range(uint64(ow_start)):
                     target[run + ow] = 0
                 for ow in range(uint64(ow_stop), uint64(out_w)):
                     target[run + ow] = 0
-                if not rows_are_contiguous:
-                    source = uint64(top_left + (oh - oh_start) * stride_h * width)
-                    for ow in range(uint64(ow_start), uint64(ow_stop)):
-                        target[run + ow] = pixels[source + ow * uint64(stride_w)]
+                source = uint64(top_left + (oh - oh_start) * stride_h * width)
+                for ow in range(uint64(ow_start), uint64(ow_stop)):
+                    target[run + ow] = pixels[source + ow * uint64(stride_w)]
 
 
 @njit(parallel=True, cache=True)

@@ -8,7 +8,7 @@ heavy ones call the device's kernels:
 * ``conv2d``: im2col → one GEMM per chunk of images. x (N, C, H, W), w (OC, C, KH, KW),
   w2 = w as (OC, C·KH·KW); for the images of a chunk, cols (C·KH·KW, n·OH·OW) and
   y[i] = w2·cols_i (OC, OH·OW) for each image i of the chunk, written straight into y NCHW.
-  Backward, per chunk, with dY2 = dY as (OC, n·OH·OW): dW += dY2·colsᵀ (cols recomputed),
+  Backward, per chunk, with dY2 = dY as (OC, n·OH·OW): dWᵀ += cols·dY2ᵀ (cols recomputed),
   dcols = w2ᵀ·dY2, dX = col2im(dcols). The chunk is as many images as the device's conv
   workspace holds (on the CPU, the L2 cache; on a GPU, the whole batch).
 * ``max_pool2d``: the pool kernel returns the output and the argmax that routes the gradient.
@@ -103,15 +103,20 @@ class Conv2d(Function):
         self.x = xp.ascontiguousarray(x)
         self.kernel_hw, self.stride, self.padding = kernel_hw, stride, padding
         self.w2 = weight.reshape(out_channels, -1)
-        self.chunks = _image_chunks(device, n, self.w2.shape[1] * oh * ow * x.itemsize)
+        # a chunk's working set: its columns and its output planes (or their gradient)
+        self.chunks = _image_chunks(device, n, (self.w2.shape[1] + out_channels) * oh * ow * x.itemsize)
         y = xp.empty((n, out_channels, oh * ow), x.dtype)
         for start, stop in self.chunks:
             cols = device.im2col(self.x[start:stop], kernel_hw, stride, padding)
-            # One GEMM per image, so that each result is already that image's NCHW planes: image
-            # i's columns are the (C·KH·KW, OH·OW) block cols[:, i·OH·OW:(i+1)·OH·OW], a view.
             images = stop - start
-            per_image = cols.reshape(cols.shape[0], images, oh * ow).transpose(1, 0, 2)
-            planes = device.matmul(xp.broadcast_to(self.w2, (images, *self.w2.shape)), per_image)
+            if device.conv_workspace_bytes is None:
+                # The whole batch at once (GPU): one GEMM, (OC, N·OH·OW), seen as NCHW planes.
+                planes = device.matmul(self.w2, cols).reshape(out_channels, images, -1).transpose(1, 0, 2)
+            else:
+                # Cached columns (CPU): one GEMM per image, each result already NCHW. Image i's
+                # columns are the block cols[:, i·OH·OW:(i+1)·OH·OW], a strided view BLAS reads as is.
+                per_image = cols.reshape(cols.shape[0], images, -1).transpose(1, 0, 2)
+                planes = device.matmul(xp.broadcast_to(self.w2, (images, *self.w2.shape)), per_image)
             if bias:
                 xp.add(planes, bias[0][:, None], out=y[start:stop])
             else:
@@ -130,15 +135,16 @@ class Conv2d(Function):
             # (OC, images·OH·OW): the chunk's output gradient in the layout of the GEMMs
             grad_chunk = xp.ascontiguousarray(grad[start:stop].transpose(1, 0, 2)).reshape(out_channels, -1)
             if need_w:
+                # dWᵀ = cols·dY2ᵀ (C·KH·KW, OC): BLAS runs this form faster than dY2·colsᵀ
                 cols = device.im2col(self.x[start:stop], self.kernel_hw, self.stride, self.padding)
-                grad_w = _accumulate(grad_w, device.matmul(grad_chunk, cols, False, True))
+                grad_w = _accumulate(grad_w, device.matmul(cols, grad_chunk, False, True))
             if need_b:
                 grad_b = _accumulate(grad_b, grad_chunk.sum(axis=1))
             if need_x:
                 device.col2im(device.matmul(self.w2, grad_chunk, True, False), grad_x[start:stop].shape,
                               self.kernel_hw, self.stride, self.padding, out=grad_x[start:stop])
         if need_w:
-            grad_w = grad_w.reshape(self.inputs[1].shape)
+            grad_w = xp.ascontiguousarray(grad_w.T).reshape(self.inputs[1].shape)
         return grad_x, grad_w, grad_b
 
 
