@@ -75,19 +75,22 @@ def _check_operands(a: Any, b: Any, trans_a: bool, trans_b: bool) -> tuple[int, 
             raise TypeError(f"matmul: {name} must be an array, got {type(x).__name__}")
     if array_module(a) is not array_module(b):
         raise TypeError(f"matmul: a is a {type(a).__name__} but b is a {type(b).__name__}")
-    op = f"{_op_shape(a.shape, trans_a)} @ {_op_shape(b.shape, trans_b)}"
+
+    def op() -> str:  # formatted only for an error: a conv layer calls matmul several times a chunk
+        return f"{_op_shape(a.shape, trans_a)} @ {_op_shape(b.shape, trans_b)}"
+
     if a.ndim not in (2, 3) or b.ndim != a.ndim:
-        raise ValueError(f"matmul: {op}: operands must both be 2-D or both 3-D (batched)")
+        raise ValueError(f"matmul: {op()}: operands must both be 2-D or both 3-D (batched)")
     if a.dtype != b.dtype:
-        raise TypeError(f"matmul: {op}: dtypes {a.dtype} and {b.dtype} differ")
+        raise TypeError(f"matmul: {op()}: dtypes {a.dtype} and {b.dtype} differ")
     if a.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"matmul: {op}: dtype {a.dtype} is not float32 or float64")
+        raise TypeError(f"matmul: {op()}: dtype {a.dtype} is not float32 or float64")
     if a.ndim == 3 and a.shape[0] != b.shape[0]:
-        raise ValueError(f"matmul: {op}: batch sizes {a.shape[0]} and {b.shape[0]} differ")
+        raise ValueError(f"matmul: {op()}: batch sizes {a.shape[0]} and {b.shape[0]} differ")
     k_a, m = (a.shape[-2], a.shape[-1]) if trans_a else (a.shape[-1], a.shape[-2])
     n, k_b = (b.shape[-2], b.shape[-1]) if trans_b else (b.shape[-1], b.shape[-2])
     if k_a != k_b:
-        raise ValueError(f"matmul: {op}: inner dimensions {k_a} and {k_b} differ")
+        raise ValueError(f"matmul: {op()}: inner dimensions {k_a} and {k_b} differ")
     return m, n, k_a
 
 
