@@ -8,15 +8,24 @@ Math, for logits ``z`` (B, C), integer labels ``y`` (B,) and label smoothing ε 
   with M_b = max_c z_bc, so that no exponential overflows (logits of magnitude 1e4 are fine)
 * gradient of the mean loss (1/B)·Σ_b L_b:  dz_bc = (softmax(z_b)_c - q_c) / B
 
-Buffers: ``logits`` (B, C) float32 or float64; ``labels`` (B,) any integer dtype (made int64),
-each in [0, C); outputs ``row_losses`` (B,) and ``dlogits`` (B, C) in the logits' dtype.
-Exponentials are taken in the logits' dtype; the sums over a row are accumulated in float64.
+Buffers: ``logits`` (B, C) float32 or float64; ``labels`` (B,) any integer dtype (made int64
+for the GPU), each in [0, C); outputs ``row_losses`` (B,) and ``dlogits`` (B, C) in the logits'
+dtype. Exponentials are taken in the logits' dtype; the sums over a row are accumulated in
+float64 (on the CPU in a loop of their own: in the exp loop a float64 sum would halve the
+exp's vector width).
 
 Variants, simplest first:
 
 * ``reference_softmax_xent``: float64 NumPy through the explicit target matrix and log-softmax.
-* ``softmax_xent_cpu``: Numba, rows in parallel; per row a max pass, a pass that stores
-  exp(z - M) in ``dlogits`` while summing it, and a pass that scales it into the gradient.
+* ``softmax_xent_cpu``: Numba, in blocks of rows (of about ``BLOCK_ELEMENTS`` logits, in
+  parallel from ``PARALLEL_MIN_ELEMENTS`` logits, serially below, where a parallel launch costs
+  more than it saves). Per row a max pass and a pass storing exp(z - M) in ``dlogits``; rows
+  narrower than ``WIDE_ROW`` store z - M instead and take their exp in one loop over the whole
+  block, long enough to vectorise. Then per row a pass for the sums and one that scales the
+  exponentials into the gradient. The exp is ``_fastmath.fast_exp`` (a polynomial LLVM
+  vectorises; ``math.exp`` is a libm call it cannot) and the max ``_fastmath.maxnum``; the
+  loops compile with reassociation allowed, but not "nnan"/"ninf": a NaN or inf logit makes
+  its row NaN, as in the reference.
 * ``softmax_xent_cuda``: one block per row (blocks stride over rows when B exceeds the grid).
   Each thread walks its columns once, keeping an online (running max, sum of exponentials,
   sum of logits); one shared-memory tree merges the threads' triples; then every thread writes
@@ -26,9 +35,10 @@ Variants, simplest first:
   simulator does not implement.
 
 Label range: both variants check every label on the host before launching, with one
-min/max reduction. On a GPU that costs one device-to-host copy of two integers (a wait for
-the stream) per call; it buys an exception at the faulty call, naming the label, instead of
-an error flag that could only be read, and raised, at some later synchronisation.
+min/max reduction (on the CPU a jitted loop, cheaper than NumPy's two reductions). On a GPU it
+costs one device-to-host copy of two integers (a wait for the stream) per call; it buys an
+exception at the faulty call, naming the label, instead of an error flag that could only be
+read, and raised, at some later synchronisation.
 """
 from __future__ import annotations
 
@@ -41,19 +51,20 @@ from numba import cuda, njit, prange
 from numba.extending import register_jitable
 
 from ._cuda import KernelSpec, array_module, empty, launch, stride_grid
+from ._fastmath import VECTORISING_FASTMATH, fast_exp, maxnum
 
 MAX_THREADS = 256
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _checked_inputs(logits: Any, labels: Any, label_smoothing: float) -> tuple[Any, Any]:
-    """Validate the arguments; return C-contiguous logits and int64 labels."""
+    """Validate all but the labels' range; return C-contiguous logits and labels."""
     xp = array_module(logits)
     if array_module(labels) is not xp:
         raise TypeError(f"labels is a {type(labels).__name__} but logits is a {type(logits).__name__}")
     if logits.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"logits dtype must be float32 or float64, got {logits.dtype}")
-    if not np.issubdtype(labels.dtype, np.integer):
+    if labels.dtype.kind not in "iu":
         raise TypeError(f"labels must have an integer dtype, got {labels.dtype}")
     if logits.ndim != 2:
         raise ValueError(f"logits must be 2-D (batch, classes), got shape {logits.shape}")
@@ -65,11 +76,13 @@ def _checked_inputs(logits: Any, labels: Any, label_smoothing: float) -> tuple[A
         raise ValueError(f"logits shape {logits.shape} needs at least one row and one class")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-    lowest, highest = xp.stack((labels.min(), labels.max())).tolist()
+    return xp.ascontiguousarray(logits), xp.ascontiguousarray(labels)
+
+
+def _check_label_range(lowest: int, highest: int, classes: int) -> None:
     if lowest < 0 or highest >= classes:
         bad = lowest if lowest < 0 else highest
         raise ValueError(f"label {bad} is outside [0, {classes}) for logits with C={classes} classes")
-    return xp.ascontiguousarray(logits), xp.ascontiguousarray(labels, dtype=np.int64)
 
 
 def _outputs(logits: Any) -> tuple[Any, Any]:
@@ -90,53 +103,118 @@ def reference_softmax_xent(logits: Any, labels: Any, label_smoothing: float = 0.
 
 
 @register_jitable
-def _finish_row(logits, row, label, row_max, sum_exp, sum_logits, label_smoothing):
-    """The row's loss and the three terms of its gradient, from its max and its two sums.
-
-    dz_c = exp(z_c - M) * prob_scale - smooth_term - [c = label] * target_term; the terms are
-    in the logits' dtype so the per-column arithmetic stays in it.
-    """
+def _gradient_terms(logits, label_smoothing):
+    """The two row-independent terms of the gradient, in the logits' dtype:
+    dz_c = exp(z_c - M) * prob_scale - smooth_term - [c = label] * target_term."""
     batch, classes = logits.shape
     as_dtype = logits.dtype.type
+    return as_dtype(label_smoothing / (classes * batch)), as_dtype((1.0 - label_smoothing) / batch)
+
+
+# error_model="numpy": Python's ZeroDivisionError checks on its divisions cost the CPU kernel
+# a quarter of its time on short rows, and sum_exp >= 1 can never be zero.
+@register_jitable(error_model="numpy")
+def _row_loss_and_scale(logits, row, label, row_max, sum_exp, sum_logits, label_smoothing):
+    """The row's loss and its prob_scale (in the logits' dtype), from its max and its two sums."""
+    batch, classes = logits.shape
     loss = (math.log(sum_exp) - (1.0 - label_smoothing) * (logits[row, label] - row_max)
             - label_smoothing * (sum_logits / classes - row_max))
-    prob_scale = as_dtype(1.0 / (sum_exp * batch))
-    smooth_term = as_dtype(label_smoothing / (classes * batch))
-    target_term = as_dtype((1.0 - label_smoothing) / batch)
-    return loss, prob_scale, smooth_term, target_term
+    return loss, logits.dtype.type(1.0 / (sum_exp * batch))
 
 
 # --------------------------------------------------------------------------- CPU
 
+# Rows go in blocks of about this many logits, so that a block's logits and gradient stay in L1
+# across its passes, and blocks are the unit of parallel work.
+BLOCK_ELEMENTS = 2048
+# Rows narrower than this are too short for a vector loop of their own: their exp waits for one
+# loop over the whole block.
+WIDE_ROW = 64
+# Measured on 2 cores: below this many logits a parallel launch costs more than it saves.
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
+
+@register_jitable
+def _rows_per_block(classes):
+    return max(1, BLOCK_ELEMENTS // classes)
+
+
+@register_jitable(fastmath=VECTORISING_FASTMATH)
+def _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlogits):
+    """The rows of one block, in passes over dlogits: per row its max M (kept in row_losses until
+    the loss replaces it) and exp(z - M), or for narrow rows z - M and then one exp loop over the
+    whole block; then per row the sums, the loss and the gradient."""
+    batch, classes = logits.shape
+    smooth_term, target_term = _gradient_terms(logits, label_smoothing)
+    first = block * _rows_per_block(classes)
+    last = min(first + _rows_per_block(classes), batch)
+    for row in range(first, last):
+        z = logits[row]
+        out = dlogits[row]
+        row_max = z[0]
+        for col in range(1, classes):
+            row_max = maxnum(row_max, z[col])
+        if classes >= WIDE_ROW:
+            for col in range(classes):
+                out[col] = fast_exp(z[col] - row_max)
+        else:
+            for col in range(classes):
+                out[col] = z[col] - row_max
+        row_losses[row] = row_max
+    if classes < WIDE_ROW:
+        exps = dlogits.reshape(dlogits.size)[first * classes:last * classes]
+        for index in range(exps.size):
+            exps[index] = fast_exp(exps[index])
+    for row in range(first, last):
+        z = logits[row]
+        gradient = dlogits[row]
+        sum_exp = 0.0
+        for col in range(classes):
+            sum_exp += gradient[col]
+        sum_logits = 0.0
+        if label_smoothing != 0.0:  # only the smoothing term needs the mean logit
+            for col in range(classes):
+                sum_logits += z[col]
+        label = labels[row]
+        row_losses[row], prob_scale = _row_loss_and_scale(
+            logits, row, label, row_losses[row], sum_exp, sum_logits, label_smoothing)
+        for col in range(classes):
+            gradient[col] = gradient[col] * prob_scale - smooth_term
+        gradient[label] -= target_term
+
+
+def _block_count(logits: np.ndarray) -> int:
+    return -(-logits.shape[0] // _rows_per_block(logits.shape[1]))
+
+
+@njit(cache=True)
+def _label_range(labels):
+    lowest = highest = labels[0]
+    for label in labels:
+        lowest = min(lowest, label)
+        highest = max(highest, label)
+    return lowest, highest
+
+
+@njit(cache=True)
+def _softmax_xent_serial(logits, labels, label_smoothing, blocks, row_losses, dlogits):
+    for block in range(blocks):
+        _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlogits)
+
 
 @njit(parallel=True, cache=True)
-def _softmax_xent_cpu_kernel(logits, labels, label_smoothing, row_losses, dlogits):
-    batch, classes = logits.shape
-    for row in prange(batch):
-        row_max = logits[row, 0]
-        for col in range(1, classes):
-            row_max = max(row_max, logits[row, col])
-        sum_exp = 0.0
-        sum_logits = 0.0
-        for col in range(classes):
-            shifted_exp = math.exp(logits[row, col] - row_max)
-            dlogits[row, col] = shifted_exp
-            sum_exp += shifted_exp
-            sum_logits += logits[row, col]
-        label = labels[row]
-        loss, prob_scale, smooth_term, target_term = _finish_row(
-            logits, row, label, row_max, sum_exp, sum_logits, label_smoothing)
-        row_losses[row] = loss
-        for col in range(classes):
-            dlogits[row, col] = dlogits[row, col] * prob_scale - smooth_term
-        dlogits[row, label] -= target_term
+def _softmax_xent_parallel(logits, labels, label_smoothing, blocks, row_losses, dlogits):
+    for block in prange(blocks):
+        _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlogits)
 
 
 def softmax_xent_cpu(logits: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Row losses (B,) and the gradient of their mean w.r.t. ``logits`` (B, C)."""
     logits, labels = _checked_inputs(logits, labels, label_smoothing)
+    _check_label_range(*_label_range(labels), logits.shape[1])
     row_losses, dlogits = _outputs(logits)
-    _softmax_xent_cpu_kernel(logits, labels, float(label_smoothing), row_losses, dlogits)
+    kernel = _softmax_xent_parallel if logits.size >= PARALLEL_MIN_ELEMENTS else _softmax_xent_serial
+    kernel(logits, labels, float(label_smoothing), _block_count(logits), row_losses, dlogits)
     return row_losses, dlogits
 
 
@@ -184,7 +262,8 @@ def _softmax_xent_cuda_kernel(logits, labels, label_smoothing, row_losses, dlogi
             half //= 2
         row_max = thread_maxima[0]
         label = labels[row]
-        loss, prob_scale, smooth_term, target_term = _finish_row(
+        smooth_term, target_term = _gradient_terms(logits, label_smoothing)
+        loss, prob_scale = _row_loss_and_scale(
             logits, row, label, row_max, thread_sums_exp[0], thread_sums_logits[0], label_smoothing)
         if thread == 0:
             row_losses[row] = loss
@@ -204,6 +283,9 @@ def _threads_for(classes: int) -> int:
 def softmax_xent_cuda(logits: Any, labels: Any, label_smoothing: float = 0.0) -> tuple[Any, Any]:
     """:func:`softmax_xent_cpu` on the GPU (CuPy arrays), or in the simulator (NumPy arrays)."""
     logits, labels = _checked_inputs(logits, labels, label_smoothing)
+    xp = array_module(logits)
+    _check_label_range(*xp.stack((labels.min(), labels.max())).tolist(), logits.shape[1])
+    labels = xp.ascontiguousarray(labels, dtype=np.int64)
     row_losses, dlogits = _outputs(logits)
     batch, classes = logits.shape
     launch(_softmax_xent_cuda_kernel, stride_grid(batch, 1), _threads_for(classes),

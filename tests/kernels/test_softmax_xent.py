@@ -6,6 +6,10 @@ scale, so both sit within a few float32 ulps (~1e-7) of the reference relative t
 value; 2e-6 leaves room and still catches a wrong term (e.g. smoothing mass 0.1/C ≈ 1e-4 of a
 gradient of size ~1/B). Float64 runs at 1e-12.
 
+The CPU kernel works in blocks of rows (about 2048 logits each) and has a serial and a parallel
+entry; rows narrower than 64 classes take their exp in one loop over the block. The shapes below
+cover a single row, narrow and wide rows, several blocks with a partial last one, and both entries.
+
 CUDA tests run in Numba's simulator (see conftest), so they use few rows: the launcher runs a
 block of 32..256 threads per row and at most 2 blocks, so B=3..5 rows also exercises the loop of
 blocks over rows, and C=1000 (256 threads) the loop of threads over columns.
@@ -84,11 +88,31 @@ def test_gradient_matches_finite_differences_of_the_reference_mean_loss(rng, ker
 
 # --- CPU -----------------------------------------------------------------------------------------
 
+@pytest.fixture(params=["serial", "parallel"])
+def cpu_entry(request, monkeypatch):
+    """Run the CPU kernel through its serial or its parallel entry, whatever the size."""
+    monkeypatch.setattr(softmax_xent, "PARALLEL_MIN_ELEMENTS", 0 if request.param == "parallel" else 1 << 62)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
-@pytest.mark.parametrize("batch, classes", [(1, 5), (37, 7), (3, 1000)])
-def test_cpu_matches_reference(rng, batch, classes, label_smoothing, dtype):
+@pytest.mark.parametrize("batch, classes", [(1, 5), (37, 7), (3, 1000), (37, 100), (301, 7), (5, 63), (5, 64)])
+def test_cpu_matches_reference(rng, cpu_entry, batch, classes, label_smoothing, dtype):
     assert_matches_reference(softmax_xent_cpu, *problem(rng, batch, classes, dtype), label_smoothing)
+
+
+@pytest.mark.parametrize("classes", [7, 1000])
+def test_cpu_nan_or_inf_logit_makes_only_its_row_nan(rng, cpu_entry, classes):
+    logits, labels = problem(rng, 37, classes)
+    logits[3, classes // 2] = np.nan
+    logits[20, 0] = np.inf
+    row_losses, dlogits = softmax_xent_cpu(logits, labels, 0.1)
+    bad = np.zeros(37, bool)
+    bad[[3, 20]] = True
+    assert np.isnan(row_losses[bad]).all() and np.isnan(dlogits[bad]).all()
+    assert np.isfinite(row_losses[~bad]).all() and np.isfinite(dlogits[~bad]).all()
+    ref_losses, ref_dlogits = reference_softmax_xent(logits[~bad], labels[~bad], 0.1)
+    assert relative_error(row_losses[~bad], ref_losses) <= TOLERANCE[np.float32]
 
 
 @pytest.mark.parametrize("scale", [100.0, 1e4])
@@ -144,6 +168,13 @@ def test_label_out_of_range_raises_naming_label_and_classes(rng, kernel, bad):
     labels[2] = bad
     with pytest.raises(ValueError, match=rf"label {bad} .*C=7"):
         kernel(logits, labels)
+
+
+def test_cpu_names_a_huge_unsigned_label_exactly(rng):
+    logits, labels = problem(rng, 4, 7, label_dtype=np.uint64)
+    labels[1] = 2**63 + 5
+    with pytest.raises(ValueError, match=rf"label {2**63 + 5} .*C=7"):
+        softmax_xent_cpu(logits, labels)
 
 
 @pytest.mark.parametrize("kernel", VARIANTS)
