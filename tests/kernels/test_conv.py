@@ -40,7 +40,7 @@ CASES = [
     ((2, 3, 8, 9), 3, 2, (0, 2)),
     ((3, 2, 6, 5), 2, 2, 0),
     ((1, 2, 5, 6), 1, 1, 3),  # padding wider than the kernel: whole rows of cols are zero
-    # 3-wide kernels at stride 1 ("same" rows: im2col copies whole blocks), 0, 1 and 2 columns of padding
+    # 3-wide kernels at stride 1, with 0, 1 and 2 columns of padding
     ((2, 3, 7, 6), 3, 1, 1),
     ((1, 2, 5, 9), 3, (2, 1), (1, 0)),
     ((2, 2, 6, 5), (2, 3), 1, 2),
