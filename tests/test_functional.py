@@ -78,6 +78,27 @@ def test_conv2d_in_chunks_equals_one_chunk(rng, small_conv_workspace):
             assert np.abs(got[index] - results[0][index]).max() / np.abs(results[0][index]).max() < 1e-5
 
 
+def test_first_layer_weight_gradient_in_chunks(rng, small_conv_workspace):
+    """Without an input gradient the CPU takes the weight gradient from per-image GEMMs: it must
+    agree with the path that also computes the input gradient, and with the float64 gradcheck."""
+    x_values, w_values = rng.standard_normal((5, 2, 9, 8)), rng.standard_normal((6, 2, 3, 3))
+    upstream = rng.standard_normal((5, 6, 9, 8))
+    small_conv_workspace(2, (2 * 9 + 6) * 9 * 8 * 8)  # chunks of 2, 2 and 1 images
+    grads = {}
+    for x_needs_grad in (True, False):
+        x = fn.tensor(x_values, dtype=np.float64, requires_grad=x_needs_grad)
+        w = fn.tensor(w_values, dtype=np.float64, requires_grad=True)
+        b = fn.tensor(rng.standard_normal(6), dtype=np.float64, requires_grad=True)
+        (F.conv2d(x, w, b, stride=1, padding=1) * fn.tensor(upstream)).sum().backward()
+        grads[x_needs_grad] = (w.grad.numpy(), b.grad.numpy())
+        assert (x.grad is not None) == x_needs_grad
+    for with_x, without_x in zip(grads[True], grads[False]):
+        assert np.abs(with_x - without_x).max() <= 1e-12 * np.abs(with_x).max()
+    x = fn.tensor(x_values, dtype=np.float64)
+    w, b = leaf(rng, 6, 2, 3, 3), leaf(rng, 6)
+    assert gradcheck(lambda w, b: F.conv2d(x, w, b, stride=1, padding=1), [w, b])
+
+
 def test_conv2d_channel_mismatch_names_shapes():
     with pytest.raises(ValueError, match=r"\(1, 3, 8, 8\) has 3 channels .* \(4, 2, 3, 3\)"):
         F.conv2d(fn.tensor(np.ones((1, 3, 8, 8))), fn.tensor(np.ones((4, 2, 3, 3))))

@@ -82,6 +82,12 @@ def _image_chunks(device: Any, batch: int, cols_bytes_per_image: int) -> list[tu
     return [(start, min(start + per_chunk, batch)) for start in range(0, batch, per_chunk)] or [(0, 0)]
 
 
+def _per_image(cols: Any, images: int) -> Any:
+    """cols (C·KH·KW, images·OH·OW) as (images, C·KH·KW, OH·OW): image i's columns are the block
+    cols[:, i·OH·OW:(i+1)·OH·OW], a strided view that BLAS reads as it is."""
+    return cols.reshape(cols.shape[0], images, -1).transpose(1, 0, 2)
+
+
 def _accumulate(total: Any, term: Any) -> Any:
     if total is None:
         return term
@@ -113,10 +119,9 @@ class Conv2d(Function):
                 # The whole batch at once (GPU): one GEMM, (OC, N·OH·OW), seen as NCHW planes.
                 planes = device.matmul(self.w2, cols).reshape(out_channels, images, -1).transpose(1, 0, 2)
             else:
-                # Cached columns (CPU): one GEMM per image, each result already NCHW. Image i's
-                # columns are the block cols[:, i·OH·OW:(i+1)·OH·OW], a strided view BLAS reads as is.
-                per_image = cols.reshape(cols.shape[0], images, -1).transpose(1, 0, 2)
-                planes = device.matmul(xp.broadcast_to(self.w2, (images, *self.w2.shape)), per_image)
+                # Cached columns (CPU): one GEMM per image, each result already NCHW.
+                shared_weights = xp.broadcast_to(self.w2, (images, *self.w2.shape))
+                planes = device.matmul(shared_weights, _per_image(cols, images))
             if bias:
                 xp.add(planes, bias[0][:, None], out=y[start:stop])
             else:
@@ -132,14 +137,23 @@ class Conv2d(Function):
         grad_x = xp.empty(self.x.shape, self.x.dtype) if need_x else None
         grad_w = grad_b = None
         for start, stop in self.chunks:
-            # (OC, images·OH·OW): the chunk's output gradient in the layout of the GEMMs
-            grad_chunk = xp.ascontiguousarray(grad[start:stop].transpose(1, 0, 2)).reshape(out_channels, -1)
+            images, grad_planes = stop - start, grad[start:stop]  # (images, OC, OH·OW)
+            # (OC, images·OH·OW): the chunk's output gradient in the layout of one GEMM
+            grad_chunk = None
+            if need_x or device.conv_workspace_bytes is None:
+                grad_chunk = xp.ascontiguousarray(grad_planes.transpose(1, 0, 2)).reshape(out_channels, -1)
             if need_w:
                 # dWᵀ = cols·dY2ᵀ (C·KH·KW, OC): BLAS runs this form faster than dY2·colsᵀ
                 cols = device.im2col(self.x[start:stop], self.kernel_hw, self.stride, self.padding)
-                grad_w = _accumulate(grad_w, device.matmul(cols, grad_chunk, False, True))
+                if grad_chunk is not None:
+                    chunk_w = device.matmul(cols, grad_chunk, False, True)
+                else:
+                    # A first layer (no input gradient) on the CPU: per-image GEMMs over views, no
+                    # copy of the output gradient at all (a first layer's is its largest).
+                    chunk_w = device.matmul(_per_image(cols, images), grad_planes, False, True).sum(axis=0)
+                grad_w = _accumulate(grad_w, chunk_w)
             if need_b:
-                grad_b = _accumulate(grad_b, grad_chunk.sum(axis=1))
+                grad_b = _accumulate(grad_b, grad_planes.sum(axis=(0, 2)))
             if need_x:
                 device.col2im(device.matmul(self.w2, grad_chunk, True, False), grad_x[start:stop].shape,
                               self.kernel_hw, self.stride, self.padding, out=grad_x[start:stop])
