@@ -47,8 +47,9 @@ from numba import njit, prange
 
 from . import nn as fnn
 from .functional import conv2d
+from .functional.core import conv_image_chunks
 from .tensor import Tensor, no_grad
-from .backend import CPU_CONV_WORKSPACE_BYTES, Device, conv_output_shape, get_device, get_num_threads, set_num_threads, to_numpy
+from .backend import Device, conv_output_shape, get_device, get_num_threads, set_num_threads, to_numpy
 from .kernels import _cuda
 
 OURS = "fastnet"
@@ -873,9 +874,11 @@ _CHUNKED_CONV_LAYERS = ("mnist.conv2.b256", "resnet.conv.b128")
 
 def _chunk_layer(layer: tuple) -> tuple:
     """``layer`` with its batch cut to the images conv2d's CPU workspace holds at once."""
-    key, _, channels, out_channels, side, kernel, stride, padding = layer
+    key, batch, channels, out_channels, side, kernel, stride, padding = layer
     out_h, out_w = conv_output_shape(side, side, _square(kernel), _square(stride), _square(padding))
-    images = max(1, CPU_CONV_WORKSPACE_BYTES // (channels * kernel * kernel * out_h * out_w * FLOAT32_BYTES))
+    first_chunk = conv_image_chunks(get_device("cpu"), batch, channels * kernel * kernel, out_channels,
+                                    out_h * out_w, FLOAT32_BYTES)[0]
+    images = first_chunk[1]
     return (f"{key.rsplit('.', 1)[0]}.chunk{images}", images, channels, out_channels, side, kernel, stride, padding)
 
 

@@ -5,7 +5,7 @@ import pytest
 
 import fastnet as fn
 import fastnet.functional as F
-from fastnet.functional.core import _image_chunks
+from fastnet.functional.core import conv_image_chunks
 from fastnet.gradcheck import gradcheck
 from fastnet.kernels import conv as conv_kernels
 from fastnet.kernels import pool as pool_kernels
@@ -49,8 +49,8 @@ def test_conv2d_gradients_in_uneven_chunks(rng, small_conv_workspace):
     # 5 images, 2 per chunk: chunks of 2, 2 and 1, forward and backward (cols recomputed)
     x, w, b = leaf(rng, 5, 3, 7, 6), leaf(rng, 4, 3, 3, 2), leaf(rng, 4)
     oh, ow = conv_kernels.conv_output_shape(7, 6, (3, 2), 2, 1)
-    small_conv_workspace(2, 3 * 3 * 2 * oh * ow * 8)
-    assert _image_chunks(fn.backend.CPU, 5, 3 * 3 * 2 * oh * ow * 8) == [(0, 2), (2, 4), (4, 5)]
+    small_conv_workspace(2, (3 * 3 * 2 + 4) * oh * ow * 8)
+    assert conv_image_chunks(fn.backend.CPU, 5, 3 * 3 * 2, 4, oh * ow, 8) == [(0, 2), (2, 4), (4, 5)]
     assert gradcheck(lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1), [x, w, b])
 
 
@@ -61,7 +61,7 @@ def test_conv2d_in_chunks_equals_one_chunk(rng, small_conv_workspace):
     upstream = rng.standard_normal((7, 6, 9, 8)).astype(np.float32)
     results = []
     for images in (7, 3, 1):
-        small_conv_workspace(images, 4 * 9 * 9 * 8 * 4)
+        small_conv_workspace(images, (4 * 9 + 6) * 9 * 8 * 4)
         for t in (x, w, b):
             t.grad = None
         y = F.conv2d(x, w, b, stride=1, padding=1)

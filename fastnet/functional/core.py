@@ -70,15 +70,18 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 
 # ===================================================================== convolution
-def _image_chunks(device: Any, batch: int, cols_bytes_per_image: int) -> list[tuple[int, int]]:
-    """[start, stop) ranges of images whose im2col columns fit the device's conv workspace.
+def conv_image_chunks(device: Any, batch: int, columns: int, out_channels: int, plane: int,
+                      itemsize: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges of images whose working set fits the device's conv workspace: per image
+    its im2col columns (``columns`` = C·KH·KW rows of ``plane`` = OH·OW) and its output planes.
 
     On the CPU the columns of a few images stay in the core's L2 cache between im2col and the
     GEMM that reads them, instead of one batch-sized buffer making a round trip through DRAM; the
     backward pass recomputes them rather than keeping them. The split depends on shapes only, so
     results do not depend on the thread count."""
     workspace = device.conv_workspace_bytes
-    per_chunk = batch if workspace is None else max(1, workspace // max(cols_bytes_per_image, 1))
+    bytes_per_image = max((columns + out_channels) * plane * itemsize, 1)
+    per_chunk = batch if workspace is None else max(1, workspace // bytes_per_image)
     return [(start, min(start + per_chunk, batch)) for start in range(0, batch, per_chunk)] or [(0, 0)]
 
 
@@ -109,8 +112,7 @@ class Conv2d(Function):
         self.x = xp.ascontiguousarray(x)
         self.kernel_hw, self.stride, self.padding = kernel_hw, stride, padding
         self.w2 = weight.reshape(out_channels, -1)
-        # a chunk's working set: its columns and its output planes (or their gradient)
-        self.chunks = _image_chunks(device, n, (self.w2.shape[1] + out_channels) * oh * ow * x.itemsize)
+        self.chunks = conv_image_chunks(device, n, self.w2.shape[1], out_channels, oh * ow, x.itemsize)
         y = xp.empty((n, out_channels, oh * ow), x.dtype)
         for start, stop in self.chunks:
             cols = device.im2col(self.x[start:stop], kernel_hw, stride, padding)
