@@ -7,7 +7,7 @@ a gradient. Inputs must be float64 tensors: in float32 the differences drown in 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 

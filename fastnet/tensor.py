@@ -645,7 +645,6 @@ class Max(Function):
         return self.out if keepdims else self.out.reshape(a.max(axis=axis).shape)
 
     def backward(self, grad):
-        xp = self.device.xp
         if not self.keepdims:
             grad = grad.reshape(self.out.shape)
         winners = (self.a == self.out)

@@ -1,5 +1,4 @@
 """Checkpoints: safetensors round trips, atomic writes, verification before use."""
-import json
 import os
 
 import numpy as np
