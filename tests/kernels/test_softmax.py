@@ -123,6 +123,21 @@ def test_forward_with_additive_mask_and_fully_masked_row(rng, device, per_row):
     np.testing.assert_allclose(y.sum(axis=1)[np.broadcast_to(live, (4,))], 1.0, rtol=1e-6)
 
 
+def test_cpu_forward_propagates_nan_rows(rng):
+    """A NaN makes its own row NaN (also where it is the only unmasked value, which the max
+    passes over) and leaves the other rows alone."""
+    x = (3 * rng.standard_normal((5, 70))).astype(np.float32)
+    mask = np.zeros((5, 70), np.float32)
+    x[1, 17] = np.nan
+    mask[3] = -np.inf
+    mask[3, 40] = 0.0
+    x[3, 40] = np.nan
+    y = softmax_forward_cpu(x, mask)
+    assert np.isnan(y[[1, 3]]).all()
+    rows = [0, 2, 4]
+    assert_close(y[rows], reference_softmax_forward(x[rows], mask[rows]), np.float32)
+
+
 @DEVICES
 @pytest.mark.parametrize("queries, keys", [(4, 4), (2, 7)])
 def test_forward_causal(rng, device, queries, keys):
