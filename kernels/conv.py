@@ -34,8 +34,9 @@ Variants, simplest first:
   offset (i, j). ``reference_conv2d``: a direct sliding-window sum, a different algorithm, against
   which im2col-then-matmul is checked.
 * ``im2col_cpu`` / ``col2im_cpu``: Numba. im2col is parallel over the rows of cols (kernel
-  offsets): each row is written front to back, one run of OW values per output row, with the
-  runs' padded ends zeroed and no bounds test inside a run. col2im is parallel over the N*C
+  offsets): each row is written front to back, one run of OW values per output row (for stride
+  1 with OW == W, one contiguous run per image), with the padded ends zeroed and no bounds test
+  inside a run. col2im is parallel over the N*C
   planes of dx: each task owns its plane, so it is race-free, and each pixel sums its terms in
   kernel-offset order however the work is split, so dx is deterministic.
 * ``im2col_cuda`` / ``col2im_cuda``: one thread per element of cols (im2col: consecutive threads

@@ -5,12 +5,13 @@ heavy ones call the device's kernels:
 
 * ``linear``: y = x·Wᵀ + b through the matmul kernel (A·Bᵀ form); backward dX = dY·W,
   dW = dYᵀ·X (Aᵀ·B form), db = Σ dY.
-* ``conv2d``: im2col → one GEMM per chunk of images. x (N, C, H, W), w (OC, C, KH, KW),
-  w2 = w as (OC, C·KH·KW); for the images of a chunk, cols (C·KH·KW, n·OH·OW) and
-  y[i] = w2·cols_i (OC, OH·OW) for each image i of the chunk, written straight into y NCHW.
-  Backward, per chunk, with dY2 = dY as (OC, n·OH·OW): dWᵀ += cols·dY2ᵀ (cols recomputed),
-  dcols = w2ᵀ·dY2, dX = col2im(dcols). The chunk is as many images as the device's conv
-  workspace holds (on the CPU, the L2 cache; on a GPU, the whole batch).
+* ``conv2d``: im2col and GEMMs a chunk of images at a time. x (N, C, H, W), w (OC, C, KH, KW),
+  w2 = w as (OC, C·KH·KW); for the n images of a chunk, cols (C·KH·KW, n·OH·OW), and on the CPU
+  y[i] = w2·cols_i (OC, OH·OW) per image, written straight into y NCHW (on a GPU one GEMM
+  w2·cols for the batch). Backward, per chunk, with dY2 = dY as (OC, n·OH·OW): dWᵀ += cols·dY2ᵀ
+  (cols recomputed; per image Σ cols_i·dY_iᵀ when there is no dX to compute, which spares the
+  copy of dY into dY2), dcols = w2ᵀ·dY2, dX = col2im(dcols). The chunk is as many images as the
+  device's conv workspace holds (on the CPU, 1 MB for the L2 cache; on a GPU, the whole batch).
 * ``max_pool2d``: the pool kernel returns the output and the argmax that routes the gradient.
 * ``cross_entropy``: the fused softmax + cross-entropy kernel returns the row losses and the
   logits' gradient in one pass; backward only scales that gradient.
