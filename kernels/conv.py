@@ -38,7 +38,8 @@ Variants, simplest first:
   1 with OW == W, one contiguous run per image), with the padded ends zeroed and no bounds test
   inside a run. col2im is parallel over the N*C
   planes of dx: each task owns its plane, so it is race-free, and each pixel sums its terms in
-  kernel-offset order however the work is split, so dx is deterministic.
+  kernel-offset order however the work is split, so dx is deterministic. Both run serially below
+  ``PARALLEL_MIN_ELEMENTS`` entries of cols (the chunks conv2d hands them).
 * ``im2col_cuda`` / ``col2im_cuda``: one thread per element of cols (im2col: consecutive threads
   write consecutive columns), and one thread per input pixel gathering the cols entries that came
   from it (col2im: no atomics, deterministic); both grid-stride loops.
@@ -234,8 +235,9 @@ def _inside(offset, pad, stride, size, out_size):
     return start, stop
 
 
-@njit(parallel=True, cache=True)
-def _im2col_kernel_cpu(x, cols, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
+@register_jitable
+def _im2col_row(x, cols, col_row, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
+    """Row ``col_row`` of cols: kernel offset (c, i, j) of every output position."""
     batch, channels, height, width = x.shape
     plane_size = out_h * out_w
     pixels = x.reshape(-1)
@@ -245,75 +247,104 @@ def _im2col_kernel_cpu(x, cols, kernel_h, kernel_w, stride_h, stride_w, pad_h, p
     # so a whole block of rows is one contiguous run; the few entries it copies from the
     # neighbouring row (where the window hangs over the left or right edge) are zeroed after.
     rows_are_contiguous = stride_w == 1 and stride_h * width == out_w
-    for col_row in prange(cols.shape[0]):
-        target = cols[col_row]
-        i, j = (col_row // kernel_w) % kernel_h, col_row % kernel_w
-        c = col_row // (kernel_h * kernel_w)
+    target = cols[col_row]
+    i, j = (col_row // kernel_w) % kernel_h, col_row % kernel_w
+    c = col_row // (kernel_h * kernel_w)
+    oh_start, oh_stop = _inside(i, pad_h, stride_h, height, out_h)
+    ow_start, ow_stop = _inside(j, pad_w, stride_w, width, out_w)
+    for n in range(batch):
+        first = n * plane_size
+        # Output rows whose input row lies in the padding are all zeros.
+        for k in range(uint64(first), uint64(first + oh_start * out_w)):
+            target[k] = 0
+        for k in range(uint64(first + oh_stop * out_w), uint64(first + plane_size)):
+            target[k] = 0
+        if oh_start == oh_stop:
+            continue
+        top_left = ((n * channels + c) * height + oh_start * stride_h - pad_h + i) * width + j - pad_w
+        if rows_are_contiguous:
+            start = uint64(first + oh_start * out_w + ow_start)
+            source = uint64(top_left + ow_start)
+            for k in range(uint64((oh_stop - 1 - oh_start) * out_w + ow_stop - ow_start)):
+                target[start + k] = pixels[source + k]
+            # Where the window hangs over the left or right edge, the run copied pixels of the
+            # neighbouring row: one column of zeros each (a loop down the rows, not along them).
+            for ow in range(ow_start):
+                for oh in range(oh_start, oh_stop):
+                    target[uint64(first + oh * out_w + ow)] = 0
+            for ow in range(ow_stop, out_w):
+                for oh in range(oh_start, oh_stop):
+                    target[uint64(first + oh * out_w + ow)] = 0
+            continue
+        for oh in range(oh_start, oh_stop):
+            run = uint64(first + oh * out_w)
+            for ow in range(uint64(ow_start)):
+                target[run + ow] = 0
+            for ow in range(uint64(ow_stop), uint64(out_w)):
+                target[run + ow] = 0
+            source = uint64(top_left + (oh - oh_start) * stride_h * width)
+            for ow in range(uint64(ow_start), uint64(ow_stop)):
+                target[run + ow] = pixels[source + ow * uint64(stride_w)]
+
+
+@register_jitable
+def _col2im_plane(cols, dx, plane, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
+    """Plane dx[n, c] with plane = n*C + c, summing its terms in kernel-offset (i, j) order."""
+    batch, channels, height, width = dx.shape
+    plane_size = out_h * out_w
+    n, c = plane // channels, plane % channels
+    image = dx[n, c].reshape(-1)
+    image[:] = 0
+    for i in range(kernel_h):
         oh_start, oh_stop = _inside(i, pad_h, stride_h, height, out_h)
-        ow_start, ow_stop = _inside(j, pad_w, stride_w, width, out_w)
-        for n in range(batch):
-            first = n * plane_size
-            # Output rows whose input row lies in the padding are all zeros.
-            for k in range(uint64(first), uint64(first + oh_start * out_w)):
-                target[k] = 0
-            for k in range(uint64(first + oh_stop * out_w), uint64(first + plane_size)):
-                target[k] = 0
-            if oh_start == oh_stop:
-                continue
-            top_left = ((n * channels + c) * height + oh_start * stride_h - pad_h + i) * width + j - pad_w
-            if rows_are_contiguous:
-                start = uint64(first + oh_start * out_w + ow_start)
-                source = uint64(top_left + ow_start)
-                for k in range(uint64((oh_stop - 1 - oh_start) * out_w + ow_stop - ow_start)):
-                    target[start + k] = pixels[source + k]
-                # Where the window hangs over the left or right edge, the run copied pixels of the
-                # neighbouring row: one column of zeros each (a loop down the rows, not along them).
-                for ow in range(ow_start):
-                    for oh in range(oh_start, oh_stop):
-                        target[uint64(first + oh * out_w + ow)] = 0
-                for ow in range(ow_stop, out_w):
-                    for oh in range(oh_start, oh_stop):
-                        target[uint64(first + oh * out_w + ow)] = 0
-                continue
+        for j in range(kernel_w):
+            ow_start, ow_stop = _inside(j, pad_w, stride_w, width, out_w)
+            source = cols[(c * kernel_h + i) * kernel_w + j]
             for oh in range(oh_start, oh_stop):
-                run = uint64(first + oh * out_w)
-                for ow in range(uint64(ow_start)):
-                    target[run + ow] = 0
-                for ow in range(uint64(ow_stop), uint64(out_w)):
-                    target[run + ow] = 0
-                source = uint64(top_left + (oh - oh_start) * stride_h * width)
+                run = uint64(n * plane_size + oh * out_w)
+                row = uint64((oh * stride_h - pad_h + i) * width + j - pad_w)
                 for ow in range(uint64(ow_start), uint64(ow_stop)):
-                    target[run + ow] = pixels[source + ow * uint64(stride_w)]
+                    image[row + ow * uint64(stride_w)] += source[run + ow]
+
+
+# Serial and parallel drivers of the same bodies. conv2d calls im2col and col2im many times a
+# step on cache-sized chunks, between BLAS calls: waking Numba's thread pool there would make it
+# and the BLAS pool spin against each other (at 2 threads on 2 cores the MNIST CNN trained ~10x
+# slower), so work below PARALLEL_MIN_ELEMENTS runs on the calling thread.
+PARALLEL_MIN_ELEMENTS = 1 << 20
+
+
+@njit(cache=True)
+def _im2col_serial(x, cols, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
+    for col_row in range(cols.shape[0]):
+        _im2col_row(x, cols, col_row, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w)
 
 
 @njit(parallel=True, cache=True)
-def _col2im_kernel_cpu(cols, dx, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
-    batch, channels, height, width = dx.shape
-    plane_size = out_h * out_w
-    # A task owns one plane dx[n, c]: no two tasks write one pixel, and each pixel sums its terms
-    # in kernel-offset order whatever the split, so dx is deterministic. Unsigned indices, as in
-    # im2col, so the runs vectorise.
-    for plane in prange(batch * channels):
-        n, c = plane // channels, plane % channels
-        image = dx[n, c].reshape(-1)
-        image[:] = 0
-        for i in range(kernel_h):
-            oh_start, oh_stop = _inside(i, pad_h, stride_h, height, out_h)
-            for j in range(kernel_w):
-                ow_start, ow_stop = _inside(j, pad_w, stride_w, width, out_w)
-                source = cols[(c * kernel_h + i) * kernel_w + j]
-                for oh in range(oh_start, oh_stop):
-                    run = uint64(n * plane_size + oh * out_w)
-                    row = uint64((oh * stride_h - pad_h + i) * width + j - pad_w)
-                    for ow in range(uint64(ow_start), uint64(ow_stop)):
-                        image[row + ow * uint64(stride_w)] += source[run + ow]
+def _im2col_parallel(x, cols, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
+    for col_row in prange(cols.shape[0]):
+        _im2col_row(x, cols, col_row, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w)
+
+
+@njit(cache=True)
+def _col2im_serial(cols, dx, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
+    for plane in range(dx.shape[0] * dx.shape[1]):
+        _col2im_plane(cols, dx, plane, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w)
+
+
+@njit(parallel=True, cache=True)
+def _col2im_parallel(cols, dx, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
+    # A task owns one plane: no two tasks write one pixel, so dx is race-free and deterministic.
+    for plane in prange(dx.shape[0] * dx.shape[1]):
+        _col2im_plane(cols, dx, plane, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w)
 
 
 def im2col_cpu(x: np.ndarray, kernel_hw: IntPair, stride: IntPair, padding: IntPair) -> np.ndarray:
     """cols (C*KH*KW, N*OH*OW) of x (N, C, H, W), same dtype as x."""
     x, geometry, cols_shape = _im2col_arguments(x, kernel_hw, stride, padding)
     cols = empty(cols_shape, x.dtype, like=x)
-    _im2col_kernel_cpu(x, cols, *geometry)
+    kernel = _im2col_parallel if cols.size >= PARALLEL_MIN_ELEMENTS else _im2col_serial
+    kernel(x, cols, *geometry)
     return cols
 
 
@@ -323,7 +354,8 @@ def col2im_cpu(
 ) -> np.ndarray:
     """dx (N, C, H, W): every entry of cols (C*KH*KW, N*OH*OW) summed back onto its pixel."""
     cols, dx, geometry = _col2im_arguments(cols, x_shape, kernel_hw, stride, padding, out)
-    _col2im_kernel_cpu(cols, dx, *geometry)
+    kernel = _col2im_parallel if cols.size >= PARALLEL_MIN_ELEMENTS else _col2im_serial
+    kernel(cols, dx, *geometry)
     return dx
 
 

@@ -163,9 +163,23 @@ def test_conv_through_im2col_matches_direct_convolution(rng, case, dtype):
     assert relative_error(y, reference_conv2d(x, w, b, stride, padding)) <= TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_cpu_parallel_and_serial_kernels_agree_bitwise(rng, monkeypatch, case):
+    """Small work runs serially, large in parallel: the two drivers of one body give the same bits."""
+    shape, kernel, stride, padding = case
+    x = rng.standard_normal(shape).astype(np.float32)
+    serial_cols = im2col_cpu(x, kernel, stride, padding)
+    g = rng.standard_normal(serial_cols.shape).astype(np.float32)
+    serial_dx = col2im_cpu(g, shape, kernel, stride, padding)
+    monkeypatch.setattr(conv, "PARALLEL_MIN_ELEMENTS", 0)
+    np.testing.assert_array_equal(im2col_cpu(x, kernel, stride, padding), serial_cols)
+    np.testing.assert_array_equal(col2im_cpu(g, shape, kernel, stride, padding), serial_dx)
+
+
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two Numba threads")
-def test_col2im_cpu_is_bitwise_the_same_on_one_and_two_threads(rng):
+def test_col2im_cpu_is_bitwise_the_same_on_one_and_two_threads(rng, monkeypatch):
     """The planes are split between threads; each pixel's sum must not depend on the split."""
+    monkeypatch.setattr(conv, "PARALLEL_MIN_ELEMENTS", 0)
     shape, kernel, stride, padding = (3, 5, 9, 8), 3, 1, 1
     cols = rng.standard_normal((5 * 9, 3 * 9 * 8)).astype(np.float32)
     results = []
