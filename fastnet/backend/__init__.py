@@ -155,9 +155,9 @@ def set_num_threads(threads: int) -> None:
     BLAS each keep a pool of threads that spin while waiting, and a training step alternates
     between them many times, so two pools fight over the cores; and a pool waiting at a barrier
     for a thread the OS has descheduled stalls whenever anything else runs on the machine.
-    Measured on an idle 2-core machine (``fastnet bench --train --only mnist_cnn --threads N``,
-    batch 64): 1,737 images/s with 1 thread, 686 with 2. Raise it on a machine with idle cores
-    and large batches, and measure.
+    Measured on a 2-core machine (``fastnet bench --train --only mnist_cnn --threads N``,
+    batch 64): 1,360-1,730 images/s with 1 thread, ~650 with 2. Raise it on a machine with idle
+    cores and large batches, and measure.
     """
     global _threads
     if not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
