@@ -876,9 +876,8 @@ def _chunk_layer(layer: tuple) -> tuple:
     """``layer`` with its batch cut to the images conv2d's CPU workspace holds at once."""
     key, batch, channels, out_channels, side, kernel, stride, padding = layer
     out_h, out_w = conv_output_shape(side, side, _square(kernel), _square(stride), _square(padding))
-    first_chunk = conv_image_chunks(get_device("cpu"), batch, channels * kernel * kernel, out_channels,
-                                    out_h * out_w, FLOAT32_BYTES)[0]
-    images = first_chunk[1]
+    _, images = conv_image_chunks(get_device("cpu"), batch, channels * kernel * kernel, out_channels,
+                                  out_h * out_w, FLOAT32_BYTES)[0]
     return (f"{key.rsplit('.', 1)[0]}.chunk{images}", images, channels, out_channels, side, kernel, stride, padding)
 
 

@@ -71,8 +71,9 @@ class _HostBufferCache:
 
     Why: glibc hands a large allocation back to the OS when it is freed (or trims the heap), so the
     next step's array of the same size is faulted in again page by page. On the project's VMs a
-    fault costs ~5 µs: the 25 MB max-pool gradient of the MNIST CNN at batch 256 cost ~30 ms of
-    system time a step, a sixth of the step. CuPy's memory pool does the same job on a GPU.
+    fault costs ~5 µs: the MNIST CNN at batch 256 took ~7,900 faults and ~36 ms of system time a
+    step, a fifth of the step (``benchmarks/cnn_layers.py``). CuPy's memory pool does the same
+    job on a GPU.
 
     A buffer is free when the cache holds the only reference to it: every array handed out is a
     view whose ``base`` is the buffer (NumPy points each view of a view at the owner), so while
@@ -113,9 +114,9 @@ def empty(shape: Sequence[int] | int, dtype: Any, like: Any) -> Any:
     """An uninitialised array on the same device as ``like`` (large host arrays: recycled)."""
     xp = array_module(like)
     dtype = np.dtype(dtype)
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(size) for size in shape)
     if xp is np and math.prod(shape) * dtype.itemsize >= CACHED_BUFFER_BYTES:
-        return host_buffers.empty(tuple(int(size) for size in shape), dtype)
+        return host_buffers.empty(shape, dtype)
     return xp.empty(shape, dtype=dtype)
 
 

@@ -191,9 +191,10 @@ def _softmax_forward_rows(x, mask, causal_query_len, y):
         total = 0.0
         for col in range(visible):
             total += out[col]
-        scale = out.dtype.type(1.0 / total)
-        for col in range(visible):
-            out[col] *= scale
+        if visible:
+            scale = out.dtype.type(1.0 / total)
+            for col in range(visible):
+                out[col] *= scale
         for col in range(visible, n_cols):
             out[col] = 0.0
 

@@ -39,9 +39,10 @@ def test_conv2d_matches_direct_reference(rng):
 
 @pytest.fixture
 def small_conv_workspace(monkeypatch):
-    """A CPU conv workspace of two images' columns at most, so every conv below runs in chunks."""
-    def set_for(images, cols_bytes_per_image):
-        monkeypatch.setattr(fn.backend.CPU, "conv_workspace_bytes", images * cols_bytes_per_image)
+    """Set the CPU conv workspace to ``images`` images of ``bytes_per_image`` (columns and output
+    planes), so that a conv runs in chunks of that many images."""
+    def set_for(images, bytes_per_image):
+        monkeypatch.setattr(fn.backend.CPU, "conv_workspace_bytes", images * bytes_per_image)
     return set_for
 
 

@@ -67,7 +67,8 @@ class Device:
         self.name = name
         self.xp = xp
         self.erf = erf
-        # How many bytes of im2col columns a convolution builds at once (None: the whole batch).
+        # How many bytes of im2col columns and output planes a convolution works on at once
+        # (None: the whole batch).
         self.conv_workspace_bytes = conv_workspace_bytes
         for method, (module, stem) in _CONTRACT.items():
             setattr(self, method, getattr(module, f"{stem}_{variant}"))
@@ -104,8 +105,8 @@ def to_numpy(array: Any) -> np.ndarray:
     return np.asarray(array)
 
 
-# About half a core's L2 cache (1-2 MB on current x86 server cores): the columns of a chunk stay
-# cached between im2col and the GEMM, beside the GEMM's own packed panels.
+# About half a core's L2 cache (1-2 MB on current x86 server cores): a chunk's columns and output
+# planes stay cached between im2col and the GEMMs, beside the GEMMs' own packed panels.
 CPU_CONV_WORKSPACE_BYTES = 1 << 20
 CPU = Device("cpu", np, "cpu", _erf_cpu, CPU_CONV_WORKSPACE_BYTES)
 _cuda_device: Device | None = None

@@ -114,11 +114,14 @@ class Conv2d(Function):
         self.kernel_hw, self.stride, self.padding = kernel_hw, stride, padding
         self.w2 = weight.reshape(out_channels, -1)
         self.chunks = conv_image_chunks(device, n, self.w2.shape[1], out_channels, oh * ow, x.itemsize)
+        # Without a workspace limit (GPU) the batch is one chunk and each step one GEMM; with one
+        # (CPU), GEMMs per image on the cached columns, which BLAS reads as strided views.
+        self.per_image = device.conv_workspace_bytes is not None
         y = xp.empty((n, out_channels, oh * ow), x.dtype)
         for start, stop in self.chunks:
             cols = device.im2col(self.x[start:stop], kernel_hw, stride, padding)
             images = stop - start
-            if device.conv_workspace_bytes is None:
+            if not self.per_image:
                 # The whole batch at once (GPU): one GEMM, (OC, N·OH·OW), seen as NCHW planes.
                 planes = device.matmul(self.w2, cols).reshape(out_channels, images, -1).transpose(1, 0, 2)
             else:
@@ -143,7 +146,7 @@ class Conv2d(Function):
             images, grad_planes = stop - start, grad[start:stop]  # (images, OC, OH·OW)
             # (OC, images·OH·OW): the chunk's output gradient in the layout of one GEMM
             grad_chunk = None
-            if need_x or device.conv_workspace_bytes is None:
+            if need_x or not self.per_image:
                 grad_chunk = xp.ascontiguousarray(grad_planes.transpose(1, 0, 2)).reshape(out_channels, -1)
             if need_w:
                 # dWᵀ = cols·dY2ᵀ (C·KH·KW, OC): BLAS runs this form faster than dY2·colsᵀ

@@ -12,11 +12,11 @@ never writes cannot pass by holding a stale, equal value.
 """
 from __future__ import annotations
 
-import contextlib
-
 import numba
 import numpy as np
 import pytest
+
+import fastnet
 
 from fastnet.kernels import conv
 from fastnet.kernels.conv import (
@@ -51,16 +51,6 @@ CUDA_CASES = [
     ((1, 3, 11, 7), (3, 5), 2, 1),  # cols 45 x 18: two blocks, grid-stride
     ((2, 2, 5, 6), 3, 1, (1, 2)),
 ]
-
-
-@contextlib.contextmanager
-def numba_threads(threads):
-    previous = numba.get_num_threads()
-    numba.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
 
 
 def case_id(case):
@@ -182,10 +172,13 @@ def test_col2im_cpu_is_bitwise_the_same_on_one_and_two_threads(rng, monkeypatch)
     monkeypatch.setattr(conv, "PARALLEL_MIN_ELEMENTS", 0)
     shape, kernel, stride, padding = (3, 5, 9, 8), 3, 1, 1
     cols = rng.standard_normal((5 * 9, 3 * 9 * 8)).astype(np.float32)
-    results = []
-    for threads in (1, 2):
-        with numba_threads(threads):
+    results, threads_before = [], fastnet.get_num_threads()
+    try:
+        for threads in (1, 2):
+            fastnet.set_num_threads(threads)
             results.append(col2im_cpu(cols, shape, kernel, stride, padding))
+    finally:
+        fastnet.set_num_threads(threads_before)
     np.testing.assert_array_equal(results[0], results[1])
     assert relative_error(results[0], reference_col2im(cols, shape, kernel, stride, padding)) <= 1e-5
 

@@ -163,7 +163,7 @@ def test_forward_with_nans_and_infinities_among_ties(rng, variant, case):
 
 
 def test_forward_cpu_nan_ordering_inside_the_image(rng):
-    """2x2/stride 2 on an 8x8 plane: every window lies inside the image (the CPU fast path)."""
+    """2x2/stride 2 on an 8x10 plane: every window lies inside the image (the CPU fast path)."""
     x = rng.standard_normal((1, 2, 8, 10)).astype(np.float32)
     x[0, 0, 2, 3] = np.nan  # the last pixel of window (1, 1)
     x[0, 0, 3, 2] = np.nan  # a later NaN in the same window: the first one is named
