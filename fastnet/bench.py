@@ -858,6 +858,34 @@ def _softmax_case(device: Device, key: str, rows: int, width: int, backward: boo
                 implementations)
 
 
+def plain_relu_backward(dy: Any, y: Any) -> Any:
+    """dx = dy · [y > 0], the mask as NumPy makes it: a boolean temporary, then a multiply."""
+    return dy * (y > 0)
+
+
+def _relu_case(device: Device, key: str, x_shape: tuple, backward: bool) -> Case:
+    """ReLU over one activation, forward (y = max(x, 0)) or backward (dx from dy and y)."""
+    xp = device.xp
+    x = _random(device, x_shape)
+    y = device.relu_forward(x)
+    dy = _random(device, x_shape, 1)
+    if backward:
+        implementations = {OURS: Implementation(lambda: device.relu_backward(dy, y)),
+                           _plain_name(device): Implementation(lambda: plain_relu_backward(dy, y))}
+    else:
+        implementations = {OURS: Implementation(lambda: device.relu_forward(x)),
+                           _plain_name(device): Implementation(lambda: xp.maximum(x, x.dtype.type(0)))}
+    torch = _torch_for(device)
+    if torch:
+        x_torch, y_torch, dy_torch = (torch.from_numpy(a) for a in (x, y, dy))
+        implementations["torch"] = Implementation(
+            (lambda: torch.ops.aten.threshold_backward(dy_torch, y_torch, 0)) if backward
+            else (lambda: torch.relu(x_torch)))
+    family, arrays = ("relu_bwd", 3) if backward else ("relu_fwd", 2)
+    return Case(CaseInfo(family, f"{key} {'x'.join(map(str, x_shape))}", float(x.size),
+                         arrays * FLOAT32_BYTES * x.size), implementations)
+
+
 # --------------------------------------------------------------------- the list of cases
 _CONV_LAYERS = (  # (key, batch, in channels, out channels, image side, kernel, stride, padding)
     ("mnist.conv1.b64", 64, 1, 32, 28, 3, 1, 1),
@@ -934,6 +962,11 @@ def case_specs(quick: bool = False) -> list[CaseSpec]:
         for backward, family in ((False, "softmax_fwd"), (True, "softmax_bwd")):
             add(family, key, f"{rows}x{width}",
                 functools.partial(_softmax_case, key=key, rows=rows, width=width, backward=backward))
+    for key, x_shape in ((("tiny", (2, 3, 5, 7)),) if quick else
+                         (("mnist.relu1.b256", (256, 32, 28, 28)), ("mnist.fc1.b64", (64, 128)))):
+        for backward, family in ((False, "relu_fwd"), (True, "relu_bwd")):
+            add(family, key, "x".join(map(str, x_shape)),
+                functools.partial(_relu_case, key=key, x_shape=x_shape, backward=backward))
     add("overhead", "add", "4 floats", functools.partial(_add_overhead_case, key="add", backward=False))
     add("overhead", "add.backward", "4 floats", functools.partial(_add_overhead_case, key="add.backward", backward=True),
         with_torch)

@@ -560,11 +560,11 @@ class Sigmoid(Function):
 
 class ReLU(Function):
     def forward(self, a):
-        self.positive = a > 0
-        return self.device.xp.maximum(a, a.dtype.type(0))
+        self.out = self.device.relu_forward(a)  # out > 0 exactly where a > 0: no separate mask
+        return self.out
 
     def backward(self, grad):
-        return (grad * self.positive,)
+        return (self.device.relu_backward(grad, self.out),)
 
 
 class Abs(Function):

@@ -16,7 +16,7 @@ Each family module holds, side by side:
 
 Families: ``matmul``, ``conv`` (im2col / col2im), ``pool`` (max-pool), ``softmax_xent``
 (fused softmax + cross-entropy), ``optim`` (fused Adam/AdamW and SGD updates), ``norm`` (layer
-and batch norm), ``softmax`` (row softmax with masks, for attention). ``ptx`` builds them all
+and batch norm), ``softmax`` (row softmax with masks, for attention), ``activation`` (ReLU). ``ptx`` builds them all
 for real hardware; ``_cuda`` holds the launch path they share, ``_fastmath`` the vectorisable
 exp and max of the CPU kernels.
 """

@@ -114,10 +114,25 @@ def empty(shape: Sequence[int] | int, dtype: Any, like: Any) -> Any:
     """An uninitialised array on the same device as ``like`` (large host arrays: recycled)."""
     xp = array_module(like)
     dtype = np.dtype(dtype)
-    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(size) for size in shape)
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    # Small arrays (most calls, and the ones whose overhead shows) go straight to xp.empty.
     if xp is np and math.prod(shape) * dtype.itemsize >= CACHED_BUFFER_BYTES:
-        return host_buffers.empty(shape, dtype)
+        return host_buffers.empty(tuple(int(size) for size in shape), dtype)
     return xp.empty(shape, dtype=dtype)
+
+
+def check_out(op: str, out: Any, shape: tuple, dtype: Any, like: Any) -> Any:
+    """``out``, after checking it is a C-contiguous ``dtype`` array of ``shape`` on ``like``'s device
+    (the error names what is wrong)."""
+    if (array_module(out) is not array_module(like) or tuple(out.shape) != shape or out.dtype != dtype
+            or not out.flags.c_contiguous):
+        raise ValueError(
+            f"{op} expects out as a C-contiguous {dtype} {type(like).__name__} of shape {shape}, "
+            f"got a {'C-contiguous' if out.flags.c_contiguous else 'non-contiguous'} {out.dtype} "
+            f"{type(out).__name__} of shape {tuple(out.shape)}"
+        )
+    return out
 
 
 _streams: dict[int, Any] = {}

@@ -26,7 +26,8 @@ transposed layout (one row per receptive field) moves runs of KW floats (3, for 
 
 Buffers: x and dx (N, C, H, W); cols (C*KH*KW, N*OH*OW); all C-contiguous, float32 or float64,
 cols of the same dtype as x. ``kernel_hw``, ``stride`` and ``padding`` are each an int or an
-(h, w) pair. col2im writes into ``out`` (N, C, H, W) when given (e.g. a slice of a larger batch).
+(h, w) pair. Each writes into ``out`` when given: col2im into a slice of a larger batch's dx,
+im2col into the first rows of a larger matrix (conv2d appends a row of ones for the bias).
 
 Variants, simplest first:
 
@@ -54,7 +55,7 @@ import numpy as np
 from numba import cuda, njit, prange, uint64
 from numba.extending import register_jitable
 
-from ._cuda import KernelSpec, array_module, empty, launch, stride_grid
+from ._cuda import KernelSpec, array_module, check_out, empty, launch, stride_grid
 
 THREADS_PER_BLOCK = 256
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -139,12 +140,13 @@ def as_shape(x_shape: Sequence[int], op: str) -> tuple[int, ...]:
     return shape
 
 
-def _im2col_arguments(x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntPair):
+def _im2col_arguments(x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntPair, out: Any):
     check_float_dtype(x, "x", "im2col")
     geometry = window_geometry(x.shape, kernel_hw, stride, padding, "im2col")
     batch, channels = x.shape[:2]
     cols_shape = (channels * geometry.kernel_h * geometry.kernel_w, batch * geometry.out_h * geometry.out_w)
-    return array_module(x).ascontiguousarray(x), geometry, cols_shape
+    cols = empty(cols_shape, x.dtype, like=x) if out is None else check_out("im2col", out, cols_shape, x.dtype, x)
+    return array_module(x).ascontiguousarray(x), geometry, cols
 
 
 def _col2im_arguments(
@@ -160,17 +162,8 @@ def _col2im_arguments(
             f"col2im expects cols of shape {expected} for x_shape {x_shape}, kernel "
             f"{geometry.kernel_h}x{geometry.kernel_w}, got {tuple(cols.shape)}"
         )
-    xp = array_module(cols)
-    if out is None:
-        out = empty(x_shape, cols.dtype, like=cols)
-    elif (array_module(out) is not xp or tuple(out.shape) != x_shape or out.dtype != cols.dtype
-          or not out.flags.c_contiguous):
-        raise ValueError(
-            f"col2im expects out as a C-contiguous {cols.dtype} array of shape {x_shape} beside cols, "
-            f"got a {'C-contiguous' if out.flags.c_contiguous else 'non-contiguous'} {out.dtype} "
-            f"{type(out).__name__} of shape {tuple(out.shape)}"
-        )
-    return xp.ascontiguousarray(cols), out, geometry
+    out = empty(x_shape, cols.dtype, like=cols) if out is None else check_out("col2im", out, x_shape, cols.dtype, cols)
+    return array_module(cols).ascontiguousarray(cols), out, geometry
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,10 +332,11 @@ def _col2im_parallel(cols, dx, kernel_h, kernel_w, stride_h, stride_w, pad_h, pa
         _col2im_plane(cols, dx, plane, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w)
 
 
-def im2col_cpu(x: np.ndarray, kernel_hw: IntPair, stride: IntPair, padding: IntPair) -> np.ndarray:
-    """cols (C*KH*KW, N*OH*OW) of x (N, C, H, W), same dtype as x."""
-    x, geometry, cols_shape = _im2col_arguments(x, kernel_hw, stride, padding)
-    cols = empty(cols_shape, x.dtype, like=x)
+def im2col_cpu(
+    x: np.ndarray, kernel_hw: IntPair, stride: IntPair, padding: IntPair, out: np.ndarray | None = None
+) -> np.ndarray:
+    """cols (C*KH*KW, N*OH*OW) of x (N, C, H, W), same dtype as x (written into ``out`` if given)."""
+    x, geometry, cols = _im2col_arguments(x, kernel_hw, stride, padding, out)
     kernel = _im2col_parallel if cols.size >= PARALLEL_MIN_ELEMENTS else _im2col_serial
     kernel(x, cols, *geometry)
     return cols
@@ -405,11 +399,10 @@ def _col2im_kernel_cuda(cols, dx, kernel_h, kernel_w, stride_h, stride_w, pad_h,
         dx[n, c, h, w] = total
 
 
-def im2col_cuda(x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntPair) -> Any:
+def im2col_cuda(x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntPair, out: Any = None) -> Any:
     """As :func:`im2col_cpu`, on the GPU (CuPy arrays) or in the simulator (NumPy arrays)."""
-    x, geometry, cols_shape = _im2col_arguments(x, kernel_hw, stride, padding)
-    cols = empty(cols_shape, x.dtype, like=x)
-    blocks = stride_grid(cols_shape[0] * cols_shape[1], THREADS_PER_BLOCK)
+    x, geometry, cols = _im2col_arguments(x, kernel_hw, stride, padding, out)
+    blocks = stride_grid(cols.size, THREADS_PER_BLOCK)
     launch(_im2col_kernel_cuda, blocks, THREADS_PER_BLOCK, x, cols, *geometry)
     return cols
 

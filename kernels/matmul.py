@@ -7,7 +7,8 @@ Buffers (M, N, K are the sizes of ``c`` and of the summed axis; B the batch size
 
 * ``a``: ``(M, K)``, or ``(K, M)`` with ``trans_a``; ``(B, M, K)`` / ``(B, K, M)`` when batched;
 * ``b``: ``(K, N)``, or ``(N, K)`` with ``trans_b``; ``(B, ...)`` when batched;
-* ``c``: ``(M, N)``, or ``(B, M, N)``; same dtype as ``a`` and ``b`` (float32 or float64).
+* ``c``: ``(M, N)``, or ``(B, M, N)``; same dtype as ``a`` and ``b`` (float32 or float64); a new
+  array, or the C-contiguous ``out`` when one is given (conv2d passes a slice of its output).
 
 Variants, simplest first:
 
@@ -43,7 +44,7 @@ import numba
 import numpy as np
 from numba import cuda
 
-from ._cuda import KernelSpec, array_module, empty, launch
+from ._cuda import KernelSpec, array_module, check_out, empty, launch
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -102,15 +103,22 @@ def reference_matmul(a: np.ndarray, b: np.ndarray, trans_a: bool = False,
     return np.einsum(subscripts + "->...ij", a.astype(np.float64), b.astype(np.float64))
 
 
-def matmul_cpu(a: np.ndarray, b: np.ndarray, trans_a: bool = False,
-               trans_b: bool = False) -> np.ndarray:
+def _out(a: Any, m: int, n: int, out: Any) -> Any:
+    """``out`` checked against the product's shape, or a new array when it is None."""
+    shape = (a.shape[0], m, n) if a.ndim == 3 else (m, n)
+    return empty(shape, a.dtype, like=a) if out is None else check_out("matmul", out, shape, a.dtype, a)
+
+
+def matmul_cpu(a: np.ndarray, b: np.ndarray, trans_a: bool = False, trans_b: bool = False,
+               out: np.ndarray | None = None) -> np.ndarray:
     """``op(a) @ op(b)`` on the CPU through NumPy's BLAS; transposes are views, never copies.
+    Written into ``out`` when given.
 
     There is deliberately no hand-written CPU GEMM: a tuned BLAS beats anything Numba can emit.
     """
-    _check_operands(a, b, trans_a, trans_b)
+    m, n, _ = _check_operands(a, b, trans_a, trans_b)
     return np.matmul(np.swapaxes(a, -1, -2) if trans_a else a,
-                     np.swapaxes(b, -1, -2) if trans_b else b)
+                     np.swapaxes(b, -1, -2) if trans_b else b, out=None if out is None else _out(a, m, n, out))
 
 
 @cuda.jit(device=True)
@@ -205,7 +213,7 @@ def _matmul_naive(a, b, c, trans_a, trans_b):
     c[batch, row, col] = total[0]
 
 
-def _launch_matmul(a: Any, b: Any, trans_a: bool, trans_b: bool, kernel, block_tile: int,
+def _launch_matmul(a: Any, b: Any, trans_a: bool, trans_b: bool, out: Any, kernel, block_tile: int,
                    threads: tuple[int, int], *flags: bool) -> Any:
     """Validate, view both operands as C-contiguous batches, launch one block per
     ``block_tile`` × ``block_tile`` tile of each output matrix."""
@@ -217,22 +225,24 @@ def _launch_matmul(a: Any, b: Any, trans_a: bool, trans_b: bool, kernel, block_t
     xp = array_module(a)
     a3 = xp.ascontiguousarray(a if batched else a[None])
     b3 = xp.ascontiguousarray(b if batched else b[None])
-    c = empty((batch, m, n), a.dtype, like=a)
+    c = _out(a, m, n, out)
+    if not batched:
+        c = c[None]
     if c.size:
         blocks = (-(-n // block_tile), -(-m // block_tile), batch)
         launch(kernel, blocks, threads, a3, b3, c, *flags)
     return c if batched else c[0]
 
 
-def matmul_cuda(a: Any, b: Any, trans_a: bool = False, trans_b: bool = False) -> Any:
+def matmul_cuda(a: Any, b: Any, trans_a: bool = False, trans_b: bool = False, out: Any = None) -> Any:
     """``op(a) @ op(b)`` by the tiled, register-blocked CUDA kernel (ours, not cuBLAS)."""
     kernel = _TILED_KERNELS[bool(trans_a), bool(trans_b)]
-    return _launch_matmul(a, b, trans_a, trans_b, kernel, TILE, (THREADS_X, THREADS_Y))
+    return _launch_matmul(a, b, trans_a, trans_b, out, kernel, TILE, (THREADS_X, THREADS_Y))
 
 
-def matmul_cuda_naive(a: Any, b: Any, trans_a: bool = False, trans_b: bool = False) -> Any:
+def matmul_cuda_naive(a: Any, b: Any, trans_a: bool = False, trans_b: bool = False, out: Any = None) -> Any:
     """``op(a) @ op(b)`` with one CUDA thread per output: the baseline for the tiled kernel."""
-    return _launch_matmul(a, b, trans_a, trans_b, _matmul_naive, NAIVE_THREADS[0], NAIVE_THREADS,
+    return _launch_matmul(a, b, trans_a, trans_b, out, _matmul_naive, NAIVE_THREADS[0], NAIVE_THREADS,
                           bool(trans_a), bool(trans_b))
 
 

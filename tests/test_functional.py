@@ -100,6 +100,28 @@ def test_first_layer_weight_gradient_in_chunks(rng, small_conv_workspace):
     assert gradcheck(lambda w, b: F.conv2d(x, w, b, stride=1, padding=1), [w, b])
 
 
+@pytest.mark.parametrize("needs_grad", [(True, True, False), (True, False, True), (False, False, True),
+                                        (False, True, False)], ids=["x,w", "x,b", "b", "w"])
+def test_conv2d_any_subset_of_gradients(rng, small_conv_workspace, needs_grad):
+    """The bias gradient comes out of the weight GEMM (the ones row) only when both are wanted;
+    each other subset takes its own path, in chunks of 2, 2 and 1 images: all agree with the
+    gradients computed together."""
+    values = [rng.standard_normal((5, 3, 7, 6)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)]
+    upstream = fn.tensor(rng.standard_normal((5, 4, 7, 6)))
+    small_conv_workspace(2, (3 * 9 + 4) * 7 * 6 * 8)
+
+    def gradients(flags):
+        leaves = [fn.tensor(v, dtype=np.float64, requires_grad=flag) for v, flag in zip(values, flags)]
+        (F.conv2d(*leaves, stride=1, padding=1) * upstream).sum().backward()
+        return [None if t.grad is None else t.grad.numpy() for t in leaves]
+
+    everything = gradients((True, True, True))
+    for got, flag, expected in zip(gradients(needs_grad), needs_grad, everything):
+        assert (got is not None) == flag
+        if flag:
+            assert np.abs(got - expected).max() <= 1e-12 * np.abs(expected).max()
+
+
 def test_conv2d_channel_mismatch_names_shapes():
     with pytest.raises(ValueError, match=r"\(1, 3, 8, 8\) has 3 channels .* \(4, 2, 3, 3\)"):
         F.conv2d(fn.tensor(np.ones((1, 3, 8, 8))), fn.tensor(np.ones((4, 2, 3, 3))))

@@ -16,13 +16,16 @@ sgd_step            optim                       in-place fused SGD (momentum, Ne
 batchnorm_*         norm                        (y, mean, rstd) / (dx, dweight, dbias)
 layernorm_*         norm                        (y, mean, rstd) / (dx, dweight, dbias)
 softmax_*           softmax                     row softmax (mask, causal) / its backward
+relu_forward        activation                  max(x, 0); ``relu_backward(dy, y)`` -> dx
 ==================  ==========================  =============================================
 
 ``cpu`` runs NumPy arrays through the ``@njit`` kernels. ``cuda`` runs CuPy arrays through the
 ``@cuda.jit`` kernels on a GPU; with ``NUMBA_ENABLE_CUDASIM=1`` set before ``numba.cuda`` is
 first imported it runs the very same CUDA kernels in Numba's simulator over NumPy arrays, which
 is how the GPU path is tested on machines without one. Elementwise math and reductions go
-through ``xp`` directly (NumPy or CuPy): they are not worth hand-written kernels.
+through ``xp`` directly (NumPy or CuPy): they are not worth hand-written kernels. ReLU is the
+exception, for the CPU's sake: NumPy needs a boolean mask and three passes where one will do, on
+a CNN's largest activations.
 """
 from __future__ import annotations
 
@@ -33,7 +36,17 @@ from typing import Any
 import numba
 import numpy as np
 
-from ..kernels import _cuda, conv, matmul, norm, optim, pool, softmax, softmax_xent
+from ..kernels import (
+    _cuda,
+    activation,
+    conv,
+    matmul,
+    norm,
+    optim,
+    pool,
+    softmax,
+    softmax_xent,
+)
 from ..kernels.conv import conv_output_shape  # noqa: F401 - re-exported for the layers above
 
 # contract method -> (kernel module, function stem); the variant suffix is "_cpu" or "_cuda".
@@ -52,6 +65,8 @@ _CONTRACT = {
     "layernorm_backward": (norm, "layernorm_backward"),
     "softmax_forward": (softmax, "softmax_forward"),
     "softmax_backward": (softmax, "softmax_backward"),
+    "relu_forward": (activation, "relu_forward"),
+    "relu_backward": (activation, "relu_backward"),
 }
 
 

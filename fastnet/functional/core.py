@@ -8,10 +8,13 @@ heavy ones call the device's kernels:
 * ``conv2d``: im2col and GEMMs a chunk of images at a time. x (N, C, H, W), w (OC, C, KH, KW),
   w2 = w as (OC, C·KH·KW); for the n images of a chunk, cols (C·KH·KW, n·OH·OW), and on the CPU
   y[i] = w2·cols_i (OC, OH·OW) per image, written straight into y NCHW (on a GPU one GEMM
-  w2·cols for the batch). Backward, per chunk, with dY2 = dY as (OC, n·OH·OW): dWᵀ += cols·dY2ᵀ
-  (cols recomputed; per image Σ cols_i·dY_iᵀ when there is no dX to compute, which spares the
-  copy of dY into dY2), dcols = w2ᵀ·dY2, dX = col2im(dcols). The chunk is as many images as the
-  device's conv workspace holds (on the CPU, 1 MB for the L2 cache; on a GPU, the whole batch).
+  w2·cols for the batch). A bias rides in the GEMMs: w2 gets b as a last column and cols a last
+  row of ones, so y = [w2 b]·[cols; 1]. Backward, per chunk, with dY2 = dY as (OC, n·OH·OW):
+  dWᵀ += cols·dY2ᵀ (cols recomputed, with the ones row when the bias needs a gradient: the
+  product's last row is then db = Σ dY; per image Σ cols_i·dY_iᵀ when there is no dX to compute,
+  which spares the copy of dY into dY2), dcols = w2ᵀ·dY2, dX = col2im(dcols). The chunk is as
+  many images as the device's conv workspace holds (on the CPU, 1 MB for the L2 cache; on a GPU,
+  the whole batch).
 * ``max_pool2d``: the pool kernel returns the output and the argmax that routes the gradient.
 * ``cross_entropy``: the fused softmax + cross-entropy kernel returns the row losses and the
   logits' gradient in one pass; backward only scales that gradient.
@@ -113,26 +116,36 @@ class Conv2d(Function):
         self.x = xp.ascontiguousarray(x)
         self.kernel_hw, self.stride, self.padding = kernel_hw, stride, padding
         self.w2 = weight.reshape(out_channels, -1)
+        # With a bias, the GEMM adds it: the weights get the bias as a last column and the columns
+        # a last row of ones (no pass over y for the bias here, none over dY for its gradient).
+        weights = xp.concatenate([self.w2, bias[0][:, None]], axis=1) if bias else self.w2
         self.chunks = conv_image_chunks(device, n, self.w2.shape[1], out_channels, oh * ow, x.itemsize)
         # Without a workspace limit (GPU) the batch is one chunk and each step one GEMM; with one
         # (CPU), GEMMs per image on the cached columns, which BLAS reads as strided views.
         self.per_image = device.conv_workspace_bytes is not None
         y = xp.empty((n, out_channels, oh * ow), x.dtype)
         for start, stop in self.chunks:
-            cols = device.im2col(self.x[start:stop], kernel_hw, stride, padding)
-            images = stop - start
+            cols, images = self._columns(start, stop, ones_row=bool(bias)), stop - start
             if not self.per_image:
                 # The whole batch at once (GPU): one GEMM, (OC, N·OH·OW), seen as NCHW planes.
-                planes = device.matmul(self.w2, cols).reshape(out_channels, images, -1).transpose(1, 0, 2)
+                y[start:stop] = device.matmul(weights, cols).reshape(out_channels, images, -1).transpose(1, 0, 2)
             else:
-                # Cached columns (CPU): one GEMM per image, each result already NCHW.
-                shared_weights = xp.broadcast_to(self.w2, (images, *self.w2.shape))
-                planes = device.matmul(shared_weights, _per_image(cols, images))
-            if bias:
-                xp.add(planes, bias[0][:, None], out=y[start:stop])
-            else:
-                y[start:stop] = planes
+                # Cached columns (CPU): one GEMM per image, each written straight into its NCHW planes.
+                device.matmul(xp.broadcast_to(weights, (images, *weights.shape)), _per_image(cols, images),
+                              out=y[start:stop])
         return y.reshape(n, out_channels, oh, ow)
+
+    def _columns(self, start: int, stop: int, ones_row: bool) -> Any:
+        """im2col of images [start, stop), with a last row of ones when ``ones_row``."""
+        x, device = self.x[start:stop], self.device
+        if not ones_row:
+            return device.im2col(x, self.kernel_hw, self.stride, self.padding)
+        rows = self.w2.shape[1]
+        out_h, out_w = conv_output_shape(*x.shape[2:], self.kernel_hw, self.stride, self.padding)
+        cols = device.xp.empty((rows + 1, x.shape[0] * out_h * out_w), x.dtype)
+        device.im2col(x, self.kernel_hw, self.stride, self.padding, out=cols[:rows])
+        cols[rows] = 1
+        return cols
 
     def backward(self, grad):
         xp, device = self.device.xp, self.device
@@ -140,6 +153,8 @@ class Conv2d(Function):
         grad = xp.ascontiguousarray(grad).reshape(n, out_channels, -1)
         need_x, need_w = self.inputs[0].requires_grad, self.inputs[1].requires_grad
         need_b = len(self.inputs) == 3 and self.inputs[2].requires_grad
+        # With the ones row in the columns, the weight GEMM's last row is Σ dY: the bias gradient.
+        ones_row = need_w and need_b
         grad_x = xp.empty(self.x.shape, self.x.dtype) if need_x else None
         grad_w = grad_b = None
         for start, stop in self.chunks:
@@ -149,8 +164,8 @@ class Conv2d(Function):
             if need_x or not self.per_image:
                 grad_chunk = xp.ascontiguousarray(grad_planes.transpose(1, 0, 2)).reshape(out_channels, -1)
             if need_w:
-                # dWᵀ = cols·dY2ᵀ (C·KH·KW, OC): BLAS runs this form faster than dY2·colsᵀ
-                cols = device.im2col(self.x[start:stop], self.kernel_hw, self.stride, self.padding)
+                # dWᵀ = cols·dY2ᵀ (C·KH·KW [+1], OC): BLAS runs this form faster than dY2·colsᵀ
+                cols = self._columns(start, stop, ones_row)
                 if grad_chunk is not None:
                     chunk_w = device.matmul(cols, grad_chunk, False, True)
                 else:
@@ -158,12 +173,14 @@ class Conv2d(Function):
                     # copy of the output gradient at all (a first layer's is its largest).
                     chunk_w = device.matmul(_per_image(cols, images), grad_planes, False, True).sum(axis=0)
                 grad_w = _accumulate(grad_w, chunk_w)
-            if need_b:
+            elif need_b:
                 grad_b = _accumulate(grad_b, grad_planes.sum(axis=(0, 2)))
             if need_x:
                 device.col2im(device.matmul(self.w2, grad_chunk, True, False), grad_x[start:stop].shape,
                               self.kernel_hw, self.stride, self.padding, out=grad_x[start:stop])
         if need_w:
+            if ones_row:
+                grad_w, grad_b = grad_w[:-1], grad_w[-1].copy()
             grad_w = xp.ascontiguousarray(grad_w.T).reshape(self.inputs[1].shape)
         return grad_x, grad_w, grad_b
 

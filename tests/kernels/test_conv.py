@@ -198,12 +198,36 @@ def test_col2im_writes_into_out(rng, col2im):
 @pytest.mark.parametrize("col2im", [col2im_cpu, col2im_cuda], ids=["cpu", "cuda"])
 def test_col2im_rejects_a_wrong_out(col2im):
     cols = np.ones((45, 18), np.float32)
-    with pytest.raises(ValueError, match=r"col2im expects out as a C-contiguous float32 array of shape "
-                                         r"\(1, 3, 11, 7\) beside cols, got a C-contiguous float64 ndarray "
+    with pytest.raises(ValueError, match=r"col2im expects out as a C-contiguous float32 ndarray of shape "
+                                         r"\(1, 3, 11, 7\), got a C-contiguous float64 ndarray "
                                          r"of shape \(1, 3, 11, 7\)"):
         col2im(cols, (1, 3, 11, 7), (3, 5), 2, 1, out=np.empty((1, 3, 11, 7)))
     with pytest.raises(ValueError, match=r"got a non-contiguous float32 ndarray of shape \(1, 3, 11, 7\)"):
         col2im(cols, (1, 3, 11, 7), (3, 5), 2, 1, out=np.empty((1, 3, 11, 14), np.float32)[..., ::2])
+
+
+@pytest.mark.parametrize("im2col", [im2col_cpu, im2col_cuda], ids=["cpu", "cuda"])
+def test_im2col_writes_into_the_first_rows_of_out(rng, im2col):
+    """conv2d hands im2col the first rows of a taller matrix: those are filled completely (they
+    start as NaN) and the row below is not touched."""
+    shape, kernel, stride, padding = (2, 2, 5, 6), 3, 2, (1, 2)
+    x = rng.standard_normal(shape).astype(np.float32)
+    expected = reference_im2col(x, kernel, stride, padding)
+    matrix = np.full((expected.shape[0] + 1, expected.shape[1]), np.nan, np.float32)
+    returned = im2col(x, kernel, stride, padding, out=matrix[:-1])
+    assert np.shares_memory(returned, matrix)
+    np.testing.assert_array_equal(matrix[:-1], expected)
+    assert np.isnan(matrix[-1]).all()
+
+
+@pytest.mark.parametrize("im2col", [im2col_cpu, im2col_cuda], ids=["cpu", "cuda"])
+def test_im2col_rejects_a_wrong_out(im2col):
+    x = np.ones((1, 3, 11, 7), np.float32)
+    with pytest.raises(ValueError, match=r"im2col expects out as a C-contiguous float32 ndarray of shape "
+                                         r"\(45, 18\), got a C-contiguous float32 ndarray of shape \(45, 17\)"):
+        im2col(x, (3, 5), 2, 1, out=np.empty((45, 17), np.float32))
+    with pytest.raises(ValueError, match=r"got a non-contiguous float32 ndarray of shape \(45, 18\)"):
+        im2col(x, (3, 5), 2, 1, out=np.empty((45, 36), np.float32)[:, ::2])
 
 
 def test_cpu_accepts_non_contiguous_inputs(rng):

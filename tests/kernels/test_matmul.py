@@ -81,6 +81,30 @@ def test_cpu_empty_inner_dimension_gives_zeros():
     np.testing.assert_array_equal(got, np.zeros((3, 2), np.float32))
 
 
+@pytest.mark.parametrize("variant", [matmul_cpu, matmul_cuda, matmul_cuda_naive])
+@pytest.mark.parametrize("batch", [None, 3])
+def test_writes_into_out(rng, variant, batch):
+    """``out`` (a slice of a NaN-filled buffer, as conv2d passes) gets the whole product, and
+    nothing around it changes."""
+    a, b = operands(rng, 37, 41, 29, False, True, batch, np.float32)
+    shape = (37, 41) if batch is None else (batch, 37, 41)
+    buffer = np.full((shape[0] + 2, *shape[1:]), np.nan, np.float32)
+    returned = variant(a, b, False, True, out=buffer[1:-1])
+    assert np.shares_memory(returned, buffer)
+    assert_matches_reference(buffer[1:-1], a, b, False, True)
+    assert np.isnan(buffer[0]).all() and np.isnan(buffer[-1]).all()
+
+
+@pytest.mark.parametrize("variant", [matmul_cpu, matmul_cuda])
+def test_rejects_a_wrong_out(variant):
+    a, b = np.ones((3, 4), np.float32), np.ones((4, 5), np.float32)
+    with pytest.raises(ValueError, match=r"matmul expects out as a C-contiguous float32 ndarray of shape \(3, 5\), "
+                                         r"got a C-contiguous float32 ndarray of shape \(5, 3\)"):
+        variant(a, b, out=np.empty((5, 3), np.float32))
+    with pytest.raises(ValueError, match=r"got a C-contiguous float64 ndarray of shape \(3, 5\)"):
+        variant(a, b, out=np.empty((3, 5)))
+
+
 # --- errors (one validation function serves every variant) -------------------------------------
 
 ALL_VARIANTS = [matmul_cpu, matmul_cuda, matmul_cuda_naive, reference_matmul]

@@ -1,0 +1,90 @@
+"""ReLU forward and backward against the float64 references, on the CPU and in CUDA.
+
+ReLU only selects and copies, so every output must equal the reference exactly (no tolerance).
+Every output the module allocates starts as NaN, so an element the kernel never writes cannot
+pass by holding a stale value; the inputs are random normals, so about half of each tensor takes
+each branch.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastnet.kernels import activation
+from fastnet.kernels.activation import (
+    PARALLEL_MIN_ELEMENTS,
+    reference_relu_backward,
+    reference_relu_forward,
+    relu_backward_cpu,
+    relu_backward_cuda,
+    relu_forward_cpu,
+    relu_forward_cuda,
+)
+
+FORWARD = {"cpu": relu_forward_cpu, "cuda": relu_forward_cuda}
+BACKWARD = {"cpu": relu_backward_cpu, "cuda": relu_backward_cuda}
+# odd sizes; the simulator walks each of its 2 blocks of 256 threads over several elements
+SHAPES = [(1,), (1001,), (3, 5, 7), (2, 3, 33, 17)]
+
+
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch):
+    monkeypatch.setattr(activation, "empty", lambda shape, dtype, like: np.full(shape, np.nan, dtype))
+
+
+def assert_exact(got, ref, dtype):
+    assert got.dtype == dtype and got.shape == ref.shape
+    np.testing.assert_array_equal(got, ref.astype(dtype))
+
+
+@pytest.mark.parametrize("variant", ["cpu", "cuda"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_and_backward_match_reference(rng, variant, dtype, shape):
+    x = rng.standard_normal(shape).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    y = FORWARD[variant](x)
+    assert_exact(y, reference_relu_forward(x), dtype)
+    assert_exact(BACKWARD[variant](dy, y), reference_relu_backward(dy, y), dtype)
+
+
+def test_cpu_parallel_path_matches_reference(rng):
+    """Above PARALLEL_MIN_ELEMENTS the CPU runs its prange driver: same results."""
+    x = rng.standard_normal(PARALLEL_MIN_ELEMENTS + 3).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    y = relu_forward_cpu(x)
+    assert_exact(y, reference_relu_forward(x), np.float32)
+    assert_exact(relu_backward_cpu(dy, y), reference_relu_backward(dy, y), np.float32)
+
+
+@pytest.mark.parametrize("variant", ["cpu", "cuda"])
+def test_nan_propagates_forward_and_zero_is_not_positive(rng, variant):
+    x = rng.standard_normal(9).astype(np.float32)
+    x[[1, 4, 7]] = [np.nan, 0.0, -np.inf]
+    y = FORWARD[variant](x)
+    assert np.isnan(y[1]) and y[4] == 0.0 and y[7] == 0.0
+    dx = BACKWARD[variant](np.ones_like(x), y)
+    # no gradient through a NaN, through x = 0 (PyTorch's subgradient) or through -inf
+    assert dx[1] == 0.0 and dx[4] == 0.0 and dx[7] == 0.0
+    np.testing.assert_array_equal(dx, (x > 0).astype(np.float32))
+
+
+@pytest.mark.parametrize("variant", ["cpu", "cuda"])
+def test_non_contiguous_input_gives_contiguous_result(rng, variant):
+    x = rng.standard_normal((6, 5)).astype(np.float32).T
+    y = FORWARD[variant](x)
+    assert y.shape == (5, 6) and y.flags.c_contiguous
+    assert_exact(y, reference_relu_forward(x), np.float32)
+
+
+@pytest.mark.parametrize("variant", ["cpu", "cuda"])
+def test_bad_arguments_are_named(rng, variant):
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"relu_backward: y shape \(4, 3\) does not match dy shape \(3, 4\)"):
+        BACKWARD[variant](x, x.T.copy())
+    with pytest.raises(TypeError, match="relu_backward: y dtype float64 does not match dy dtype float32"):
+        BACKWARD[variant](x, x.astype(np.float64))
+    with pytest.raises(TypeError, match="relu_forward: x dtype must be float32 or float64, got int32"):
+        FORWARD[variant](np.arange(4, dtype=np.int32))
+    with pytest.raises(TypeError, match="relu_forward: x must be an array, got list"):
+        FORWARD[variant]([1.0, -1.0])
