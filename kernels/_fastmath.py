@@ -30,7 +30,8 @@ every step. There are no branches, so a loop over it vectorises.
 Accuracy, measured against float64 ``np.exp`` over [-100, 100] (tests/kernels/test_fastmath.py):
 at most 1.44 ulp where the result is a normal float32.
 
-:func:`maxnum` is the max that LLVM vectorises as a reduction without "nnan".
+:func:`maxnum` is the max that LLVM vectorises as a reduction without "nnan"; :func:`zero_of`
+starts a sum in an array's own dtype.
 
 Callers that want the loops around it vectorised compile with :data:`VECTORISING_FASTMATH`.
 """
@@ -43,6 +44,7 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
+from numba.np.numpy_support import as_dtype
 
 # Reductions may be reordered (that is what lets them vectorise), but NaN and inf keep their
 # IEEE meaning: no "nnan"/"ninf", and no "afn", which would let LLVM swap this exp for its own.
@@ -116,3 +118,15 @@ def _fast_exp_overload(x):
     if isinstance(x, types.Float) and x.bitwidth == 32:
         return _exp_float32
     return lambda x: math.exp(x)
+
+
+def zero_of(array: np.ndarray) -> float:
+    """0 in ``array``'s dtype: the start of a sum that stays in that dtype (a float32 accumulator
+    keeps a float32 loop at full vector width, where a Python 0.0 would make the sum float64)."""
+    return array.dtype.type(0)
+
+
+@overload(zero_of)
+def _zero_of_overload(array):
+    zero = as_dtype(array.dtype).type(0)
+    return lambda array: zero

@@ -11,18 +11,18 @@ Math, for logits ``z`` (B, C), integer labels ``y`` (B,) and label smoothing ε 
 Buffers: ``logits`` (B, C) float32 or float64; ``labels`` (B,) any integer dtype (made int64
 for the GPU), each in [0, C); outputs ``row_losses`` (B,) and ``dlogits`` (B, C) in the logits'
 dtype. Exponentials are taken in the logits' dtype; the sums over a row are accumulated in
-float64 (on the CPU in a loop of their own: in the exp loop a float64 sum would halve the
-exp's vector width).
+float64 (on the CPU, wide rows sum in the logits' dtype over runs of ``SUM_RUN`` columns inside
+the exp loop, and the runs in float64: a float64 sum there would halve the exp's vector width).
 
 Variants, simplest first:
 
 * ``reference_softmax_xent``: float64 NumPy through the explicit target matrix and log-softmax.
 * ``softmax_xent_cpu``: Numba, in blocks of rows (of about ``BLOCK_ELEMENTS`` logits, in
   parallel from ``PARALLEL_MIN_ELEMENTS`` logits, serially below, where a parallel launch costs
-  more than it saves). Per row a max pass and a pass storing exp(z - M) in ``dlogits``; rows
-  narrower than ``WIDE_ROW`` store z - M instead and take their exp in one loop over the whole
-  block, long enough to vectorise. Then per row a pass for the sums and one that scales the
-  exponentials into the gradient. The exp is ``_fastmath.fast_exp`` (a polynomial LLVM
+  more than it saves). Per row a max pass and a pass storing exp(z - M) in ``dlogits`` and
+  summing it; rows narrower than ``WIDE_ROW`` store z - M instead and take their exp in one loop
+  over the whole block, long enough to vectorise, then a pass for their sums. Then per row a pass
+  that scales the exponentials into the gradient. The exp is ``_fastmath.fast_exp`` (a polynomial LLVM
   vectorises; ``math.exp`` is a libm call it cannot) and the max ``_fastmath.maxnum``; the
   loops compile with reassociation allowed, but not "nnan"/"ninf": a NaN or inf logit makes
   its row NaN, as in the reference.
@@ -51,7 +51,7 @@ from numba import cuda, njit, prange
 from numba.extending import register_jitable
 
 from ._cuda import KernelSpec, array_module, empty, launch, stride_grid
-from ._fastmath import VECTORISING_FASTMATH, fast_exp, maxnum
+from ._fastmath import VECTORISING_FASTMATH, fast_exp, maxnum, zero_of
 
 MAX_THREADS = 256
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -130,6 +130,9 @@ BLOCK_ELEMENTS = 2048
 # Rows narrower than this are too short for a vector loop of their own: their exp waits for one
 # loop over the whole block.
 WIDE_ROW = 64
+# A wide row's exponentials are summed in runs of this many columns, in the logits' dtype: with
+# 8 lanes unrolled 4 times, each lane adds 8 terms before the run's sum joins a float64 total.
+SUM_RUN = 256
 # Measured on 2 cores: below this many logits a parallel launch costs more than it saves.
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
@@ -148,6 +151,7 @@ def _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlog
     smooth_term, target_term = _gradient_terms(logits, label_smoothing)
     first = block * _rows_per_block(classes)
     last = min(first + _rows_per_block(classes), batch)
+    wide_sums = np.empty(last - first)
     for row in range(first, last):
         z = logits[row]
         out = dlogits[row]
@@ -155,8 +159,20 @@ def _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlog
         for col in range(1, classes):
             row_max = maxnum(row_max, z[col])
         if classes >= WIDE_ROW:
-            for col in range(classes):
-                out[col] = fast_exp(z[col] - row_max)
+            # The sum rides in the exp loop in the logits' dtype (a float64 sum would halve the
+            # loop's vector width), over runs of SUM_RUN columns whose sums join a float64
+            # total: each lane adds a few terms only, however wide the row. (Slices, not a
+            # min()-bounded range: LLVM vectorises only the first.)
+            sum_exp = 0.0
+            for start in range(0, classes, SUM_RUN):
+                run_z, run_out = z[start:start + SUM_RUN], out[start:start + SUM_RUN]
+                run_sum = zero_of(out)
+                for col in range(run_z.size):
+                    value = fast_exp(run_z[col] - row_max)
+                    run_out[col] = value
+                    run_sum += value
+                sum_exp += run_sum
+            wide_sums[row - first] = sum_exp
         else:
             for col in range(classes):
                 out[col] = z[col] - row_max
@@ -168,9 +184,12 @@ def _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlog
     for row in range(first, last):
         z = logits[row]
         gradient = dlogits[row]
-        sum_exp = 0.0
-        for col in range(classes):
-            sum_exp += gradient[col]
+        if classes >= WIDE_ROW:
+            sum_exp = wide_sums[row - first]
+        else:
+            sum_exp = 0.0
+            for col in range(classes):
+                sum_exp += gradient[col]
         sum_logits = 0.0
         if label_smoothing != 0.0:  # only the smoothing term needs the mean logit
             for col in range(classes):
