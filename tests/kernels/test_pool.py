@@ -36,6 +36,7 @@ CASES = [
     ((2, 2, 5, 6), 3, 1, 1),  # stride 1: each pixel in up to 9 windows
     ((1, 1, 4, 5), 1, 1, 0),
     ((2, 2, 3, 3), 3, 1, 1),  # one window inside the image, every other one touches the padding
+    ((2, 33, 5, 7), 2, 2, 0),  # the CPU's own 2x2 kernel: odd sides, 66 planes in two tasks of 64
 ]
 # Tiny shapes for the simulator: every launch is one or two blocks of 256 threads.
 CUDA_CASES = [CASES[1], ((1, 2, 7, 9), (3, 2), (1, 2), (1, 1)), ((2, 1, 5, 6), 3, 1, 1)]
