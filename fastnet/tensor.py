@@ -244,7 +244,7 @@ class Tensor:
                     stored.add(id(grad))
                     node.grad = Tensor._wrap(grad, node.device)
                 else:
-                    node.grad.data = node.grad.data + grad
+                    node.grad.data += grad  # in place, as PyTorch accumulates: no new array a step
                 continue
             input_grads = fn.backward(grad)
             for parent, parent_grad in zip(fn.inputs, input_grads):

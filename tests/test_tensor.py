@@ -99,6 +99,16 @@ def test_backward_accumulates_across_calls_and_frees_the_graph(rng):
     np.testing.assert_allclose(a.grad.numpy(), np.full(4, 6.0))
 
 
+def test_accumulation_adds_into_the_existing_gradient_in_place(rng):
+    a, b = leaf(rng, 4), leaf(rng, 4)
+    (a * 3 + b).sum().backward()
+    buffer_a, buffer_b = a.grad.data, b.grad.data
+    (a * 2 + b).sum().backward()  # the add hands both leaves one upstream array
+    assert a.grad.data is buffer_a and b.grad.data is buffer_b
+    np.testing.assert_allclose(a.grad.numpy(), np.full(4, 5.0))
+    np.testing.assert_allclose(b.grad.numpy(), np.full(4, 2.0))
+
+
 def test_shared_upstream_gradient_is_not_aliased_between_leaves(rng):
     a, b = leaf(rng, 3), leaf(rng, 3)
     (a + b).sum().backward()
