@@ -16,6 +16,7 @@ The ops of the neural-network layers (convolution, pooling, losses, ...) live in
 """
 from __future__ import annotations
 
+import operator
 import threading
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
@@ -95,7 +96,8 @@ class Function:
         fn.device = _check_devices(cls.__name__.lower(), inputs)
         data = fn.forward(*(t.data for t in inputs), **params)
         out = Tensor._wrap(data, fn.device)
-        if is_grad_enabled() and any(t.requires_grad for t in inputs):
+        # requires_grad first: it is an attribute, grad mode a thread-local lookup
+        if any([t.requires_grad for t in inputs]) and is_grad_enabled():
             fn.inputs = inputs
             out.requires_grad = True
             out._ctx = fn
@@ -435,11 +437,17 @@ def tensor(data: Any, dtype: Any = None, device: "str | Device | None" = None,
 
 
 # ===================================================================== elementwise ops
-def _broadcast_shape(op: str, a: Any, b: Any) -> None:
+def _broadcasting(op: str, compute: Any, a: Any, b: Any) -> Any:
+    """``compute(a, b)``; when the array library cannot broadcast the shapes, an error naming the op
+    and both shapes. (Checked only on failure: checking first cost more than a small op itself.)"""
     try:
-        np.broadcast_shapes(a.shape, b.shape)
+        return compute(a, b)
     except ValueError:
-        raise ValueError(f"{op}: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be broadcast together") from None
+        try:
+            np.broadcast_shapes(a.shape, b.shape)
+        except ValueError:
+            raise ValueError(f"{op}: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be broadcast together") from None
+        raise
 
 
 class ToDevice(Function):
@@ -456,8 +464,7 @@ class ToDevice(Function):
 
 class Add(Function):
     def forward(self, a, b):
-        _broadcast_shape("add", a, b)
-        return a + b
+        return _broadcasting("add", operator.add, a, b)
 
     def backward(self, grad):
         return grad, grad
@@ -465,8 +472,7 @@ class Add(Function):
 
 class Sub(Function):
     def forward(self, a, b):
-        _broadcast_shape("sub", a, b)
-        return a - b
+        return _broadcasting("sub", operator.sub, a, b)
 
     def backward(self, grad):
         return grad, -grad
@@ -474,9 +480,8 @@ class Sub(Function):
 
 class Mul(Function):
     def forward(self, a, b):
-        _broadcast_shape("mul", a, b)
         self.a, self.b = a, b
-        return a * b
+        return _broadcasting("mul", operator.mul, a, b)
 
     def backward(self, grad):
         return grad * self.b, grad * self.a
@@ -484,9 +489,8 @@ class Mul(Function):
 
 class Div(Function):
     def forward(self, a, b):
-        _broadcast_shape("div", a, b)
         self.a, self.b = a, b
-        return a / b
+        return _broadcasting("div", operator.truediv, a, b)
 
     def backward(self, grad):
         grad_a = grad / self.b
@@ -495,9 +499,8 @@ class Div(Function):
 
 class Pow(Function):
     def forward(self, base, exponent):
-        _broadcast_shape("pow", base, exponent)
         self.base, self.exponent = base, exponent
-        self.out = base ** exponent
+        self.out = _broadcasting("pow", operator.pow, base, exponent)
         return self.out
 
     def backward(self, grad):
