@@ -645,7 +645,9 @@ class Max(Function):
     def forward(self, a, axis, keepdims):
         self.a, self.axis, self.keepdims = a, axis, keepdims
         self.out = a.max(axis=axis, keepdims=True)
-        return self.out if keepdims else self.out.reshape(a.max(axis=axis).shape)
+        if keepdims:
+            return self.out
+        return self.out.reshape(()) if axis is None else self.out.squeeze(axis=axis)
 
     def backward(self, grad):
         if not self.keepdims:

@@ -213,3 +213,14 @@ def test_dtype_conversion_is_differentiable(rng):
     (b * 2).sum().backward()
     assert a.grad.dtype == np.float64
     np.testing.assert_array_equal(a.grad.numpy(), np.full(3, 2.0))
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1, 2, (0, 2), (1,)])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_max_has_numpys_shape_and_values(rng, axis, keepdims):
+    """Leading size-1 axes included: dropping the reduced axes must not drop those too."""
+    values = rng.standard_normal((1, 5, 3))
+    got = fn.tensor(values).max(axis=axis, keepdims=keepdims).numpy()
+    expected = values.max(axis=axis, keepdims=keepdims).astype(np.float32)
+    assert got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
