@@ -169,11 +169,12 @@ def set_num_threads(threads: int) -> None:
 
     The default is 1, or ``FASTNET_NUM_THREADS``. Why not every core: the Numba kernels and the
     BLAS each keep a pool of threads that spin while waiting, and a training step alternates
-    between them many times, so two pools fight over the cores; and a pool waiting at a barrier
+    between them many times, so two pools compete for the cores; and a pool waiting at a barrier
     for a thread the OS has descheduled stalls whenever anything else runs on the machine.
     Measured on a 2-core machine (``fastnet bench --train --only mnist_cnn --threads N``,
-    batch 64): 1,360-1,730 images/s with 1 thread, ~650 with 2. Raise it on a machine with idle
-    cores and large batches, and measure.
+    batch 64): 1,390-2,030 images/s with 1 thread, 1,510-1,790 with 2 (844-1,053 before the
+    kernel threads slept when idle, see :func:`_start_kernel_threads`). Raise it on a machine
+    with idle cores and large batches, and measure.
     """
     global _threads
     if not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
@@ -198,7 +199,27 @@ def _default_threads() -> int:
         raise ValueError(f"FASTNET_NUM_THREADS must be an integer, got {value!r}") from None
 
 
-set_num_threads(_default_threads())
+def _start_kernel_threads() -> None:
+    """Start Numba's thread pool, with its OpenMP threads set to sleep when they have no work.
+
+    OpenMP threads spin after each parallel kernel by default, and then fight OpenBLAS's own
+    spinning pool for the cores: on 2 cores the MNIST CNN at 2 threads trained at 844-1,053
+    images/s (batch 64) that way. ``OMP_WAIT_POLICY`` is read once, when the OpenMP library is
+    loaded, which is when the pool starts, so it is set for that moment only: an OpenMP runtime
+    loaded later (PyTorch's own) keeps its defaults. A policy the user set is left alone; a pool
+    that is already running (Numba used before fastnet was imported) keeps its own.
+    """
+    if "OMP_WAIT_POLICY" in os.environ:
+        set_num_threads(_default_threads())
+        return
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        set_num_threads(_default_threads())  # starts the pool
+    finally:
+        del os.environ["OMP_WAIT_POLICY"]
+
+
+_start_kernel_threads()
 
 
 def cuda_is_available() -> bool:
