@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numba
+import numpy as np
 import pytest
 
 # 200 small parallel Adam updates at 2 threads, each followed by a 2 ms sleep; prints the layer,
@@ -62,3 +63,18 @@ def test_a_wait_policy_the_user_set_is_kept():
     assert policy == "ACTIVE"
     if layer == "omp":
         assert cpu_per_wall > 0.8, f"spinning threads measured only {cpu_per_wall:.2f} s of CPU a second"
+
+
+def test_device_empty_recycles_large_host_buffers_and_not_small_ones():
+    from fastnet.backend import CPU
+    from fastnet.kernels._cuda import CACHED_BUFFER_BYTES
+
+    large = CPU.empty((CACHED_BUFFER_BYTES // 4 + 3,), np.float32)
+    address = large.ctypes.data
+    del large
+    again = CPU.empty((CACHED_BUFFER_BYTES // 4 + 3,), np.float32)
+    assert again.ctypes.data == address and again.dtype == np.float32  # the same memory, not faulted in anew
+    kept = CPU.empty((CACHED_BUFFER_BYTES // 4 + 3,), np.float32)
+    assert kept.ctypes.data != again.ctypes.data  # in use: never handed out twice
+    small = CPU.empty((3, 5), np.float64)
+    assert small.shape == (3, 5) and small.dtype == np.float64 and small.base is None

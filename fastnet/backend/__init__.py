@@ -17,6 +17,7 @@ batchnorm_*         norm                        (y, mean, rstd) / (dx, dweight, 
 layernorm_*         norm                        (y, mean, rstd) / (dx, dweight, dbias)
 softmax_*           softmax                     row softmax (mask, causal) / its backward
 relu_forward        activation                  max(x, 0); ``relu_backward(dy, y)`` -> dx
+empty               (allocation)                an uninitialised array (large host ones recycled)
 ==================  ==========================  =============================================
 
 ``cpu`` runs NumPy arrays through the ``@njit`` kernels. ``cuda`` runs CuPy arrays through the
@@ -87,6 +88,13 @@ class Device:
         self.conv_workspace_bytes = conv_workspace_bytes
         for method, (module, stem) in _CONTRACT.items():
             setattr(self, method, getattr(module, f"{stem}_{variant}"))
+        self._prototype = xp.empty(0, np.float32)  # tells the kernels' allocator which device
+
+    def empty(self, shape: Any, dtype: Any) -> Any:
+        """An uninitialised array of this device. Large host arrays come from the kernels' buffer
+        cache (``fastnet.kernels._cuda``), so a layer's big per-step buffers are not faulted in
+        afresh every step."""
+        return _cuda.empty(shape, dtype, like=self._prototype)
 
     def asarray(self, data: Any, dtype: Any = None) -> Any:
         """``data`` as a C-contiguous array of this device (copied only when it must be).

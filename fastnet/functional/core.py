@@ -123,7 +123,7 @@ class Conv2d(Function):
         # Without a workspace limit (GPU) the batch is one chunk and each step one GEMM; with one
         # (CPU), GEMMs per image on the cached columns, which BLAS reads as strided views.
         self.per_image = device.conv_workspace_bytes is not None
-        y = xp.empty((n, out_channels, oh * ow), x.dtype)
+        y = device.empty((n, out_channels, oh * ow), x.dtype)
         for start, stop in self.chunks:
             cols, images = self._columns(start, stop, ones_row=bool(bias)), stop - start
             if not self.per_image:
@@ -142,7 +142,7 @@ class Conv2d(Function):
             return device.im2col(x, self.kernel_hw, self.stride, self.padding)
         rows = self.w2.shape[1]
         out_h, out_w = conv_output_shape(*x.shape[2:], self.kernel_hw, self.stride, self.padding)
-        cols = device.xp.empty((rows + 1, x.shape[0] * out_h * out_w), x.dtype)
+        cols = device.empty((rows + 1, x.shape[0] * out_h * out_w), x.dtype)
         device.im2col(x, self.kernel_hw, self.stride, self.padding, out=cols[:rows])
         cols[rows] = 1
         return cols
@@ -155,7 +155,7 @@ class Conv2d(Function):
         need_b = len(self.inputs) == 3 and self.inputs[2].requires_grad
         # With the ones row in the columns, the weight GEMM's last row is Σ dY: the bias gradient.
         ones_row = need_w and need_b
-        grad_x = xp.empty(self.x.shape, self.x.dtype) if need_x else None
+        grad_x = device.empty(self.x.shape, self.x.dtype) if need_x else None
         grad_w = grad_b = None
         for start, stop in self.chunks:
             images, grad_planes = stop - start, grad[start:stop]  # (images, OC, OH·OW)
