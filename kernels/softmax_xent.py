@@ -34,11 +34,13 @@ Variants, simplest first:
   The merge uses shared memory (5 KB for float32) rather than warp shuffles, which Numba's
   simulator does not implement.
 
-Label range: both variants check every label on the host before launching, with one
-min/max reduction (on the CPU a jitted loop, cheaper than NumPy's two reductions). On a GPU it
-costs one device-to-host copy of two integers (a wait for the stream) per call; it buys an
-exception at the faulty call, naming the label, instead of an error flag that could only be
-read, and raised, at some later synchronisation.
+Label range: both variants check every label before computing anything, with one min/max
+reduction: on the CPU in the jitted driver itself (which then returns the range for the caller to
+raise on, and computes nothing when a label is out of range); on the GPU on the host before the
+launch, which costs one device-to-host copy of two integers (a wait for the stream) per call. It
+buys an exception at the faulty call, naming the label, instead of an error flag that could only
+be read, and raised, at some later synchronisation. The CPU's two outputs are views of one
+allocation.
 """
 from __future__ import annotations
 
@@ -86,8 +88,11 @@ def _check_label_range(lowest: int, highest: int, classes: int) -> None:
 
 
 def _outputs(logits: Any) -> tuple[Any, Any]:
-    """Uninitialised ``row_losses`` (B,) and ``dlogits`` (B, C) beside ``logits``."""
-    return empty(logits.shape[0], logits.dtype, like=logits), empty(logits.shape, logits.dtype, like=logits)
+    """Uninitialised ``row_losses`` (B,) and ``dlogits`` (B, C) beside ``logits``: two views of
+    one allocation (the second cost as much as the kernel's smallest calls)."""
+    batch, classes = logits.shape
+    both = empty(batch * (classes + 1), logits.dtype, like=logits)
+    return both[batch * classes:], both[:batch * classes].reshape(batch, classes)
 
 
 def reference_softmax_xent(logits: Any, labels: Any, label_smoothing: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -202,11 +207,7 @@ def _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlog
         gradient[label] -= target_term
 
 
-def _block_count(logits: np.ndarray) -> int:
-    return -(-logits.shape[0] // _rows_per_block(logits.shape[1]))
-
-
-@njit(cache=True)
+@register_jitable
 def _label_range(labels):
     lowest = highest = labels[0]
     for label in labels:
@@ -215,25 +216,32 @@ def _label_range(labels):
     return lowest, highest
 
 
+# Each driver checks the labels first (one jitted call a step, not two) and computes nothing
+# when one is out of range: the caller raises on the (lowest, highest) it returns.
 @njit(cache=True)
-def _softmax_xent_serial(logits, labels, label_smoothing, blocks, row_losses, dlogits):
-    for block in range(blocks):
-        _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlogits)
+def _softmax_xent_serial(logits, labels, label_smoothing, row_losses, dlogits):
+    lowest, highest = _label_range(labels)
+    if lowest >= 0 and highest < logits.shape[1]:
+        for block in range(-(-logits.shape[0] // _rows_per_block(logits.shape[1]))):
+            _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlogits)
+    return lowest, highest
 
 
 @njit(parallel=True, cache=True)
-def _softmax_xent_parallel(logits, labels, label_smoothing, blocks, row_losses, dlogits):
-    for block in prange(blocks):
-        _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlogits)
+def _softmax_xent_parallel(logits, labels, label_smoothing, row_losses, dlogits):
+    lowest, highest = _label_range(labels)
+    if lowest >= 0 and highest < logits.shape[1]:
+        for block in prange(-(-logits.shape[0] // _rows_per_block(logits.shape[1]))):
+            _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlogits)
+    return lowest, highest
 
 
 def softmax_xent_cpu(logits: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Row losses (B,) and the gradient of their mean w.r.t. ``logits`` (B, C)."""
     logits, labels = _checked_inputs(logits, labels, label_smoothing)
-    _check_label_range(*_label_range(labels), logits.shape[1])
     row_losses, dlogits = _outputs(logits)
     kernel = _softmax_xent_parallel if logits.size >= PARALLEL_MIN_ELEMENTS else _softmax_xent_serial
-    kernel(logits, labels, float(label_smoothing), _block_count(logits), row_losses, dlogits)
+    _check_label_range(*kernel(logits, labels, float(label_smoothing), row_losses, dlogits), logits.shape[1])
     return row_losses, dlogits
 
 

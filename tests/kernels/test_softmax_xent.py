@@ -173,6 +173,15 @@ def test_label_out_of_range_raises_naming_label_and_classes(rng, kernel, bad):
         kernel(logits, labels)
 
 
+@pytest.mark.parametrize("bad", [-3, 9])
+def test_cpu_entries_check_labels_before_computing(rng, cpu_entry, bad):
+    """Both CPU drivers check the labels themselves, first: the error names the label."""
+    logits, labels = problem(rng, 6, 9)
+    labels[-1] = bad
+    with pytest.raises(ValueError, match=rf"label {bad} is outside \[0, 9\)"):
+        softmax_xent_cpu(logits, labels)
+
+
 def test_cpu_names_a_huge_unsigned_label_exactly(rng):
     logits, labels = problem(rng, 4, 7, label_dtype=np.uint64)
     labels[1] = 2**63 + 5
