@@ -89,7 +89,7 @@ def _check_label_range(lowest: int, highest: int, classes: int) -> None:
 
 def _outputs(logits: Any) -> tuple[Any, Any]:
     """Uninitialised ``row_losses`` (B,) and ``dlogits`` (B, C) beside ``logits``: two views of
-    one allocation (the second cost as much as the kernel's smallest calls)."""
+    one allocation (one allocation fewer a call, which shows on calls of ~12 µs)."""
     batch, classes = logits.shape
     both = empty(batch * (classes + 1), logits.dtype, like=logits)
     return both[batch * classes:], both[:batch * classes].reshape(batch, classes)
@@ -208,31 +208,31 @@ def _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlog
 
 
 @register_jitable
-def _label_range(labels):
+def _label_range_and_blocks(logits, labels):
+    """(lowest label, highest label, blocks to compute): no blocks when a label is out of range."""
     lowest = highest = labels[0]
     for label in labels:
         lowest = min(lowest, label)
         highest = max(highest, label)
-    return lowest, highest
+    valid = lowest >= 0 and highest < logits.shape[1]
+    return lowest, highest, -(-logits.shape[0] // _rows_per_block(logits.shape[1])) if valid else 0
 
 
 # Each driver checks the labels first (one jitted call a step, not two) and computes nothing
 # when one is out of range: the caller raises on the (lowest, highest) it returns.
 @njit(cache=True)
 def _softmax_xent_serial(logits, labels, label_smoothing, row_losses, dlogits):
-    lowest, highest = _label_range(labels)
-    if lowest >= 0 and highest < logits.shape[1]:
-        for block in range(-(-logits.shape[0] // _rows_per_block(logits.shape[1]))):
-            _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlogits)
+    lowest, highest, blocks = _label_range_and_blocks(logits, labels)
+    for block in range(blocks):
+        _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlogits)
     return lowest, highest
 
 
 @njit(parallel=True, cache=True)
 def _softmax_xent_parallel(logits, labels, label_smoothing, row_losses, dlogits):
-    lowest, highest = _label_range(labels)
-    if lowest >= 0 and highest < logits.shape[1]:
-        for block in prange(-(-logits.shape[0] // _rows_per_block(logits.shape[1]))):
-            _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlogits)
+    lowest, highest, blocks = _label_range_and_blocks(logits, labels)
+    for block in prange(blocks):
+        _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlogits)
     return lowest, highest
 
 

@@ -217,14 +217,14 @@ def _start_kernel_threads() -> None:
     loaded later (PyTorch's own) keeps its defaults. A policy the user set is left alone; a pool
     that is already running (Numba used before fastnet was imported) keeps its own.
     """
-    if "OMP_WAIT_POLICY" in os.environ:
-        set_num_threads(_default_threads())
-        return
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    ours = "OMP_WAIT_POLICY" not in os.environ
+    if ours:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     try:
         set_num_threads(_default_threads())  # starts the pool
     finally:
-        del os.environ["OMP_WAIT_POLICY"]
+        if ours:
+            del os.environ["OMP_WAIT_POLICY"]
 
 
 _start_kernel_threads()

@@ -114,7 +114,7 @@ class Conv2d(Function):
         out_channels, kernel_hw = weight.shape[0], tuple(weight.shape[2:])
         oh, ow = conv_output_shape(h, w, kernel_hw, stride, padding)
         self.x = xp.ascontiguousarray(x)
-        self.kernel_hw, self.stride, self.padding = kernel_hw, stride, padding
+        self.kernel_hw, self.stride, self.padding, self.plane = kernel_hw, stride, padding, oh * ow
         self.w2 = weight.reshape(out_channels, -1)
         # With a bias, the GEMM adds it: the weights get the bias as a last column and the columns
         # a last row of ones (no pass over y for the bias here, none over dY for its gradient).
@@ -141,8 +141,7 @@ class Conv2d(Function):
         if not ones_row:
             return device.im2col(x, self.kernel_hw, self.stride, self.padding)
         rows = self.w2.shape[1]
-        out_h, out_w = conv_output_shape(*x.shape[2:], self.kernel_hw, self.stride, self.padding)
-        cols = device.empty((rows + 1, x.shape[0] * out_h * out_w), x.dtype)
+        cols = device.empty((rows + 1, x.shape[0] * self.plane), x.dtype)
         device.im2col(x, self.kernel_hw, self.stride, self.padding, out=cols[:rows])
         cols[rows] = 1
         return cols
