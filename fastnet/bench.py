@@ -47,7 +47,7 @@ from numba import njit, prange
 
 from . import nn as fnn
 from .functional import conv2d
-from .functional.core import conv_image_chunks
+from .functional.core import Conv2d, Conv2dWinograd, conv_image_chunks
 from .tensor import Tensor, no_grad
 from .backend import Device, conv_output_shape, get_device, get_num_threads, set_num_threads, to_numpy
 from .kernels import _cuda
@@ -554,6 +554,48 @@ def _conv2d_case(device: Device, key: str, x_shape: tuple, out_channels: int, ke
     return Case(info, implementations)
 
 
+def _conv2d_train_case(device: Device, key: str, x_shape: tuple, out_channels: int) -> Case:
+    """Forward + backward (dx, dW, db) of a 3x3, stride-1, padding-1 convolution with a bias, the
+    way training runs it: ours through conv2d's own choice (Winograd from WINOGRAD_MIN_CHANNELS
+    input channels, else im2col), next to each of the two forced and to PyTorch's. FLOPs are the
+    direct convolution's (three products of 2·OC·C·9 per output pixel), whatever the algorithm."""
+    n, channels, height, width = x_shape
+    y_shape = (n, out_channels, height, width)
+    arrays = [_random(device, x_shape), _random(device, (out_channels, channels, 3, 3), seed=1),
+              _random(device, (out_channels,), seed=2)]
+    upstream = Tensor._wrap(_random(device, y_shape, seed=3), device)
+
+    def train_step(forward: Callable[..., Tensor]) -> tuple:
+        leaves = [Tensor._wrap(array, device) for array in arrays]
+        for leaf in leaves:
+            leaf.requires_grad = True
+        y = forward(*leaves)
+        y.backward(upstream)
+        return (y.data, *(leaf.grad.data for leaf in leaves))
+
+    implementations = {
+        OURS: Implementation(lambda: train_step(lambda *t: conv2d(*t, stride=1, padding=1))),
+        "im2col": Implementation(lambda: train_step(lambda *t: Conv2d.apply(*t, stride=(1, 1), padding=(1, 1)))),
+        "winograd": Implementation(lambda: train_step(lambda *t: Conv2dWinograd.apply(*t, padding=(1, 1)))),
+    }
+    torch = _torch_for(device)
+    if torch:
+        upstream_torch = torch.from_numpy(upstream.data)
+
+        def torch_step() -> tuple:
+            leaves = [torch.from_numpy(array).requires_grad_() for array in arrays]
+            y = torch.nn.functional.conv2d(*leaves, padding=1)
+            y.backward(upstream_torch)
+            return (y, *(leaf.grad for leaf in leaves))
+
+        implementations["torch"] = Implementation(torch_step)
+    out_size = n * out_channels * height * width
+    info = CaseInfo("conv2d_train", f"{key} {_conv_label(x_shape, 3, 1, 1, out_channels)}",
+                    3 * 2.0 * out_size * channels * 9,
+                    FLOAT32_BYTES * 2 * (math.prod(x_shape) + out_size + arrays[1].size + out_channels))
+    return Case(info, implementations)
+
+
 def _matmul_case(device: Device, key: str, m: int, n: int, k: int) -> Case:
     """c (M, N) = a (M, K) @ b (N, K)ᵀ: the A·Bᵀ form of a Linear layer's and a convolution's forward."""
     a, b = _random(device, (m, k)), _random(device, (n, k), seed=1)
@@ -931,6 +973,16 @@ def case_specs(quick: bool = False) -> list[CaseSpec]:
             add("conv2d", key, shape, functools.partial(_conv2d_case, key=key, x_shape=x_shape,
                                                         out_channels=out_channels, kernel=kernel, stride=stride,
                                                         padding=padding))
+    # Winograd's rows: MNIST's conv2, ResNet-20's three stages, and 8 channels (below the threshold)
+    train_layers = ((("tiny.c3", 2, 3, 4, 5), ("tiny.c16", 2, 16, 3, 5)) if quick else
+                    (("mnist.conv2.b64", 64, 32, 64, 14), ("mnist.conv2.b256", 256, 32, 64, 14),
+                     ("c8.b128", 128, 8, 16, 32), ("resnet20.stage1.b128", 128, 16, 16, 32),
+                     ("resnet20.stage2.b128", 128, 32, 32, 16), ("resnet20.stage3.b128", 128, 64, 64, 8)))
+    for key, batch, channels, out_channels, side in train_layers:
+        x_shape = (batch, channels, side, side)
+        add("conv2d_train", key, _conv_label(x_shape, 3, 1, 1, out_channels),
+            functools.partial(_conv2d_train_case, key=key, x_shape=x_shape, out_channels=out_channels),
+            ("im2col", "winograd", "torch"))
     matmuls = ((("tiny", 9, 5, 7),) if quick else
                (("mnist.conv2.b256", 256 * 14 * 14, 64, 32 * 9), ("mnist.fc1.b256", 256, 128, 64 * 7 * 7),
                 ("resnet.conv.b128", 128 * 16 * 16, 64, 64 * 9)))

@@ -14,7 +14,8 @@ Each family module holds, side by side:
 * ``cuda_kernels()``: the list of :class:`~fastnet.kernels._cuda.KernelSpec` that the PTX
   compile check (``fastnet.kernels.ptx``) builds for real hardware.
 
-Families: ``matmul``, ``conv`` (im2col / col2im), ``pool`` (max-pool), ``softmax_xent``
+Families: ``matmul``, ``conv`` (im2col / col2im), ``winograd`` (F(2x2, 3x3) convolution
+transforms), ``pool`` (max-pool), ``softmax_xent``
 (fused softmax + cross-entropy), ``optim`` (fused Adam/AdamW and SGD updates), ``norm`` (layer
 and batch norm), ``softmax`` (row softmax with masks, for attention), ``activation`` (ReLU). ``ptx`` builds them all
 for real hardware; ``_cuda`` holds the launch path they share, ``_fastmath`` the vectorisable

@@ -122,14 +122,25 @@ def empty(shape: Sequence[int] | int, dtype: Any, like: Any) -> Any:
     return xp.empty(shape, dtype=dtype)
 
 
-def check_out(op: str, out: Any, shape: tuple, dtype: Any, like: Any) -> Any:
+def matrices_contiguous(array: Any) -> bool:
+    """True when every matrix (the last two axes) of ``array`` is C-contiguous, whatever the
+    strides of the axes before them (a batch of matrices with gaps between them)."""
+    itemsize = array.dtype.itemsize
+    rows, columns = array.shape[-2:]
+    return ((columns <= 1 or array.strides[-1] == itemsize)
+            and (rows <= 1 or array.strides[-2] == columns * itemsize))
+
+
+def check_out(op: str, out: Any, shape: tuple, dtype: Any, like: Any, per_matrix: bool = False) -> Any:
     """``out``, after checking it is a C-contiguous ``dtype`` array of ``shape`` on ``like``'s device
-    (the error names what is wrong)."""
+    (with ``per_matrix``, only each matrix of it need be C-contiguous); the error names what is wrong."""
+    contiguous = out.flags.c_contiguous or (per_matrix and out.ndim >= 2 and matrices_contiguous(out))
     if (array_module(out) is not array_module(like) or tuple(out.shape) != shape or out.dtype != dtype
-            or not out.flags.c_contiguous):
+            or not contiguous):
+        wanted = "matrix-contiguous" if per_matrix and len(shape) >= 3 else "C-contiguous"
         raise ValueError(
-            f"{op} expects out as a C-contiguous {dtype} {type(like).__name__} of shape {shape}, "
-            f"got a {'C-contiguous' if out.flags.c_contiguous else 'non-contiguous'} {out.dtype} "
+            f"{op} expects out as a {wanted} {dtype} {type(like).__name__} of shape {shape}, "
+            f"got a {wanted if contiguous else 'non-contiguous'} {out.dtype} "
             f"{type(out).__name__} of shape {tuple(out.shape)}"
         )
     return out

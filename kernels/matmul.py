@@ -8,7 +8,9 @@ Buffers (M, N, K are the sizes of ``c`` and of the summed axis; B the batch size
 * ``a``: ``(M, K)``, or ``(K, M)`` with ``trans_a``; ``(B, M, K)`` / ``(B, K, M)`` when batched;
 * ``b``: ``(K, N)``, or ``(N, K)`` with ``trans_b``; ``(B, ...)`` when batched;
 * ``c``: ``(M, N)``, or ``(B, M, N)``; same dtype as ``a`` and ``b`` (float32 or float64); a new
-  array, or the C-contiguous ``out`` when one is given (conv2d passes a slice of its output).
+  array, or ``out`` when one is given: C-contiguous, or for a batch each matrix C-contiguous
+  with any stride between matrices (conv2d passes a slice of its output, and Winograd tile
+  buffers whose matrices are spaced apart; see kernels/winograd.py).
 
 Variants, simplest first:
 
@@ -106,7 +108,8 @@ def reference_matmul(a: np.ndarray, b: np.ndarray, trans_a: bool = False,
 def _out(a: Any, m: int, n: int, out: Any) -> Any:
     """``out`` checked against the product's shape, or a new array when it is None."""
     shape = (a.shape[0], m, n) if a.ndim == 3 else (m, n)
-    return empty(shape, a.dtype, like=a) if out is None else check_out("matmul", out, shape, a.dtype, a)
+    return empty(shape, a.dtype, like=a) if out is None else check_out("matmul", out, shape, a.dtype, a,
+                                                                        per_matrix=True)
 
 
 def matmul_cpu(a: np.ndarray, b: np.ndarray, trans_a: bool = False, trans_b: bool = False,

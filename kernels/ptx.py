@@ -39,7 +39,7 @@ from unittest import mock
 
 from ._cuda import KernelSpec, simulating
 
-FAMILIES = ("matmul", "conv", "pool", "softmax_xent", "optim", "norm", "softmax", "activation")
+FAMILIES = ("matmul", "conv", "winograd", "pool", "softmax_xent", "optim", "norm", "softmax", "activation")
 DEFAULT_CCS = ((8, 0), (9, 0))
 MAX_STATIC_SHARED_BYTES = 48 * 1024
 

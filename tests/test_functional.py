@@ -5,7 +5,7 @@ import pytest
 
 import fastnet as fn
 import fastnet.functional as F
-from fastnet.functional.core import conv_image_chunks
+from fastnet.functional.core import WINOGRAD_MIN_CHANNELS, Conv2d, Conv2dWinograd, conv_image_chunks
 from fastnet.gradcheck import gradcheck
 from fastnet.kernels import conv as conv_kernels
 from fastnet.kernels import pool as pool_kernels
@@ -125,6 +125,79 @@ def test_conv2d_any_subset_of_gradients(rng, small_conv_workspace, needs_grad):
 def test_conv2d_channel_mismatch_names_shapes():
     with pytest.raises(ValueError, match=r"\(1, 3, 8, 8\) has 3 channels .* \(4, 2, 3, 3\)"):
         F.conv2d(fn.tensor(np.ones((1, 3, 8, 8))), fn.tensor(np.ones((4, 2, 3, 3))))
+    with pytest.raises(ValueError, match=r"\(1, 16, 6, 6\) has 16 channels .* \(4, 2, 3, 3\)"):  # Winograd's
+        F.conv2d(fn.tensor(np.ones((1, 16, 6, 6))), fn.tensor(np.ones((4, 2, 3, 3))))
+
+
+# --- Winograd: 3x3 kernels at stride 1 over WINOGRAD_MIN_CHANNELS or more input channels ----------
+
+def winograd_operands(rng, shape, out_channels, dtype=np.float64):
+    x = fn.tensor(rng.standard_normal(shape), dtype=dtype, requires_grad=True)
+    w = fn.tensor(rng.standard_normal((out_channels, shape[1], 3, 3)) / 3, dtype=dtype, requires_grad=True)
+    b = fn.tensor(rng.standard_normal(out_channels), dtype=dtype, requires_grad=True)
+    return x, w, b
+
+
+def test_conv2d_takes_winograd_only_where_it_applies(rng):
+    channels = WINOGRAD_MIN_CHANNELS
+    x, w, b = winograd_operands(rng, (1, channels, 6, 5), 2)
+    assert isinstance(F.conv2d(x, w, b, padding=1)._ctx, Conv2dWinograd)
+    assert isinstance(F.conv2d(x, w, b, stride=2, padding=1)._ctx, Conv2d)  # stride 2
+    narrow = fn.tensor(rng.standard_normal((1, channels - 1, 6, 5)), dtype=np.float64, requires_grad=True)
+    assert isinstance(F.conv2d(narrow, fn.tensor(np.ones((2, channels - 1, 3, 3)), dtype=np.float64))._ctx, Conv2d)
+    assert isinstance(F.conv2d(x, fn.tensor(np.ones((2, channels, 3, 2)), dtype=np.float64))._ctx, Conv2d)  # not 3x3
+
+
+@pytest.mark.parametrize("shape, out_channels, padding",
+                         [((2, 16, 5, 4), 3, 1), ((1, 17, 6, 7), 2, 0), ((2, 16, 3, 5), 3, (2, 1)),
+                          ((2, 16, 4, 3), 16, 1)],  # as many output channels as input: no buffer shared
+                         ids=["odd-p1", "p0", "p2x1", "square"])
+def test_winograd_conv2d_gradients(rng, shape, out_channels, padding):
+    x, w, b = winograd_operands(rng, shape, out_channels)
+    y = F.conv2d(x, w, b, padding=padding)
+    assert isinstance(y._ctx, Conv2dWinograd)
+    expected = conv_kernels.reference_conv2d(x.numpy(), w.numpy(), b.numpy(), 1, padding)
+    assert np.abs(y.numpy() - expected).max() <= 1e-12 * np.abs(expected).max()
+    assert gradcheck(lambda x, w, b: F.conv2d(x, w, b, padding=padding), [x, w, b])
+
+
+def test_winograd_agrees_with_im2col_in_uneven_chunks(rng, small_conv_workspace):
+    """Outputs and all three gradients, float32, 7 images in chunks of 3, 3 and 1 against im2col
+    in one chunk: two algorithms, the same convolution to float32 rounding."""
+    x, w, b = winograd_operands(rng, (7, 16, 9, 7), 5, np.float32)
+    upstream = fn.tensor(rng.standard_normal((7, 5, 9, 7)).astype(np.float32))
+    results = {}
+    for name, function, images in (("im2col", Conv2d, 7), ("winograd", Conv2dWinograd, 3)):
+        tiles_per_image = 5 * 4
+        small_conv_workspace(images, 16 * (16 + 5) * tiles_per_image * 4 if name == "winograd" else 10 ** 9)
+        for t in (x, w, b):
+            t.grad = None
+        params = {"padding": (1, 1)} if name == "winograd" else {"stride": (1, 1), "padding": (1, 1)}
+        y = function.apply(x, w, b, **params)
+        if name == "winograd":
+            assert y._ctx.chunks == [(0, 3), (3, 6), (6, 7)]
+        (y * upstream).sum().backward()
+        results[name] = [y.numpy(), x.grad.numpy(), w.grad.numpy(), b.grad.numpy()]
+    for got, expected in zip(results["winograd"], results["im2col"]):
+        assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("needs_grad", [(True, False, False), (False, True, False), (False, False, True)],
+                         ids=["x", "w", "b"])
+def test_winograd_any_subset_of_gradients(rng, needs_grad):
+    values = [t.numpy() for t in winograd_operands(rng, (3, 16, 5, 6), 4)]
+    upstream = fn.tensor(rng.standard_normal((3, 4, 5, 6)))
+
+    def gradients(flags):
+        leaves = [fn.tensor(v, dtype=np.float64, requires_grad=flag) for v, flag in zip(values, flags)]
+        (F.conv2d(*leaves, padding=1) * upstream).sum().backward()
+        return [None if t.grad is None else t.grad.numpy() for t in leaves]
+
+    everything = gradients((True, True, True))
+    for got, flag, expected in zip(gradients(needs_grad), needs_grad, everything):
+        assert (got is not None) == flag
+        if flag:
+            np.testing.assert_array_equal(got, expected)
 
 
 @pytest.mark.parametrize("kernel,stride,padding", [(2, None, 0), (3, 2, 1), ((2, 3), (1, 2), 0)])

@@ -9,6 +9,9 @@ method              kernel family               what it returns
 ==================  ==========================  =============================================
 matmul              matmul                      op(a) @ op(b), 2-D or batched 3-D
 im2col / col2im     conv                        (C*KH*KW, N*OH*OW) columns / their adjoint
+winograd_*          winograd                    F(2x2, 3x3) transforms of weights, input tiles
+                                                and output tiles, each with its adjoint
+                                                (``_grad``); ``winograd_tiles`` allocates tiles
 maxpool2d_forward   pool                        (y, argmax); ``maxpool2d_backward`` -> dx
 softmax_xent        softmax_xent                (row losses, d(mean loss)/d logits)
 adam_step           optim                       in-place fused Adam/AdamW update
@@ -47,6 +50,7 @@ from ..kernels import (
     pool,
     softmax,
     softmax_xent,
+    winograd,
 )
 from ..kernels.conv import conv_output_shape  # noqa: F401 - re-exported for the layers above
 
@@ -55,6 +59,13 @@ _CONTRACT = {
     "matmul": (matmul, "matmul"),
     "im2col": (conv, "im2col"),
     "col2im": (conv, "col2im"),
+    "winograd_tiles": (winograd, "tiles_buffer"),
+    "winograd_weights": (winograd, "winograd_weights"),
+    "winograd_weights_grad": (winograd, "winograd_weights_grad"),
+    "winograd_input": (winograd, "winograd_input"),
+    "winograd_input_grad": (winograd, "winograd_input_grad"),
+    "winograd_output": (winograd, "winograd_output"),
+    "winograd_output_grad": (winograd, "winograd_output_grad"),
     "maxpool2d_forward": (pool, "maxpool2d_forward"),
     "maxpool2d_backward": (pool, "maxpool2d_backward"),
     "softmax_xent": (softmax_xent, "softmax_xent"),

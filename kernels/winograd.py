@@ -1,0 +1,811 @@
+"""Winograd F(2x2, 3x3): a 3x3, stride-1 convolution with 2.25x fewer multiplications.
+
+Math (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2015). Cut the output
+into 2x2 tiles; the 4x4 input patch d under a tile and a 3x3 filter g give the tile as
+
+    Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A
+
+        Bᵀ = [[1,  0, -1,  0],      G = [[ 1,    0,   0],      Aᵀ = [[1, 1,  1,  0],
+              [0,  1,  1,  0],           [1/2,  1/2, 1/2],            [0, 1, -1, -1]]
+              [0, -1,  1,  0],           [1/2, -1/2, 1/2],
+              [0,  1,  0, -1]]           [ 0,    0,   1]]
+
+which is exact in exact arithmetic: 16 multiplications a tile instead of 36. Summed over input
+channels, the elementwise product becomes 16 independent matrix products, one per position ξ of
+the 4x4 transformed tile, and those go to BLAS:
+
+    U[ξ] = (G g Gᵀ)[ξ]        (16, K, C)   weights, K output and C input channels
+    V[ξ] = (Bᵀ d B)[ξ]        (16, C, T)   input tiles, T = N·TH·TW tiles
+    M[ξ] = U[ξ] · V[ξ]        (16, K, T)
+    y    = Aᵀ M A (+ b)       (N, K, OH, OW)
+
+For an input x (N, C, H, W) and zero padding (PH, PW): OH = H + 2·PH - 2, OW = W + 2·PW - 2,
+TH = ceil(OH / 2), TW = ceil(OW / 2); tile t = (n·TH + i)·TW + j covers output rows 2i, 2i+1
+and columns 2j, 2j+1 (clipped at the far edges when OH or OW is odd) and reads padded input rows
+2i..2i+3, columns 2j..2j+3 (zero outside x).
+
+The map (g, d) -> y is bilinear, so its gradients are the transposed maps, exactly:
+
+    dM[ξ] = (A dY Aᵀ)[ξ]      (16, K, T)   dY's 2x2 tile, zero where the tile was clipped
+    dU[ξ] = dM[ξ] · V[ξ]ᵀ     (16, K, C)   ->  dg = Gᵀ dU G, (K, C, 3, 3)
+    dV[ξ] = U[ξ]ᵀ · dM[ξ]     (16, C, T)   ->  dx = Σ over tiles of B dV Bᵀ, added onto the
+                                               4x4 patch each tile read (neighbours overlap by 2)
+
+The transforms below are this module's kernels; the products are the matmul family's. All
+buffers are float32 or float64, one dtype throughout; images and filters C-contiguous; tile
+buffers (U, V, M and their gradients) have each of their 16 matrices C-contiguous, and on the
+host the matrices are spaced apart (:func:`tiles_buffer_cpu` says why). Each transform writes
+into ``out`` when given (conv2d hands it reused buffers), else allocates.
+
+Variants, simplest first:
+
+* ``reference_*``: float64 NumPy, each transform as the matrix products above (einsum), the
+  tiles cut from a padded copy of the input; conv.reference_conv2d (a direct sliding-window sum)
+  is the independent check of the whole pipeline.
+* ``*_cpu``: Numba. Every transform works one (image, channel) plane at a time: the input side
+  through a zero-padded copy of the plane (no bounds tests per pixel), the output side clipping
+  the last tile row and column. A plane belongs to one task, so the overlapping adds of the input
+  gradient are race-free and in a fixed order (deterministic); planes run in parallel at and above
+  ``PARALLEL_MIN_ELEMENTS`` tile entries, serially below (conv2d's cache-sized chunks).
+* ``*_cuda``: one thread per tile for the transforms that own their tile (input tiles, output
+  tiles and their transpose); the input gradient is a gather, one thread per input pixel summing
+  the (up to 4) tiles that read it, in a fixed order: no atomics, deterministic. Grid-stride loops.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numba
+import numpy as np
+from numba import cuda, njit, prange
+from numba.extending import register_jitable
+
+from ._cuda import (
+    KernelSpec,
+    array_module,
+    check_out,
+    empty,
+    launch,
+    matrices_contiguous,
+    stride_grid,
+)
+from .conv import as_shape, check_float_dtype
+
+THREADS_PER_BLOCK = 256
+POSITIONS = 16  # entries of a transformed 4x4 tile: the ξ axis of U, V and M
+
+# The transform matrices, for the references (the kernels spell them out as adds).
+B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
+A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
+
+
+class TileGeometry(NamedTuple):
+    """Zero padding, output plane and tile grid of a 3x3 stride-1 convolution over one plane."""
+
+    pad_h: int
+    pad_w: int
+    out_h: int
+    out_w: int
+    tiles_h: int
+    tiles_w: int
+
+
+def tile_geometry(height: int, width: int, padding: int | tuple[int, int]) -> TileGeometry:
+    """The :class:`TileGeometry` of an ``height`` x ``width`` plane; ValueError if 3x3 does not fit."""
+    pad_h, pad_w = (padding, padding) if isinstance(padding, (int, np.integer)) else padding
+    if int(pad_h) != pad_h or int(pad_w) != pad_w or min(pad_h, pad_w) < 0:
+        raise ValueError(f"winograd: padding must be a non-negative int or pair of ints, got {padding!r}")
+    out_h, out_w = height + 2 * pad_h - 2, width + 2 * pad_w - 2
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"winograd: a 3x3 kernel does not fit the {height}x{width} input padded by "
+                         f"({pad_h}, {pad_w})")
+    return TileGeometry(int(pad_h), int(pad_w), out_h, out_w, (out_h + 1) // 2, (out_w + 1) // 2)
+
+
+def _tiles_buffer(rows: int, count: int, dtype: Any, like: Any, spaced: bool) -> Any:
+    dtype = np.dtype(dtype)
+    line = max(1, 64 // dtype.itemsize)  # elements in a 64-byte cache line
+    stride = -(-rows * count // line) * line if spaced else rows * count
+    if spaced and (stride // line) % 2 == 0:
+        stride += line
+    buffer = empty((POSITIONS, stride), dtype, like=like)
+    return buffer[:, :rows * count].reshape(POSITIONS, rows, count)
+
+
+def tiles_buffer_cpu(rows: int, count: int, dtype: Any, like: np.ndarray) -> np.ndarray:
+    """An uninitialised (16, rows, count) host tile buffer (``like``: a NumPy array), each matrix C-contiguous, the 16
+    matrices spaced an odd number of cache lines apart.
+
+    Why spaced: every transform touches all 16 matrices at once, one entry each per tile. Spaced
+    a multiple of 4 KB apart (as (16, 64, 784) float32 is) all 16 streams fall in one L1 set,
+    which holds 12, and evict each other: the output gradient's transform of 16 MNIST images took
+    3.1 ms instead of 0.44 ms."""
+    return _tiles_buffer(rows, count, dtype, like, spaced=True)
+
+
+def tiles_buffer_cuda(rows: int, count: int, dtype: Any, like: Any) -> Any:
+    """An uninitialised C-contiguous (16, rows, count) tile buffer on ``like``'s device (a GPU, or
+    the host in the simulator, which takes contiguous arrays only)."""
+    return _tiles_buffer(rows, count, dtype, like, spaced=False)
+
+
+def _tiles_out(op: str, out: Any, rows: int, count: int, dtype: Any, like: Any, host: bool) -> Any:
+    if out is None:
+        return _tiles_buffer(rows, count, dtype, like, spaced=host)
+    return check_out(op, out, (POSITIONS, rows, count), dtype, like, per_matrix=host)
+
+
+def _tiles_in(tiles: Any, host: bool) -> Any:
+    """``tiles`` as the kernels take them: on the host each matrix C-contiguous (a spaced buffer
+    is used as it is), on a GPU or in the simulator wholly C-contiguous."""
+    if host and matrices_contiguous(tiles):
+        return tiles
+    return array_module(tiles).ascontiguousarray(tiles)
+
+
+def _check_tiles(name: str, op: str, tiles: Any, rows: int, count: int) -> None:
+    check_float_dtype(tiles, name, op)
+    if tuple(tiles.shape) != (POSITIONS, rows, count):
+        raise ValueError(f"{op} expects {name} of shape {(POSITIONS, rows, count)}, got {tuple(tiles.shape)}")
+
+
+def _out(op: str, out: Any, shape: tuple, dtype: Any, like: Any) -> Any:
+    return empty(shape, dtype, like=like) if out is None else check_out(op, out, shape, dtype, like)
+
+
+def _weights_arguments(weight: Any, out: Any, host: bool):
+    check_float_dtype(weight, "weight", "winograd_weights")
+    if weight.ndim != 4 or tuple(weight.shape[2:]) != (3, 3):
+        raise ValueError(f"winograd_weights expects weight of shape (K, C, 3, 3), got {tuple(weight.shape)}")
+    tiles = _tiles_out("winograd_weights", out, weight.shape[0], weight.shape[1], weight.dtype, weight, host)
+    return array_module(weight).ascontiguousarray(weight), tiles
+
+
+def _weights_grad_arguments(tiles_grad: Any, out: Any, host: bool):
+    check_float_dtype(tiles_grad, "tiles_grad", "winograd_weights_grad")
+    if tiles_grad.ndim != 3 or tiles_grad.shape[0] != POSITIONS:
+        raise ValueError(f"winograd_weights_grad expects tiles_grad of shape (16, K, C), got "
+                         f"{tuple(tiles_grad.shape)}")
+    shape = (tiles_grad.shape[1], tiles_grad.shape[2], 3, 3)
+    return _tiles_in(tiles_grad, host), _out("winograd_weights_grad", out, shape, tiles_grad.dtype, tiles_grad)
+
+
+def _input_arguments(x: Any, padding: Any, out: Any, host: bool):
+    check_float_dtype(x, "x", "winograd_input")
+    if x.ndim != 4:
+        raise ValueError(f"winograd_input expects x of shape (N, C, H, W), got {tuple(x.shape)}")
+    geometry = tile_geometry(x.shape[2], x.shape[3], padding)
+    count = x.shape[0] * geometry.tiles_h * geometry.tiles_w
+    tiles = _tiles_out("winograd_input", out, x.shape[1], count, x.dtype, x, host)
+    return array_module(x).ascontiguousarray(x), geometry, tiles
+
+
+def _input_grad_arguments(tiles_grad: Any, x_shape: Sequence[int], padding: Any, out: Any, host: bool):
+    x_shape = as_shape(x_shape, "winograd_input_grad")
+    if len(x_shape) != 4:
+        raise ValueError(f"winograd_input_grad expects x_shape (N, C, H, W), got {x_shape}")
+    geometry = tile_geometry(x_shape[2], x_shape[3], padding)
+    _check_tiles("tiles_grad", "winograd_input_grad", tiles_grad, x_shape[1],
+                 x_shape[0] * geometry.tiles_h * geometry.tiles_w)
+    dx = _out("winograd_input_grad", out, x_shape, tiles_grad.dtype, tiles_grad)
+    return _tiles_in(tiles_grad, host), geometry, dx
+
+
+def _output_arguments(tiles: Any, bias: Any, y_shape: Sequence[int], out: Any, host: bool):
+    y_shape = as_shape(y_shape, "winograd_output")
+    if len(y_shape) != 4:
+        raise ValueError(f"winograd_output expects y_shape (N, K, OH, OW), got {y_shape}")
+    batch, channels, out_h, out_w = y_shape
+    tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
+    _check_tiles("tiles", "winograd_output", tiles, channels, batch * tiles_h * tiles_w)
+    if bias is not None and (tuple(bias.shape) != (channels,) or bias.dtype != tiles.dtype):
+        raise ValueError(f"winograd_output expects bias of shape ({channels},) and dtype {tiles.dtype}, got "
+                         f"{tuple(bias.shape)} {bias.dtype}")
+    xp = array_module(tiles)
+    bias = xp.zeros(channels, tiles.dtype) if bias is None else xp.ascontiguousarray(bias)
+    y = _out("winograd_output", out, y_shape, tiles.dtype, tiles)
+    return _tiles_in(tiles, host), bias, y, tiles_h, tiles_w
+
+
+def _output_grad_arguments(dy: Any, out: Any, host: bool):
+    check_float_dtype(dy, "dy", "winograd_output_grad")
+    if dy.ndim != 4:
+        raise ValueError(f"winograd_output_grad expects dy of shape (N, K, OH, OW), got {tuple(dy.shape)}")
+    batch, channels, out_h, out_w = dy.shape
+    tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
+    dm = _tiles_out("winograd_output_grad", out, channels, batch * tiles_h * tiles_w, dy.dtype, dy, host)
+    return array_module(dy).ascontiguousarray(dy), dm, tiles_h, tiles_w
+
+
+# ---------------------------------------------------------------------------------------------
+# References (float64)
+
+
+def _padded_patches(x: np.ndarray, geometry: TileGeometry) -> np.ndarray:
+    """(N, C, TH, TW, 4, 4): the padded input patch under every tile (zero beyond x)."""
+    pad_h, pad_w, _, _, tiles_h, tiles_w = geometry
+    batch, channels, height, width = x.shape
+    padded = np.zeros((batch, channels, 2 * tiles_h + 2, 2 * tiles_w + 2))
+    padded[:, :, pad_h:pad_h + height, pad_w:pad_w + width] = x
+    patches = np.empty((batch, channels, tiles_h, tiles_w, 4, 4))
+    for r in range(4):
+        for s in range(4):
+            patches[..., r, s] = padded[:, :, r:r + 2 * tiles_h:2, s:s + 2 * tiles_w:2]
+    return patches
+
+
+def _as_tiles(per_tile: np.ndarray) -> np.ndarray:
+    """(N, C, TH, TW, 4, 4) -> (16, C, N·TH·TW)."""
+    batch, channels = per_tile.shape[:2]
+    return per_tile.reshape(batch, channels, -1, POSITIONS).transpose(3, 1, 0, 2).reshape(POSITIONS, channels, -1)
+
+
+def _from_tiles(tiles: np.ndarray, batch: int, tiles_h: int, tiles_w: int) -> np.ndarray:
+    """(16, C, N·TH·TW) -> (N, C, TH, TW, 4, 4)."""
+    channels = tiles.shape[1]
+    return tiles.reshape(4, 4, channels, batch, tiles_h, tiles_w).transpose(3, 2, 4, 5, 0, 1)
+
+
+def reference_weights(weight: np.ndarray) -> np.ndarray:
+    """U = G g Gᵀ per (k, c), as (16, K, C)."""
+    u = np.einsum("ai,kcij,bj->abkc", G, np.asarray(weight, np.float64), G)
+    return u.reshape(POSITIONS, *weight.shape[:2])
+
+
+def reference_weights_grad(tiles_grad: np.ndarray) -> np.ndarray:
+    """dg = Gᵀ dU G per (k, c), as (K, C, 3, 3)."""
+    du = np.asarray(tiles_grad, np.float64).reshape(4, 4, *tiles_grad.shape[1:])
+    return np.einsum("ai,abkc,bj->kcij", G, du, G)
+
+
+def reference_input(x: np.ndarray, padding: int | tuple[int, int]) -> np.ndarray:
+    """V = Bᵀ d B for the padded patch d under every tile, as (16, C, N·TH·TW)."""
+    geometry = tile_geometry(x.shape[2], x.shape[3], padding)
+    patches = _padded_patches(np.asarray(x, np.float64), geometry)
+    return _as_tiles(np.einsum("ar,nctjrs,bs->nctjab", B_T, patches, B_T))
+
+
+def reference_input_grad(tiles_grad: np.ndarray, x_shape: Sequence[int], padding: int | tuple[int, int]) -> np.ndarray:
+    """dx: each tile's B dV Bᵀ added back onto the padded patch it came from, padding cut off."""
+    batch, channels, height, width = x_shape
+    pad_h, pad_w, _, _, tiles_h, tiles_w = geometry = tile_geometry(height, width, padding)
+    patch_grads = np.einsum("ar,nctjab,bs->nctjrs", B_T,
+                            _from_tiles(np.asarray(tiles_grad, np.float64), batch, tiles_h, tiles_w), B_T)
+    padded = np.zeros((batch, channels, 2 * geometry.tiles_h + 2, 2 * geometry.tiles_w + 2))
+    for r in range(4):
+        for s in range(4):
+            padded[:, :, r:r + 2 * tiles_h:2, s:s + 2 * tiles_w:2] += patch_grads[..., r, s]
+    return padded[:, :, pad_h:pad_h + height, pad_w:pad_w + width]
+
+
+def reference_output(tiles: np.ndarray, bias: np.ndarray | None, y_shape: Sequence[int]) -> np.ndarray:
+    """y = Aᵀ M A (+ b) per tile, the tiles' far edges clipped to (OH, OW)."""
+    batch, channels, out_h, out_w = y_shape
+    tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
+    per_tile = np.einsum("oa,nktjab,pb->nktjop", A_T, _from_tiles(np.asarray(tiles, np.float64), batch,
+                                                                     tiles_h, tiles_w), A_T)
+    y = per_tile.transpose(0, 1, 2, 4, 3, 5).reshape(batch, channels, 2 * tiles_h, 2 * tiles_w)[:, :, :out_h, :out_w]
+    return y + (0 if bias is None else np.asarray(bias, np.float64)[None, :, None, None])
+
+
+def reference_output_grad(dy: np.ndarray) -> np.ndarray:
+    """dM = A dY Aᵀ per tile (dY zero-extended to whole tiles), as (16, K, N·TH·TW)."""
+    batch, channels, out_h, out_w = dy.shape
+    tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
+    whole = np.zeros((batch, channels, 2 * tiles_h, 2 * tiles_w))
+    whole[:, :, :out_h, :out_w] = dy
+    per_tile = whole.reshape(batch, channels, tiles_h, 2, tiles_w, 2).transpose(0, 1, 2, 4, 3, 5)
+    return _as_tiles(np.einsum("oa,nktjop,pb->nktjab", A_T, per_tile, A_T))
+
+
+# ---------------------------------------------------------------------------------------------
+# The 1-D transforms, each on four (or two) scalars: shared by the CPU and CUDA kernels.
+
+
+@register_jitable
+def _b_t(d0, d1, d2, d3):
+    """Bᵀ·d for one column (or row) of four values."""
+    return d0 - d2, d1 + d2, d2 - d1, d1 - d3
+
+
+@register_jitable
+def _b(v0, v1, v2, v3):
+    """B·v: the adjoint of :func:`_b_t`."""
+    return v0, v1 - v2 + v3, v1 + v2 - v0, -v3
+
+
+@register_jitable
+def _a_t(m0, m1, m2, m3):
+    """Aᵀ·m: four transformed values to two outputs."""
+    return m0 + m1 + m2, m1 - m2 - m3
+
+
+@register_jitable
+def _a(g0, g1):
+    """A·g: the adjoint of :func:`_a_t`."""
+    return g0, g0 + g1, g0 - g1, -g1
+
+
+@register_jitable
+def _g(w0, w1, w2, half):
+    """G·w: three filter taps to four transformed values."""
+    return w0, (w0 + w1 + w2) * half, (w0 - w1 + w2) * half, w2
+
+
+@register_jitable
+def _g_t(u0, u1, u2, u3, half):
+    """Gᵀ·u: the adjoint of :func:`_g`."""
+    return u0 + (u1 + u2) * half, (u1 - u2) * half, (u1 + u2) * half + u3
+
+
+@register_jitable
+def _store_row(tiles, a, channel, t, values):
+    """tiles[4a .. 4a+3, channel, t] = values: row a of a transformed tile."""
+    tiles[4 * a, channel, t] = values[0]
+    tiles[4 * a + 1, channel, t] = values[1]
+    tiles[4 * a + 2, channel, t] = values[2]
+    tiles[4 * a + 3, channel, t] = values[3]
+
+
+@register_jitable
+def _load_row(tiles, a, channel, t):
+    """Row a of the transformed tile tiles[:, channel, t], as four values."""
+    return tiles[4 * a, channel, t], tiles[4 * a + 1, channel, t], tiles[4 * a + 2, channel, t], tiles[4 * a + 3, channel, t]
+
+
+# Every tile helper below is spelled out with constant indices: a loop over a tuple with a runtime
+# index compiles to spills to the stack and ran the input transform at half this speed.
+
+
+@register_jitable
+def _weights_one(weight, tiles, k, c):
+    """U[:, k, c] = G g Gᵀ for the filter g = weight[k, c]."""
+    half = weight.dtype.type(0.5)
+    g = weight[k, c]
+    col0 = _g(g[0, 0], g[1, 0], g[2, 0], half)
+    col1 = _g(g[0, 1], g[1, 1], g[2, 1], half)
+    col2 = _g(g[0, 2], g[1, 2], g[2, 2], half)
+    _store_row(tiles, 0, k, c, _g(col0[0], col1[0], col2[0], half))
+    _store_row(tiles, 1, k, c, _g(col0[1], col1[1], col2[1], half))
+    _store_row(tiles, 2, k, c, _g(col0[2], col1[2], col2[2], half))
+    _store_row(tiles, 3, k, c, _g(col0[3], col1[3], col2[3], half))
+
+
+@register_jitable
+def _weights_grad_one(tiles_grad, dweight, k, c):
+    """dweight[k, c] = Gᵀ dU G for dU = tiles_grad[:, k, c]."""
+    half = tiles_grad.dtype.type(0.5)
+    u0, u1, u2, u3 = _load_row(tiles_grad, 0, k, c), _load_row(tiles_grad, 1, k, c), \
+        _load_row(tiles_grad, 2, k, c), _load_row(tiles_grad, 3, k, c)
+    col0 = _g_t(u0[0], u1[0], u2[0], u3[0], half)
+    col1 = _g_t(u0[1], u1[1], u2[1], u3[1], half)
+    col2 = _g_t(u0[2], u1[2], u2[2], u3[2], half)
+    col3 = _g_t(u0[3], u1[3], u2[3], u3[3], half)
+    row0 = _g_t(col0[0], col1[0], col2[0], col3[0], half)
+    row1 = _g_t(col0[1], col1[1], col2[1], col3[1], half)
+    row2 = _g_t(col0[2], col1[2], col2[2], col3[2], half)
+    g = dweight[k, c]
+    g[0, 0], g[0, 1], g[0, 2] = row0
+    g[1, 0], g[1, 1], g[1, 2] = row1
+    g[2, 0], g[2, 1], g[2, 2] = row2
+
+
+@register_jitable
+def _input_tile(p0, p1, p2, p3, s, tiles, c, t):
+    """V[:, c, t] = Bᵀ d B for the patch d = rows p0..p3, columns s..s+3."""
+    col0 = _b_t(p0[s], p1[s], p2[s], p3[s])
+    col1 = _b_t(p0[s + 1], p1[s + 1], p2[s + 1], p3[s + 1])
+    col2 = _b_t(p0[s + 2], p1[s + 2], p2[s + 2], p3[s + 2])
+    col3 = _b_t(p0[s + 3], p1[s + 3], p2[s + 3], p3[s + 3])
+    _store_row(tiles, 0, c, t, _b_t(col0[0], col1[0], col2[0], col3[0]))
+    _store_row(tiles, 1, c, t, _b_t(col0[1], col1[1], col2[1], col3[1]))
+    _store_row(tiles, 2, c, t, _b_t(col0[2], col1[2], col2[2], col3[2]))
+    _store_row(tiles, 3, c, t, _b_t(col0[3], col1[3], col2[3], col3[3]))
+
+
+@register_jitable
+def _output_tile(tiles, k, t):
+    """Aᵀ M A for M = tiles[:, k, t]: the tile's outputs (y00, y01, y10, y11)."""
+    m0, m1, m2, m3 = _load_row(tiles, 0, k, t), _load_row(tiles, 1, k, t), _load_row(tiles, 2, k, t), \
+        _load_row(tiles, 3, k, t)
+    left = _a_t(m0[0] + m0[1] + m0[2], m1[0] + m1[1] + m1[2], m2[0] + m2[1] + m2[2], m3[0] + m3[1] + m3[2])
+    right = _a_t(m0[1] - m0[2] - m0[3], m1[1] - m1[2] - m1[3], m2[1] - m2[2] - m2[3], m3[1] - m3[2] - m3[3])
+    return left[0], right[0], left[1], right[1]
+
+
+@register_jitable
+def _output_grad_tile(g00, g01, g10, g11, tiles_grad, k, t):
+    """dM[:, k, t] = A dY Aᵀ for the 2x2 output gradient [[g00, g01], [g10, g11]]."""
+    col0 = _a(g00, g10)
+    col1 = _a(g01, g11)
+    _store_row(tiles_grad, 0, k, t, _a(col0[0], col1[0]))
+    _store_row(tiles_grad, 1, k, t, _a(col0[1], col1[1]))
+    _store_row(tiles_grad, 2, k, t, _a(col0[2], col1[2]))
+    _store_row(tiles_grad, 3, k, t, _a(col0[3], col1[3]))
+
+
+@register_jitable
+def _input_grad_patch(tiles_grad, c, t):
+    """B dV Bᵀ for dV = tiles_grad[:, c, t], as four rows of four."""
+    v0, v1, v2, v3 = _load_row(tiles_grad, 0, c, t), _load_row(tiles_grad, 1, c, t), \
+        _load_row(tiles_grad, 2, c, t), _load_row(tiles_grad, 3, c, t)
+    col0 = _b(v0[0], v1[0], v2[0], v3[0])
+    col1 = _b(v0[1], v1[1], v2[1], v3[1])
+    col2 = _b(v0[2], v1[2], v2[2], v3[2])
+    col3 = _b(v0[3], v1[3], v2[3], v3[3])
+    return (_b(col0[0], col1[0], col2[0], col3[0]), _b(col0[1], col1[1], col2[1], col3[1]),
+            _b(col0[2], col1[2], col2[2], col3[2]), _b(col0[3], col1[3], col2[3], col3[3]))
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU: one (image, channel) plane a task
+
+
+@register_jitable
+def _input_plane(x, tiles, plane, padded, pad_h, pad_w, tiles_h, tiles_w):
+    """Plane x[n, c] through ``padded``, whose border the caller zeroed (only its interior is written)."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    n, c = plane // channels, plane % channels
+    padded[pad_h:pad_h + height, pad_w:pad_w + width] = x[n, c]
+    first = n * tiles_h * tiles_w
+    for i in range(tiles_h):
+        p0, p1, p2, p3 = padded[2 * i], padded[2 * i + 1], padded[2 * i + 2], padded[2 * i + 3]
+        for j in range(tiles_w):
+            _input_tile(p0, p1, p2, p3, 2 * j, tiles, c, first + i * tiles_w + j)
+
+
+@register_jitable
+def _input_grad_plane(tiles_grad, dx, plane, padded, pad_h, pad_w, tiles_h, tiles_w):
+    channels, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
+    n, c = plane // channels, plane % channels
+    padded[:] = 0
+    first = n * tiles_h * tiles_w
+    for i in range(tiles_h):
+        for j in range(tiles_w):
+            patch = _input_grad_patch(tiles_grad, c, first + i * tiles_w + j)
+            for r in range(4):
+                for s in range(4):
+                    padded[2 * i + r, 2 * j + s] += patch[r][s]
+    dx[n, c] = padded[pad_h:pad_h + height, pad_w:pad_w + width]
+
+
+@register_jitable
+def _output_plane(tiles, bias, y, plane):
+    channels, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
+    n, k = plane // channels, plane % channels
+    tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
+    first, b = n * tiles_h * tiles_w, bias[k]
+    whole_w = out_w // 2  # tiles whose two columns both lie inside the plane
+    for i in range(tiles_h):
+        row = 2 * i
+        two_rows = row + 1 < out_h
+        for j in range(tiles_w):
+            y00, y01, y10, y11 = _output_tile(tiles, k, first + i * tiles_w + j)
+            col = 2 * j
+            y[n, k, row, col] = y00 + b
+            if j < whole_w:
+                y[n, k, row, col + 1] = y01 + b
+            if two_rows:
+                y[n, k, row + 1, col] = y10 + b
+                if j < whole_w:
+                    y[n, k, row + 1, col + 1] = y11 + b
+
+
+@register_jitable
+def _output_grad_plane(dy, tiles_grad, plane):
+    channels, out_h, out_w = dy.shape[1], dy.shape[2], dy.shape[3]
+    n, k = plane // channels, plane % channels
+    tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
+    first, zero = n * tiles_h * tiles_w, dy.dtype.type(0)
+    for i in range(tiles_h):
+        row = 2 * i
+        for j in range(tiles_w):
+            col = 2 * j
+            g00 = dy[n, k, row, col]
+            g01 = dy[n, k, row, col + 1] if col + 1 < out_w else zero
+            g10 = dy[n, k, row + 1, col] if row + 1 < out_h else zero
+            g11 = dy[n, k, row + 1, col + 1] if row + 1 < out_h and col + 1 < out_w else zero
+            _output_grad_tile(g00, g01, g10, g11, tiles_grad, k, first + i * tiles_w + j)
+
+
+# Serial and parallel drivers of the same bodies, split at PARALLEL_MIN_ELEMENTS tile entries for
+# the reason conv.py gives: conv2d calls these on cache-sized chunks between BLAS calls.
+PARALLEL_MIN_ELEMENTS = 1 << 20
+
+
+@njit(cache=True)
+def _weights_cpu(weight, tiles):
+    for k in range(weight.shape[0]):
+        for c in range(weight.shape[1]):
+            _weights_one(weight, tiles, k, c)
+
+
+@njit(cache=True)
+def _weights_grad_cpu(tiles_grad, dweight):
+    for k in range(dweight.shape[0]):
+        for c in range(dweight.shape[1]):
+            _weights_grad_one(tiles_grad, dweight, k, c)
+
+
+@register_jitable
+def _padded_plane(tiles_h, tiles_w, dtype):
+    """A zeroed scratch plane as large as the padded input that the tiles cover."""
+    return np.zeros((2 * tiles_h + 2, 2 * tiles_w + 2), dtype)
+
+
+@njit(cache=True)
+def _input_serial(x, tiles, pad_h, pad_w, tiles_h, tiles_w):
+    padded = _padded_plane(tiles_h, tiles_w, x.dtype)
+    for plane in range(x.shape[0] * x.shape[1]):
+        _input_plane(x, tiles, plane, padded, pad_h, pad_w, tiles_h, tiles_w)
+
+
+@njit(parallel=True, cache=True)
+def _input_parallel(x, tiles, pad_h, pad_w, tiles_h, tiles_w):
+    for plane in prange(x.shape[0] * x.shape[1]):
+        padded = _padded_plane(tiles_h, tiles_w, x.dtype)
+        _input_plane(x, tiles, plane, padded, pad_h, pad_w, tiles_h, tiles_w)
+
+
+@njit(cache=True)
+def _input_grad_serial(tiles_grad, dx, pad_h, pad_w, tiles_h, tiles_w):
+    padded = _padded_plane(tiles_h, tiles_w, dx.dtype)
+    for plane in range(dx.shape[0] * dx.shape[1]):
+        _input_grad_plane(tiles_grad, dx, plane, padded, pad_h, pad_w, tiles_h, tiles_w)
+
+
+@njit(parallel=True, cache=True)
+def _input_grad_parallel(tiles_grad, dx, pad_h, pad_w, tiles_h, tiles_w):
+    # A task owns one plane of dx: its overlapping adds are race-free and in a fixed order.
+    for plane in prange(dx.shape[0] * dx.shape[1]):
+        padded = _padded_plane(tiles_h, tiles_w, dx.dtype)
+        _input_grad_plane(tiles_grad, dx, plane, padded, pad_h, pad_w, tiles_h, tiles_w)
+
+
+@njit(cache=True)
+def _output_serial(tiles, bias, y):
+    for plane in range(y.shape[0] * y.shape[1]):
+        _output_plane(tiles, bias, y, plane)
+
+
+@njit(parallel=True, cache=True)
+def _output_parallel(tiles, bias, y):
+    for plane in prange(y.shape[0] * y.shape[1]):
+        _output_plane(tiles, bias, y, plane)
+
+
+@njit(cache=True)
+def _output_grad_serial(dy, tiles_grad):
+    for plane in range(dy.shape[0] * dy.shape[1]):
+        _output_grad_plane(dy, tiles_grad, plane)
+
+
+@njit(parallel=True, cache=True)
+def _output_grad_parallel(dy, tiles_grad):
+    for plane in prange(dy.shape[0] * dy.shape[1]):
+        _output_grad_plane(dy, tiles_grad, plane)
+
+
+def _driver(tiles: Any, serial: Any, parallel: Any) -> Any:
+    return parallel if tiles.size >= PARALLEL_MIN_ELEMENTS else serial
+
+
+def winograd_weights_cpu(weight: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """U (16, K, C) = G g Gᵀ of every filter of weight (K, C, 3, 3)."""
+    weight, tiles = _weights_arguments(weight, out, True)
+    _weights_cpu(weight, tiles)
+    return tiles
+
+
+def winograd_weights_grad_cpu(tiles_grad: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """dweight (K, C, 3, 3) = Gᵀ dU G of tiles_grad dU (16, K, C): the adjoint of the weights' transform."""
+    tiles_grad, dweight = _weights_grad_arguments(tiles_grad, out, True)
+    _weights_grad_cpu(tiles_grad, dweight)
+    return dweight
+
+
+def winograd_input_cpu(x: np.ndarray, padding: int | tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+    """V (16, C, N·TH·TW) = Bᵀ d B of every input patch of x (N, C, H, W), zero padded by ``padding``."""
+    x, geometry, tiles = _input_arguments(x, padding, out, True)
+    _driver(tiles, _input_serial, _input_parallel)(x, tiles, *geometry[:2], *geometry[4:])
+    return tiles
+
+
+def winograd_input_grad_cpu(tiles_grad: np.ndarray, x_shape: Sequence[int], padding: int | tuple[int, int],
+                            out: np.ndarray | None = None) -> np.ndarray:
+    """dx (N, C, H, W) from dV (16, C, N·TH·TW): the adjoint of the input transform."""
+    tiles_grad, geometry, dx = _input_grad_arguments(tiles_grad, x_shape, padding, out, True)
+    _driver(tiles_grad, _input_grad_serial, _input_grad_parallel)(tiles_grad, dx, *geometry[:2], *geometry[4:])
+    return dx
+
+
+def winograd_output_cpu(tiles: np.ndarray, bias: np.ndarray | None, y_shape: Sequence[int],
+                        out: np.ndarray | None = None) -> np.ndarray:
+    """y (N, K, OH, OW) = Aᵀ M A (+ bias) of M (16, K, N·TH·TW)."""
+    tiles, bias, y, _, _ = _output_arguments(tiles, bias, y_shape, out, True)
+    _driver(tiles, _output_serial, _output_parallel)(tiles, bias, y)
+    return y
+
+
+def winograd_output_grad_cpu(dy: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """dM (16, K, N·TH·TW) = A dY Aᵀ of dy (N, K, OH, OW): the adjoint of the output transform."""
+    dy, tiles_grad, _, _ = _output_grad_arguments(dy, out, True)
+    _driver(tiles_grad, _output_grad_serial, _output_grad_parallel)(dy, tiles_grad)
+    return tiles_grad
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA: one thread per tile, or per input pixel for the input gradient (a gather)
+
+
+@register_jitable
+def _pixel(x, n, c, row, col):
+    """x[n, c, row, col], or 0 where (row, col) falls in the padding."""
+    if 0 <= row < x.shape[2] and 0 <= col < x.shape[3]:
+        return x[n, c, row, col]
+    return x.dtype.type(0)
+
+
+@register_jitable
+def _b_row(r):
+    """Row r of B (= column r of Bᵀ): the weights of V's four rows in row r of B·V."""
+    if r == 0:
+        return 1, 0, 0, 0
+    if r == 1:
+        return 0, 1, -1, 1
+    if r == 2:
+        return -1, 1, 1, 0
+    return 0, 0, 0, -1
+
+
+@cuda.jit
+def _weights_kernel_cuda(weight, tiles):
+    channels = weight.shape[1]
+    for index in range(cuda.grid(1), weight.shape[0] * channels, cuda.gridsize(1)):
+        _weights_one(weight, tiles, index // channels, index % channels)
+
+
+@cuda.jit
+def _weights_grad_kernel_cuda(tiles_grad, dweight):
+    channels = dweight.shape[1]
+    for index in range(cuda.grid(1), dweight.shape[0] * channels, cuda.gridsize(1)):
+        _weights_grad_one(tiles_grad, dweight, index // channels, index % channels)
+
+
+@cuda.jit
+def _input_kernel_cuda(x, tiles, pad_h, pad_w, tiles_h, tiles_w):
+    count = tiles.shape[2]
+    patch = cuda.local.array((4, 4), x.dtype)
+    # Consecutive threads take consecutive tiles of one channel: coalesced stores into V.
+    for index in range(cuda.grid(1), tiles.shape[1] * count, cuda.gridsize(1)):
+        c, t = index // count, index % count
+        n, tile = t // (tiles_h * tiles_w), t % (tiles_h * tiles_w)
+        row, col = 2 * (tile // tiles_w) - pad_h, 2 * (tile % tiles_w) - pad_w
+        for r in range(4):
+            for s in range(4):
+                patch[r, s] = _pixel(x, n, c, row + r, col + s)
+        _input_tile(patch[0], patch[1], patch[2], patch[3], 0, tiles, c, t)
+
+
+@cuda.jit
+def _input_grad_kernel_cuda(tiles_grad, dx, pad_h, pad_w, tiles_h, tiles_w):
+    channels, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
+    for index in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
+        plane_row, w = index // width, index % width
+        plane, h = plane_row // height, plane_row % height
+        n, c = plane // channels, plane % channels
+        padded_h, padded_w = h + pad_h, w + pad_w
+        total = dx.dtype.type(0)
+        # The tiles whose 4x4 patch holds this pixel: rows i with 2i <= padded_h <= 2i + 3 (at
+        # most two), the same for columns; summed in a fixed order, so dx is deterministic.
+        for i in range(max(0, padded_h // 2 - 1), min(tiles_h, padded_h // 2 + 1)):
+            b_r = _b_row(padded_h - 2 * i)
+            for j in range(max(0, padded_w // 2 - 1), min(tiles_w, padded_w // 2 + 1)):
+                b_s = _b_row(padded_w - 2 * j)
+                t = (n * tiles_h + i) * tiles_w + j
+                for a in range(4):
+                    if b_r[a] != 0:
+                        for b in range(4):
+                            if b_s[b] != 0:
+                                total += (b_r[a] * b_s[b]) * tiles_grad[4 * a + b, c, t]
+        dx[n, c, h, w] = total
+
+
+@cuda.jit
+def _output_kernel_cuda(tiles, bias, y):
+    out_h, out_w = y.shape[2], y.shape[3]
+    tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
+    count = tiles.shape[2]
+    for index in range(cuda.grid(1), tiles.shape[1] * count, cuda.gridsize(1)):
+        k, t = index // count, index % count
+        n, tile = t // (tiles_h * tiles_w), t % (tiles_h * tiles_w)
+        row, col = 2 * (tile // tiles_w), 2 * (tile % tiles_w)
+        y00, y01, y10, y11 = _output_tile(tiles, k, t)
+        b = bias[k]
+        y[n, k, row, col] = y00 + b
+        if col + 1 < out_w:
+            y[n, k, row, col + 1] = y01 + b
+        if row + 1 < out_h:
+            y[n, k, row + 1, col] = y10 + b
+            if col + 1 < out_w:
+                y[n, k, row + 1, col + 1] = y11 + b
+
+
+@cuda.jit
+def _output_grad_kernel_cuda(dy, tiles_grad):
+    channels, out_h, out_w = dy.shape[1], dy.shape[2], dy.shape[3]
+    tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
+    count = tiles_grad.shape[2]
+    for index in range(cuda.grid(1), channels * count, cuda.gridsize(1)):
+        k, t = index // count, index % count
+        n, tile = t // (tiles_h * tiles_w), t % (tiles_h * tiles_w)
+        row, col = 2 * (tile // tiles_w), 2 * (tile % tiles_w)
+        zero = dy.dtype.type(0)
+        g00 = dy[n, k, row, col]
+        g01 = dy[n, k, row, col + 1] if col + 1 < out_w else zero
+        g10 = dy[n, k, row + 1, col] if row + 1 < out_h else zero
+        g11 = dy[n, k, row + 1, col + 1] if row + 1 < out_h and col + 1 < out_w else zero
+        _output_grad_tile(g00, g01, g10, g11, tiles_grad, k, t)
+
+
+def _launch_over(kernel: Any, size: int, *args: Any) -> None:
+    launch(kernel, stride_grid(size, THREADS_PER_BLOCK), THREADS_PER_BLOCK, *args)
+
+
+def winograd_weights_cuda(weight: Any, out: Any = None) -> Any:
+    """As :func:`winograd_weights_cpu`, on the GPU (CuPy arrays) or in the simulator."""
+    weight, tiles = _weights_arguments(weight, out, False)
+    _launch_over(_weights_kernel_cuda, weight.shape[0] * weight.shape[1], weight, tiles)
+    return tiles
+
+
+def winograd_weights_grad_cuda(tiles_grad: Any, out: Any = None) -> Any:
+    """As :func:`winograd_weights_grad_cpu`, on the GPU (CuPy arrays) or in the simulator."""
+    tiles_grad, dweight = _weights_grad_arguments(tiles_grad, out, False)
+    _launch_over(_weights_grad_kernel_cuda, tiles_grad.shape[1] * tiles_grad.shape[2], tiles_grad, dweight)
+    return dweight
+
+
+def winograd_input_cuda(x: Any, padding: int | tuple[int, int], out: Any = None) -> Any:
+    """As :func:`winograd_input_cpu`, on the GPU (CuPy arrays) or in the simulator."""
+    x, geometry, tiles = _input_arguments(x, padding, out, False)
+    _launch_over(_input_kernel_cuda, tiles.shape[1] * tiles.shape[2], x, tiles, *geometry[:2], *geometry[4:])
+    return tiles
+
+
+def winograd_input_grad_cuda(tiles_grad: Any, x_shape: Sequence[int], padding: int | tuple[int, int],
+                             out: Any = None) -> Any:
+    """As :func:`winograd_input_grad_cpu`, on the GPU (CuPy arrays) or in the simulator."""
+    tiles_grad, geometry, dx = _input_grad_arguments(tiles_grad, x_shape, padding, out, False)
+    _launch_over(_input_grad_kernel_cuda, dx.size, tiles_grad, dx, *geometry[:2], *geometry[4:])
+    return dx
+
+
+def winograd_output_cuda(tiles: Any, bias: Any, y_shape: Sequence[int], out: Any = None) -> Any:
+    """As :func:`winograd_output_cpu`, on the GPU (CuPy arrays) or in the simulator."""
+    tiles, bias, y, _, _ = _output_arguments(tiles, bias, y_shape, out, False)
+    _launch_over(_output_kernel_cuda, tiles.shape[1] * tiles.shape[2], tiles, bias, y)
+    return y
+
+
+def winograd_output_grad_cuda(dy: Any, out: Any = None) -> Any:
+    """As :func:`winograd_output_grad_cpu`, on the GPU (CuPy arrays) or in the simulator."""
+    dy, tiles_grad, _, _ = _output_grad_arguments(dy, out, False)
+    _launch_over(_output_grad_kernel_cuda, tiles_grad.shape[1] * tiles_grad.shape[2], dy, tiles_grad)
+    return tiles_grad
+
+
+def cuda_kernels() -> list[KernelSpec]:
+    """The CUDA kernels of this module, each with one float32 specialisation, for the PTX check."""
+    image, tiles, filters = numba.float32[:, :, :, ::1], numba.float32[:, :, ::1], numba.float32[:, :, :, ::1]
+    geometry = (numba.int64,) * 4
+    return [
+        KernelSpec("winograd_weights", _weights_kernel_cuda, (filters, tiles), THREADS_PER_BLOCK),
+        KernelSpec("winograd_weights_grad", _weights_grad_kernel_cuda, (tiles, filters), THREADS_PER_BLOCK),
+        KernelSpec("winograd_input", _input_kernel_cuda, (image, tiles, *geometry), THREADS_PER_BLOCK),
+        KernelSpec("winograd_input_grad", _input_grad_kernel_cuda, (tiles, image, *geometry), THREADS_PER_BLOCK),
+        KernelSpec("winograd_output", _output_kernel_cuda, (tiles, numba.float32[::1], image), THREADS_PER_BLOCK),
+        KernelSpec("winograd_output_grad", _output_grad_kernel_cuda, (image, tiles), THREADS_PER_BLOCK),
+    ]
