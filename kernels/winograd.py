@@ -115,8 +115,8 @@ def _tiles_buffer(rows: int, count: int, dtype: Any, like: Any, spaced: bool) ->
 
 
 def tiles_buffer_cpu(rows: int, count: int, dtype: Any, like: np.ndarray) -> np.ndarray:
-    """An uninitialised (16, rows, count) host tile buffer (``like``: a NumPy array), each matrix C-contiguous, the 16
-    matrices spaced an odd number of cache lines apart.
+    """An uninitialised (16, rows, count) host tile buffer (``like``: a NumPy array), each matrix
+    C-contiguous, the 16 matrices spaced an odd number of cache lines apart.
 
     Why spaced: every transform touches all 16 matrices at once, one entry each per tile. Spaced
     a multiple of 4 KB apart (as (16, 64, 784) float32 is) all 16 streams fall in one L1 set,
@@ -206,7 +206,7 @@ def _output_arguments(tiles: Any, bias: Any, y_shape: Sequence[int], out: Any, h
     xp = array_module(tiles)
     bias = xp.zeros(channels, tiles.dtype) if bias is None else xp.ascontiguousarray(bias)
     y = _out("winograd_output", out, y_shape, tiles.dtype, tiles)
-    return _tiles_in(tiles, host), bias, y, tiles_h, tiles_w
+    return _tiles_in(tiles, host), bias, y
 
 
 def _output_grad_arguments(dy: Any, out: Any, host: bool):
@@ -216,7 +216,7 @@ def _output_grad_arguments(dy: Any, out: Any, host: bool):
     batch, channels, out_h, out_w = dy.shape
     tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
     dm = _tiles_out("winograd_output_grad", out, channels, batch * tiles_h * tiles_w, dy.dtype, dy, host)
-    return array_module(dy).ascontiguousarray(dy), dm, tiles_h, tiles_w
+    return array_module(dy).ascontiguousarray(dy), dm
 
 
 # ---------------------------------------------------------------------------------------------
@@ -624,14 +624,14 @@ def winograd_input_grad_cpu(tiles_grad: np.ndarray, x_shape: Sequence[int], padd
 def winograd_output_cpu(tiles: np.ndarray, bias: np.ndarray | None, y_shape: Sequence[int],
                         out: np.ndarray | None = None) -> np.ndarray:
     """y (N, K, OH, OW) = Aᵀ M A (+ bias) of M (16, K, N·TH·TW)."""
-    tiles, bias, y, _, _ = _output_arguments(tiles, bias, y_shape, out, True)
+    tiles, bias, y = _output_arguments(tiles, bias, y_shape, out, True)
     _driver(tiles, _output_serial, _output_parallel)(tiles, bias, y)
     return y
 
 
 def winograd_output_grad_cpu(dy: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """dM (16, K, N·TH·TW) = A dY Aᵀ of dy (N, K, OH, OW): the adjoint of the output transform."""
-    dy, tiles_grad, _, _ = _output_grad_arguments(dy, out, True)
+    dy, tiles_grad = _output_grad_arguments(dy, out, True)
     _driver(tiles_grad, _output_grad_serial, _output_grad_parallel)(dy, tiles_grad)
     return tiles_grad
 
@@ -785,14 +785,14 @@ def winograd_input_grad_cuda(tiles_grad: Any, x_shape: Sequence[int], padding: i
 
 def winograd_output_cuda(tiles: Any, bias: Any, y_shape: Sequence[int], out: Any = None) -> Any:
     """As :func:`winograd_output_cpu`, on the GPU (CuPy arrays) or in the simulator."""
-    tiles, bias, y, _, _ = _output_arguments(tiles, bias, y_shape, out, False)
+    tiles, bias, y = _output_arguments(tiles, bias, y_shape, out, False)
     _launch_over(_output_kernel_cuda, tiles.shape[1] * tiles.shape[2], tiles, bias, y)
     return y
 
 
 def winograd_output_grad_cuda(dy: Any, out: Any = None) -> Any:
     """As :func:`winograd_output_grad_cpu`, on the GPU (CuPy arrays) or in the simulator."""
-    dy, tiles_grad, _, _ = _output_grad_arguments(dy, out, False)
+    dy, tiles_grad = _output_grad_arguments(dy, out, False)
     _launch_over(_output_grad_kernel_cuda, tiles_grad.shape[1] * tiles_grad.shape[2], dy, tiles_grad)
     return tiles_grad
 

@@ -191,7 +191,8 @@ class Conv2d(Function):
         return grad_x, grad_w, grad_b
 
 
-# Winograd tiles (16 per 2x2 output tile) of one image: input, output, per channel.
+# Entries of a transformed 4x4 tile: each tile of each channel takes 16 values in V, M and their
+# gradients (kernels/winograd.py's POSITIONS; the layers above the backend do not import kernels).
 WINOGRAD_POSITIONS = 16
 
 
