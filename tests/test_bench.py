@@ -26,7 +26,10 @@ def test_every_quick_case_builds_and_agrees_on_the_cuda_device():
     from fastnet.backend import get_device
 
     cuda = get_device("cuda")
-    for spec in bench.case_specs(quick=True):
+    # conv2d_train's implementations compose kernels tested on the cuda device elsewhere (the
+    # Winograd layer in test_functional, each kernel in tests/kernels); in the simulator its 16-batch
+    # tile GEMMs, three implementations over, took 77 s of this test.
+    for spec in (spec for spec in bench.case_specs(quick=True) if spec.family != "conv2d_train"):
         names = list(bench.build_and_verify(spec, cuda).implementations)
         assert names[0] == bench.OURS and "torch" not in names, spec.id
         assert len(names) > 1 or spec.id == "overhead-add.backward", spec.id

@@ -182,6 +182,24 @@ def test_winograd_agrees_with_im2col_in_uneven_chunks(rng, small_conv_workspace)
         assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
 
 
+@pytest.mark.skipif(not fn.backend.cuda_is_available(), reason="needs the cuda device (GPU or simulator)")
+def test_winograd_layer_on_cuda_matches_cpu(rng):
+    """Forward and backward of a Winograd layer on the cuda device (the whole batch one chunk, the
+    CUDA transforms, the tiled matmul over the 16 tile matrices) against the CPU's (chunks, spaced
+    buffers, BLAS). One layer, one step: in the simulator each of its batched GEMMs is 16 blocks."""
+    values = [rng.standard_normal((2, 16, 4, 5)), rng.standard_normal((3, 16, 3, 3)) / 3, rng.standard_normal(3)]
+    upstream = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    results = {}
+    for device in ("cpu", "cuda"):
+        leaves = [fn.tensor(v, dtype=np.float32, device=device, requires_grad=True) for v in values]
+        y = F.conv2d(*leaves, padding=1)
+        assert isinstance(y._ctx, Conv2dWinograd)
+        (y * fn.tensor(upstream, device=device)).sum().backward()
+        results[device] = [y.numpy(), *(t.grad.numpy() for t in leaves)]
+    for got, expected in zip(results["cuda"], results["cpu"]):
+        assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
 @pytest.mark.parametrize("needs_grad", [(True, False, False), (False, True, False), (False, False, True)],
                          ids=["x", "w", "b"])
 def test_winograd_any_subset_of_gradients(rng, needs_grad):

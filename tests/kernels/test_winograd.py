@@ -115,12 +115,19 @@ def test_each_reference_gradient_is_the_adjoint_of_its_transform(rng, case):
 
 # --- the kernels ---------------------------------------------------------------------------------
 
+def as_tiles_buffer(values, variant):
+    tiles = getattr(winograd, f"tiles_buffer_{variant}")(*values.shape[1:], values.dtype, values)
+    tiles[...] = values
+    return tiles
+
+
 def kernel_cases():
-    """(variant, driver, case, dtype): the CPU's serial and parallel drivers, float32 and float64;
-    the CUDA kernels on the simulator's tiny cases, float32."""
-    for driver in ("serial", "parallel"):
+    """(variant, driver, case, dtype): the CPU's serial driver in float32 and float64, its parallel
+    driver in float32 (the same jitted bodies; each extra specialisation of a parallel driver costs
+    seconds of compilation); the CUDA kernels on the simulator's tiny cases, float32."""
+    for driver, dtypes in (("serial", (np.float32, np.float64)), ("parallel", (np.float32,))):
         for case in CASES:
-            for dtype in (np.float32, np.float64):
+            for dtype in dtypes:
                 yield pytest.param("cpu", driver, case, dtype, id=f"cpu-{driver}-{case_id(case)}-{np.dtype(dtype).name}")
     for case in CUDA_CASES:
         yield pytest.param("cuda", "grid", case, np.float32, id=f"cuda-{case_id(case)}-float32")
@@ -135,10 +142,11 @@ def test_every_transform_matches_its_reference(rng, monkeypatch, variant, driver
     x = rng.standard_normal(shape).astype(dtype)
     weight = rng.standard_normal((out_channels, channels, 3, 3)).astype(dtype)
     bias = rng.standard_normal(out_channels).astype(dtype)
-    m = rng.standard_normal((POSITIONS, out_channels, count)).astype(dtype)
+    # the tile inputs in the variant's own buffers, as conv2d hands them (spaced on the CPU)
+    m = as_tiles_buffer(rng.standard_normal((POSITIONS, out_channels, count)).astype(dtype), variant)
     dy = rng.standard_normal(y_shape).astype(dtype)
-    dv = rng.standard_normal((POSITIONS, channels, count)).astype(dtype)
-    du = rng.standard_normal((POSITIONS, out_channels, channels)).astype(dtype)
+    dv = as_tiles_buffer(rng.standard_normal((POSITIONS, channels, count)).astype(dtype), variant)
+    du = rng.standard_normal((POSITIONS, out_channels, channels)).astype(dtype)  # a matmul's output
     results = {
         "weights": (kernel("weights", variant)(weight), reference_weights(weight)),
         "input": (kernel("input", variant)(x, padding), reference_input(x, padding)),
