@@ -194,6 +194,9 @@ class Conv2d(Function):
 # Entries of a transformed 4x4 tile: each tile of each channel takes 16 values in V, M and their
 # gradients (kernels/winograd.py's POSITIONS; the layers above the backend do not import kernels).
 WINOGRAD_POSITIONS = 16
+# dM = A·dY·Aᵀ and A's second row is (1, 1): entry (1, 1) of every transformed output-gradient tile
+# is the sum of the tile's 2x2 output gradients, so row k of dM[4·1 + 1] sums to channel k's Σ dY.
+WINOGRAD_SUM_POSITION = 5
 
 
 class Conv2dWinograd(Function):
@@ -201,7 +204,8 @@ class Conv2dWinograd(Function):
     of images at a time: per chunk V = input tiles (16, C, T), M = U·V (16, OC, T) with U the
     weights' tiles (16, OC, C), y = output tiles of M. Backward, per chunk: dM = the output
     gradient's tiles, dU += dM·Vᵀ (V recomputed, cheaper than keeping it for the batch),
-    dV = Uᵀ·dM, dX = input tiles' adjoint of dV; dW = weights' adjoint of dU."""
+    dV = Uᵀ·dM, dX = input tiles' adjoint of dV, db += the row sums of dM[5]; dW = weights'
+    adjoint of dU."""
 
     def forward(self, x, weight, *bias, padding):
         _check_conv_shapes(x, weight)
@@ -240,10 +244,12 @@ class Conv2dWinograd(Function):
         need_x, need_w = self.inputs[0].requires_grad, self.inputs[1].requires_grad
         need_b = len(self.inputs) == 3 and self.inputs[2].requires_grad
         grad_x = device.empty(self.x.shape, self.x.dtype) if need_x else None
-        grad_u = term = None
+        grad_u = term = grad_b = None
         for start, stop in self.chunks:
             images = stop - start
             grad_m = device.winograd_output_grad(grad[start:stop], out=self._tiles("output", out_channels, images))
+            if need_b:  # Σ dY, a row sum of one tile matrix instead of a pass over dY
+                grad_b = _accumulate(grad_b, grad_m[WINOGRAD_SUM_POSITION].sum(axis=1))
             if need_w:  # dU[ξ] += dM[ξ]·V[ξ]ᵀ
                 v = device.winograd_input(self.x[start:stop], self.padding, out=self._tiles("input", channels, images))
                 if grad_u is None:
@@ -256,7 +262,6 @@ class Conv2dWinograd(Function):
                 device.winograd_input_grad(grad_v, grad_x[start:stop].shape, self.padding, out=grad_x[start:stop])
         self.workspace.clear()
         grad_w = device.winograd_weights_grad(grad_u) if need_w else None
-        grad_b = grad.sum(axis=(0, 2, 3)) if need_b else None
         return grad_x, grad_w, grad_b
 
 
