@@ -31,6 +31,13 @@ The map (g, d) -> y is bilinear, so its gradients are the transposed maps, exact
     dV[ξ] = U[ξ]ᵀ · dM[ξ]     (16, C, T)   ->  dx = Σ over tiles of B dV Bᵀ, added onto the
                                                4x4 patch each tile read (neighbours overlap by 2)
 
+Numerics: in float32 the result differs from a direct convolution by rounding only, a few ulps
+more (each transform adds at most 16 terms); the references check it to 1e-5 of the largest
+output. A NaN or an inf in the input reaches exactly the outputs whose 3x3 window holds it, as in
+a direct convolution (the transforms skip their zero coefficients, they do not multiply by them),
+but an inf may come out as NaN where a direct convolution gives ±inf: the transforms subtract
+neighbours (inf - inf).
+
 The transforms below are this module's kernels; the products are the matmul family's. All
 buffers are float32 or float64, one dtype throughout; images and filters C-contiguous; tile
 buffers (U, V, M and their gradients) have each of their 16 matrices C-contiguous, and on the

@@ -182,6 +182,20 @@ def test_winograd_agrees_with_im2col_in_uneven_chunks(rng, small_conv_workspace)
         assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_winograd_spreads_a_non_finite_input_as_far_as_a_direct_convolution(rng, bad):
+    """The outputs a NaN or inf pixel reaches are those whose 3x3 window holds it, at an edge, a
+    tile corner and inside a tile (an inf may come out as NaN: inf - inf in the transforms)."""
+    w = rng.standard_normal((2, 16, 3, 3)).astype(np.float32)
+    for row, col in ((0, 6), (2, 2), (3, 4), (5, 0)):
+        x = rng.standard_normal((1, 16, 6, 7)).astype(np.float32)
+        x[0, 5, row, col] = bad
+        y = F.conv2d(fn.tensor(x), fn.tensor(w, requires_grad=True), padding=1)
+        assert isinstance(y._ctx, Conv2dWinograd)
+        expected = conv_kernels.reference_conv2d(x, w, None, 1, 1)
+        np.testing.assert_array_equal(~np.isfinite(y.numpy()), ~np.isfinite(expected))
+
+
 @pytest.mark.skipif(not fn.backend.cuda_is_available(), reason="needs the cuda device (GPU or simulator)")
 def test_winograd_layer_on_cuda_matches_cpu(rng):
     """Forward and backward of a Winograd layer on the cuda device (the whole batch one chunk, the
