@@ -277,10 +277,10 @@ def reference_input(x: np.ndarray, padding: int | tuple[int, int]) -> np.ndarray
 def reference_input_grad(tiles_grad: np.ndarray, x_shape: Sequence[int], padding: int | tuple[int, int]) -> np.ndarray:
     """dx: each tile's B dV Bᵀ added back onto the padded patch it came from, padding cut off."""
     batch, channels, height, width = x_shape
-    pad_h, pad_w, _, _, tiles_h, tiles_w = geometry = tile_geometry(height, width, padding)
+    pad_h, pad_w, _, _, tiles_h, tiles_w = tile_geometry(height, width, padding)
     patch_grads = np.einsum("ar,nctjab,bs->nctjrs", B_T,
                             _from_tiles(np.asarray(tiles_grad, np.float64), batch, tiles_h, tiles_w), B_T)
-    padded = np.zeros((batch, channels, 2 * geometry.tiles_h + 2, 2 * geometry.tiles_w + 2))
+    padded = np.zeros((batch, channels, 2 * tiles_h + 2, 2 * tiles_w + 2))
     for r in range(4):
         for s in range(4):
             padded[:, :, r:r + 2 * tiles_h:2, s:s + 2 * tiles_w:2] += patch_grads[..., r, s]
@@ -362,8 +362,11 @@ def _load_row(tiles, a, channel, t):
     return tiles[4 * a, channel, t], tiles[4 * a + 1, channel, t], tiles[4 * a + 2, channel, t], tiles[4 * a + 3, channel, t]
 
 
-# Every tile helper below is spelled out with constant indices: a loop over a tuple with a runtime
-# index compiles to spills to the stack and ran the input transform at half this speed.
+# Every tile helper below is spelled out with constant indices: written as loops over tuples with a
+# runtime index, the input transform ran at half this speed. The CPU planes and the CUDA kernels
+# each clip their own tiles at the far edges: a shared helper for it, one call deeper, was not
+# inlined on the CPU and ran the output transforms at half speed (and Numba's forced inlining does
+# not compile for CUDA).
 
 
 @register_jitable
