@@ -20,7 +20,6 @@ Launch path on a GPU, and why:
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import threading
@@ -183,17 +182,3 @@ def stride_grid(n: int, threads: int) -> int:
     """Blocks for a grid-stride loop over ``n`` elements with ``threads`` threads a block."""
     cap = MAX_STRIDE_BLOCKS_SIMULATOR if simulating() else MAX_STRIDE_BLOCKS_GPU
     return max(1, min(cap, (n + threads - 1) // threads))
-
-
-@dataclasses.dataclass(frozen=True)
-class KernelSpec:
-    """One CUDA kernel as the PTX compile check builds it.
-
-    ``argtypes`` are Numba types (e.g. ``numba.float32[:, ::1]``) of one representative
-    specialisation; ``threads`` is the block size the launcher uses (an int or a 2-tuple).
-    """
-
-    name: str
-    kernel: Any
-    argtypes: tuple
-    threads: int | tuple

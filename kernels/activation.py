@@ -34,7 +34,8 @@ import numpy as np
 from numba import cuda, njit, prange
 from numba.extending import register_jitable
 
-from ._cuda import KernelSpec, array_module, empty, launch, stride_grid
+from ._contract import Family, KernelSpec
+from ._cuda import array_module, empty, launch, stride_grid
 
 THREADS = 256
 PARALLEL_MIN_ELEMENTS = 1 << 20
@@ -170,3 +171,15 @@ def cuda_kernels() -> list[KernelSpec]:
         KernelSpec("relu_forward", _relu_forward_kernel_cuda, (vector, vector), THREADS),
         KernelSpec("relu_backward", _relu_backward_kernel_cuda, (vector, vector, vector), THREADS),
     ]
+
+
+FAMILY = Family(
+    name="activation",
+    module=__name__,
+    ops=("relu_forward", "relu_backward"),
+    references={
+        "relu_forward": reference_relu_forward,
+        "relu_backward": reference_relu_backward,
+    },
+    cuda_kernels=cuda_kernels,
+)

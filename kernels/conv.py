@@ -55,7 +55,8 @@ import numpy as np
 from numba import cuda, njit, prange, uint64
 from numba.extending import register_jitable
 
-from ._cuda import KernelSpec, array_module, check_out, empty, launch, stride_grid
+from ._contract import Family, KernelSpec
+from ._cuda import array_module, check_out, empty, launch, stride_grid
 
 THREADS_PER_BLOCK = 256
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -425,3 +426,15 @@ def cuda_kernels() -> list[KernelSpec]:
         KernelSpec("im2col", _im2col_kernel_cuda, (image, matrix, *geometry), THREADS_PER_BLOCK),
         KernelSpec("col2im", _col2im_kernel_cuda, (matrix, image, *geometry), THREADS_PER_BLOCK),
     ]
+
+
+FAMILY = Family(
+    name="conv",
+    module=__name__,
+    ops=("im2col", "col2im"),
+    references={
+        "im2col": reference_im2col,
+        "col2im": reference_col2im,
+    },
+    cuda_kernels=cuda_kernels,
+)

@@ -46,7 +46,8 @@ import numba
 import numpy as np
 from numba import cuda
 
-from ._cuda import KernelSpec, array_module, check_out, empty, launch
+from ._contract import Family, KernelSpec
+from ._cuda import array_module, check_out, empty, launch
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -261,3 +262,14 @@ def cuda_kernels() -> list[KernelSpec]:
     specs.append(KernelSpec("matmul_naive", _matmul_naive,
                             operands + (numba.boolean, numba.boolean), NAIVE_THREADS))
     return specs
+
+
+FAMILY = Family(
+    name="matmul",
+    module=__name__,
+    ops=("matmul",),
+    references={
+        "matmul": reference_matmul,
+    },
+    cuda_kernels=cuda_kernels,
+)

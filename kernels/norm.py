@@ -71,7 +71,8 @@ import numpy as np
 from numba import cuda, njit, prange
 from numba.extending import register_jitable
 
-from ._cuda import KernelSpec, array_module, empty, launch, stride_grid
+from ._contract import Family, KernelSpec
+from ._cuda import array_module, empty, launch, stride_grid
 from .softmax import (
     FASTMATH_KEEPING_INF_NAN,
     MAX_BLOCK_THREADS,
@@ -661,3 +662,17 @@ def cuda_kernels() -> list[KernelSpec]:
             (matrix, matrix, vector, vector, vector, vector), ELEMENTWISE_THREADS,
         ),
     ]
+
+
+FAMILY = Family(
+    name="norm",
+    module=__name__,
+    ops=("batchnorm_forward", "batchnorm_backward", "layernorm_forward", "layernorm_backward"),
+    references={
+        "batchnorm_forward": reference_batchnorm_forward,
+        "batchnorm_backward": reference_batchnorm_backward,
+        "layernorm_forward": reference_layernorm_forward,
+        "layernorm_backward": reference_layernorm_backward,
+    },
+    cuda_kernels=cuda_kernels,
+)

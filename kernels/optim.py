@@ -46,7 +46,8 @@ import numpy as np
 from numba import cuda, njit, prange
 from numba.extending import register_jitable
 
-from ._cuda import KernelSpec, array_module, launch, stride_grid
+from ._contract import Family, KernelSpec
+from ._cuda import array_module, launch, stride_grid
 
 THREADS = 256
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -313,3 +314,15 @@ def cuda_kernels() -> list[KernelSpec]:
         KernelSpec("adam_step", _adam_cuda_kernel, (vector, vector, vector, vector, adam_coefficients), THREADS),
         KernelSpec("sgd_step", _sgd_cuda_kernel, (vector, vector, vector, sgd_coefficients), THREADS),
     ]
+
+
+FAMILY = Family(
+    name="optim",
+    module=__name__,
+    ops=("adam_step", "sgd_step"),
+    references={
+        "adam_step": reference_adam_step,
+        "sgd_step": reference_sgd_step,
+    },
+    cuda_kernels=cuda_kernels,
+)

@@ -41,7 +41,8 @@ import numpy as np
 from numba import cuda, njit, prange, uint64
 from numba.extending import register_jitable
 
-from ._cuda import KernelSpec, array_module, empty, launch, stride_grid
+from ._contract import Family, KernelSpec
+from ._cuda import array_module, empty, launch, stride_grid
 from .conv import IntPair, WindowGeometry, as_shape, check_float_dtype, window_geometry
 
 THREADS_PER_BLOCK = 256
@@ -367,3 +368,15 @@ def cuda_kernels() -> list[KernelSpec]:
         KernelSpec("maxpool2d_forward", _forward_kernel_cuda, (values, values, indices, *geometry), THREADS_PER_BLOCK),
         KernelSpec("maxpool2d_backward", _backward_kernel_cuda, (values, indices, values, *geometry), THREADS_PER_BLOCK),
     ]
+
+
+FAMILY = Family(
+    name="pool",
+    module=__name__,
+    ops=("maxpool2d_forward", "maxpool2d_backward"),
+    references={
+        "maxpool2d_forward": reference_maxpool2d_forward,
+        "maxpool2d_backward": reference_maxpool2d_backward,
+    },
+    cuda_kernels=cuda_kernels,
+)

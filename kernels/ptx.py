@@ -1,7 +1,7 @@
 """Compile every CUDA kernel for real hardware, without a GPU, and report its resources.
 
-For each kernel family in :data:`FAMILIES` (``fastnet.kernels.<family>``, each exposing
-``cuda_kernels() -> list[KernelSpec]``), each kernel and each compute capability in ``ccs``:
+For each kernel family (every module of ``fastnet.kernels`` with a ``FAMILY`` declaration, see
+``_contract``), each of its ``cuda_kernels()`` and each compute capability in ``ccs``:
 
 1. ``numba.cuda.compile_ptx(spec.kernel.py_func, spec.argtypes, cc=cc)`` writes PTX. Numba-cuda
    asks the *current device* for its compute capability when it compiles a
@@ -12,9 +12,9 @@ For each kernel family in :data:`FAMILIES` (``fastnet.kernels.<family>``, each e
 3. The log gives registers per thread, static shared memory, stack frame and spill bytes.
 
 One row per (family, kernel, cc): ``family, kernel, cc ("sm_90"), threads, registers,
-shared_bytes, stack_bytes, spill_stores, spill_loads, status ("ok" | "missing" | "error"),
-detail``. A family whose module does not exist gives one ``missing`` row; one that fails to
-import, to list its kernels, or to compile gives ``error`` rows carrying the message.
+shared_bytes, stack_bytes, spill_stores, spill_loads, status ("ok" | "error"),
+detail``. A module that fails to import, a family that fails to list its kernels, and a kernel
+that fails to compile give ``error`` rows carrying the message.
 :func:`problems` names every error, spill and shared-memory excess (over
 :data:`MAX_STATIC_SHARED_BYTES`, the static limit of every GPU).
 
@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Sequence
 from unittest import mock
 
-from ._cuda import KernelSpec, simulating
+from ._contract import Family, KernelSpec, family_module_names
+from ._cuda import simulating
 
-FAMILIES = ("matmul", "conv", "winograd", "pool", "softmax_xent", "optim", "norm", "softmax", "activation")
 DEFAULT_CCS = ((8, 0), (9, 0))
 MAX_STATIC_SHARED_BYTES = 48 * 1024
 
@@ -112,26 +112,32 @@ def _family_row(family: str, status: str, detail: str) -> dict:
             "status": status, "detail": detail}
 
 
-def _family_rows(family: str, ccs: Sequence[tuple[int, int]]) -> list[dict]:
+def _declared_families() -> tuple[list[Family], list[dict]]:
+    """Every module's FAMILY, and an error row for each module that fails to import."""
+    found, failed = [], []
+    for module_name in family_module_names():
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as error:  # noqa: BLE001 - a broken family is reported, the rest still run
+            failed.append(_family_row(module_name.rsplit(".", 1)[-1], "error", f"import {module_name}: {error!r}"))
+            continue
+        if isinstance(getattr(module, "FAMILY", None), Family):
+            found.append(module.FAMILY)
+    return found, failed
+
+
+def _family_rows(family: Family, ccs: Sequence[tuple[int, int]]) -> list[dict]:
     """One row per kernel and cc, or the one row that says why the family has none."""
-    module_name = f"{__package__}.{family}"
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        status = "missing" if error.name == module_name else "error"
-        return [_family_row(family, status, f"import {module_name}: {error}")]
-    except Exception as error:  # noqa: BLE001 - a broken family is reported, the rest still run
-        return [_family_row(family, "error", f"import {module_name}: {error!r}")]
-    try:
-        specs = list(module.cuda_kernels())
-    except Exception as error:  # noqa: BLE001 - including a module without cuda_kernels()
-        return [_family_row(family, "error", f"{module_name}.cuda_kernels(): {error!r}")]
+        specs = list(family.cuda_kernels())
+    except Exception as error:  # noqa: BLE001 - reported as the family's row
+        return [_family_row(family.name, "error", f"{family.module} cuda_kernels(): {error!r}")]
     if not specs:
-        return [_family_row(family, "error", f"{module_name}.cuda_kernels() lists no kernels")]
+        return [_family_row(family.name, "error", f"{family.module} declares no CUDA kernels")]
     rows = []
     for spec in specs:
         for cc in ccs:
-            row = _family_row(family, "ok", "")
+            row = _family_row(family.name, "ok", "")
             row.update(kernel=spec.name, cc=f"sm_{cc[0]}{cc[1]}", threads=spec.threads)
             try:
                 row.update(parse_ptxas_log(_assemble(_compile_ptx(spec, cc), cc)))
@@ -147,7 +153,8 @@ def compile_report(ccs: Sequence[tuple[int, int]] = DEFAULT_CCS) -> list[dict]:
         raise RuntimeError("the PTX compile check cannot run in a process that simulates CUDA "
                            "(NUMBA_ENABLE_CUDASIM=1): run it in a fresh process with "
                            "NUMBA_ENABLE_CUDASIM=0 or unset")
-    return [row for family in FAMILIES for row in _family_rows(family, ccs)]
+    found, failed = _declared_families()
+    return failed + [row for family in found for row in _family_rows(family, ccs)]
 
 
 def problems(rows: list[dict]) -> list[str]:
@@ -172,7 +179,7 @@ def _threads_text(threads: int | Sequence[int]) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    """The rows as an aligned text table; missing families and errors listed below it."""
+    """The rows as an aligned text table; errors listed below it."""
     header = ("family", "kernel", "cc", "threads", "regs", "smem B", "stack B", "spill st B",
               "spill ld B")
     table = [header]

@@ -47,7 +47,8 @@ import numba
 import numpy as np
 from numba import cuda, njit, prange
 
-from ._cuda import KernelSpec, array_module, empty, launch
+from ._contract import Family, KernelSpec
+from ._cuda import array_module, empty, launch
 from ._fastmath import VECTORISING_FASTMATH, fast_exp, maxnum
 
 # fastmath without "nnan"/"ninf": masked columns are -inf, and the compiler must not assume otherwise.
@@ -349,3 +350,15 @@ def cuda_kernels() -> list[KernelSpec]:
         KernelSpec("softmax_forward", _softmax_forward_kernel, (matrix, matrix, numba.int64, matrix), MAX_BLOCK_THREADS),
         KernelSpec("softmax_backward", _softmax_backward_kernel, (matrix, matrix, matrix), MAX_BLOCK_THREADS),
     ]
+
+
+FAMILY = Family(
+    name="softmax",
+    module=__name__,
+    ops=("softmax_forward", "softmax_backward"),
+    references={
+        "softmax_forward": reference_softmax_forward,
+        "softmax_backward": reference_softmax_backward,
+    },
+    cuda_kernels=cuda_kernels,
+)

@@ -52,7 +52,8 @@ import numpy as np
 from numba import cuda, njit, prange
 from numba.extending import register_jitable
 
-from ._cuda import KernelSpec, array_module, empty, launch, stride_grid
+from ._contract import Family, KernelSpec
+from ._cuda import array_module, empty, launch, stride_grid
 from ._fastmath import VECTORISING_FASTMATH, fast_exp, maxnum, zero_of
 
 MAX_THREADS = 256
@@ -324,3 +325,14 @@ def cuda_kernels() -> list[KernelSpec]:
     """The CUDA kernel, specialised for float32 logits, with its largest block."""
     argtypes = (numba.float32[:, ::1], numba.int64[::1], numba.float64, numba.float32[::1], numba.float32[:, ::1])
     return [KernelSpec("softmax_xent", _softmax_xent_cuda_kernel, argtypes, MAX_THREADS)]
+
+
+FAMILY = Family(
+    name="softmax_xent",
+    module=__name__,
+    ops=("softmax_xent",),
+    references={
+        "softmax_xent": reference_softmax_xent,
+    },
+    cuda_kernels=cuda_kernels,
+)

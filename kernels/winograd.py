@@ -41,7 +41,7 @@ neighbours (inf - inf).
 The transforms below are this module's kernels; the products are the matmul family's. All
 buffers are float32 or float64, one dtype throughout; images and filters C-contiguous; tile
 buffers (U, V, M and their gradients) have each of their 16 matrices C-contiguous, and on the
-host the matrices are spaced apart (:func:`tiles_buffer_cpu` says why). Each transform writes
+host the matrices are spaced apart (:func:`winograd_tiles_cpu` says why). Each transform writes
 into ``out`` when given (conv2d hands it reused buffers), else allocates.
 
 Variants, simplest first:
@@ -68,8 +68,8 @@ import numpy as np
 from numba import cuda, njit, prange
 from numba.extending import register_jitable
 
+from ._contract import Family, KernelSpec
 from ._cuda import (
-    KernelSpec,
     array_module,
     check_out,
     empty,
@@ -121,7 +121,7 @@ def _tiles_buffer(rows: int, count: int, dtype: Any, like: Any, spaced: bool) ->
     return buffer[:, :rows * count].reshape(POSITIONS, rows, count)
 
 
-def tiles_buffer_cpu(rows: int, count: int, dtype: Any, like: np.ndarray) -> np.ndarray:
+def winograd_tiles_cpu(rows: int, count: int, dtype: Any, like: np.ndarray) -> np.ndarray:
     """An uninitialised (16, rows, count) host tile buffer (``like``: a NumPy array), each matrix
     C-contiguous, the 16 matrices spaced an odd number of cache lines apart.
 
@@ -132,7 +132,7 @@ def tiles_buffer_cpu(rows: int, count: int, dtype: Any, like: np.ndarray) -> np.
     return _tiles_buffer(rows, count, dtype, like, spaced=True)
 
 
-def tiles_buffer_cuda(rows: int, count: int, dtype: Any, like: Any) -> Any:
+def winograd_tiles_cuda(rows: int, count: int, dtype: Any, like: Any) -> Any:
     """An uninitialised C-contiguous (16, rows, count) tile buffer on ``like``'s device (a GPU, or
     the host in the simulator, which takes contiguous arrays only)."""
     return _tiles_buffer(rows, count, dtype, like, spaced=False)
@@ -819,3 +819,19 @@ def cuda_kernels() -> list[KernelSpec]:
         KernelSpec("winograd_output", _output_kernel_cuda, (tiles, numba.float32[::1], image), THREADS_PER_BLOCK),
         KernelSpec("winograd_output_grad", _output_grad_kernel_cuda, (image, tiles), THREADS_PER_BLOCK),
     ]
+
+
+FAMILY = Family(
+    name="winograd",
+    module=__name__,
+    ops=("winograd_tiles", "winograd_weights", "winograd_weights_grad", "winograd_input", "winograd_input_grad", "winograd_output", "winograd_output_grad"),
+    references={
+        "winograd_weights": reference_weights,
+        "winograd_weights_grad": reference_weights_grad,
+        "winograd_input": reference_input,
+        "winograd_input_grad": reference_input_grad,
+        "winograd_output": reference_output,
+        "winograd_output_grad": reference_output_grad,
+    },
+    cuda_kernels=cuda_kernels,
+)

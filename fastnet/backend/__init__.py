@@ -1,27 +1,11 @@
 """Devices: which array library and which kernel set a tensor's data lives with.
 
 A :class:`Device` is an array module (``xp``) plus the kernel functions of one variant. The
-contract that the CPU and CUDA variants both implement, with the same signatures (see each
-kernel module in ``fastnet.kernels`` for the math and buffer shapes):
-
-==================  ==========================  =============================================
-method              kernel family               what it returns
-==================  ==========================  =============================================
-matmul              matmul                      op(a) @ op(b), 2-D or batched 3-D
-im2col / col2im     conv                        (C*KH*KW, N*OH*OW) columns / their adjoint
-winograd_*          winograd                    F(2x2, 3x3) transforms of weights, input tiles
-                                                and output tiles, each with its adjoint
-                                                (``_grad``); ``winograd_tiles`` allocates tiles
-maxpool2d_forward   pool                        (y, argmax); ``maxpool2d_backward`` -> dx
-softmax_xent        softmax_xent                (row losses, d(mean loss)/d logits)
-adam_step           optim                       in-place fused Adam/AdamW update
-sgd_step            optim                       in-place fused SGD (momentum, Nesterov) update
-batchnorm_*         norm                        (y, mean, rstd) / (dx, dweight, dbias)
-layernorm_*         norm                        (y, mean, rstd) / (dx, dweight, dbias)
-softmax_*           softmax                     row softmax (mask, causal) / its backward
-relu_forward        activation                  max(x, 0); ``relu_backward(dy, y)`` -> dx
-empty               (allocation)                an uninitialised array (large host ones recycled)
-==================  ==========================  =============================================
+contract that the CPU and CUDA variants both implement is the union of every kernel family's
+``ops`` (``fastnet.kernels._contract``): for each op a family module defines ``<op>_cpu`` and
+``<op>_cuda`` with one signature, and each device has the op as a method. The math and the
+buffer shapes of each op are in its family's module docstring. Besides the ops, a device has
+``empty`` (an uninitialised array; large host ones recycled) and ``asarray``.
 
 ``cpu`` runs NumPy arrays through the ``@njit`` kernels. ``cuda`` runs CuPy arrays through the
 ``@cuda.jit`` kernels on a GPU; with ``NUMBA_ENABLE_CUDASIM=1`` set before ``numba.cuda`` is
@@ -40,46 +24,9 @@ from typing import Any
 import numba
 import numpy as np
 
-from ..kernels import (
-    _cuda,
-    activation,
-    conv,
-    matmul,
-    norm,
-    optim,
-    pool,
-    softmax,
-    softmax_xent,
-    winograd,
-)
+from ..kernels import _cuda
+from ..kernels._contract import families
 from ..kernels.conv import conv_output_shape  # noqa: F401 - re-exported for the layers above
-
-# contract method -> (kernel module, function stem); the variant suffix is "_cpu" or "_cuda".
-_CONTRACT = {
-    "matmul": (matmul, "matmul"),
-    "im2col": (conv, "im2col"),
-    "col2im": (conv, "col2im"),
-    "winograd_tiles": (winograd, "tiles_buffer"),
-    "winograd_weights": (winograd, "winograd_weights"),
-    "winograd_weights_grad": (winograd, "winograd_weights_grad"),
-    "winograd_input": (winograd, "winograd_input"),
-    "winograd_input_grad": (winograd, "winograd_input_grad"),
-    "winograd_output": (winograd, "winograd_output"),
-    "winograd_output_grad": (winograd, "winograd_output_grad"),
-    "maxpool2d_forward": (pool, "maxpool2d_forward"),
-    "maxpool2d_backward": (pool, "maxpool2d_backward"),
-    "softmax_xent": (softmax_xent, "softmax_xent"),
-    "adam_step": (optim, "adam_step"),
-    "sgd_step": (optim, "sgd_step"),
-    "batchnorm_forward": (norm, "batchnorm_forward"),
-    "batchnorm_backward": (norm, "batchnorm_backward"),
-    "layernorm_forward": (norm, "layernorm_forward"),
-    "layernorm_backward": (norm, "layernorm_backward"),
-    "softmax_forward": (softmax, "softmax_forward"),
-    "softmax_backward": (softmax, "softmax_backward"),
-    "relu_forward": (activation, "relu_forward"),
-    "relu_backward": (activation, "relu_backward"),
-}
 
 
 @numba.vectorize(["float32(float32)", "float64(float64)"], cache=True)
@@ -97,8 +44,12 @@ class Device:
         # How many bytes of im2col columns and output planes a convolution works on at once
         # (None: the whole batch).
         self.conv_workspace_bytes = conv_workspace_bytes
-        for method, (module, stem) in _CONTRACT.items():
-            setattr(self, method, getattr(module, f"{stem}_{variant}"))
+        for family in families():
+            for op in family.ops:
+                if hasattr(self, op):
+                    raise RuntimeError(f"kernel family {family.name} declares the op {op!r}, which "
+                                       f"the device already has")
+                setattr(self, op, family.entry_point(op, variant))
         self._prototype = xp.empty(0, np.float32)  # tells the kernels' allocator which device
 
     def empty(self, shape: Any, dtype: Any) -> Any:

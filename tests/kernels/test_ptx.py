@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from fastnet.kernels import ptx
+from fastnet.kernels._contract import Family, KernelSpec, families
 
 CCS = {"sm_80", "sm_90"}
 
@@ -33,9 +34,7 @@ def test_every_kernel_compiles_for_real_hardware_without_spills():
               for row in rows if row["status"] == "error"]
     assert not errors, "\n".join(errors)
     present = {row["family"] for row in rows if row["status"] == "ok"}
-    missing = {row["family"] for row in rows if row["status"] == "missing"}
-    assert "matmul" in present
-    assert present | missing == set(ptx.FAMILIES), "every family is either compiled or missing"
+    assert present == {family.name for family in families()}, "every declared family is compiled"
 
     compiled = [row for row in rows if row["status"] == "ok"]
     for row in compiled:
@@ -77,29 +76,42 @@ def test_parse_ptxas_log_sums_spills_over_functions():
         ptx.parse_ptxas_log("ptxas info    : 0 bytes gmem")
 
 
-def test_problems_and_table_name_spills_excess_shared_memory_and_missing_families():
+def test_problems_and_table_name_spills_excess_shared_memory_and_errors():
     base = {"family": "matmul", "kernel": "k", "cc": "sm_90", "threads": (16, 16), "registers": 40,
             "shared_bytes": 0, "stack_bytes": 0, "spill_stores": 0, "spill_loads": 0,
             "status": "ok", "detail": ""}
     rows = [base,
             dict(base, kernel="spilly", spill_stores=8),
             dict(base, kernel="greedy", shared_bytes=ptx.MAX_STATIC_SHARED_BYTES + 4),
-            dict(base, family="conv", kernel=None, cc=None, status="missing", detail="no module"),
+            dict(base, family="conv", kernel=None, cc=None, status="error", detail="import failed"),
             dict(base, kernel="broken", status="error", detail="ptxas failed")]
     assert ptx.problems(rows) == [
         "matmul.spilly sm_90: spills 8 B stored, 0 B loaded",
         f"matmul.greedy sm_90: {ptx.MAX_STATIC_SHARED_BYTES + 4} B static shared memory "
         f"> {ptx.MAX_STATIC_SHARED_BYTES}",
+        "conv: import failed",
         "matmul.broken sm_90: ptxas failed"]
     table = ptx.format_table(rows)
     assert "16×16" in table and "spilly" in table
-    assert "missing: conv: no module" in table and "error: matmul.broken sm_90: ptxas failed" in table
+    assert "error: conv: import failed" in table and "error: matmul.broken sm_90: ptxas failed" in table
 
 
-def test_a_missing_family_is_reported_not_raised_and_a_broken_one_is_an_error():
+def _failing_kernel_list():
+    raise RuntimeError("cannot list")
+
+
+def test_a_family_without_kernels_or_failing_to_list_them_is_an_error_row():
     # Neither reaches a compile, so this runs in the simulating test process.
-    [missing] = ptx._family_rows("no_such_family", ptx.DEFAULT_CCS)
-    assert missing["status"] == "missing"
-    assert "fastnet.kernels.no_such_family" in missing["detail"]
-    [broken] = ptx._family_rows("_cuda", ptx.DEFAULT_CCS)  # a module without cuda_kernels()
-    assert broken["status"] == "error" and "cuda_kernels()" in broken["detail"]
+    def family(cuda_kernels):
+        return Family("broken", __name__, ("op",), {}, cuda_kernels)
+
+    [empty] = ptx._family_rows(family(list), ptx.DEFAULT_CCS)
+    assert empty["status"] == "error" and "declares no CUDA kernels" in empty["detail"]
+    [failing] = ptx._family_rows(family(_failing_kernel_list), ptx.DEFAULT_CCS)
+    assert failing["status"] == "error" and "cannot list" in failing["detail"]
+
+
+def test_every_family_declares_kernel_specs():
+    for family in families():
+        specs = family.cuda_kernels()
+        assert specs and all(isinstance(spec, KernelSpec) for spec in specs), family.name

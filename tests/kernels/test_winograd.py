@@ -116,7 +116,7 @@ def test_each_reference_gradient_is_the_adjoint_of_its_transform(rng, case):
 # --- the kernels ---------------------------------------------------------------------------------
 
 def as_tiles_buffer(values, variant):
-    tiles = getattr(winograd, f"tiles_buffer_{variant}")(*values.shape[1:], values.dtype, values)
+    tiles = getattr(winograd, f"winograd_tiles_{variant}")(*values.shape[1:], values.dtype, values)
     tiles[...] = values
     return tiles
 
@@ -182,7 +182,7 @@ def test_outputs_written_into_given_buffers(rng, variant):
     case = (shape, out_channels, padding)
     count, y_shape = tile_count(case), output_shape(case)
     x = rng.standard_normal(shape).astype(np.float32)
-    buffer = getattr(winograd, f"tiles_buffer_{variant}")(shape[1], count, np.float32, x)
+    buffer = getattr(winograd, f"winograd_tiles_{variant}")(shape[1], count, np.float32, x)
     buffer[...] = np.nan
     assert kernel("input", variant)(x, padding, out=buffer) is buffer
     assert relative_error(buffer, reference_input(x, padding)) <= TOLERANCE[np.float32]
@@ -195,12 +195,12 @@ def test_outputs_written_into_given_buffers(rng, variant):
 
 def test_cpu_tile_buffers_are_spaced_an_odd_number_of_cache_lines():
     for rows, count, dtype in ((64, 784, np.float32), (32, 147, np.float32), (3, 5, np.float64), (16, 256, np.float32)):
-        tiles = winograd.tiles_buffer_cpu(rows, count, dtype, np.empty(0))
+        tiles = winograd.winograd_tiles_cpu(rows, count, dtype, np.empty(0))
         assert tiles.shape == (POSITIONS, rows, count)
         assert tiles.strides[1:] == (count * tiles.itemsize, tiles.itemsize)  # each matrix C-contiguous
         assert tiles.strides[0] >= rows * count * tiles.itemsize
         assert tiles.strides[0] % 64 == 0 and (tiles.strides[0] // 64) % 2 == 1
-    assert winograd.tiles_buffer_cuda(64, 784, np.float32, np.empty(0)).flags.c_contiguous
+    assert winograd.winograd_tiles_cuda(64, 784, np.float32, np.empty(0)).flags.c_contiguous
 
 
 def test_matmul_writes_into_a_spaced_tile_buffer(rng):
@@ -208,9 +208,9 @@ def test_matmul_writes_into_a_spaced_tile_buffer(rng):
     from fastnet.kernels.matmul import matmul_cpu
 
     u = rng.standard_normal((POSITIONS, 5, 3)).astype(np.float32)
-    v = winograd.tiles_buffer_cpu(3, 7, np.float32, u)
+    v = winograd.winograd_tiles_cpu(3, 7, np.float32, u)
     v[...] = rng.standard_normal(v.shape)
-    out = winograd.tiles_buffer_cpu(5, 7, np.float32, u)
+    out = winograd.winograd_tiles_cpu(5, 7, np.float32, u)
     assert matmul_cpu(u, v, out=out) is out
     assert relative_error(out, np.matmul(u.astype(np.float64), v)) <= TOLERANCE[np.float32]
     with pytest.raises(ValueError, match="matrix-contiguous"):
