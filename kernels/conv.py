@@ -47,99 +47,19 @@ Variants, simplest first:
 """
 from __future__ import annotations
 
-import operator
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import numba
 import numpy as np
 from numba import cuda, njit, prange, uint64
 from numba.extending import register_jitable
 
+from ._checks import as_shape, check_float_dtype
 from ._contract import Family, KernelSpec
 from ._cuda import array_module, check_out, empty, launch, stride_grid
+from ._geometry import IntPair, WindowGeometry, window_geometry
 
 THREADS_PER_BLOCK = 256
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-IntPair = int | tuple[int, int]
-
-
-class WindowGeometry(NamedTuple):
-    """A sliding window over an (H, W) plane and the (OH, OW) grid of its positions."""
-
-    kernel_h: int
-    kernel_w: int
-    stride_h: int
-    stride_w: int
-    pad_h: int
-    pad_w: int
-    out_h: int
-    out_w: int
-
-
-def _pair(value: Any, name: str, minimum: int) -> tuple[int, int]:
-    """``value`` (an int or an (h, w) pair of ints) as a pair, each at least ``minimum``."""
-    if type(value) is int:  # the common cases first: a conv layer validates once per chunk of images
-        pair = (value, value)
-    elif type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
-        pair = value
-    else:
-        pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-        if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair):
-            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
-def _geometry(h: int, w: int, kernel_hw: IntPair, stride: IntPair, padding: IntPair) -> WindowGeometry:
-    kernel_h, kernel_w = _pair(kernel_hw, "kernel_hw", 1)
-    stride_h, stride_w = _pair(stride, "stride", 1)
-    pad_h, pad_w = _pair(padding, "padding", 0)
-    padded_h, padded_w = h + 2 * pad_h, w + 2 * pad_w
-    if kernel_h > padded_h or kernel_w > padded_w:
-        raise ValueError(
-            f"kernel {kernel_h}x{kernel_w} does not fit the {h}x{w} input padded by "
-            f"({pad_h}, {pad_w}) to {padded_h}x{padded_w}"
-        )
-    out_h = (padded_h - kernel_h) // stride_h + 1
-    out_w = (padded_w - kernel_w) // stride_w + 1
-    return WindowGeometry(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w)
-
-
-def conv_output_shape(
-    h: int, w: int, kernel_hw: IntPair, stride: IntPair, padding: IntPair
-) -> tuple[int, int]:
-    """(OH, OW) of a window ``kernel_hw`` sliding over an h x w plane; ValueError if it does not fit."""
-    geometry = _geometry(h, w, kernel_hw, stride, padding)
-    return geometry.out_h, geometry.out_w
-
-
-def window_geometry(
-    x_shape: Sequence[int], kernel_hw: IntPair, stride: IntPair, padding: IntPair, op: str
-) -> WindowGeometry:
-    """Validate a 4-D (N, C, H, W) shape and window arguments for ``op``; return the geometry."""
-    if len(x_shape) != 4:
-        raise ValueError(f"{op} expects a 4-D input (N, C, H, W), got shape {tuple(x_shape)}")
-    return _geometry(x_shape[2], x_shape[3], kernel_hw, stride, padding)
-
-
-def check_float_dtype(array: Any, name: str, op: str) -> None:
-    """TypeError unless ``array`` is float32 or float64 (the dtypes every kernel is built for)."""
-    if array.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{op} expects {name} of dtype float32 or float64, got {array.dtype}")
-
-
-def as_shape(x_shape: Sequence[int], op: str) -> tuple[int, ...]:
-    """``x_shape`` as a tuple of non-negative ints, or a TypeError/ValueError naming ``op``."""
-    try:
-        shape = tuple(operator.index(size) for size in x_shape)
-    except TypeError:
-        raise TypeError(f"{op} expects x_shape as a sequence of ints, got {x_shape!r}") from None
-    if min(shape, default=0) < 0:
-        raise ValueError(f"{op} expects a non-negative x_shape, got {shape}")
-    return shape
-
 
 def _im2col_arguments(x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntPair, out: Any):
     check_float_dtype(x, "x", "im2col")

@@ -43,7 +43,8 @@ from numba.extending import register_jitable
 
 from ._contract import Family, KernelSpec
 from ._cuda import array_module, empty, launch, stride_grid
-from .conv import IntPair, WindowGeometry, as_shape, check_float_dtype, window_geometry
+from ._checks import as_shape, check_float_dtype
+from ._geometry import IntPair, WindowGeometry, window_geometry
 
 THREADS_PER_BLOCK = 256
 _INDEX_DTYPE = np.dtype(np.int32)

@@ -77,7 +77,7 @@ from ._cuda import (
     matrices_contiguous,
     stride_grid,
 )
-from .conv import as_shape, check_float_dtype
+from ._checks import as_shape, check_float_dtype
 
 THREADS_PER_BLOCK = 256
 POSITIONS = 16  # entries of a transformed 4x4 tile: the ξ axis of U, V and M

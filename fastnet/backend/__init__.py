@@ -26,7 +26,7 @@ import numpy as np
 
 from ..kernels import _cuda
 from ..kernels._contract import families
-from ..kernels.conv import conv_output_shape  # noqa: F401 - re-exported for the layers above
+from ..kernels._geometry import conv_output_shape  # noqa: F401 - re-exported for the layers above
 
 
 @numba.vectorize(["float32(float32)", "float64(float64)"], cache=True)

@@ -19,10 +19,10 @@ import pytest
 import fastnet
 
 from fastnet.kernels import conv
+from fastnet.kernels._geometry import conv_output_shape
 from fastnet.kernels.conv import (
     col2im_cpu,
     col2im_cuda,
-    conv_output_shape,
     im2col_cpu,
     im2col_cuda,
     reference_col2im,
