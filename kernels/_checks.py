@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import operator
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+
+from ._cuda import array_module
 
 # The dtypes every floating-point kernel is compiled for.
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -25,3 +28,26 @@ def as_shape(x_shape: Sequence[int], op: str) -> tuple[int, ...]:
     if min(shape, default=0) < 0:
         raise ValueError(f"{op} expects a non-negative x_shape, got {shape}")
     return shape
+
+
+def flat_matching(op: str, **arrays: Any) -> list[Any]:
+    """The arrays, C-contiguous and raveled, after checking that they agree with the first in
+    array module (NumPy or CuPy), shape and dtype, and that the first is float32 or float64:
+    the arguments of an elementwise kernel. Errors name ``op`` and the arguments."""
+    (first_name, first), *others = arrays.items()
+    if not (hasattr(first, "shape") and hasattr(first, "dtype")):
+        raise TypeError(f"{op}: {first_name} must be an array, got {type(first).__name__}")
+    if first.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: {first_name} dtype must be float32 or float64, got {first.dtype}")
+    xp = array_module(first)
+    for name, array in others:
+        if array_module(array) is not xp or not hasattr(array, "shape"):
+            raise TypeError(f"{op}: {name} is a {type(array).__name__} but {first_name} is a "
+                            f"{type(first).__name__}")
+        if array.shape != first.shape:
+            raise ValueError(f"{op}: {name} shape {tuple(array.shape)} does not match {first_name} "
+                             f"shape {tuple(first.shape)}")
+        if array.dtype != first.dtype:
+            raise TypeError(f"{op}: {name} dtype {array.dtype} does not match {first_name} dtype "
+                            f"{first.dtype}")
+    return [xp.ascontiguousarray(array).reshape(-1) for array in arrays.values()]

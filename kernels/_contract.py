@@ -136,11 +136,17 @@ class Family:
         return getattr(importlib.import_module(self.module), f"{op}_{variant}")
 
 
+# Public modules that are tools, not families: ``python -m fastnet.kernels.ptx`` must find the
+# PTX check not yet imported (runpy warns otherwise), and discovery would import it.
+TOOL_MODULES = ("ptx",)
+
+
 def family_module_names() -> list[str]:
-    """The full names of the package's public modules, in name order (families and tools alike)."""
+    """The full names of the package's family modules: every public module but the tools, in name
+    order (a helper module's name starts with "_")."""
     package = importlib.import_module(__package__)
     return sorted(f"{__package__}.{info.name}" for info in pkgutil.iter_modules(package.__path__)
-                  if not info.name.startswith("_"))
+                  if not info.name.startswith("_") and info.name not in TOOL_MODULES)
 
 
 @functools.lru_cache(maxsize=1)

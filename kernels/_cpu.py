@@ -6,17 +6,34 @@ parallel one over Numba's threads. A call takes the parallel driver only when it
 (:func:`parallel_pays`): more than one thread is configured (``fastnet.set_num_threads``) and the
 call touches at least :data:`PARALLEL_MIN_ELEMENTS` entries. Below that, waking the pool and
 splitting the loop cost more than the other threads give back; with one thread the parallel
-driver is pure overhead. Re-measure the threshold with ``python benchmarks/parallel_threshold.py``.
+driver is pure overhead.
+
+The CPU convolution's workspace is policy too: conv2d works on as many images at a time as fit
+:data:`CONV_WORKSPACE_BYTES` (:func:`images_per_chunk`), so its im2col columns stay in cache between
+the kernel that writes them and the GEMMs that read them. A chunk then holds at most a quarter of
+the threshold in float32 (unless one image alone is larger), so conv2d's im2col, col2im and
+Winograd transforms run serially, and on chunks of that size serial is the faster driver.
+
+Both are measured, serial against parallel driver per kernel and size and on conv2d's chunks, by
+``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/parallel_threshold.py``.
 """
 from __future__ import annotations
 
+import sys
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numba
 from numba import njit
 
+# Where the compute-bound kernels (Winograd, max-pool, col2im) start to gain at 2 threads; the
+# memory-bound ones (ReLU, the optimizer step) gain little at any size, so a lower bar buys nothing.
 PARALLEL_MIN_ELEMENTS = 1 << 20
+
+# About half a core's L2 cache (1-2 MB on current x86 server cores): a chunk's columns and output
+# planes stay cached between im2col and the GEMMs, beside the GEMMs' own packed panels.
+CONV_WORKSPACE_BYTES = 1 << 20
 
 
 def parallel_pays(elements: int) -> bool:
@@ -29,6 +46,10 @@ class CpuKernel:
     first: ``kernel(elements, *args)`` runs the driver :func:`parallel_pays` picks."""
 
     def __init__(self, function: Callable[..., Any], options: dict[str, Any]) -> None:
+        # NumPy's error model (x / 0 is inf or NaN, no ZeroDivisionError) is the one Numba compiles
+        # every prange body with; the serial driver takes it too, so both compute the same and the
+        # checks do not keep LLVM from vectorising a division (fastnet bench --only adam --threads 1).
+        options = {"error_model": "numpy", **options}
         self.serial = njit(cache=True, **options)(function)
         # Numba's on-disk cache keys a function by its qualified name, not by its flags: the
         # parallel driver compiles a renamed copy so the two never load each other's machine code.
@@ -49,7 +70,17 @@ class CpuKernel:
 
 def cpu_kernel(function: Callable[..., Any] | None = None, **options: Any) -> Any:
     """Decorator: compile ``function`` as a :class:`CpuKernel` (``options`` go to ``njit``,
-    e.g. ``fastmath=``). Use bare (``@cpu_kernel``) or with options (``@cpu_kernel(fastmath=...)``)."""
+    e.g. ``fastmath=``). Use bare (``@cpu_kernel``) or with options
+    (``@cpu_kernel(fastmath=...)``)."""
     if function is None:
         return lambda function: CpuKernel(function, options)
     return CpuKernel(function, options)
+
+
+def images_per_chunk(bytes_per_image: int, workspace: int | None = CONV_WORKSPACE_BYTES) -> int:
+    """How many images of ``bytes_per_image`` working set a convolution takes at a time: as many
+    as fit ``workspace`` bytes, at least one; ``workspace`` None means no limit (a GPU), and the
+    answer is then larger than any batch."""
+    if workspace is None:
+        return sys.maxsize
+    return max(1, workspace // max(bytes_per_image, 1))

@@ -23,7 +23,8 @@ from __future__ import annotations
 import math
 import sys
 import threading
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from numba import cuda
@@ -69,10 +70,9 @@ class _HostBufferCache:
     """Large NumPy kernel outputs, recycled once no array refers to them any more.
 
     Why: glibc hands a large allocation back to the OS when it is freed (or trims the heap), so the
-    next step's array of the same size is faulted in again page by page. On the project's VMs a
-    fault costs ~5 µs: the MNIST CNN at batch 256 took ~7,900 faults and ~36 ms of system time a
-    step, a fifth of the step (``benchmarks/cnn_layers.py``). CuPy's memory pool does the same
-    job on a GPU.
+    next step's array of the same size is faulted in again page by page, and on virtual machines
+    those faults cost a large part of a training step (re-measure the faults and system time a
+    step with ``python benchmarks/cnn_layers.py``). CuPy's memory pool does the same job on a GPU.
 
     A buffer is free when the cache holds the only reference to it: every array handed out is a
     view whose ``base`` is the buffer (NumPy points each view of a view at the owner), so while

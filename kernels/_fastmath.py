@@ -33,7 +33,9 @@ at most 1.44 ulp where the result is a normal float32.
 :func:`maxnum` is the max that LLVM vectorises as a reduction without "nnan"; :func:`zero_of`
 starts a sum in an array's own dtype.
 
-Callers that want the loops around it vectorised compile with :data:`VECTORISING_FASTMATH`.
+Every CPU kernel of the package compiles with :data:`VECTORISING_FASTMATH`, the one fastmath
+flag set (softmax, norm and softmax_xent alike), so that the loops around these helpers vectorise
+and NaN and inf keep their meaning everywhere (masked softmax columns are -inf).
 """
 from __future__ import annotations
 
@@ -47,7 +49,8 @@ from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
 # Reductions may be reordered (that is what lets them vectorise), but NaN and inf keep their
-# IEEE meaning: no "nnan"/"ninf", and no "afn", which would let LLVM swap this exp for its own.
+# IEEE meaning: no "nnan"/"ninf" (masked columns are -inf, a NaN input must show), and no "afn",
+# which would let LLVM swap this exp for its own and sqrt/division for approximations.
 VECTORISING_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 LOG2_E = np.float32(1.4426950408889634)

@@ -1,12 +1,13 @@
 """Sliding-window geometry shared by the convolution, Winograd and pooling families.
 
-A window of ``kernel_h x kernel_w`` slides over an ``H x W`` plane zero-padded by ``pad_h``/``pad_w``
-on each side, in steps of ``stride_h``/``stride_w``; it stops at ``OH x OW`` positions, where
-``OH = (H + 2·pad_h - kernel_h) // stride_h + 1`` (and likewise ``OW``).
+A window of ``kernel_h x kernel_w`` slides over an ``H x W`` plane zero-padded by
+``pad_h``/``pad_w`` on each side, in steps of ``stride_h``/``stride_w``; it stops at ``OH x OW``
+positions, where ``OH = (H + 2·pad_h - kernel_h) // stride_h + 1`` (and likewise ``OW``).
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -59,7 +60,8 @@ def _geometry(h: int, w: int, kernel_hw: IntPair, stride: IntPair, padding: IntP
 def conv_output_shape(
     h: int, w: int, kernel_hw: IntPair, stride: IntPair, padding: IntPair
 ) -> tuple[int, int]:
-    """(OH, OW) of a window ``kernel_hw`` sliding over an h x w plane; ValueError if it does not fit."""
+    """(OH, OW) of a window ``kernel_hw`` sliding over an h x w plane; ValueError if it does not
+    fit."""
     geometry = _geometry(h, w, kernel_hw, stride, padding)
     return geometry.out_h, geometry.out_w
 

@@ -13,52 +13,44 @@ are new C-contiguous arrays; inputs that are not contiguous are copied first.
 
 Why a kernel for an elementwise op: NumPy needs three passes and a boolean temporary
 (``x > 0``, ``maximum``, then ``dy * mask``, whose bool-to-float cast runs slowly). These make one
-pass each, reading two streams and writing one at most. On a 25 MB activation (the MNIST CNN's
-first layer at batch 256) that is the difference between ~12 ms and ~7 ms a training step.
+pass each, reading two streams and writing one at most; ``fastnet bench --only relu`` times them
+against NumPy and PyTorch on the MNIST CNN's largest activation.
 
 Variants, simplest first:
 
 * ``reference_relu_forward``, ``reference_relu_backward``: float64 NumPy.
-* ``relu_forward_cpu``, ``relu_backward_cpu``: Numba, serial below ``PARALLEL_MIN_ELEMENTS``
-  (a parallel launch costs more than it saves on small tensors), parallel above.
+* ``relu_forward_cpu``, ``relu_backward_cpu``: Numba, one loop over the elements, serial or
+  parallel as the CPU policy (``_cpu.parallel_pays``) decides for the tensor's size.
 * ``relu_forward_cuda``, ``relu_backward_cuda``: Numba CUDA, grid-stride loops.
 
-The per-element rule is one ``register_jitable`` function each, shared by all three drivers.
+The per-element rule is one ``register_jitable`` function each, shared by the CPU and CUDA kernels.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numba
 import numpy as np
-from numba import cuda, njit, prange
+from numba import cuda, prange
 from numba.extending import register_jitable
 
-from ._contract import Family, KernelSpec
-from ._cuda import array_module, empty, launch, stride_grid
+from ._checks import flat_matching
+from ._contract import (
+    FLOAT32_BYTES,
+    OURS,
+    BenchContext,
+    Case,
+    CaseInfo,
+    CaseSpec,
+    Family,
+    Implementation,
+    KernelSpec,
+)
+from ._cpu import cpu_kernel
+from ._cuda import empty, launch, stride_grid
 
 THREADS = 256
-PARALLEL_MIN_ELEMENTS = 1 << 20
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _check(op: str, **arrays: Any) -> list:
-    """The arrays, C-contiguous and raveled, after checking they agree in module, dtype and shape."""
-    (first_name, first), *others = arrays.items()
-    if not (hasattr(first, "shape") and hasattr(first, "dtype")):
-        raise TypeError(f"{op}: {first_name} must be an array, got {type(first).__name__}")
-    if first.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{op}: {first_name} dtype must be float32 or float64, got {first.dtype}")
-    xp = array_module(first)
-    for name, array in others:
-        if array_module(array) is not xp or not hasattr(array, "shape"):
-            raise TypeError(f"{op}: {name} is a {type(array).__name__} but {first_name} is a {type(first).__name__}")
-        if array.shape != first.shape:
-            raise ValueError(f"{op}: {name} shape {tuple(array.shape)} does not match {first_name} shape "
-                             f"{tuple(first.shape)}")
-        if array.dtype != first.dtype:
-            raise TypeError(f"{op}: {name} dtype {array.dtype} does not match {first_name} dtype {first.dtype}")
-    return [xp.ascontiguousarray(array).reshape(-1) for array in arrays.values()]
 
 
 # --------------------------------------------------------------------------- references
@@ -91,45 +83,31 @@ def _relu_grad(dy, y, dx, index):
 # --------------------------------------------------------------------------- CPU
 
 
-@njit(cache=True)
-def _relu_forward_serial(x, y):
-    for index in range(x.size):
-        _relu(x, y, index)
-
-
-@njit(parallel=True, cache=True)
-def _relu_forward_parallel(x, y):
+@cpu_kernel
+def _relu_forward_kernel_cpu(x, y):
     for index in prange(x.size):
         _relu(x, y, index)
 
 
-@njit(cache=True)
-def _relu_backward_serial(dy, y, dx):
-    for index in range(dy.size):
-        _relu_grad(dy, y, dx, index)
-
-
-@njit(parallel=True, cache=True)
-def _relu_backward_parallel(dy, y, dx):
+@cpu_kernel
+def _relu_backward_kernel_cpu(dy, y, dx):
     for index in prange(dy.size):
         _relu_grad(dy, y, dx, index)
 
 
 def relu_forward_cpu(x: np.ndarray) -> np.ndarray:
     """y = max(x, 0), of x's shape and dtype."""
-    (flat_x,) = _check("relu_forward", x=x)
+    (flat_x,) = flat_matching("relu_forward", x=x)
     y = empty(x.shape, x.dtype, like=x)
-    kernel = _relu_forward_parallel if flat_x.size >= PARALLEL_MIN_ELEMENTS else _relu_forward_serial
-    kernel(flat_x, y.reshape(-1))
+    _relu_forward_kernel_cpu(flat_x.size, flat_x, y.reshape(-1))
     return y
 
 
 def relu_backward_cpu(dy: np.ndarray, y: np.ndarray) -> np.ndarray:
     """dx = dy where the forward's output y is positive, else 0."""
-    flat_dy, flat_y = _check("relu_backward", dy=dy, y=y)
+    flat_dy, flat_y = flat_matching("relu_backward", dy=dy, y=y)
     dx = empty(dy.shape, dy.dtype, like=dy)
-    kernel = _relu_backward_parallel if flat_dy.size >= PARALLEL_MIN_ELEMENTS else _relu_backward_serial
-    kernel(flat_dy, flat_y, dx.reshape(-1))
+    _relu_backward_kernel_cpu(flat_dy.size, flat_dy, flat_y, dx.reshape(-1))
     return dx
 
 
@@ -150,7 +128,7 @@ def _relu_backward_kernel_cuda(dy, y, dx):
 
 def relu_forward_cuda(x: Any) -> Any:
     """:func:`relu_forward_cpu` on the GPU (CuPy arrays), or in the simulator (NumPy arrays)."""
-    (flat_x,) = _check("relu_forward", x=x)
+    (flat_x,) = flat_matching("relu_forward", x=x)
     y = empty(x.shape, x.dtype, like=x)
     launch(_relu_forward_kernel_cuda, stride_grid(flat_x.size, THREADS), THREADS, flat_x, y.reshape(-1))
     return y
@@ -158,9 +136,10 @@ def relu_forward_cuda(x: Any) -> Any:
 
 def relu_backward_cuda(dy: Any, y: Any) -> Any:
     """:func:`relu_backward_cpu` on the GPU (CuPy arrays), or in the simulator (NumPy arrays)."""
-    flat_dy, flat_y = _check("relu_backward", dy=dy, y=y)
+    flat_dy, flat_y = flat_matching("relu_backward", dy=dy, y=y)
     dx = empty(dy.shape, dy.dtype, like=dy)
-    launch(_relu_backward_kernel_cuda, stride_grid(flat_dy.size, THREADS), THREADS, flat_dy, flat_y, dx.reshape(-1))
+    launch(_relu_backward_kernel_cuda, stride_grid(flat_dy.size, THREADS), THREADS, flat_dy, flat_y,
+           dx.reshape(-1))
     return dx
 
 
@@ -173,6 +152,49 @@ def cuda_kernels() -> list[KernelSpec]:
     ]
 
 
+# --------------------------------------------------------------------------- benchmark cases
+
+
+def plain_relu_backward(dy: Any, y: Any) -> Any:
+    """dx = dy · [y > 0], the mask as NumPy makes it: a boolean temporary, then a multiply."""
+    return dy * (y > 0)
+
+
+def _relu_case(context: BenchContext, key: str, x_shape: tuple, backward: bool) -> Case:
+    """ReLU over one activation, forward (y = max(x, 0)) or backward (dx from dy and y)."""
+    ops, xp = context.ops, context.xp
+    x = context.random(x_shape)
+    y = ops.relu_forward(x)
+    dy = context.random(x_shape, 1)
+    if backward:
+        implementations = {OURS: Implementation(lambda: ops.relu_backward(dy, y)),
+                           context.plain: Implementation(lambda: plain_relu_backward(dy, y))}
+    else:
+        implementations = {OURS: Implementation(lambda: ops.relu_forward(x)),
+                           context.plain: Implementation(lambda: xp.maximum(x, x.dtype.type(0)))}
+    torch = context.torch
+    if torch:
+        x_torch, y_torch, dy_torch = (torch.from_numpy(a) for a in (x, y, dy))
+        implementations["torch"] = Implementation(
+            (lambda: torch.ops.aten.threshold_backward(dy_torch, y_torch, 0)) if backward
+            else (lambda: torch.relu(x_torch)))
+    family, arrays = ("relu_bwd", 3) if backward else ("relu_fwd", 2)
+    return Case(CaseInfo(family, f"{key} {'x'.join(map(str, x_shape))}", float(x.size),
+                         arrays * FLOAT32_BYTES * x.size), implementations)
+
+
+def bench_cases(quick: bool) -> list[CaseSpec]:
+    """ReLU forward and backward on the MNIST CNN's first activation and its first dense layer's
+    (tiny shapes with ``quick``)."""
+    shapes = ((("tiny", (2, 3, 5, 7)),) if quick else
+              (("mnist.relu1.b256", (256, 32, 28, 28)), ("mnist.fc1.b64", (64, 128))))
+    return [CaseSpec(family, key, "x".join(map(str, x_shape)),
+                     partial(_relu_case, key=key, x_shape=x_shape, backward=backward),
+                     (OURS, "numpy", "torch"))
+            for key, x_shape in shapes
+            for backward, family in ((False, "relu_fwd"), (True, "relu_bwd"))]
+
+
 FAMILY = Family(
     name="activation",
     module=__name__,
@@ -182,4 +204,5 @@ FAMILY = Family(
         "relu_backward": reference_relu_backward,
     },
     cuda_kernels=cuda_kernels,
+    bench_cases=bench_cases,
 )

@@ -39,27 +39,41 @@ Variants, simplest first:
   1 with OW == W, one contiguous run per image), with the padded ends zeroed and no bounds test
   inside a run. col2im is parallel over the N*C
   planes of dx: each task owns its plane, so it is race-free, and each pixel sums its terms in
-  kernel-offset order however the work is split, so dx is deterministic. Both run serially below
-  ``PARALLEL_MIN_ELEMENTS`` entries of cols (the chunks conv2d hands them).
+  kernel-offset order however the work is split, so dx is deterministic. Both run serial or
+  parallel as the CPU policy (``_cpu.parallel_pays``) decides for the size of cols.
 * ``im2col_cuda`` / ``col2im_cuda``: one thread per element of cols (im2col: consecutive threads
   write consecutive columns), and one thread per input pixel gathering the cols entries that came
   from it (col2im: no atomics, deterministic); both grid-stride loops.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
 
 import numba
 import numpy as np
-from numba import cuda, njit, prange, uint64
+from numba import cuda, prange, uint64
 from numba.extending import register_jitable
 
 from ._checks import as_shape, check_float_dtype
-from ._contract import Family, KernelSpec
+from ._contract import (
+    FLOAT32_BYTES,
+    OURS,
+    BenchContext,
+    Case,
+    CaseInfo,
+    CaseSpec,
+    Family,
+    Implementation,
+    KernelSpec,
+)
+from ._cpu import cpu_kernel, images_per_chunk
 from ._cuda import array_module, check_out, empty, launch, stride_grid
-from ._geometry import IntPair, WindowGeometry, window_geometry
+from ._geometry import IntPair, WindowGeometry, conv_output_shape, window_geometry
 
 THREADS_PER_BLOCK = 256
+
 
 def _im2col_arguments(x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntPair, out: Any):
     check_float_dtype(x, "x", "im2col")
@@ -121,7 +135,8 @@ def reference_col2im(
 def reference_conv2d(
     x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: IntPair, padding: IntPair
 ) -> np.ndarray:
-    """Direct 2-D convolution (cross-correlation) in float64: y (N, OC, OH, OW), one window at a time."""
+    """Direct 2-D convolution (cross-correlation) in float64: y (N, OC, OH, OW), one window at a
+    time."""
     out_channels, _, kh, kw = w.shape
     _, _, sh, sw, ph, pw, oh, ow = window_geometry(x.shape, (kh, kw), stride, padding, "reference_conv2d")
     padded = np.pad(np.asarray(x, np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
@@ -221,45 +236,28 @@ def _col2im_plane(cols, dx, plane, kernel_h, kernel_w, stride_h, stride_w, pad_h
                     image[row + ow * uint64(stride_w)] += source[run + ow]
 
 
-# Serial and parallel drivers of the same bodies. conv2d calls im2col and col2im many times a
-# step on cache-sized chunks, between BLAS calls: waking Numba's thread pool there would make it
-# and the BLAS pool spin against each other (at 2 threads on 2 cores the MNIST CNN trained ~10x
-# slower), so work below PARALLEL_MIN_ELEMENTS runs on the calling thread.
-PARALLEL_MIN_ELEMENTS = 1 << 20
-
-
-@njit(cache=True)
-def _im2col_serial(x, cols, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
-    for col_row in range(cols.shape[0]):
-        _im2col_row(x, cols, col_row, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w)
-
-
-@njit(parallel=True, cache=True)
-def _im2col_parallel(x, cols, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
+@cpu_kernel
+def _im2col_kernel_cpu(x, cols, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
     for col_row in prange(cols.shape[0]):
-        _im2col_row(x, cols, col_row, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w)
+        _im2col_row(x, cols, col_row, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h,
+                    out_w)
 
 
-@njit(cache=True)
-def _col2im_serial(cols, dx, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
-    for plane in range(dx.shape[0] * dx.shape[1]):
-        _col2im_plane(cols, dx, plane, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w)
-
-
-@njit(parallel=True, cache=True)
-def _col2im_parallel(cols, dx, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
+@cpu_kernel
+def _col2im_kernel_cpu(cols, dx, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h,
+                       out_w):
     # A task owns one plane: no two tasks write one pixel, so dx is race-free and deterministic.
     for plane in prange(dx.shape[0] * dx.shape[1]):
-        _col2im_plane(cols, dx, plane, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w)
+        _col2im_plane(cols, dx, plane, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h,
+                      out_w)
 
 
 def im2col_cpu(
     x: np.ndarray, kernel_hw: IntPair, stride: IntPair, padding: IntPair, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """cols (C*KH*KW, N*OH*OW) of x (N, C, H, W), same dtype as x (written into ``out`` if given)."""
+    """cols (C*KH*KW, N*OH*OW) of x (N, C, H, W), same dtype as x (into ``out`` if given)."""
     x, geometry, cols = _im2col_arguments(x, kernel_hw, stride, padding, out)
-    kernel = _im2col_parallel if cols.size >= PARALLEL_MIN_ELEMENTS else _im2col_serial
-    kernel(x, cols, *geometry)
+    _im2col_kernel_cpu(cols.size, x, cols, *geometry)
     return cols
 
 
@@ -269,8 +267,7 @@ def col2im_cpu(
 ) -> np.ndarray:
     """dx (N, C, H, W): every entry of cols (C*KH*KW, N*OH*OW) summed back onto its pixel."""
     cols, dx, geometry = _col2im_arguments(cols, x_shape, kernel_hw, stride, padding, out)
-    kernel = _col2im_parallel if cols.size >= PARALLEL_MIN_ELEMENTS else _col2im_serial
-    kernel(cols, dx, *geometry)
+    _col2im_kernel_cpu(cols.size, cols, dx, *geometry)
     return dx
 
 
@@ -348,6 +345,135 @@ def cuda_kernels() -> list[KernelSpec]:
     ]
 
 
+# ---------------------------------------------------------------------------------------------
+# Benchmark cases, with the peers written as a NumPy user would write them (for any array module
+# with NumPy's API: NumPy, CuPy)
+
+
+def plain_im2col(x: Any, kernel: int, stride: int, padding: int) -> Any:
+    """cols (C*K*K, N*OH*OW) through a padded copy and a strided window view."""
+    xp = array_module(x)
+    padded = xp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    windows = xp.lib.stride_tricks.sliding_window_view(padded, (kernel, kernel), axis=(2, 3))
+    windows = windows[:, :, ::stride, ::stride]
+    n, channels, out_h, out_w = windows.shape[:4]
+    patch = channels * kernel * kernel
+    return windows.transpose(1, 4, 5, 0, 2, 3).reshape(patch, n * out_h * out_w)
+
+
+def plain_col2im(cols: Any, x_shape: tuple[int, ...], kernel: int, stride: int,
+                 padding: int) -> Any:
+    """dx (N, C, H, W): each kernel offset's block of cols added onto a strided slice."""
+    xp = array_module(cols)
+    n, channels, height, width = x_shape
+    out_h, out_w = conv_output_shape(height, width, kernel, stride, padding)
+    padded = xp.zeros((n, channels, height + 2 * padding, width + 2 * padding), cols.dtype)
+    blocks = cols.reshape(channels, kernel, kernel, n, out_h, out_w)
+    for i in range(kernel):
+        for j in range(kernel):
+            padded[:, :, i:i + stride * out_h:stride, j:j + stride * out_w:stride] += \
+                blocks[:, i, j].transpose(1, 0, 2, 3)
+    return padded[:, :, padding:padding + height, padding:padding + width]
+
+
+def conv_label(x_shape: tuple[int, ...], kernel: int, stride: int, padding: int,
+               out_channels: int = 0) -> str:
+    """A convolution row's shape text, e.g. ``64x32x14x14->64 k3s1p1``."""
+    out = f"->{out_channels}" if out_channels else ""
+    return f"{'x'.join(map(str, x_shape))}{out} k{kernel}s{stride}p{padding}"
+
+
+def _im2col_case(context: BenchContext, key: str, x_shape: tuple, kernel: int, stride: int,
+                 padding: int) -> Case:
+    ops = context.ops
+    x = context.random(x_shape)
+    n, channels, height, width = x_shape
+    out_h, out_w = conv_output_shape(height, width, kernel, stride, padding)
+    cols_size = n * out_h * out_w * channels * kernel * kernel
+    implementations = {
+        OURS: Implementation(lambda: ops.im2col(x, kernel, stride, padding)),
+        context.plain: Implementation(lambda: plain_im2col(x, kernel, stride, padding)),
+    }
+    torch = context.torch
+    if torch:
+        x_torch = torch.from_numpy(x)
+        implementations["torch"] = Implementation(  # unfold's layout is (N, C*K*K, OH*OW)
+            lambda: torch.nn.functional.unfold(x_torch, kernel, padding=padding, stride=stride),
+            lambda cols: (cols.numpy().transpose(1, 0, 2).reshape(channels * kernel * kernel, -1),))
+    info = CaseInfo("im2col", f"{key} {conv_label(x_shape, kernel, stride, padding)}", 0.0,
+                    FLOAT32_BYTES * (x.size + cols_size))
+    return Case(info, implementations)
+
+
+def _col2im_case(context: BenchContext, key: str, x_shape: tuple, kernel: int, stride: int,
+                 padding: int) -> Case:
+    ops = context.ops
+    n, channels, height, width = x_shape
+    out_h, out_w = conv_output_shape(height, width, kernel, stride, padding)
+    patch = channels * kernel * kernel
+    cols = context.random((patch, n * out_h * out_w))
+    implementations = {
+        OURS: Implementation(lambda: ops.col2im(cols, x_shape, kernel, stride, padding)),
+        context.plain: Implementation(lambda: plain_col2im(cols, x_shape, kernel, stride, padding)),
+    }
+    torch = context.torch
+    if torch:
+        cols_torch = torch.from_numpy(
+            np.ascontiguousarray(cols.reshape(patch, n, out_h * out_w).transpose(1, 0, 2)))
+        implementations["torch"] = Implementation(lambda: torch.nn.functional.fold(
+            cols_torch, (height, width), kernel, padding=padding, stride=stride))
+    info = CaseInfo("col2im", f"{key} {conv_label(x_shape, kernel, stride, padding)}",
+                    float(cols.size), FLOAT32_BYTES * (cols.size + n * channels * height * width))
+    return Case(info, implementations)
+
+
+# The convolution layers benchmarked: (key, batch, in channels, out channels, image side, kernel,
+# stride, padding). The conv2d rows of the bench time the same layers through the functional layer.
+BENCH_CONV_LAYERS = (
+    ("mnist.conv1.b64", 64, 1, 32, 28, 3, 1, 1),
+    ("mnist.conv2.b64", 64, 32, 64, 14, 3, 1, 1),
+    ("mnist.conv1.b256", 256, 1, 32, 28, 3, 1, 1),
+    ("mnist.conv2.b256", 256, 32, 64, 14, 3, 1, 1),
+    ("resnet.conv.b128", 128, 64, 64, 16, 3, 1, 1),
+)
+QUICK_BENCH_CONV_LAYERS = (
+    ("tiny.conv", 2, 3, 4, 7, 3, 1, 1),
+    ("tiny.conv.s2", 1, 2, 3, 8, 3, 2, 0),
+)
+# conv2d runs im2col and col2im on as many images at a time as the CPU conv workspace holds:
+# these layers are timed at that size too (the columns then stay in cache for the GEMMs).
+_CHUNKED_CONV_LAYERS = ("mnist.conv2.b256", "resnet.conv.b128")
+
+
+def _chunk_layer(layer: tuple) -> tuple:
+    """``layer`` with its batch cut to the images conv2d's CPU workspace holds at once."""
+    key, batch, channels, out_channels, side, kernel, stride, padding = layer
+    out_h, out_w = conv_output_shape(side, side, kernel, stride, padding)
+    bytes_per_image = (channels * kernel * kernel + out_channels) * out_h * out_w * FLOAT32_BYTES
+    images = min(batch, images_per_chunk(bytes_per_image))
+    return (f"{key.rsplit('.', 1)[0]}.chunk{images}", images, channels, out_channels, side, kernel,
+            stride, padding)
+
+
+def bench_cases(quick: bool) -> list[CaseSpec]:
+    """im2col and col2im on the MNIST CNN's and a ResNet's layers, whole batches and the chunks
+    conv2d hands them on the CPU (tiny layers with ``quick``)."""
+    layers = QUICK_BENCH_CONV_LAYERS if quick else BENCH_CONV_LAYERS
+    chunks = () if quick else tuple(_chunk_layer(layer) for layer in layers
+                                    if layer[0] in _CHUNKED_CONV_LAYERS)
+    specs = []
+    for key, batch, channels, _, side, kernel, stride, padding in layers + chunks:
+        x_shape = (batch, channels, side, side)
+        shape = conv_label(x_shape, kernel, stride, padding)
+        geometry = {"key": key, "x_shape": x_shape, "kernel": kernel, "stride": stride,
+                    "padding": padding}
+        specs += [CaseSpec("im2col", key, shape, partial(_im2col_case, **geometry),
+                           (OURS, "numpy", "torch")),
+                  CaseSpec("col2im", key, shape, partial(_col2im_case, **geometry),
+                           (OURS, "numpy", "torch"))]
+    return specs
+
+
 FAMILY = Family(
     name="conv",
     module=__name__,
@@ -357,4 +483,5 @@ FAMILY = Family(
         "col2im": reference_col2im,
     },
     cuda_kernels=cuda_kernels,
+    bench_cases=bench_cases,
 )

@@ -37,19 +37,30 @@ Variants, simplest first:
    each form; a runtime flag would keep both mappings and their division/modulo in the loop.
 
 cuBLAS (through CuPy) is the yardstick :func:`matmul_cuda` is benchmarked against; it is not used.
+:func:`bench_cases` times the A·Bᵀ products of the shipped models against it and PyTorch.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numba
 import numpy as np
 from numba import cuda
 
-from ._contract import Family, KernelSpec
+from ._checks import FLOAT_DTYPES
+from ._contract import (
+    FLOAT32_BYTES,
+    OURS,
+    BenchContext,
+    Case,
+    CaseInfo,
+    CaseSpec,
+    Family,
+    Implementation,
+    KernelSpec,
+)
 from ._cuda import array_module, check_out, empty, launch
-
-SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 # Tiled kernel geometry. TILE is both the M and the N extent of a block's output tile, so one
 # loader serves both operands.
@@ -87,7 +98,7 @@ def _check_operands(a: Any, b: Any, trans_a: bool, trans_b: bool) -> tuple[int, 
         raise ValueError(f"matmul: {op()}: operands must both be 2-D or both 3-D (batched)")
     if a.dtype != b.dtype:
         raise TypeError(f"matmul: {op()}: dtypes {a.dtype} and {b.dtype} differ")
-    if a.dtype not in SUPPORTED_DTYPES:
+    if a.dtype not in FLOAT_DTYPES:
         raise TypeError(f"matmul: {op()}: dtype {a.dtype} is not float32 or float64")
     if a.ndim == 3 and a.shape[0] != b.shape[0]:
         raise ValueError(f"matmul: {op()}: batch sizes {a.shape[0]} and {b.shape[0]} differ")
@@ -264,6 +275,36 @@ def cuda_kernels() -> list[KernelSpec]:
     return specs
 
 
+# --------------------------------------------------------------------------- benchmark cases
+
+
+def _matmul_case(context: BenchContext, key: str, m: int, n: int, k: int) -> Case:
+    """c (M, N) = a (M, K) @ b (N, K)ᵀ: the A·Bᵀ form of a Linear layer's and a convolution's
+    forward."""
+    a, b = context.random((m, k)), context.random((n, k), seed=1)
+    implementations = {OURS: Implementation(lambda: context.ops.matmul(a, b, False, True))}
+    torch = context.torch
+    if torch:
+        a_torch, b_torch = torch.from_numpy(a), torch.from_numpy(b)
+        implementations["torch"] = Implementation(lambda: torch.matmul(a_torch, b_torch.T))
+    if context.variant == "cuda":
+        implementations["cublas"] = Implementation(lambda: context.xp.matmul(a, b.T))
+    info = CaseInfo("matmul", f"{key} {m}x{k}@({n}x{k})T", 2.0 * m * n * k,
+                    FLOAT32_BYTES * (m * k + n * k + m * n))
+    return Case(info, implementations)
+
+
+def bench_cases(quick: bool) -> list[CaseSpec]:
+    """The GEMMs of MNIST's conv2 and fc1 and of a ResNet convolution (tiny with ``quick``)."""
+    shapes = ((("tiny", 9, 5, 7),) if quick else
+              (("mnist.conv2.b256", 256 * 14 * 14, 64, 32 * 9),
+               ("mnist.fc1.b256", 256, 128, 64 * 7 * 7),
+               ("resnet.conv.b128", 128 * 16 * 16, 64, 64 * 9)))
+    return [CaseSpec("matmul", key, f"{m}x{k}@({n}x{k})T",
+                     functools.partial(_matmul_case, key=key, m=m, n=n, k=k), (OURS, "torch"))
+            for key, m, n, k in shapes]
+
+
 FAMILY = Family(
     name="matmul",
     module=__name__,
@@ -272,4 +313,5 @@ FAMILY = Family(
         "matmul": reference_matmul,
     },
     cuda_kernels=cuda_kernels,
+    bench_cases=bench_cases,
 )

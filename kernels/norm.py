@@ -48,12 +48,13 @@ Variants, simplest first:
 
 * ``reference_*``: float64 NumPy from the definitions: two-pass mean and variance for the forward,
   each row's (channel's) explicit Jacobian of xhat for the backward.
-* ``*_cpu``: Numba, rows (channels) in parallel. The layer-norm backward sums dweight and dbias
+* ``*_cpu``: Numba, one body per step over the rows (channels), serial or with rows (channels)
+  in parallel as ``_cpu.parallel_pays`` decides. The layer-norm backward sums dweight and dbias
   in a fixed number of row chunks, so the result does not depend on the thread count.
 * ``*_cuda``: the statistics in one block per row (layer norm) or channel (batch norm), a
-  shared-memory tree reduction over its values; then a grid-stride normalisation. The backward
-  is one block per row or channel (a tree reduction of the two sums, then dx), plus, for layer
-  norm, a column-parallel kernel for dweight and dbias (one thread a column looping over the
+  shared-memory tree reduction over its values (``_reduce``); then a grid-stride normalisation. The
+  backward is one block per row or channel (a tree reduction of the two sums, then dx), plus, for
+  layer norm, a column-parallel kernel for dweight and dbias (one thread a column looping over the
   rows: deterministic, no atomics).
 
 Both norms are written once, over x viewed as (N, G, L) with statistics per group g over its
@@ -63,23 +64,32 @@ parameters are per group (batch norm) or per position l (layer norm).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numba
 import numpy as np
-from numba import cuda, njit, prange
+from numba import cuda, prange
 from numba.extending import register_jitable
 
-from ._contract import Family, KernelSpec
-from ._cuda import array_module, empty, launch, stride_grid
-from .softmax import (
-    FASTMATH_KEEPING_INF_NAN,
-    MAX_BLOCK_THREADS,
-    block_reduce_pair,
-    check_float_matrix,
-    reduction_threads,
+from ._checks import check_float_dtype
+from ._contract import (
+    FLOAT32_BYTES,
+    OURS,
+    BenchContext,
+    Case,
+    CaseInfo,
+    CaseSpec,
+    Family,
+    Implementation,
+    KernelSpec,
 )
+from ._cpu import CpuKernel, cpu_kernel
+from ._cuda import array_module, empty, launch, stride_grid
+from ._fastmath import VECTORISING_FASTMATH
+from ._reduce import MAX_BLOCK_THREADS, block_reduce_pair, reduction_threads
 
 # Row chunks of the CPU layer-norm backward: fixed, not the thread count, so that dweight and
 # dbias are the same bits on every machine.
@@ -247,7 +257,9 @@ def _parameter_or_constant(op: str, name: str, vector: Any, length: int, x: Any,
 
 
 def _check_layernorm_input(op: str, x: Any) -> Any:
-    check_float_matrix(f"{op}: x", x)
+    check_float_dtype(x, "x", op)
+    if x.ndim != 2:
+        raise ValueError(f"{op}: x must be 2-D (rows, columns), got shape {tuple(x.shape)}")
     if x.shape[1] == 0:
         raise ValueError(f"{op}: x of shape {tuple(x.shape)} has no values to normalise over")
     return array_module(x).ascontiguousarray(x)
@@ -255,8 +267,7 @@ def _check_layernorm_input(op: str, x: Any) -> Any:
 
 def _as_channels(op: str, x: Any, training: bool) -> Any:
     """x (N, C, ...) as a contiguous (N, C, L) view, checked."""
-    if x.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{op}: x must be float32 or float64, got {x.dtype}")
+    check_float_dtype(x, "x", op)
     if x.ndim < 2:
         raise ValueError(f"{op}: x must be (N, C) or (N, C, *spatial), got shape {tuple(x.shape)}")
     if training and x.size <= x.shape[1]:
@@ -304,7 +315,7 @@ def _store_statistics(group, shift, total, total_sq, count, eps, momentum, mean,
         running_var[group] = (one - momentum) * running_var[group] + momentum * unbiased_variance
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH_KEEPING_INF_NAN)
+@cpu_kernel(fastmath=VECTORISING_FASTMATH)
 def _group_statistics_cpu(x, eps, momentum, mean, rstd, running_mean, running_var):
     batch, groups, length = x.shape
     for group in prange(groups):
@@ -320,7 +331,7 @@ def _group_statistics_cpu(x, eps, momentum, mean, rstd, running_mean, running_va
         _store_statistics(group, shift, total, total_sq, count, eps, momentum, mean, rstd, running_mean, running_var)
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH_KEEPING_INF_NAN)
+@cpu_kernel(fastmath=VECTORISING_FASTMATH)
 def _normalise_cpu(x, mean, rstd, weight, bias, affine_per_group, y):
     batch, groups, length = x.shape
     for group in prange(groups):
@@ -331,7 +342,7 @@ def _normalise_cpu(x, mean, rstd, weight, bias, affine_per_group, y):
                 y[sample, group, position] = (x[sample, group, position] - mean[group]) * rstd[group] * scale + shift
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH_KEEPING_INF_NAN)
+@cpu_kernel(fastmath=VECTORISING_FASTMATH)
 def _group_backward_cpu(dy, x, weight, mean, rstd, affine_per_group, training, dx, dweight, dbias):
     batch, groups, length = x.shape
     count = batch * length
@@ -358,7 +369,7 @@ def _group_backward_cpu(dy, x, weight, mean, rstd, affine_per_group, training, d
                 dx[sample, group, position] = outer_scale * (upstream - mean_upstream - xhat * mean_upstream_xhat)
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH_KEEPING_INF_NAN)
+@cpu_kernel(fastmath=VECTORISING_FASTMATH)
 def _column_param_grad_chunks(dy, x, mean, rstd, dweight_chunks, dbias_chunks):
     n_rows, width = x.shape
     n_chunks = dweight_chunks.shape[0]
@@ -376,7 +387,7 @@ def _column_param_grads_cpu(dy, x, mean, rstd, dweight, dbias) -> None:
     chunks = min(PARAM_GRAD_CHUNKS, x.shape[0])
     dweight_chunks = np.zeros((chunks, x.shape[1]))
     dbias_chunks = np.zeros((chunks, x.shape[1]))
-    _column_param_grad_chunks(dy, x, mean, rstd, dweight_chunks, dbias_chunks)
+    _column_param_grad_chunks(x.size, dy, x, mean, rstd, dweight_chunks, dbias_chunks)
     dweight[:] = dweight_chunks.sum(axis=0)
     dbias[:] = dbias_chunks.sum(axis=0)
 
@@ -500,7 +511,14 @@ class _Kernels:
     column_param_grads: Callable  # (dy, x, mean, rstd, dweight, dbias), layer norm's dweight and dbias
 
 
-_CPU = _Kernels(_group_statistics_cpu, _normalise_cpu, _group_backward_cpu, _column_param_grads_cpu)
+def _sized_by_first(kernel: CpuKernel) -> Callable:
+    """``kernel`` called with its first array's size as the work size (every step's first array
+    is x or dy, of x's size)."""
+    return lambda first, *rest: kernel(first.size, first, *rest)
+
+
+_CPU = _Kernels(_sized_by_first(_group_statistics_cpu), _sized_by_first(_normalise_cpu),
+                _sized_by_first(_group_backward_cpu), _column_param_grads_cpu)
 _CUDA = _Kernels(_launch_group_statistics, _launch_normalise, _launch_group_backward, _launch_column_param_grads)
 
 
@@ -664,6 +682,175 @@ def cuda_kernels() -> list[KernelSpec]:
     ]
 
 
+# ---------------------------------------------------------------------------------------------
+# Benchmark cases
+# ---------------------------------------------------------------------------------------------
+
+
+def plain_batchnorm_forward(x: Any, weight: Any, bias: Any, running_mean: Any, running_var: Any,
+                            momentum: float, eps: float) -> Any:
+    """y of training-mode batch norm over (N, H, W); the running statistics updated in place."""
+    xp = array_module(x)
+    axes, shape = (0, 2, 3), (1, -1, 1, 1)
+    mean, var = x.mean(axis=axes), x.var(axis=axes)
+    count = x.size // x.shape[1]
+    running_mean *= 1 - momentum
+    running_mean += momentum * mean
+    running_var *= 1 - momentum
+    running_var += (momentum * count / (count - 1)) * var
+    scale = weight / xp.sqrt(var + eps)
+    return x * scale.reshape(shape) + (bias - mean * scale).reshape(shape)
+
+
+def plain_batchnorm_backward(dy: Any, x: Any, weight: Any, mean: Any,
+                             rstd: Any) -> tuple[Any, Any, Any]:
+    """(dx, dweight, dbias) of training-mode batch norm from the saved mean and 1/std per
+    channel."""
+    axes, shape = (0, 2, 3), (1, -1, 1, 1)
+    count = x.size // x.shape[1]
+    xhat = (x - mean.reshape(shape)) * rstd.reshape(shape)
+    dbias, dweight = dy.sum(axis=axes), (dy * xhat).sum(axis=axes)
+    dx = (weight * rstd / count).reshape(shape) * (count * dy - dbias.reshape(shape)
+                                                   - xhat * dweight.reshape(shape))
+    return dx, dweight, dbias
+
+
+def plain_layernorm_forward(x: Any, weight: Any, bias: Any, eps: float) -> Any:
+    """y of layer norm over the last axis."""
+    xp = array_module(x)
+    mean = x.mean(axis=-1, keepdims=True)
+    return (x - mean) / xp.sqrt(x.var(axis=-1, keepdims=True) + eps) * weight + bias
+
+
+def plain_layernorm_backward(dy: Any, x: Any, weight: Any, mean: Any,
+                             rstd: Any) -> tuple[Any, Any, Any]:
+    """(dx, dweight, dbias) of layer norm from the saved mean and 1/std per row."""
+    xhat = (x - mean[:, None]) * rstd[:, None]
+    scaled = dy * weight
+    dx = rstd[:, None] * (scaled - scaled.mean(axis=-1, keepdims=True)
+                          - xhat * (scaled * xhat).mean(axis=-1, keepdims=True))
+    return dx, (dy * xhat).sum(axis=0), dy.sum(axis=0)
+
+
+def _batchnorm_forward_case(context: BenchContext, key: str, x_shape: tuple) -> Case:
+    """Training-mode batch norm, running statistics included, each implementation with its own."""
+    momentum, eps, channels, xp = 0.1, 1e-5, x_shape[1], context.xp
+    x, weight, bias = (context.random(x_shape), context.random((channels,), 1) + 1,
+                       context.random((channels,), 2))
+
+    def running() -> tuple:
+        return xp.zeros(channels, np.float32), xp.ones(channels, np.float32)
+
+    ours_running, plain_running = running(), running()
+
+    def ours() -> tuple:
+        y, _, _ = context.ops.batchnorm_forward(x, weight, bias, *ours_running, training=True,
+                                                momentum=momentum, eps=eps)
+        return (y, *ours_running)
+
+    implementations = {
+        OURS: Implementation(ours),
+        context.plain: Implementation(
+            lambda: (plain_batchnorm_forward(x, weight, bias, *plain_running, momentum, eps),
+                     *plain_running)),
+    }
+    torch = context.torch
+    if torch:
+        tensors = [torch.from_numpy(array) for array in (x, weight, bias, *running())]
+        implementations["torch"] = Implementation(lambda: (torch.nn.functional.batch_norm(
+            tensors[0], tensors[3], tensors[4], tensors[1], tensors[2], training=True,
+            momentum=momentum, eps=eps), tensors[3], tensors[4]))
+    # per element: sum, sum of squares, then subtract, scale, shift; reads x, writes y
+    info = CaseInfo("batchnorm_fwd", f"{key} {'x'.join(map(str, x_shape))}", 5.0 * x.size,
+                    2.0 * FLOAT32_BYTES * x.size)
+    return Case(info, implementations)
+
+
+def _batchnorm_backward_case(context: BenchContext, key: str, x_shape: tuple) -> Case:
+    channels = x_shape[1]
+    x, dy = context.random(x_shape), context.random(x_shape, 1)
+    weight = context.random((channels,), 2) + 1
+    _, mean, rstd = context.ops.batchnorm_forward(x, weight, None, None, None, training=True)
+    implementations = {
+        OURS: Implementation(
+            lambda: context.ops.batchnorm_backward(dy, x, weight, mean, rstd, training=True)),
+        context.plain: Implementation(lambda: plain_batchnorm_backward(dy, x, weight, mean, rstd)),
+    }
+    torch = context.torch
+    if torch:
+        dy_torch, x_torch, weight_torch, mean_torch, rstd_torch = (
+            torch.from_numpy(a) for a in (dy, x, weight, mean, rstd))
+        implementations["torch"] = Implementation(lambda: torch.ops.aten.native_batch_norm_backward(
+            dy_torch, x_torch, weight_torch, None, None, mean_torch, rstd_torch, True, 1e-5,
+            [True, True, True]))
+    # per element: two sums, then xhat and the three-term dx; reads dy and x, writes dx
+    info = CaseInfo("batchnorm_bwd", f"{key} {'x'.join(map(str, x_shape))}", 9.0 * x.size,
+                    3.0 * FLOAT32_BYTES * x.size)
+    return Case(info, implementations)
+
+
+def _layernorm_forward_case(context: BenchContext, key: str, rows: int, width: int) -> Case:
+    eps = 1e-5
+    x, weight, bias = (context.random((rows, width)), context.random((width,), 1) + 1,
+                       context.random((width,), 2))
+    implementations = {
+        OURS: Implementation(lambda: context.ops.layernorm_forward(x, weight, bias, eps),
+                             lambda result: result[:1]),
+        context.plain: Implementation(lambda: plain_layernorm_forward(x, weight, bias, eps)),
+    }
+    torch = context.torch
+    if torch:
+        x_torch, weight_torch, bias_torch = (torch.from_numpy(a) for a in (x, weight, bias))
+        implementations["torch"] = Implementation(
+            lambda: torch.nn.functional.layer_norm(x_torch, (width,), weight_torch, bias_torch,
+                                                   eps))
+    info = CaseInfo("layernorm_fwd", f"{key} {rows}x{width}", 5.0 * x.size,
+                    2.0 * FLOAT32_BYTES * x.size)
+    return Case(info, implementations)
+
+
+def _layernorm_backward_case(context: BenchContext, key: str, rows: int, width: int) -> Case:
+    x, dy = context.random((rows, width)), context.random((rows, width), 1)
+    weight = context.random((width,), 2) + 1
+    _, mean, rstd = context.ops.layernorm_forward(x, weight, None)
+    implementations = {
+        OURS: Implementation(lambda: context.ops.layernorm_backward(dy, x, weight, mean, rstd)),
+        context.plain: Implementation(lambda: plain_layernorm_backward(dy, x, weight, mean, rstd)),
+    }
+    torch = context.torch
+    if torch:
+        dy_torch, x_torch, weight_torch = (torch.from_numpy(a) for a in (dy, x, weight))
+        mean_torch, rstd_torch = (torch.from_numpy(a.reshape(rows, 1)) for a in (mean, rstd))
+        bias_torch = torch.zeros(width)  # unused by the gradients, but the op wants one
+        implementations["torch"] = Implementation(lambda: torch.ops.aten.native_layer_norm_backward(
+            dy_torch, x_torch, [width], mean_torch, rstd_torch, weight_torch, bias_torch,
+            [True, True, True]))
+    info = CaseInfo("layernorm_bwd", f"{key} {rows}x{width}", 9.0 * x.size,
+                    3.0 * FLOAT32_BYTES * x.size)
+    return Case(info, implementations)
+
+
+def bench_cases(quick: bool) -> list[CaseSpec]:
+    """Batch norm at ResNet-20's first stage and layer norm at a small transformer's width, each
+    forward and backward (tiny shapes with ``quick``)."""
+    peers = (OURS, "numpy", "torch")
+    specs = []
+    for key, x_shape in ((("tiny", (2, 3, 5, 5)),) if quick else
+                         (("resnet20.stage1.b128", (128, 16, 32, 32)),)):
+        shape = "x".join(map(str, x_shape))
+        specs.append(CaseSpec("batchnorm_fwd", key, shape, functools.partial(
+            _batchnorm_forward_case, key=key, x_shape=x_shape), peers))
+        specs.append(CaseSpec("batchnorm_bwd", key, shape, functools.partial(
+            _batchnorm_backward_case, key=key, x_shape=x_shape), peers))
+    for key, rows, width in ((("tiny", 6, 10),) if quick else
+                             (("transformer.b32.t64", 32 * 64, 128),)):
+        specs.append(CaseSpec("layernorm_fwd", key, f"{rows}x{width}", functools.partial(
+            _layernorm_forward_case, key=key, rows=rows, width=width), peers))
+        specs.append(CaseSpec("layernorm_bwd", key, f"{rows}x{width}", functools.partial(
+            _layernorm_backward_case, key=key, rows=rows, width=width), peers))
+    return specs
+
+
 FAMILY = Family(
     name="norm",
     module=__name__,
@@ -675,4 +862,5 @@ FAMILY = Family(
         "layernorm_backward": reference_layernorm_backward,
     },
     cuda_kernels=cuda_kernels,
+    bench_cases=bench_cases,
 )

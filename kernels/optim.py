@@ -27,7 +27,8 @@ once and written once, so the update runs at memory bandwidth.
 Variants, simplest first:
 
 * ``reference_sgd_step``, ``reference_adam_step``: float64 NumPy, returning new arrays.
-* ``sgd_step_cpu``, ``adam_step_cpu``: Numba, parallel over elements.
+* ``sgd_step_cpu``, ``adam_step_cpu``: Numba, one loop over the elements, serial or in parallel
+  as ``_cpu.parallel_pays`` decides.
 * ``sgd_step_cuda``, ``adam_step_cuda``: Numba CUDA, grid-stride loops.
 
 The per-element update is one ``register_jitable`` function shared by the CPU and CUDA kernels.
@@ -37,20 +38,33 @@ are updated with float32 arithmetic on both devices.
 """
 from __future__ import annotations
 
+import functools
 import math
 import operator
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numba
 import numpy as np
-from numba import cuda, njit, prange
+from numba import cuda, prange
 from numba.extending import register_jitable
 
-from ._contract import Family, KernelSpec
+from ._checks import check_float_dtype
+from ._contract import (
+    FLOAT32_BYTES,
+    OURS,
+    BenchContext,
+    Case,
+    CaseInfo,
+    CaseSpec,
+    Family,
+    Implementation,
+    KernelSpec,
+)
+from ._cpu import cpu_kernel
 from ._cuda import array_module, launch, stride_grid
 
 THREADS = 256
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class AdamCoefficients(NamedTuple):
@@ -81,14 +95,13 @@ class SgdCoefficients(NamedTuple):
 # --------------------------------------------------------------------------- validation
 
 
-def _flat_buffers(param: Any, **buffers: Any) -> list:
+def _flat_buffers(op: str, param: Any, **buffers: Any) -> list:
     """Check ``param`` and ``buffers`` agree and return raveled views, ``param`` first.
 
     Views, never copies: the update must land in the caller's arrays, so a non-contiguous or
     read-only buffer is an error rather than something to copy.
     """
-    if param.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"param dtype must be float32 or float64, got {param.dtype}")
+    check_float_dtype(param, "param", op)
     module = array_module(param)
     flat = []
     for name, buffer in {"param": param, **buffers}.items():
@@ -161,10 +174,10 @@ def _sgd_coefficients(
 def _sgd_buffers(param: Any, grad: Any, momentum_buffer: Any, momentum: float) -> list:
     """Raveled ``[param, grad, momentum_buffer]``; the buffer is None when momentum is 0."""
     if momentum == 0.0:
-        return _flat_buffers(param, grad=grad) + [None]
+        return _flat_buffers("sgd_step", param, grad=grad) + [None]
     if momentum_buffer is None:
         raise ValueError(f"momentum={momentum} needs a momentum_buffer, got None")
-    return _flat_buffers(param, grad=grad, momentum_buffer=momentum_buffer)
+    return _flat_buffers("sgd_step", param, grad=grad, momentum_buffer=momentum_buffer)
 
 
 # --------------------------------------------------------------------------- the update of one element
@@ -233,15 +246,13 @@ def reference_sgd_step(
 # --------------------------------------------------------------------------- CPU
 
 
-# Measured on 2 cores: a parallel launch costs ~2 µs over a serial loop and wins from ~1e5
-# elements, so one parallel kernel serves every size.
-@njit(parallel=True, cache=True)
+@cpu_kernel
 def _adam_cpu_kernel(param, grad, exp_avg, exp_avg_sq, coefficients):
     for index in prange(param.size):
         _adam_update(index, param, grad, exp_avg, exp_avg_sq, coefficients)
 
 
-@njit(parallel=True, cache=True)
+@cpu_kernel
 def _sgd_cpu_kernel(param, grad, momentum_buffer, coefficients):
     for index in prange(param.size):
         _sgd_update(index, param, grad, momentum_buffer, coefficients)
@@ -252,8 +263,10 @@ def adam_step_cpu(
     step: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float, decoupled: bool,
 ) -> None:
     """One Adam (``decoupled=False``) or AdamW step, updating ``param``, ``exp_avg``, ``exp_avg_sq`` in place."""
-    flat = _flat_buffers(param, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
-    _adam_cpu_kernel(*flat, _adam_coefficients(param.dtype, step, lr, beta1, beta2, eps, weight_decay, decoupled))
+    flat = _flat_buffers("adam_step", param, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
+    coefficients = _adam_coefficients(param.dtype, step, lr, beta1, beta2, eps, weight_decay,
+                                      decoupled)
+    _adam_cpu_kernel(param.size, *flat, coefficients)
 
 
 def sgd_step_cpu(
@@ -266,7 +279,9 @@ def sgd_step_cpu(
     ``first_step`` it is only written, so it may start uninitialised.
     """
     flat = _sgd_buffers(param, grad, momentum_buffer, momentum)
-    _sgd_cpu_kernel(*flat, _sgd_coefficients(param.dtype, lr, momentum, dampening, weight_decay, nesterov, first_step))
+    coefficients = _sgd_coefficients(param.dtype, lr, momentum, dampening, weight_decay, nesterov,
+                                     first_step)
+    _sgd_cpu_kernel(param.size, *flat, coefficients)
 
 
 # --------------------------------------------------------------------------- CUDA
@@ -289,7 +304,7 @@ def adam_step_cuda(
     step: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float, decoupled: bool,
 ) -> None:
     """:func:`adam_step_cpu` on the GPU (CuPy arrays), or in the simulator (NumPy arrays)."""
-    flat = _flat_buffers(param, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
+    flat = _flat_buffers("adam_step", param, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
     coefficients = _adam_coefficients(param.dtype, step, lr, beta1, beta2, eps, weight_decay, decoupled)
     launch(_adam_cuda_kernel, stride_grid(param.size, THREADS), THREADS, *flat, coefficients)
 
@@ -316,6 +331,133 @@ def cuda_kernels() -> list[KernelSpec]:
     ]
 
 
+# --------------------------------------------------------------------------- benchmark cases
+
+
+def plain_adam_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, step: int,
+                    lr: float, beta1: float, beta2: float, eps: float) -> None:
+    """Adam in place, one array expression per line of the algorithm."""
+    xp = array_module(param)
+    exp_avg *= beta1
+    exp_avg += (1 - beta1) * grad
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * grad * grad
+    param -= (lr / (1 - beta1**step)) * exp_avg / (xp.sqrt(exp_avg_sq / (1 - beta2**step)) + eps)
+
+
+def plain_sgd_momentum_step(param: Any, grad: Any, buffer: Any, first_step: bool, lr: float,
+                            momentum: float) -> None:
+    """SGD with momentum in place (PyTorch's: the buffer starts as the first gradient)."""
+    if first_step:
+        buffer[...] = grad
+    else:
+        buffer *= momentum
+        buffer += grad
+    param -= lr * buffer
+
+
+def _torch_optimizer_step(torch: Any, param_start: np.ndarray, grad: np.ndarray,
+                          state_names: tuple[str, ...],
+                          make_optimizer: Callable[[list], Any]) -> Callable[[], tuple]:
+    """A torch optimizer's step over its own copy of the parameter; returns (param, *state)."""
+    param = torch.from_numpy(param_start.copy()).requires_grad_()
+    param.grad = torch.from_numpy(grad)
+    optimizer = make_optimizer([param])
+
+    def step() -> tuple:
+        optimizer.step()
+        return (param, *(optimizer.state[param][name] for name in state_names))
+
+    return step
+
+
+_ADAM = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
+
+
+def _adam_case(context: BenchContext, key: str, size: int) -> Case:
+    """Adam's first and later steps over one flat parameter, each implementation on its own copy
+    of the same state (zero moments, as at the start of training)."""
+    param_start, grad = context.random((size,)), context.random((size,), seed=1)
+    xp = context.xp
+
+    def fresh_state() -> list:
+        return [param_start.copy(), grad, xp.zeros_like(grad), xp.zeros_like(grad)]
+
+    ours_state, plain_state, step = fresh_state(), fresh_state(), {"ours": 0, "plain": 0}
+
+    def ours() -> tuple:
+        step["ours"] += 1
+        context.ops.adam_step(*ours_state, step=step["ours"], lr=_ADAM["lr"], beta1=_ADAM["beta1"],
+                              beta2=_ADAM["beta2"], eps=_ADAM["eps"], weight_decay=0.0,
+                              decoupled=False)
+        return ours_state[0], ours_state[2], ours_state[3]
+
+    def plain() -> tuple:
+        step["plain"] += 1
+        plain_adam_step(*plain_state, step["plain"], **_ADAM)
+        return plain_state[0], plain_state[2], plain_state[3]
+
+    implementations = {OURS: Implementation(ours), context.plain: Implementation(plain)}
+    torch = context.torch
+    if torch:
+        for name, fused in (("torch", None), ("torch-fused", True)):
+            implementations[name] = Implementation(_torch_optimizer_step(
+                torch, param_start, grad, ("exp_avg", "exp_avg_sq"),
+                lambda params, fused=fused: torch.optim.Adam(
+                    params, lr=_ADAM["lr"], betas=(_ADAM["beta1"], _ADAM["beta2"]),
+                    eps=_ADAM["eps"], fused=fused)))
+    # per element ~16 FLOPs; reads param, grad, m, v and writes param, m, v
+    info = CaseInfo("adam", f"{key} {size:,} params", 16.0 * size, 7.0 * FLOAT32_BYTES * size)
+    return Case(info, implementations)
+
+
+def _sgd_case(context: BenchContext, key: str, size: int) -> Case:
+    """SGD with momentum 0.9 over one flat parameter, each implementation on its own state."""
+    lr, momentum = 0.01, 0.9
+    param_start, grad = context.random((size,)), context.random((size,), seed=1)
+    xp = context.xp
+    ours_state = [param_start.copy(), grad, xp.empty_like(grad)]
+    plain_state = [param_start.copy(), grad, xp.empty_like(grad)]
+    steps = {"ours": 0, "plain": 0}
+
+    def ours() -> tuple:
+        steps["ours"] += 1
+        context.ops.sgd_step(*ours_state, lr=lr, momentum=momentum, dampening=0.0, weight_decay=0.0,
+                             nesterov=False, first_step=steps["ours"] == 1)
+        return ours_state[0], ours_state[2]
+
+    def plain() -> tuple:
+        steps["plain"] += 1
+        plain_sgd_momentum_step(*plain_state, steps["plain"] == 1, lr, momentum)
+        return plain_state[0], plain_state[2]
+
+    implementations = {OURS: Implementation(ours), context.plain: Implementation(plain)}
+    torch = context.torch
+    if torch:
+        implementations["torch"] = Implementation(_torch_optimizer_step(
+            torch, param_start, grad, ("momentum_buffer",),
+            lambda params: torch.optim.SGD(params, lr=lr, momentum=momentum)))
+    # per element: momentum update (2) and parameter update (2); reads param, grad, buffer,
+    # writes param, buffer
+    info = CaseInfo("sgd_momentum", f"{key} {size:,} params", 4.0 * size,
+                    5.0 * FLOAT32_BYTES * size)
+    return Case(info, implementations)
+
+
+def bench_cases(quick: bool) -> list[CaseSpec]:
+    """Adam and SGD with momentum over 1M and 10M parameters (a thousand with ``quick``)."""
+    sizes = (("tiny", 1001),) if quick else (("1M", 1_000_000), ("10M", 10_000_000))
+    specs = []
+    for key, size in sizes:
+        specs.append(CaseSpec("adam", key, f"{size}",
+                              functools.partial(_adam_case, key=key, size=size),
+                              (OURS, "numpy", "torch", "torch-fused")))
+        specs.append(CaseSpec("sgd_momentum", key, f"{size}",
+                              functools.partial(_sgd_case, key=key, size=size),
+                              (OURS, "numpy", "torch")))
+    return specs
+
+
 FAMILY = Family(
     name="optim",
     module=__name__,
@@ -325,4 +467,5 @@ FAMILY = Family(
         "sgd_step": reference_sgd_step,
     },
     cuda_kernels=cuda_kernels,
+    bench_cases=bench_cases,
 )

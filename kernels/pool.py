@@ -1,7 +1,7 @@
 """Max-pool 2-D, forward and backward.
 
 Math. For x of shape (N, C, H, W), a window KH x KW, stride (SH, SW) and padding (PH, PW)
-(the padding counts as -inf: never the maximum), with OH, OW as in :mod:`.conv`:
+(the padding counts as -inf: never the maximum), with OH, OW as in :mod:`._geometry`:
 
     y[n, c, oh, ow]      = max of x[n, c, h, w] over the window h in [oh*SH - PH, oh*SH - PH + KH),
                                                              w in [ow*SW - PW, ow*SW - PW + KW)
@@ -21,33 +21,49 @@ Variants, simplest first:
 
 * ``reference_maxpool2d_forward`` / ``reference_maxpool2d_backward``: float64 NumPy, ``np.argmax``
   over each -inf-padded window, and ``np.add.at`` of dy onto the argmax positions.
-* ``maxpool2d_forward_cpu`` (parallel over the N*C*OH output rows): the windows wholly inside the
+* ``maxpool2d_forward_cpu`` (over the N*C*OH output rows): the windows wholly inside the
   image take a branch-free scan that counts NaNs on the side; windows touching the padding, and
   every window of a row that holds a NaN, take the clipped NaN-ordered scan the CUDA kernel uses.
-  The 2x2, stride-2, unpadded case has a kernel of its own (parallel over blocks of planes): a
-  vertical pass, then a horizontal one flat over the plane, both vectorised (2-3.5x faster).
-* ``maxpool2d_backward_cpu`` (parallel over the N*C planes, each scattering its own dy: race-free,
-  with a fixed summation order).
+  The 2x2, stride-2, unpadded case has a kernel of its own (over blocks of planes): a
+  vertical pass, then a horizontal one flat over the plane, both vectorised, and faster
+  (``fastnet bench --only maxpool_fwd`` times it).
+* ``maxpool2d_backward_cpu`` (over the N*C planes, each scattering its own dy: race-free, with a
+  fixed summation order). The CPU kernels run serial or parallel over those loops as the CPU
+  policy (``_cpu.parallel_pays``) decides for the size of x.
 * ``maxpool2d_forward_cuda`` (one thread per output) and ``maxpool2d_backward_cuda`` (one thread
   per input pixel, gathering dy from the windows that cover it: no atomics, deterministic).
   Both are grid-stride loops.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
 
 import numba
 import numpy as np
-from numba import cuda, njit, prange, uint64
+from numba import cuda, prange, uint64
 from numba.extending import register_jitable
 
-from ._contract import Family, KernelSpec
-from ._cuda import array_module, empty, launch, stride_grid
 from ._checks import as_shape, check_float_dtype
+from ._contract import (
+    FLOAT32_BYTES,
+    OURS,
+    BenchContext,
+    Case,
+    CaseInfo,
+    CaseSpec,
+    Family,
+    Implementation,
+    KernelSpec,
+)
+from ._cpu import cpu_kernel
+from ._cuda import array_module, empty, launch, stride_grid
 from ._geometry import IntPair, WindowGeometry, window_geometry
 
 THREADS_PER_BLOCK = 256
 _INDEX_DTYPE = np.dtype(np.int32)
+INDEX_BYTES = _INDEX_DTYPE.itemsize
 
 
 def _pool_geometry(
@@ -65,7 +81,7 @@ def _pool_geometry(
 
 
 def _planes(array: Any) -> Any:
-    """A view of an (N, C, A, B) array as the (N*C, A, B) stack of its planes, as the kernels take it."""
+    """An (N, C, A, B) array as the (N*C, A, B) stack of its planes, as the kernels take them."""
     return array.reshape(array.shape[0] * array.shape[1], *array.shape[2:])
 
 
@@ -157,12 +173,12 @@ def _window_argmax(x, plane, top, left, kernel_h, kernel_w):
 
 @register_jitable
 def _inner_columns(width, kernel_w, stride_w, pad_w, out_w):
-    """[first, stop) of the ow whose windows lie wholly inside the image's columns (may be empty)."""
+    """[first, stop) of the ow whose windows lie wholly inside the image's columns (maybe empty)."""
     first = min(out_w, (pad_w + stride_w - 1) // stride_w)
     return first, max(first, min(out_w, (width + pad_w - kernel_w) // stride_w + 1))
 
 
-@njit(parallel=True, cache=True)
+@cpu_kernel
 def _forward_kernel_cpu(x, y, argmax, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
     height, width = x.shape[1], x.shape[2]
     pixels = x.reshape(x.shape[0], height * width)
@@ -207,7 +223,7 @@ def _forward_kernel_cpu(x, y, argmax, kernel_h, kernel_w, stride_h, stride_w, pa
 PLANES_PER_TASK = 64
 
 
-@njit(parallel=True, cache=True)
+@cpu_kernel
 def _forward_2x2_kernel_cpu(x, y, argmax):
     """The 2x2, stride-2, unpadded max-pool (most CNNs' pooling), in two passes per plane that
     LLVM vectorises, where the general kernel scans window by window (OW = 14 is too short a row
@@ -258,7 +274,7 @@ def _forward_2x2_kernel_cpu(x, y, argmax):
                         argmax[plane, oh, ow], y[plane, oh, ow] = _window_argmax(x, plane, 2 * oh, 2 * ow, 2, 2)
 
 
-@njit(parallel=True, cache=True)
+@cpu_kernel
 def _backward_kernel_cpu(dy, argmax, dx, out_of_plane):
     plane_size = dx.shape[1]
     for plane in prange(dx.shape[0]):
@@ -280,9 +296,9 @@ def maxpool2d_forward_cpu(
     y = empty(out_shape, x.dtype, like=x)
     argmax = empty(out_shape, _INDEX_DTYPE, like=x)
     if geometry[:6] == (2, 2, 2, 2, 0, 0):
-        _forward_2x2_kernel_cpu(_planes(x), _planes(y), _planes(argmax))
+        _forward_2x2_kernel_cpu(x.size, _planes(x), _planes(y), _planes(argmax))
     else:
-        _forward_kernel_cpu(_planes(x), _planes(y), _planes(argmax), *geometry)
+        _forward_kernel_cpu(x.size, _planes(x), _planes(y), _planes(argmax), *geometry)
     return y, argmax
 
 
@@ -294,12 +310,12 @@ def maxpool2d_backward_cpu(
     planes, plane_size, out_size = x_shape[0] * x_shape[1], x_shape[2] * x_shape[3], dy.shape[2] * dy.shape[3]
     dx = empty(x_shape, dy.dtype, like=dy)
     out_of_plane = np.zeros(planes, np.int64)
-    _backward_kernel_cpu(
-        dy.reshape(planes, out_size), argmax.reshape(planes, out_size), dx.reshape(planes, plane_size), out_of_plane
-    )
+    _backward_kernel_cpu(dx.size, dy.reshape(planes, out_size), argmax.reshape(planes, out_size),
+                         dx.reshape(planes, plane_size), out_of_plane)
     if out_of_plane.any():
         raise ValueError(
-            f"maxpool2d_backward: {out_of_plane.sum()} argmax entries lie outside [0, {plane_size}), "
+            f"maxpool2d_backward: {out_of_plane.sum()} argmax entries lie outside "
+            f"[0, {plane_size}), "
             f"the {x_shape[2]}x{x_shape[3]} plane"
         )
     return dx
@@ -341,7 +357,8 @@ def _backward_kernel_cuda(dy, argmax, dx, kernel_h, kernel_w, stride_h, stride_w
 
 
 def maxpool2d_forward_cuda(x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntPair) -> tuple[Any, Any]:
-    """As :func:`maxpool2d_forward_cpu`, on the GPU (CuPy arrays) or in the simulator (NumPy arrays)."""
+    """As :func:`maxpool2d_forward_cpu`, on the GPU (CuPy arrays) or in the simulator (NumPy
+    arrays)."""
     x, geometry, out_shape = _forward_arguments(x, kernel_hw, stride, padding)
     y = empty(out_shape, x.dtype, like=x)
     argmax = empty(out_shape, _INDEX_DTYPE, like=x)
@@ -371,6 +388,97 @@ def cuda_kernels() -> list[KernelSpec]:
     ]
 
 
+# ---------------------------------------------------------------------------------------------
+# Benchmark cases, with the peers written as a NumPy user would write them (for any array module
+# with NumPy's API: NumPy, CuPy)
+
+
+def plain_maxpool_forward(x: Any, kernel: int) -> tuple[Any, Any]:
+    """(y, argmax as h*W + w) of non-overlapping kernel x kernel windows (stride = kernel, no
+    padding)."""
+    xp = array_module(x)
+    n, channels, height, width = x.shape
+    out_h, out_w = height // kernel, width // kernel
+    windows = (x[:, :, :out_h * kernel, :out_w * kernel]
+               .reshape(n, channels, out_h, kernel, out_w, kernel)
+               .transpose(0, 1, 2, 4, 3, 5).reshape(n, channels, out_h, out_w, kernel * kernel))
+    offset = windows.argmax(axis=-1)
+    y = xp.take_along_axis(windows, offset[..., None], axis=-1)[..., 0]
+    rows = xp.arange(out_h)[:, None] * kernel + offset // kernel
+    cols = xp.arange(out_w) * kernel + offset % kernel
+    return y, (rows * width + cols).astype(np.int32)
+
+
+def plain_maxpool_backward(dy: Any, argmax: Any, x_shape: tuple[int, ...]) -> Any:
+    """dx: dy written at each argmax (an assignment suffices: the windows do not overlap)."""
+    xp = array_module(dy)
+    n, channels, height, width = x_shape
+    planes = n * channels
+    dx = xp.zeros((planes, height * width), dy.dtype)
+    dx[xp.arange(planes)[:, None], argmax.reshape(planes, -1)] = dy.reshape(planes, -1)
+    return dx.reshape(x_shape)
+
+
+def _maxpool_forward_case(context: BenchContext, key: str, x_shape: tuple, kernel: int) -> Case:
+    ops = context.ops
+    x = context.random(x_shape)
+    implementations = {
+        OURS: Implementation(lambda: ops.maxpool2d_forward(x, kernel, kernel, 0)),
+        context.plain: Implementation(lambda: plain_maxpool_forward(x, kernel)),
+    }
+    torch = context.torch
+    if torch:
+        x_torch = torch.from_numpy(x)
+        implementations["torch"] = Implementation(
+            lambda: torch.nn.functional.max_pool2d(x_torch, kernel, return_indices=True),
+            lambda result: (result[0], result[1].numpy().astype(np.int32)))
+    out_size = x.size // (kernel * kernel)
+    info = CaseInfo("maxpool_fwd", f"{key} {'x'.join(map(str, x_shape))} k{kernel}s{kernel}",
+                    float(x.size), FLOAT32_BYTES * (x.size + out_size) + INDEX_BYTES * out_size)
+    return Case(info, implementations)
+
+
+def _maxpool_backward_case(context: BenchContext, key: str, x_shape: tuple, kernel: int) -> Case:
+    ops = context.ops
+    x = context.random(x_shape)
+    _, argmax = ops.maxpool2d_forward(x, kernel, kernel, 0)
+    dy = context.random(argmax.shape, seed=1)
+    implementations = {
+        OURS: Implementation(
+            lambda: ops.maxpool2d_backward(dy, argmax, x_shape, kernel, kernel, 0)),
+        context.plain: Implementation(lambda: plain_maxpool_backward(dy, argmax, x_shape)),
+    }
+    torch = context.torch
+    if torch:
+        x_torch, dy_torch = torch.from_numpy(x), torch.from_numpy(dy)
+        _, indices = torch.nn.functional.max_pool2d(x_torch, kernel, return_indices=True)
+        window = [kernel, kernel]
+        implementations["torch"] = Implementation(
+            lambda: torch.ops.aten.max_pool2d_with_indices_backward(
+                dy_torch, x_torch, window, window, [0, 0], [1, 1], False, indices))
+    info = CaseInfo("maxpool_bwd", f"{key} {'x'.join(map(str, x_shape))} k{kernel}s{kernel}",
+                    float(dy.size), FLOAT32_BYTES * (dy.size + x.size) + INDEX_BYTES * dy.size)
+    return Case(info, implementations)
+
+
+def bench_cases(quick: bool) -> list[CaseSpec]:
+    """2x2 max-pool forward and backward on the MNIST CNN's pooling layers (a tiny one with
+    ``quick``)."""
+    pools = ((("tiny", (2, 3, 6, 6)),) if quick else
+             (("mnist.pool1.b64", (64, 32, 28, 28)), ("mnist.pool1.b256", (256, 32, 28, 28)),
+              ("mnist.pool2.b256", (256, 64, 14, 14))))
+    specs = []
+    for key, x_shape in pools:
+        shape = "x".join(map(str, x_shape))
+        specs += [CaseSpec("maxpool_fwd", key, shape,
+                           partial(_maxpool_forward_case, key=key, x_shape=x_shape, kernel=2),
+                           (OURS, "numpy", "torch")),
+                  CaseSpec("maxpool_bwd", key, shape,
+                           partial(_maxpool_backward_case, key=key, x_shape=x_shape, kernel=2),
+                           (OURS, "numpy", "torch"))]
+    return specs
+
+
 FAMILY = Family(
     name="pool",
     module=__name__,
@@ -380,4 +488,5 @@ FAMILY = Family(
         "maxpool2d_backward": reference_maxpool2d_backward,
     },
     cuda_kernels=cuda_kernels,
+    bench_cases=bench_cases,
 )

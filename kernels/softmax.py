@@ -26,37 +26,44 @@ Variants, simplest first:
 
 * ``reference_softmax_forward`` / ``reference_softmax_backward``: float64 NumPy, whole-array
   operations for the forward and each row's explicit Jacobian diag(y) - y y^T for the backward.
-* ``softmax_forward_cpu`` / ``softmax_backward_cpu``: Numba, rows in parallel; per row the max,
-  then the exponentials in x's dtype (``_fastmath.fast_exp``: a vectorised polynomial for
-  float32, at most 1.44 ulp), their sum in float64, then the scaling.
+* ``softmax_forward_cpu`` / ``softmax_backward_cpu``: Numba, one body over the rows, serial or
+  with rows in parallel as ``_cpu.parallel_pays`` decides; per row the max, then the
+  exponentials in x's dtype (``_fastmath.fast_exp``: a vectorised polynomial for float32, at
+  most 1.44 ulp), their sum in float64, then the scaling.
 * ``softmax_forward_cuda`` / ``softmax_backward_cuda``: one block per row, 32-256 threads (one
   warp for C <= 128), each thread striding over the columns. The forward keeps an online
   normaliser per thread (running max and sum of exp relative to it), merges them in one
   shared-memory tree reduction and writes y in a second pass: x is read twice. The backward
   reduces sum(y * dy) and writes dx.
 
-The block reductions (``block_reduce_pair``, ``reduction_threads``) are shared with the norm
-kernels (``norm.py``).
+The CUDA block reductions are ``_reduce``'s, shared with the norm kernels.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import numba
 import numpy as np
-from numba import cuda, njit, prange
+from numba import cuda, prange
 
-from ._contract import Family, KernelSpec
+from ._checks import check_float_dtype
+from ._contract import (
+    FLOAT32_BYTES,
+    OURS,
+    BenchContext,
+    Case,
+    CaseInfo,
+    CaseSpec,
+    Family,
+    Implementation,
+    KernelSpec,
+)
+from ._cpu import cpu_kernel
 from ._cuda import array_module, empty, launch
 from ._fastmath import VECTORISING_FASTMATH, fast_exp, maxnum
-
-# fastmath without "nnan"/"ninf": masked columns are -inf, and the compiler must not assume otherwise.
-FASTMATH_KEEPING_INF_NAN = {"nsz", "arcp", "contract", "afn", "reassoc"}
-
-MAX_BLOCK_THREADS = 256
-VALUES_PER_THREAD = 4
-
+from ._reduce import MAX_BLOCK_THREADS, block_reduce_pair, merge_softmax_partials, reduction_threads
 
 # ---------------------------------------------------------------------------------------------
 # float64 references
@@ -103,18 +110,18 @@ def reference_softmax_backward(y: np.ndarray, dy: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def check_float_matrix(name: str, array: Any) -> None:
+def _check_float_matrix(op: str, name: str, array: Any) -> None:
     """Raise unless ``array`` is a 2-D float32 or float64 array."""
-    if array.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{name} must be float32 or float64, got {array.dtype}")
+    check_float_dtype(array, name, op)
     if array.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (rows, columns), got shape {tuple(array.shape)}")
+        raise ValueError(f"{op}: {name} must be 2-D (rows, columns), got shape "
+                         f"{tuple(array.shape)}")
 
 
 def _check_forward(x: Any, mask: Any, causal_query_len: int | None) -> tuple[Any, Any, int]:
     """Validated, contiguous (x, mask as (1 or R, C) in x's dtype, causal T or 0 for none)."""
     xp = array_module(x)
-    check_float_matrix("softmax: x", x)
+    _check_float_matrix("softmax", "x", x)
     n_rows, n_cols = x.shape
     if mask is None:
         mask = xp.zeros((1, n_cols), dtype=x.dtype)
@@ -143,8 +150,8 @@ def _check_forward(x: Any, mask: Any, causal_query_len: int | None) -> tuple[Any
 
 
 def _check_backward(y: Any, dy: Any) -> tuple[Any, Any]:
-    check_float_matrix("softmax backward: y", y)
-    check_float_matrix("softmax backward: dy", dy)
+    _check_float_matrix("softmax backward", "y", y)
+    _check_float_matrix("softmax backward", "dy", dy)
     if y.shape != dy.shape or y.dtype != dy.dtype:
         raise ValueError(
             f"softmax backward: y {tuple(y.shape)} {y.dtype} and dy {tuple(dy.shape)} {dy.dtype} "
@@ -161,7 +168,7 @@ def _check_backward(y: Any, dy: Any) -> tuple[Any, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True, fastmath=VECTORISING_FASTMATH)
+@cpu_kernel(fastmath=VECTORISING_FASTMATH)
 def _softmax_forward_rows(x, mask, causal_query_len, y):
     n_rows, n_cols = x.shape
     mask_row_step = 1 if mask.shape[0] > 1 else 0  # a (1, C) mask serves every row
@@ -200,7 +207,7 @@ def _softmax_forward_rows(x, mask, causal_query_len, y):
             out[col] = 0.0
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH_KEEPING_INF_NAN)
+@cpu_kernel(fastmath=VECTORISING_FASTMATH)
 def _softmax_backward_rows(y, dy, dx):
     n_rows, n_cols = y.shape
     for row in prange(n_rows):
@@ -215,7 +222,7 @@ def softmax_forward_cpu(x: np.ndarray, mask: np.ndarray | None = None, causal_qu
     """y = softmax(x + mask) over the last axis of x (R, C), with an optional causal limit."""
     x, mask, causal_query_len = _check_forward(x, mask, causal_query_len)
     y = empty(x.shape, x.dtype, like=x)
-    _softmax_forward_rows(x, mask, causal_query_len, y)
+    _softmax_forward_rows(x.size, x, mask, causal_query_len, y)
     return y
 
 
@@ -223,68 +230,13 @@ def softmax_backward_cpu(y: np.ndarray, dy: np.ndarray) -> np.ndarray:
     """dx = y * (dy - sum(y * dy)) per row, from the forward's output y."""
     y, dy = _check_backward(y, dy)
     dx = empty(y.shape, y.dtype, like=y)
-    _softmax_backward_rows(y, dy, dx)
+    _softmax_backward_rows(y.size, y, dy, dx)
     return dx
 
 
 # ---------------------------------------------------------------------------------------------
 # CUDA
 # ---------------------------------------------------------------------------------------------
-
-
-def reduction_threads(length: int) -> int:
-    """Block size for a block that reduces ``length`` values: a power of two from 32 to 256,
-    about VALUES_PER_THREAD values a thread so each thread's loop amortises the reduction."""
-    wanted = -(-length // VALUES_PER_THREAD)
-    threads = 32
-    while threads < wanted and threads < MAX_BLOCK_THREADS:
-        threads *= 2
-    return threads
-
-
-@cuda.jit(device=True)
-def merge_softmax_partials(max_a, sum_a, max_b, sum_b):
-    """Merge two softmax normalisers (max m, sum of exp(v - m)) of disjoint sets of values.
-
-    An empty set is (-inf, 0): masked values must never enter as (-inf, 1).
-    """
-    if max_a == max_b:  # also two empty sets, where exp(-inf - -inf) would be NaN
-        return max_a, sum_a + sum_b
-    if max_a > max_b:
-        return max_a, sum_a + sum_b * math.exp(max_b - max_a)
-    return max_b, sum_b + sum_a * math.exp(max_a - max_b)
-
-
-@cuda.jit(device=True)
-def block_reduce_pair(scratch, first, second, merge_softmax):
-    """Reduce one pair of values a thread over the whole block; every thread gets the result.
-
-    merge_softmax False sums each component; True merges softmax normalisers with
-    merge_softmax_partials. scratch: shared (2, MAX_BLOCK_THREADS) of the values' dtype.
-    blockDim.x must be a power of two, and every thread of the block must call (it syncs).
-    """
-    thread = cuda.threadIdx.x
-    scratch[0, thread] = first
-    scratch[1, thread] = second
-    cuda.syncthreads()
-    active = cuda.blockDim.x // 2
-    while active > 0:
-        if thread < active:
-            other_first = scratch[0, thread + active]
-            other_second = scratch[1, thread + active]
-            if merge_softmax:
-                first, second = merge_softmax_partials(first, second, other_first, other_second)
-            else:
-                first += other_first
-                second += other_second
-            scratch[0, thread] = first
-            scratch[1, thread] = second
-        cuda.syncthreads()
-        active //= 2
-    first = scratch[0, 0]
-    second = scratch[1, 0]
-    cuda.syncthreads()  # so that the caller may reuse the scratch at once
-    return first, second
 
 
 @cuda.jit
@@ -352,6 +304,60 @@ def cuda_kernels() -> list[KernelSpec]:
     ]
 
 
+# ---------------------------------------------------------------------------------------------
+# Benchmark cases
+# ---------------------------------------------------------------------------------------------
+
+
+def plain_softmax_forward(x: Any) -> Any:
+    xp = array_module(x)
+    exp = xp.exp(x - x.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def plain_softmax_backward(y: Any, dy: Any) -> Any:
+    return y * (dy - (y * dy).sum(axis=-1, keepdims=True))
+
+
+def _softmax_case(context: BenchContext, key: str, rows: int, width: int, backward: bool) -> Case:
+    """The attention weights' row softmax (no mask), forward or backward."""
+    x = context.random((rows, width))
+    y = context.ops.softmax_forward(x)
+    dy = context.random((rows, width), 1)
+    if backward:
+        implementations = {
+            OURS: Implementation(lambda: context.ops.softmax_backward(y, dy)),
+            context.plain: Implementation(lambda: plain_softmax_backward(y, dy)),
+        }
+    else:
+        implementations = {
+            OURS: Implementation(lambda: context.ops.softmax_forward(x)),
+            context.plain: Implementation(lambda: plain_softmax_forward(x)),
+        }
+    torch = context.torch
+    if torch:
+        x_torch, y_torch, dy_torch = (torch.from_numpy(a) for a in (x, y, dy))
+        implementations["torch"] = Implementation(
+            (lambda: torch.ops.aten._softmax_backward_data(dy_torch, y_torch, -1, torch.float32))
+            if backward else (lambda: torch.softmax(x_torch, -1)))
+    family, flops, arrays = ("softmax_bwd", 4.0, 3) if backward else ("softmax_fwd", 4.0, 2)
+    return Case(CaseInfo(family, f"{key} {rows}x{width}", flops * x.size,
+                         arrays * FLOAT32_BYTES * x.size), implementations)
+
+
+def bench_cases(quick: bool) -> list[CaseSpec]:
+    """The attention weights of a small transformer (batch 32, 4 heads, 64 tokens), forward and
+    backward (a tiny shape with ``quick``)."""
+    shapes = (("tiny", 6, 10),) if quick else (("attention.b32.h4.t64", 32 * 4 * 64, 64),)
+    specs = []
+    for key, rows, width in shapes:
+        for backward, family in ((False, "softmax_fwd"), (True, "softmax_bwd")):
+            build = functools.partial(_softmax_case, key=key, rows=rows, width=width,
+                                      backward=backward)
+            specs.append(CaseSpec(family, key, f"{rows}x{width}", build, (OURS, "numpy", "torch")))
+    return specs
+
+
 FAMILY = Family(
     name="softmax",
     module=__name__,
@@ -361,4 +367,5 @@ FAMILY = Family(
         "softmax_backward": reference_softmax_backward,
     },
     cuda_kernels=cuda_kernels,
+    bench_cases=bench_cases,
 )

@@ -17,15 +17,14 @@ the exp loop, and the runs in float64: a float64 sum there would halve the exp's
 Variants, simplest first:
 
 * ``reference_softmax_xent``: float64 NumPy through the explicit target matrix and log-softmax.
-* ``softmax_xent_cpu``: Numba, in blocks of rows (of about ``BLOCK_ELEMENTS`` logits, in
-  parallel from ``PARALLEL_MIN_ELEMENTS`` logits, serially below, where a parallel launch costs
-  more than it saves). Per row a max pass and a pass storing exp(z - M) in ``dlogits`` and
-  summing it; rows narrower than ``WIDE_ROW`` store z - M instead and take their exp in one loop
-  over the whole block, long enough to vectorise, then a pass for their sums. Then per row a pass
-  that scales the exponentials into the gradient. The exp is ``_fastmath.fast_exp`` (a polynomial LLVM
-  vectorises; ``math.exp`` is a libm call it cannot) and the max ``_fastmath.maxnum``; the
-  loops compile with reassociation allowed, but not "nnan"/"ninf": a NaN or inf logit makes
-  its row NaN, as in the reference.
+* ``softmax_xent_cpu``: Numba, in blocks of rows (of about ``BLOCK_ELEMENTS`` logits), serially or
+  with blocks in parallel as ``_cpu.parallel_pays`` decides. Per row a max pass and a pass storing
+  exp(z - M) in ``dlogits`` and summing it; rows narrower than ``WIDE_ROW`` store z - M instead and
+  take their exp in one loop over the whole block, long enough to vectorise, then a pass for their
+  sums. Then per row a pass that scales the exponentials into the gradient. The exp is
+  ``_fastmath.fast_exp`` (a polynomial LLVM vectorises; ``math.exp`` is a libm call it cannot) and
+  the max ``_fastmath.maxnum``; the loops compile with reassociation allowed, but not "nnan"/"ninf":
+  a NaN or inf logit makes its row NaN, as in the reference.
 * ``softmax_xent_cuda``: one block per row (blocks stride over rows when B exceeds the grid).
   Each thread walks its columns once, keeping an online (running max, sum of exponentials,
   sum of logits); one shared-memory tree merges the threads' triples; then every thread writes
@@ -44,20 +43,32 @@ allocation.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import numba
 import numpy as np
-from numba import cuda, njit, prange
+from numba import cuda, prange
 from numba.extending import register_jitable
 
-from ._contract import Family, KernelSpec
+from ._checks import check_float_dtype
+from ._contract import (
+    FLOAT32_BYTES,
+    OURS,
+    BenchContext,
+    Case,
+    CaseInfo,
+    CaseSpec,
+    Family,
+    Implementation,
+    KernelSpec,
+)
+from ._cpu import cpu_kernel
 from ._cuda import array_module, empty, launch, stride_grid
 from ._fastmath import VECTORISING_FASTMATH, fast_exp, maxnum, zero_of
 
 MAX_THREADS = 256
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _checked_inputs(logits: Any, labels: Any, label_smoothing: float) -> tuple[Any, Any]:
@@ -65,8 +76,7 @@ def _checked_inputs(logits: Any, labels: Any, label_smoothing: float) -> tuple[A
     xp = array_module(logits)
     if array_module(labels) is not xp:
         raise TypeError(f"labels is a {type(labels).__name__} but logits is a {type(logits).__name__}")
-    if logits.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"logits dtype must be float32 or float64, got {logits.dtype}")
+    check_float_dtype(logits, "logits", "softmax_xent")
     if labels.dtype.kind not in "iu":
         raise TypeError(f"labels must have an integer dtype, got {labels.dtype}")
     if logits.ndim != 2:
@@ -90,7 +100,8 @@ def _check_label_range(lowest: int, highest: int, classes: int) -> None:
 
 def _outputs(logits: Any) -> tuple[Any, Any]:
     """Uninitialised ``row_losses`` (B,) and ``dlogits`` (B, C) beside ``logits``: two views of
-    one allocation (one allocation fewer a call, which shows on calls of ~12 µs)."""
+    one allocation (one allocation fewer a call, which shows on small batches: re-measure with
+    ``fastnet bench --only softmax_xent``)."""
     batch, classes = logits.shape
     both = empty(batch * (classes + 1), logits.dtype, like=logits)
     return both[batch * classes:], both[:batch * classes].reshape(batch, classes)
@@ -139,8 +150,6 @@ WIDE_ROW = 64
 # A wide row's exponentials are summed in runs of this many columns, in the logits' dtype: with
 # 8 lanes unrolled 4 times, each lane adds 8 terms before the run's sum joins a float64 total.
 SUM_RUN = 256
-# Measured on 2 cores: below this many logits a parallel launch costs more than it saves.
-PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
 @register_jitable
@@ -219,18 +228,10 @@ def _label_range_and_blocks(logits, labels):
     return lowest, highest, -(-logits.shape[0] // _rows_per_block(logits.shape[1])) if valid else 0
 
 
-# Each driver checks the labels first (one jitted call a step, not two) and computes nothing
+# The driver checks the labels first (one jitted call a step, not two) and computes nothing
 # when one is out of range: the caller raises on the (lowest, highest) it returns.
-@njit(cache=True)
-def _softmax_xent_serial(logits, labels, label_smoothing, row_losses, dlogits):
-    lowest, highest, blocks = _label_range_and_blocks(logits, labels)
-    for block in range(blocks):
-        _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlogits)
-    return lowest, highest
-
-
-@njit(parallel=True, cache=True)
-def _softmax_xent_parallel(logits, labels, label_smoothing, row_losses, dlogits):
+@cpu_kernel
+def _softmax_xent_blocks(logits, labels, label_smoothing, row_losses, dlogits):
     lowest, highest, blocks = _label_range_and_blocks(logits, labels)
     for block in prange(blocks):
         _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlogits)
@@ -241,8 +242,9 @@ def softmax_xent_cpu(logits: np.ndarray, labels: np.ndarray, label_smoothing: fl
     """Row losses (B,) and the gradient of their mean w.r.t. ``logits`` (B, C)."""
     logits, labels = _checked_inputs(logits, labels, label_smoothing)
     row_losses, dlogits = _outputs(logits)
-    kernel = _softmax_xent_parallel if logits.size >= PARALLEL_MIN_ELEMENTS else _softmax_xent_serial
-    _check_label_range(*kernel(logits, labels, float(label_smoothing), row_losses, dlogits), logits.shape[1])
+    label_range = _softmax_xent_blocks(logits.size, logits, labels, float(label_smoothing),
+                                       row_losses, dlogits)
+    _check_label_range(*label_range, logits.shape[1])
     return row_losses, dlogits
 
 
@@ -327,6 +329,65 @@ def cuda_kernels() -> list[KernelSpec]:
     return [KernelSpec("softmax_xent", _softmax_xent_cuda_kernel, argtypes, MAX_THREADS)]
 
 
+# --------------------------------------------------------------------------- benchmark cases
+
+LABEL_BYTES = 8  # the benchmark's labels are int64
+
+
+def plain_softmax_xent(logits: Any, labels: Any) -> tuple[Any, Any]:
+    """(row losses, d mean loss / d logits) by a max-shifted softmax, as a NumPy user writes it
+    (any array module with NumPy's API)."""
+    xp = array_module(logits)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = xp.exp(shifted)
+    sums = exp.sum(axis=1, keepdims=True)
+    rows = xp.arange(len(labels))
+    row_losses = xp.log(sums[:, 0]) - shifted[rows, labels]
+    dlogits = exp / sums
+    dlogits[rows, labels] -= 1
+    dlogits /= len(labels)
+    return row_losses, dlogits
+
+
+def _softmax_xent_case(context: BenchContext, key: str, batch: int, classes: int) -> Case:
+    logits = context.xp.asarray(context.random((batch, classes)) * 8)
+    labels_host = np.random.default_rng(2).integers(0, classes, batch)
+    labels = context.xp.asarray(labels_host)
+
+    def mean_and_gradient(result: tuple) -> tuple:
+        return result[0].mean(), result[1]
+
+    implementations = {
+        OURS: Implementation(lambda: context.ops.softmax_xent(logits, labels), mean_and_gradient),
+        context.plain: Implementation(lambda: plain_softmax_xent(logits, labels),
+                                      mean_and_gradient),
+    }
+    torch = context.torch
+    if torch:
+        logits_torch = torch.from_numpy(logits).requires_grad_()
+        labels_torch = torch.from_numpy(labels_host)
+
+        def torch_loss_and_gradient() -> tuple:
+            loss = torch.nn.functional.cross_entropy(logits_torch, labels_torch)
+            return (loss, *torch.autograd.grad(loss, logits_torch))
+
+        implementations["torch"] = Implementation(torch_loss_and_gradient)
+    size = batch * classes
+    # per element: max, subtract, exp, sum, scale, subtract
+    info = CaseInfo("softmax_xent", f"{key} {batch}x{classes}", 6.0 * size,
+                    FLOAT32_BYTES * (2 * size + batch) + LABEL_BYTES * batch)
+    return Case(info, implementations)
+
+
+def bench_cases(quick: bool) -> list[CaseSpec]:
+    """MNIST's 10 classes at batch 256 and ImageNet's 1000 at batch 128 (tiny with ``quick``)."""
+    shapes = (("tiny", 5, 7),) if quick else (("b256.c10", 256, 10), ("b128.c1000", 128, 1000))
+    return [CaseSpec("softmax_xent", key, f"{batch}x{classes}",
+                     functools.partial(_softmax_xent_case, key=key, batch=batch, classes=classes),
+                     (OURS, "numpy", "torch"))
+            for key, batch, classes in shapes]
+
+
 FAMILY = Family(
     name="softmax_xent",
     module=__name__,
@@ -335,4 +396,5 @@ FAMILY = Family(
         "softmax_xent": reference_softmax_xent,
     },
     cuda_kernels=cuda_kernels,
+    bench_cases=bench_cases,
 )

@@ -52,8 +52,8 @@ Variants, simplest first:
 * ``*_cpu``: Numba. Every transform works one (image, channel) plane at a time: the input side
   through a zero-padded copy of the plane (no bounds tests per pixel), the output side clipping
   the last tile row and column. A plane belongs to one task, so the overlapping adds of the input
-  gradient are race-free and in a fixed order (deterministic); planes run in parallel at and above
-  ``PARALLEL_MIN_ELEMENTS`` tile entries, serially below (conv2d's cache-sized chunks).
+  gradient are race-free and in a fixed order (deterministic); planes run serial or parallel as
+  the CPU policy (``_cpu.parallel_pays``) decides for the number of tile entries.
 * ``*_cuda``: one thread per tile for the transforms that own their tile (input tiles, output
   tiles and their transpose); the input gradient is a gather, one thread per input pixel summing
   the (up to 4) tiles that read it, in a fixed order: no atomics, deterministic. Grid-stride loops.
@@ -65,10 +65,12 @@ from typing import Any, NamedTuple
 
 import numba
 import numpy as np
-from numba import cuda, njit, prange
+from numba import cuda, prange
 from numba.extending import register_jitable
 
+from ._checks import as_shape, check_float_dtype
 from ._contract import Family, KernelSpec
+from ._cpu import cpu_kernel
 from ._cuda import (
     array_module,
     check_out,
@@ -77,7 +79,7 @@ from ._cuda import (
     matrices_contiguous,
     stride_grid,
 )
-from ._checks import as_shape, check_float_dtype
+from ._geometry import int_pair
 
 THREADS_PER_BLOCK = 256
 POSITIONS = 16  # entries of a transformed 4x4 tile: the ξ axis of U, V and M
@@ -100,15 +102,14 @@ class TileGeometry(NamedTuple):
 
 
 def tile_geometry(height: int, width: int, padding: int | tuple[int, int]) -> TileGeometry:
-    """The :class:`TileGeometry` of an ``height`` x ``width`` plane; ValueError if 3x3 does not fit."""
-    pad_h, pad_w = (padding, padding) if isinstance(padding, (int, np.integer)) else padding
-    if int(pad_h) != pad_h or int(pad_w) != pad_w or min(pad_h, pad_w) < 0:
-        raise ValueError(f"winograd: padding must be a non-negative int or pair of ints, got {padding!r}")
+    """The :class:`TileGeometry` of a ``height`` x ``width`` plane; ValueError if 3x3 does not
+    fit."""
+    pad_h, pad_w = int_pair(padding, "padding", 0)
     out_h, out_w = height + 2 * pad_h - 2, width + 2 * pad_w - 2
     if out_h < 1 or out_w < 1:
         raise ValueError(f"winograd: a 3x3 kernel does not fit the {height}x{width} input padded by "
                          f"({pad_h}, {pad_w})")
-    return TileGeometry(int(pad_h), int(pad_w), out_h, out_w, (out_h + 1) // 2, (out_w + 1) // 2)
+    return TileGeometry(pad_h, pad_w, out_h, out_w, (out_h + 1) // 2, (out_w + 1) // 2)
 
 
 def _tiles_buffer(rows: int, count: int, dtype: Any, like: Any, spaced: bool) -> Any:
@@ -127,8 +128,9 @@ def winograd_tiles_cpu(rows: int, count: int, dtype: Any, like: np.ndarray) -> n
 
     Why spaced: every transform touches all 16 matrices at once, one entry each per tile. Spaced
     a multiple of 4 KB apart (as (16, 64, 784) float32 is) all 16 streams fall in one L1 set,
-    which holds 12, and evict each other: the output gradient's transform of 16 MNIST images took
-    3.1 ms instead of 0.44 ms."""
+    which holds 12, and evict each other: the transforms then run several times slower (time
+    ``winograd_output_grad_cpu(dy, out=...)`` of 16 MNIST images' (16, 64, 14, 14) gradient into
+    ``np.empty((16, 64, 784), np.float32)`` and into this buffer)."""
     return _tiles_buffer(rows, count, dtype, like, spaced=True)
 
 
@@ -362,11 +364,11 @@ def _load_row(tiles, a, channel, t):
     return tiles[4 * a, channel, t], tiles[4 * a + 1, channel, t], tiles[4 * a + 2, channel, t], tiles[4 * a + 3, channel, t]
 
 
-# Every tile helper below is spelled out with constant indices: written as loops over tuples with a
-# runtime index, the input transform ran at half this speed. The CPU planes and the CUDA kernels
-# each clip their own tiles at the far edges: a shared helper for it, one call deeper, was not
-# inlined on the CPU and ran the output transforms at half speed (and Numba's forced inlining does
-# not compile for CUDA).
+# Every tile helper below is spelled out with constant indices: loops over tuples with a runtime
+# index are not unrolled and run the transforms markedly slower. The CPU planes and the CUDA kernels
+# each clip their own tiles at the far edges: a shared helper for it, one call deeper, is not
+# inlined on the CPU (and Numba's forced inlining does not compile for CUDA). Re-measure a variant
+# with ``python benchmarks/parallel_threshold.py --only winograd --no-chunks --threads 1``.
 
 
 @register_jitable
@@ -455,7 +457,8 @@ def _input_grad_patch(tiles_grad, c, t):
 
 @register_jitable
 def _input_plane(x, tiles, plane, padded, pad_h, pad_w, tiles_h, tiles_w):
-    """Plane x[n, c] through ``padded``, whose border the caller zeroed (only its interior is written)."""
+    """Plane x[n, c] through ``padded``, whose border the caller zeroed (only its interior is
+    written)."""
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     n, c = plane // channels, plane % channels
     padded[pad_h:pad_h + height, pad_w:pad_w + width] = x[n, c]
@@ -520,23 +523,18 @@ def _output_grad_plane(dy, tiles_grad, plane):
             _output_grad_tile(g00, g01, g10, g11, tiles_grad, k, first + i * tiles_w + j)
 
 
-# Serial and parallel drivers of the same bodies, split at PARALLEL_MIN_ELEMENTS tile entries for
-# the reason conv.py gives: conv2d calls these on cache-sized chunks between BLAS calls.
-PARALLEL_MIN_ELEMENTS = 1 << 20
+@cpu_kernel
+def _weights_kernel_cpu(weight, tiles):
+    channels = weight.shape[1]
+    for index in prange(weight.shape[0] * channels):
+        _weights_one(weight, tiles, index // channels, index % channels)
 
 
-@njit(cache=True)
-def _weights_cpu(weight, tiles):
-    for k in range(weight.shape[0]):
-        for c in range(weight.shape[1]):
-            _weights_one(weight, tiles, k, c)
-
-
-@njit(cache=True)
-def _weights_grad_cpu(tiles_grad, dweight):
-    for k in range(dweight.shape[0]):
-        for c in range(dweight.shape[1]):
-            _weights_grad_one(tiles_grad, dweight, k, c)
+@cpu_kernel
+def _weights_grad_kernel_cpu(tiles_grad, dweight):
+    channels = dweight.shape[1]
+    for index in prange(dweight.shape[0] * channels):
+        _weights_grad_one(tiles_grad, dweight, index // channels, index % channels)
 
 
 @register_jitable
@@ -545,81 +543,61 @@ def _padded_plane(tiles_h, tiles_w, dtype):
     return np.zeros((2 * tiles_h + 2, 2 * tiles_w + 2), dtype)
 
 
-@njit(cache=True)
-def _input_serial(x, tiles, pad_h, pad_w, tiles_h, tiles_w):
-    padded = _padded_plane(tiles_h, tiles_w, x.dtype)
-    for plane in range(x.shape[0] * x.shape[1]):
-        _input_plane(x, tiles, plane, padded, pad_h, pad_w, tiles_h, tiles_w)
+# Planes per task of the input-side transforms: a task zeroes its scratch plane once, not per plane.
+PLANES_PER_TASK = 16
 
 
-@njit(parallel=True, cache=True)
-def _input_parallel(x, tiles, pad_h, pad_w, tiles_h, tiles_w):
-    for plane in prange(x.shape[0] * x.shape[1]):
+@cpu_kernel
+def _input_kernel_cpu(x, tiles, pad_h, pad_w, tiles_h, tiles_w):
+    planes = x.shape[0] * x.shape[1]
+    for task in prange((planes + PLANES_PER_TASK - 1) // PLANES_PER_TASK):
         padded = _padded_plane(tiles_h, tiles_w, x.dtype)
-        _input_plane(x, tiles, plane, padded, pad_h, pad_w, tiles_h, tiles_w)
+        for plane in range(task * PLANES_PER_TASK, min((task + 1) * PLANES_PER_TASK, planes)):
+            _input_plane(x, tiles, plane, padded, pad_h, pad_w, tiles_h, tiles_w)
 
 
-@njit(cache=True)
-def _input_grad_serial(tiles_grad, dx, pad_h, pad_w, tiles_h, tiles_w):
-    padded = _padded_plane(tiles_h, tiles_w, dx.dtype)
-    for plane in range(dx.shape[0] * dx.shape[1]):
-        _input_grad_plane(tiles_grad, dx, plane, padded, pad_h, pad_w, tiles_h, tiles_w)
-
-
-@njit(parallel=True, cache=True)
-def _input_grad_parallel(tiles_grad, dx, pad_h, pad_w, tiles_h, tiles_w):
-    # A task owns one plane of dx: its overlapping adds are race-free and in a fixed order.
-    for plane in prange(dx.shape[0] * dx.shape[1]):
+@cpu_kernel
+def _input_grad_kernel_cpu(tiles_grad, dx, pad_h, pad_w, tiles_h, tiles_w):
+    # A task owns its planes of dx: their overlapping adds are race-free and in a fixed order.
+    planes = dx.shape[0] * dx.shape[1]
+    for task in prange((planes + PLANES_PER_TASK - 1) // PLANES_PER_TASK):
         padded = _padded_plane(tiles_h, tiles_w, dx.dtype)
-        _input_grad_plane(tiles_grad, dx, plane, padded, pad_h, pad_w, tiles_h, tiles_w)
+        for plane in range(task * PLANES_PER_TASK, min((task + 1) * PLANES_PER_TASK, planes)):
+            _input_grad_plane(tiles_grad, dx, plane, padded, pad_h, pad_w, tiles_h, tiles_w)
 
 
-@njit(cache=True)
-def _output_serial(tiles, bias, y):
-    for plane in range(y.shape[0] * y.shape[1]):
-        _output_plane(tiles, bias, y, plane)
-
-
-@njit(parallel=True, cache=True)
-def _output_parallel(tiles, bias, y):
+@cpu_kernel
+def _output_kernel_cpu(tiles, bias, y):
     for plane in prange(y.shape[0] * y.shape[1]):
         _output_plane(tiles, bias, y, plane)
 
 
-@njit(cache=True)
-def _output_grad_serial(dy, tiles_grad):
-    for plane in range(dy.shape[0] * dy.shape[1]):
-        _output_grad_plane(dy, tiles_grad, plane)
-
-
-@njit(parallel=True, cache=True)
-def _output_grad_parallel(dy, tiles_grad):
+@cpu_kernel
+def _output_grad_kernel_cpu(dy, tiles_grad):
     for plane in prange(dy.shape[0] * dy.shape[1]):
         _output_grad_plane(dy, tiles_grad, plane)
-
-
-def _driver(tiles: Any, serial: Any, parallel: Any) -> Any:
-    return parallel if tiles.size >= PARALLEL_MIN_ELEMENTS else serial
 
 
 def winograd_weights_cpu(weight: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """U (16, K, C) = G g Gᵀ of every filter of weight (K, C, 3, 3)."""
     weight, tiles = _weights_arguments(weight, out, True)
-    _weights_cpu(weight, tiles)
+    _weights_kernel_cpu(tiles.size, weight, tiles)
     return tiles
 
 
 def winograd_weights_grad_cpu(tiles_grad: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """dweight (K, C, 3, 3) = Gᵀ dU G of tiles_grad dU (16, K, C): the adjoint of the weights' transform."""
+    """dweight (K, C, 3, 3) = Gᵀ dU G of tiles_grad dU (16, K, C): the adjoint of the weights'
+    transform."""
     tiles_grad, dweight = _weights_grad_arguments(tiles_grad, out, True)
-    _weights_grad_cpu(tiles_grad, dweight)
+    _weights_grad_kernel_cpu(tiles_grad.size, tiles_grad, dweight)
     return dweight
 
 
 def winograd_input_cpu(x: np.ndarray, padding: int | tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
-    """V (16, C, N·TH·TW) = Bᵀ d B of every input patch of x (N, C, H, W), zero padded by ``padding``."""
+    """V (16, C, N·TH·TW) = Bᵀ d B of every input patch of x (N, C, H, W), zero padded by
+    ``padding``."""
     x, geometry, tiles = _input_arguments(x, padding, out, True)
-    _driver(tiles, _input_serial, _input_parallel)(x, tiles, *geometry[:2], *geometry[4:])
+    _input_kernel_cpu(tiles.size, x, tiles, *geometry[:2], *geometry[4:])
     return tiles
 
 
@@ -627,7 +605,7 @@ def winograd_input_grad_cpu(tiles_grad: np.ndarray, x_shape: Sequence[int], padd
                             out: np.ndarray | None = None) -> np.ndarray:
     """dx (N, C, H, W) from dV (16, C, N·TH·TW): the adjoint of the input transform."""
     tiles_grad, geometry, dx = _input_grad_arguments(tiles_grad, x_shape, padding, out, True)
-    _driver(tiles_grad, _input_grad_serial, _input_grad_parallel)(tiles_grad, dx, *geometry[:2], *geometry[4:])
+    _input_grad_kernel_cpu(tiles_grad.size, tiles_grad, dx, *geometry[:2], *geometry[4:])
     return dx
 
 
@@ -635,14 +613,14 @@ def winograd_output_cpu(tiles: np.ndarray, bias: np.ndarray | None, y_shape: Seq
                         out: np.ndarray | None = None) -> np.ndarray:
     """y (N, K, OH, OW) = Aᵀ M A (+ bias) of M (16, K, N·TH·TW)."""
     tiles, bias, y = _output_arguments(tiles, bias, y_shape, out, True)
-    _driver(tiles, _output_serial, _output_parallel)(tiles, bias, y)
+    _output_kernel_cpu(tiles.size, tiles, bias, y)
     return y
 
 
 def winograd_output_grad_cpu(dy: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """dM (16, K, N·TH·TW) = A dY Aᵀ of dy (N, K, OH, OW): the adjoint of the output transform."""
     dy, tiles_grad = _output_grad_arguments(dy, out, True)
-    _driver(tiles_grad, _output_grad_serial, _output_grad_parallel)(dy, tiles_grad)
+    _output_grad_kernel_cpu(tiles_grad.size, dy, tiles_grad)
     return tiles_grad
 
 

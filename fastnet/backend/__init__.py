@@ -24,8 +24,9 @@ from typing import Any
 import numba
 import numpy as np
 
-from ..kernels import _cuda
+from ..kernels import _cpu, _cuda
 from ..kernels._contract import families
+from ..kernels._cpu import images_per_chunk  # noqa: F401 - re-exported for the layers above
 from ..kernels._geometry import conv_output_shape  # noqa: F401 - re-exported for the layers above
 
 
@@ -90,10 +91,8 @@ def to_numpy(array: Any) -> np.ndarray:
     return np.asarray(array)
 
 
-# About half a core's L2 cache (1-2 MB on current x86 server cores): a chunk's columns and output
-# planes stay cached between im2col and the GEMMs, beside the GEMMs' own packed panels.
-CPU_CONV_WORKSPACE_BYTES = 1 << 20
-CPU = Device("cpu", np, "cpu", _erf_cpu, CPU_CONV_WORKSPACE_BYTES)
+# The CPU's conv workspace is part of the CPU execution policy (kernels/_cpu.py says why its size).
+CPU = Device("cpu", np, "cpu", _erf_cpu, _cpu.CONV_WORKSPACE_BYTES)
 _cuda_device: Device | None = None
 
 
@@ -113,7 +112,7 @@ def _make_cuda_device() -> Device:
     return Device("cuda", cupy, "cuda", erf, None)
 
 
-def get_device(device: "str | Device | None") -> Device:
+def get_device(device: str | Device | None) -> Device:
     """The :class:`Device` for ``'cpu'``, ``'cuda'`` (or ``'cuda:0'``), or a Device itself."""
     global _cuda_device
     if device is None:
@@ -140,11 +139,9 @@ def set_num_threads(threads: int) -> None:
     The default is 1, or ``FASTNET_NUM_THREADS``. Why not every core: the Numba kernels and the
     BLAS each keep a pool of threads that spin while waiting, and a training step alternates
     between them many times, so two pools compete for the cores; and a pool waiting at a barrier
-    for a thread the OS has descheduled stalls whenever anything else runs on the machine.
-    Measured on a 2-core machine (``fastnet bench --train --only mnist_cnn --threads N``,
-    batch 64): 1,390-2,030 images/s with 1 thread, 1,510-1,790 with 2 (844-1,053 before the
-    kernel threads slept when idle, see :func:`_start_kernel_threads`). Raise it on a machine
-    with idle cores and large batches, and measure.
+    for a thread the OS has descheduled stalls whenever anything else runs on the machine, so on
+    a small machine a second thread gains little. Raise it on a machine with idle cores and large
+    batches, and measure: ``fastnet bench --train --only mnist_cnn --threads N``.
     """
     global _threads
     if not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
@@ -173,8 +170,9 @@ def _start_kernel_threads() -> None:
     """Start Numba's thread pool, with its OpenMP threads set to sleep when they have no work.
 
     OpenMP threads spin after each parallel kernel by default, and then fight OpenBLAS's own
-    spinning pool for the cores: on 2 cores the MNIST CNN at 2 threads trained at 844-1,053
-    images/s (batch 64) that way. ``OMP_WAIT_POLICY`` is read once, when the OpenMP library is
+    spinning pool for the cores, which slows training at 2 threads on 2 cores (re-measure with
+    ``OMP_WAIT_POLICY=ACTIVE fastnet bench --train --only mnist_cnn --threads 2``).
+    ``OMP_WAIT_POLICY`` is read once, when the OpenMP library is
     loaded, which is when the pool starts, so it is set for that moment only: an OpenMP runtime
     loaded later (PyTorch's own) keeps its defaults. A policy the user set is left alone; a pool
     that is already running (Numba used before fastnet was imported) keeps its own.

@@ -1,18 +1,17 @@
 """ReLU forward and backward against the float64 references, on the CPU and in CUDA.
 
 ReLU only selects and copies, so every output must equal the reference exactly (no tolerance).
-Every output the module allocates starts as NaN, so an element the kernel never writes cannot
-pass by holding a stale value; the inputs are random normals, so about half of each tensor takes
-each branch.
+Every output the module allocates starts as NaN (the ``poisoned_outputs`` fixture of conftest.py),
+so an element the kernel never writes cannot pass by holding a stale value; the inputs are random
+normals, so about half of each tensor takes each branch.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from fastnet.kernels import activation
+from fastnet.kernels import _cpu
 from fastnet.kernels.activation import (
-    PARALLEL_MIN_ELEMENTS,
     reference_relu_backward,
     reference_relu_forward,
     relu_backward_cpu,
@@ -25,11 +24,6 @@ FORWARD = {"cpu": relu_forward_cpu, "cuda": relu_forward_cuda}
 BACKWARD = {"cpu": relu_backward_cpu, "cuda": relu_backward_cuda}
 # odd sizes; the simulator walks each of its 2 blocks of 256 threads over several elements
 SHAPES = [(1,), (1001,), (3, 5, 7), (2, 3, 33, 17)]
-
-
-@pytest.fixture(autouse=True)
-def poisoned_outputs(monkeypatch):
-    monkeypatch.setattr(activation, "empty", lambda shape, dtype, like: np.full(shape, np.nan, dtype))
 
 
 def assert_exact(got, ref, dtype):
@@ -48,9 +42,11 @@ def test_forward_and_backward_match_reference(rng, variant, dtype, shape):
     assert_exact(BACKWARD[variant](dy, y), reference_relu_backward(dy, y), dtype)
 
 
-def test_cpu_parallel_path_matches_reference(rng):
-    """Above PARALLEL_MIN_ELEMENTS the CPU runs its prange driver: same results."""
-    x = rng.standard_normal(PARALLEL_MIN_ELEMENTS + 3).astype(np.float32)
+@pytest.mark.parametrize("driver", ["serial", "parallel"])
+def test_cpu_serial_and_parallel_drivers_match_reference(rng, monkeypatch, driver):
+    """The CPU policy picks a driver by size and threads: either gives the same results."""
+    monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: driver == "parallel")
+    x = rng.standard_normal(100_003).astype(np.float32)
     dy = rng.standard_normal(x.shape).astype(np.float32)
     y = relu_forward_cpu(x)
     assert_exact(y, reference_relu_forward(x), np.float32)

@@ -15,10 +15,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytest
+from numerics import TOLERANCE, relative_error
 
 import fastnet
-
-from fastnet.kernels import conv
+from fastnet.kernels import _cpu
 from fastnet.kernels._geometry import conv_output_shape
 from fastnet.kernels.conv import (
     col2im_cpu,
@@ -29,8 +29,6 @@ from fastnet.kernels.conv import (
     reference_conv2d,
     reference_im2col,
 )
-
-TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
 
 # (x shape (N, C, H, W), kernel_hw, stride, padding)
 CASES = [
@@ -56,15 +54,6 @@ CUDA_CASES = [
 def case_id(case):
     shape, kernel, stride, padding = case
     return f"x{'x'.join(map(str, shape))}-k{kernel}-s{stride}-p{padding}"
-
-
-def relative_error(got, ref):
-    return np.max(np.abs(got - ref)) / np.max(np.abs(ref))
-
-
-@pytest.fixture(autouse=True)
-def poisoned_outputs(monkeypatch):
-    monkeypatch.setattr(conv, "empty", lambda shape, dtype, like: np.full(shape, np.nan, dtype=dtype))
 
 
 # --- references and shapes -----------------------------------------------------------------------
@@ -99,7 +88,7 @@ def test_reference_conv2d_on_a_hand_example():
     np.testing.assert_array_equal(reference_conv2d(x, picker, None, 1, 1), [[[[0, 1, 2, 3], [0, 4, 5, 6], [0, 7, 8, 9], [0, 0, 0, 0]]]])
 
 
-# --- CPU -------------------------------------------------------------------------------------------
+# --- CPU ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES, ids=case_id)
@@ -155,13 +144,15 @@ def test_conv_through_im2col_matches_direct_convolution(rng, case, dtype):
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_cpu_parallel_and_serial_kernels_agree_bitwise(rng, monkeypatch, case):
-    """Small work runs serially, large in parallel: the two drivers of one body give the same bits."""
+    """The CPU policy runs small work serially, large in parallel: the two drivers of one body give
+    the same bits."""
     shape, kernel, stride, padding = case
     x = rng.standard_normal(shape).astype(np.float32)
+    monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: False)
     serial_cols = im2col_cpu(x, kernel, stride, padding)
     g = rng.standard_normal(serial_cols.shape).astype(np.float32)
     serial_dx = col2im_cpu(g, shape, kernel, stride, padding)
-    monkeypatch.setattr(conv, "PARALLEL_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: True)
     np.testing.assert_array_equal(im2col_cpu(x, kernel, stride, padding), serial_cols)
     np.testing.assert_array_equal(col2im_cpu(g, shape, kernel, stride, padding), serial_dx)
 
@@ -169,7 +160,7 @@ def test_cpu_parallel_and_serial_kernels_agree_bitwise(rng, monkeypatch, case):
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two Numba threads")
 def test_col2im_cpu_is_bitwise_the_same_on_one_and_two_threads(rng, monkeypatch):
     """The planes are split between threads; each pixel's sum must not depend on the split."""
-    monkeypatch.setattr(conv, "PARALLEL_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: True)
     shape, kernel, stride, padding = (3, 5, 9, 8), 3, 1, 1
     cols = rng.standard_normal((5 * 9, 3 * 9 * 8)).astype(np.float32)
     results, threads_before = [], fastnet.get_num_threads()
@@ -264,7 +255,7 @@ def test_col2im_cuda_matches_reference(rng, case):
     assert relative_error(dx, reference_col2im(cols, shape, kernel, stride, padding)) <= 1e-5
 
 
-# --- errors (one validation serves both variants) ---------------------------------------------------
+# --- errors (one validation serves both variants) -------------------------------------------------
 
 @pytest.mark.parametrize("im2col", [im2col_cpu, im2col_cuda])
 @pytest.mark.parametrize(

@@ -18,8 +18,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytest
+from numerics import assert_close, relative_error
 
-from fastnet.kernels import norm
+from fastnet.kernels import _cpu
 from fastnet.kernels.norm import (
     batchnorm_backward_cpu,
     batchnorm_backward_cuda,
@@ -35,28 +36,14 @@ from fastnet.kernels.norm import (
     reference_layernorm_forward,
 )
 
-TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
 LAYERNORM = {"cpu": (layernorm_forward_cpu, layernorm_backward_cpu), "cuda": (layernorm_forward_cuda, layernorm_backward_cuda)}
 BATCHNORM = {"cpu": (batchnorm_forward_cpu, batchnorm_backward_cpu), "cuda": (batchnorm_forward_cuda, batchnorm_backward_cuda)}
 DEVICES = pytest.mark.parametrize("device", ["cpu", "cuda"])
 
 
-@pytest.fixture(autouse=True)
-def poisoned_outputs(monkeypatch):
-    """Both variants allocate their outputs NaN-filled, so an element never written shows."""
-    monkeypatch.setattr(norm, "empty", lambda shape, dtype, like: np.full(shape, np.nan, dtype))
-
-
-def relative_error(got, ref):
-    return np.max(np.abs(got - ref)) / np.max(np.abs(ref))
-
-
 def assert_all_close(got, ref, dtype, tolerance=None):
-    for index, (value, expected) in enumerate(zip(got, ref)):
-        assert value.shape == expected.shape and value.dtype == dtype, f"output {index}"
-        assert np.isfinite(value).all(), f"output {index} has inf/NaN or elements never written"
-        error = relative_error(value, expected)
-        assert error <= (tolerance or TOLERANCE[dtype]), f"output {index}: relative error {error:.2e}"
+    for index, (value, expected) in enumerate(zip(got, ref, strict=True)):
+        assert_close(value, expected, dtype, tolerance, f"output {index}")
 
 
 def numerical_gradient(loss, x, step=1e-6):
@@ -166,17 +153,35 @@ def test_layernorm_float64_backward_matches_finite_differences(rng, device):
     assert relative_error(dweight, numerical_gradient(lambda v: np.sum(reference_layernorm_forward(x, v, bias)[0] * dy), weight)) < 1e-8
 
 
-def test_layernorm_cpu_parameter_gradients_do_not_depend_on_the_thread_count(rng):
+def test_layernorm_cpu_parameter_gradients_do_not_depend_on_the_thread_count(rng, monkeypatch):
     x, dy = normal(rng, (97, 24), np.float32), normal(rng, (97, 24), np.float32)
     _, mean, rstd = layernorm_forward_cpu(x, None, None)
+    monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: False)
+    serial = layernorm_backward_cpu(dy, x, None, mean, rstd)
+    monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: True)
     before = numba.get_num_threads()
     try:
-        numba.set_num_threads(1)
-        serial = layernorm_backward_cpu(dy, x, None, mean, rstd)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        parallel = layernorm_backward_cpu(dy, x, None, mean, rstd)
     finally:
         numba.set_num_threads(before)
-    parallel = layernorm_backward_cpu(dy, x, None, mean, rstd)
-    assert all(np.array_equal(a, b) for a, b in zip(serial, parallel))
+    assert all(np.array_equal(a, b) for a, b in zip(serial, parallel, strict=True))
+
+
+@pytest.mark.parametrize("driver", ["serial", "parallel"])
+def test_cpu_serial_and_parallel_drivers_match_reference(rng, monkeypatch, driver):
+    """The CPU policy picks a driver by size and threads: either gives the same results."""
+    monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: driver == "parallel")
+    outputs, grads, (x, weight, bias, dy) = layernorm_round_trip("cpu", rng, (13, 24), np.float32)
+    assert_all_close(outputs, reference_layernorm_forward(x, weight, bias, 1e-5), np.float32)
+    assert_all_close(grads, reference_layernorm_backward(dy, x, weight, 1e-5), np.float32)
+    x, dy = normal(rng, (4, 3, 5, 5), np.float32), normal(rng, (4, 3, 5, 5), np.float32)
+    weight, bias = normal(rng, 3, np.float32), normal(rng, 3, np.float32)
+    y, mean, rstd = batchnorm_forward_cpu(x, weight, bias, None, None, training=True)
+    expected = reference_batchnorm_forward(x, weight, bias, None, None, training=True)[:3]
+    assert_all_close((y, mean, rstd), expected, np.float32)
+    assert_all_close(batchnorm_backward_cpu(dy, x, weight, mean, rstd, training=True),
+                     reference_batchnorm_backward(dy, x, weight, training=True), np.float32)
 
 
 @DEVICES

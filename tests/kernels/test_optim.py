@@ -4,12 +4,12 @@ Each test runs the kernel on float32 (or float64) buffers and the reference on i
 copy of the same starting state for several consecutive steps, then compares the parameter's
 total displacement and the final state buffers by relative error.
 
-Float32 tolerance 1e-4 (CUDA-NOTES suggests rtol >= 1e-4 for float32 Adam): the kernels round each
-coefficient (1 - β2 included) once from float64, so one step is within a few ulps, but the
-displacement p_K - p_0 is a difference of numbers ~1 carrying ~1e-2 of change, so it keeps only
-~6e-8 / 1e-2 ≈ 1e-5 of relative precision per step. Any wrong term (a missed bias correction,
-decay applied the coupled way instead of the decoupled one, dampening on the first step) moves the
-displacement by 1e-2 or more. Float64 runs at 1e-10.
+Float32 tolerance 1e-4 (``SEVERAL_STEPS_TOLERANCE``; CUDA-NOTES suggests rtol >= 1e-4 for float32
+Adam): the kernels round each coefficient (1 - β2 included) once from float64, so one step is within
+a few ulps, but the displacement p_K - p_0 is a difference of numbers ~1 carrying ~1e-2 of change,
+so it keeps only ~6e-8 / 1e-2 ≈ 1e-5 of relative precision per step. Any wrong term (a missed bias
+correction, decay applied the coupled way instead of the decoupled one, dampening on the first step)
+moves the displacement by 1e-2 or more. Float64 runs at 1e-10.
 
 CUDA tests run in the simulator over ~10k elements: the launcher caps the grid at 2 blocks of 256
 threads there, so each thread walks ~20 elements of the grid-stride loop.
@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numerics import assert_close, relative_error
 
+from fastnet.kernels import _cpu
 from fastnet.kernels.optim import (
     adam_step_cpu,
     adam_step_cuda,
@@ -28,7 +30,8 @@ from fastnet.kernels.optim import (
     sgd_step_cuda,
 )
 
-TOLERANCE = {np.float32: 1e-4, np.float64: 1e-10}
+# Looser than the shared bounds: the displacement after several steps (module docstring).
+SEVERAL_STEPS_TOLERANCE = {np.float32: 1e-4, np.float64: 1e-10}
 SHAPES = [(1,), (1001,), (3, 5, 7)]
 STEPS = 4
 ADAM = dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-3)
@@ -42,14 +45,8 @@ SGD_VARIANTS = [  # (momentum, dampening, nesterov, weight_decay)
 ]
 
 
-def relative_error(got, ref):
-    return np.max(np.abs(got - ref)) / np.max(np.abs(ref))
-
-
-def assert_close(got, ref, dtype, what):
-    assert np.all(np.isfinite(got)), f"{what} has inf/NaN"
-    error = relative_error(got, ref)
-    assert error <= TOLERANCE[dtype], f"{what}: relative error {error:.2e}"
+def assert_steps_close(got, ref, dtype, what):
+    assert_close(got, ref, dtype, SEVERAL_STEPS_TOLERANCE[dtype], what)
 
 
 def random_array(rng, shape, dtype, scale=1.0):
@@ -69,9 +66,9 @@ def run_adam(step_fn, rng, shape, dtype, decoupled, weight_decay):
         hyper = dict(ADAM, step=step, weight_decay=weight_decay, decoupled=decoupled)
         step_fn(param, grad, exp_avg, exp_avg_sq, **hyper)
         ref = list(reference_adam_step(*ref[:1], grad, *ref[1:], **hyper))
-    assert_close(param - start, ref[0] - start, dtype, "param displacement")
-    assert_close(exp_avg, ref[1], dtype, "exp_avg")
-    assert_close(exp_avg_sq, ref[2], dtype, "exp_avg_sq")
+    assert_steps_close(param - start, ref[0] - start, dtype, "param displacement")
+    assert_steps_close(exp_avg, ref[1], dtype, "exp_avg")
+    assert_steps_close(exp_avg_sq, ref[2], dtype, "exp_avg_sq")
 
 
 def run_sgd(step_fn, rng, shape, dtype, momentum, dampening, nesterov, weight_decay):
@@ -87,9 +84,9 @@ def run_sgd(step_fn, rng, shape, dtype, momentum, dampening, nesterov, weight_de
                      nesterov=nesterov, first_step=step == 0)
         step_fn(param, grad, buffer, **hyper)
         ref_param, ref_buffer = reference_sgd_step(ref_param, grad, ref_buffer, **hyper)
-    assert_close(param - start, ref_param - start, dtype, "param displacement")
+    assert_steps_close(param - start, ref_param - start, dtype, "param displacement")
     if momentum:
-        assert_close(buffer, ref_buffer, dtype, "momentum_buffer")
+        assert_steps_close(buffer, ref_buffer, dtype, "momentum_buffer")
 
 
 # --- references ----------------------------------------------------------------------------------
@@ -142,6 +139,14 @@ def test_cpu_adam_matches_reference(rng, decoupled, weight_decay, shape, dtype):
 @pytest.mark.parametrize("momentum, dampening, nesterov, weight_decay", SGD_VARIANTS)
 def test_cpu_sgd_matches_reference(rng, momentum, dampening, nesterov, weight_decay, shape, dtype):
     run_sgd(sgd_step_cpu, rng, shape, dtype, momentum, dampening, nesterov, weight_decay)
+
+
+@pytest.mark.parametrize("driver", ["serial", "parallel"])
+def test_cpu_serial_and_parallel_drivers_match_reference(rng, monkeypatch, driver):
+    """The CPU policy picks a driver by size and threads: either gives the same results."""
+    monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: driver == "parallel")
+    run_adam(adam_step_cpu, rng, (1001,), np.float32, True, 0.1)
+    run_sgd(sgd_step_cpu, rng, (1001,), np.float32, 0.9, 0.0, True, 0.1)
 
 
 def test_cpu_adam_and_adamw_differ(rng):
@@ -225,7 +230,7 @@ def test_other_bad_arguments_raise(rng):
         adam_step_cpu(param, grad, exp_avg, exp_avg_sq, **adam_hyper, step=0)
     with pytest.raises(ValueError, match=r"beta2 must be in \[0, 1\), got 1.0"):
         adam_step_cpu(param, grad, exp_avg, exp_avg_sq, **dict(adam_hyper, beta2=1.0), step=1)
-    with pytest.raises(TypeError, match="param dtype must be float32 or float64, got int64"):
+    with pytest.raises(TypeError, match="expects param of dtype float32 or float64, got int64"):
         sgd_step_cpu(np.ones(3, np.int64), np.ones(3, np.int64), None, **dict(SGD_MOMENTUM, momentum=0.0))
     with pytest.raises(ValueError, match="momentum=0.9 needs a momentum_buffer, got None"):
         sgd_step_cpu(param, grad, None, **SGD_MOMENTUM)

@@ -2,19 +2,21 @@
 
 The forward pass only compares and copies, so y and argmax must equal the reference exactly (ties
 included: the first maximum in row-major window order wins). The backward pass sums at most
-ceil(KH/SH) * ceil(KW/SW) <= 9 values of dy per pixel, in another order than ``np.add.at``: in float32
-that is below 9 * 2**-24 ≈ 5e-7 of the largest term, so 1e-5 of the largest output leaves room yet
-catches a gradient routed to the wrong pixel or dropped (an error of order 1e-1). Float64 at 1e-12.
+ceil(KH/SH) * ceil(KW/SW) <= 9 values of dy per pixel, in another order than ``np.add.at``: in
+float32 that is below 9 * 2**-24 ≈ 5e-7 of the largest term, so 1e-5 of the largest output leaves
+room yet catches a gradient routed to the wrong pixel or dropped (an error of order 1e-1). Float64
+at 1e-12.
 
-Every output the module allocates starts as NaN (argmax as -1), so an element the kernel never
-writes cannot pass by holding a stale, equal value.
+Every output the module allocates starts as NaN (argmax as -1: ``poisoned_outputs`` in
+conftest.py), so an element the kernel never writes cannot pass by holding a stale, equal value.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from numerics import TOLERANCE, relative_error
 
-from fastnet.kernels import pool
+from fastnet.kernels import _cpu
 from fastnet.kernels.pool import (
     maxpool2d_backward_cpu,
     maxpool2d_backward_cuda,
@@ -24,7 +26,6 @@ from fastnet.kernels.pool import (
     reference_maxpool2d_forward,
 )
 
-TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
 FORWARD = {"cpu": maxpool2d_forward_cpu, "cuda": maxpool2d_forward_cuda}
 BACKWARD = {"cpu": maxpool2d_backward_cpu, "cuda": maxpool2d_backward_cuda}
 
@@ -54,18 +55,6 @@ def variant_cases(cuda_cases=CUDA_CASES):
     ]
 
 
-def relative_error(got, ref):
-    return np.max(np.abs(got - ref)) / np.max(np.abs(ref))
-
-
-@pytest.fixture(autouse=True)
-def poisoned_outputs(monkeypatch):
-    def poisoned_empty(shape, dtype, like):
-        return np.full(shape, np.nan if np.dtype(dtype).kind == "f" else -1, dtype=dtype)
-
-    monkeypatch.setattr(pool, "empty", poisoned_empty)
-
-
 def assert_forward_equals_reference(variant, x, kernel, stride, padding):
     y, argmax = FORWARD[variant](x, kernel, stride, padding)
     ref_y, ref_argmax = reference_maxpool2d_forward(x, kernel, stride, padding)
@@ -75,7 +64,7 @@ def assert_forward_equals_reference(variant, x, kernel, stride, padding):
     return y, argmax
 
 
-# --- references ------------------------------------------------------------------------------------
+# --- references -----------------------------------------------------------------------------------
 
 def test_reference_forward_on_a_hand_example():
     x = np.array([[1.0, 5.0, 2.0, 0.0], [3.0, 4.0, 8.0, 8.0], [9.0, 0.0, 1.0, 1.0], [7.0, 9.0, 2.0, 1.0]])
@@ -117,7 +106,7 @@ def test_reference_backward_is_the_gradient_of_the_reference_forward(rng, case):
     np.testing.assert_allclose(maxpool2d_backward_cpu(dy, argmax, shape, kernel, stride, padding), numeric, atol=1e-9)
 
 
-# --- forward ---------------------------------------------------------------------------------------
+# --- forward --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("variant, case", variant_cases(CUDA_CASES[:1]))
@@ -181,7 +170,7 @@ def test_forward_cpu_accepts_non_contiguous_input(rng):
     assert_forward_equals_reference("cpu", x, 3, 2, 1)
 
 
-# --- backward --------------------------------------------------------------------------------------
+# --- backward -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("variant, case", variant_cases(CUDA_CASES[:1]))
@@ -205,6 +194,26 @@ def test_forward_then_backward_on_distinct_values(rng, variant, case):
     assert relative_error(dx, reference_maxpool2d_backward(dy, argmax, shape, kernel, stride, padding)) <= 1e-5
 
 
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_cpu_serial_and_parallel_drivers_agree_bitwise(rng, monkeypatch, case):
+    """The CPU policy picks a driver by size and threads: both give the same bits, NaNs included."""
+    shape, kernel, stride, padding = case
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.reshape(-1)[::7] = np.nan
+    dy = rng.standard_normal(reference_maxpool2d_forward(x, kernel, stride, padding)[0].shape)
+    dy = dy.astype(np.float32)
+    results = []
+    for driver in ("serial", "parallel"):
+        parallel = driver == "parallel"
+        monkeypatch.setattr(_cpu, "parallel_pays", lambda elements, parallel=parallel: parallel)
+        y, argmax = maxpool2d_forward_cpu(x, kernel, stride, padding)
+        dx = maxpool2d_backward_cpu(dy, argmax, shape, kernel, stride, padding)
+        results.append((y, argmax, dx))
+    for serial, parallel in zip(*results, strict=True):
+        np.testing.assert_array_equal(serial, parallel)
+    assert_forward_equals_reference("cpu", x, kernel, stride, padding)
+
+
 def test_backward_cpu_rejects_argmax_outside_the_plane(rng):
     argmax = np.zeros((1, 2, 4, 4), np.int32)
     argmax[0, 1, 2, 3] = 81
@@ -220,7 +229,7 @@ def test_empty_batch(variant):
     assert BACKWARD[variant](y, argmax, (0, 3, 7, 9), 3, 2, 1).shape == (0, 3, 7, 9)
 
 
-# --- errors (one validation serves both variants) ---------------------------------------------------
+# --- errors (one validation serves both variants) -------------------------------------------------
 
 @pytest.mark.parametrize("variant", ["cpu", "cuda"])
 @pytest.mark.parametrize(

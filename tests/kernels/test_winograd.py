@@ -5,8 +5,8 @@ Three layers of checks, each independent of the next:
 * the references themselves: the whole pipeline (weights, input tiles, 16 products, output
   tiles) equals the direct sliding-window convolution of conv.py, and each ``_grad`` reference
   is the adjoint of its forward (<T a, b> == <a, T* b>), which is what makes it the gradient;
-* every kernel (CPU serial, CPU parallel, CUDA) against its reference, outputs poisoned with NaN
-  so an entry never written fails;
+* every kernel (CPU serial, CPU parallel, CUDA) against its reference, outputs and tile buffers
+  poisoned with NaN (``poisoned_outputs`` in conftest.py) so an entry never written fails;
 * the CPU's spaced tile buffers, and the errors.
 
 Tolerances: each transformed entry is a sum of at most 16 terms with coefficients ±1 or ±1/2, so
@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fastnet.kernels import conv, winograd
+from numerics import TOLERANCE, relative_error
+
+from fastnet.kernels import _cpu, conv, winograd
 from fastnet.kernels.winograd import (
     POSITIONS,
     reference_input,
@@ -28,8 +30,6 @@ from fastnet.kernels.winograd import (
     reference_weights_grad,
     tile_geometry,
 )
-
-TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
 
 # (x shape (N, C, H, W), output channels, padding): odd sides (a clipped last tile row and
 # column), no padding, padding 2, unequal padding, a plane smaller than one tile
@@ -50,18 +50,8 @@ def case_id(case):
     return f"x{'x'.join(map(str, shape))}-k{out_channels}-p{padding}"
 
 
-def relative_error(got, ref):
-    return np.max(np.abs(got - ref)) / np.max(np.abs(ref))
-
-
 def kernel(name, variant):
     return getattr(winograd, f"winograd_{name}_{variant}")
-
-
-@pytest.fixture(autouse=True)
-def poisoned_outputs(monkeypatch):
-    """Every array the module allocates (outputs, tile buffers) starts as NaN."""
-    monkeypatch.setattr(winograd, "empty", lambda shape, dtype, like: np.full(shape, np.nan, dtype=dtype))
 
 
 def output_shape(case):
@@ -135,8 +125,8 @@ def kernel_cases():
 
 @pytest.mark.parametrize("variant, driver, case, dtype", list(kernel_cases()))
 def test_every_transform_matches_its_reference(rng, monkeypatch, variant, driver, case, dtype):
-    if driver == "parallel":  # every plane a task of the parallel driver: threshold lowered to 0
-        monkeypatch.setattr(winograd, "PARALLEL_MIN_ELEMENTS", 0)
+    if variant == "cpu":  # the CPU policy takes the driver under test whatever the size
+        monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: driver == "parallel")
     shape, out_channels, padding = case
     channels, count, y_shape = shape[1], tile_count(case), output_shape(case)
     x = rng.standard_normal(shape).astype(dtype)
@@ -168,16 +158,19 @@ def test_input_grad_is_deterministic(rng, variant, monkeypatch):
     shape, padding = (2, 3, 7, 5), 1
     count = tile_count((shape, 1, padding))
     dv = rng.standard_normal((POSITIONS, shape[1], count)).astype(np.float32)
+    if variant == "cpu":
+        monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: False)
     first = kernel("input_grad", variant)(dv, shape, padding)
     np.testing.assert_array_equal(kernel("input_grad", variant)(dv, shape, padding), first)
     if variant == "cpu":
-        monkeypatch.setattr(winograd, "PARALLEL_MIN_ELEMENTS", 0)
+        monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: True)
         np.testing.assert_array_equal(kernel("input_grad", variant)(dv, shape, padding), first)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_outputs_written_into_given_buffers(rng, variant):
-    """``out=`` takes a tile buffer of the variant (spaced on the CPU) or a slice of a batch's output."""
+    """``out=`` takes a tile buffer of the variant (spaced on the CPU) or a slice of a batch's
+    output."""
     shape, out_channels, padding = (3, 2, 5, 4), 3, 1
     case = (shape, out_channels, padding)
     count, y_shape = tile_count(case), output_shape(case)
@@ -204,7 +197,8 @@ def test_cpu_tile_buffers_are_spaced_an_odd_number_of_cache_lines():
 
 
 def test_matmul_writes_into_a_spaced_tile_buffer(rng):
-    """conv2d's 16 products go straight into spaced buffers: matmul takes any stride between matrices."""
+    """conv2d's 16 products go straight into spaced buffers: matmul takes any stride between
+    matrices."""
     from fastnet.kernels.matmul import matmul_cpu
 
     u = rng.standard_normal((POSITIONS, 5, 3)).astype(np.float32)
