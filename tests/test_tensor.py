@@ -1,5 +1,9 @@
 """The tensor layer: every op's gradient against finite differences (float64), broadcasting,
 graph bookkeeping, devices and error messages."""
+import ast
+import importlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -150,6 +154,32 @@ def test_deep_graph_does_not_hit_the_recursion_limit():
         y = y * 1.0
     y.sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), np.ones(2))
+
+
+def test_outputs_and_gradients_of_a_parameter_are_plain_tensors(rng):
+    weight = fn.nn.Parameter(rng.standard_normal(3))
+    out = weight * 2
+    out.sum().backward()
+    assert type(out) is fn.Tensor and type(weight.grad) is fn.Tensor
+
+
+@pytest.mark.parametrize("module, above", [("autograd", {"tensor", "tensor_ops"}),
+                                           ("tensor_ops", {"tensor"})])
+def test_the_engine_and_the_ops_import_nothing_above_them(module, above):
+    """autograd <- tensor_ops <- tensor: a module-level import the other way would be a cycle."""
+    tree = ast.parse(Path(fn.__file__).with_name(f"{module}.py").read_text())
+    imported = {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in tree.body if isinstance(node, ast.ImportFrom)
+                 and node.module is None for alias in node.names}
+    assert not imported & above
+
+
+def test_fastnet_tensor_re_exports_the_engine():
+    engine = importlib.import_module("fastnet.autograd")
+    tensor_module = importlib.import_module("fastnet.tensor")  # fn.tensor is the function
+    for name in ("Function", "no_grad", "enable_grad", "is_grad_enabled", "unbroadcast"):
+        assert getattr(tensor_module, name) is getattr(engine, name)
+        assert name in tensor_module.__all__
 
 
 def test_default_dtype_is_float32_and_integers_stay_integers():

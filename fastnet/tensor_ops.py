@@ -1,0 +1,325 @@
+"""The differentiable ops behind Tensor's methods, each a Function over raw arrays.
+
+Elementwise arithmetic and functions (``+ - * / **``, exp, log, tanh, sigmoid, relu, abs) with
+NumPy broadcasting, device moves, matmul (2-D or batched, on the device's matmul kernel), the
+reductions sum and max, and the shape ops reshape, permute, indexing and concatenation. Every
+``forward(*arrays, **params)`` returns the output array and saves what ``backward(grad)`` needs;
+``backward`` returns one gradient per input in the output's broadcast shape (the engine reduces
+it to the input's shape). ``fastnet.tensor`` builds the Tensor methods on these; the ops of the
+neural-network layers live in ``fastnet.functional``.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+
+from .autograd import Function
+from .backend import to_numpy
+
+__all__ = [
+    "Abs",
+    "Add",
+    "Concat",
+    "Div",
+    "Exp",
+    "GetItem",
+    "Log",
+    "MatMul",
+    "Max",
+    "Mul",
+    "Neg",
+    "Permute",
+    "Pow",
+    "ReLU",
+    "Reshape",
+    "Sigmoid",
+    "Sub",
+    "Sum",
+    "Tanh",
+    "ToDevice",
+]
+
+
+# ===================================================================== elementwise ops
+def _broadcasting(op: str, compute: Any, a: Any, b: Any) -> Any:
+    """``compute(a, b)``; when the array library cannot broadcast the shapes, an error naming the op
+    and both shapes. (Checked only on failure: checking first cost more than a small op itself.)"""
+    try:
+        return compute(a, b)
+    except ValueError:
+        try:
+            np.broadcast_shapes(a.shape, b.shape)
+        except ValueError:
+            raise ValueError(
+                f"{op}: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be broadcast together"
+            ) from None
+        raise
+
+
+class ToDevice(Function):
+    def forward(self, a, device, dtype):
+        self.source, self.source_dtype = self.device, a.dtype
+        self.device = device  # the output lives on the target device
+        data = device.asarray(to_numpy(a) if device.xp is not self.source.xp else a)
+        return data.astype(dtype) if dtype is not None else data.copy() if data is a else data
+
+    def backward(self, grad):
+        back = self.source.asarray(to_numpy(grad) if self.device.xp is not self.source.xp else grad)
+        return (back.astype(self.source_dtype, copy=False),)
+
+
+class Add(Function):
+    def forward(self, a, b):
+        return _broadcasting("add", operator.add, a, b)
+
+    def backward(self, grad):
+        return grad, grad
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        return _broadcasting("sub", operator.sub, a, b)
+
+    def backward(self, grad):
+        return grad, -grad
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return _broadcasting("mul", operator.mul, a, b)
+
+    def backward(self, grad):
+        return grad * self.b, grad * self.a
+
+
+class Div(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return _broadcasting("div", operator.truediv, a, b)
+
+    def backward(self, grad):
+        grad_a = grad / self.b
+        return grad_a, -grad_a * self.a / self.b
+
+
+class Pow(Function):
+    def forward(self, base, exponent):
+        self.base, self.exponent = base, exponent
+        self.out = _broadcasting("pow", operator.pow, base, exponent)
+        return self.out
+
+    def backward(self, grad):
+        xp = self.device.xp
+        grad_base = grad * self.exponent * self.base ** (self.exponent - 1)
+        grad_exponent = None
+        if self.inputs[1].requires_grad:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                log_base = xp.where(self.base > 0, xp.log(xp.where(self.base > 0, self.base, 1)), 0)
+            grad_exponent = grad * self.out * log_base
+        return grad_base, grad_exponent
+
+
+class Neg(Function):
+    def forward(self, a):
+        return -a
+
+    def backward(self, grad):
+        return (-grad,)
+
+
+class Exp(Function):
+    def forward(self, a):
+        self.out = self.device.xp.exp(a)
+        return self.out
+
+    def backward(self, grad):
+        return (grad * self.out,)
+
+
+class Log(Function):
+    def forward(self, a):
+        self.a = a
+        return self.device.xp.log(a)
+
+    def backward(self, grad):
+        return (grad / self.a,)
+
+
+class Tanh(Function):
+    def forward(self, a):
+        self.out = self.device.xp.tanh(a)
+        return self.out
+
+    def backward(self, grad):
+        return (grad * (1 - self.out * self.out),)
+
+
+class Sigmoid(Function):
+    def forward(self, a):
+        xp = self.device.xp
+        # the two branches avoid overflow of exp for large |a|
+        e = xp.exp(-xp.abs(a))
+        self.out = xp.where(a >= 0, 1 / (1 + e), e / (1 + e)).astype(a.dtype, copy=False)
+        return self.out
+
+    def backward(self, grad):
+        return (grad * self.out * (1 - self.out),)
+
+
+class ReLU(Function):
+    def forward(self, a):
+        self.out = self.device.relu_forward(a)  # out > 0 exactly where a > 0: no separate mask
+        return self.out
+
+    def backward(self, grad):
+        return (self.device.relu_backward(grad, self.out),)
+
+
+class Abs(Function):
+    def forward(self, a):
+        self.sign = self.device.xp.sign(a)
+        return self.device.xp.abs(a)
+
+    def backward(self, grad):
+        return (grad * self.sign,)
+
+
+# ===================================================================== matmul
+class MatMul(Function):
+    """a @ b for 2-D operands, or batched over leading axes (both operands with the same batch
+    shape, or the right one 2-D). Runs on the device's matmul kernel; backward uses its
+    transposed forms (dA = dC·Bᵀ, dB = Aᵀ·dC) instead of materialising transposes."""
+
+    def forward(self, a, b):
+        if a.ndim < 2 or b.ndim < 2:
+            raise ValueError(
+                "matmul: both operands need at least 2 dimensions, got "
+                f"{tuple(a.shape)} @ {tuple(b.shape)}"
+            )
+        if a.shape[-1] != b.shape[-2]:
+            raise ValueError(
+                f"matmul: shapes {tuple(a.shape)} @ {tuple(b.shape)}: inner dimensions "
+                f"{a.shape[-1]} and {b.shape[-2]} differ")
+        if b.ndim > 2 and a.shape[:-2] != b.shape[:-2]:
+            raise ValueError(f"matmul: batch shapes of {tuple(a.shape)} and {tuple(b.shape)} differ")
+        xp = self.device.xp
+        self.a, self.b = xp.ascontiguousarray(a), xp.ascontiguousarray(b)
+        return self._product(self.a, self.b, False, False)
+
+    def _product(self, a, b, trans_a, trans_b):
+        """op(a) @ op(b) with any leading batch axes folded into one (or into the rows)."""
+        kernel = self.device.matmul
+        if b.ndim == 2:
+            rows = a.reshape(-1, a.shape[-1])
+            if not trans_a:
+                out = kernel(rows, b, False, trans_b)
+                return out.reshape(a.shape[:-1] + out.shape[-1:])
+        batch = a.shape[:-2]
+        a3 = a.reshape((-1,) + a.shape[-2:])
+        b3 = b.reshape((-1,) + b.shape[-2:]) if b.ndim > 2 else b
+        out = kernel(a3, b3, trans_a, trans_b)
+        return out.reshape(batch + out.shape[-2:])
+
+    def backward(self, grad):
+        xp = self.device.xp
+        grad = xp.ascontiguousarray(grad)
+        grad_a = grad_b = None
+        if self.inputs[0].requires_grad:
+            grad_a = self._product(grad, self.b, False, True)
+        if self.inputs[1].requires_grad:
+            if self.b.ndim == 2:  # fold the batch into rows: dB = Σ_batch Aᵀ·dC as one GEMM
+                a2 = self.a.reshape(-1, self.a.shape[-1])
+                grad_b = self.device.matmul(a2, grad.reshape(-1, grad.shape[-1]), True, False)
+            else:
+                grad_b = self._product(self.a, grad, True, False)
+        return grad_a, grad_b
+
+
+# ===================================================================== reductions
+class Sum(Function):
+    def forward(self, a, axis, keepdims):
+        self.shape, self.axis, self.keepdims = a.shape, axis, keepdims
+        return a.sum(axis=axis, keepdims=keepdims)
+
+    def backward(self, grad):
+        if self.axis is not None and not self.keepdims:
+            grad = self.device.xp.expand_dims(grad, self.axis)
+        return (self.device.xp.broadcast_to(grad, self.shape),)
+
+
+class Max(Function):
+    """Max over axes; the gradient is split evenly between tied maxima (as PyTorch's amax)."""
+
+    def forward(self, a, axis, keepdims):
+        self.a, self.axis, self.keepdims = a, axis, keepdims
+        self.out = a.max(axis=axis, keepdims=True)
+        if keepdims:
+            return self.out
+        return self.out.reshape(()) if axis is None else self.out.squeeze(axis=axis)
+
+    def backward(self, grad):
+        if not self.keepdims:
+            grad = grad.reshape(self.out.shape)
+        winners = (self.a == self.out)
+        return (winners * (grad / winners.sum(axis=self.axis, keepdims=True)),)
+
+
+# ===================================================================== shape ops
+class Reshape(Function):
+    def forward(self, a, shape):
+        self.shape = a.shape
+        try:
+            return a.reshape(shape)
+        except ValueError:
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {tuple(a.shape)} "
+                             f"({a.size} elements) into {tuple(shape)}") from None
+
+    def backward(self, grad):
+        return (grad.reshape(self.shape),)
+
+
+class Permute(Function):
+    def forward(self, a, axes):
+        self.inverse = tuple(np.argsort(axes))
+        return a.transpose(axes)
+
+    def backward(self, grad):
+        return (grad.transpose(self.inverse),)
+
+
+class GetItem(Function):
+    def forward(self, a, index):
+        self.shape, self.dtype, self.index = a.shape, a.dtype, index
+        return a[index]
+
+    def backward(self, grad):
+        xp = self.device.xp
+        full = xp.zeros(self.shape, dtype=grad.dtype)
+        if _is_basic_index(self.index):
+            full[self.index] = grad  # slices pick each element at most once
+        elif xp is np:
+            np.add.at(full, self.index, grad)  # fancy indexing may pick an element twice
+        else:
+            import cupyx
+
+            cupyx.scatter_add(full, self.index, grad)
+        return (full,)
+
+
+def _is_basic_index(index: Any) -> bool:
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(p is None or p is Ellipsis or isinstance(p, (int, np.integer, slice)) for p in parts)
+
+
+class Concat(Function):
+    def forward(self, *arrays, axis):
+        self.axis = axis
+        self.bounds = np.cumsum([a.shape[axis] for a in arrays])[:-1]
+        return self.device.xp.concatenate(arrays, axis=axis)
+
+    def backward(self, grad):
+        return tuple(self.device.xp.split(grad, self.bounds, axis=self.axis))
