@@ -12,6 +12,7 @@ Needs PyTorch (``pip install 'fastnet[bench]'``). Timings are for reading, not f
 from __future__ import annotations
 
 import argparse
+import functools
 import resource
 import time
 
@@ -34,6 +35,16 @@ def best_ms(step, rounds: int = 5, calls: int = 5) -> float:
     return best * 1e3
 
 
+def _fastnet_step(layer: nn.Module, x: Tensor) -> None:
+    y = layer(x)
+    y.backward(Tensor(np.ones(y.shape, np.float32)))
+
+
+def _torch_step(layer, x) -> None:
+    y = layer(x)
+    y.backward(y.new_ones(y.shape))
+
+
 def layer_race(torch, batch: int, rng: np.random.Generator) -> None:
     layers = [  # (name, fastnet layer, PyTorch layer, input shape, input needs a gradient)
         ("conv1", nn.Conv2d(1, 32, 3, padding=1), torch.nn.Conv2d(1, 32, 3, padding=1), (1, 28, 28), False),
@@ -48,16 +59,9 @@ def layer_race(torch, batch: int, rng: np.random.Generator) -> None:
     totals = [0.0, 0.0]
     for name, ours, theirs, shape, needs_grad in layers:
         x = rng.standard_normal((batch, *shape)).astype(np.float32)
-        x_ours, x_theirs = Tensor(x, requires_grad=needs_grad), torch.from_numpy(x).requires_grad_(needs_grad)
-
-        def fastnet_step() -> None:
-            y = ours(x_ours)
-            y.backward(Tensor(np.ones(y.shape, np.float32)))
-
-        def torch_step() -> None:
-            y = theirs(x_theirs)
-            y.backward(torch.ones_like(y))
-
+        fastnet_step = functools.partial(_fastnet_step, ours, Tensor(x, requires_grad=needs_grad))
+        torch_step = functools.partial(_torch_step, theirs,
+                                       torch.from_numpy(x).requires_grad_(needs_grad))
         fastnet_step(), torch_step()
         ours_ms, theirs_ms = best_ms(fastnet_step), best_ms(torch_step)
         totals[0] += ours_ms

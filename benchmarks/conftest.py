@@ -1,19 +1,21 @@
-"""pytest-benchmark suites: every CPU kernel family at realistic training shapes, next to its peers
+"""pytest-benchmark suites: every CPU benchmark case at realistic training shapes, next to its peers
 (plain NumPy, PyTorch when installed) measured in the same run. See benchmarks/README.md.
 
 * ``--quick``: tiny shapes and one round, so that CI checks the suite still runs (not how fast).
 * ``--threads N``: the thread count for fastnet, the BLAS and PyTorch alike (default: fastnet's,
   ``FASTNET_NUM_THREADS`` or 1).
 
-Each test module names the kernel families it times in ``FAMILIES``; ``pytest_generate_tests``
-makes one test per (case, implementation) from :func:`fastnet.bench.case_specs`, grouped by case.
-The machine's ceilings are measured once per session; each result carries its rates and fraction
-of the ceiling in ``extra_info``, and the session ends with the same table ``fastnet bench`` prints
-(peer time / our time for each peer) when the benchmarks were enabled.
+A test that asks for ``case_implementation`` runs once per (case, implementation) of
+:func:`fastnet.bench.case_specs`, grouped by case, so a new kernel family's declared cases are
+timed here with nothing to add. The machine's ceilings are measured once per session; each result
+carries its rates and fraction of the ceiling in ``extra_info``, and the session ends with the
+same table ``fastnet bench`` prints (peer time / our time for each peer) when the benchmarks were
+enabled.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -38,8 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "case_implementation" not in metafunc.fixturenames:
         return
-    families = metafunc.module.FAMILIES
-    specs = [spec for spec in bench.case_specs(metafunc.config.getoption("--quick")) if spec.family in families]
+    specs = bench.case_specs(metafunc.config.getoption("--quick"))
     pairs = [(spec, name) for spec in specs for name in spec.implementations]
     metafunc.parametrize("case_implementation", pairs, ids=[f"{spec.id}-{name}" for spec, name in pairs])
 
@@ -53,13 +54,14 @@ def threads(pytestconfig: pytest.Config) -> int:
 def ceilings(threads: int, pytestconfig: pytest.Config) -> Any:
     """The machine's GEMM and copy ceilings; the threads stay pinned for the whole session."""
     with bench.pinned_threads(threads):
-        pytestconfig.fastnet_ceilings = bench.measure_ceilings(CPU, threads, quick=pytestconfig.getoption("--quick"))
+        quick = pytestconfig.getoption("--quick")
+        pytestconfig.fastnet_ceilings = bench.measure_ceilings(CPU, threads, quick=quick)
         yield pytestconfig.fastnet_ceilings
 
 
 class _LatestCase:
     """The most recently built (and verified) case: tests of one case run one after another, and
-    keeping only one alive bounds the memory (Adam over 10M parameters holds ~0.8 GB)."""
+    keeping only one alive bounds the memory (the largest cases hold hundreds of MB each)."""
 
     def __init__(self) -> None:
         self.spec: bench.CaseSpec | None = None

@@ -10,15 +10,16 @@ kernels/_cuda.py for how the launch path avoids synchronisations and rebuilt obj
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import timeit
 
 os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from fastnet.kernels import conv, matmul, norm, optim, pool, softmax, softmax_xent  # noqa: E402
+from fastnet.kernels import conv, matmul, norm, optim, pool, softmax, softmax_xent
 
 
 def cases(rng: np.random.Generator) -> list[tuple[str, object, tuple, dict]]:
@@ -57,7 +58,8 @@ def main() -> int:
         launcher(*args, **kwargs)
         per_call = len(launches)
         calls = 2000
-        seconds = min(timeit.repeat(lambda: launcher(*args, **kwargs), number=calls, repeat=5)) / calls
+        call = functools.partial(launcher, *args, **kwargs)
+        seconds = min(timeit.repeat(call, number=calls, repeat=5)) / calls
         print(f"{name:<28} {per_call:>8} {seconds * 1e6:>12.1f}")
     return 0
 

@@ -9,7 +9,7 @@ the same first-step loss and gradients from the same weights, and refuses to rep
 """
 import sys
 
-from fastnet import bench
+from fastnet.cli import main
 
 if __name__ == "__main__":
-    sys.exit(bench.main(["--train", *sys.argv[1:]]))
+    sys.exit(main(["bench", "--train", *sys.argv[1:]]))

@@ -7,8 +7,8 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .train import DATASETS
 
@@ -35,6 +35,7 @@ def _announce_compilation() -> None:
 @command("train")
 def train_command(args: argparse.Namespace) -> int:
     import fastnet as fn
+
     from .train import run
 
     config = {"dataset": args.dataset, "model": args.model, "optimizer": args.optimizer, "lr": args.lr,
@@ -70,6 +71,7 @@ def train_command(args: argparse.Namespace) -> int:
 @command("finetune")
 def finetune_command(args: argparse.Namespace) -> int:
     import fastnet as fn
+
     from . import data, finetune
     from .train import build_datasets, eval_transform, model_kwargs
 
@@ -130,7 +132,7 @@ def info_command(args: argparse.Namespace) -> int:
     return 0
 
 
-# ===================================================================== eval and bench (their modules own the options)
+# ===================================================================== eval and bench (loaded on use)
 @command("eval")
 def eval_command(args: argparse.Namespace) -> int:
     from . import evaluate
@@ -140,12 +142,34 @@ def eval_command(args: argparse.Namespace) -> int:
 
 @command("bench")
 def bench_command(args: argparse.Namespace) -> int:
-    from . import bench
+    from .bench.command import run
 
-    return bench.run(args)
+    return run(args)
 
 
 # ===================================================================== entry point
+def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``fastnet bench``, here so that building the parser loads no benchmark."""
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes and one round: checks that every benchmark runs, not how "
+                             "fast")
+    parser.add_argument("--json", metavar="PATH",
+                        help="also write the results (and the machine) as JSON to PATH")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="time the CPU kernels (default) or the CUDA kernels on a real GPU")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for fastnet, the BLAS and PyTorch alike (default: "
+                             "fastnet's, FASTNET_NUM_THREADS or 1)")
+    parser.add_argument("--only", metavar="TEXT",
+                        help="only the cases (or --train models) whose name contains TEXT")
+    parser.add_argument("--train", action="store_true",
+                        help="race fastnet against PyTorch training the same models on the CPU "
+                             "(images/s)")
+    parser.add_argument("--ptx", action="store_true",
+                        help="compile every CUDA kernel for sm_80/sm_90 and report registers and "
+                             "spills")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastnet", description="fastnet: deep learning on hand-written kernels")
     parser.add_argument("--threads", type=int, default=None,
@@ -198,12 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--data-dir", default=None)
     tune.add_argument("--no-progress", action="store_true")
 
-    from . import bench, evaluate
+    from . import evaluate
 
     evaluate.add_arguments(commands.add_parser(
         "eval", help="accuracy, per-class precision/recall/F1, confusion matrix and feature maps of a checkpoint"))
-    bench.add_arguments(commands.add_parser(
-        "bench", help="kernel timings against NumPy/PyTorch and the machine's ceilings; --train, --ptx, --device cuda"))
+    _add_bench_arguments(commands.add_parser(
+        "bench", help="kernel timings against NumPy/PyTorch and the machine's ceilings; "
+                      "--train, --ptx, --device cuda"))
     commands.add_parser("info", help="versions, devices, and whether CUDA is real or simulated")
     return parser
 

@@ -7,7 +7,7 @@ a gradient. Inputs must be float64 tensors: in float32 the differences drown in 
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -51,7 +51,7 @@ def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[Tensor], *, step: floa
         tensor.grad = None
     (output * Tensor(weights, dtype=np.float64, device=output.device)).sum().backward()
     numerical = numerical_gradients(fn, inputs, weights, step)
-    for position, (tensor, expected) in enumerate(zip(inputs, numerical)):
+    for position, (tensor, expected) in enumerate(zip(inputs, numerical, strict=True)):
         if expected is None:
             continue
         if tensor.grad is None:
@@ -62,6 +62,7 @@ def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[Tensor], *, step: floa
         if error.max() > tolerance:
             worst = np.unravel_index(error.argmax(), error.shape)
             raise AssertionError(
-                f"gradcheck: input {position} (shape {tensor.shape}): autograd {analytic[worst]:.8g} vs "
-                f"finite differences {expected[worst]:.8g} at {worst} (|error| {error.max():.3g} > {tolerance:.3g})")
+                f"gradcheck: input {position} (shape {tensor.shape}): autograd "
+                f"{analytic[worst]:.8g} vs finite differences {expected[worst]:.8g} at {worst} "
+                f"(|error| {error.max():.3g} > {tolerance:.3g})")
     return True

@@ -1,38 +1,52 @@
-"""fastnet.bench at tiny sizes: peers agree with our kernels, mismatches are refused, the table and
-JSON are written, the CUDA simulator is never timed, the PyTorch mirror trains identically."""
+"""fastnet.bench at tiny sizes: every declared case agrees with its peers, mismatches are refused,
+the table and JSON are written, the CUDA simulator is never timed, the PyTorch mirror trains
+identically, and the benchmark suites time every case."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fastnet import bench, models
 from fastnet.backend import CPU
+from fastnet.cli import main as cli_main
 
 torch = bench.optional_torch()
 needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed (pip install 'fastnet[bench]')")
+QUICK_SPECS = bench.case_specs(quick=True)
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
-def test_every_quick_case_agrees_with_its_peers():
-    for spec in bench.case_specs(quick=True):
-        case = bench.build_and_verify(spec, CPU)
-        assert list(case.implementations)[0] == bench.OURS
-        assert set(case.implementations) <= set(spec.implementations), spec.id
+def test_case_ids_are_unique():
+    ids = [spec.id for spec in QUICK_SPECS]
+    assert len(ids) == len(set(ids)), sorted(ids)
 
 
-def test_every_quick_case_builds_and_agrees_on_the_cuda_device():
+@pytest.mark.parametrize("spec", QUICK_SPECS, ids=lambda spec: spec.id)
+def test_every_quick_case_agrees_with_its_peers(spec):
+    # The gate for every family's declared cases: each builds on the CPU, names ours first and
+    # only the implementations it declares, and every peer computes what ours does.
+    case = bench.build_and_verify(spec, CPU)
+    assert list(case.implementations)[0] == bench.OURS
+    assert set(case.implementations) <= set(spec.implementations), spec.id
+
+
+# conv2d_train's implementations compose kernels tested on the cuda device elsewhere (the Winograd
+# layer in tests/functional, each kernel in tests/kernels), and its tile GEMMs, three
+# implementations over, are the slowest thing the simulator could run here.
+@pytest.mark.parametrize("spec", [spec for spec in QUICK_SPECS if spec.family != "conv2d_train"],
+                         ids=lambda spec: spec.id)
+def test_every_quick_case_builds_and_agrees_on_the_cuda_device(spec):
     # In the simulator here: --device cuda refuses to time it, but its cases must still be right.
     from fastnet.backend import get_device
 
-    cuda = get_device("cuda")
-    # conv2d_train's implementations compose kernels tested on the cuda device elsewhere (the
-    # Winograd layer in test_functional, each kernel in tests/kernels); in the simulator its 16-batch
-    # tile GEMMs, three implementations over, took 77 s of this test.
-    for spec in (spec for spec in bench.case_specs(quick=True) if spec.family != "conv2d_train"):
-        names = list(bench.build_and_verify(spec, cuda).implementations)
-        assert names[0] == bench.OURS and "torch" not in names, spec.id
-        assert len(names) > 1 or spec.id == "overhead-add.backward", spec.id
+    names = list(bench.build_and_verify(spec, get_device("cuda")).implementations)
+    assert names[0] == bench.OURS and "torch" not in names, spec.id
+    assert len(names) > 1 or spec.id == "overhead-add.backward", spec.id
 
 
 def test_full_cases_cover_the_issue_shapes():
@@ -41,6 +55,8 @@ def test_full_cases_cover_the_issue_shapes():
     assert labels["adam-1M"] == "1000000" and labels["adam-10M"] == "10000000"
     assert labels["im2col-resnet.conv.b128"].startswith("128x64x16x16")
     assert {"im2col-mnist.conv2.b64", "im2col-mnist.conv2.b256", "maxpool_bwd-mnist.pool1.b256"} <= set(labels)
+    assert labels["conv2d-mnist.conv2.b256"] == "256x32x14x14 k3s1p1"
+    assert labels["conv2d_train-resnet20.stage1.b128"] == "128x16x32x32->16 k3s1p1"
 
 
 def _case_with_peer(peer_output):
@@ -80,20 +96,24 @@ def test_rates_pick_the_bound_and_its_ceiling():
 
 def test_quick_run_prints_one_table_and_writes_json(tmp_path, capsys):
     path = tmp_path / "bench.json"
-    assert bench.main(["--quick", "--only", "softmax_xent", "--threads", "1", "--json", str(path)]) == 0
+    only = ["--only", "conv2d-tiny.conv.s2"]
+    assert cli_main(["bench", "--quick", *only, "--threads", "1", "--json", str(path)]) == 0
     table = capsys.readouterr().out
-    assert "ceilings: cpu, 1 thread: GEMM" in table and "softmax_xent tiny 5x7" in table and "vs numpy" in table
+    assert "ceilings: cpu, 1 thread: GEMM" in table and "vs numpy" in table
+    assert "conv2d tiny.conv.s2 1x2x8x8->3 k3s2p0" in table
     report = json.loads(path.read_text())
     (row,) = report["kernels"]
-    assert row["family"] == "softmax_xent" and row["seconds"]["fastnet"] > 0
+    assert row["family"] == "conv2d" and row["seconds"]["fastnet"] > 0
     assert row["ratios"]["numpy"] == pytest.approx(row["seconds"]["numpy"] / row["seconds"]["fastnet"])
     assert report["ceilings"]["threads"] == 1 and report["failures"] == []
     assert report["machine"]["commit"]
 
 
 def test_cuda_refuses_to_time_the_simulator(monkeypatch, capsys):
-    monkeypatch.setattr(bench._cuda, "simulating", lambda: True)
-    assert bench.main(["--device", "cuda", "--quick"]) == 2
+    from fastnet.kernels import _cuda
+
+    monkeypatch.setattr(_cuda, "simulating", lambda: True)
+    assert cli_main(["bench", "--device", "cuda", "--quick"]) == 2
     assert "refusing to time the CUDA simulator" in capsys.readouterr().err
 
 
@@ -102,7 +122,7 @@ def test_ptx_delegates_to_the_compile_report(monkeypatch):
 
     calls = []
     monkeypatch.setattr(ptx, "main", lambda argv: calls.append(argv) or 7)
-    assert bench.main(["--ptx"]) == 7 and calls == [[]]
+    assert cli_main(["bench", "--ptx"]) == 7 and calls == [[]]
 
 
 def test_pinned_threads_pins_fastnet_and_torch_then_restores_them():
@@ -155,7 +175,9 @@ def test_first_step_gradients_are_judged_against_float64_and_pytorchs_own_roundi
 
 @needs_torch
 def test_training_race_refuses_models_that_compute_differently(monkeypatch):
-    honest = bench.to_torch
+    from fastnet.bench import race
+
+    honest = race.to_torch
 
     def perturbed(module):
         mirror = honest(module)
@@ -163,7 +185,7 @@ def test_training_race_refuses_models_that_compute_differently(monkeypatch):
             next(mirror.parameters()).add_(0.5)
         return mirror
 
-    monkeypatch.setattr(bench, "to_torch", perturbed)
+    monkeypatch.setattr(race, "to_torch", perturbed)
     with pytest.raises(bench.MismatchError, match="first-step losses differ.*refusing to report a throughput"):
         bench.measure_training(TINY_MLP, 4, quick=True)
 
@@ -191,14 +213,17 @@ def test_torch_mirror_names_a_layer_it_cannot_translate():
         bench.to_torch(nn.Sequential(nn.Linear(2, 2), Unheard()))
 
 
-def test_every_family_has_a_pytest_benchmark_suite():
-    import importlib.util
-    from pathlib import Path
+def test_the_benchmark_suite_times_every_case_of_every_implementation():
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks", "--quick", "--collect-only", "-q",
+         "-p", "no:cacheprovider"], cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
+    assert collected.returncode == 0, collected.stdout + collected.stderr
+    ids = {line.split("[", 1)[1].rstrip("]")
+           for line in collected.stdout.splitlines() if "::" in line}
+    assert ids == {f"{spec.id}-{name}" for spec in QUICK_SPECS for name in spec.implementations}
 
-    covered = set()
-    for path in (Path(__file__).resolve().parents[1] / "benchmarks").glob("test_*.py"):
-        loader = importlib.util.spec_from_file_location(f"_suite_{path.stem}", path)
-        module = importlib.util.module_from_spec(loader)
-        loader.loader.exec_module(module)
-        covered |= set(module.FAMILIES)
-    assert covered == {spec.family for spec in bench.case_specs()}
+
+def test_the_package_exports_what_it_names():
+    assert sorted(bench.__all__) == sorted(set(bench.__all__))
+    for name in bench.__all__:
+        assert getattr(bench, name) is not None, name

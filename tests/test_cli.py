@@ -1,5 +1,7 @@
 """The command line, end to end on the real MNIST / Fashion-MNIST files (small subsets)."""
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -42,3 +44,21 @@ def test_info_reports_devices(capsys):
     assert main(["info"]) == 0
     printed = capsys.readouterr().out
     assert "numba" in printed and "cuda:" in printed
+
+
+def test_bench_help_lists_its_options(capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        main(["bench", "--help"])
+    assert exit_status.value.code == 0
+    printed = capsys.readouterr().out
+    for option in ("--quick", "--json", "--device", "--threads", "--only", "--train", "--ptx"):
+        assert option in printed
+
+
+def test_only_the_bench_command_loads_the_benchmarks():
+    # In a fresh interpreter: this one has imported fastnet.bench already.
+    probe = ("import sys; from fastnet.cli import build_parser; build_parser(); "
+             "print(sorted(name for name in sys.modules if name.startswith('fastnet.bench')))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=120, check=True).stdout.strip()
+    assert loaded == "[]"

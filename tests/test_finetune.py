@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import fastnet as fn
-from fastnet import finetune, models, optim
 import fastnet.functional as F
+from fastnet import finetune, models, optim
 
 
 def train_steps(model, opt, rng, steps=15, classes=10, shape=(4, 1, 28, 28)):

@@ -5,7 +5,7 @@ import pytest
 
 import fastnet as fn
 import fastnet.functional as F
-from fastnet.functional.core import WINOGRAD_MIN_CHANNELS, Conv2d, Conv2dWinograd, conv_image_chunks
+from fastnet.functional.conv import WINOGRAD_MIN_CHANNELS, Conv2d, Conv2dWinograd, conv_image_chunks
 from fastnet.gradcheck import gradcheck
 from fastnet.kernels import conv as conv_kernels
 from fastnet.kernels import pool as pool_kernels

@@ -3,6 +3,7 @@ definitions, gradients against finite differences (float64), the layers' PyTorch
 (running statistics, train/eval, frozen statistics), the cuda device against the cpu, errors."""
 import numpy as np
 import pytest
+from numerics import relative_error
 
 import fastnet as fn
 import fastnet.functional as F
@@ -31,10 +32,6 @@ def reference_batch_norm(x, weight, bias, running_mean, running_var, training, m
         mean, var = running_mean, running_var
     xhat = (x - mean.reshape(per_channel)) / np.sqrt(var.reshape(per_channel) + eps)
     return xhat * weight.reshape(per_channel) + bias.reshape(per_channel), running_mean, running_var
-
-
-def relative_error(got, expected):
-    return np.abs(got - expected).max() / np.abs(expected).max()
 
 
 def channel_inputs(rng, shape):

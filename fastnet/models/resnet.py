@@ -24,7 +24,7 @@ from collections import OrderedDict
 from .. import functional as F
 from .. import nn
 from ..tensor import Tensor
-from . import Classifier, register
+from .base import Classifier, register
 
 __all__ = ["BasicBlock", "cifar_resnet", "resnet18_cifar", "cifar_cnn"]
 
@@ -92,7 +92,8 @@ def cifar_cnn(classes: int = 10, width: int = 32, channels: int = 3, image_size:
     """Three stages of [3×3 conv, BN, ReLU] × 2 and a 2×2 max-pool (width, 2·width, 4·width
     channels), then Flatten and one Linear."""
     if image_size < 8:
-        raise ValueError(f"cifar_cnn: image_size {image_size} is too small: its three 2×2 max-pools need at least 8")
+        raise ValueError(f"cifar_cnn: image_size {image_size} is too small: its three 2×2 "
+                         f"max-pools need at least 8")
     layers: list[nn.Module] = []
     in_channels = channels
     for stage in range(3):

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import nn
 from ..tensor import Tensor, cat
-from . import Classifier, register
+from .base import Classifier, register
 
 __all__ = ["ViT"]
 
@@ -49,7 +49,8 @@ class ViTFeatures(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         expected = (self.channels, self.image_size, self.image_size)
         if images.ndim != 4 or images.shape[1:] != expected:
-            raise ValueError(f"ViT: images of shape {images.shape} do not match (B, {', '.join(map(str, expected))})")
+            raise ValueError(f"ViT: images of shape {images.shape} do not match "
+                             f"(B, {', '.join(map(str, expected))})")
         patches = self.patch_embedding(images)
         batch, _, dim = patches.shape
         class_tokens = self.class_token + Tensor._wrap(patches.device.xp.zeros((batch, 1, dim), patches.dtype),
@@ -69,7 +70,8 @@ class ViT(Classifier):
                  dim: int = 128, depth: int = 4, heads: int = 4, mlp_dim: int | None = None,
                  dropout: float = 0.0) -> None:
         if patch_size < 1 or image_size % patch_size:
-            raise ValueError(f"ViT: image_size {image_size} must be a multiple of patch_size {patch_size}")
+            raise ValueError(f"ViT: image_size {image_size} must be a multiple of patch_size "
+                             f"{patch_size}")
         if heads < 1 or dim % heads:
             raise ValueError(f"ViT: dim {dim} must be divisible by heads {heads}")
         features = ViTFeatures(image_size, patch_size, channels, dim, depth, heads, mlp_dim or 2 * dim, dropout)

@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from .. import functional as F
+from ..functional.arguments import Pair, to_pair
 from ..tensor import Tensor
 from . import init
 from .module import Module, Parameter
@@ -39,18 +40,19 @@ class Linear(Module):
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
 
 
 class Conv2d(Module):
     """2-D convolution; weight (out_channels, in_channels, kh, kw), bias (out_channels,)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: F.Pair, stride: F.Pair = 1,
-                 padding: F.Pair = 0, bias: bool = True) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Pair, stride: Pair = 1,
+                 padding: Pair = 0, bias: bool = True) -> None:
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = F._pair(kernel_size, "kernel_size")
-        self.stride, self.padding = F._pair(stride, "stride"), F._pair(padding, "padding")
+        self.kernel_size = to_pair(kernel_size, "kernel_size")
+        self.stride, self.padding = to_pair(stride, "stride"), to_pair(padding, "padding")
         self.weight = _empty_parameter(out_channels, in_channels, *self.kernel_size)
         self.bias = _empty_parameter(out_channels) if bias else None
         self.reset_parameters()
@@ -71,7 +73,7 @@ class Conv2d(Module):
 
 
 class MaxPool2d(Module):
-    def __init__(self, kernel_size: F.Pair, stride: F.Pair | None = None, padding: F.Pair = 0) -> None:
+    def __init__(self, kernel_size: Pair, stride: Pair | None = None, padding: Pair = 0) -> None:
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
 
@@ -79,7 +81,8 @@ class MaxPool2d(Module):
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
 
     def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride or self.kernel_size}, padding={self.padding}"
+        return (f"kernel_size={self.kernel_size}, stride={self.stride or self.kernel_size}, "
+                f"padding={self.padding}")
 
 
 class ReLU(Module):

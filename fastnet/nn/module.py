@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import fnmatch
 from collections import OrderedDict
-from typing import Any, Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -17,7 +18,8 @@ from ..tensor import Tensor
 
 
 class Parameter(Tensor):
-    """A tensor that a Module registers as trainable (``requires_grad=True`` unless told otherwise)."""
+    """A tensor that a Module registers as trainable (``requires_grad=True`` unless told
+    otherwise)."""
 
     __slots__ = ()
 
@@ -54,7 +56,8 @@ class Module:
     # ----------------------------------------------------------------- registration
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
-            raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() before assigning {name!r}")
+            raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() "
+                               f"before assigning {name!r}")
         for registry in (self._parameters, self._buffers, self._modules):
             registry.pop(name, None)
         if isinstance(value, Parameter):
@@ -85,23 +88,23 @@ class Module:
     def register_parameter(self, name: str, value: Parameter | None) -> None:
         self._parameters[name] = value
 
-    def add_module(self, name: str, module: "Module") -> None:
+    def add_module(self, name: str, module: Module) -> None:
         self._modules[name] = module
 
     # ----------------------------------------------------------------- traversal
-    def children(self) -> Iterator["Module"]:
+    def children(self) -> Iterator[Module]:
         yield from self._modules.values()
 
-    def named_children(self) -> Iterator[tuple[str, "Module"]]:
+    def named_children(self) -> Iterator[tuple[str, Module]]:
         yield from self._modules.items()
 
-    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
         yield prefix, self
         for name, child in self._modules.items():
             if child is not None:
                 yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
 
-    def modules(self) -> Iterator["Module"]:
+    def modules(self) -> Iterator[Module]:
         for _, module in self.named_modules():
             yield module
 
@@ -124,7 +127,7 @@ class Module:
                 if buffer is not None:
                     yield (f"{module_name}.{name}" if module_name else name), buffer
 
-    def get_submodule(self, target: str) -> "Module":
+    def get_submodule(self, target: str) -> Module:
         module = self
         for part in target.split(".") if target else []:
             if part not in module._modules:
@@ -132,21 +135,21 @@ class Module:
             module = module._modules[part]
         return module
 
-    def apply(self, fn: Any) -> "Module":
+    def apply(self, fn: Any) -> Module:
         for module in self.modules():
             fn(module)
         return self
 
     # ----------------------------------------------------------------- modes and devices
-    def train(self, mode: bool = True) -> "Module":
+    def train(self, mode: bool = True) -> Module:
         for module in self.modules():
             object.__setattr__(module, "training", mode)
         return self
 
-    def eval(self) -> "Module":
+    def eval(self) -> Module:
         return self.train(False)
 
-    def requires_grad_(self, requires_grad: bool = True) -> "Module":
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
         for parameter in self.parameters():
             parameter.requires_grad = requires_grad
         return self
@@ -155,7 +158,7 @@ class Module:
         for parameter in self.parameters():
             parameter.grad = None
 
-    def to(self, device: "str | Device") -> "Module":
+    def to(self, device: str | Device) -> Module:
         """Move every parameter and buffer to ``device`` in place (parameters keep their identity,
         so an optimizer built before the move still holds them)."""
         target = get_device(device)
@@ -174,7 +177,7 @@ class Module:
         return first.device if first is not None else None
 
     # ----------------------------------------------------------------- state
-    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+    def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """Parameters and buffers by PyTorch-style dotted name, as NumPy arrays (copies)."""
         state: OrderedDict[str, np.ndarray] = OrderedDict()
         for name, parameter in self.named_parameters():
@@ -282,7 +285,7 @@ class Sequential(Module):
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
-    def append(self, module: Module) -> "Sequential":
+    def append(self, module: Module) -> Sequential:
         self.add_module(str(len(self._modules)), module)
         return self
 
@@ -295,7 +298,7 @@ class ModuleList(Module):
         for module in modules:
             self.append(module)
 
-    def append(self, module: Module) -> "ModuleList":
+    def append(self, module: Module) -> ModuleList:
         self.add_module(str(len(self._modules)), module)
         return self
 

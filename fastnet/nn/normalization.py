@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from ..functional.arguments import Pair
 from ..tensor import Tensor
 from .module import Module, Parameter
 
@@ -99,7 +100,7 @@ class BatchNorm2d(_BatchNorm):
 class AvgPool2d(Module):
     """Mean over windows (padding counted in the divisor, as PyTorch's default)."""
 
-    def __init__(self, kernel_size: F.Pair, stride: F.Pair | None = None, padding: F.Pair = 0) -> None:
+    def __init__(self, kernel_size: Pair, stride: Pair | None = None, padding: Pair = 0) -> None:
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
 
@@ -107,13 +108,15 @@ class AvgPool2d(Module):
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
 
     def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride or self.kernel_size}, padding={self.padding}"
+        return (f"kernel_size={self.kernel_size}, stride={self.stride or self.kernel_size}, "
+                f"padding={self.padding}")
 
 
 class AdaptiveAvgPool2d(Module):
-    """Average into a fixed output grid whatever the input size; ``output_size=1`` is global pooling."""
+    """Average into a fixed output grid whatever the input size; ``output_size=1`` is global
+    pooling."""
 
-    def __init__(self, output_size: F.Pair) -> None:
+    def __init__(self, output_size: Pair) -> None:
         super().__init__()
         self.output_size = output_size
 

@@ -9,12 +9,13 @@ with ``batch_first=False``.
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Union
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from .. import functional as F
-from ..functional.attention import Mask, attention_weights
+from ..functional import Mask, attention_weights
 from ..tensor import Tensor
 from . import init
 from .layers import Dropout, Linear
@@ -23,7 +24,7 @@ from .module import Module, ModuleList, Parameter
 __all__ = ["LayerNorm", "Embedding", "PositionalEmbedding", "MultiheadAttention", "TransformerEncoderLayer",
            "TransformerEncoder"]
 
-Activation = Union[str, Callable[[Tensor], Tensor]]
+Activation = str | Callable[[Tensor], Tensor]
 
 
 class LayerNorm(Module):
@@ -126,7 +127,8 @@ class MultiheadAttention(Module):
                  batch_first: bool = True) -> None:
         super().__init__()
         if num_heads < 1 or embed_dim % num_heads:
-            raise ValueError(f"MultiheadAttention: embed_dim {embed_dim} must be divisible by num_heads {num_heads}")
+            raise ValueError(f"MultiheadAttention: embed_dim {embed_dim} must be divisible by "
+                             f"num_heads {num_heads}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"MultiheadAttention: dropout must be in [0, 1), got {dropout}")
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
@@ -146,7 +148,8 @@ class MultiheadAttention(Module):
         return projected.reshape(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
     def _mask(self, attn_mask: Mask, key_padding_mask: Mask, query: Tensor, key: Tensor) -> Any:
-        """attn_mask and key_padding_mask merged into one additive array that broadcasts to (B, H, T, S)."""
+        """attn_mask and key_padding_mask merged into one additive array that broadcasts to
+        (B, H, T, S)."""
         (batch, queries, _), keys = query.shape, key.shape[1]
         merged = None
         if attn_mask is not None:
@@ -154,13 +157,14 @@ class MultiheadAttention(Module):
             if merged.shape == (batch * self.num_heads, queries, keys):
                 merged = merged.reshape(batch, self.num_heads, queries, keys)
             elif merged.shape != (queries, keys):
-                raise ValueError(f"MultiheadAttention: attn_mask of shape {tuple(merged.shape)} must be "
-                                 f"({queries}, {keys}) or ({batch * self.num_heads}, {queries}, {keys})")
+                raise ValueError(f"MultiheadAttention: attn_mask of shape {tuple(merged.shape)} "
+                                 f"must be ({queries}, {keys}) or "
+                                 f"({batch * self.num_heads}, {queries}, {keys})")
         if key_padding_mask is not None:
             padding = _additive(key_padding_mask, "key_padding_mask", query)
             if padding.shape != (batch, keys):
-                raise ValueError(f"MultiheadAttention: key_padding_mask of shape {tuple(padding.shape)} must be "
-                                 f"(batch, keys) = ({batch}, {keys})")
+                raise ValueError(f"MultiheadAttention: key_padding_mask of shape "
+                                 f"{tuple(padding.shape)} must be (batch, keys) = ({batch}, {keys})")
             padding = padding.reshape(batch, 1, 1, keys)
             merged = padding if merged is None else merged + padding
         return merged

@@ -10,7 +10,7 @@ OneCycleLR); each sets every group's ``lr`` from its ``initial_lr``.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from .optimizer import Optimizer
 
@@ -24,7 +24,8 @@ class LRScheduler:
         self._apply()
 
     def factor(self, epoch: int, group_index: int) -> float:  # pragma: no cover - abstract
-        """The learning rate at ``epoch`` for a group whose initial rate is 1 (or the rate itself)."""
+        """The learning rate at ``epoch`` for a group whose initial rate is 1 (or the rate
+        itself)."""
         raise NotImplementedError
 
     def lr_at(self, epoch: int, initial_lr: float, group_index: int) -> float:

@@ -8,7 +8,8 @@ without a gradient (frozen, or unused this step) are skipped and get no state.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ..backend import to_numpy
 from ..tensor import Tensor, no_grad
@@ -43,7 +44,8 @@ class Optimizer:
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         for parameter in group["params"]:
             if not isinstance(parameter, Tensor):
-                raise TypeError(f"{type(self).__name__} can only optimize Tensors, got {type(parameter).__name__}")
+                raise TypeError(f"{type(self).__name__} can only optimize Tensors, got "
+                                f"{type(parameter).__name__}")
             if id(parameter) in seen:
                 raise ValueError("a parameter appears in more than one parameter group")
         self._check_hyperparameters(group)
@@ -82,7 +84,8 @@ class Optimizer:
         return [p for group in self.param_groups for p in group["params"]]
 
     def state_dict(self) -> dict:
-        """{"state": {index: {name: ndarray | number}}, "param_groups": [hyper-parameters, params as indices]}.
+        """{"state": {index: {name: ndarray | number}},
+        "param_groups": [hyper-parameters, params as indices]}.
 
         Parameters are numbered in group order, as PyTorch does, so the state moves between
         identical models.
@@ -102,10 +105,11 @@ class Optimizer:
     def load_state_dict(self, state_dict: dict) -> None:
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups) or any(
-                len(saved["params"]) != len(own["params"]) for saved, own in zip(groups, self.param_groups)):
-            raise ValueError("optimizer state does not match: different numbers of parameter groups or parameters")
+                len(saved["params"]) != len(own["params"]) for saved, own in zip(groups, self.param_groups, strict=True)):
+            raise ValueError("optimizer state does not match: different numbers of parameter "
+                             "groups or parameters")
         parameters = self._ordered_parameters()
-        for saved, own in zip(groups, self.param_groups):
+        for saved, own in zip(groups, self.param_groups, strict=True):
             own.update({k: v for k, v in saved.items() if k != "params"})
         self.state = {}
         for i, entry in state_dict["state"].items():
@@ -144,7 +148,8 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam with bias correction; ``weight_decay`` is L2 added to the gradient (as torch.optim.Adam)."""
+    """Adam with bias correction; ``weight_decay`` is L2 added to the gradient (as
+    torch.optim.Adam)."""
 
     decoupled = False
 
@@ -182,7 +187,8 @@ class AdamW(Adam):
 
 @no_grad()
 def clip_grad_norm_(parameters: Iterable[Tensor], max_norm: float, norm_type: float = 2.0) -> float:
-    """Scale gradients so their global norm is at most ``max_norm``; returns the norm before clipping."""
+    """Scale gradients so their global norm is at most ``max_norm``; returns the norm before
+    clipping."""
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return 0.0
