@@ -5,10 +5,12 @@ time and minor page faults per step (``getrusage``): where a large buffer is fau
 every step, it shows here. Then each layer at its real input shape: the best of 5 rounds of
 forward + backward (seeded with ones), fastnet then PyTorch, same threads.
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/cnn_layers.py [--batch 256] [--threads 1]
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/cnn_layers.py
+        [--batch 256] [--threads 1]
 
 Needs PyTorch (``pip install 'fastnet[bench]'``). Timings are for reading, not for asserting.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,10 +49,22 @@ def _torch_step(layer, x) -> None:
 
 def layer_race(torch, batch: int, rng: np.random.Generator) -> None:
     layers = [  # (name, fastnet layer, PyTorch layer, input shape, input needs a gradient)
-        ("conv1", nn.Conv2d(1, 32, 3, padding=1), torch.nn.Conv2d(1, 32, 3, padding=1), (1, 28, 28), False),
+        (
+            "conv1",
+            nn.Conv2d(1, 32, 3, padding=1),
+            torch.nn.Conv2d(1, 32, 3, padding=1),
+            (1, 28, 28),
+            False,
+        ),
         ("relu1", nn.ReLU(), torch.nn.ReLU(), (32, 28, 28), True),
         ("pool1", nn.MaxPool2d(2), torch.nn.MaxPool2d(2), (32, 28, 28), True),
-        ("conv2", nn.Conv2d(32, 64, 3, padding=1), torch.nn.Conv2d(32, 64, 3, padding=1), (32, 14, 14), True),
+        (
+            "conv2",
+            nn.Conv2d(32, 64, 3, padding=1),
+            torch.nn.Conv2d(32, 64, 3, padding=1),
+            (32, 14, 14),
+            True,
+        ),
         ("relu2", nn.ReLU(), torch.nn.ReLU(), (64, 14, 14), True),
         ("pool2", nn.MaxPool2d(2), torch.nn.MaxPool2d(2), (64, 14, 14), True),
         ("fc1", nn.Linear(3136, 128), torch.nn.Linear(3136, 128), (3136,), True),
@@ -60,8 +74,9 @@ def layer_race(torch, batch: int, rng: np.random.Generator) -> None:
     for name, ours, theirs, shape, needs_grad in layers:
         x = rng.standard_normal((batch, *shape)).astype(np.float32)
         fastnet_step = functools.partial(_fastnet_step, ours, Tensor(x, requires_grad=needs_grad))
-        torch_step = functools.partial(_torch_step, theirs,
-                                       torch.from_numpy(x).requires_grad_(needs_grad))
+        torch_step = functools.partial(
+            _torch_step, theirs, torch.from_numpy(x).requires_grad_(needs_grad)
+        )
         fastnet_step(), torch_step()
         ours_ms, theirs_ms = best_ms(fastnet_step), best_ms(torch_step)
         totals[0] += ours_ms
@@ -89,9 +104,11 @@ def step_costs(batch: int, rng: np.random.Generator, steps: int = 20) -> None:
     for _ in range(steps):
         step()
     wall, after = (time.perf_counter() - start) / steps, resource.getrusage(resource.RUSAGE_SELF)
-    print(f"training step, batch {batch}: {wall * 1e3:.1f} ms wall, "
-          f"{(after.ru_stime - before.ru_stime) / steps * 1e3:.1f} ms system time, "
-          f"{(after.ru_minflt - before.ru_minflt) / steps:.0f} minor page faults")
+    print(
+        f"training step, batch {batch}: {wall * 1e3:.1f} ms wall, "
+        f"{(after.ru_stime - before.ru_stime) / steps * 1e3:.1f} ms system time, "
+        f"{(after.ru_minflt - before.ru_minflt) / steps:.0f} minor page faults"
+    )
 
 
 def main() -> None:

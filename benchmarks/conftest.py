@@ -12,6 +12,7 @@ carries its rates and fraction of the ceiling in ``extra_info``, and the session
 same table ``fastnet bench`` prints (peer time / our time for each peer) when the benchmarks were
 enabled.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -24,8 +25,12 @@ from fastnet.backend import CPU, get_num_threads
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--quick", action="store_true", help="fastnet benchmarks: tiny shapes and one round (CI)")
-    parser.addoption("--threads", type=int, default=None, help="fastnet benchmarks: threads (default: fastnet's)")
+    parser.addoption(
+        "--quick", action="store_true", help="fastnet benchmarks: tiny shapes and one round (CI)"
+    )
+    parser.addoption(
+        "--threads", type=int, default=None, help="fastnet benchmarks: threads (default: fastnet's)"
+    )
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-benchmark reads its options
@@ -42,7 +47,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     specs = bench.case_specs(metafunc.config.getoption("--quick"))
     pairs = [(spec, name) for spec in specs for name in spec.implementations]
-    metafunc.parametrize("case_implementation", pairs, ids=[f"{spec.id}-{name}" for spec, name in pairs])
+    metafunc.parametrize(
+        "case_implementation", pairs, ids=[f"{spec.id}-{name}" for spec, name in pairs]
+    )
 
 
 @pytest.fixture(scope="session")
@@ -85,9 +92,11 @@ def latest_case() -> _LatestCase:
 
 
 @pytest.fixture
-def measure(benchmark: Any, ceilings: bench.Ceilings, latest_case: _LatestCase,
-            pytestconfig: pytest.Config) -> Callable[[tuple], None]:
-    """Time one implementation of one case; record its rates in ``extra_info`` and for the summary."""
+def measure(
+    benchmark: Any, ceilings: bench.Ceilings, latest_case: _LatestCase, pytestconfig: pytest.Config
+) -> Callable[[tuple], None]:
+    """Time one implementation of one case; record its rates in ``extra_info`` and for the
+    summary."""
 
     def run(case_implementation: tuple[bench.CaseSpec, str]) -> None:
         spec, name = case_implementation
@@ -101,15 +110,20 @@ def measure(benchmark: Any, ceilings: bench.Ceilings, latest_case: _LatestCase,
         stats = benchmark.stats.stats
         benchmark.extra_info.update(bench.rates(case.info, stats.min, ceilings))
         info, timings = pytestconfig.fastnet_timings.setdefault(spec.id, (case.info, {}))
-        timings[name] = bench.Timing(stats.min, stats.median, stats.rounds, benchmark.stats.iterations)
+        timings[name] = bench.Timing(
+            stats.min, stats.median, stats.rounds, benchmark.stats.iterations
+        )
 
     return run
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     """The table of ``fastnet bench``, for the cases whose fastnet implementation was timed."""
-    measured = {spec_id: entry for spec_id, entry in getattr(config, "fastnet_timings", {}).items()
-                if bench.OURS in entry[1]}
+    measured = {
+        spec_id: entry
+        for spec_id, entry in getattr(config, "fastnet_timings", {}).items()
+        if bench.OURS in entry[1]
+    }
     if not measured:
         return
     ceilings = config.fastnet_ceilings

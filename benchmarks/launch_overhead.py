@@ -8,6 +8,7 @@ kernels/_cuda.py for how the launch path avoids synchronisations and rebuilt obj
 
     python benchmarks/launch_overhead.py
 """
+
 from __future__ import annotations
 
 import functools
@@ -35,12 +36,28 @@ def cases(rng: np.random.Generator) -> list[tuple[str, object, tuple, dict]]:
         ("im2col 64x32x14x14 3x3", conv.im2col_cuda, (x, (3, 3), (1, 1), (1, 1)), {}),
         ("col2im 64x32x14x14 3x3", conv.col2im_cuda, (cols, x.shape, (3, 3), (1, 1), (1, 1)), {}),
         ("maxpool2d forward", pool.maxpool2d_forward_cuda, (x, (2, 2), (2, 2), (0, 0)), {}),
-        ("maxpool2d backward", pool.maxpool2d_backward_cuda, (pooled, argmax, x.shape, (2, 2), (2, 2), (0, 0)), {}),
+        (
+            "maxpool2d backward",
+            pool.maxpool2d_backward_cuda,
+            (pooled, argmax, x.shape, (2, 2), (2, 2), (0, 0)),
+            {},
+        ),
         ("softmax_xent 256x10", softmax_xent.softmax_xent_cuda, (logits, labels), {}),
-        ("adam_step 100k", optim.adam_step_cuda, (param, param.copy(), param.copy(), param.copy()),
-         dict(step=3, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled=True)),
+        (
+            "adam_step 100k",
+            optim.adam_step_cuda,
+            (param, param.copy(), param.copy(), param.copy()),
+            dict(
+                step=3, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled=True
+            ),
+        ),
         ("softmax forward 512x128", softmax.softmax_forward_cuda, (rows,), {}),
-        ("layernorm forward 512x128", norm.layernorm_forward_cuda, (rows, rows[0].copy(), rows[1].copy()), {}),
+        (
+            "layernorm forward 512x128",
+            norm.layernorm_forward_cuda,
+            (rows, rows[0].copy(), rows[1].copy()),
+            {},
+        ),
     ]
 
 

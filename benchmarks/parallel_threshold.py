@@ -17,6 +17,7 @@ Then the calls conv2d makes on the CPU, one workspace chunk of images at a time
 
 A script, not a test: timings are for reading. The machine should be otherwise idle; repeat runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -136,15 +137,24 @@ def maxpool_backward(n: int) -> tuple[Call, int, str]:
     shape = (batch, channels, 28, 28)
     _, argmax = CPU.maxpool2d_forward(_random(shape), 2, 2, 0)
     dy = _random(argmax.shape, 1)
-    return (lambda: CPU.maxpool2d_backward(dy, argmax, shape, 2, 2, 0)), batch * channels * 784, \
-        f"{shape} 2x2"
+    return (
+        (lambda: CPU.maxpool2d_backward(dy, argmax, shape, 2, 2, 0)),
+        batch * channels * 784,
+        f"{shape} 2x2",
+    )
 
 
 def adam_step(n: int) -> tuple[Call, int, str]:
     param, grad, exp_avg, exp_avg_sq = (_random((n,), seed) for seed in range(4))
     exp_avg_sq = np.abs(exp_avg_sq)
-    options = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0,
-               "decoupled": False}
+    options = {
+        "lr": 1e-3,
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "eps": 1e-8,
+        "weight_decay": 0.0,
+        "decoupled": False,
+    }
     return (lambda: CPU.adam_step(param, grad, exp_avg, exp_avg_sq, step=1, **options)), n, f"{n}"
 
 
@@ -185,8 +195,10 @@ def crossover(rows: list[tuple[int, float, float]]) -> int | None:
 
 
 def threshold_table(args: argparse.Namespace) -> None:
-    print(f"{'kernel':18s} {'elements':>10s} {'serial us':>11s} {'parallel us':>12s} "
-          f"{'speed-up':>8s}  shape")
+    print(
+        f"{'kernel':18s} {'elements':>10s} {'serial us':>11s} {'parallel us':>12s} "
+        f"{'speed-up':>8s}  shape"
+    )
     summary = []
     for name, family, make in KERNELS:
         if args.only and args.only not in name:
@@ -199,20 +211,30 @@ def threshold_table(args: argparse.Namespace) -> None:
             call, elements, shape = make(1 << log2)
             serial, parallel = compare(call, args.rounds)
             rows.append((elements, serial, parallel))
-            print(f"{name:18s} {elements:10d} {serial * 1e6:11.1f} {parallel * 1e6:12.1f} "
-                  f"{serial / parallel:8.2f}  {shape}", flush=True)
+            print(
+                f"{name:18s} {elements:10d} {serial * 1e6:11.1f} {parallel * 1e6:12.1f} "
+                f"{serial / parallel:8.2f}  {shape}",
+                flush=True,
+            )
         summary.append((name, crossover(rows)))
     print("\nparallel faster from (elements; at every larger size too):")
     for name, elements in summary:
-        text = ("never, in the sizes measured" if elements is None
-                else f"{elements} (2^{np.log2(elements):.1f})")
+        text = (
+            "never, in the sizes measured"
+            if elements is None
+            else f"{elements} (2^{np.log2(elements):.1f})"
+        )
         print(f"  {name:18s} {text}")
 
 
 # ----------------------------------------------------------------------------- conv2d's chunks
 # (key, in channels, out channels, image side): 3x3 stride-1 "same" layers of the shipped models.
-CONV_LAYERS = (("mnist.conv1", 1, 32, 28), ("mnist.conv2", 32, 64, 14),
-               ("resnet.conv", 64, 64, 16), ("resnet20.stage1", 16, 16, 32))
+CONV_LAYERS = (
+    ("mnist.conv1", 1, 32, 28),
+    ("mnist.conv2", 32, 64, 14),
+    ("resnet.conv", 64, 64, 16),
+    ("resnet20.stage1", 16, 16, 32),
+)
 WINOGRAD_POSITIONS = 16
 
 
@@ -225,13 +247,17 @@ def chunk_calls() -> Iterator[tuple[str, int, Call]]:
         cols = CPU.im2col(x, 3, 1, 1)
         label = f"{key} chunk of {images}"
         yield f"im2col {label}", cols.size, lambda x=x: CPU.im2col(x, 3, 1, 1)
-        yield (f"col2im {label}", cols.size,
-               lambda cols=cols, shape=x.shape: CPU.col2im(cols, shape, 3, 1, 1))
+        yield (
+            f"col2im {label}",
+            cols.size,
+            lambda cols=cols, shape=x.shape: CPU.col2im(cols, shape, 3, 1, 1),
+        )
         if channels < 16:  # conv2d takes Winograd from 16 input channels
             continue
         tiles_per_image = ((side + 1) // 2) ** 2
-        images = _cpu.images_per_chunk(WINOGRAD_POSITIONS * (channels + out_channels)
-                                       * tiles_per_image * 4)
+        images = _cpu.images_per_chunk(
+            WINOGRAD_POSITIONS * (channels + out_channels) * tiles_per_image * 4
+        )
         x = _random((images, channels, side, side))
         v = CPU.winograd_tiles(channels, images * tiles_per_image, np.float32, x)
         m = CPU.winograd_tiles(out_channels, images * tiles_per_image, np.float32, x)
@@ -240,12 +266,21 @@ def chunk_calls() -> Iterator[tuple[str, int, Call]]:
         dy = _random(y_shape)
         label = f"{key} chunk of {images}"
         yield f"winograd_input {label}", v.size, lambda x=x, v=v: CPU.winograd_input(x, 1, out=v)
-        yield (f"winograd_output {label}", m.size,
-               lambda m=m, y_shape=y_shape: CPU.winograd_output(m, None, y_shape))
-        yield (f"winograd_output_grad {label}", m.size,
-               lambda dy=dy, m=m: CPU.winograd_output_grad(dy, out=m))
-        yield (f"winograd_input_grad {label}", v.size,
-               lambda v=v, shape=x.shape: CPU.winograd_input_grad(v, shape, 1))
+        yield (
+            f"winograd_output {label}",
+            m.size,
+            lambda m=m, y_shape=y_shape: CPU.winograd_output(m, None, y_shape),
+        )
+        yield (
+            f"winograd_output_grad {label}",
+            m.size,
+            lambda dy=dy, m=m: CPU.winograd_output_grad(dy, out=m),
+        )
+        yield (
+            f"winograd_input_grad {label}",
+            v.size,
+            lambda v=v, shape=x.shape: CPU.winograd_input_grad(v, shape, 1),
+        )
 
 
 def chunk_table(args: argparse.Namespace) -> None:
@@ -255,8 +290,11 @@ def chunk_table(args: argparse.Namespace) -> None:
         if args.only and args.only not in label:
             continue
         serial, parallel = compare(call, args.rounds)
-        print(f"{label:46s} {elements:9d} {serial * 1e6:10.1f} {parallel * 1e6:12.1f} "
-              f"{serial / parallel:8.2f}", flush=True)
+        print(
+            f"{label:46s} {elements:9d} {serial * 1e6:10.1f} {parallel * 1e6:12.1f} "
+            f"{serial / parallel:8.2f}",
+            flush=True,
+        )
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ its metadata; loading recomputes it and refuses a file whose digest differs. Wri
 temporary file in the target folder, are flushed to disk, then renamed over the target, so a
 crash never leaves a half-written checkpoint behind.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,7 +44,9 @@ def _digest(tensors: dict[str, np.ndarray]) -> str:
     return sha.hexdigest()
 
 
-def _atomic_save(tensors: dict[str, np.ndarray], path: str | os.PathLike, metadata: dict[str, str]) -> Path:
+def _atomic_save(
+    tensors: dict[str, np.ndarray], path: str | os.PathLike, metadata: dict[str, str]
+) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: np.asarray(to_numpy(value), order="C") for name, value in tensors.items()}
@@ -66,10 +69,14 @@ def _read_metadata(path: Path) -> dict[str, str]:
     with open(path, "rb") as stream:
         size_bytes = stream.read(8)
         if len(size_bytes) != 8:
-            raise ValueError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+            raise ValueError(
+                f"{path}: not a safetensors file (shorter than its 8-byte header length)"
+            )
         size = int.from_bytes(size_bytes, "little")
         if size > os.path.getsize(path) - 8:
-            raise ValueError(f"{path}: not a safetensors file or truncated (header of {size} bytes does not fit)")
+            raise ValueError(
+                f"{path}: not a safetensors file or truncated (header of {size} bytes does not fit)"
+            )
         try:
             header = json.loads(stream.read(size))
         except ValueError as error:
@@ -88,8 +95,10 @@ def _verified_load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict
         raise ValueError(f"{path}: corrupt or truncated safetensors file ({error})") from None
     expected = metadata.get(_DIGEST_KEY)
     if expected is not None and _digest(tensors) != expected:
-        raise ValueError(f"{path}: checksum mismatch: the tensors' SHA-256 differs from the one recorded "
-                         f"when the file was written (file corrupted?)")
+        raise ValueError(
+            f"{path}: checksum mismatch: the tensors' SHA-256 differs from the one recorded "
+            f"when the file was written (file corrupted?)"
+        )
     return tensors, metadata
 
 
@@ -102,17 +111,34 @@ def load(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The model weights in a file: a state dict as saved, or a checkpoint's ``model.*`` tensors."""
     tensors, metadata = _verified_load(path)
     if metadata.get("format") == FORMAT:
-        return {name[len("model."):]: value for name, value in tensors.items() if name.startswith("model.")}
+        return {
+            name[len("model.") :]: value
+            for name, value in tensors.items()
+            if name.startswith("model.")
+        }
     return tensors
 
 
-def save_checkpoint(path: str | os.PathLike, model: Any, optimizer: Any = None, scheduler: Any = None, *,
-                    epoch: int = 0, config: dict | None = None, rng_state: dict | None = None,
-                    extra: dict | None = None) -> Path:
-    """Write model, optimizer and scheduler state plus metadata to one safetensors file, atomically."""
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: Any,
+    optimizer: Any = None,
+    scheduler: Any = None,
+    *,
+    epoch: int = 0,
+    config: dict | None = None,
+    rng_state: dict | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write model, optimizer and scheduler state plus metadata to one safetensors file,
+    atomically."""
     tensors = {f"model.{name}": value for name, value in model.state_dict().items()}
-    metadata = {"format": FORMAT, "epoch": str(int(epoch)), "config": json.dumps(config or {}),
-                "extra": json.dumps(extra or {})}
+    metadata = {
+        "format": FORMAT,
+        "epoch": str(int(epoch)),
+        "config": json.dumps(config or {}),
+        "extra": json.dumps(extra or {}),
+    }
     if optimizer is not None:
         state = optimizer.state_dict()
         scalars: dict[str, dict] = {}
@@ -122,10 +148,17 @@ def save_checkpoint(path: str | os.PathLike, model: Any, optimizer: Any = None, 
                     tensors[f"optimizer.{index}.{field}"] = value
                 else:
                     scalars.setdefault(str(index), {})[field] = value
-        metadata["optimizer"] = json.dumps({"type": type(optimizer).__name__, "param_groups": state["param_groups"],
-                                            "scalars": scalars})
+        metadata["optimizer"] = json.dumps(
+            {
+                "type": type(optimizer).__name__,
+                "param_groups": state["param_groups"],
+                "scalars": scalars,
+            }
+        )
     if scheduler is not None:
-        metadata["scheduler"] = json.dumps({"type": type(scheduler).__name__, **scheduler.state_dict()})
+        metadata["scheduler"] = json.dumps(
+            {"type": type(scheduler).__name__, **scheduler.state_dict()}
+        )
     if rng_state is not None:
         metadata["rng"] = json.dumps(rng_state)
     return _atomic_save(tensors, path, metadata)
@@ -136,9 +169,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     "epoch", "config", "rng", "extra"} — verified against its checksum first."""
     tensors, metadata = _verified_load(path)
     if metadata.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a fastnet checkpoint (no '{FORMAT}' format tag); "
-                         f"use fastnet.load() for a plain state dict")
-    model = {name[len("model."):]: v for name, v in tensors.items() if name.startswith("model.")}
+        raise ValueError(
+            f"{path}: not a fastnet checkpoint (no '{FORMAT}' format tag); "
+            f"use fastnet.load() for a plain state dict"
+        )
+    model = {name[len("model.") :]: v for name, v in tensors.items() if name.startswith("model.")}
     optimizer = None
     if "optimizer" in metadata:
         saved = json.loads(metadata["optimizer"])

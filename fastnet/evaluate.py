@@ -16,6 +16,7 @@ The test images get the transform the training run evaluated with
 (:func:`fastnet.train.eval_transform` of the checkpoint's config: the dataset's normalisation).
 The CLI wires :func:`add_arguments` and :func:`run` in as ``fastnet eval``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,9 @@ import importlib.util
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -46,8 +48,10 @@ def load_model(path: str | os.PathLike, device: Any = "cpu") -> tuple[Module, di
     saved = load_checkpoint(path)
     config = saved["config"]
     if "model" not in config:
-        raise ValueError(f"{path}: the checkpoint's config names no model (config {config}); "
-                         f"was it written by `fastnet train`?")
+        raise ValueError(
+            f"{path}: the checkpoint's config names no model (config {config}); "
+            f"was it written by `fastnet train`?"
+        )
     model = models.create(config["model"], **config.get("kwargs", {}))
     model.load_state_dict(saved["model"])
     return model.to(device), saved
@@ -57,13 +61,16 @@ def conv_feature_maps(model: Module, image: Tensor) -> list[tuple[str, np.ndarra
     """(name, output (C, H, W)) of every Conv2d of ``model`` for one image (1, C, H, W), in the
     order they ran, from one forward pass in eval mode."""
     captured: list[tuple[str, np.ndarray]] = []
-    convolutions = [(name, module) for name, module in model.named_modules() if isinstance(module, Conv2d)]
+    convolutions = [
+        (name, module) for name, module in model.named_modules() if isinstance(module, Conv2d)
+    ]
 
     def hook(name: str, module: Conv2d) -> Callable[[Tensor], Tensor]:
         def forward(x: Tensor) -> Tensor:
             out = type(module).forward(module, x)
             captured.append((name, out.numpy()[0].copy()))
             return out
+
         return forward
 
     was_training = model.training
@@ -90,10 +97,19 @@ def _class_names(test_set: Any, predictions: np.ndarray, labels: np.ndarray) -> 
     return names or [str(index) for index in range(int(max(predictions.max(), labels.max())) + 1)]
 
 
-def evaluate_checkpoint(path: str | os.PathLike, test_set: Any = None, *, dataset: str | None = None,
-                        data_dir: str | None = None, device: Any = "cpu", batch_size: int = 512,
-                        out: str | os.PathLike | None = None, show_features: int | None = None,
-                        max_channels: int = 16, log: Callable[[str], None] = print) -> dict[str, Any]:
+def evaluate_checkpoint(
+    path: str | os.PathLike,
+    test_set: Any = None,
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    device: Any = "cpu",
+    batch_size: int = 512,
+    out: str | os.PathLike | None = None,
+    show_features: int | None = None,
+    max_channels: int = 16,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Evaluate the checkpoint at ``path``, print the report, write the plots (see the module).
 
     The test set is ``test_set`` when given, else the test split of ``dataset`` (default: the
@@ -107,25 +123,39 @@ def evaluate_checkpoint(path: str | os.PathLike, test_set: Any = None, *, datase
     name = dataset or config.get("dataset")
     if test_set is None:
         if name is None:
-            raise ValueError(f"{path}: the checkpoint does not say which dataset it was trained on; "
-                             f"name one ({', '.join(DATASETS)})")
+            raise ValueError(
+                f"{path}: the checkpoint does not say which dataset it was trained on; "
+                f"name one ({', '.join(DATASETS)})"
+            )
         _, test_set = build_datasets(name, data_dir)
     if show_features is not None and not 0 <= show_features < len(test_set):
-        raise ValueError(f"--show-features {show_features} is not an index of the {len(test_set)} test images")
+        raise ValueError(
+            f"--show-features {show_features} is not an index of the {len(test_set)} test images"
+        )
     transform = eval_transform(config) if "dataset" in config else None
 
     start = time.perf_counter()
-    result = evaluate(model, DataLoader(test_set, batch_size=batch_size, transform=transform), device,
-                      return_predictions=True)
+    result = evaluate(
+        model,
+        DataLoader(test_set, batch_size=batch_size, transform=transform),
+        device,
+        return_predictions=True,
+    )
     predictions, labels = result["predictions"], result["labels"]
     class_names = _class_names(test_set, predictions, labels)
     result["report"] = classification_report(predictions, labels, class_names)
     result["confusion_matrix"] = confusion_matrix(predictions, labels, len(class_names))
-    log(f"fastnet: {config['model']} from {path} (epoch {saved['epoch']}) on the {name or 'given'} test set: "
-        f"{result['count']:,} images in {time.perf_counter() - start:.1f}s on {device}")
+    log(
+        f"fastnet: {config['model']} from {path} (epoch {saved['epoch']}) "
+        f"on the {name or 'given'} test set: "
+        f"{result['count']:,} images in {time.perf_counter() - start:.1f}s on {device}"
+    )
     log(result["report"])
-    log(f"accuracy {_percent(result['accuracy'])} ({int((predictions == labels).sum()):,}/{result['count']:,} "
-        f"correct), mean loss {result['loss']:.4f}")
+    log(
+        f"accuracy {_percent(result['accuracy'])} "
+        f"({int((predictions == labels).sum()):,}/{result['count']:,} "
+        f"correct), mean loss {result['loss']:.4f}"
+    )
     trained = saved["extra"].get("history", {}).get("test_acc")
     if trained:
         log(f"the training run's test accuracy after epoch {len(trained)}: {_percent(trained[-1])}")
@@ -135,46 +165,83 @@ def evaluate_checkpoint(path: str | os.PathLike, test_set: Any = None, *, datase
     if importlib.util.find_spec("matplotlib") is None:
         log("fastnet: no plots: they need matplotlib (pip install 'fastnet[plot]')")
         return result
-    written = plot_confusion_matrix(result["confusion_matrix"], folder / "confusion_matrix.png", class_names)
+    written = plot_confusion_matrix(
+        result["confusion_matrix"], folder / "confusion_matrix.png", class_names
+    )
     result["files"].append(written)
     log(f"fastnet: wrote the confusion matrix to {written}")
     if show_features is not None:
-        image, _ = next(iter(DataLoader(test_set.take([show_features]), batch_size=1, transform=transform)))
+        image, _ = next(
+            iter(DataLoader(test_set.take([show_features]), batch_size=1, transform=transform))
+        )
         layers = conv_feature_maps(model, image.to(device))
         if not layers:
             log(f"fastnet: {config['model']} has no convolution: no feature maps to show")
             return result
-        written = plot_feature_maps(layers, folder / f"feature_maps_{show_features}.png",
-                                    test_set.images[show_features], max_channels=max_channels)
+        written = plot_feature_maps(
+            layers,
+            folder / f"feature_maps_{show_features}.png",
+            test_set.images[show_features],
+            max_channels=max_channels,
+        )
         result["files"].append(written)
         truth, guess = class_names[labels[show_features]], class_names[predictions[show_features]]
-        log(f"fastnet: wrote the feature maps of {len(layers)} convolutions for test image {show_features} "
-            f"(true {truth}, predicted {guess}) to {written}")
+        log(
+            f"fastnet: wrote the feature maps of {len(layers)} convolutions "
+            f"for test image {show_features} "
+            f"(true {truth}, predicted {guess}) to {written}"
+        )
     return result
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``fastnet eval``."""
-    parser.add_argument("checkpoint", help="a checkpoint written by `fastnet train` (checkpoint.safetensors)")
-    parser.add_argument("--dataset", default=None, choices=DATASETS,
-                        help="test set to evaluate on (default: the one the checkpoint was trained on)")
-    parser.add_argument("--data-dir", default=None, help="folder with the dataset files (default: FASTNET_DATA, "
-                                                         "then the user cache, then download)")
+    parser.add_argument(
+        "checkpoint", help="a checkpoint written by `fastnet train` (checkpoint.safetensors)"
+    )
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        choices=DATASETS,
+        help="test set to evaluate on (default: the one the checkpoint was trained on)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with the dataset files (default: FASTNET_DATA, "
+        "then the user cache, then download)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--out", default=None, help="folder for the plots (default: the checkpoint's folder)")
-    parser.add_argument("--show-features", type=int, default=None, metavar="INDEX",
-                        help="also plot the feature maps of every convolution for test image INDEX")
-    parser.add_argument("--max-channels", type=int, default=16, help="channels shown per layer in the feature maps")
+    parser.add_argument(
+        "--out", default=None, help="folder for the plots (default: the checkpoint's folder)"
+    )
+    parser.add_argument(
+        "--show-features",
+        type=int,
+        default=None,
+        metavar="INDEX",
+        help="also plot the feature maps of every convolution for test image INDEX",
+    )
+    parser.add_argument(
+        "--max-channels", type=int, default=16, help="channels shown per layer in the feature maps"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """``fastnet eval``: 0 on success; 2 with a one-line message when the checkpoint, the dataset
     or the device cannot be used."""
     try:
-        evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, device=args.device,
-                            batch_size=args.batch_size, out=args.out, show_features=args.show_features,
-                            max_channels=args.max_channels)
+        evaluate_checkpoint(
+            args.checkpoint,
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            device=args.device,
+            batch_size=args.batch_size,
+            out=args.out,
+            show_features=args.show_features,
+            max_channels=args.max_channels,
+        )
     except (OSError, ValueError, RuntimeError) as error:
         print(f"fastnet eval: {error}", file=sys.stderr)
         return 2

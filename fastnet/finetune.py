@@ -4,22 +4,27 @@
     model.load_state_dict(fastnet.load("mnist_cnn.safetensors"), strict=False)
     fastnet.finetune.replace_head(model, num_classes=10)
     fastnet.finetune.freeze(model, "features.*")
-    opt = fastnet.optim.AdamW(fastnet.finetune.param_groups(model, {"features.*": 1e-4, "head.*": 1e-3}))
+    opt = fastnet.optim.AdamW(
+        fastnet.finetune.param_groups(model, {"features.*": 1e-4, "head.*": 1e-3})
+    )
     fastnet.finetune.add_lora(model, targets=["Linear"], rank=4, alpha=8)
 
 Patterns are shell-style globs over parameter names (``features.*``, ``*.bias``); a pattern
 that names a module (``features.0``) also covers that module's parameters.
 
-LoRA (low-rank adaptation), on Linear layers and on attention's packed input projection, replaces a frozen Linear's ``y = x·Wᵀ + b`` with
-``y = x·Wᵀ + b + (α/r)·dropout(x)·Aᵀ·Bᵀ``, A (r, in) and B (out, r) trainable, B starting at
-zero so the adapted model starts equal to the original. ``merge`` folds ``(α/r)·B·A`` into W
-(the model then runs at the original cost); ``unmerge`` takes it out again.
+LoRA (low-rank adaptation), on Linear layers and on attention's packed input projection,
+replaces a frozen Linear's ``y = x·Wᵀ + b`` with ``y = x·Wᵀ + b + (α/r)·dropout(x)·Aᵀ·Bᵀ``,
+A (r, in) and B (out, r) trainable, B starting at zero so the adapted model starts equal to the
+original. ``merge`` folds ``(α/r)·B·A`` into W (the model then runs at the original cost);
+``unmerge`` takes it out again.
 """
+
 from __future__ import annotations
 
 import fnmatch
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,8 +52,10 @@ def _select(model: Module, targets: Sequence[Any]) -> list[tuple[str, Parameter]
         else:
             found = [(n, p) for n, p in model.named_parameters() if _matches(n, str(target))]
         if not found:
-            raise ValueError(f"{target!r} matches no parameter of {type(model).__name__}; names look like "
-                             f"{[n for n, _ in model.named_parameters()][:4]}")
+            raise ValueError(
+                f"{target!r} matches no parameter of {type(model).__name__}; names look like "
+                f"{[n for n, _ in model.named_parameters()][:4]}"
+            )
         selected.update((id(p), (n, p)) for n, p in found)
     return list(selected.values())
 
@@ -105,8 +112,12 @@ def replace_head(model: Module, num_classes: int) -> Linear:
     return new
 
 
-def param_groups(model: Module, learning_rates: dict[str, float], default_lr: float | None = None,
-                 weight_decay: float | None = None) -> list[dict]:
+def param_groups(
+    model: Module,
+    learning_rates: dict[str, float],
+    default_lr: float | None = None,
+    weight_decay: float | None = None,
+) -> list[dict]:
     """Optimizer parameter groups: each trainable parameter joins the group of the first pattern
     that matches its name; unmatched ones join a ``default_lr`` group, or raise if there is none."""
     groups = {pattern: [] for pattern in learning_rates}
@@ -117,10 +128,16 @@ def param_groups(model: Module, learning_rates: dict[str, float], default_lr: fl
         pattern = next((p for p in learning_rates if _matches(name, p)), None)
         (groups[pattern] if pattern is not None else rest).append(parameter)
     if rest and default_lr is None:
-        raise ValueError(f"{len(rest)} trainable parameters match none of {list(learning_rates)}; "
-                         f"pass default_lr or add a pattern")
+        raise ValueError(
+            f"{len(rest)} trainable parameters match none of {list(learning_rates)}; "
+            f"pass default_lr or add a pattern"
+        )
     extra = {} if weight_decay is None else {"weight_decay": weight_decay}
-    result = [{"params": ps, "lr": learning_rates[p], "name": p, **extra} for p, ps in groups.items() if ps]
+    result = [
+        {"params": ps, "lr": learning_rates[p], "name": p, **extra}
+        for p, ps in groups.items()
+        if ps
+    ]
     if rest:
         result.append({"params": rest, "lr": default_lr, "name": "default", **extra})
     return result
@@ -136,8 +153,10 @@ def layerwise_lr_decay(model: Module, base_lr: float, decay: float, depth: int =
         if parameter.requires_grad:
             blocks.setdefault(".".join(name.split(".")[:depth]), []).append(parameter)
     count = len(blocks)
-    return [{"params": ps, "lr": base_lr * decay ** (count - 1 - i), "name": block}
-            for i, (block, ps) in enumerate(blocks.items())]
+    return [
+        {"params": ps, "lr": base_lr * decay ** (count - 1 - i), "name": block}
+        for i, (block, ps) in enumerate(blocks.items())
+    ]
 
 
 def summary(model: Module) -> str:
@@ -168,9 +187,14 @@ class LowRankAdapter:
         weight.requires_grad = False
         out_features, in_features = weight.shape
         self.lora_A = Parameter(np.empty((rank, in_features), np.float32))
-        self.lora_B = Parameter(np.zeros((out_features, rank), np.float32))  # zero: starts as the base
+        self.lora_B = Parameter(
+            np.zeros((out_features, rank), np.float32)
+        )  # zero: starts as the base
         init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        for parameter in (self.lora_A, self.lora_B):  # initialised on the CPU, moved to the weight's device
+        for parameter in (
+            self.lora_A,
+            self.lora_B,
+        ):  # initialised on the CPU, moved to the weight's device
             parameter.data = weight.device.asarray(to_numpy(parameter.data))
             parameter.device = weight.device
 
@@ -181,7 +205,8 @@ class LowRankAdapter:
         return (self.lora_B.data @ self.lora_A.data) * self.adapted().dtype.type(self.scaling)
 
     def merge(self) -> None:
-        """Fold the adapter into the weight: the forward pass then costs what the base layer's does."""
+        """Fold the adapter into the weight: the forward pass then costs what the base layer's
+        does."""
         if not self.merged:
             self.adapted().data = self.adapted().data + self._delta()
             self.merged = True
@@ -198,9 +223,15 @@ class LoRALinear(LowRankAdapter, Module):
     Parameter names: ``weight`` and ``bias`` stay those of the wrapped layer (so the base model's
     state dict still loads), the adapter adds ``lora_A`` (r, in) and ``lora_B`` (out, r)."""
 
-    def __init__(self, base: Linear, rank: int = 4, alpha: float = 8.0, dropout: float = 0.0) -> None:
+    def __init__(
+        self, base: Linear, rank: int = 4, alpha: float = 8.0, dropout: float = 0.0
+    ) -> None:
         super().__init__()
-        self.in_features, self.out_features, self.dropout = base.in_features, base.out_features, dropout
+        self.in_features, self.out_features, self.dropout = (
+            base.in_features,
+            base.out_features,
+            dropout,
+        )
         self.weight, self.bias = base.weight, base.bias
         if self.bias is not None:
             self.bias.requires_grad = False
@@ -213,11 +244,16 @@ class LoRALinear(LowRankAdapter, Module):
         out = _linear(x, self.weight, self.bias)
         if self.merged:
             return out
-        adapted = _linear(_linear(_dropout(x, self.dropout, self.training), self.lora_A), self.lora_B)
+        adapted = _linear(
+            _linear(_dropout(x, self.dropout, self.training), self.lora_A), self.lora_B
+        )
         return out + adapted * self.scaling
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, alpha={self.alpha}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"rank={self.rank}, alpha={self.alpha}"
+        )
 
 
 class LoRAMultiheadAttention(LowRankAdapter, MultiheadAttention):
@@ -235,12 +271,19 @@ class LoRAMultiheadAttention(LowRankAdapter, MultiheadAttention):
             return projected
         rows = slice(part * self.embed_dim, (part + 1) * self.embed_dim)
         update = _linear(_linear(x, self.lora_A), self.lora_B[rows]) * self.scaling
-        return projected + update.reshape(projected.shape[0], projected.shape[2], self.num_heads,
-                                          self.head_dim).transpose(1, 2)
+        return projected + update.reshape(
+            projected.shape[0], projected.shape[2], self.num_heads, self.head_dim
+        ).transpose(1, 2)
 
 
-def add_lora(model: Module, targets: Iterable[str] = ("Linear",), rank: int = 4, alpha: float = 8.0,
-             dropout: float = 0.0, trainable: Iterable[str] = ()) -> list[str]:
+def add_lora(
+    model: Module,
+    targets: Iterable[str] = ("Linear",),
+    rank: int = 4,
+    alpha: float = 8.0,
+    dropout: float = 0.0,
+    trainable: Iterable[str] = (),
+) -> list[str]:
     """Adapt the layers named by ``targets`` (class names ``"Linear"`` / ``"MultiheadAttention"``,
     or glob patterns over module names): Linears are wrapped in :class:`LoRALinear`, attention
     layers get an adapter on their packed input projection (:class:`LoRAMultiheadAttention`).
@@ -249,8 +292,11 @@ def add_lora(model: Module, targets: Iterable[str] = ("Linear",), rank: int = 4,
     targets = list(targets)
     wrapped = []
     for name, module in list(model.named_modules()):
-        if not isinstance(module, (Linear, MultiheadAttention)) or isinstance(module, LoRAMultiheadAttention) \
-                or not name:
+        if (
+            not isinstance(module, (Linear, MultiheadAttention))
+            or isinstance(module, LoRAMultiheadAttention)
+            or not name
+        ):
             continue
         if not any(t == type(module).__name__ or fnmatch.fnmatchcase(name, t) for t in targets):
             continue
@@ -265,7 +311,9 @@ def add_lora(model: Module, targets: Iterable[str] = ("Linear",), rank: int = 4,
     if not wrapped:
         raise ValueError(f"add_lora: no Linear or MultiheadAttention layer matches {targets}")
     for parameter_name, parameter in model.named_parameters():
-        keep = "lora_" in parameter_name.rsplit(".", 1)[-1] or any(_matches(parameter_name, t) for t in trainable)
+        keep = "lora_" in parameter_name.rsplit(".", 1)[-1] or any(
+            _matches(parameter_name, t) for t in trainable
+        )
         parameter.requires_grad = keep
     return wrapped
 
@@ -287,8 +335,11 @@ def unmerge_lora(model: Module) -> None:
 def lora_state_dict(model: Module, include: Iterable[str] = ()) -> dict[str, np.ndarray]:
     """Only the adapter weights (plus parameters matching ``include``, e.g. a new head)."""
     include = list(include)
-    return {name: value for name, value in model.state_dict().items()
-            if name.rsplit(".", 1)[-1].startswith("lora_") or any(_matches(name, p) for p in include)}
+    return {
+        name: value
+        for name, value in model.state_dict().items()
+        if name.rsplit(".", 1)[-1].startswith("lora_") or any(_matches(name, p) for p in include)
+    }
 
 
 def save_lora(model: Module, path: str, include: Iterable[str] = ()) -> Any:
@@ -300,7 +351,9 @@ def save_lora(model: Module, path: str, include: Iterable[str] = ()) -> Any:
 MODES = ("head", "full", "lora", "scratch")
 
 
-def prepare(model: Module, mode: str, num_classes: int, *, lr: float, rank: int = 4, alpha: float = 8.0) -> list[dict]:
+def prepare(
+    model: Module, mode: str, num_classes: int, *, lr: float, rank: int = 4, alpha: float = 8.0
+) -> list[dict]:
     """Set ``model`` up for one fine-tuning mode and return its optimizer parameter groups.
 
     head: new head, everything else frozen. full: new head, everything trains at ``lr`` (the
@@ -328,11 +381,24 @@ def prepare(model: Module, mode: str, num_classes: int, *, lr: float, rank: int 
     return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
 
 
-def transfer(pretrained: dict, config: dict, train_set: Any, test_set: Any, *, modes: Sequence[str] = MODES,
-             epochs: int = 10, batch_size: int = 64, lr: float = 1e-3, seed: int = 0, device: Any = "cpu",
-             transform: Any = None, progress: bool = False, log: Any = print) -> list[dict]:
-    """Fine-tune ``pretrained`` weights (model ``config``) on ``train_set`` in each mode, and train the
-    same architecture from scratch on the same data and budget; returns one row per mode.
+def transfer(
+    pretrained: dict,
+    config: dict,
+    train_set: Any,
+    test_set: Any,
+    *,
+    modes: Sequence[str] = MODES,
+    epochs: int = 10,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device: Any = "cpu",
+    transform: Any = None,
+    progress: bool = False,
+    log: Any = print,
+) -> list[dict]:
+    """Fine-tune ``pretrained`` weights (model ``config``) on ``train_set`` in each mode, and train
+    the same architecture from scratch on the same data and budget; returns one row per mode.
     ``transform`` (e.g. the target dataset's normalisation) is applied to every batch."""
     import time
 
@@ -351,17 +417,32 @@ def transfer(pretrained: dict, config: dict, train_set: Any, test_set: Any, *, m
         groups = prepare(model, mode, classes, lr=lr)
         model.to(device)
         optimizer = optim.AdamW(groups, lr=lr, weight_decay=1e-4)
-        loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, seed=seed, transform=transform)
+        loader = DataLoader(
+            train_set, batch_size=batch_size, shuffle=True, seed=seed, transform=transform
+        )
         start = time.perf_counter()
         for epoch in range(epochs):
-            train_epoch(model, loader, optimizer, device, description=f"{mode} {epoch + 1}/{epochs}",
-                        progress=progress)
+            train_epoch(
+                model,
+                loader,
+                optimizer,
+                device,
+                description=f"{mode} {epoch + 1}/{epochs}",
+                progress=progress,
+            )
         seconds = time.perf_counter() - start
         result = evaluate(model, DataLoader(test_set, batch_size=512, transform=transform), device)
-        row = {"mode": mode, "accuracy": result["accuracy"], "trainable": model.num_parameters(trainable_only=True),
-               "total": model.num_parameters(), "seconds": seconds}
-        log(f"{mode:>8}: test accuracy {100 * row['accuracy']:.2f}%, {row['trainable']:,} trainable of "
-            f"{row['total']:,} parameters, {seconds:.1f}s")
+        row = {
+            "mode": mode,
+            "accuracy": result["accuracy"],
+            "trainable": model.num_parameters(trainable_only=True),
+            "total": model.num_parameters(),
+            "seconds": seconds,
+        }
+        log(
+            f"{mode:>8}: test accuracy {100 * row['accuracy']:.2f}%, "
+            f"{row['trainable']:,} trainable of {row['total']:,} parameters, {seconds:.1f}s"
+        )
         rows.append(row)
     return rows
 
@@ -369,6 +450,9 @@ def transfer(pretrained: dict, config: dict, train_set: Any, test_set: Any, *, m
 def format_table(rows: Sequence[dict]) -> str:
     """The transfer results as a Markdown table."""
     lines = ["| mode | test accuracy | trainable parameters | train time |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['mode']} | {100 * r['accuracy']:.2f}% | {r['trainable']:,} of {r['total']:,} | {r['seconds']:.1f} s |"
-              for r in rows]
+    lines += [
+        f"| {r['mode']} | {100 * r['accuracy']:.2f}% | {r['trainable']:,} of {r['total']:,} "
+        f"| {r['seconds']:.1f} s |"
+        for r in rows
+    ]
     return "\n".join(lines)

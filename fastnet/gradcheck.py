@@ -5,6 +5,7 @@
 central differences ``(f(x + h) − f(x − h)) / 2h`` for every element of every input that requires
 a gradient. Inputs must be float64 tensors: in float32 the differences drown in rounding.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -15,8 +16,9 @@ from .backend import to_numpy
 from .tensor import Tensor
 
 
-def numerical_gradients(fn: Callable[..., Tensor], inputs: Sequence[Tensor], weights: np.ndarray,
-                        step: float = 1e-6) -> list[np.ndarray | None]:
+def numerical_gradients(
+    fn: Callable[..., Tensor], inputs: Sequence[Tensor], weights: np.ndarray, step: float = 1e-6
+) -> list[np.ndarray | None]:
     gradients: list[np.ndarray | None] = []
     for tensor in inputs:
         if not tensor.requires_grad:
@@ -38,8 +40,15 @@ def numerical_gradients(fn: Callable[..., Tensor], inputs: Sequence[Tensor], wei
     return gradients
 
 
-def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[Tensor], *, step: float = 1e-6,
-              rtol: float = 1e-5, atol: float = 1e-8, seed: int = 0) -> bool:
+def gradcheck(
+    fn: Callable[..., Tensor],
+    inputs: Sequence[Tensor],
+    *,
+    step: float = 1e-6,
+    rtol: float = 1e-5,
+    atol: float = 1e-8,
+    seed: int = 0,
+) -> bool:
     """Raise AssertionError naming the input and the worst element when autograd and finite
     differences disagree by more than ``atol + rtol·max|numerical|``; return True otherwise."""
     for position, tensor in enumerate(inputs):
@@ -64,5 +73,6 @@ def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[Tensor], *, step: floa
             raise AssertionError(
                 f"gradcheck: input {position} (shape {tensor.shape}): autograd "
                 f"{analytic[worst]:.8g} vs finite differences {expected[worst]:.8g} at {worst} "
-                f"(|error| {error.max():.3g} > {tolerance:.3g})")
+                f"(|error| {error.max():.3g} > {tolerance:.3g})"
+            )
     return True

@@ -14,6 +14,7 @@ Conventions:
   the labels) is 0, as scikit-learn's ``zero_division=0``. Macro averages are the unweighted mean
   over all ``num_classes`` classes, such classes included.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,7 +36,8 @@ __all__ = [
 
 
 def _as_numpy(x: Any) -> np.ndarray:
-    """``x`` as a NumPy array: through ``x.numpy()`` where it has one (a Tensor), else np.asarray."""
+    """``x`` as a NumPy array: through ``x.numpy()`` where it has one (a Tensor), else
+    np.asarray."""
     to_numpy = getattr(x, "numpy", None)
     return np.asarray(to_numpy() if callable(to_numpy) else x)
 
@@ -71,9 +73,7 @@ def _predicted_classes(preds_or_scores: Any) -> tuple[np.ndarray, int | None]:
         return _scores(array, "preds").argmax(axis=1), array.shape[1]
     if array.ndim == 1:
         return _class_indices(array, "preds"), None
-    raise ValueError(
-        f"preds must be class indices (N,) or scores (N, C), got shape {array.shape}"
-    )
+    raise ValueError(f"preds must be class indices (N,) or scores (N, C), got shape {array.shape}")
 
 
 def _check_range(indices: np.ndarray, num_classes: int, name: str) -> None:
@@ -200,9 +200,7 @@ def precision_recall_f1(preds: Any, labels: Any, num_classes: int) -> dict[str, 
     }
 
 
-def classification_report(
-    preds: Any, labels: Any, class_names: Sequence[str] | None = None
-) -> str:
+def classification_report(preds: Any, labels: Any, class_names: Sequence[str] | None = None) -> str:
     """A text table: precision, recall, F1 and support per class, then accuracy and macro avg.
 
     The classes are ``class_names`` when given (one name per class index), else as many as the

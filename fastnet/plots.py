@@ -10,6 +10,7 @@ Image sizes are fixed by the data, not by the text in the figure, so files from 
 line up: each function gives its size in inches, times ``dpi`` pixels per inch.
 Arrays may be NumPy arrays or anything with a ``.numpy()`` method (a fastnet Tensor).
 """
+
 from __future__ import annotations
 
 import math
@@ -49,9 +50,7 @@ def _new_figure(width_inches: float, height_inches: float, dpi: float) -> Any:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as error:
-        raise ImportError(
-            "fastnet's plots need matplotlib: pip install 'fastnet[plot]'"
-        ) from error
+        raise ImportError("fastnet's plots need matplotlib: pip install 'fastnet[plot]'") from error
     figure = Figure(figsize=(width_inches, height_inches), dpi=dpi, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
@@ -110,7 +109,7 @@ def plot_training_curves(
 
     colours: dict[str, str] = {}
     axes_row = figure.subplots(1, len(panels), squeeze=False)[0]
-    for axes, (metric, lines) in zip(axes_row, panels.items()):
+    for axes, (metric, lines) in zip(axes_row, panels.items(), strict=True):
         for split, series in lines:
             colour = colours.setdefault(split, f"C{len(colours)}")
             epochs = np.arange(1, series.size + 1)
@@ -177,9 +176,13 @@ def plot_confusion_matrix(
     figure.colorbar(image, ax=axes, label=colour_label, shrink=0.9)
     ticks = np.arange(num_classes)
     long_names = max(len(str(name)) for name in class_names) > 3
-    axes.set_xticks(ticks, [str(name) for name in class_names],
-                    rotation=45 if long_names else 0, ha="right" if long_names else "center",
-                    rotation_mode="anchor")
+    axes.set_xticks(
+        ticks,
+        [str(name) for name in class_names],
+        rotation=45 if long_names else 0,
+        ha="right" if long_names else "center",
+        rotation_mode="anchor",
+    )
     axes.set_yticks(ticks, [str(name) for name in class_names])
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
@@ -187,8 +190,15 @@ def plot_confusion_matrix(
     if num_classes <= 30:
         font_size = 10 if num_classes <= 10 else 7
         for (row, column), value in np.ndenumerate(values):
-            axes.text(column, row, cell_format.format(value), ha="center", va="center",
-                      fontsize=font_size, color="white" if value > 0.5 * upper else "black")
+            axes.text(
+                column,
+                row,
+                cell_format.format(value),
+                ha="center",
+                va="center",
+                fontsize=font_size,
+                color="white" if value > 0.5 * upper else "black",
+            )
     return _write_png(figure, target)
 
 
@@ -286,7 +296,7 @@ def plot_feature_maps(
         axes.set_title(f"input ({pixels.shape[0]}×{pixels.shape[1]})", fontsize=11)
         _hide_axes(axes)
 
-    for block, rows, (name, stack) in zip(blocks, block_rows, stacks):
+    for block, rows, (name, stack) in zip(blocks, block_rows, stacks, strict=True):
         channels, height, width = stack.shape
         shown = min(channels, max_channels)
         subtitle = f"{name}: {channels} channels, {height}×{width}"

@@ -5,6 +5,7 @@ shuffling draw from, and the device generators dropout draws from, so that two C
 the same seed give identical results. Initial weights are always drawn on the CPU (then moved),
 so the same seed gives the same weights on every device.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -63,7 +63,9 @@ DEFAULT_DTYPE = np.float32
 
 def _dtype_of(dtype: Any) -> np.dtype:
     if isinstance(dtype, str) and dtype in ("float", "double", "long", "int"):
-        dtype = {"float": np.float32, "double": np.float64, "long": np.int64, "int": np.int32}[dtype]
+        dtype = {"float": np.float32, "double": np.float64, "long": np.int64, "int": np.int32}[
+            dtype
+        ]
     return np.dtype(dtype)
 
 
@@ -73,8 +75,13 @@ class Tensor:
     __slots__ = ("data", "device", "requires_grad", "grad", "_ctx", "__weakref__")
     __array_priority__ = 1000  # so ndarray <op> Tensor defers to Tensor's reflected operators
 
-    def __init__(self, data: Any, dtype: Any = None, device: str | Device | None = None,
-                 requires_grad: bool = False) -> None:
+    def __init__(
+        self,
+        data: Any,
+        dtype: Any = None,
+        device: str | Device | None = None,
+        requires_grad: bool = False,
+    ) -> None:
         if isinstance(data, Tensor):
             device = data.device if device is None else device
             data = data.data
@@ -97,7 +104,13 @@ class Tensor:
         A plain Tensor even when called on a Parameter: op outputs and gradients are not
         parameters."""
         out = Tensor.__new__(Tensor)
-        out.data, out.device, out.requires_grad, out.grad, out._ctx = data, device, False, None, None
+        out.data, out.device, out.requires_grad, out.grad, out._ctx = (
+            data,
+            device,
+            False,
+            None,
+            None,
+        )
         return out
 
     # ----------------------------------------------------------------- properties, conversion
@@ -159,7 +172,9 @@ class Tensor:
         target = self.device if device is None else get_device(device)
         if target is self.device and (dtype is None or _dtype_of(dtype) == self.dtype):
             return self
-        return ToDevice.apply(self, device=target, dtype=None if dtype is None else _dtype_of(dtype))
+        return ToDevice.apply(
+            self, device=target, dtype=None if dtype is None else _dtype_of(dtype)
+        )
 
     def cpu(self) -> Tensor:
         return self.to("cpu")
@@ -289,7 +304,7 @@ class Tensor:
         return Abs.apply(self)
 
     def sqrt(self) -> Tensor:
-        return self ** 0.5
+        return self**0.5
 
     # ----------------------------------------------------------------- reductions
     def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
@@ -317,7 +332,11 @@ class Tensor:
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
         start = start_dim % self.ndim if self.ndim else 0
         end = end_dim % self.ndim if self.ndim else 0
-        shape = self.shape[:start] + (int(np.prod(self.shape[start:end + 1])),) + self.shape[end + 1:]
+        shape = (
+            self.shape[:start]
+            + (int(np.prod(self.shape[start : end + 1])),)
+            + self.shape[end + 1 :]
+        )
         return self.reshape(shape)
 
     def permute(self, *axes: Any) -> Tensor:
@@ -344,8 +363,11 @@ class Tensor:
 
 
 def _device_of_array(data: Any) -> Device:
-    return get_device("cpu") if isinstance(data, (np.ndarray, np.generic, list, tuple, int, float, bool)) \
+    return (
+        get_device("cpu")
+        if isinstance(data, (np.ndarray, np.generic, list, tuple, int, float, bool))
         else get_device("cuda")
+    )
 
 
 def _normalize_axes(axis: Any, ndim: int) -> tuple | None:
@@ -358,8 +380,9 @@ def _normalize_axes(axis: Any, ndim: int) -> tuple | None:
     return tuple(sorted(a % max(ndim, 1) for a in axes))
 
 
-def tensor(data: Any, dtype: Any = None, device: str | Device | None = None,
-           requires_grad: bool = False) -> Tensor:
+def tensor(
+    data: Any, dtype: Any = None, device: str | Device | None = None, requires_grad: bool = False
+) -> Tensor:
     """A new tensor holding a copy of ``data`` (floats become float32 unless ``dtype`` says
     otherwise)."""
     if isinstance(data, Tensor):
@@ -389,5 +412,10 @@ def _without(shape: tuple, axis: int) -> tuple:
 
 def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
     """Stack tensors of equal shape along a new axis."""
-    return cat([t.reshape(t.shape[:axis % (t.ndim + 1)] + (1,) + t.shape[axis % (t.ndim + 1):]) for t in tensors],
-               axis=axis)
+    return cat(
+        [
+            t.reshape(t.shape[: axis % (t.ndim + 1)] + (1,) + t.shape[axis % (t.ndim + 1) :])
+            for t in tensors
+        ],
+        axis=axis,
+    )

@@ -203,9 +203,12 @@ class MatMul(Function):
         if a.shape[-1] != b.shape[-2]:
             raise ValueError(
                 f"matmul: shapes {tuple(a.shape)} @ {tuple(b.shape)}: inner dimensions "
-                f"{a.shape[-1]} and {b.shape[-2]} differ")
+                f"{a.shape[-1]} and {b.shape[-2]} differ"
+            )
         if b.ndim > 2 and a.shape[:-2] != b.shape[:-2]:
-            raise ValueError(f"matmul: batch shapes of {tuple(a.shape)} and {tuple(b.shape)} differ")
+            raise ValueError(
+                f"matmul: batch shapes of {tuple(a.shape)} and {tuple(b.shape)} differ"
+            )
         xp = self.device.xp
         self.a, self.b = xp.ascontiguousarray(a), xp.ascontiguousarray(b)
         return self._product(self.a, self.b, False, False)
@@ -264,7 +267,7 @@ class Max(Function):
     def backward(self, grad):
         if not self.keepdims:
             grad = grad.reshape(self.out.shape)
-        winners = (self.a == self.out)
+        winners = self.a == self.out
         return (winners * (grad / winners.sum(axis=self.axis, keepdims=True)),)
 
 
@@ -275,8 +278,10 @@ class Reshape(Function):
         try:
             return a.reshape(shape)
         except ValueError:
-            raise ValueError(f"reshape: cannot reshape a tensor of shape {tuple(a.shape)} "
-                             f"({a.size} elements) into {tuple(shape)}") from None
+            raise ValueError(
+                f"reshape: cannot reshape a tensor of shape {tuple(a.shape)} "
+                f"({a.size} elements) into {tuple(shape)}"
+            ) from None
 
     def backward(self, grad):
         return (grad.reshape(self.shape),)

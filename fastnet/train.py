@@ -1,11 +1,13 @@
 """The training loop the CLI uses: ``fit`` trains for some epochs with a progress bar (loss,
 throughput), evaluates after each epoch, and can save a checkpoint; ``evaluate`` measures loss
 and accuracy over a loader; ``run`` builds everything from a config dict and can resume."""
+
 from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -21,8 +23,13 @@ def _to(batch: Any, device: Any) -> Tensor:
     return batch.to(device) if isinstance(batch, Tensor) else Tensor(batch, device=device)
 
 
-def evaluate(model: Any, loader: Iterable, device: Any = "cpu",
-             loss_fn: Callable = F.cross_entropy, return_predictions: bool = False) -> dict[str, Any]:
+def evaluate(
+    model: Any,
+    loader: Iterable,
+    device: Any = "cpu",
+    loss_fn: Callable = F.cross_entropy,
+    return_predictions: bool = False,
+) -> dict[str, Any]:
     """Mean loss and accuracy of ``model`` over ``loader`` in eval mode (no graph recorded)."""
     device = get_device(device)
     was_training = model.training
@@ -42,17 +49,31 @@ def evaluate(model: Any, loader: Iterable, device: Any = "cpu",
                 predictions.append(predicted)
                 labels.append(truth)
     model.train(was_training)
-    result: dict[str, Any] = {"loss": total_loss / max(count, 1), "accuracy": correct / max(count, 1),
-                              "count": count}
+    result: dict[str, Any] = {
+        "loss": total_loss / max(count, 1),
+        "accuracy": correct / max(count, 1),
+        "count": count,
+    }
     if return_predictions:
-        result["predictions"] = np.concatenate(predictions) if predictions else np.empty(0, np.int64)
+        result["predictions"] = (
+            np.concatenate(predictions) if predictions else np.empty(0, np.int64)
+        )
         result["labels"] = np.concatenate(labels) if labels else np.empty(0, np.int64)
     return result
 
 
-def train_epoch(model: Any, loader: Iterable, optimizer: Any, device: Any = "cpu", *,
-                loss_fn: Callable = F.cross_entropy, scheduler: Any = None, description: str = "train",
-                progress: bool = True, max_batches: int | None = None) -> dict[str, float]:
+def train_epoch(
+    model: Any,
+    loader: Iterable,
+    optimizer: Any,
+    device: Any = "cpu",
+    *,
+    loss_fn: Callable = F.cross_entropy,
+    scheduler: Any = None,
+    description: str = "train",
+    progress: bool = True,
+    max_batches: int | None = None,
+) -> dict[str, float]:
     """One pass over ``loader``; returns mean loss, accuracy, images/s and seconds."""
     device = get_device(device)
     model.train()
@@ -61,8 +82,15 @@ def train_epoch(model: Any, loader: Iterable, optimizer: Any, device: Any = "cpu
     total = len(loader) if hasattr(loader, "__len__") else None
     if max_batches is not None and total is not None:
         total = min(total, max_batches)
-    bar = tqdm(loader, total=total, desc=description, disable=not progress, leave=False,
-               dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(
+        loader,
+        total=total,
+        desc=description,
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
     for x, y in bar:
         x, y = _to(x, device), _to(y, device)
         logits = model(x)
@@ -83,16 +111,34 @@ def train_epoch(model: Any, loader: Iterable, optimizer: Any, device: Any = "cpu
             break
     bar.close()
     seconds = time.perf_counter() - start
-    return {"loss": total_loss / max(count, 1), "accuracy": correct / max(count, 1),
-            "images_per_second": count / max(seconds, 1e-9), "seconds": seconds}
+    return {
+        "loss": total_loss / max(count, 1),
+        "accuracy": correct / max(count, 1),
+        "images_per_second": count / max(seconds, 1e-9),
+        "seconds": seconds,
+    }
 
 
-def fit(model: Any, train_loader: Iterable, optimizer: Any, epochs: int, *, test_loader: Iterable | None = None,
-        val_loader: Iterable | None = None, patience: int | None = None,
-        device: Any = "cpu", loss_fn: Callable = F.cross_entropy, scheduler: Any = None,
-        scheduler_per_batch: bool = False, checkpoint_path: str | None = None, config: dict | None = None,
-        start_epoch: int = 0, history: dict | None = None, progress: bool = True,
-        log: Callable[[str], None] = print) -> dict[str, list]:
+def fit(
+    model: Any,
+    train_loader: Iterable,
+    optimizer: Any,
+    epochs: int,
+    *,
+    test_loader: Iterable | None = None,
+    val_loader: Iterable | None = None,
+    patience: int | None = None,
+    device: Any = "cpu",
+    loss_fn: Callable = F.cross_entropy,
+    scheduler: Any = None,
+    scheduler_per_batch: bool = False,
+    checkpoint_path: str | None = None,
+    config: dict | None = None,
+    start_epoch: int = 0,
+    history: dict | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, list]:
     """Train for epochs ``start_epoch+1 .. epochs``; print a line per epoch; return the history.
 
     With ``checkpoint_path``, the model, optimizer, scheduler, epoch, RNG state and ``config``
@@ -103,15 +149,29 @@ def fit(model: Any, train_loader: Iterable, optimizer: Any, epochs: int, *, test
     device = get_device(device)
     history = history if history is not None else {}
     for epoch in range(start_epoch + 1, epochs + 1):
-        train = train_epoch(model, train_loader, optimizer, device, loss_fn=loss_fn,
-                            scheduler=scheduler if scheduler_per_batch else None,
-                            description=f"epoch {epoch}/{epochs}", progress=progress)
+        train = train_epoch(
+            model,
+            train_loader,
+            optimizer,
+            device,
+            loss_fn=loss_fn,
+            scheduler=scheduler if scheduler_per_batch else None,
+            description=f"epoch {epoch}/{epochs}",
+            progress=progress,
+        )
         if scheduler is not None and not scheduler_per_batch:
             scheduler.step()
-        record = {"train_loss": train["loss"], "train_acc": train["accuracy"], "seconds": train["seconds"],
-                  "images_per_second": train["images_per_second"]}
-        line = (f"epoch {epoch}/{epochs}: train loss {train['loss']:.4f} acc {100 * train['accuracy']:.2f}% "
-                f"| {train['seconds']:.1f}s, {train['images_per_second']:.0f} img/s")
+        record = {
+            "train_loss": train["loss"],
+            "train_acc": train["accuracy"],
+            "seconds": train["seconds"],
+            "images_per_second": train["images_per_second"],
+        }
+        line = (
+            f"epoch {epoch}/{epochs}: train loss {train['loss']:.4f} "
+            f"acc {100 * train['accuracy']:.2f}% "
+            f"| {train['seconds']:.1f}s, {train['images_per_second']:.0f} img/s"
+        )
         for split, loader in (("val", val_loader), ("test", test_loader)):
             if loader is not None:
                 result = evaluate(model, loader, device, loss_fn)
@@ -121,13 +181,23 @@ def fit(model: Any, train_loader: Iterable, optimizer: Any, epochs: int, *, test
             history.setdefault(key, []).append(value)
         log(line)
         if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch=epoch, config=config,
-                            rng_state=fn_random.get_state(), extra={"history": history})
+            save_checkpoint(
+                checkpoint_path,
+                model,
+                optimizer,
+                scheduler,
+                epoch=epoch,
+                config=config,
+                rng_state=fn_random.get_state(),
+                extra={"history": history},
+            )
         if patience is not None and "val_acc" in history:
             best = int(np.argmax(history["val_acc"]))
             if len(history["val_acc"]) - 1 - best >= patience:
-                log(f"early stop: validation accuracy has not improved for {patience} epochs "
-                    f"(best {100 * history['val_acc'][best]:.2f}% after epoch {best + 1})")
+                log(
+                    f"early stop: validation accuracy has not improved for {patience} epochs "
+                    f"(best {100 * history['val_acc'][best]:.2f}% after epoch {best + 1})"
+                )
                 break
     return history
 
@@ -155,7 +225,9 @@ def build_optimizer(config: dict, parameters: Any) -> Any:
         return optim.AdamW(parameters, lr=lr, weight_decay=decay)
     if name == "sgd":
         momentum = config.get("momentum", 0.9)
-        return optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=decay, nesterov=momentum > 0)
+        return optim.SGD(
+            parameters, lr=lr, momentum=momentum, weight_decay=decay, nesterov=momentum > 0
+        )
     raise ValueError(f"unknown optimizer {name!r}; choose from adam, adamw, sgd")
 
 
@@ -163,7 +235,8 @@ NORMALIZATION = {"mnist": "MNIST", "fashion-mnist": "FASHION_MNIST", "cifar10": 
 
 
 def eval_transform(config: dict) -> Any:
-    """Per-channel normalisation with the dataset's statistics (what the model sees at test time)."""
+    """Per-channel normalisation with the dataset's statistics (what the model sees at test
+    time)."""
     from . import data
 
     prefix = NORMALIZATION.get(config["dataset"])
@@ -197,7 +270,9 @@ def build_scheduler(config: dict, optimizer: Any, epochs: int, batches_per_epoch
     if schedule == "cosine":
         return optim.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
     if schedule == "onecycle":
-        return optim.OneCycleLR(optimizer, max_lr=config["lr"], total_steps=max(2, epochs * batches_per_epoch))
+        return optim.OneCycleLR(
+            optimizer, max_lr=config["lr"], total_steps=max(2, epochs * batches_per_epoch)
+        )
     raise ValueError(f"unknown schedule {schedule!r}; choose from none, cosine, onecycle")
 
 
@@ -209,9 +284,18 @@ def model_kwargs(model: str, images: Any, classes: int = 10) -> dict:
     return {"channels": channels, "image_size": side, "classes": classes}
 
 
-def run(config: dict, epochs: int, out: str, *, device: Any = "cpu", data_dir: str | None = None,
-        resume: str | None = None, datasets: tuple | None = None, progress: bool = True,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(
+    config: dict,
+    epochs: int,
+    out: str,
+    *,
+    device: Any = "cpu",
+    data_dir: str | None = None,
+    resume: str | None = None,
+    datasets: tuple | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Train ``config`` (dataset, model, optimizer, lr, batch_size, seed, ...) up to ``epochs``,
     checkpointing into ``out`` after each epoch. With ``resume`` (a checkpoint path) the model,
     optimizer, RNG state and data order continue where that run stopped: on the CPU the result
@@ -226,7 +310,9 @@ def run(config: dict, epochs: int, out: str, *, device: Any = "cpu", data_dir: s
     if config.get("seed") is None:  # a resumed run needs the seed that ordered its data
         config["seed"] = int(np.random.default_rng().integers(2**31))
     fn_random.manual_seed(config["seed"])
-    train_set, test_set = datasets if datasets is not None else build_datasets(config["dataset"], data_dir)
+    train_set, test_set = (
+        datasets if datasets is not None else build_datasets(config["dataset"], data_dir)
+    )
     if config.get("labels_per_class"):
         from .data import subset
 
@@ -239,15 +325,25 @@ def run(config: dict, epochs: int, out: str, *, device: Any = "cpu", data_dir: s
         from .data import random_split
 
         holdout = max(1, int(round(config["val_fraction"] * len(train_set))))
-        train_set, val_set = random_split(train_set, [len(train_set) - holdout, holdout], seed=config["seed"])
+        train_set, val_set = random_split(
+            train_set, [len(train_set) - holdout, holdout], seed=config["seed"]
+        )
         val_loader = DataLoader(val_set, batch_size=512, transform=eval_transform(config))
-    train_loader = DataLoader(train_set, batch_size=config["batch_size"], shuffle=True, seed=config["seed"],
-                              transform=train_transform(config))
+    train_loader = DataLoader(
+        train_set,
+        batch_size=config["batch_size"],
+        shuffle=True,
+        seed=config["seed"],
+        transform=train_transform(config),
+    )
     test_loader = DataLoader(test_set, batch_size=512, transform=eval_transform(config))
     scheduler = build_scheduler(config, optimizer, epochs, len(train_loader))
     smoothing = config.get("label_smoothing", 0.0)
-    loss_fn = (lambda logits, y, **kw: F.cross_entropy(logits, y, label_smoothing=smoothing, **kw)) \
-        if smoothing else F.cross_entropy
+    loss_fn = (
+        (lambda logits, y, **kw: F.cross_entropy(logits, y, label_smoothing=smoothing, **kw))
+        if smoothing
+        else F.cross_entropy
+    )
     start_epoch, history = 0, {}
     if saved is not None:
         model.load_state_dict(saved["model"])
@@ -258,9 +354,23 @@ def run(config: dict, epochs: int, out: str, *, device: Any = "cpu", data_dir: s
         start_epoch, history = saved["epoch"], saved["extra"].get("history", {})
         train_loader.epoch = start_epoch  # epoch e's order depends only on (seed, e)
         log(f"fastnet: resuming {resume} after epoch {start_epoch}")
-    history = fit(model, train_loader, optimizer, epochs, test_loader=test_loader, val_loader=val_loader,
-                  patience=config.get("patience"), device=device, loss_fn=loss_fn, scheduler=scheduler,
-                  scheduler_per_batch=config.get("schedule") == "onecycle",
-                  checkpoint_path=f"{out}/checkpoint.safetensors", config=config, start_epoch=start_epoch,
-                  history=history, progress=progress, log=log)
+    history = fit(
+        model,
+        train_loader,
+        optimizer,
+        epochs,
+        test_loader=test_loader,
+        val_loader=val_loader,
+        patience=config.get("patience"),
+        device=device,
+        loss_fn=loss_fn,
+        scheduler=scheduler,
+        scheduler_per_batch=config.get("schedule") == "onecycle",
+        checkpoint_path=f"{out}/checkpoint.safetensors",
+        config=config,
+        start_epoch=start_epoch,
+        history=history,
+        progress=progress,
+        log=log,
+    )
     return {"model": model, "optimizer": optimizer, "history": history, "config": config}

@@ -1,4 +1,5 @@
 """Argument checks shared by the kernel families: dtypes and shapes, with errors naming the op."""
+
 from __future__ import annotations
 
 import operator
@@ -42,12 +43,17 @@ def flat_matching(op: str, **arrays: Any) -> list[Any]:
     xp = array_module(first)
     for name, array in others:
         if array_module(array) is not xp or not hasattr(array, "shape"):
-            raise TypeError(f"{op}: {name} is a {type(array).__name__} but {first_name} is a "
-                            f"{type(first).__name__}")
+            raise TypeError(
+                f"{op}: {name} is a {type(array).__name__} but {first_name} is a "
+                f"{type(first).__name__}"
+            )
         if array.shape != first.shape:
-            raise ValueError(f"{op}: {name} shape {tuple(array.shape)} does not match {first_name} "
-                             f"shape {tuple(first.shape)}")
+            raise ValueError(
+                f"{op}: {name} shape {tuple(array.shape)} does not match {first_name} "
+                f"shape {tuple(first.shape)}"
+            )
         if array.dtype != first.dtype:
-            raise TypeError(f"{op}: {name} dtype {array.dtype} does not match {first_name} dtype "
-                            f"{first.dtype}")
+            raise TypeError(
+                f"{op}: {name} dtype {array.dtype} does not match {first_name} dtype {first.dtype}"
+            )
     return [xp.ascontiguousarray(array).reshape(-1) for array in arrays.values()]

@@ -17,13 +17,15 @@ The benchmark vocabulary lives here too, so a family can declare its cases witho
 anything above the kernels: a case is built from a :class:`BenchContext` that the caller (the
 bench harness) fills with the device's ops, its array module and PyTorch when it is installed.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
 import importlib
 import pkgutil
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -63,8 +65,11 @@ class BenchContext:
         return self.xp.__name__
 
     def random(self, shape: tuple[int, ...], seed: int = 0) -> Any:
-        """Uniform [-1, 1) float32 values of ``shape`` on the context's device, reproducible by seed."""
-        return self.xp.asarray(np.random.default_rng(seed).uniform(-1.0, 1.0, shape).astype(np.float32))
+        """Uniform [-1, 1) float32 values of ``shape`` on the context's device, reproducible by
+        seed."""
+        return self.xp.asarray(
+            np.random.default_rng(seed).uniform(-1.0, 1.0, shape).astype(np.float32)
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,8 +150,11 @@ def family_module_names() -> list[str]:
     """The full names of the package's family modules: every public module but the tools, in name
     order (a helper module's name starts with "_")."""
     package = importlib.import_module(__package__)
-    return sorted(f"{__package__}.{info.name}" for info in pkgutil.iter_modules(package.__path__)
-                  if not info.name.startswith("_") and info.name not in TOOL_MODULES)
+    return sorted(
+        f"{__package__}.{info.name}"
+        for info in pkgutil.iter_modules(package.__path__)
+        if not info.name.startswith("_") and info.name not in TOOL_MODULES
+    )
 
 
 @functools.lru_cache(maxsize=1)

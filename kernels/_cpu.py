@@ -17,6 +17,7 @@ Winograd transforms run serially, and on chunks of that size serial is the faste
 Both are measured, serial against parallel driver per kernel and size and on conv2d's chunks, by
 ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/parallel_threshold.py``.
 """
+
 from __future__ import annotations
 
 import sys
@@ -48,13 +49,19 @@ class CpuKernel:
     def __init__(self, function: Callable[..., Any], options: dict[str, Any]) -> None:
         # NumPy's error model (x / 0 is inf or NaN, no ZeroDivisionError) is the one Numba compiles
         # every prange body with; the serial driver takes it too, so both compute the same and the
-        # checks do not keep LLVM from vectorising a division (fastnet bench --only adam --threads 1).
+        # checks do not keep LLVM from vectorising a division
+        # (fastnet bench --only adam --threads 1).
         options = {"error_model": "numpy", **options}
         self.serial = njit(cache=True, **options)(function)
         # Numba's on-disk cache keys a function by its qualified name, not by its flags: the
         # parallel driver compiles a renamed copy so the two never load each other's machine code.
-        twin = types.FunctionType(function.__code__, function.__globals__, function.__name__,
-                                  function.__defaults__, function.__closure__)
+        twin = types.FunctionType(
+            function.__code__,
+            function.__globals__,
+            function.__name__,
+            function.__defaults__,
+            function.__closure__,
+        )
         twin.__qualname__ = f"{function.__qualname__}__parallel"
         self.parallel = njit(cache=True, parallel=True, **options)(twin)
         self.__doc__ = function.__doc__

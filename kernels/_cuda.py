@@ -18,6 +18,7 @@ Launch path on a GPU, and why:
 * Grids of grid-stride kernels are capped (:func:`stride_grid`), so the simulator can run them with
   a few blocks and a GPU is not flooded with tiny blocks.
 """
+
 from __future__ import annotations
 
 import math
@@ -126,16 +127,26 @@ def matrices_contiguous(array: Any) -> bool:
     strides of the axes before them (a batch of matrices with gaps between them)."""
     itemsize = array.dtype.itemsize
     rows, columns = array.shape[-2:]
-    return ((columns <= 1 or array.strides[-1] == itemsize)
-            and (rows <= 1 or array.strides[-2] == columns * itemsize))
+    return (columns <= 1 or array.strides[-1] == itemsize) and (
+        rows <= 1 or array.strides[-2] == columns * itemsize
+    )
 
 
-def check_out(op: str, out: Any, shape: tuple, dtype: Any, like: Any, per_matrix: bool = False) -> Any:
-    """``out``, after checking it is a C-contiguous ``dtype`` array of ``shape`` on ``like``'s device
-    (with ``per_matrix``, only each matrix of it need be C-contiguous); the error names what is wrong."""
-    contiguous = out.flags.c_contiguous or (per_matrix and out.ndim >= 2 and matrices_contiguous(out))
-    if (array_module(out) is not array_module(like) or tuple(out.shape) != shape or out.dtype != dtype
-            or not contiguous):
+def check_out(
+    op: str, out: Any, shape: tuple, dtype: Any, like: Any, per_matrix: bool = False
+) -> Any:
+    """``out``, after checking it is a C-contiguous ``dtype`` array of ``shape`` on ``like``'s
+    device (with ``per_matrix``, only each matrix of it need be C-contiguous); the error names what
+    is wrong."""
+    contiguous = out.flags.c_contiguous or (
+        per_matrix and out.ndim >= 2 and matrices_contiguous(out)
+    )
+    if (
+        array_module(out) is not array_module(like)
+        or tuple(out.shape) != shape
+        or out.dtype != dtype
+        or not contiguous
+    ):
         wanted = "matrix-contiguous" if per_matrix and len(shape) >= 3 else "C-contiguous"
         raise ValueError(
             f"{op} expects out as a {wanted} {dtype} {type(like).__name__} of shape {shape}, "
@@ -152,7 +163,9 @@ def _current_stream():
     pointer = _cupy.cuda.get_current_stream().ptr
     stream = _streams.get(pointer)
     if stream is None:
-        stream = _streams[pointer] = cuda.external_stream(pointer) if pointer else cuda.default_stream()
+        stream = _streams[pointer] = (
+            cuda.external_stream(pointer) if pointer else cuda.default_stream()
+        )
     return stream
 
 
@@ -167,8 +180,12 @@ def launch(kernel: Callable, blocks: int | tuple, threads: int | tuple, *args: A
     if simulating():
         # the simulator copies every array argument back after the launch, which fails for
         # read-only views (np.broadcast_to): hand it a writable copy instead
-        kernel[blocks, threads](*(np.array(a) if isinstance(a, np.ndarray) and not a.flags.writeable else a
-                                   for a in args))
+        kernel[blocks, threads](
+            *(
+                np.array(a) if isinstance(a, np.ndarray) and not a.flags.writeable else a
+                for a in args
+            )
+        )
         return
     kernel[blocks, threads, _current_stream()](*(_kernel_argument(a) for a in args))
 

@@ -1,4 +1,5 @@
-"""Vectorisable exp and max for the CPU kernels: float32 exp as inlined arithmetic, float64 via libm.
+"""Vectorisable exp and max for the CPU kernels: float32 exp as inlined arithmetic, float64 via
+libm.
 
 Numba's ``math.exp`` is a call into libm (this llvmlite has no SVML), and a call keeps LLVM
 from vectorising the loop around it, while NumPy's float32 exp runs 16 lanes at a time.
@@ -17,9 +18,9 @@ Math, for float32 x:
   rounding one coefficient at a time to float32 and refitting the others. Its own error is
   3.0e-9, 0.05 ulp: the float32 rounding of its evaluation dominates.
 * 2^n: a float32 built from its bits, (n + 127) << 23, read off n + 1.5·2^23 + 127 (an exact
-  float sum whose low mantissa bits are n + 127) by a bit cast and a shift. Flooring, rather than rounding to nearest,
-  keeps n in [-127, 127] for every x whose exp is a normal float32 (or exceeds one), so the
-  exponent field never passes 255 and no second scaling factor is needed.
+  float sum whose low mantissa bits are n + 127) by a bit cast and a shift. Flooring, rather than
+  rounding to nearest, keeps n in [-127, 127] for every x whose exp is a normal float32 (or
+  exceeds one), so the exponent field never passes 255 and no second scaling factor is needed.
 
 Edges: x is first raised to at least -88 (NaN passes), n is capped at 127, and IEEE arithmetic
 does the rest. When exp(x) is below FLT_MIN (x below about -87.34, -inf included) n = -127 makes
@@ -37,6 +38,7 @@ Every CPU kernel of the package compiles with :data:`VECTORISING_FASTMATH`, the 
 flag set (softmax, norm and softmax_xent alike), so that the loops around these helpers vectorise
 and NaN and inf keep their meaning everywhere (masked softmax columns are -inf).
 """
+
 from __future__ import annotations
 
 import math
@@ -62,8 +64,16 @@ HIGHEST_EXPONENT = np.float32(127.0)
 EXPONENT_MAGIC = np.float32(1.5 * 2**23 + 127)
 MANTISSA_BITS = 23
 # c2 .. c6 of the polynomial above
-POLYNOMIAL = tuple(np.float32(c) for c in (
-    0.5000023245811462, 0.16663143038749695, 0.041856974363327026, 0.007865063846111298, 0.001914485706947744))
+POLYNOMIAL = tuple(
+    np.float32(c)
+    for c in (
+        0.5000023245811462,
+        0.16663143038749695,
+        0.041856974363327026,
+        0.007865063846111298,
+        0.001914485706947744,
+    )
+)
 C2, C3, C4, C5, C6 = POLYNOMIAL
 ONE = np.float32(1.0)
 
@@ -76,7 +86,9 @@ def _bits_as_float32(typingctx, value):
 
     def codegen(context, builder, signature, args):
         bits = builder.bitcast(args[0], ir.IntType(32))
-        return builder.bitcast(builder.shl(bits, ir.Constant(ir.IntType(32), MANTISSA_BITS)), ir.FloatType())
+        return builder.bitcast(
+            builder.shl(bits, ir.Constant(ir.IntType(32), MANTISSA_BITS)), ir.FloatType()
+        )
 
     return types.float32(types.float32), codegen
 
@@ -104,7 +116,8 @@ def maxnum(typingctx, a, b):
     def codegen(context, builder, signature, args):
         kind = args[0].type
         function = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(kind, [kind, kind]), f"llvm.maxnum.f{a.bitwidth}")
+            builder.module, ir.FunctionType(kind, [kind, kind]), f"llvm.maxnum.f{a.bitwidth}"
+        )
         return builder.call(function, args)
 
     return a(a, b), codegen

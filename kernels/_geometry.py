@@ -4,6 +4,7 @@ A window of ``kernel_h x kernel_w`` slides over an ``H x W`` plane zero-padded b
 ``pad_h``/``pad_w`` on each side, in steps of ``stride_h``/``stride_w``; it stops at ``OH x OW``
 positions, where ``OH = (H + 2·pad_h - kernel_h) // stride_h + 1`` (and likewise ``OW``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -29,20 +30,28 @@ class WindowGeometry(NamedTuple):
 
 def int_pair(value: Any, name: str, minimum: int) -> tuple[int, int]:
     """``value`` (an int or an (h, w) pair of ints) as a pair, each at least ``minimum``."""
-    if type(value) is int:  # the common cases first: a conv layer validates once per chunk of images
+    if (
+        type(value) is int
+    ):  # the common cases first: a conv layer validates once per chunk of images
         pair = (value, value)
-    elif type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+    elif (
+        type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int
+    ):
         pair = value
     else:
         pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-        if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair):
+        if len(pair) != 2 or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair
+        ):
             raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     if min(pair) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return int(pair[0]), int(pair[1])
 
 
-def _geometry(h: int, w: int, kernel_hw: IntPair, stride: IntPair, padding: IntPair) -> WindowGeometry:
+def _geometry(
+    h: int, w: int, kernel_hw: IntPair, stride: IntPair, padding: IntPair
+) -> WindowGeometry:
     kernel_h, kernel_w = int_pair(kernel_hw, "kernel_hw", 1)
     stride_h, stride_w = int_pair(stride, "stride", 1)
     pad_h, pad_w = int_pair(padding, "padding", 0)

@@ -15,6 +15,7 @@ The merge is a tree over a shared-memory scratch of shape ``(2, MAX_BLOCK_THREAD
 values' dtype, which the calling kernel allocates (``cuda.shared.array``), rather than warp
 shuffles, which Numba's simulator does not implement.
 """
+
 from __future__ import annotations
 
 import math

@@ -25,6 +25,7 @@ Variants, simplest first:
 
 The per-element rule is one ``register_jitable`` function each, shared by the CPU and CUDA kernels.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -130,7 +131,9 @@ def relu_forward_cuda(x: Any) -> Any:
     """:func:`relu_forward_cpu` on the GPU (CuPy arrays), or in the simulator (NumPy arrays)."""
     (flat_x,) = flat_matching("relu_forward", x=x)
     y = empty(x.shape, x.dtype, like=x)
-    launch(_relu_forward_kernel_cuda, stride_grid(flat_x.size, THREADS), THREADS, flat_x, y.reshape(-1))
+    launch(
+        _relu_forward_kernel_cuda, stride_grid(flat_x.size, THREADS), THREADS, flat_x, y.reshape(-1)
+    )
     return y
 
 
@@ -138,8 +141,14 @@ def relu_backward_cuda(dy: Any, y: Any) -> Any:
     """:func:`relu_backward_cpu` on the GPU (CuPy arrays), or in the simulator (NumPy arrays)."""
     flat_dy, flat_y = flat_matching("relu_backward", dy=dy, y=y)
     dx = empty(dy.shape, dy.dtype, like=dy)
-    launch(_relu_backward_kernel_cuda, stride_grid(flat_dy.size, THREADS), THREADS, flat_dy, flat_y,
-           dx.reshape(-1))
+    launch(
+        _relu_backward_kernel_cuda,
+        stride_grid(flat_dy.size, THREADS),
+        THREADS,
+        flat_dy,
+        flat_y,
+        dx.reshape(-1),
+    )
     return dx
 
 
@@ -167,32 +176,54 @@ def _relu_case(context: BenchContext, key: str, x_shape: tuple, backward: bool) 
     y = ops.relu_forward(x)
     dy = context.random(x_shape, 1)
     if backward:
-        implementations = {OURS: Implementation(lambda: ops.relu_backward(dy, y)),
-                           context.plain: Implementation(lambda: plain_relu_backward(dy, y))}
+        implementations = {
+            OURS: Implementation(lambda: ops.relu_backward(dy, y)),
+            context.plain: Implementation(lambda: plain_relu_backward(dy, y)),
+        }
     else:
-        implementations = {OURS: Implementation(lambda: ops.relu_forward(x)),
-                           context.plain: Implementation(lambda: xp.maximum(x, x.dtype.type(0)))}
+        implementations = {
+            OURS: Implementation(lambda: ops.relu_forward(x)),
+            context.plain: Implementation(lambda: xp.maximum(x, x.dtype.type(0))),
+        }
     torch = context.torch
     if torch:
         x_torch, y_torch, dy_torch = (torch.from_numpy(a) for a in (x, y, dy))
         implementations["torch"] = Implementation(
-            (lambda: torch.ops.aten.threshold_backward(dy_torch, y_torch, 0)) if backward
-            else (lambda: torch.relu(x_torch)))
+            (lambda: torch.ops.aten.threshold_backward(dy_torch, y_torch, 0))
+            if backward
+            else (lambda: torch.relu(x_torch))
+        )
     family, arrays = ("relu_bwd", 3) if backward else ("relu_fwd", 2)
-    return Case(CaseInfo(family, f"{key} {'x'.join(map(str, x_shape))}", float(x.size),
-                         arrays * FLOAT32_BYTES * x.size), implementations)
+    return Case(
+        CaseInfo(
+            family,
+            f"{key} {'x'.join(map(str, x_shape))}",
+            float(x.size),
+            arrays * FLOAT32_BYTES * x.size,
+        ),
+        implementations,
+    )
 
 
 def bench_cases(quick: bool) -> list[CaseSpec]:
     """ReLU forward and backward on the MNIST CNN's first activation and its first dense layer's
     (tiny shapes with ``quick``)."""
-    shapes = ((("tiny", (2, 3, 5, 7)),) if quick else
-              (("mnist.relu1.b256", (256, 32, 28, 28)), ("mnist.fc1.b64", (64, 128))))
-    return [CaseSpec(family, key, "x".join(map(str, x_shape)),
-                     partial(_relu_case, key=key, x_shape=x_shape, backward=backward),
-                     (OURS, "numpy", "torch"))
-            for key, x_shape in shapes
-            for backward, family in ((False, "relu_fwd"), (True, "relu_bwd"))]
+    shapes = (
+        (("tiny", (2, 3, 5, 7)),)
+        if quick
+        else (("mnist.relu1.b256", (256, 32, 28, 28)), ("mnist.fc1.b64", (64, 128)))
+    )
+    return [
+        CaseSpec(
+            family,
+            key,
+            "x".join(map(str, x_shape)),
+            partial(_relu_case, key=key, x_shape=x_shape, backward=backward),
+            (OURS, "numpy", "torch"),
+        )
+        for key, x_shape in shapes
+        for backward, family in ((False, "relu_fwd"), (True, "relu_bwd"))
+    ]
 
 
 FAMILY = Family(

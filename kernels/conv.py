@@ -45,6 +45,7 @@ Variants, simplest first:
   write consecutive columns), and one thread per input pixel gathering the cols entries that came
   from it (col2im: no atomics, deterministic); both grid-stride loops.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -79,25 +80,44 @@ def _im2col_arguments(x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntP
     check_float_dtype(x, "x", "im2col")
     geometry = window_geometry(x.shape, kernel_hw, stride, padding, "im2col")
     batch, channels = x.shape[:2]
-    cols_shape = (channels * geometry.kernel_h * geometry.kernel_w, batch * geometry.out_h * geometry.out_w)
-    cols = empty(cols_shape, x.dtype, like=x) if out is None else check_out("im2col", out, cols_shape, x.dtype, x)
+    cols_shape = (
+        channels * geometry.kernel_h * geometry.kernel_w,
+        batch * geometry.out_h * geometry.out_w,
+    )
+    cols = (
+        empty(cols_shape, x.dtype, like=x)
+        if out is None
+        else check_out("im2col", out, cols_shape, x.dtype, x)
+    )
     return array_module(x).ascontiguousarray(x), geometry, cols
 
 
 def _col2im_arguments(
-    cols: Any, x_shape: Sequence[int], kernel_hw: IntPair, stride: IntPair, padding: IntPair, out: Any
+    cols: Any,
+    x_shape: Sequence[int],
+    kernel_hw: IntPair,
+    stride: IntPair,
+    padding: IntPair,
+    out: Any,
 ):
     x_shape = as_shape(x_shape, "col2im")
     geometry = window_geometry(x_shape, kernel_hw, stride, padding, "col2im")
     check_float_dtype(cols, "cols", "col2im")
     batch, channels = x_shape[:2]
-    expected = (channels * geometry.kernel_h * geometry.kernel_w, batch * geometry.out_h * geometry.out_w)
+    expected = (
+        channels * geometry.kernel_h * geometry.kernel_w,
+        batch * geometry.out_h * geometry.out_w,
+    )
     if tuple(cols.shape) != expected:
         raise ValueError(
             f"col2im expects cols of shape {expected} for x_shape {x_shape}, kernel "
             f"{geometry.kernel_h}x{geometry.kernel_w}, got {tuple(cols.shape)}"
         )
-    out = empty(x_shape, cols.dtype, like=cols) if out is None else check_out("col2im", out, x_shape, cols.dtype, cols)
+    out = (
+        empty(x_shape, cols.dtype, like=cols)
+        if out is None
+        else check_out("col2im", out, x_shape, cols.dtype, cols)
+    )
     return array_module(cols).ascontiguousarray(cols), out, geometry
 
 
@@ -105,7 +125,9 @@ def _col2im_arguments(
 # References (float64)
 
 
-def reference_im2col(x: np.ndarray, kernel_hw: IntPair, stride: IntPair, padding: IntPair) -> np.ndarray:
+def reference_im2col(
+    x: np.ndarray, kernel_hw: IntPair, stride: IntPair, padding: IntPair
+) -> np.ndarray:
     """im2col in float64: one strided slice of the zero-padded input per kernel offset (i, j)."""
     geometry = window_geometry(x.shape, kernel_hw, stride, padding, "reference_im2col")
     kh, kw, sh, sw, ph, pw, oh, ow = geometry
@@ -114,7 +136,9 @@ def reference_im2col(x: np.ndarray, kernel_hw: IntPair, stride: IntPair, padding
     patches = np.empty((channels, kh, kw, batch, oh, ow))
     for i in range(kh):
         for j in range(kw):
-            patches[:, i, j] = padded[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw].transpose(1, 0, 2, 3)
+            patches[:, i, j] = padded[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw].transpose(
+                1, 0, 2, 3
+            )
     return patches.reshape(channels * kh * kw, batch * oh * ow)
 
 
@@ -123,12 +147,16 @@ def reference_col2im(
 ) -> np.ndarray:
     """col2im in float64: add each kernel offset's slice of cols back onto the padded input."""
     batch, channels, height, width = x_shape
-    kh, kw, sh, sw, ph, pw, oh, ow = window_geometry(x_shape, kernel_hw, stride, padding, "reference_col2im")
+    kh, kw, sh, sw, ph, pw, oh, ow = window_geometry(
+        x_shape, kernel_hw, stride, padding, "reference_col2im"
+    )
     patches = np.asarray(cols, np.float64).reshape(channels, kh, kw, batch, oh, ow)
     padded = np.zeros((batch, channels, height + 2 * ph, width + 2 * pw))
     for i in range(kh):
         for j in range(kw):
-            padded[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] += patches[:, i, j].transpose(1, 0, 2, 3)
+            padded[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] += patches[:, i, j].transpose(
+                1, 0, 2, 3
+            )
     return padded[:, :, ph : ph + height, pw : pw + width]
 
 
@@ -138,7 +166,9 @@ def reference_conv2d(
     """Direct 2-D convolution (cross-correlation) in float64: y (N, OC, OH, OW), one window at a
     time."""
     out_channels, _, kh, kw = w.shape
-    _, _, sh, sw, ph, pw, oh, ow = window_geometry(x.shape, (kh, kw), stride, padding, "reference_conv2d")
+    _, _, sh, sw, ph, pw, oh, ow = window_geometry(
+        x.shape, (kh, kw), stride, padding, "reference_conv2d"
+    )
     padded = np.pad(np.asarray(x, np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     weights = np.asarray(w, np.float64)
     y = np.empty((x.shape[0], out_channels, oh, ow))
@@ -165,7 +195,9 @@ def _inside(offset, pad, stride, size, out_size):
 
 
 @register_jitable
-def _im2col_row(x, cols, col_row, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
+def _im2col_row(
+    x, cols, col_row, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w
+):
     """Row ``col_row`` of cols: kernel offset (c, i, j) of every output position."""
     batch, channels, height, width = x.shape
     plane_size = out_h * out_w
@@ -190,7 +222,9 @@ def _im2col_row(x, cols, col_row, kernel_h, kernel_w, stride_h, stride_w, pad_h,
             target[k] = 0
         if oh_start == oh_stop:
             continue
-        top_left = ((n * channels + c) * height + oh_start * stride_h - pad_h + i) * width + j - pad_w
+        top_left = (
+            ((n * channels + c) * height + oh_start * stride_h - pad_h + i) * width + j - pad_w
+        )
         if rows_are_contiguous:
             start = uint64(first + oh_start * out_w + ow_start)
             source = uint64(top_left + ow_start)
@@ -217,7 +251,9 @@ def _im2col_row(x, cols, col_row, kernel_h, kernel_w, stride_h, stride_w, pad_h,
 
 
 @register_jitable
-def _col2im_plane(cols, dx, plane, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
+def _col2im_plane(
+    cols, dx, plane, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w
+):
     """Plane dx[n, c] with plane = n*C + c, summing its terms in kernel-offset (i, j) order."""
     batch, channels, height, width = dx.shape
     plane_size = out_h * out_w
@@ -239,21 +275,28 @@ def _col2im_plane(cols, dx, plane, kernel_h, kernel_w, stride_h, stride_w, pad_h
 @cpu_kernel
 def _im2col_kernel_cpu(x, cols, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
     for col_row in prange(cols.shape[0]):
-        _im2col_row(x, cols, col_row, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h,
-                    out_w)
+        _im2col_row(
+            x, cols, col_row, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w
+        )
 
 
 @cpu_kernel
-def _col2im_kernel_cpu(cols, dx, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h,
-                       out_w):
+def _col2im_kernel_cpu(
+    cols, dx, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w
+):
     # A task owns one plane: no two tasks write one pixel, so dx is race-free and deterministic.
     for plane in prange(dx.shape[0] * dx.shape[1]):
-        _col2im_plane(cols, dx, plane, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h,
-                      out_w)
+        _col2im_plane(
+            cols, dx, plane, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w
+        )
 
 
 def im2col_cpu(
-    x: np.ndarray, kernel_hw: IntPair, stride: IntPair, padding: IntPair, out: np.ndarray | None = None
+    x: np.ndarray,
+    kernel_hw: IntPair,
+    stride: IntPair,
+    padding: IntPair,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """cols (C*KH*KW, N*OH*OW) of x (N, C, H, W), same dtype as x (into ``out`` if given)."""
     x, geometry, cols = _im2col_arguments(x, kernel_hw, stride, padding, out)
@@ -262,7 +305,11 @@ def im2col_cpu(
 
 
 def col2im_cpu(
-    cols: np.ndarray, x_shape: Sequence[int], kernel_hw: IntPair, stride: IntPair, padding: IntPair,
+    cols: np.ndarray,
+    x_shape: Sequence[int],
+    kernel_hw: IntPair,
+    stride: IntPair,
+    padding: IntPair,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """dx (N, C, H, W): every entry of cols (C*KH*KW, N*OH*OW) summed back onto its pixel."""
@@ -276,7 +323,9 @@ def col2im_cpu(
 
 
 @cuda.jit
-def _im2col_kernel_cuda(x, cols, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
+def _im2col_kernel_cuda(
+    x, cols, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w
+):
     height, width = x.shape[2], x.shape[3]
     num_cols = cols.shape[1]
     # Consecutive threads write consecutive entries of a cols row (consecutive ow): coalesced
@@ -296,7 +345,9 @@ def _im2col_kernel_cuda(x, cols, kernel_h, kernel_w, stride_h, stride_w, pad_h, 
 
 
 @cuda.jit
-def _col2im_kernel_cuda(cols, dx, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
+def _col2im_kernel_cuda(
+    cols, dx, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w
+):
     channels, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
     for index in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
         plane_row, w = index // width, index % width
@@ -317,7 +368,9 @@ def _col2im_kernel_cuda(cols, dx, kernel_h, kernel_w, stride_h, stride_w, pad_h,
         dx[n, c, h, w] = total
 
 
-def im2col_cuda(x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntPair, out: Any = None) -> Any:
+def im2col_cuda(
+    x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntPair, out: Any = None
+) -> Any:
     """As :func:`im2col_cpu`, on the GPU (CuPy arrays) or in the simulator (NumPy arrays)."""
     x, geometry, cols = _im2col_arguments(x, kernel_hw, stride, padding, out)
     blocks = stride_grid(cols.size, THREADS_PER_BLOCK)
@@ -326,7 +379,12 @@ def im2col_cuda(x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntPair, o
 
 
 def col2im_cuda(
-    cols: Any, x_shape: Sequence[int], kernel_hw: IntPair, stride: IntPair, padding: IntPair, out: Any = None
+    cols: Any,
+    x_shape: Sequence[int],
+    kernel_hw: IntPair,
+    stride: IntPair,
+    padding: IntPair,
+    out: Any = None,
 ) -> Any:
     """As :func:`col2im_cpu`, on the GPU (CuPy arrays) or in the simulator (NumPy arrays)."""
     cols, dx, geometry = _col2im_arguments(cols, x_shape, kernel_hw, stride, padding, out)
@@ -361,8 +419,9 @@ def plain_im2col(x: Any, kernel: int, stride: int, padding: int) -> Any:
     return windows.transpose(1, 4, 5, 0, 2, 3).reshape(patch, n * out_h * out_w)
 
 
-def plain_col2im(cols: Any, x_shape: tuple[int, ...], kernel: int, stride: int,
-                 padding: int) -> Any:
+def plain_col2im(
+    cols: Any, x_shape: tuple[int, ...], kernel: int, stride: int, padding: int
+) -> Any:
     """dx (N, C, H, W): each kernel offset's block of cols added onto a strided slice."""
     xp = array_module(cols)
     n, channels, height, width = x_shape
@@ -371,20 +430,23 @@ def plain_col2im(cols: Any, x_shape: tuple[int, ...], kernel: int, stride: int,
     blocks = cols.reshape(channels, kernel, kernel, n, out_h, out_w)
     for i in range(kernel):
         for j in range(kernel):
-            padded[:, :, i:i + stride * out_h:stride, j:j + stride * out_w:stride] += \
+            padded[:, :, i : i + stride * out_h : stride, j : j + stride * out_w : stride] += (
                 blocks[:, i, j].transpose(1, 0, 2, 3)
-    return padded[:, :, padding:padding + height, padding:padding + width]
+            )
+    return padded[:, :, padding : padding + height, padding : padding + width]
 
 
-def conv_label(x_shape: tuple[int, ...], kernel: int, stride: int, padding: int,
-               out_channels: int = 0) -> str:
+def conv_label(
+    x_shape: tuple[int, ...], kernel: int, stride: int, padding: int, out_channels: int = 0
+) -> str:
     """A convolution row's shape text, e.g. ``64x32x14x14->64 k3s1p1``."""
     out = f"->{out_channels}" if out_channels else ""
     return f"{'x'.join(map(str, x_shape))}{out} k{kernel}s{stride}p{padding}"
 
 
-def _im2col_case(context: BenchContext, key: str, x_shape: tuple, kernel: int, stride: int,
-                 padding: int) -> Case:
+def _im2col_case(
+    context: BenchContext, key: str, x_shape: tuple, kernel: int, stride: int, padding: int
+) -> Case:
     ops = context.ops
     x = context.random(x_shape)
     n, channels, height, width = x_shape
@@ -399,14 +461,20 @@ def _im2col_case(context: BenchContext, key: str, x_shape: tuple, kernel: int, s
         x_torch = torch.from_numpy(x)
         implementations["torch"] = Implementation(  # unfold's layout is (N, C*K*K, OH*OW)
             lambda: torch.nn.functional.unfold(x_torch, kernel, padding=padding, stride=stride),
-            lambda cols: (cols.numpy().transpose(1, 0, 2).reshape(channels * kernel * kernel, -1),))
-    info = CaseInfo("im2col", f"{key} {conv_label(x_shape, kernel, stride, padding)}", 0.0,
-                    FLOAT32_BYTES * (x.size + cols_size))
+            lambda cols: (cols.numpy().transpose(1, 0, 2).reshape(channels * kernel * kernel, -1),),
+        )
+    info = CaseInfo(
+        "im2col",
+        f"{key} {conv_label(x_shape, kernel, stride, padding)}",
+        0.0,
+        FLOAT32_BYTES * (x.size + cols_size),
+    )
     return Case(info, implementations)
 
 
-def _col2im_case(context: BenchContext, key: str, x_shape: tuple, kernel: int, stride: int,
-                 padding: int) -> Case:
+def _col2im_case(
+    context: BenchContext, key: str, x_shape: tuple, kernel: int, stride: int, padding: int
+) -> Case:
     ops = context.ops
     n, channels, height, width = x_shape
     out_h, out_w = conv_output_shape(height, width, kernel, stride, padding)
@@ -419,11 +487,19 @@ def _col2im_case(context: BenchContext, key: str, x_shape: tuple, kernel: int, s
     torch = context.torch
     if torch:
         cols_torch = torch.from_numpy(
-            np.ascontiguousarray(cols.reshape(patch, n, out_h * out_w).transpose(1, 0, 2)))
-        implementations["torch"] = Implementation(lambda: torch.nn.functional.fold(
-            cols_torch, (height, width), kernel, padding=padding, stride=stride))
-    info = CaseInfo("col2im", f"{key} {conv_label(x_shape, kernel, stride, padding)}",
-                    float(cols.size), FLOAT32_BYTES * (cols.size + n * channels * height * width))
+            np.ascontiguousarray(cols.reshape(patch, n, out_h * out_w).transpose(1, 0, 2))
+        )
+        implementations["torch"] = Implementation(
+            lambda: torch.nn.functional.fold(
+                cols_torch, (height, width), kernel, padding=padding, stride=stride
+            )
+        )
+    info = CaseInfo(
+        "col2im",
+        f"{key} {conv_label(x_shape, kernel, stride, padding)}",
+        float(cols.size),
+        FLOAT32_BYTES * (cols.size + n * channels * height * width),
+    )
     return Case(info, implementations)
 
 
@@ -451,26 +527,46 @@ def _chunk_layer(layer: tuple) -> tuple:
     out_h, out_w = conv_output_shape(side, side, kernel, stride, padding)
     bytes_per_image = (channels * kernel * kernel + out_channels) * out_h * out_w * FLOAT32_BYTES
     images = min(batch, images_per_chunk(bytes_per_image))
-    return (f"{key.rsplit('.', 1)[0]}.chunk{images}", images, channels, out_channels, side, kernel,
-            stride, padding)
+    return (
+        f"{key.rsplit('.', 1)[0]}.chunk{images}",
+        images,
+        channels,
+        out_channels,
+        side,
+        kernel,
+        stride,
+        padding,
+    )
 
 
 def bench_cases(quick: bool) -> list[CaseSpec]:
     """im2col and col2im on the MNIST CNN's and a ResNet's layers, whole batches and the chunks
     conv2d hands them on the CPU (tiny layers with ``quick``)."""
     layers = QUICK_BENCH_CONV_LAYERS if quick else BENCH_CONV_LAYERS
-    chunks = () if quick else tuple(_chunk_layer(layer) for layer in layers
-                                    if layer[0] in _CHUNKED_CONV_LAYERS)
+    chunks = (
+        ()
+        if quick
+        else tuple(_chunk_layer(layer) for layer in layers if layer[0] in _CHUNKED_CONV_LAYERS)
+    )
     specs = []
     for key, batch, channels, _, side, kernel, stride, padding in layers + chunks:
         x_shape = (batch, channels, side, side)
         shape = conv_label(x_shape, kernel, stride, padding)
-        geometry = {"key": key, "x_shape": x_shape, "kernel": kernel, "stride": stride,
-                    "padding": padding}
-        specs += [CaseSpec("im2col", key, shape, partial(_im2col_case, **geometry),
-                           (OURS, "numpy", "torch")),
-                  CaseSpec("col2im", key, shape, partial(_col2im_case, **geometry),
-                           (OURS, "numpy", "torch"))]
+        geometry = {
+            "key": key,
+            "x_shape": x_shape,
+            "kernel": kernel,
+            "stride": stride,
+            "padding": padding,
+        }
+        specs += [
+            CaseSpec(
+                "im2col", key, shape, partial(_im2col_case, **geometry), (OURS, "numpy", "torch")
+            ),
+            CaseSpec(
+                "col2im", key, shape, partial(_col2im_case, **geometry), (OURS, "numpy", "torch")
+            ),
+        ]
     return specs
 
 

@@ -39,6 +39,7 @@ Variants, simplest first:
 cuBLAS (through CuPy) is the yardstick :func:`matmul_cuda` is benchmarked against; it is not used.
 :func:`bench_cases` times the A·Bᵀ products of the shipped models against it and PyTorch.
 """
+
 from __future__ import annotations
 
 import functools
@@ -109,8 +110,9 @@ def _check_operands(a: Any, b: Any, trans_a: bool, trans_b: bool) -> tuple[int, 
     return m, n, k_a
 
 
-def reference_matmul(a: np.ndarray, b: np.ndarray, trans_a: bool = False,
-                     trans_b: bool = False) -> np.ndarray:
+def reference_matmul(
+    a: np.ndarray, b: np.ndarray, trans_a: bool = False, trans_b: bool = False
+) -> np.ndarray:
     """``op(a) @ op(b)`` in float64 by ``np.einsum`` (its own summation loop, not BLAS)."""
     _check_operands(a, b, trans_a, trans_b)
     subscripts = ("...ki" if trans_a else "...ik") + "," + ("...jk" if trans_b else "...kj")
@@ -120,20 +122,31 @@ def reference_matmul(a: np.ndarray, b: np.ndarray, trans_a: bool = False,
 def _out(a: Any, m: int, n: int, out: Any) -> Any:
     """``out`` checked against the product's shape, or a new array when it is None."""
     shape = (a.shape[0], m, n) if a.ndim == 3 else (m, n)
-    return empty(shape, a.dtype, like=a) if out is None else check_out("matmul", out, shape, a.dtype, a,
-                                                                        per_matrix=True)
+    return (
+        empty(shape, a.dtype, like=a)
+        if out is None
+        else check_out("matmul", out, shape, a.dtype, a, per_matrix=True)
+    )
 
 
-def matmul_cpu(a: np.ndarray, b: np.ndarray, trans_a: bool = False, trans_b: bool = False,
-               out: np.ndarray | None = None) -> np.ndarray:
+def matmul_cpu(
+    a: np.ndarray,
+    b: np.ndarray,
+    trans_a: bool = False,
+    trans_b: bool = False,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """``op(a) @ op(b)`` on the CPU through NumPy's BLAS; transposes are views, never copies.
     Written into ``out`` when given.
 
     There is deliberately no hand-written CPU GEMM: a tuned BLAS beats anything Numba can emit.
     """
     m, n, _ = _check_operands(a, b, trans_a, trans_b)
-    return np.matmul(np.swapaxes(a, -1, -2) if trans_a else a,
-                     np.swapaxes(b, -1, -2) if trans_b else b, out=None if out is None else _out(a, m, n, out))
+    return np.matmul(
+        np.swapaxes(a, -1, -2) if trans_a else a,
+        np.swapaxes(b, -1, -2) if trans_b else b,
+        out=None if out is None else _out(a, m, n, out),
+    )
 
 
 @cuda.jit(device=True)
@@ -208,7 +221,9 @@ def _make_tiled_kernel(trans_a: bool, trans_b: bool):
     return matmul_tiled
 
 
-_TILED_KERNELS = {(ta, tb): _make_tiled_kernel(ta, tb) for ta in (False, True) for tb in (False, True)}
+_TILED_KERNELS = {
+    (ta, tb): _make_tiled_kernel(ta, tb) for ta in (False, True) for tb in (False, True)
+}
 
 
 @cuda.jit
@@ -228,8 +243,17 @@ def _matmul_naive(a, b, c, trans_a, trans_b):
     c[batch, row, col] = total[0]
 
 
-def _launch_matmul(a: Any, b: Any, trans_a: bool, trans_b: bool, out: Any, kernel, block_tile: int,
-                   threads: tuple[int, int], *flags: bool) -> Any:
+def _launch_matmul(
+    a: Any,
+    b: Any,
+    trans_a: bool,
+    trans_b: bool,
+    out: Any,
+    kernel,
+    block_tile: int,
+    threads: tuple[int, int],
+    *flags: bool,
+) -> Any:
     """Validate, view both operands as C-contiguous batches, launch one block per
     ``block_tile`` × ``block_tile`` tile of each output matrix."""
     m, n, _ = _check_operands(a, b, trans_a, trans_b)
@@ -249,16 +273,30 @@ def _launch_matmul(a: Any, b: Any, trans_a: bool, trans_b: bool, out: Any, kerne
     return c if batched else c[0]
 
 
-def matmul_cuda(a: Any, b: Any, trans_a: bool = False, trans_b: bool = False, out: Any = None) -> Any:
+def matmul_cuda(
+    a: Any, b: Any, trans_a: bool = False, trans_b: bool = False, out: Any = None
+) -> Any:
     """``op(a) @ op(b)`` by the tiled, register-blocked CUDA kernel (ours, not cuBLAS)."""
     kernel = _TILED_KERNELS[bool(trans_a), bool(trans_b)]
     return _launch_matmul(a, b, trans_a, trans_b, out, kernel, TILE, (THREADS_X, THREADS_Y))
 
 
-def matmul_cuda_naive(a: Any, b: Any, trans_a: bool = False, trans_b: bool = False, out: Any = None) -> Any:
+def matmul_cuda_naive(
+    a: Any, b: Any, trans_a: bool = False, trans_b: bool = False, out: Any = None
+) -> Any:
     """``op(a) @ op(b)`` with one CUDA thread per output: the baseline for the tiled kernel."""
-    return _launch_matmul(a, b, trans_a, trans_b, out, _matmul_naive, NAIVE_THREADS[0], NAIVE_THREADS,
-                          bool(trans_a), bool(trans_b))
+    return _launch_matmul(
+        a,
+        b,
+        trans_a,
+        trans_b,
+        out,
+        _matmul_naive,
+        NAIVE_THREADS[0],
+        NAIVE_THREADS,
+        bool(trans_a),
+        bool(trans_b),
+    )
 
 
 def cuda_kernels() -> list[KernelSpec]:
@@ -266,12 +304,19 @@ def cuda_kernels() -> list[KernelSpec]:
     batch_of_matrices = numba.float32[:, :, ::1]
     operands = (batch_of_matrices,) * 3
     specs = [
-        KernelSpec(f"matmul_tiled_{'t' if ta else 'n'}{'t' if tb else 'n'}", kernel, operands,
-                   (THREADS_X, THREADS_Y))
+        KernelSpec(
+            f"matmul_tiled_{'t' if ta else 'n'}{'t' if tb else 'n'}",
+            kernel,
+            operands,
+            (THREADS_X, THREADS_Y),
+        )
         for (ta, tb), kernel in _TILED_KERNELS.items()
     ]
-    specs.append(KernelSpec("matmul_naive", _matmul_naive,
-                            operands + (numba.boolean, numba.boolean), NAIVE_THREADS))
+    specs.append(
+        KernelSpec(
+            "matmul_naive", _matmul_naive, operands + (numba.boolean, numba.boolean), NAIVE_THREADS
+        )
+    )
     return specs
 
 
@@ -289,20 +334,36 @@ def _matmul_case(context: BenchContext, key: str, m: int, n: int, k: int) -> Cas
         implementations["torch"] = Implementation(lambda: torch.matmul(a_torch, b_torch.T))
     if context.variant == "cuda":
         implementations["cublas"] = Implementation(lambda: context.xp.matmul(a, b.T))
-    info = CaseInfo("matmul", f"{key} {m}x{k}@({n}x{k})T", 2.0 * m * n * k,
-                    FLOAT32_BYTES * (m * k + n * k + m * n))
+    info = CaseInfo(
+        "matmul",
+        f"{key} {m}x{k}@({n}x{k})T",
+        2.0 * m * n * k,
+        FLOAT32_BYTES * (m * k + n * k + m * n),
+    )
     return Case(info, implementations)
 
 
 def bench_cases(quick: bool) -> list[CaseSpec]:
     """The GEMMs of MNIST's conv2 and fc1 and of a ResNet convolution (tiny with ``quick``)."""
-    shapes = ((("tiny", 9, 5, 7),) if quick else
-              (("mnist.conv2.b256", 256 * 14 * 14, 64, 32 * 9),
-               ("mnist.fc1.b256", 256, 128, 64 * 7 * 7),
-               ("resnet.conv.b128", 128 * 16 * 16, 64, 64 * 9)))
-    return [CaseSpec("matmul", key, f"{m}x{k}@({n}x{k})T",
-                     functools.partial(_matmul_case, key=key, m=m, n=n, k=k), (OURS, "torch"))
-            for key, m, n, k in shapes]
+    shapes = (
+        (("tiny", 9, 5, 7),)
+        if quick
+        else (
+            ("mnist.conv2.b256", 256 * 14 * 14, 64, 32 * 9),
+            ("mnist.fc1.b256", 256, 128, 64 * 7 * 7),
+            ("resnet.conv.b128", 128 * 16 * 16, 64, 64 * 9),
+        )
+    )
+    return [
+        CaseSpec(
+            "matmul",
+            key,
+            f"{m}x{k}@({n}x{k})T",
+            functools.partial(_matmul_case, key=key, m=m, n=n, k=k),
+            (OURS, "torch"),
+        )
+        for key, m, n, k in shapes
+    ]
 
 
 FAMILY = Family(

@@ -61,6 +61,7 @@ Both norms are written once, over x viewed as (N, G, L) with statistics per grou
 N * L values: batch norm is (N, C, prod(spatial)); layer norm is x (R, D) as (1, R, D). The affine
 parameters are per group (batch norm) or per position l (layer norm).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -102,20 +103,26 @@ ELEMENTWISE_THREADS = 128
 # ---------------------------------------------------------------------------------------------
 
 
-def _reference_normalise(values: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _reference_normalise(
+    values: np.ndarray, eps: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(xhat, mean, rstd) of each row of ``values`` (groups, count), two-pass, float64."""
     mean = values.mean(axis=1)
     rstd = 1.0 / np.sqrt(((values - mean[:, None]) ** 2).mean(axis=1) + eps)
     return (values - mean[:, None]) * rstd[:, None], mean, rstd
 
 
-def _reference_backward_rows(upstream: np.ndarray, xhat: np.ndarray, rstd: np.ndarray) -> np.ndarray:
+def _reference_backward_rows(
+    upstream: np.ndarray, xhat: np.ndarray, rstd: np.ndarray
+) -> np.ndarray:
     """Rows of dL/dvalues = J^T upstream, with J = d xhat / d values of each row written out:
     rstd * (I - 1/n - xhat xhat^T / n)."""
     count = xhat.shape[1]
     grad = np.empty_like(upstream)
     for row in range(xhat.shape[0]):
-        jacobian = rstd[row] * (np.eye(count) - 1.0 / count - np.outer(xhat[row], xhat[row]) / count)
+        jacobian = rstd[row] * (
+            np.eye(count) - 1.0 / count - np.outer(xhat[row], xhat[row]) / count
+        )
         grad[row] = jacobian.T @ upstream[row]
     return grad
 
@@ -170,7 +177,9 @@ def reference_batchnorm_forward(
 
     Pure: the running statistics are returned updated, not changed in place.
     """
-    x, weight, bias, running_mean, running_var = _as_float64(x, weight, bias, running_mean, running_var)
+    x, weight, bias, running_mean, running_var = _as_float64(
+        x, weight, bias, running_mean, running_var
+    )
     channels = x.shape[1]
     rows = _channels_as_rows(x)
     if training:
@@ -225,11 +234,16 @@ def _check_vector(op: str, name: str, vector: Any, length: int, x: Any) -> Any:
     if vector is None:
         return None
     if array_module(vector) is not array_module(x):
-        raise TypeError(f"{op}: {name} and x must live on the same device (both NumPy or both CuPy)")
+        raise TypeError(
+            f"{op}: {name} and x must live on the same device (both NumPy or both CuPy)"
+        )
     if vector.dtype != x.dtype:
         raise TypeError(f"{op}: {name} dtype {vector.dtype} must match x's dtype {x.dtype}")
     if tuple(vector.shape) != (length,):
-        raise ValueError(f"{op}: {name} shape {tuple(vector.shape)} must be ({length},) for x of shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{op}: {name} shape {tuple(vector.shape)} must be ({length},) "
+            f"for x of shape {tuple(x.shape)}"
+        )
     return array_module(x).ascontiguousarray(vector)
 
 
@@ -238,7 +252,8 @@ def _check_same_as_x(op: str, dy: Any, x: Any) -> Any:
         raise TypeError(f"{op}: dy and x must live on the same device (both NumPy or both CuPy)")
     if dy.shape != x.shape or dy.dtype != x.dtype:
         raise ValueError(
-            f"{op}: dy {tuple(dy.shape)} {dy.dtype} must have the shape and dtype of x {tuple(x.shape)} {x.dtype}"
+            f"{op}: dy {tuple(dy.shape)} {dy.dtype} must have the shape and dtype of x "
+            f"{tuple(x.shape)} {x.dtype}"
         )
     return array_module(x).ascontiguousarray(dy)
 
@@ -250,7 +265,9 @@ def _check_scalar(op: str, name: str, value: float, low: float, high: float) -> 
         raise ValueError(f"{op}: {name}={value} must be between {low} and {high}")
 
 
-def _parameter_or_constant(op: str, name: str, vector: Any, length: int, x: Any, constant: float) -> Any:
+def _parameter_or_constant(
+    op: str, name: str, vector: Any, length: int, x: Any, constant: float
+) -> Any:
     """Checked weight or bias; None becomes the identity's constant (weight 1, bias 0)."""
     vector = _check_vector(op, name, vector, length, x)
     return array_module(x).full(length, constant, dtype=x.dtype) if vector is None else vector
@@ -272,12 +289,17 @@ def _as_channels(op: str, x: Any, training: bool) -> Any:
         raise ValueError(f"{op}: x must be (N, C) or (N, C, *spatial), got shape {tuple(x.shape)}")
     if training and x.size <= x.shape[1]:
         raise ValueError(
-            f"{op}: Expected more than 1 value per channel when training, got input shape {tuple(x.shape)}"
+            f"{op}: Expected more than 1 value per channel when training, "
+            f"got input shape {tuple(x.shape)}"
         )
-    return array_module(x).ascontiguousarray(x).reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
+    return (
+        array_module(x).ascontiguousarray(x).reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
+    )
 
 
-def _check_running(op: str, running_mean: Any, running_var: Any, channels: int, x: Any, training: bool) -> tuple[Any, Any]:
+def _check_running(
+    op: str, running_mean: Any, running_var: Any, channels: int, x: Any, training: bool
+) -> tuple[Any, Any]:
     """The running statistics, checked for an in-place update; None when there are none."""
     if (running_mean is None) != (running_var is None):
         raise ValueError(f"{op}: give both running_mean and running_var, or neither")
@@ -300,7 +322,9 @@ def _check_running(op: str, running_mean: Any, running_var: Any, channels: int, 
 
 
 @register_jitable
-def _store_statistics(group, shift, total, total_sq, count, eps, momentum, mean, rstd, running_mean, running_var):
+def _store_statistics(
+    group, shift, total, total_sq, count, eps, momentum, mean, rstd, running_mean, running_var
+):
     """Mean and rstd of one group from the sums of (v - shift) and (v - shift)^2 over count
     values; also blends them into the running statistics when those are not empty."""
     one = mean.dtype.type(1)
@@ -310,7 +334,9 @@ def _store_statistics(group, shift, total, total_sq, count, eps, momentum, mean,
     mean[group] = shift + shifted_mean
     rstd[group] = one / math.sqrt(variance + eps)
     if running_mean.shape[0]:
-        running_mean[group] = (one - momentum) * running_mean[group] + momentum * (shift + shifted_mean)
+        running_mean[group] = (one - momentum) * running_mean[group] + momentum * (
+            shift + shifted_mean
+        )
         unbiased_variance = variance * count / (count - one)
         running_var[group] = (one - momentum) * running_var[group] + momentum * unbiased_variance
 
@@ -328,7 +354,19 @@ def _group_statistics_cpu(x, eps, momentum, mean, rstd, running_mean, running_va
                 total += centred
                 total_sq += centred * centred
         count = np.float64(batch * length)
-        _store_statistics(group, shift, total, total_sq, count, eps, momentum, mean, rstd, running_mean, running_var)
+        _store_statistics(
+            group,
+            shift,
+            total,
+            total_sq,
+            count,
+            eps,
+            momentum,
+            mean,
+            rstd,
+            running_mean,
+            running_var,
+        )
 
 
 @cpu_kernel(fastmath=VECTORISING_FASTMATH)
@@ -339,7 +377,9 @@ def _normalise_cpu(x, mean, rstd, weight, bias, affine_per_group, y):
             for position in range(length):
                 scale = weight[group] if affine_per_group else weight[position]
                 shift = bias[group] if affine_per_group else bias[position]
-                y[sample, group, position] = (x[sample, group, position] - mean[group]) * rstd[group] * scale + shift
+                y[sample, group, position] = (x[sample, group, position] - mean[group]) * rstd[
+                    group
+                ] * scale + shift
 
 
 @cpu_kernel(fastmath=VECTORISING_FASTMATH)
@@ -353,9 +393,13 @@ def _group_backward_cpu(dy, x, weight, mean, rstd, affine_per_group, training, d
         sum_upstream_xhat = 0.0
         for sample in range(batch):
             for position in range(length):
-                upstream = dy[sample, group, position] * (1.0 if affine_per_group else weight[position])
+                upstream = dy[sample, group, position] * (
+                    1.0 if affine_per_group else weight[position]
+                )
                 sum_upstream += upstream
-                sum_upstream_xhat += upstream * (x[sample, group, position] - group_mean) * group_rstd
+                sum_upstream_xhat += (
+                    upstream * (x[sample, group, position] - group_mean) * group_rstd
+                )
         if affine_per_group:
             dweight[group] = sum_upstream_xhat
             dbias[group] = sum_upstream
@@ -364,9 +408,13 @@ def _group_backward_cpu(dy, x, weight, mean, rstd, affine_per_group, training, d
         mean_upstream_xhat = sum_upstream_xhat / count if training else 0.0
         for sample in range(batch):
             for position in range(length):
-                upstream = dy[sample, group, position] * (1.0 if affine_per_group else weight[position])
+                upstream = dy[sample, group, position] * (
+                    1.0 if affine_per_group else weight[position]
+                )
                 xhat = (x[sample, group, position] - group_mean) * group_rstd
-                dx[sample, group, position] = outer_scale * (upstream - mean_upstream - xhat * mean_upstream_xhat)
+                dx[sample, group, position] = outer_scale * (
+                    upstream - mean_upstream - xhat * mean_upstream_xhat
+                )
 
 
 @cpu_kernel(fastmath=VECTORISING_FASTMATH)
@@ -413,7 +461,19 @@ def _group_statistics_kernel(x, eps, momentum, mean, rstd, running_mean, running
     total, total_sq = block_reduce_pair(scratch, total, total_sq, False)
     if cuda.threadIdx.x == 0:
         count = x.dtype.type(batch * length)
-        _store_statistics(group, shift, total, total_sq, count, eps, momentum, mean, rstd, running_mean, running_var)
+        _store_statistics(
+            group,
+            shift,
+            total,
+            total_sq,
+            count,
+            eps,
+            momentum,
+            mean,
+            rstd,
+            running_mean,
+            running_var,
+        )
 
 
 @cuda.jit
@@ -425,11 +485,15 @@ def _normalise_kernel(x, mean, rstd, weight, bias, affine_per_group, y):
         sample = index // (length * groups)
         scale = weight[group] if affine_per_group else weight[position]
         shift = bias[group] if affine_per_group else bias[position]
-        y[sample, group, position] = (x[sample, group, position] - mean[group]) * rstd[group] * scale + shift
+        y[sample, group, position] = (x[sample, group, position] - mean[group]) * rstd[
+            group
+        ] * scale + shift
 
 
 @cuda.jit
-def _group_backward_kernel(dy, x, weight, mean, rstd, affine_per_group, training, dx, dweight, dbias):
+def _group_backward_kernel(
+    dy, x, weight, mean, rstd, affine_per_group, training, dx, dweight, dbias
+):
     scratch = cuda.shared.array((2, MAX_BLOCK_THREADS), x.dtype)
     zero = x.dtype.type(0)
     one = x.dtype.type(1)
@@ -445,7 +509,9 @@ def _group_backward_kernel(dy, x, weight, mean, rstd, affine_per_group, training
         upstream = dy[sample, group, position] * (one if affine_per_group else weight[position])
         sum_upstream += upstream
         sum_upstream_xhat += upstream * (x[sample, group, position] - group_mean) * group_rstd
-    sum_upstream, sum_upstream_xhat = block_reduce_pair(scratch, sum_upstream, sum_upstream_xhat, False)
+    sum_upstream, sum_upstream_xhat = block_reduce_pair(
+        scratch, sum_upstream, sum_upstream_xhat, False
+    )
     if affine_per_group and cuda.threadIdx.x == 0:
         dweight[group] = sum_upstream_xhat
         dbias[group] = sum_upstream
@@ -458,7 +524,9 @@ def _group_backward_kernel(dy, x, weight, mean, rstd, affine_per_group, training
         position = index - sample * length
         upstream = dy[sample, group, position] * (one if affine_per_group else weight[position])
         xhat = (x[sample, group, position] - group_mean) * group_rstd
-        dx[sample, group, position] = outer_scale * (upstream - mean_upstream - xhat * mean_upstream_xhat)
+        dx[sample, group, position] = outer_scale * (
+            upstream - mean_upstream - xhat * mean_upstream_xhat
+        )
 
 
 @cuda.jit
@@ -480,25 +548,62 @@ def _group_threads(x3: Any) -> int:
 
 def _launch_group_statistics(x3, eps, momentum, mean, rstd, running_mean, running_var) -> None:
     if x3.shape[1]:
-        launch(_group_statistics_kernel, x3.shape[1], _group_threads(x3), x3, eps, momentum, mean, rstd, running_mean, running_var)
+        launch(
+            _group_statistics_kernel,
+            x3.shape[1],
+            _group_threads(x3),
+            x3,
+            eps,
+            momentum,
+            mean,
+            rstd,
+            running_mean,
+            running_var,
+        )
 
 
 def _launch_normalise(x3, mean, rstd, weight, bias, affine_per_group, y3) -> None:
     blocks = stride_grid(x3.size, ELEMENTWISE_THREADS)
-    launch(_normalise_kernel, blocks, ELEMENTWISE_THREADS, x3, mean, rstd, weight, bias, affine_per_group, y3)
+    launch(
+        _normalise_kernel,
+        blocks,
+        ELEMENTWISE_THREADS,
+        x3,
+        mean,
+        rstd,
+        weight,
+        bias,
+        affine_per_group,
+        y3,
+    )
 
 
-def _launch_group_backward(dy3, x3, weight, mean, rstd, affine_per_group, training, dx3, dweight, dbias) -> None:
+def _launch_group_backward(
+    dy3, x3, weight, mean, rstd, affine_per_group, training, dx3, dweight, dbias
+) -> None:
     if x3.shape[1]:
         launch(
-            _group_backward_kernel, x3.shape[1], _group_threads(x3),
-            dy3, x3, weight, mean, rstd, affine_per_group, training, dx3, dweight, dbias,
+            _group_backward_kernel,
+            x3.shape[1],
+            _group_threads(x3),
+            dy3,
+            x3,
+            weight,
+            mean,
+            rstd,
+            affine_per_group,
+            training,
+            dx3,
+            dweight,
+            dbias,
         )
 
 
 def _launch_column_param_grads(dy, x, mean, rstd, dweight, dbias) -> None:
     blocks = stride_grid(x.shape[1], ELEMENTWISE_THREADS)
-    launch(_column_param_grads_kernel, blocks, ELEMENTWISE_THREADS, dy, x, mean, rstd, dweight, dbias)
+    launch(
+        _column_param_grads_kernel, blocks, ELEMENTWISE_THREADS, dy, x, mean, rstd, dweight, dbias
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -507,8 +612,12 @@ class _Kernels:
 
     statistics: Callable  # (x3, eps, momentum, mean, rstd, running_mean, running_var)
     normalise: Callable  # (x3, mean, rstd, weight, bias, affine_per_group, y3)
-    group_backward: Callable  # (dy3, x3, weight, mean, rstd, affine_per_group, training, dx3, dweight, dbias)
-    column_param_grads: Callable  # (dy, x, mean, rstd, dweight, dbias), layer norm's dweight and dbias
+    group_backward: (
+        Callable  # (dy3, x3, weight, mean, rstd, affine_per_group, training, dx3, dweight, dbias)
+    )
+    column_param_grads: (
+        Callable  # (dy, x, mean, rstd, dweight, dbias), layer norm's dweight and dbias
+    )
 
 
 def _sized_by_first(kernel: CpuKernel) -> Callable:
@@ -517,9 +626,15 @@ def _sized_by_first(kernel: CpuKernel) -> Callable:
     return lambda first, *rest: kernel(first.size, first, *rest)
 
 
-_CPU = _Kernels(_sized_by_first(_group_statistics_cpu), _sized_by_first(_normalise_cpu),
-                _sized_by_first(_group_backward_cpu), _column_param_grads_cpu)
-_CUDA = _Kernels(_launch_group_statistics, _launch_normalise, _launch_group_backward, _launch_column_param_grads)
+_CPU = _Kernels(
+    _sized_by_first(_group_statistics_cpu),
+    _sized_by_first(_normalise_cpu),
+    _sized_by_first(_group_backward_cpu),
+    _column_param_grads_cpu,
+)
+_CUDA = _Kernels(
+    _launch_group_statistics, _launch_normalise, _launch_group_backward, _launch_column_param_grads
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -531,7 +646,9 @@ def _no_running_statistics(x: Any) -> tuple[Any, Any]:
     return empty(0, x.dtype, like=x), empty(0, x.dtype, like=x)
 
 
-def _layernorm_forward(kernels: _Kernels, x: Any, weight: Any, bias: Any, eps: float) -> tuple[Any, Any, Any]:
+def _layernorm_forward(
+    kernels: _Kernels, x: Any, weight: Any, bias: Any, eps: float
+) -> tuple[Any, Any, Any]:
     op = "layernorm"
     x = _check_layernorm_input(op, x)
     weight = _parameter_or_constant(op, "weight", weight, x.shape[1], x, 1.0)
@@ -539,13 +656,21 @@ def _layernorm_forward(kernels: _Kernels, x: Any, weight: Any, bias: Any, eps: f
     _check_scalar(op, "eps", eps, 0.0, math.inf)
     rows = x.shape[0]
     x3 = x.reshape(1, *x.shape)
-    mean, rstd, y = empty(rows, x.dtype, like=x), empty(rows, x.dtype, like=x), empty(x.shape, x.dtype, like=x)
-    kernels.statistics(x3, x.dtype.type(eps), x.dtype.type(0), mean, rstd, *_no_running_statistics(x))
+    mean, rstd, y = (
+        empty(rows, x.dtype, like=x),
+        empty(rows, x.dtype, like=x),
+        empty(x.shape, x.dtype, like=x),
+    )
+    kernels.statistics(
+        x3, x.dtype.type(eps), x.dtype.type(0), mean, rstd, *_no_running_statistics(x)
+    )
     kernels.normalise(x3, mean, rstd, weight, bias, False, y.reshape(x3.shape))
     return y, mean, rstd
 
 
-def _layernorm_backward(kernels: _Kernels, dy: Any, x: Any, weight: Any, mean: Any, rstd: Any) -> tuple[Any, Any, Any]:
+def _layernorm_backward(
+    kernels: _Kernels, dy: Any, x: Any, weight: Any, mean: Any, rstd: Any
+) -> tuple[Any, Any, Any]:
     op = "layernorm backward"
     x = _check_layernorm_input(op, x)
     dy = _check_same_as_x(op, dy, x)
@@ -553,16 +678,38 @@ def _layernorm_backward(kernels: _Kernels, dy: Any, x: Any, weight: Any, mean: A
     weight = _parameter_or_constant(op, "weight", weight, width, x, 1.0)
     mean = _check_vector(op, "mean", mean, rows, x)
     rstd = _check_vector(op, "rstd", rstd, rows, x)
-    dx, dweight, dbias = empty(x.shape, x.dtype, like=x), empty(width, x.dtype, like=x), empty(width, x.dtype, like=x)
+    dx, dweight, dbias = (
+        empty(x.shape, x.dtype, like=x),
+        empty(width, x.dtype, like=x),
+        empty(width, x.dtype, like=x),
+    )
     x3 = x.reshape(1, rows, width)
-    kernels.group_backward(dy.reshape(x3.shape), x3, weight, mean, rstd, False, True, dx.reshape(x3.shape), dweight, dbias)
+    kernels.group_backward(
+        dy.reshape(x3.shape),
+        x3,
+        weight,
+        mean,
+        rstd,
+        False,
+        True,
+        dx.reshape(x3.shape),
+        dweight,
+        dbias,
+    )
     kernels.column_param_grads(dy, x, mean, rstd, dweight, dbias)
     return dx, dweight, dbias
 
 
 def _batchnorm_forward(
-    kernels: _Kernels, x: Any, weight: Any, bias: Any, running_mean: Any, running_var: Any,
-    training: bool, momentum: float, eps: float,
+    kernels: _Kernels,
+    x: Any,
+    weight: Any,
+    bias: Any,
+    running_mean: Any,
+    running_var: Any,
+    training: bool,
+    momentum: float,
+    eps: float,
 ) -> tuple[Any, Any, Any]:
     op = "batchnorm"
     x3 = _as_channels(op, x, training)
@@ -619,65 +766,107 @@ def layernorm_backward_cpu(
 
 
 def batchnorm_forward_cpu(
-    x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None,
-    running_mean: np.ndarray | None, running_var: np.ndarray | None,
-    *, training: bool, momentum: float = 0.1, eps: float = 1e-5,
+    x: np.ndarray,
+    weight: np.ndarray | None,
+    bias: np.ndarray | None,
+    running_mean: np.ndarray | None,
+    running_var: np.ndarray | None,
+    *,
+    training: bool,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(y, mean, rstd) of batch norm over x (N, C, ...); updates the running statistics in place
     when training."""
-    return _batchnorm_forward(_CPU, x, weight, bias, running_mean, running_var, training, momentum, eps)
+    return _batchnorm_forward(
+        _CPU, x, weight, bias, running_mean, running_var, training, momentum, eps
+    )
 
 
 def batchnorm_backward_cpu(
-    dy: np.ndarray, x: np.ndarray, weight: np.ndarray | None, mean: np.ndarray, rstd: np.ndarray, *, training: bool
+    dy: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray | None,
+    mean: np.ndarray,
+    rstd: np.ndarray,
+    *,
+    training: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(dx, dweight, dbias) of batch norm, from the forward's mean and rstd (C,) and its mode."""
     return _batchnorm_backward(_CPU, dy, x, weight, mean, rstd, training)
 
 
-def layernorm_forward_cuda(x: Any, weight: Any, bias: Any, eps: float = 1e-5) -> tuple[Any, Any, Any]:
+def layernorm_forward_cuda(
+    x: Any, weight: Any, bias: Any, eps: float = 1e-5
+) -> tuple[Any, Any, Any]:
     """layernorm_forward_cpu on the GPU (CuPy arrays) or in the simulator."""
     return _layernorm_forward(_CUDA, x, weight, bias, eps)
 
 
-def layernorm_backward_cuda(dy: Any, x: Any, weight: Any, mean: Any, rstd: Any) -> tuple[Any, Any, Any]:
+def layernorm_backward_cuda(
+    dy: Any, x: Any, weight: Any, mean: Any, rstd: Any
+) -> tuple[Any, Any, Any]:
     """layernorm_backward_cpu on the GPU (CuPy arrays) or in the simulator."""
     return _layernorm_backward(_CUDA, dy, x, weight, mean, rstd)
 
 
 def batchnorm_forward_cuda(
-    x: Any, weight: Any, bias: Any, running_mean: Any, running_var: Any,
-    *, training: bool, momentum: float = 0.1, eps: float = 1e-5,
+    x: Any,
+    weight: Any,
+    bias: Any,
+    running_mean: Any,
+    running_var: Any,
+    *,
+    training: bool,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
 ) -> tuple[Any, Any, Any]:
     """batchnorm_forward_cpu on the GPU (CuPy arrays) or in the simulator."""
-    return _batchnorm_forward(_CUDA, x, weight, bias, running_mean, running_var, training, momentum, eps)
+    return _batchnorm_forward(
+        _CUDA, x, weight, bias, running_mean, running_var, training, momentum, eps
+    )
 
 
-def batchnorm_backward_cuda(dy: Any, x: Any, weight: Any, mean: Any, rstd: Any, *, training: bool) -> tuple[Any, Any, Any]:
+def batchnorm_backward_cuda(
+    dy: Any, x: Any, weight: Any, mean: Any, rstd: Any, *, training: bool
+) -> tuple[Any, Any, Any]:
     """batchnorm_backward_cpu on the GPU (CuPy arrays) or in the simulator."""
     return _batchnorm_backward(_CUDA, dy, x, weight, mean, rstd, training)
 
 
 def cuda_kernels() -> list[KernelSpec]:
     """Every CUDA kernel of this module, specialised for float32, at the largest block used."""
-    grouped, vector, matrix, scalar = numba.float32[:, :, ::1], numba.float32[::1], numba.float32[:, ::1], numba.float32
+    grouped, vector, matrix, scalar = (
+        numba.float32[:, :, ::1],
+        numba.float32[::1],
+        numba.float32[:, ::1],
+        numba.float32,
+    )
     flag = numba.boolean
     return [
         KernelSpec(
-            "norm_group_statistics", _group_statistics_kernel,
-            (grouped, scalar, scalar, vector, vector, vector, vector), MAX_BLOCK_THREADS,
+            "norm_group_statistics",
+            _group_statistics_kernel,
+            (grouped, scalar, scalar, vector, vector, vector, vector),
+            MAX_BLOCK_THREADS,
         ),
         KernelSpec(
-            "norm_normalise", _normalise_kernel,
-            (grouped, vector, vector, vector, vector, flag, grouped), ELEMENTWISE_THREADS,
+            "norm_normalise",
+            _normalise_kernel,
+            (grouped, vector, vector, vector, vector, flag, grouped),
+            ELEMENTWISE_THREADS,
         ),
         KernelSpec(
-            "norm_group_backward", _group_backward_kernel,
-            (grouped, grouped, vector, vector, vector, flag, flag, grouped, vector, vector), MAX_BLOCK_THREADS,
+            "norm_group_backward",
+            _group_backward_kernel,
+            (grouped, grouped, vector, vector, vector, flag, flag, grouped, vector, vector),
+            MAX_BLOCK_THREADS,
         ),
         KernelSpec(
-            "norm_column_param_grads", _column_param_grads_kernel,
-            (matrix, matrix, vector, vector, vector, vector), ELEMENTWISE_THREADS,
+            "norm_column_param_grads",
+            _column_param_grads_kernel,
+            (matrix, matrix, vector, vector, vector, vector),
+            ELEMENTWISE_THREADS,
         ),
     ]
 
@@ -687,8 +876,9 @@ def cuda_kernels() -> list[KernelSpec]:
 # ---------------------------------------------------------------------------------------------
 
 
-def plain_batchnorm_forward(x: Any, weight: Any, bias: Any, running_mean: Any, running_var: Any,
-                            momentum: float, eps: float) -> Any:
+def plain_batchnorm_forward(
+    x: Any, weight: Any, bias: Any, running_mean: Any, running_var: Any, momentum: float, eps: float
+) -> Any:
     """y of training-mode batch norm over (N, H, W); the running statistics updated in place."""
     xp = array_module(x)
     axes, shape = (0, 2, 3), (1, -1, 1, 1)
@@ -702,16 +892,18 @@ def plain_batchnorm_forward(x: Any, weight: Any, bias: Any, running_mean: Any, r
     return x * scale.reshape(shape) + (bias - mean * scale).reshape(shape)
 
 
-def plain_batchnorm_backward(dy: Any, x: Any, weight: Any, mean: Any,
-                             rstd: Any) -> tuple[Any, Any, Any]:
+def plain_batchnorm_backward(
+    dy: Any, x: Any, weight: Any, mean: Any, rstd: Any
+) -> tuple[Any, Any, Any]:
     """(dx, dweight, dbias) of training-mode batch norm from the saved mean and 1/std per
     channel."""
     axes, shape = (0, 2, 3), (1, -1, 1, 1)
     count = x.size // x.shape[1]
     xhat = (x - mean.reshape(shape)) * rstd.reshape(shape)
     dbias, dweight = dy.sum(axis=axes), (dy * xhat).sum(axis=axes)
-    dx = (weight * rstd / count).reshape(shape) * (count * dy - dbias.reshape(shape)
-                                                   - xhat * dweight.reshape(shape))
+    dx = (weight * rstd / count).reshape(shape) * (
+        count * dy - dbias.reshape(shape) - xhat * dweight.reshape(shape)
+    )
     return dx, dweight, dbias
 
 
@@ -722,21 +914,28 @@ def plain_layernorm_forward(x: Any, weight: Any, bias: Any, eps: float) -> Any:
     return (x - mean) / xp.sqrt(x.var(axis=-1, keepdims=True) + eps) * weight + bias
 
 
-def plain_layernorm_backward(dy: Any, x: Any, weight: Any, mean: Any,
-                             rstd: Any) -> tuple[Any, Any, Any]:
+def plain_layernorm_backward(
+    dy: Any, x: Any, weight: Any, mean: Any, rstd: Any
+) -> tuple[Any, Any, Any]:
     """(dx, dweight, dbias) of layer norm from the saved mean and 1/std per row."""
     xhat = (x - mean[:, None]) * rstd[:, None]
     scaled = dy * weight
-    dx = rstd[:, None] * (scaled - scaled.mean(axis=-1, keepdims=True)
-                          - xhat * (scaled * xhat).mean(axis=-1, keepdims=True))
+    dx = rstd[:, None] * (
+        scaled
+        - scaled.mean(axis=-1, keepdims=True)
+        - xhat * (scaled * xhat).mean(axis=-1, keepdims=True)
+    )
     return dx, (dy * xhat).sum(axis=0), dy.sum(axis=0)
 
 
 def _batchnorm_forward_case(context: BenchContext, key: str, x_shape: tuple) -> Case:
     """Training-mode batch norm, running statistics included, each implementation with its own."""
     momentum, eps, channels, xp = 0.1, 1e-5, x_shape[1], context.xp
-    x, weight, bias = (context.random(x_shape), context.random((channels,), 1) + 1,
-                       context.random((channels,), 2))
+    x, weight, bias = (
+        context.random(x_shape),
+        context.random((channels,), 1) + 1,
+        context.random((channels,), 2),
+    )
 
     def running() -> tuple:
         return xp.zeros(channels, np.float32), xp.ones(channels, np.float32)
@@ -744,25 +943,46 @@ def _batchnorm_forward_case(context: BenchContext, key: str, x_shape: tuple) -> 
     ours_running, plain_running = running(), running()
 
     def ours() -> tuple:
-        y, _, _ = context.ops.batchnorm_forward(x, weight, bias, *ours_running, training=True,
-                                                momentum=momentum, eps=eps)
+        y, _, _ = context.ops.batchnorm_forward(
+            x, weight, bias, *ours_running, training=True, momentum=momentum, eps=eps
+        )
         return (y, *ours_running)
 
     implementations = {
         OURS: Implementation(ours),
         context.plain: Implementation(
-            lambda: (plain_batchnorm_forward(x, weight, bias, *plain_running, momentum, eps),
-                     *plain_running)),
+            lambda: (
+                plain_batchnorm_forward(x, weight, bias, *plain_running, momentum, eps),
+                *plain_running,
+            )
+        ),
     }
     torch = context.torch
     if torch:
         tensors = [torch.from_numpy(array) for array in (x, weight, bias, *running())]
-        implementations["torch"] = Implementation(lambda: (torch.nn.functional.batch_norm(
-            tensors[0], tensors[3], tensors[4], tensors[1], tensors[2], training=True,
-            momentum=momentum, eps=eps), tensors[3], tensors[4]))
+        implementations["torch"] = Implementation(
+            lambda: (
+                torch.nn.functional.batch_norm(
+                    tensors[0],
+                    tensors[3],
+                    tensors[4],
+                    tensors[1],
+                    tensors[2],
+                    training=True,
+                    momentum=momentum,
+                    eps=eps,
+                ),
+                tensors[3],
+                tensors[4],
+            )
+        )
     # per element: sum, sum of squares, then subtract, scale, shift; reads x, writes y
-    info = CaseInfo("batchnorm_fwd", f"{key} {'x'.join(map(str, x_shape))}", 5.0 * x.size,
-                    2.0 * FLOAT32_BYTES * x.size)
+    info = CaseInfo(
+        "batchnorm_fwd",
+        f"{key} {'x'.join(map(str, x_shape))}",
+        5.0 * x.size,
+        2.0 * FLOAT32_BYTES * x.size,
+    )
     return Case(info, implementations)
 
 
@@ -773,39 +993,61 @@ def _batchnorm_backward_case(context: BenchContext, key: str, x_shape: tuple) ->
     _, mean, rstd = context.ops.batchnorm_forward(x, weight, None, None, None, training=True)
     implementations = {
         OURS: Implementation(
-            lambda: context.ops.batchnorm_backward(dy, x, weight, mean, rstd, training=True)),
+            lambda: context.ops.batchnorm_backward(dy, x, weight, mean, rstd, training=True)
+        ),
         context.plain: Implementation(lambda: plain_batchnorm_backward(dy, x, weight, mean, rstd)),
     }
     torch = context.torch
     if torch:
         dy_torch, x_torch, weight_torch, mean_torch, rstd_torch = (
-            torch.from_numpy(a) for a in (dy, x, weight, mean, rstd))
-        implementations["torch"] = Implementation(lambda: torch.ops.aten.native_batch_norm_backward(
-            dy_torch, x_torch, weight_torch, None, None, mean_torch, rstd_torch, True, 1e-5,
-            [True, True, True]))
+            torch.from_numpy(a) for a in (dy, x, weight, mean, rstd)
+        )
+        implementations["torch"] = Implementation(
+            lambda: torch.ops.aten.native_batch_norm_backward(
+                dy_torch,
+                x_torch,
+                weight_torch,
+                None,
+                None,
+                mean_torch,
+                rstd_torch,
+                True,
+                1e-5,
+                [True, True, True],
+            )
+        )
     # per element: two sums, then xhat and the three-term dx; reads dy and x, writes dx
-    info = CaseInfo("batchnorm_bwd", f"{key} {'x'.join(map(str, x_shape))}", 9.0 * x.size,
-                    3.0 * FLOAT32_BYTES * x.size)
+    info = CaseInfo(
+        "batchnorm_bwd",
+        f"{key} {'x'.join(map(str, x_shape))}",
+        9.0 * x.size,
+        3.0 * FLOAT32_BYTES * x.size,
+    )
     return Case(info, implementations)
 
 
 def _layernorm_forward_case(context: BenchContext, key: str, rows: int, width: int) -> Case:
     eps = 1e-5
-    x, weight, bias = (context.random((rows, width)), context.random((width,), 1) + 1,
-                       context.random((width,), 2))
+    x, weight, bias = (
+        context.random((rows, width)),
+        context.random((width,), 1) + 1,
+        context.random((width,), 2),
+    )
     implementations = {
-        OURS: Implementation(lambda: context.ops.layernorm_forward(x, weight, bias, eps),
-                             lambda result: result[:1]),
+        OURS: Implementation(
+            lambda: context.ops.layernorm_forward(x, weight, bias, eps), lambda result: result[:1]
+        ),
         context.plain: Implementation(lambda: plain_layernorm_forward(x, weight, bias, eps)),
     }
     torch = context.torch
     if torch:
         x_torch, weight_torch, bias_torch = (torch.from_numpy(a) for a in (x, weight, bias))
         implementations["torch"] = Implementation(
-            lambda: torch.nn.functional.layer_norm(x_torch, (width,), weight_torch, bias_torch,
-                                                   eps))
-    info = CaseInfo("layernorm_fwd", f"{key} {rows}x{width}", 5.0 * x.size,
-                    2.0 * FLOAT32_BYTES * x.size)
+            lambda: torch.nn.functional.layer_norm(x_torch, (width,), weight_torch, bias_torch, eps)
+        )
+    info = CaseInfo(
+        "layernorm_fwd", f"{key} {rows}x{width}", 5.0 * x.size, 2.0 * FLOAT32_BYTES * x.size
+    )
     return Case(info, implementations)
 
 
@@ -822,11 +1064,21 @@ def _layernorm_backward_case(context: BenchContext, key: str, rows: int, width: 
         dy_torch, x_torch, weight_torch = (torch.from_numpy(a) for a in (dy, x, weight))
         mean_torch, rstd_torch = (torch.from_numpy(a.reshape(rows, 1)) for a in (mean, rstd))
         bias_torch = torch.zeros(width)  # unused by the gradients, but the op wants one
-        implementations["torch"] = Implementation(lambda: torch.ops.aten.native_layer_norm_backward(
-            dy_torch, x_torch, [width], mean_torch, rstd_torch, weight_torch, bias_torch,
-            [True, True, True]))
-    info = CaseInfo("layernorm_bwd", f"{key} {rows}x{width}", 9.0 * x.size,
-                    3.0 * FLOAT32_BYTES * x.size)
+        implementations["torch"] = Implementation(
+            lambda: torch.ops.aten.native_layer_norm_backward(
+                dy_torch,
+                x_torch,
+                [width],
+                mean_torch,
+                rstd_torch,
+                weight_torch,
+                bias_torch,
+                [True, True, True],
+            )
+        )
+    info = CaseInfo(
+        "layernorm_bwd", f"{key} {rows}x{width}", 9.0 * x.size, 3.0 * FLOAT32_BYTES * x.size
+    )
     return Case(info, implementations)
 
 
@@ -835,19 +1087,49 @@ def bench_cases(quick: bool) -> list[CaseSpec]:
     forward and backward (tiny shapes with ``quick``)."""
     peers = (OURS, "numpy", "torch")
     specs = []
-    for key, x_shape in ((("tiny", (2, 3, 5, 5)),) if quick else
-                         (("resnet20.stage1.b128", (128, 16, 32, 32)),)):
+    for key, x_shape in (
+        (("tiny", (2, 3, 5, 5)),) if quick else (("resnet20.stage1.b128", (128, 16, 32, 32)),)
+    ):
         shape = "x".join(map(str, x_shape))
-        specs.append(CaseSpec("batchnorm_fwd", key, shape, functools.partial(
-            _batchnorm_forward_case, key=key, x_shape=x_shape), peers))
-        specs.append(CaseSpec("batchnorm_bwd", key, shape, functools.partial(
-            _batchnorm_backward_case, key=key, x_shape=x_shape), peers))
-    for key, rows, width in ((("tiny", 6, 10),) if quick else
-                             (("transformer.b32.t64", 32 * 64, 128),)):
-        specs.append(CaseSpec("layernorm_fwd", key, f"{rows}x{width}", functools.partial(
-            _layernorm_forward_case, key=key, rows=rows, width=width), peers))
-        specs.append(CaseSpec("layernorm_bwd", key, f"{rows}x{width}", functools.partial(
-            _layernorm_backward_case, key=key, rows=rows, width=width), peers))
+        specs.append(
+            CaseSpec(
+                "batchnorm_fwd",
+                key,
+                shape,
+                functools.partial(_batchnorm_forward_case, key=key, x_shape=x_shape),
+                peers,
+            )
+        )
+        specs.append(
+            CaseSpec(
+                "batchnorm_bwd",
+                key,
+                shape,
+                functools.partial(_batchnorm_backward_case, key=key, x_shape=x_shape),
+                peers,
+            )
+        )
+    for key, rows, width in (
+        (("tiny", 6, 10),) if quick else (("transformer.b32.t64", 32 * 64, 128),)
+    ):
+        specs.append(
+            CaseSpec(
+                "layernorm_fwd",
+                key,
+                f"{rows}x{width}",
+                functools.partial(_layernorm_forward_case, key=key, rows=rows, width=width),
+                peers,
+            )
+        )
+        specs.append(
+            CaseSpec(
+                "layernorm_bwd",
+                key,
+                f"{rows}x{width}",
+                functools.partial(_layernorm_backward_case, key=key, rows=rows, width=width),
+                peers,
+            )
+        )
     return specs
 
 

@@ -36,6 +36,7 @@ The host turns the hyperparameters into a named tuple of coefficients in the buf
 (``1 - β2`` is rounded once from float64 rather than computed in float32), so float32 buffers
 are updated with float32 arithmetic on both devices.
 """
+
 from __future__ import annotations
 
 import functools
@@ -106,9 +107,13 @@ def _flat_buffers(op: str, param: Any, **buffers: Any) -> list:
     flat = []
     for name, buffer in {"param": param, **buffers}.items():
         if array_module(buffer) is not module:
-            raise TypeError(f"{name} is a {type(buffer).__name__} but param is a {type(param).__name__}")
+            raise TypeError(
+                f"{name} is a {type(buffer).__name__} but param is a {type(param).__name__}"
+            )
         if buffer.shape != param.shape:
-            raise ValueError(f"{name} shape {buffer.shape} does not match param shape {param.shape}")
+            raise ValueError(
+                f"{name} shape {buffer.shape} does not match param shape {param.shape}"
+            )
         if buffer.dtype != param.dtype:
             raise TypeError(f"{name} dtype {buffer.dtype} does not match param dtype {param.dtype}")
         if not buffer.flags.c_contiguous:
@@ -125,7 +130,14 @@ def _check_at_least(name: str, value: float, lowest: float) -> None:
 
 
 def _adam_coefficients(
-    dtype: Any, step: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float, decoupled: bool
+    dtype: Any,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled: bool,
 ) -> AdamCoefficients:
     step = operator.index(step)
     if step < 1:
@@ -151,14 +163,21 @@ def _adam_coefficients(
 
 
 def _sgd_coefficients(
-    dtype: Any, lr: float, momentum: float, dampening: float, weight_decay: float, nesterov: bool, first_step: bool
+    dtype: Any,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    first_step: bool,
 ) -> SgdCoefficients:
     _check_at_least("lr", lr, 0.0)
     _check_at_least("momentum", momentum, 0.0)
     _check_at_least("weight_decay", weight_decay, 0.0)
     if nesterov and (momentum == 0.0 or dampening != 0.0):
         raise ValueError(
-            f"Nesterov momentum needs momentum > 0 and zero dampening, got momentum={momentum}, dampening={dampening}"
+            f"Nesterov momentum needs momentum > 0 and zero dampening, "
+            f"got momentum={momentum}, dampening={dampening}"
         )
     as_dtype = np.dtype(dtype).type
     return SgdCoefficients(
@@ -180,7 +199,7 @@ def _sgd_buffers(param: Any, grad: Any, momentum_buffer: Any, momentum: float) -
     return _flat_buffers("sgd_step", param, grad=grad, momentum_buffer=momentum_buffer)
 
 
-# --------------------------------------------------------------------------- the update of one element
+# ------------------------------------------------------------------------ the update of one element
 
 
 @register_jitable
@@ -192,7 +211,9 @@ def _adam_update(index, param, grad, exp_avg, exp_avg_sq, coefficients):
     v = c.beta2 * exp_avg_sq[index] + c.one_minus_beta2 * (g * g)
     exp_avg[index] = m
     exp_avg_sq[index] = v
-    param[index] = p * c.param_scale - c.step_size * m / (math.sqrt(v) / c.bias_correction2_sqrt + c.eps)
+    param[index] = p * c.param_scale - c.step_size * m / (
+        math.sqrt(v) / c.bias_correction2_sqrt + c.eps
+    )
 
 
 @register_jitable
@@ -203,7 +224,9 @@ def _sgd_update(index, param, grad, momentum_buffer, coefficients):
     g = grad[index] + c.weight_decay * p
     if momentum_buffer is not None:
         # On the first step the buffer holds nothing yet (maybe not even numbers): never read it.
-        buffer = g if c.first_step else c.momentum * momentum_buffer[index] + c.one_minus_dampening * g
+        buffer = (
+            g if c.first_step else c.momentum * momentum_buffer[index] + c.one_minus_dampening * g
+        )
         momentum_buffer[index] = buffer
         g = g + c.momentum * buffer if c.nesterov else buffer
     param[index] = p - c.lr * g
@@ -213,8 +236,18 @@ def _sgd_update(index, param, grad, momentum_buffer, coefficients):
 
 
 def reference_adam_step(
-    param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, *,
-    step: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float, decoupled: bool,
+    param: Any,
+    grad: Any,
+    exp_avg: Any,
+    exp_avg_sq: Any,
+    *,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One Adam (or AdamW) step in float64; returns new ``(param, exp_avg, exp_avg_sq)``."""
     p, g, m, v = (np.array(a, dtype=np.float64) for a in (param, grad, exp_avg, exp_avg_sq))
@@ -230,15 +263,28 @@ def reference_adam_step(
 
 
 def reference_sgd_step(
-    param: Any, grad: Any, momentum_buffer: Any, *,
-    lr: float, momentum: float, dampening: float, weight_decay: float, nesterov: bool, first_step: bool,
+    param: Any,
+    grad: Any,
+    momentum_buffer: Any,
+    *,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    first_step: bool,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """One SGD step in float64; returns new ``(param, momentum_buffer)``, the buffer None without momentum."""
+    """One SGD step in float64; returns new ``(param, momentum_buffer)``, the buffer None without
+    momentum."""
     p, g = (np.array(a, dtype=np.float64) for a in (param, grad))
     g = g + weight_decay * p
     buffer = None
     if momentum != 0.0:
-        buffer = g.copy() if first_step else momentum * np.array(momentum_buffer, dtype=np.float64) + (1.0 - dampening) * g
+        buffer = (
+            g.copy()
+            if first_step
+            else momentum * np.array(momentum_buffer, dtype=np.float64) + (1.0 - dampening) * g
+        )
         g = g + momentum * buffer if nesterov else buffer
     return p - lr * g, buffer
 
@@ -259,19 +305,39 @@ def _sgd_cpu_kernel(param, grad, momentum_buffer, coefficients):
 
 
 def adam_step_cpu(
-    param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray, *,
-    step: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float, decoupled: bool,
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    *,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled: bool,
 ) -> None:
-    """One Adam (``decoupled=False``) or AdamW step, updating ``param``, ``exp_avg``, ``exp_avg_sq`` in place."""
+    """One Adam (``decoupled=False``) or AdamW step, updating ``param``, ``exp_avg``, ``exp_avg_sq``
+    in place."""
     flat = _flat_buffers("adam_step", param, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
-    coefficients = _adam_coefficients(param.dtype, step, lr, beta1, beta2, eps, weight_decay,
-                                      decoupled)
+    coefficients = _adam_coefficients(
+        param.dtype, step, lr, beta1, beta2, eps, weight_decay, decoupled
+    )
     _adam_cpu_kernel(param.size, *flat, coefficients)
 
 
 def sgd_step_cpu(
-    param: np.ndarray, grad: np.ndarray, momentum_buffer: np.ndarray | None, *,
-    lr: float, momentum: float, dampening: float, weight_decay: float, nesterov: bool, first_step: bool,
+    param: np.ndarray,
+    grad: np.ndarray,
+    momentum_buffer: np.ndarray | None,
+    *,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    first_step: bool,
 ) -> None:
     """One SGD step, updating ``param`` and (when ``momentum`` ≠ 0) ``momentum_buffer`` in place.
 
@@ -279,8 +345,9 @@ def sgd_step_cpu(
     ``first_step`` it is only written, so it may start uninitialised.
     """
     flat = _sgd_buffers(param, grad, momentum_buffer, momentum)
-    coefficients = _sgd_coefficients(param.dtype, lr, momentum, dampening, weight_decay, nesterov,
-                                     first_step)
+    coefficients = _sgd_coefficients(
+        param.dtype, lr, momentum, dampening, weight_decay, nesterov, first_step
+    )
     _sgd_cpu_kernel(param.size, *flat, coefficients)
 
 
@@ -300,22 +367,44 @@ def _sgd_cuda_kernel(param, grad, momentum_buffer, coefficients):
 
 
 def adam_step_cuda(
-    param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, *,
-    step: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float, decoupled: bool,
+    param: Any,
+    grad: Any,
+    exp_avg: Any,
+    exp_avg_sq: Any,
+    *,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled: bool,
 ) -> None:
     """:func:`adam_step_cpu` on the GPU (CuPy arrays), or in the simulator (NumPy arrays)."""
     flat = _flat_buffers("adam_step", param, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
-    coefficients = _adam_coefficients(param.dtype, step, lr, beta1, beta2, eps, weight_decay, decoupled)
+    coefficients = _adam_coefficients(
+        param.dtype, step, lr, beta1, beta2, eps, weight_decay, decoupled
+    )
     launch(_adam_cuda_kernel, stride_grid(param.size, THREADS), THREADS, *flat, coefficients)
 
 
 def sgd_step_cuda(
-    param: Any, grad: Any, momentum_buffer: Any, *,
-    lr: float, momentum: float, dampening: float, weight_decay: float, nesterov: bool, first_step: bool,
+    param: Any,
+    grad: Any,
+    momentum_buffer: Any,
+    *,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    first_step: bool,
 ) -> None:
     """:func:`sgd_step_cpu` on the GPU (CuPy arrays), or in the simulator (NumPy arrays)."""
     flat = _sgd_buffers(param, grad, momentum_buffer, momentum)
-    coefficients = _sgd_coefficients(param.dtype, lr, momentum, dampening, weight_decay, nesterov, first_step)
+    coefficients = _sgd_coefficients(
+        param.dtype, lr, momentum, dampening, weight_decay, nesterov, first_step
+    )
     launch(_sgd_cuda_kernel, stride_grid(param.size, THREADS), THREADS, *flat, coefficients)
 
 
@@ -324,18 +413,36 @@ def cuda_kernels() -> list[KernelSpec]:
     vector = numba.float32[::1]
     zero = np.float32(0.0)
     adam_coefficients = numba.typeof(AdamCoefficients(*[zero] * len(AdamCoefficients._fields)))
-    sgd_coefficients = numba.typeof(SgdCoefficients(zero, zero, zero, zero, nesterov=False, first_step=False))
+    sgd_coefficients = numba.typeof(
+        SgdCoefficients(zero, zero, zero, zero, nesterov=False, first_step=False)
+    )
     return [
-        KernelSpec("adam_step", _adam_cuda_kernel, (vector, vector, vector, vector, adam_coefficients), THREADS),
-        KernelSpec("sgd_step", _sgd_cuda_kernel, (vector, vector, vector, sgd_coefficients), THREADS),
+        KernelSpec(
+            "adam_step",
+            _adam_cuda_kernel,
+            (vector, vector, vector, vector, adam_coefficients),
+            THREADS,
+        ),
+        KernelSpec(
+            "sgd_step", _sgd_cuda_kernel, (vector, vector, vector, sgd_coefficients), THREADS
+        ),
     ]
 
 
 # --------------------------------------------------------------------------- benchmark cases
 
 
-def plain_adam_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, step: int,
-                    lr: float, beta1: float, beta2: float, eps: float) -> None:
+def plain_adam_step(
+    param: Any,
+    grad: Any,
+    exp_avg: Any,
+    exp_avg_sq: Any,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> None:
     """Adam in place, one array expression per line of the algorithm."""
     xp = array_module(param)
     exp_avg *= beta1
@@ -345,8 +452,9 @@ def plain_adam_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, step: 
     param -= (lr / (1 - beta1**step)) * exp_avg / (xp.sqrt(exp_avg_sq / (1 - beta2**step)) + eps)
 
 
-def plain_sgd_momentum_step(param: Any, grad: Any, buffer: Any, first_step: bool, lr: float,
-                            momentum: float) -> None:
+def plain_sgd_momentum_step(
+    param: Any, grad: Any, buffer: Any, first_step: bool, lr: float, momentum: float
+) -> None:
     """SGD with momentum in place (PyTorch's: the buffer starts as the first gradient)."""
     if first_step:
         buffer[...] = grad
@@ -356,9 +464,13 @@ def plain_sgd_momentum_step(param: Any, grad: Any, buffer: Any, first_step: bool
     param -= lr * buffer
 
 
-def _torch_optimizer_step(torch: Any, param_start: np.ndarray, grad: np.ndarray,
-                          state_names: tuple[str, ...],
-                          make_optimizer: Callable[[list], Any]) -> Callable[[], tuple]:
+def _torch_optimizer_step(
+    torch: Any,
+    param_start: np.ndarray,
+    grad: np.ndarray,
+    state_names: tuple[str, ...],
+    make_optimizer: Callable[[list], Any],
+) -> Callable[[], tuple]:
     """A torch optimizer's step over its own copy of the parameter; returns (param, *state)."""
     param = torch.from_numpy(param_start.copy()).requires_grad_()
     param.grad = torch.from_numpy(grad)
@@ -387,9 +499,16 @@ def _adam_case(context: BenchContext, key: str, size: int) -> Case:
 
     def ours() -> tuple:
         step["ours"] += 1
-        context.ops.adam_step(*ours_state, step=step["ours"], lr=_ADAM["lr"], beta1=_ADAM["beta1"],
-                              beta2=_ADAM["beta2"], eps=_ADAM["eps"], weight_decay=0.0,
-                              decoupled=False)
+        context.ops.adam_step(
+            *ours_state,
+            step=step["ours"],
+            lr=_ADAM["lr"],
+            beta1=_ADAM["beta1"],
+            beta2=_ADAM["beta2"],
+            eps=_ADAM["eps"],
+            weight_decay=0.0,
+            decoupled=False,
+        )
         return ours_state[0], ours_state[2], ours_state[3]
 
     def plain() -> tuple:
@@ -401,11 +520,21 @@ def _adam_case(context: BenchContext, key: str, size: int) -> Case:
     torch = context.torch
     if torch:
         for name, fused in (("torch", None), ("torch-fused", True)):
-            implementations[name] = Implementation(_torch_optimizer_step(
-                torch, param_start, grad, ("exp_avg", "exp_avg_sq"),
-                lambda params, fused=fused: torch.optim.Adam(
-                    params, lr=_ADAM["lr"], betas=(_ADAM["beta1"], _ADAM["beta2"]),
-                    eps=_ADAM["eps"], fused=fused)))
+            implementations[name] = Implementation(
+                _torch_optimizer_step(
+                    torch,
+                    param_start,
+                    grad,
+                    ("exp_avg", "exp_avg_sq"),
+                    lambda params, fused=fused: torch.optim.Adam(
+                        params,
+                        lr=_ADAM["lr"],
+                        betas=(_ADAM["beta1"], _ADAM["beta2"]),
+                        eps=_ADAM["eps"],
+                        fused=fused,
+                    ),
+                )
+            )
     # per element ~16 FLOPs; reads param, grad, m, v and writes param, m, v
     info = CaseInfo("adam", f"{key} {size:,} params", 16.0 * size, 7.0 * FLOAT32_BYTES * size)
     return Case(info, implementations)
@@ -422,8 +551,15 @@ def _sgd_case(context: BenchContext, key: str, size: int) -> Case:
 
     def ours() -> tuple:
         steps["ours"] += 1
-        context.ops.sgd_step(*ours_state, lr=lr, momentum=momentum, dampening=0.0, weight_decay=0.0,
-                             nesterov=False, first_step=steps["ours"] == 1)
+        context.ops.sgd_step(
+            *ours_state,
+            lr=lr,
+            momentum=momentum,
+            dampening=0.0,
+            weight_decay=0.0,
+            nesterov=False,
+            first_step=steps["ours"] == 1,
+        )
         return ours_state[0], ours_state[2]
 
     def plain() -> tuple:
@@ -434,13 +570,20 @@ def _sgd_case(context: BenchContext, key: str, size: int) -> Case:
     implementations = {OURS: Implementation(ours), context.plain: Implementation(plain)}
     torch = context.torch
     if torch:
-        implementations["torch"] = Implementation(_torch_optimizer_step(
-            torch, param_start, grad, ("momentum_buffer",),
-            lambda params: torch.optim.SGD(params, lr=lr, momentum=momentum)))
+        implementations["torch"] = Implementation(
+            _torch_optimizer_step(
+                torch,
+                param_start,
+                grad,
+                ("momentum_buffer",),
+                lambda params: torch.optim.SGD(params, lr=lr, momentum=momentum),
+            )
+        )
     # per element: momentum update (2) and parameter update (2); reads param, grad, buffer,
     # writes param, buffer
-    info = CaseInfo("sgd_momentum", f"{key} {size:,} params", 4.0 * size,
-                    5.0 * FLOAT32_BYTES * size)
+    info = CaseInfo(
+        "sgd_momentum", f"{key} {size:,} params", 4.0 * size, 5.0 * FLOAT32_BYTES * size
+    )
     return Case(info, implementations)
 
 
@@ -449,12 +592,24 @@ def bench_cases(quick: bool) -> list[CaseSpec]:
     sizes = (("tiny", 1001),) if quick else (("1M", 1_000_000), ("10M", 10_000_000))
     specs = []
     for key, size in sizes:
-        specs.append(CaseSpec("adam", key, f"{size}",
-                              functools.partial(_adam_case, key=key, size=size),
-                              (OURS, "numpy", "torch", "torch-fused")))
-        specs.append(CaseSpec("sgd_momentum", key, f"{size}",
-                              functools.partial(_sgd_case, key=key, size=size),
-                              (OURS, "numpy", "torch")))
+        specs.append(
+            CaseSpec(
+                "adam",
+                key,
+                f"{size}",
+                functools.partial(_adam_case, key=key, size=size),
+                (OURS, "numpy", "torch", "torch-fused"),
+            )
+        )
+        specs.append(
+            CaseSpec(
+                "sgd_momentum",
+                key,
+                f"{size}",
+                functools.partial(_sgd_case, key=key, size=size),
+                (OURS, "numpy", "torch"),
+            )
+        )
     return specs
 
 

@@ -34,6 +34,7 @@ Variants, simplest first:
   per input pixel, gathering dy from the windows that cover it: no atomics, deterministic).
   Both are grid-stride loops.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -76,7 +77,9 @@ def _pool_geometry(
             f"{geometry.kernel_h}x{geometry.kernel_w}"
         )
     if x_shape[2] * x_shape[3] > np.iinfo(_INDEX_DTYPE).max:
-        raise ValueError(f"{op}: a {x_shape[2]}x{x_shape[3]} plane is too large for int32 argmax indices")
+        raise ValueError(
+            f"{op}: a {x_shape[2]}x{x_shape[3]} plane is too large for int32 argmax indices"
+        )
     return geometry
 
 
@@ -93,7 +96,12 @@ def _forward_arguments(x: Any, kernel_hw: IntPair, stride: IntPair, padding: Int
 
 
 def _backward_arguments(
-    dy: Any, argmax: Any, x_shape: Sequence[int], kernel_hw: IntPair, stride: IntPair, padding: IntPair
+    dy: Any,
+    argmax: Any,
+    x_shape: Sequence[int],
+    kernel_hw: IntPair,
+    stride: IntPair,
+    padding: IntPair,
 ):
     x_shape = as_shape(x_shape, "maxpool2d_backward")
     geometry = _pool_geometry(x_shape, kernel_hw, stride, padding, "maxpool2d_backward")
@@ -119,13 +127,19 @@ def reference_maxpool2d_forward(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(y, argmax) in float64: ``np.argmax`` over each window of the -inf-padded input."""
     height, width = x.shape[2:]
-    kh, kw, sh, sw, ph, pw, oh, ow = _pool_geometry(x.shape, kernel_hw, stride, padding, "reference_maxpool2d_forward")
-    padded = np.pad(np.asarray(x, np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
+    kh, kw, sh, sw, ph, pw, oh, ow = _pool_geometry(
+        x.shape, kernel_hw, stride, padding, "reference_maxpool2d_forward"
+    )
+    padded = np.pad(
+        np.asarray(x, np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf
+    )
     y = np.empty((*x.shape[:2], oh, ow))
     argmax = np.empty((*x.shape[:2], oh, ow), np.int32)
     for row in range(oh):
         for col in range(ow):
-            window = padded[:, :, row * sh : row * sh + kh, col * sw : col * sw + kw].reshape(*x.shape[:2], kh * kw)
+            window = padded[:, :, row * sh : row * sh + kh, col * sw : col * sw + kw].reshape(
+                *x.shape[:2], kh * kw
+            )
             offset = np.argmax(window, axis=-1)
             y[:, :, row, col] = np.take_along_axis(window, offset[..., None], axis=-1)[..., 0]
             h = row * sh - ph + offset // kw
@@ -135,10 +149,17 @@ def reference_maxpool2d_forward(
 
 
 def reference_maxpool2d_backward(
-    dy: np.ndarray, argmax: np.ndarray, x_shape: Sequence[int], kernel_hw: IntPair, stride: IntPair, padding: IntPair
+    dy: np.ndarray,
+    argmax: np.ndarray,
+    x_shape: Sequence[int],
+    kernel_hw: IntPair,
+    stride: IntPair,
+    padding: IntPair,
 ) -> np.ndarray:
     """dx in float64: ``np.add.at`` of every dy onto the pixel its argmax names."""
-    dy, argmax, x_shape, geometry = _backward_arguments(dy, argmax, x_shape, kernel_hw, stride, padding)
+    dy, argmax, x_shape, geometry = _backward_arguments(
+        dy, argmax, x_shape, kernel_hw, stride, padding
+    )
     batch, channels, height, width = x_shape
     dx = np.zeros((batch * channels, height * width))
     planes = np.repeat(np.arange(batch * channels), geometry.out_h * geometry.out_w)
@@ -179,7 +200,9 @@ def _inner_columns(width, kernel_w, stride_w, pad_w, out_w):
 
 
 @cpu_kernel
-def _forward_kernel_cpu(x, y, argmax, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
+def _forward_kernel_cpu(
+    x, y, argmax, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w
+):
     height, width = x.shape[1], x.shape[2]
     pixels = x.reshape(x.shape[0], height * width)
     # Each window pixel as an offset from the window's top-left corner, in row-major window order:
@@ -251,8 +274,8 @@ def _forward_2x2_kernel_cpu(x, y, argmax):
             nans = 0
             for oh in range(out_h):
                 top, bottom = x[plane, 2 * oh], x[plane, 2 * oh + 1]
-                row_larger = larger[oh * 2 * out_w:(oh + 1) * 2 * out_w]
-                row_below = below[oh * 2 * out_w:(oh + 1) * 2 * out_w]
+                row_larger = larger[oh * 2 * out_w : (oh + 1) * 2 * out_w]
+                row_below = below[oh * 2 * out_w : (oh + 1) * 2 * out_w]
                 for j in range(row_larger.size):
                     upper, lower = top[j], bottom[j]
                     nans += (upper != upper) | (lower != lower)
@@ -265,13 +288,17 @@ def _forward_2x2_kernel_cpu(x, y, argmax):
                 right = left + uint64(1)
                 left_value, right_value = larger[left], larger[right]
                 left_below, right_below = below[left], below[right]
-                right_wins = (right_value > left_value) | ((right_value == left_value) & (left_below > right_below))
+                right_wins = (right_value > left_value) | (
+                    (right_value == left_value) & (left_below > right_below)
+                )
                 maxima[window] = right_value if right_wins else left_value
                 where[window] = corners[window] + (right_below + 1 if right_wins else left_below)
             if nans:
                 for oh in range(out_h):
                     for ow in range(out_w):
-                        argmax[plane, oh, ow], y[plane, oh, ow] = _window_argmax(x, plane, 2 * oh, 2 * ow, 2, 2)
+                        argmax[plane, oh, ow], y[plane, oh, ow] = _window_argmax(
+                            x, plane, 2 * oh, 2 * ow, 2, 2
+                        )
 
 
 @cpu_kernel
@@ -303,15 +330,29 @@ def maxpool2d_forward_cpu(
 
 
 def maxpool2d_backward_cpu(
-    dy: np.ndarray, argmax: np.ndarray, x_shape: Sequence[int], kernel_hw: IntPair, stride: IntPair, padding: IntPair
+    dy: np.ndarray,
+    argmax: np.ndarray,
+    x_shape: Sequence[int],
+    kernel_hw: IntPair,
+    stride: IntPair,
+    padding: IntPair,
 ) -> np.ndarray:
     """dx (N, C, H, W): each dy (N, C, OH, OW) added onto the pixel its argmax names."""
     dy, argmax, x_shape, _ = _backward_arguments(dy, argmax, x_shape, kernel_hw, stride, padding)
-    planes, plane_size, out_size = x_shape[0] * x_shape[1], x_shape[2] * x_shape[3], dy.shape[2] * dy.shape[3]
+    planes, plane_size, out_size = (
+        x_shape[0] * x_shape[1],
+        x_shape[2] * x_shape[3],
+        dy.shape[2] * dy.shape[3],
+    )
     dx = empty(x_shape, dy.dtype, like=dy)
     out_of_plane = np.zeros(planes, np.int64)
-    _backward_kernel_cpu(dx.size, dy.reshape(planes, out_size), argmax.reshape(planes, out_size),
-                         dx.reshape(planes, plane_size), out_of_plane)
+    _backward_kernel_cpu(
+        dx.size,
+        dy.reshape(planes, out_size),
+        argmax.reshape(planes, out_size),
+        dx.reshape(planes, plane_size),
+        out_of_plane,
+    )
     if out_of_plane.any():
         raise ValueError(
             f"maxpool2d_backward: {out_of_plane.sum()} argmax entries lie outside "
@@ -326,17 +367,23 @@ def maxpool2d_backward_cpu(
 
 
 @cuda.jit
-def _forward_kernel_cuda(x, y, argmax, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
+def _forward_kernel_cuda(
+    x, y, argmax, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w
+):
     for output in range(cuda.grid(1), y.size, cuda.gridsize(1)):
         plane_row, ow = output // out_w, output % out_w
         plane, oh = plane_row // out_h, plane_row % out_h
-        index, value = _window_argmax(x, plane, oh * stride_h - pad_h, ow * stride_w - pad_w, kernel_h, kernel_w)
+        index, value = _window_argmax(
+            x, plane, oh * stride_h - pad_h, ow * stride_w - pad_w, kernel_h, kernel_w
+        )
         y[plane, oh, ow] = value
         argmax[plane, oh, ow] = index
 
 
 @cuda.jit
-def _backward_kernel_cuda(dy, argmax, dx, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
+def _backward_kernel_cuda(
+    dy, argmax, dx, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w
+):
     height, width = dx.shape[1], dx.shape[2]
     for pixel in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
         plane, index = pixel // (height * width), pixel % (height * width)
@@ -356,25 +403,50 @@ def _backward_kernel_cuda(dy, argmax, dx, kernel_h, kernel_w, stride_h, stride_w
         dx[plane, h, w] = total
 
 
-def maxpool2d_forward_cuda(x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntPair) -> tuple[Any, Any]:
+def maxpool2d_forward_cuda(
+    x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntPair
+) -> tuple[Any, Any]:
     """As :func:`maxpool2d_forward_cpu`, on the GPU (CuPy arrays) or in the simulator (NumPy
     arrays)."""
     x, geometry, out_shape = _forward_arguments(x, kernel_hw, stride, padding)
     y = empty(out_shape, x.dtype, like=x)
     argmax = empty(out_shape, _INDEX_DTYPE, like=x)
     blocks = stride_grid(y.size, THREADS_PER_BLOCK)
-    launch(_forward_kernel_cuda, blocks, THREADS_PER_BLOCK, _planes(x), _planes(y), _planes(argmax), *geometry)
+    launch(
+        _forward_kernel_cuda,
+        blocks,
+        THREADS_PER_BLOCK,
+        _planes(x),
+        _planes(y),
+        _planes(argmax),
+        *geometry,
+    )
     return y, argmax
 
 
 def maxpool2d_backward_cuda(
-    dy: Any, argmax: Any, x_shape: Sequence[int], kernel_hw: IntPair, stride: IntPair, padding: IntPair
+    dy: Any,
+    argmax: Any,
+    x_shape: Sequence[int],
+    kernel_hw: IntPair,
+    stride: IntPair,
+    padding: IntPair,
 ) -> Any:
     """As :func:`maxpool2d_backward_cpu`; argmax entries outside their window are not routed."""
-    dy, argmax, x_shape, geometry = _backward_arguments(dy, argmax, x_shape, kernel_hw, stride, padding)
+    dy, argmax, x_shape, geometry = _backward_arguments(
+        dy, argmax, x_shape, kernel_hw, stride, padding
+    )
     dx = empty(x_shape, dy.dtype, like=dy)
     blocks = stride_grid(dx.size, THREADS_PER_BLOCK)
-    launch(_backward_kernel_cuda, blocks, THREADS_PER_BLOCK, _planes(dy), _planes(argmax), _planes(dx), *geometry)
+    launch(
+        _backward_kernel_cuda,
+        blocks,
+        THREADS_PER_BLOCK,
+        _planes(dy),
+        _planes(argmax),
+        _planes(dx),
+        *geometry,
+    )
     return dx
 
 
@@ -383,8 +455,18 @@ def cuda_kernels() -> list[KernelSpec]:
     geometry = (numba.int64,) * len(WindowGeometry._fields)
     values, indices = numba.float32[:, :, ::1], numba.int32[:, :, ::1]
     return [
-        KernelSpec("maxpool2d_forward", _forward_kernel_cuda, (values, values, indices, *geometry), THREADS_PER_BLOCK),
-        KernelSpec("maxpool2d_backward", _backward_kernel_cuda, (values, indices, values, *geometry), THREADS_PER_BLOCK),
+        KernelSpec(
+            "maxpool2d_forward",
+            _forward_kernel_cuda,
+            (values, values, indices, *geometry),
+            THREADS_PER_BLOCK,
+        ),
+        KernelSpec(
+            "maxpool2d_backward",
+            _backward_kernel_cuda,
+            (values, indices, values, *geometry),
+            THREADS_PER_BLOCK,
+        ),
     ]
 
 
@@ -399,9 +481,12 @@ def plain_maxpool_forward(x: Any, kernel: int) -> tuple[Any, Any]:
     xp = array_module(x)
     n, channels, height, width = x.shape
     out_h, out_w = height // kernel, width // kernel
-    windows = (x[:, :, :out_h * kernel, :out_w * kernel]
-               .reshape(n, channels, out_h, kernel, out_w, kernel)
-               .transpose(0, 1, 2, 4, 3, 5).reshape(n, channels, out_h, out_w, kernel * kernel))
+    windows = (
+        x[:, :, : out_h * kernel, : out_w * kernel]
+        .reshape(n, channels, out_h, kernel, out_w, kernel)
+        .transpose(0, 1, 2, 4, 3, 5)
+        .reshape(n, channels, out_h, out_w, kernel * kernel)
+    )
     offset = windows.argmax(axis=-1)
     y = xp.take_along_axis(windows, offset[..., None], axis=-1)[..., 0]
     rows = xp.arange(out_h)[:, None] * kernel + offset // kernel
@@ -431,10 +516,15 @@ def _maxpool_forward_case(context: BenchContext, key: str, x_shape: tuple, kerne
         x_torch = torch.from_numpy(x)
         implementations["torch"] = Implementation(
             lambda: torch.nn.functional.max_pool2d(x_torch, kernel, return_indices=True),
-            lambda result: (result[0], result[1].numpy().astype(np.int32)))
+            lambda result: (result[0], result[1].numpy().astype(np.int32)),
+        )
     out_size = x.size // (kernel * kernel)
-    info = CaseInfo("maxpool_fwd", f"{key} {'x'.join(map(str, x_shape))} k{kernel}s{kernel}",
-                    float(x.size), FLOAT32_BYTES * (x.size + out_size) + INDEX_BYTES * out_size)
+    info = CaseInfo(
+        "maxpool_fwd",
+        f"{key} {'x'.join(map(str, x_shape))} k{kernel}s{kernel}",
+        float(x.size),
+        FLOAT32_BYTES * (x.size + out_size) + INDEX_BYTES * out_size,
+    )
     return Case(info, implementations)
 
 
@@ -445,7 +535,8 @@ def _maxpool_backward_case(context: BenchContext, key: str, x_shape: tuple, kern
     dy = context.random(argmax.shape, seed=1)
     implementations = {
         OURS: Implementation(
-            lambda: ops.maxpool2d_backward(dy, argmax, x_shape, kernel, kernel, 0)),
+            lambda: ops.maxpool2d_backward(dy, argmax, x_shape, kernel, kernel, 0)
+        ),
         context.plain: Implementation(lambda: plain_maxpool_backward(dy, argmax, x_shape)),
     }
     torch = context.torch
@@ -455,27 +546,49 @@ def _maxpool_backward_case(context: BenchContext, key: str, x_shape: tuple, kern
         window = [kernel, kernel]
         implementations["torch"] = Implementation(
             lambda: torch.ops.aten.max_pool2d_with_indices_backward(
-                dy_torch, x_torch, window, window, [0, 0], [1, 1], False, indices))
-    info = CaseInfo("maxpool_bwd", f"{key} {'x'.join(map(str, x_shape))} k{kernel}s{kernel}",
-                    float(dy.size), FLOAT32_BYTES * (dy.size + x.size) + INDEX_BYTES * dy.size)
+                dy_torch, x_torch, window, window, [0, 0], [1, 1], False, indices
+            )
+        )
+    info = CaseInfo(
+        "maxpool_bwd",
+        f"{key} {'x'.join(map(str, x_shape))} k{kernel}s{kernel}",
+        float(dy.size),
+        FLOAT32_BYTES * (dy.size + x.size) + INDEX_BYTES * dy.size,
+    )
     return Case(info, implementations)
 
 
 def bench_cases(quick: bool) -> list[CaseSpec]:
     """2x2 max-pool forward and backward on the MNIST CNN's pooling layers (a tiny one with
     ``quick``)."""
-    pools = ((("tiny", (2, 3, 6, 6)),) if quick else
-             (("mnist.pool1.b64", (64, 32, 28, 28)), ("mnist.pool1.b256", (256, 32, 28, 28)),
-              ("mnist.pool2.b256", (256, 64, 14, 14))))
+    pools = (
+        (("tiny", (2, 3, 6, 6)),)
+        if quick
+        else (
+            ("mnist.pool1.b64", (64, 32, 28, 28)),
+            ("mnist.pool1.b256", (256, 32, 28, 28)),
+            ("mnist.pool2.b256", (256, 64, 14, 14)),
+        )
+    )
     specs = []
     for key, x_shape in pools:
         shape = "x".join(map(str, x_shape))
-        specs += [CaseSpec("maxpool_fwd", key, shape,
-                           partial(_maxpool_forward_case, key=key, x_shape=x_shape, kernel=2),
-                           (OURS, "numpy", "torch")),
-                  CaseSpec("maxpool_bwd", key, shape,
-                           partial(_maxpool_backward_case, key=key, x_shape=x_shape, kernel=2),
-                           (OURS, "numpy", "torch"))]
+        specs += [
+            CaseSpec(
+                "maxpool_fwd",
+                key,
+                shape,
+                partial(_maxpool_forward_case, key=key, x_shape=x_shape, kernel=2),
+                (OURS, "numpy", "torch"),
+            ),
+            CaseSpec(
+                "maxpool_bwd",
+                key,
+                shape,
+                partial(_maxpool_backward_case, key=key, x_shape=x_shape, kernel=2),
+                (OURS, "numpy", "torch"),
+            ),
+        ]
     return specs
 
 

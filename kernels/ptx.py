@@ -22,6 +22,7 @@ Run as ``python -m fastnet.kernels.ptx [--json]`` (exit status 1 when :func:`pro
 or through the CLI, ``fastnet bench --ptx``. The process must compile, not simulate:
 with ``NUMBA_ENABLE_CUDASIM=1`` the kernels are plain Python and there is nothing to compile.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,8 @@ import subprocess
 import sys
 import tempfile
 import types
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 from unittest import mock
 
 from ._contract import Family, KernelSpec, family_module_names
@@ -88,10 +89,22 @@ def _assemble(ptx: str, cc: tuple[int, int]) -> str:
         source = Path(folder) / "kernel.ptx"
         source.write_text(ptx)
         result = subprocess.run(
-            [ptxas, "-v", "--gpu-name", arch, str(source), "-o", str(Path(folder) / "kernel.cubin")],
-            capture_output=True, text=True)
+            [
+                ptxas,
+                "-v",
+                "--gpu-name",
+                arch,
+                str(source),
+                "-o",
+                str(Path(folder) / "kernel.cubin"),
+            ],
+            capture_output=True,
+            text=True,
+        )
     if result.returncode != 0:
-        raise RuntimeError(f"ptxas failed for {arch} (exit {result.returncode}): {result.stderr.strip()}")
+        raise RuntimeError(
+            f"ptxas failed for {arch} (exit {result.returncode}): {result.stderr.strip()}"
+        )
     return result.stderr + result.stdout
 
 
@@ -99,17 +112,31 @@ def _assemble_with_nvjitlink(ptx: str, arch: str) -> str:
     try:
         from cuda.core import Linker, LinkerOptions, ObjectCode
     except ImportError as error:
-        raise RuntimeError("neither ptxas (on PATH) nor cuda.core's nvJitLink Linker is available "
-                           "to assemble PTX; install the CUDA toolkit or cuda-core") from error
-    linker = Linker(ObjectCode.from_ptx(ptx.encode()), options=LinkerOptions(arch=arch, verbose=True))
+        raise RuntimeError(
+            "neither ptxas (on PATH) nor cuda.core's nvJitLink Linker is available "
+            "to assemble PTX; install the CUDA toolkit or cuda-core"
+        ) from error
+    linker = Linker(
+        ObjectCode.from_ptx(ptx.encode()), options=LinkerOptions(arch=arch, verbose=True)
+    )
     linker.link("cubin")
     return linker.get_info_log().rstrip("\x00")
 
 
 def _family_row(family: str, status: str, detail: str) -> dict:
-    return {"family": family, "kernel": None, "cc": None, "threads": None, "registers": None,
-            "shared_bytes": None, "stack_bytes": None, "spill_stores": None, "spill_loads": None,
-            "status": status, "detail": detail}
+    return {
+        "family": family,
+        "kernel": None,
+        "cc": None,
+        "threads": None,
+        "registers": None,
+        "shared_bytes": None,
+        "stack_bytes": None,
+        "spill_stores": None,
+        "spill_loads": None,
+        "status": status,
+        "detail": detail,
+    }
 
 
 def _declared_families() -> tuple[list[Family], list[dict]]:
@@ -119,7 +146,11 @@ def _declared_families() -> tuple[list[Family], list[dict]]:
         try:
             module = importlib.import_module(module_name)
         except Exception as error:  # noqa: BLE001 - a broken family is reported, the rest still run
-            failed.append(_family_row(module_name.rsplit(".", 1)[-1], "error", f"import {module_name}: {error!r}"))
+            failed.append(
+                _family_row(
+                    module_name.rsplit(".", 1)[-1], "error", f"import {module_name}: {error!r}"
+                )
+            )
             continue
         if isinstance(getattr(module, "FAMILY", None), Family):
             found.append(module.FAMILY)
@@ -150,9 +181,11 @@ def _family_rows(family: Family, ccs: Sequence[tuple[int, int]]) -> list[dict]:
 def compile_report(ccs: Sequence[tuple[int, int]] = DEFAULT_CCS) -> list[dict]:
     """Compile every kernel of every family for every ``cc``; one row each (see module doc)."""
     if simulating():
-        raise RuntimeError("the PTX compile check cannot run in a process that simulates CUDA "
-                           "(NUMBA_ENABLE_CUDASIM=1): run it in a fresh process with "
-                           "NUMBA_ENABLE_CUDASIM=0 or unset")
+        raise RuntimeError(
+            "the PTX compile check cannot run in a process that simulates CUDA "
+            "(NUMBA_ENABLE_CUDASIM=1): run it in a fresh process with "
+            "NUMBA_ENABLE_CUDASIM=0 or unset"
+        )
     found, failed = _declared_families()
     return failed + [row for family in found for row in _family_rows(family, ccs)]
 
@@ -166,11 +199,14 @@ def problems(rows: list[dict]) -> list[str]:
             found.append(f"{where}: {row['detail']}")
         elif row["status"] == "ok":
             if row["spill_stores"] or row["spill_loads"]:
-                found.append(f"{where}: spills {row['spill_stores']} B stored, "
-                             f"{row['spill_loads']} B loaded")
+                found.append(
+                    f"{where}: spills {row['spill_stores']} B stored, {row['spill_loads']} B loaded"
+                )
             if row["shared_bytes"] > MAX_STATIC_SHARED_BYTES:
-                found.append(f"{where}: {row['shared_bytes']} B static shared memory "
-                             f"> {MAX_STATIC_SHARED_BYTES}")
+                found.append(
+                    f"{where}: {row['shared_bytes']} B static shared memory "
+                    f"> {MAX_STATIC_SHARED_BYTES}"
+                )
     return found
 
 
@@ -180,29 +216,59 @@ def _threads_text(threads: int | Sequence[int]) -> str:
 
 def format_table(rows: list[dict]) -> str:
     """The rows as an aligned text table; errors listed below it."""
-    header = ("family", "kernel", "cc", "threads", "regs", "smem B", "stack B", "spill st B",
-              "spill ld B")
+    header = (
+        "family",
+        "kernel",
+        "cc",
+        "threads",
+        "regs",
+        "smem B",
+        "stack B",
+        "spill st B",
+        "spill ld B",
+    )
     table = [header]
     notes = []
     for row in rows:
         if row["status"] == "ok":
-            table.append((row["family"], row["kernel"], row["cc"], _threads_text(row["threads"]),
-                          *(str(row[key]) for key in ("registers", "shared_bytes", "stack_bytes",
-                                                      "spill_stores", "spill_loads"))))
+            table.append(
+                (
+                    row["family"],
+                    row["kernel"],
+                    row["cc"],
+                    _threads_text(row["threads"]),
+                    *(
+                        str(row[key])
+                        for key in (
+                            "registers",
+                            "shared_bytes",
+                            "stack_bytes",
+                            "spill_stores",
+                            "spill_loads",
+                        )
+                    ),
+                )
+            )
         else:
             kernel = f".{row['kernel']} {row['cc']}" if row["kernel"] else ""
             notes.append(f"{row['status']}: {row['family']}{kernel}: {row['detail']}")
     widths = [max(len(line[column]) for line in table) for column in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) if column < 4 else cell.rjust(width)
-                       for column, (cell, width) in enumerate(zip(line, widths))).rstrip()
-             for line in table]
+    lines = [
+        "  ".join(
+            cell.ljust(width) if column < 4 else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        for line in table
+    ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines + notes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the compile report (a table, or JSON rows); exit status 1 if :func:`problems`."""
-    parser = argparse.ArgumentParser(prog="python -m fastnet.kernels.ptx", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m fastnet.kernels.ptx", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     arguments = parser.parse_args(argv)
     try:

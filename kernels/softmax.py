@@ -38,6 +38,7 @@ Variants, simplest first:
 
 The CUDA block reductions are ``_reduce``'s, shared with the norm kernels.
 """
+
 from __future__ import annotations
 
 import functools
@@ -114,8 +115,9 @@ def _check_float_matrix(op: str, name: str, array: Any) -> None:
     """Raise unless ``array`` is a 2-D float32 or float64 array."""
     check_float_dtype(array, name, op)
     if array.ndim != 2:
-        raise ValueError(f"{op}: {name} must be 2-D (rows, columns), got shape "
-                         f"{tuple(array.shape)}")
+        raise ValueError(
+            f"{op}: {name} must be 2-D (rows, columns), got shape {tuple(array.shape)}"
+        )
 
 
 def _check_forward(x: Any, mask: Any, causal_query_len: int | None) -> tuple[Any, Any, int]:
@@ -127,24 +129,34 @@ def _check_forward(x: Any, mask: Any, causal_query_len: int | None) -> tuple[Any
         mask = xp.zeros((1, n_cols), dtype=x.dtype)
     else:
         if array_module(mask) is not xp:
-            raise TypeError("softmax: x and mask must live on the same device (both NumPy or both CuPy)")
+            raise TypeError(
+                "softmax: x and mask must live on the same device (both NumPy or both CuPy)"
+            )
         if not np.issubdtype(mask.dtype, np.floating):
-            raise TypeError(f"softmax: mask must be a float array (additive, -inf to hide), got {mask.dtype}")
+            raise TypeError(
+                f"softmax: mask must be a float array (additive, -inf to hide), got {mask.dtype}"
+            )
         if tuple(mask.shape) not in ((n_cols,), (n_rows, n_cols)):
             raise ValueError(
                 f"softmax: mask shape {tuple(mask.shape)} must be ({n_cols},) or {tuple(x.shape)} "
                 f"for x of shape {tuple(x.shape)}"
             )
-        mask = xp.ascontiguousarray(mask.reshape(mask.shape if mask.ndim == 2 else (1, n_cols)), dtype=x.dtype)
+        mask = xp.ascontiguousarray(
+            mask.reshape(mask.shape if mask.ndim == 2 else (1, n_cols)), dtype=x.dtype
+        )
     if causal_query_len is None:
         causal_query_len = 0
     else:
-        if isinstance(causal_query_len, bool) or not isinstance(causal_query_len, (int, np.integer)):
-            raise TypeError(f"softmax: causal_query_len must be an int or None, got {causal_query_len!r}")
+        if isinstance(causal_query_len, bool) or not isinstance(
+            causal_query_len, (int, np.integer)
+        ):
+            raise TypeError(
+                f"softmax: causal_query_len must be an int or None, got {causal_query_len!r}"
+            )
         if not 1 <= causal_query_len <= n_cols or n_rows % causal_query_len:
             raise ValueError(
-                f"softmax: causal_query_len={causal_query_len} must divide the {n_rows} rows and be "
-                f"between 1 and the {n_cols} columns"
+                f"softmax: causal_query_len={causal_query_len} must divide the {n_rows} rows "
+                f"and be between 1 and the {n_cols} columns"
             )
     return xp.ascontiguousarray(x), mask, int(causal_query_len)
 
@@ -158,7 +170,9 @@ def _check_backward(y: Any, dy: Any) -> tuple[Any, Any]:
             f"must have the same shape and dtype"
         )
     if array_module(y) is not array_module(dy):
-        raise TypeError("softmax backward: y and dy must live on the same device (both NumPy or both CuPy)")
+        raise TypeError(
+            "softmax backward: y and dy must live on the same device (both NumPy or both CuPy)"
+        )
     xp = array_module(y)
     return xp.ascontiguousarray(y), xp.ascontiguousarray(dy)
 
@@ -218,7 +232,9 @@ def _softmax_backward_rows(y, dy, dx):
             dx[row, col] = y[row, col] * (dy[row, col] - dot)
 
 
-def softmax_forward_cpu(x: np.ndarray, mask: np.ndarray | None = None, causal_query_len: int | None = None) -> np.ndarray:
+def softmax_forward_cpu(
+    x: np.ndarray, mask: np.ndarray | None = None, causal_query_len: int | None = None
+) -> np.ndarray:
     """y = softmax(x + mask) over the last axis of x (R, C), with an optional causal limit."""
     x, mask, causal_query_len = _check_forward(x, mask, causal_query_len)
     y = empty(x.shape, x.dtype, like=x)
@@ -282,7 +298,15 @@ def softmax_forward_cuda(x: Any, mask: Any = None, causal_query_len: int | None 
     x, mask, causal_query_len = _check_forward(x, mask, causal_query_len)
     y = empty(x.shape, x.dtype, like=x)
     if x.shape[0]:
-        launch(_softmax_forward_kernel, x.shape[0], reduction_threads(x.shape[1]), x, mask, causal_query_len, y)
+        launch(
+            _softmax_forward_kernel,
+            x.shape[0],
+            reduction_threads(x.shape[1]),
+            x,
+            mask,
+            causal_query_len,
+            y,
+        )
     return y
 
 
@@ -299,8 +323,18 @@ def cuda_kernels() -> list[KernelSpec]:
     """Every CUDA kernel of this module, specialised for float32, at the largest block used."""
     matrix = numba.float32[:, ::1]
     return [
-        KernelSpec("softmax_forward", _softmax_forward_kernel, (matrix, matrix, numba.int64, matrix), MAX_BLOCK_THREADS),
-        KernelSpec("softmax_backward", _softmax_backward_kernel, (matrix, matrix, matrix), MAX_BLOCK_THREADS),
+        KernelSpec(
+            "softmax_forward",
+            _softmax_forward_kernel,
+            (matrix, matrix, numba.int64, matrix),
+            MAX_BLOCK_THREADS,
+        ),
+        KernelSpec(
+            "softmax_backward",
+            _softmax_backward_kernel,
+            (matrix, matrix, matrix),
+            MAX_BLOCK_THREADS,
+        ),
     ]
 
 
@@ -339,10 +373,14 @@ def _softmax_case(context: BenchContext, key: str, rows: int, width: int, backwa
         x_torch, y_torch, dy_torch = (torch.from_numpy(a) for a in (x, y, dy))
         implementations["torch"] = Implementation(
             (lambda: torch.ops.aten._softmax_backward_data(dy_torch, y_torch, -1, torch.float32))
-            if backward else (lambda: torch.softmax(x_torch, -1)))
+            if backward
+            else (lambda: torch.softmax(x_torch, -1))
+        )
     family, flops, arrays = ("softmax_bwd", 4.0, 3) if backward else ("softmax_fwd", 4.0, 2)
-    return Case(CaseInfo(family, f"{key} {rows}x{width}", flops * x.size,
-                         arrays * FLOAT32_BYTES * x.size), implementations)
+    return Case(
+        CaseInfo(family, f"{key} {rows}x{width}", flops * x.size, arrays * FLOAT32_BYTES * x.size),
+        implementations,
+    )
 
 
 def bench_cases(quick: bool) -> list[CaseSpec]:
@@ -352,8 +390,9 @@ def bench_cases(quick: bool) -> list[CaseSpec]:
     specs = []
     for key, rows, width in shapes:
         for backward, family in ((False, "softmax_fwd"), (True, "softmax_bwd")):
-            build = functools.partial(_softmax_case, key=key, rows=rows, width=width,
-                                      backward=backward)
+            build = functools.partial(
+                _softmax_case, key=key, rows=rows, width=width, backward=backward
+            )
             specs.append(CaseSpec(family, key, f"{rows}x{width}", build, (OURS, "numpy", "torch")))
     return specs
 

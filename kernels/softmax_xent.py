@@ -41,6 +41,7 @@ buys an exception at the faulty call, naming the label, instead of an error flag
 be read, and raised, at some later synchronisation. The CPU's two outputs are views of one
 allocation.
 """
+
 from __future__ import annotations
 
 import functools
@@ -75,7 +76,9 @@ def _checked_inputs(logits: Any, labels: Any, label_smoothing: float) -> tuple[A
     """Validate all but the labels' range; return C-contiguous logits and labels."""
     xp = array_module(logits)
     if array_module(labels) is not xp:
-        raise TypeError(f"labels is a {type(labels).__name__} but logits is a {type(logits).__name__}")
+        raise TypeError(
+            f"labels is a {type(labels).__name__} but logits is a {type(logits).__name__}"
+        )
     check_float_dtype(logits, "logits", "softmax_xent")
     if labels.dtype.kind not in "iu":
         raise TypeError(f"labels must have an integer dtype, got {labels.dtype}")
@@ -83,8 +86,10 @@ def _checked_inputs(logits: Any, labels: Any, label_smoothing: float) -> tuple[A
         raise ValueError(f"logits must be 2-D (batch, classes), got shape {logits.shape}")
     batch, classes = logits.shape
     if labels.shape != (batch,):
-        raise ValueError(f"labels shape {labels.shape} does not match logits shape {logits.shape}: "
-                         f"expected ({batch},)")
+        raise ValueError(
+            f"labels shape {labels.shape} does not match logits shape {logits.shape}: "
+            f"expected ({batch},)"
+        )
     if batch == 0 or classes == 0:
         raise ValueError(f"logits shape {logits.shape} needs at least one row and one class")
     if not 0.0 <= label_smoothing < 1.0:
@@ -95,7 +100,9 @@ def _checked_inputs(logits: Any, labels: Any, label_smoothing: float) -> tuple[A
 def _check_label_range(lowest: int, highest: int, classes: int) -> None:
     if lowest < 0 or highest >= classes:
         bad = lowest if lowest < 0 else highest
-        raise ValueError(f"label {bad} is outside [0, {classes}) for logits with C={classes} classes")
+        raise ValueError(
+            f"label {bad} is outside [0, {classes}) for logits with C={classes} classes"
+        )
 
 
 def _outputs(logits: Any) -> tuple[Any, Any]:
@@ -104,10 +111,12 @@ def _outputs(logits: Any) -> tuple[Any, Any]:
     ``fastnet bench --only softmax_xent``)."""
     batch, classes = logits.shape
     both = empty(batch * (classes + 1), logits.dtype, like=logits)
-    return both[batch * classes:], both[:batch * classes].reshape(batch, classes)
+    return both[batch * classes :], both[: batch * classes].reshape(batch, classes)
 
 
-def reference_softmax_xent(logits: Any, labels: Any, label_smoothing: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def reference_softmax_xent(
+    logits: Any, labels: Any, label_smoothing: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Row losses and the gradient of their mean, in float64, from the explicit target matrix."""
     z = np.array(logits, dtype=np.float64)
     batch, classes = z.shape
@@ -134,8 +143,11 @@ def _gradient_terms(logits, label_smoothing):
 def _row_loss_and_scale(logits, row, label, row_max, sum_exp, sum_logits, label_smoothing):
     """The row's loss and its prob_scale (in the logits' dtype), from its max and its two sums."""
     batch, classes = logits.shape
-    loss = (math.log(sum_exp) - (1.0 - label_smoothing) * (logits[row, label] - row_max)
-            - label_smoothing * (sum_logits / classes - row_max))
+    loss = (
+        math.log(sum_exp)
+        - (1.0 - label_smoothing) * (logits[row, label] - row_max)
+        - label_smoothing * (sum_logits / classes - row_max)
+    )
     return loss, logits.dtype.type(1.0 / (sum_exp * batch))
 
 
@@ -180,7 +192,7 @@ def _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlog
             # min()-bounded range: LLVM vectorises only the first.)
             sum_exp = 0.0
             for start in range(0, classes, SUM_RUN):
-                run_z, run_out = z[start:start + SUM_RUN], out[start:start + SUM_RUN]
+                run_z, run_out = z[start : start + SUM_RUN], out[start : start + SUM_RUN]
                 run_sum = zero_of(out)
                 for col in range(run_z.size):
                     value = fast_exp(run_z[col] - row_max)
@@ -193,7 +205,7 @@ def _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlog
                 out[col] = z[col] - row_max
         row_losses[row] = row_max
     if classes < WIDE_ROW:
-        exps = dlogits.reshape(dlogits.size)[first * classes:last * classes]
+        exps = dlogits.reshape(dlogits.size)[first * classes : last * classes]
         for index in range(exps.size):
             exps[index] = fast_exp(exps[index])
     for row in range(first, last):
@@ -211,7 +223,8 @@ def _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlog
                 sum_logits += z[col]
         label = labels[row]
         row_losses[row], prob_scale = _row_loss_and_scale(
-            logits, row, label, row_losses[row], sum_exp, sum_logits, label_smoothing)
+            logits, row, label, row_losses[row], sum_exp, sum_logits, label_smoothing
+        )
         for col in range(classes):
             gradient[col] = gradient[col] * prob_scale - smooth_term
         gradient[label] -= target_term
@@ -238,12 +251,15 @@ def _softmax_xent_blocks(logits, labels, label_smoothing, row_losses, dlogits):
     return lowest, highest
 
 
-def softmax_xent_cpu(logits: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def softmax_xent_cpu(
+    logits: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Row losses (B,) and the gradient of their mean w.r.t. ``logits`` (B, C)."""
     logits, labels = _checked_inputs(logits, labels, label_smoothing)
     row_losses, dlogits = _outputs(logits)
-    label_range = _softmax_xent_blocks(logits.size, logits, labels, float(label_smoothing),
-                                       row_losses, dlogits)
+    label_range = _softmax_xent_blocks(
+        logits.size, logits, labels, float(label_smoothing), row_losses, dlogits
+    )
     _check_label_range(*label_range, logits.shape[1])
     return row_losses, dlogits
 
@@ -284,8 +300,9 @@ def _softmax_xent_cuda_kernel(logits, labels, label_smoothing, row_losses, dlogi
                 mine = thread_maxima[thread]
                 other = thread_maxima[thread + half]
                 merged = max(mine, other)
-                thread_sums_exp[thread] = (thread_sums_exp[thread] * math.exp(mine - merged)
-                                           + thread_sums_exp[thread + half] * math.exp(other - merged))
+                thread_sums_exp[thread] = thread_sums_exp[thread] * math.exp(
+                    mine - merged
+                ) + thread_sums_exp[thread + half] * math.exp(other - merged)
                 thread_sums_logits[thread] += thread_sums_logits[thread + half]
                 thread_maxima[thread] = merged
             cuda.syncthreads()
@@ -294,7 +311,8 @@ def _softmax_xent_cuda_kernel(logits, labels, label_smoothing, row_losses, dlogi
         label = labels[row]
         smooth_term, target_term = _gradient_terms(logits, label_smoothing)
         loss, prob_scale = _row_loss_and_scale(
-            logits, row, label, row_max, thread_sums_exp[0], thread_sums_logits[0], label_smoothing)
+            logits, row, label, row_max, thread_sums_exp[0], thread_sums_logits[0], label_smoothing
+        )
         if thread == 0:
             row_losses[row] = loss
         for col in range(thread, classes, threads):
@@ -318,14 +336,28 @@ def softmax_xent_cuda(logits: Any, labels: Any, label_smoothing: float = 0.0) ->
     labels = xp.ascontiguousarray(labels, dtype=np.int64)
     row_losses, dlogits = _outputs(logits)
     batch, classes = logits.shape
-    launch(_softmax_xent_cuda_kernel, stride_grid(batch, 1), _threads_for(classes),
-           logits, labels, float(label_smoothing), row_losses, dlogits)
+    launch(
+        _softmax_xent_cuda_kernel,
+        stride_grid(batch, 1),
+        _threads_for(classes),
+        logits,
+        labels,
+        float(label_smoothing),
+        row_losses,
+        dlogits,
+    )
     return row_losses, dlogits
 
 
 def cuda_kernels() -> list[KernelSpec]:
     """The CUDA kernel, specialised for float32 logits, with its largest block."""
-    argtypes = (numba.float32[:, ::1], numba.int64[::1], numba.float64, numba.float32[::1], numba.float32[:, ::1])
+    argtypes = (
+        numba.float32[:, ::1],
+        numba.int64[::1],
+        numba.float64,
+        numba.float32[::1],
+        numba.float32[:, ::1],
+    )
     return [KernelSpec("softmax_xent", _softmax_xent_cuda_kernel, argtypes, MAX_THREADS)]
 
 
@@ -359,8 +391,9 @@ def _softmax_xent_case(context: BenchContext, key: str, batch: int, classes: int
 
     implementations = {
         OURS: Implementation(lambda: context.ops.softmax_xent(logits, labels), mean_and_gradient),
-        context.plain: Implementation(lambda: plain_softmax_xent(logits, labels),
-                                      mean_and_gradient),
+        context.plain: Implementation(
+            lambda: plain_softmax_xent(logits, labels), mean_and_gradient
+        ),
     }
     torch = context.torch
     if torch:
@@ -374,18 +407,28 @@ def _softmax_xent_case(context: BenchContext, key: str, batch: int, classes: int
         implementations["torch"] = Implementation(torch_loss_and_gradient)
     size = batch * classes
     # per element: max, subtract, exp, sum, scale, subtract
-    info = CaseInfo("softmax_xent", f"{key} {batch}x{classes}", 6.0 * size,
-                    FLOAT32_BYTES * (2 * size + batch) + LABEL_BYTES * batch)
+    info = CaseInfo(
+        "softmax_xent",
+        f"{key} {batch}x{classes}",
+        6.0 * size,
+        FLOAT32_BYTES * (2 * size + batch) + LABEL_BYTES * batch,
+    )
     return Case(info, implementations)
 
 
 def bench_cases(quick: bool) -> list[CaseSpec]:
     """MNIST's 10 classes at batch 256 and ImageNet's 1000 at batch 128 (tiny with ``quick``)."""
     shapes = (("tiny", 5, 7),) if quick else (("b256.c10", 256, 10), ("b128.c1000", 128, 1000))
-    return [CaseSpec("softmax_xent", key, f"{batch}x{classes}",
-                     functools.partial(_softmax_xent_case, key=key, batch=batch, classes=classes),
-                     (OURS, "numpy", "torch"))
-            for key, batch, classes in shapes]
+    return [
+        CaseSpec(
+            "softmax_xent",
+            key,
+            f"{batch}x{classes}",
+            functools.partial(_softmax_xent_case, key=key, batch=batch, classes=classes),
+            (OURS, "numpy", "torch"),
+        )
+        for key, batch, classes in shapes
+    ]
 
 
 FAMILY = Family(

@@ -58,6 +58,7 @@ Variants, simplest first:
   tiles and their transpose); the input gradient is a gather, one thread per input pixel summing
   the (up to 4) tiles that read it, in a fixed order: no atomics, deterministic. Grid-stride loops.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -107,8 +108,10 @@ def tile_geometry(height: int, width: int, padding: int | tuple[int, int]) -> Ti
     pad_h, pad_w = int_pair(padding, "padding", 0)
     out_h, out_w = height + 2 * pad_h - 2, width + 2 * pad_w - 2
     if out_h < 1 or out_w < 1:
-        raise ValueError(f"winograd: a 3x3 kernel does not fit the {height}x{width} input padded by "
-                         f"({pad_h}, {pad_w})")
+        raise ValueError(
+            f"winograd: a 3x3 kernel does not fit the {height}x{width} input padded by "
+            f"({pad_h}, {pad_w})"
+        )
     return TileGeometry(pad_h, pad_w, out_h, out_w, (out_h + 1) // 2, (out_w + 1) // 2)
 
 
@@ -119,7 +122,7 @@ def _tiles_buffer(rows: int, count: int, dtype: Any, like: Any, spaced: bool) ->
     if spaced and (stride // line) % 2 == 0:
         stride += line
     buffer = empty((POSITIONS, stride), dtype, like=like)
-    return buffer[:, :rows * count].reshape(POSITIONS, rows, count)
+    return buffer[:, : rows * count].reshape(POSITIONS, rows, count)
 
 
 def winograd_tiles_cpu(rows: int, count: int, dtype: Any, like: np.ndarray) -> np.ndarray:
@@ -157,7 +160,9 @@ def _tiles_in(tiles: Any, host: bool) -> Any:
 def _check_tiles(name: str, op: str, tiles: Any, rows: int, count: int) -> None:
     check_float_dtype(tiles, name, op)
     if tuple(tiles.shape) != (POSITIONS, rows, count):
-        raise ValueError(f"{op} expects {name} of shape {(POSITIONS, rows, count)}, got {tuple(tiles.shape)}")
+        raise ValueError(
+            f"{op} expects {name} of shape {(POSITIONS, rows, count)}, got {tuple(tiles.shape)}"
+        )
 
 
 def _out(op: str, out: Any, shape: tuple, dtype: Any, like: Any) -> Any:
@@ -167,18 +172,26 @@ def _out(op: str, out: Any, shape: tuple, dtype: Any, like: Any) -> Any:
 def _weights_arguments(weight: Any, out: Any, host: bool):
     check_float_dtype(weight, "weight", "winograd_weights")
     if weight.ndim != 4 or tuple(weight.shape[2:]) != (3, 3):
-        raise ValueError(f"winograd_weights expects weight of shape (K, C, 3, 3), got {tuple(weight.shape)}")
-    tiles = _tiles_out("winograd_weights", out, weight.shape[0], weight.shape[1], weight.dtype, weight, host)
+        raise ValueError(
+            f"winograd_weights expects weight of shape (K, C, 3, 3), got {tuple(weight.shape)}"
+        )
+    tiles = _tiles_out(
+        "winograd_weights", out, weight.shape[0], weight.shape[1], weight.dtype, weight, host
+    )
     return array_module(weight).ascontiguousarray(weight), tiles
 
 
 def _weights_grad_arguments(tiles_grad: Any, out: Any, host: bool):
     check_float_dtype(tiles_grad, "tiles_grad", "winograd_weights_grad")
     if tiles_grad.ndim != 3 or tiles_grad.shape[0] != POSITIONS:
-        raise ValueError(f"winograd_weights_grad expects tiles_grad of shape (16, K, C), got "
-                         f"{tuple(tiles_grad.shape)}")
+        raise ValueError(
+            f"winograd_weights_grad expects tiles_grad of shape (16, K, C), got "
+            f"{tuple(tiles_grad.shape)}"
+        )
     shape = (tiles_grad.shape[1], tiles_grad.shape[2], 3, 3)
-    return _tiles_in(tiles_grad, host), _out("winograd_weights_grad", out, shape, tiles_grad.dtype, tiles_grad)
+    return _tiles_in(tiles_grad, host), _out(
+        "winograd_weights_grad", out, shape, tiles_grad.dtype, tiles_grad
+    )
 
 
 def _input_arguments(x: Any, padding: Any, out: Any, host: bool):
@@ -191,13 +204,20 @@ def _input_arguments(x: Any, padding: Any, out: Any, host: bool):
     return array_module(x).ascontiguousarray(x), geometry, tiles
 
 
-def _input_grad_arguments(tiles_grad: Any, x_shape: Sequence[int], padding: Any, out: Any, host: bool):
+def _input_grad_arguments(
+    tiles_grad: Any, x_shape: Sequence[int], padding: Any, out: Any, host: bool
+):
     x_shape = as_shape(x_shape, "winograd_input_grad")
     if len(x_shape) != 4:
         raise ValueError(f"winograd_input_grad expects x_shape (N, C, H, W), got {x_shape}")
     geometry = tile_geometry(x_shape[2], x_shape[3], padding)
-    _check_tiles("tiles_grad", "winograd_input_grad", tiles_grad, x_shape[1],
-                 x_shape[0] * geometry.tiles_h * geometry.tiles_w)
+    _check_tiles(
+        "tiles_grad",
+        "winograd_input_grad",
+        tiles_grad,
+        x_shape[1],
+        x_shape[0] * geometry.tiles_h * geometry.tiles_w,
+    )
     dx = _out("winograd_input_grad", out, x_shape, tiles_grad.dtype, tiles_grad)
     return _tiles_in(tiles_grad, host), geometry, dx
 
@@ -210,8 +230,10 @@ def _output_arguments(tiles: Any, bias: Any, y_shape: Sequence[int], out: Any, h
     tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
     _check_tiles("tiles", "winograd_output", tiles, channels, batch * tiles_h * tiles_w)
     if bias is not None and (tuple(bias.shape) != (channels,) or bias.dtype != tiles.dtype):
-        raise ValueError(f"winograd_output expects bias of shape ({channels},) and dtype {tiles.dtype}, got "
-                         f"{tuple(bias.shape)} {bias.dtype}")
+        raise ValueError(
+            f"winograd_output expects bias of shape ({channels},) and dtype {tiles.dtype}, got "
+            f"{tuple(bias.shape)} {bias.dtype}"
+        )
     xp = array_module(tiles)
     bias = xp.zeros(channels, tiles.dtype) if bias is None else xp.ascontiguousarray(bias)
     y = _out("winograd_output", out, y_shape, tiles.dtype, tiles)
@@ -221,10 +243,14 @@ def _output_arguments(tiles: Any, bias: Any, y_shape: Sequence[int], out: Any, h
 def _output_grad_arguments(dy: Any, out: Any, host: bool):
     check_float_dtype(dy, "dy", "winograd_output_grad")
     if dy.ndim != 4:
-        raise ValueError(f"winograd_output_grad expects dy of shape (N, K, OH, OW), got {tuple(dy.shape)}")
+        raise ValueError(
+            f"winograd_output_grad expects dy of shape (N, K, OH, OW), got {tuple(dy.shape)}"
+        )
     batch, channels, out_h, out_w = dy.shape
     tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
-    dm = _tiles_out("winograd_output_grad", out, channels, batch * tiles_h * tiles_w, dy.dtype, dy, host)
+    dm = _tiles_out(
+        "winograd_output_grad", out, channels, batch * tiles_h * tiles_w, dy.dtype, dy, host
+    )
     return array_module(dy).ascontiguousarray(dy), dm
 
 
@@ -237,18 +263,22 @@ def _padded_patches(x: np.ndarray, geometry: TileGeometry) -> np.ndarray:
     pad_h, pad_w, _, _, tiles_h, tiles_w = geometry
     batch, channels, height, width = x.shape
     padded = np.zeros((batch, channels, 2 * tiles_h + 2, 2 * tiles_w + 2))
-    padded[:, :, pad_h:pad_h + height, pad_w:pad_w + width] = x
+    padded[:, :, pad_h : pad_h + height, pad_w : pad_w + width] = x
     patches = np.empty((batch, channels, tiles_h, tiles_w, 4, 4))
     for r in range(4):
         for s in range(4):
-            patches[..., r, s] = padded[:, :, r:r + 2 * tiles_h:2, s:s + 2 * tiles_w:2]
+            patches[..., r, s] = padded[:, :, r : r + 2 * tiles_h : 2, s : s + 2 * tiles_w : 2]
     return patches
 
 
 def _as_tiles(per_tile: np.ndarray) -> np.ndarray:
     """(N, C, TH, TW, 4, 4) -> (16, C, N·TH·TW)."""
     batch, channels = per_tile.shape[:2]
-    return per_tile.reshape(batch, channels, -1, POSITIONS).transpose(3, 1, 0, 2).reshape(POSITIONS, channels, -1)
+    return (
+        per_tile.reshape(batch, channels, -1, POSITIONS)
+        .transpose(3, 1, 0, 2)
+        .reshape(POSITIONS, channels, -1)
+    )
 
 
 def _from_tiles(tiles: np.ndarray, batch: int, tiles_h: int, tiles_w: int) -> np.ndarray:
@@ -276,26 +306,40 @@ def reference_input(x: np.ndarray, padding: int | tuple[int, int]) -> np.ndarray
     return _as_tiles(np.einsum("ar,nctjrs,bs->nctjab", B_T, patches, B_T))
 
 
-def reference_input_grad(tiles_grad: np.ndarray, x_shape: Sequence[int], padding: int | tuple[int, int]) -> np.ndarray:
+def reference_input_grad(
+    tiles_grad: np.ndarray, x_shape: Sequence[int], padding: int | tuple[int, int]
+) -> np.ndarray:
     """dx: each tile's B dV Bᵀ added back onto the padded patch it came from, padding cut off."""
     batch, channels, height, width = x_shape
     pad_h, pad_w, _, _, tiles_h, tiles_w = tile_geometry(height, width, padding)
-    patch_grads = np.einsum("ar,nctjab,bs->nctjrs", B_T,
-                            _from_tiles(np.asarray(tiles_grad, np.float64), batch, tiles_h, tiles_w), B_T)
+    patch_grads = np.einsum(
+        "ar,nctjab,bs->nctjrs",
+        B_T,
+        _from_tiles(np.asarray(tiles_grad, np.float64), batch, tiles_h, tiles_w),
+        B_T,
+    )
     padded = np.zeros((batch, channels, 2 * tiles_h + 2, 2 * tiles_w + 2))
     for r in range(4):
         for s in range(4):
-            padded[:, :, r:r + 2 * tiles_h:2, s:s + 2 * tiles_w:2] += patch_grads[..., r, s]
-    return padded[:, :, pad_h:pad_h + height, pad_w:pad_w + width]
+            padded[:, :, r : r + 2 * tiles_h : 2, s : s + 2 * tiles_w : 2] += patch_grads[..., r, s]
+    return padded[:, :, pad_h : pad_h + height, pad_w : pad_w + width]
 
 
-def reference_output(tiles: np.ndarray, bias: np.ndarray | None, y_shape: Sequence[int]) -> np.ndarray:
+def reference_output(
+    tiles: np.ndarray, bias: np.ndarray | None, y_shape: Sequence[int]
+) -> np.ndarray:
     """y = Aᵀ M A (+ b) per tile, the tiles' far edges clipped to (OH, OW)."""
     batch, channels, out_h, out_w = y_shape
     tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
-    per_tile = np.einsum("oa,nktjab,pb->nktjop", A_T, _from_tiles(np.asarray(tiles, np.float64), batch,
-                                                                     tiles_h, tiles_w), A_T)
-    y = per_tile.transpose(0, 1, 2, 4, 3, 5).reshape(batch, channels, 2 * tiles_h, 2 * tiles_w)[:, :, :out_h, :out_w]
+    per_tile = np.einsum(
+        "oa,nktjab,pb->nktjop",
+        A_T,
+        _from_tiles(np.asarray(tiles, np.float64), batch, tiles_h, tiles_w),
+        A_T,
+    )
+    y = per_tile.transpose(0, 1, 2, 4, 3, 5).reshape(batch, channels, 2 * tiles_h, 2 * tiles_w)[
+        :, :, :out_h, :out_w
+    ]
     return y + (0 if bias is None else np.asarray(bias, np.float64)[None, :, None, None])
 
 
@@ -361,7 +405,12 @@ def _store_row(tiles, a, channel, t, values):
 @register_jitable
 def _load_row(tiles, a, channel, t):
     """Row a of the transformed tile tiles[:, channel, t], as four values."""
-    return tiles[4 * a, channel, t], tiles[4 * a + 1, channel, t], tiles[4 * a + 2, channel, t], tiles[4 * a + 3, channel, t]
+    return (
+        tiles[4 * a, channel, t],
+        tiles[4 * a + 1, channel, t],
+        tiles[4 * a + 2, channel, t],
+        tiles[4 * a + 3, channel, t],
+    )
 
 
 # Every tile helper below is spelled out with constant indices: loops over tuples with a runtime
@@ -389,8 +438,12 @@ def _weights_one(weight, tiles, k, c):
 def _weights_grad_one(tiles_grad, dweight, k, c):
     """dweight[k, c] = Gᵀ dU G for dU = tiles_grad[:, k, c]."""
     half = tiles_grad.dtype.type(0.5)
-    u0, u1, u2, u3 = _load_row(tiles_grad, 0, k, c), _load_row(tiles_grad, 1, k, c), \
-        _load_row(tiles_grad, 2, k, c), _load_row(tiles_grad, 3, k, c)
+    u0, u1, u2, u3 = (
+        _load_row(tiles_grad, 0, k, c),
+        _load_row(tiles_grad, 1, k, c),
+        _load_row(tiles_grad, 2, k, c),
+        _load_row(tiles_grad, 3, k, c),
+    )
     col0 = _g_t(u0[0], u1[0], u2[0], u3[0], half)
     col1 = _g_t(u0[1], u1[1], u2[1], u3[1], half)
     col2 = _g_t(u0[2], u1[2], u2[2], u3[2], half)
@@ -420,10 +473,18 @@ def _input_tile(p0, p1, p2, p3, s, tiles, c, t):
 @register_jitable
 def _output_tile(tiles, k, t):
     """Aᵀ M A for M = tiles[:, k, t]: the tile's outputs (y00, y01, y10, y11)."""
-    m0, m1, m2, m3 = _load_row(tiles, 0, k, t), _load_row(tiles, 1, k, t), _load_row(tiles, 2, k, t), \
-        _load_row(tiles, 3, k, t)
-    left = _a_t(m0[0] + m0[1] + m0[2], m1[0] + m1[1] + m1[2], m2[0] + m2[1] + m2[2], m3[0] + m3[1] + m3[2])
-    right = _a_t(m0[1] - m0[2] - m0[3], m1[1] - m1[2] - m1[3], m2[1] - m2[2] - m2[3], m3[1] - m3[2] - m3[3])
+    m0, m1, m2, m3 = (
+        _load_row(tiles, 0, k, t),
+        _load_row(tiles, 1, k, t),
+        _load_row(tiles, 2, k, t),
+        _load_row(tiles, 3, k, t),
+    )
+    left = _a_t(
+        m0[0] + m0[1] + m0[2], m1[0] + m1[1] + m1[2], m2[0] + m2[1] + m2[2], m3[0] + m3[1] + m3[2]
+    )
+    right = _a_t(
+        m0[1] - m0[2] - m0[3], m1[1] - m1[2] - m1[3], m2[1] - m2[2] - m2[3], m3[1] - m3[2] - m3[3]
+    )
     return left[0], right[0], left[1], right[1]
 
 
@@ -441,14 +502,22 @@ def _output_grad_tile(g00, g01, g10, g11, tiles_grad, k, t):
 @register_jitable
 def _input_grad_patch(tiles_grad, c, t):
     """B dV Bᵀ for dV = tiles_grad[:, c, t], as four rows of four."""
-    v0, v1, v2, v3 = _load_row(tiles_grad, 0, c, t), _load_row(tiles_grad, 1, c, t), \
-        _load_row(tiles_grad, 2, c, t), _load_row(tiles_grad, 3, c, t)
+    v0, v1, v2, v3 = (
+        _load_row(tiles_grad, 0, c, t),
+        _load_row(tiles_grad, 1, c, t),
+        _load_row(tiles_grad, 2, c, t),
+        _load_row(tiles_grad, 3, c, t),
+    )
     col0 = _b(v0[0], v1[0], v2[0], v3[0])
     col1 = _b(v0[1], v1[1], v2[1], v3[1])
     col2 = _b(v0[2], v1[2], v2[2], v3[2])
     col3 = _b(v0[3], v1[3], v2[3], v3[3])
-    return (_b(col0[0], col1[0], col2[0], col3[0]), _b(col0[1], col1[1], col2[1], col3[1]),
-            _b(col0[2], col1[2], col2[2], col3[2]), _b(col0[3], col1[3], col2[3], col3[3]))
+    return (
+        _b(col0[0], col1[0], col2[0], col3[0]),
+        _b(col0[1], col1[1], col2[1], col3[1]),
+        _b(col0[2], col1[2], col2[2], col3[2]),
+        _b(col0[3], col1[3], col2[3], col3[3]),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,7 +530,7 @@ def _input_plane(x, tiles, plane, padded, pad_h, pad_w, tiles_h, tiles_w):
     written)."""
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     n, c = plane // channels, plane % channels
-    padded[pad_h:pad_h + height, pad_w:pad_w + width] = x[n, c]
+    padded[pad_h : pad_h + height, pad_w : pad_w + width] = x[n, c]
     first = n * tiles_h * tiles_w
     for i in range(tiles_h):
         p0, p1, p2, p3 = padded[2 * i], padded[2 * i + 1], padded[2 * i + 2], padded[2 * i + 3]
@@ -481,7 +550,7 @@ def _input_grad_plane(tiles_grad, dx, plane, padded, pad_h, pad_w, tiles_h, tile
             for r in range(4):
                 for s in range(4):
                     padded[2 * i + r, 2 * j + s] += patch[r][s]
-    dx[n, c] = padded[pad_h:pad_h + height, pad_w:pad_w + width]
+    dx[n, c] = padded[pad_h : pad_h + height, pad_w : pad_w + width]
 
 
 @register_jitable
@@ -593,7 +662,9 @@ def winograd_weights_grad_cpu(tiles_grad: np.ndarray, out: np.ndarray | None = N
     return dweight
 
 
-def winograd_input_cpu(x: np.ndarray, padding: int | tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+def winograd_input_cpu(
+    x: np.ndarray, padding: int | tuple[int, int], out: np.ndarray | None = None
+) -> np.ndarray:
     """V (16, C, N·TH·TW) = Bᵀ d B of every input patch of x (N, C, H, W), zero padded by
     ``padding``."""
     x, geometry, tiles = _input_arguments(x, padding, out, True)
@@ -601,16 +672,24 @@ def winograd_input_cpu(x: np.ndarray, padding: int | tuple[int, int], out: np.nd
     return tiles
 
 
-def winograd_input_grad_cpu(tiles_grad: np.ndarray, x_shape: Sequence[int], padding: int | tuple[int, int],
-                            out: np.ndarray | None = None) -> np.ndarray:
+def winograd_input_grad_cpu(
+    tiles_grad: np.ndarray,
+    x_shape: Sequence[int],
+    padding: int | tuple[int, int],
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """dx (N, C, H, W) from dV (16, C, N·TH·TW): the adjoint of the input transform."""
     tiles_grad, geometry, dx = _input_grad_arguments(tiles_grad, x_shape, padding, out, True)
     _input_grad_kernel_cpu(tiles_grad.size, tiles_grad, dx, *geometry[:2], *geometry[4:])
     return dx
 
 
-def winograd_output_cpu(tiles: np.ndarray, bias: np.ndarray | None, y_shape: Sequence[int],
-                        out: np.ndarray | None = None) -> np.ndarray:
+def winograd_output_cpu(
+    tiles: np.ndarray,
+    bias: np.ndarray | None,
+    y_shape: Sequence[int],
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """y (N, K, OH, OW) = Aᵀ M A (+ bias) of M (16, K, N·TH·TW)."""
     tiles, bias, y = _output_arguments(tiles, bias, y_shape, out, True)
     _output_kernel_cpu(tiles.size, tiles, bias, y)
@@ -752,19 +831,24 @@ def winograd_weights_cuda(weight: Any, out: Any = None) -> Any:
 def winograd_weights_grad_cuda(tiles_grad: Any, out: Any = None) -> Any:
     """As :func:`winograd_weights_grad_cpu`, on the GPU (CuPy arrays) or in the simulator."""
     tiles_grad, dweight = _weights_grad_arguments(tiles_grad, out, False)
-    _launch_over(_weights_grad_kernel_cuda, tiles_grad.shape[1] * tiles_grad.shape[2], tiles_grad, dweight)
+    _launch_over(
+        _weights_grad_kernel_cuda, tiles_grad.shape[1] * tiles_grad.shape[2], tiles_grad, dweight
+    )
     return dweight
 
 
 def winograd_input_cuda(x: Any, padding: int | tuple[int, int], out: Any = None) -> Any:
     """As :func:`winograd_input_cpu`, on the GPU (CuPy arrays) or in the simulator."""
     x, geometry, tiles = _input_arguments(x, padding, out, False)
-    _launch_over(_input_kernel_cuda, tiles.shape[1] * tiles.shape[2], x, tiles, *geometry[:2], *geometry[4:])
+    _launch_over(
+        _input_kernel_cuda, tiles.shape[1] * tiles.shape[2], x, tiles, *geometry[:2], *geometry[4:]
+    )
     return tiles
 
 
-def winograd_input_grad_cuda(tiles_grad: Any, x_shape: Sequence[int], padding: int | tuple[int, int],
-                             out: Any = None) -> Any:
+def winograd_input_grad_cuda(
+    tiles_grad: Any, x_shape: Sequence[int], padding: int | tuple[int, int], out: Any = None
+) -> Any:
     """As :func:`winograd_input_grad_cpu`, on the GPU (CuPy arrays) or in the simulator."""
     tiles_grad, geometry, dx = _input_grad_arguments(tiles_grad, x_shape, padding, out, False)
     _launch_over(_input_grad_kernel_cuda, dx.size, tiles_grad, dx, *geometry[:2], *geometry[4:])
@@ -781,28 +865,58 @@ def winograd_output_cuda(tiles: Any, bias: Any, y_shape: Sequence[int], out: Any
 def winograd_output_grad_cuda(dy: Any, out: Any = None) -> Any:
     """As :func:`winograd_output_grad_cpu`, on the GPU (CuPy arrays) or in the simulator."""
     dy, tiles_grad = _output_grad_arguments(dy, out, False)
-    _launch_over(_output_grad_kernel_cuda, tiles_grad.shape[1] * tiles_grad.shape[2], dy, tiles_grad)
+    _launch_over(
+        _output_grad_kernel_cuda, tiles_grad.shape[1] * tiles_grad.shape[2], dy, tiles_grad
+    )
     return tiles_grad
 
 
 def cuda_kernels() -> list[KernelSpec]:
     """The CUDA kernels of this module, each with one float32 specialisation, for the PTX check."""
-    image, tiles, filters = numba.float32[:, :, :, ::1], numba.float32[:, :, ::1], numba.float32[:, :, :, ::1]
+    image, tiles, filters = (
+        numba.float32[:, :, :, ::1],
+        numba.float32[:, :, ::1],
+        numba.float32[:, :, :, ::1],
+    )
     geometry = (numba.int64,) * 4
     return [
         KernelSpec("winograd_weights", _weights_kernel_cuda, (filters, tiles), THREADS_PER_BLOCK),
-        KernelSpec("winograd_weights_grad", _weights_grad_kernel_cuda, (tiles, filters), THREADS_PER_BLOCK),
-        KernelSpec("winograd_input", _input_kernel_cuda, (image, tiles, *geometry), THREADS_PER_BLOCK),
-        KernelSpec("winograd_input_grad", _input_grad_kernel_cuda, (tiles, image, *geometry), THREADS_PER_BLOCK),
-        KernelSpec("winograd_output", _output_kernel_cuda, (tiles, numba.float32[::1], image), THREADS_PER_BLOCK),
-        KernelSpec("winograd_output_grad", _output_grad_kernel_cuda, (image, tiles), THREADS_PER_BLOCK),
+        KernelSpec(
+            "winograd_weights_grad", _weights_grad_kernel_cuda, (tiles, filters), THREADS_PER_BLOCK
+        ),
+        KernelSpec(
+            "winograd_input", _input_kernel_cuda, (image, tiles, *geometry), THREADS_PER_BLOCK
+        ),
+        KernelSpec(
+            "winograd_input_grad",
+            _input_grad_kernel_cuda,
+            (tiles, image, *geometry),
+            THREADS_PER_BLOCK,
+        ),
+        KernelSpec(
+            "winograd_output",
+            _output_kernel_cuda,
+            (tiles, numba.float32[::1], image),
+            THREADS_PER_BLOCK,
+        ),
+        KernelSpec(
+            "winograd_output_grad", _output_grad_kernel_cuda, (image, tiles), THREADS_PER_BLOCK
+        ),
     ]
 
 
 FAMILY = Family(
     name="winograd",
     module=__name__,
-    ops=("winograd_tiles", "winograd_weights", "winograd_weights_grad", "winograd_input", "winograd_input_grad", "winograd_output", "winograd_output_grad"),
+    ops=(
+        "winograd_tiles",
+        "winograd_weights",
+        "winograd_weights_grad",
+        "winograd_input",
+        "winograd_input_grad",
+        "winograd_output",
+        "winograd_output_grad",
+    ),
     references={
         "winograd_weights": reference_weights,
         "winograd_weights_grad": reference_weights_grad,

@@ -8,6 +8,7 @@
 * The PTX compile checks cannot run in a simulating process; they run in a subprocess
   (see tests/kernels/test_ptx.py).
 """
+
 from __future__ import annotations
 
 import os
@@ -57,8 +58,8 @@ def _install_shared_memory_poison() -> None:
     would become that caller and make every allocation alias.
     """
     from numba.core import types
-    from numba.np import numpy_support
     from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
 
     def shared_array(self, shape, dtype, alignment=None):
         if alignment is not None:
@@ -71,7 +72,8 @@ def _install_shared_memory_poison() -> None:
         caller = tuple(traceback.extract_stack(sys._getframe())[-2][0:2])
         array = self._allocations.get(caller)
         if array is None:
-            # setdefault, not assignment: the block's threads race here, and all must share one array
+            # setdefault, not assignment: the block's threads race here, and all must share one
+            # array
             array = self._allocations.setdefault(caller, _poisoned(shape, dtype))
         return array
 

@@ -5,6 +5,7 @@ Kernel tests compare against float64 references by relative error: the largest a
 difference over the largest magnitude of the reference, so one number judges a whole buffer
 whatever its scale.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,11 +22,15 @@ def relative_error(got, expected) -> float:
     return float(np.max(np.abs(got - expected)) / np.max(np.abs(expected)))
 
 
-def assert_close(got, expected, dtype, tolerance: float | None = None, what: str = "output") -> None:
+def assert_close(
+    got, expected, dtype, tolerance: float | None = None, what: str = "output"
+) -> None:
     """``got`` has ``expected``'s shape, the dtype ``dtype``, only finite values (an element never
     written stays NaN from the poisoned allocation) and a relative error within the tolerance."""
     got = np.asarray(got)
-    assert got.shape == np.shape(expected), f"{what}: shape {got.shape}, expected {np.shape(expected)}"
+    assert got.shape == np.shape(expected), (
+        f"{what}: shape {got.shape}, expected {np.shape(expected)}"
+    )
     assert got.dtype == dtype, f"{what}: dtype {got.dtype}, expected {np.dtype(dtype)}"
     not_finite = np.count_nonzero(~np.isfinite(got))
     assert not not_finite, f"{what}: {not_finite} elements are inf/NaN or were never written"

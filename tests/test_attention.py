@@ -1,13 +1,14 @@
 """The attention ops of fastnet.functional (kernel softmax, layer_norm, embedding,
 scaled_dot_product_attention): gradients against finite differences (float64), values against
 float64 NumPy written from the definitions, masks, odd sizes, large magnitudes, errors."""
+
 import numpy as np
 import pytest
-from numerics import relative_error
 
 import fastnet as fn
 import fastnet.functional as F
 from fastnet.gradcheck import gradcheck
+from numerics import relative_error
 
 
 def leaf(rng, *shape, scale=1.0):
@@ -36,7 +37,9 @@ def test_functional_softmax_is_the_kernel_one():
 def test_softmax_gradients_and_values(axis, rng):
     x = leaf(rng, 3, 13, 5)
     assert gradcheck(lambda x: F.softmax(x, axis=axis), [x])
-    np.testing.assert_allclose(F.softmax(x, axis=axis).numpy(), numpy_softmax(x.numpy(), axis), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        F.softmax(x, axis=axis).numpy(), numpy_softmax(x.numpy(), axis), rtol=1e-12, atol=1e-15
+    )
 
 
 def test_softmax_float_mask_with_a_fully_masked_row(rng):
@@ -49,7 +52,9 @@ def test_softmax_float_mask_with_a_fully_masked_row(rng):
     assert np.all(got[:, 2] == 0.0)
     assert np.all(got[:, 1, [0, 3]] == 0.0)
     live = [0, 1, 3]
-    np.testing.assert_allclose(got[:, live], numpy_softmax(x.numpy()[:, live] + mask[live]), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        got[:, live], numpy_softmax(x.numpy()[:, live] + mask[live]), rtol=1e-12, atol=1e-15
+    )
     x.grad = None
     F.softmax(x, mask=mask).sum().backward()
     assert np.all(x.grad.numpy()[:, 2] == 0.0)
@@ -68,7 +73,8 @@ def test_softmax_boolean_mask_keeps_true_columns(rng):
 def test_softmax_causal(queries, keys, rng):
     x = leaf(rng, 2, queries, keys)
     assert gradcheck(lambda x: F.softmax(x, causal=True), [x])
-    # query q sees keys c <= q + keys - queries (bottom-right aligned; the lower triangle when square)
+    # query q sees keys c <= q + keys - queries (bottom-right aligned; the lower triangle when
+    # square)
     visible = np.arange(keys)[None, :] <= np.arange(queries)[:, None] + keys - queries
     expected = numpy_softmax(np.where(visible, x.numpy(), -np.inf))
     np.testing.assert_allclose(F.softmax(x, causal=True).numpy(), expected, rtol=1e-12, atol=1e-15)
@@ -83,7 +89,9 @@ def test_softmax_large_magnitudes_in_float32(rng):
 
 def test_softmax_errors(rng):
     x = fn.tensor(rng.standard_normal((2, 3, 4)))
-    with pytest.raises(ValueError, match=r"mask of shape \(5,\) does not broadcast to input of shape \(2, 3, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"mask of shape \(5,\) does not broadcast to input of shape \(2, 3, 4\)"
+    ):
         F.softmax(x, mask=np.zeros(5))
     with pytest.raises(ValueError, match="causal=True needs axis -1"):
         F.softmax(x, axis=1, causal=True)
@@ -105,8 +113,12 @@ def test_layer_norm_gradients_and_values(normalized_shape, rng):
     x = leaf(rng, 2, 3, *normalized_shape, scale=3.0)
     weight, bias = leaf(rng, *normalized_shape), leaf(rng, *normalized_shape)
     assert gradcheck(lambda x, w, b: F.layer_norm(x, normalized_shape, w, b), [x, weight, bias])
-    expected = numpy_layer_norm(x.numpy(), int(np.prod(normalized_shape)), weight.numpy(), bias.numpy())
-    np.testing.assert_allclose(F.layer_norm(x, normalized_shape, weight, bias).numpy(), expected, rtol=1e-10, atol=1e-12)
+    expected = numpy_layer_norm(
+        x.numpy(), int(np.prod(normalized_shape)), weight.numpy(), bias.numpy()
+    )
+    np.testing.assert_allclose(
+        F.layer_norm(x, normalized_shape, weight, bias).numpy(), expected, rtol=1e-10, atol=1e-12
+    )
 
 
 def test_layer_norm_without_affine_and_with_weight_only(rng):
@@ -122,14 +134,22 @@ def test_layer_norm_large_offset_in_float32(rng):
     x = (1e4 + rng.standard_normal((6, 24))).astype(np.float32)
     got = F.layer_norm(fn.tensor(x), 24).numpy()
     expected = numpy_layer_norm(x.astype(np.float64), 24, np.ones(24), np.zeros(24))
-    assert np.abs(got - expected).max() < 1e-2  # float32 x: each value only carries ~1e4 * 6e-8 absolute precision
+    assert (
+        np.abs(got - expected).max() < 1e-2
+    )  # float32 x: each value only carries ~1e4 * 6e-8 absolute precision
 
 
 def test_layer_norm_errors(rng):
     x = fn.tensor(rng.standard_normal((2, 6)))
-    with pytest.raises(ValueError, match=r"normalized_shape \(5,\) does not match the trailing axes of input of shape \(2, 6\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"normalized_shape \(5,\) does not match the trailing axes of input "
+        r"of shape \(2, 6\)",
+    ):
         F.layer_norm(x, 5)
-    with pytest.raises(ValueError, match=r"weight of shape \(5,\) does not match normalized_shape \(6,\)"):
+    with pytest.raises(
+        ValueError, match=r"weight of shape \(5,\) does not match normalized_shape \(6,\)"
+    ):
         F.layer_norm(x, 6, fn.tensor(np.ones(5)))
 
 
@@ -166,13 +186,17 @@ def test_attention_gradients_end_to_end(mask_kind, rng):
         mask[..., 0] = True
     elif mask_kind == "float":
         mask = rng.standard_normal((5, 6))
-    assert gradcheck(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, mask, is_causal=causal), [q, k, v])
+    assert gradcheck(
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, mask, is_causal=causal), [q, k, v]
+    )
 
 
 @pytest.mark.parametrize("heads", [1, 3])
 def test_attention_odd_sizes_match_the_definition(heads, rng):
     # sequence 13 against 11 keys, head dim 24, float32 through the kernels
-    q, k, v = (rng.standard_normal((2, heads, length, 24)).astype(np.float32) for length in (13, 11, 11))
+    q, k, v = (
+        rng.standard_normal((2, heads, length, 24)).astype(np.float32) for length in (13, 11, 11)
+    )
     got = F.scaled_dot_product_attention(fn.tensor(q), fn.tensor(k), fn.tensor(v)).numpy()
     expected = numpy_attention(*(a.astype(np.float64) for a in (q, k, v)))
     assert got.shape == (2, heads, 13, 24)
@@ -181,9 +205,13 @@ def test_attention_odd_sizes_match_the_definition(heads, rng):
 
 def test_attention_large_magnitude_scores(rng):
     q, k, v = (rng.standard_normal((1, 2, 13, 24)) * scale for scale in (100.0, 100.0, 1.0))
-    got = F.scaled_dot_product_attention(*(fn.tensor(a, dtype=np.float32) for a in (q, k, v))).numpy()
+    got = F.scaled_dot_product_attention(
+        *(fn.tensor(a, dtype=np.float32) for a in (q, k, v))
+    ).numpy()
     assert np.isfinite(got).all()
-    expected = numpy_attention(q.astype(np.float32).astype(np.float64), k.astype(np.float32).astype(np.float64), v)
+    expected = numpy_attention(
+        q.astype(np.float32).astype(np.float64), k.astype(np.float32).astype(np.float64), v
+    )
     # scores of order 1e4 carry float32 rounding of ~1e-3 absolute into the exponent
     assert relative_error(got, expected) < 1e-2
 
@@ -191,11 +219,15 @@ def test_attention_large_magnitude_scores(rng):
 def test_attention_dropout_only_in_training(rng):
     q, k, v = (fn.tensor(rng.standard_normal((2, 2, 9, 8))) for _ in range(3))
     plain = F.scaled_dot_product_attention(q, k, v).numpy()
-    np.testing.assert_array_equal(F.scaled_dot_product_attention(q, k, v, dropout_p=0.5, training=False).numpy(), plain)
+    np.testing.assert_array_equal(
+        F.scaled_dot_product_attention(q, k, v, dropout_p=0.5, training=False).numpy(), plain
+    )
     fn.manual_seed(3)
     dropped = F.scaled_dot_product_attention(q, k, v, dropout_p=0.5).numpy()
     fn.manual_seed(3)
-    np.testing.assert_array_equal(F.scaled_dot_product_attention(q, k, v, dropout_p=0.5).numpy(), dropped)
+    np.testing.assert_array_equal(
+        F.scaled_dot_product_attention(q, k, v, dropout_p=0.5).numpy(), dropped
+    )
     assert np.abs(dropped - plain).max() > 0.1
 
 
@@ -214,15 +246,25 @@ def test_attention_matches_pytorch(rng):
     q, k, v = (rng.standard_normal((2, 3, length, 24)) for length in (13, 7, 7))
     keep = rng.random((13, 7)) < 0.7
     keep[:, 0] = True
-    got = F.scaled_dot_product_attention(*(fn.tensor(a, dtype=np.float64) for a in (q, k, v)), attn_mask=keep).numpy()
+    got = F.scaled_dot_product_attention(
+        *(fn.tensor(a, dtype=np.float64) for a in (q, k, v)), attn_mask=keep
+    ).numpy()
     expected = torch.nn.functional.scaled_dot_product_attention(
-        *(torch.from_numpy(a) for a in (q, k, v)), attn_mask=torch.from_numpy(keep)).numpy()
+        *(torch.from_numpy(a) for a in (q, k, v)), attn_mask=torch.from_numpy(keep)
+    ).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
 
 
 def test_attention_shape_errors(rng):
     q = fn.tensor(rng.standard_normal((2, 5, 4)))
-    with pytest.raises(ValueError, match=r"query of shape \(2, 5, 4\) and key of shape \(2, 5, 3\)"):
-        F.scaled_dot_product_attention(q, fn.tensor(np.ones((2, 5, 3))), fn.tensor(np.ones((2, 5, 3))))
-    with pytest.raises(ValueError, match=r"value of shape \(2, 6, 4\) must be \(\.\.\., S, Dv\) for key of shape \(2, 5, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"query of shape \(2, 5, 4\) and key of shape \(2, 5, 3\)"
+    ):
+        F.scaled_dot_product_attention(
+            q, fn.tensor(np.ones((2, 5, 3))), fn.tensor(np.ones((2, 5, 3)))
+        )
+    with pytest.raises(
+        ValueError,
+        match=r"value of shape \(2, 6, 4\) must be \(\.\.\., S, Dv\) for key of shape \(2, 5, 4\)",
+    ):
         F.scaled_dot_product_attention(q, q, fn.tensor(np.ones((2, 6, 4))))

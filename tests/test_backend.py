@@ -3,6 +3,7 @@
 Each check runs in a fresh interpreter, because the pool starts (and OpenMP reads its settings)
 once per process, at ``import fastnet``.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,14 +42,21 @@ print(numba.threading_layer(), cpu / wall, policy_after_import)
 
 
 def run_script(**env_changes: str) -> tuple[str, float, str]:
-    env = {key: value for key, value in os.environ.items() if key not in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")
+    }
     env.update(env_changes)
-    out = subprocess.run([sys.executable, "-c", IDLE_CPU_SCRIPT], env=env, capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", IDLE_CPU_SCRIPT], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
     return out[0], float(out[1]), out[2]
 
 
-@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 cores for a second kernel thread")
+@pytest.mark.skipif(
+    numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 cores for a second kernel thread"
+)
 def test_idle_kernel_threads_sleep_and_the_environment_is_left_as_it_was():
     """Spinning OpenMP threads burn a core through every sleep (CPU/wall above 1, with ACTIVE);
     sleeping ones cost only the updates, well below 1. A loaded machine lowers the ratio, never
@@ -56,17 +64,26 @@ def test_idle_kernel_threads_sleep_and_the_environment_is_left_as_it_was():
     layer, cpu_per_wall, policy = run_script()
     if layer != "omp":
         pytest.skip(f"Numba runs its {layer} threading layer here, not OpenMP")
-    assert policy == "None", "OMP_WAIT_POLICY must not outlive the pool's start (PyTorch would read it)"
-    assert cpu_per_wall < 0.8, f"kernel threads used {cpu_per_wall:.2f} s of CPU a second while idle"
+    assert policy == "None", (
+        "OMP_WAIT_POLICY must not outlive the pool's start (PyTorch would read it)"
+    )
+    assert cpu_per_wall < 0.8, (
+        f"kernel threads used {cpu_per_wall:.2f} s of CPU a second while idle"
+    )
 
 
-@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 cores for a second kernel thread")
+@pytest.mark.skipif(
+    numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 cores for a second kernel thread"
+)
 def test_a_wait_policy_the_user_set_is_kept():
-    """ACTIVE (spin without end) also shows that the measurement above tells spinning from sleeping."""
+    """ACTIVE (spin without end) also shows that the measurement above tells spinning from
+    sleeping."""
     layer, cpu_per_wall, policy = run_script(OMP_WAIT_POLICY="ACTIVE")
     assert policy == "ACTIVE"
     if layer == "omp":
-        assert cpu_per_wall > 0.8, f"spinning threads measured only {cpu_per_wall:.2f} s of CPU a second"
+        assert cpu_per_wall > 0.8, (
+            f"spinning threads measured only {cpu_per_wall:.2f} s of CPU a second"
+        )
 
 
 def test_device_empty_recycles_large_host_buffers_and_not_small_ones():
@@ -77,7 +94,9 @@ def test_device_empty_recycles_large_host_buffers_and_not_small_ones():
     address = large.ctypes.data
     del large
     again = CPU.empty((CACHED_BUFFER_BYTES // 4 + 3,), np.float32)
-    assert again.ctypes.data == address and again.dtype == np.float32  # the same memory, not faulted in anew
+    assert (
+        again.ctypes.data == address and again.dtype == np.float32
+    )  # the same memory, not faulted in anew
     kept = CPU.empty((CACHED_BUFFER_BYTES // 4 + 3,), np.float32)
     assert kept.ctypes.data != again.ctypes.data  # in use: never handed out twice
     small = CPU.empty((3, 5), np.float64)

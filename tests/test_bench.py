@@ -1,6 +1,7 @@
 """fastnet.bench at tiny sizes: every declared case agrees with its peers, mismatches are refused,
 the table and JSON are written, the CUDA simulator is never timed, the PyTorch mirror trains
 identically, and the benchmark suites time every case."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,9 @@ from fastnet.backend import CPU
 from fastnet.cli import main as cli_main
 
 torch = bench.optional_torch()
-needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed (pip install 'fastnet[bench]')")
+needs_torch = pytest.mark.skipif(
+    torch is None, reason="PyTorch is not installed (pip install 'fastnet[bench]')"
+)
 QUICK_SPECS = bench.case_specs(quick=True)
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -38,8 +41,11 @@ def test_every_quick_case_agrees_with_its_peers(spec):
 # conv2d_train's implementations compose kernels tested on the cuda device elsewhere (the Winograd
 # layer in tests/functional, each kernel in tests/kernels), and its tile GEMMs, three
 # implementations over, are the slowest thing the simulator could run here.
-@pytest.mark.parametrize("spec", [spec for spec in QUICK_SPECS if spec.family != "conv2d_train"],
-                         ids=lambda spec: spec.id)
+@pytest.mark.parametrize(
+    "spec",
+    [spec for spec in QUICK_SPECS if spec.family != "conv2d_train"],
+    ids=lambda spec: spec.id,
+)
 def test_every_quick_case_builds_and_agrees_on_the_cuda_device(spec):
     # In the simulator here: --device cuda refuses to time it, but its cases must still be right.
     from fastnet.backend import get_device
@@ -51,26 +57,41 @@ def test_every_quick_case_builds_and_agrees_on_the_cuda_device(spec):
 
 def test_full_cases_cover_the_issue_shapes():
     labels = {spec.id: spec.shape for spec in bench.case_specs()}
-    assert labels["softmax_xent-b256.c10"] == "256x10" and labels["softmax_xent-b128.c1000"] == "128x1000"
+    assert (
+        labels["softmax_xent-b256.c10"] == "256x10"
+        and labels["softmax_xent-b128.c1000"] == "128x1000"
+    )
     assert labels["adam-1M"] == "1000000" and labels["adam-10M"] == "10000000"
     assert labels["im2col-resnet.conv.b128"].startswith("128x64x16x16")
-    assert {"im2col-mnist.conv2.b64", "im2col-mnist.conv2.b256", "maxpool_bwd-mnist.pool1.b256"} <= set(labels)
+    assert {
+        "im2col-mnist.conv2.b64",
+        "im2col-mnist.conv2.b256",
+        "maxpool_bwd-mnist.pool1.b256",
+    } <= set(labels)
     assert labels["conv2d-mnist.conv2.b256"] == "256x32x14x14 k3s1p1"
     assert labels["conv2d_train-resnet20.stage1.b128"] == "128x16x32x32->16 k3s1p1"
 
 
 def _case_with_peer(peer_output):
     ours = np.linspace(-1.0, 1.0, 12, dtype=np.float32).reshape(3, 4)
-    implementations = {bench.OURS: bench.Implementation(lambda: ours),
-                       "numpy": bench.Implementation(lambda: peer_output(ours))}
+    implementations = {
+        bench.OURS: bench.Implementation(lambda: ours),
+        "numpy": bench.Implementation(lambda: peer_output(ours)),
+    }
     return bench.Case(bench.CaseInfo("toy", "3x4", 12.0, 96.0), implementations)
 
 
-@pytest.mark.parametrize("peer, message", [
-    (lambda ours: ours * 1.01, r"numpy differs from fastnet in output 0 .*relative error 1\.00e-02"),
-    (lambda ours: ours.T, r"shapes \(4, 3\) and \(3, 4\)"),
-    (lambda ours: (ours, ours), r"returned 2 outputs, fastnet 1"),
-])
+@pytest.mark.parametrize(
+    "peer, message",
+    [
+        (
+            lambda ours: ours * 1.01,
+            r"numpy differs from fastnet in output 0 .*relative error 1\.00e-02",
+        ),
+        (lambda ours: ours.T, r"shapes \(4, 3\) and \(3, 4\)"),
+        (lambda ours: (ours, ours), r"returned 2 outputs, fastnet 1"),
+    ],
+)
 def test_verify_refuses_a_peer_computing_something_else(peer, message):
     with pytest.raises(bench.MismatchError, match=message):
         bench.verify(_case_with_peer(peer))
@@ -90,7 +111,9 @@ def test_rates_pick_the_bound_and_its_ceiling():
     assert compute["percent_of_ceiling"] == pytest.approx(10.0)
     memory = bench.rates(bench.CaseInfo("toy", "copy", flops=0.0, bytes_moved=1e9), 0.5, ceilings)
     assert memory["bound"] == "memory" and memory["percent_of_ceiling"] == pytest.approx(20.0)
-    latency = bench.rates(bench.CaseInfo("toy", "add", 4.0, 48.0, fixed_bound="latency"), 1e-5, ceilings)
+    latency = bench.rates(
+        bench.CaseInfo("toy", "add", 4.0, 48.0, fixed_bound="latency"), 1e-5, ceilings
+    )
     assert latency["bound"] == "latency" and latency["percent_of_ceiling"] is None
 
 
@@ -104,7 +127,9 @@ def test_quick_run_prints_one_table_and_writes_json(tmp_path, capsys):
     report = json.loads(path.read_text())
     (row,) = report["kernels"]
     assert row["family"] == "conv2d" and row["seconds"]["fastnet"] > 0
-    assert row["ratios"]["numpy"] == pytest.approx(row["seconds"]["numpy"] / row["seconds"]["fastnet"])
+    assert row["ratios"]["numpy"] == pytest.approx(
+        row["seconds"]["numpy"] / row["seconds"]["fastnet"]
+    )
     assert report["ceilings"]["threads"] == 1 and report["failures"] == []
     assert report["machine"]["commit"]
 
@@ -146,8 +171,13 @@ def test_pinned_threads_rejects_impossible_counts():
 
 # ---------------------------------------------------------------- training against PyTorch
 
-TINY_MLP = bench.TrainModel("tiny_mlp", lambda: models.mlp(in_features=12, hidden=(8,), classes=3), (1, 3, 4), (4,),
-                            classes=3)
+TINY_MLP = bench.TrainModel(
+    "tiny_mlp",
+    lambda: models.mlp(in_features=12, hidden=(8,), classes=3),
+    (1, 3, 4),
+    (4,),
+    classes=3,
+)
 
 
 @needs_torch
@@ -155,15 +185,26 @@ def test_training_race_reports_both_frameworks_after_an_identical_first_step():
     with bench.pinned_threads(1):
         result = bench.measure_training(TINY_MLP, 4, quick=True)
     assert result["samples_per_second"]["fastnet"] > 0 and result["samples_per_second"]["torch"] > 0
-    assert result["ratio"] == pytest.approx(result["samples_per_second"]["fastnet"] / result["samples_per_second"]["torch"])
+    assert result["ratio"] == pytest.approx(
+        result["samples_per_second"]["fastnet"] / result["samples_per_second"]["torch"]
+    )
     assert result["first_step"]["loss_relative_error"] < 1e-6
-    assert result["first_step"]["fastnet_gradient_error"] < 1e-5 and result["first_step"]["torch_gradient_error"] < 1e-5
+    assert (
+        result["first_step"]["fastnet_gradient_error"] < 1e-5
+        and result["first_step"]["torch_gradient_error"] < 1e-5
+    )
 
 
 def test_first_step_gradients_are_judged_against_float64_and_pytorchs_own_rounding():
     def first_step(fastnet_error, torch_error, torch_loss=2.5):
-        return bench.FirstStep(2.5, torch_loss, abs(2.5 - torch_loss) / torch_loss, "head.weight", fastnet_error,
-                               torch_error)
+        return bench.FirstStep(
+            2.5,
+            torch_loss,
+            abs(2.5 - torch_loss) / torch_loss,
+            "head.weight",
+            fastnet_error,
+            torch_error,
+        )
 
     assert first_step(7e-3, 1.7e-2).problems() == []  # ResNet-20's float32 noise, worse in PyTorch
     assert first_step(9e-4, 1e-7).problems() == []
@@ -186,7 +227,9 @@ def test_training_race_refuses_models_that_compute_differently(monkeypatch):
         return mirror
 
     monkeypatch.setattr(race, "to_torch", perturbed)
-    with pytest.raises(bench.MismatchError, match="first-step losses differ.*refusing to report a throughput"):
+    with pytest.raises(
+        bench.MismatchError, match="first-step losses differ.*refusing to report a throughput"
+    ):
         bench.measure_training(TINY_MLP, 4, quick=True)
 
 
@@ -194,10 +237,13 @@ def test_training_race_refuses_models_that_compute_differently(monkeypatch):
 def test_torch_mirror_of_a_resnet_matches_loss_and_gradients():
     model = models.create("resnet8", width=4)
     mirror = bench.to_torch(model)
-    assert [name for name, _ in mirror.named_parameters()] == [name for name, _ in model.named_parameters()]
+    assert [name for name, _ in mirror.named_parameters()] == [
+        name for name, _ in model.named_parameters()
+    ]
     rng = np.random.default_rng(0)
-    first = bench.compare_first_step(model, mirror, rng.standard_normal((2, 3, 8, 8), dtype=np.float32),
-                                     rng.integers(0, 10, 2))
+    first = bench.compare_first_step(
+        model, mirror, rng.standard_normal((2, 3, 8, 8), dtype=np.float32), rng.integers(0, 10, 2)
+    )
     assert first.problems() == [], first
 
 
@@ -215,11 +261,26 @@ def test_torch_mirror_names_a_layer_it_cannot_translate():
 
 def test_the_benchmark_suite_times_every_case_of_every_implementation():
     collected = subprocess.run(
-        [sys.executable, "-m", "pytest", "benchmarks", "--quick", "--collect-only", "-q",
-         "-p", "no:cacheprovider"], cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "benchmarks",
+            "--quick",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert collected.returncode == 0, collected.stdout + collected.stderr
-    ids = {line.split("[", 1)[1].rstrip("]")
-           for line in collected.stdout.splitlines() if "::" in line}
+    ids = {
+        line.split("[", 1)[1].rstrip("]") for line in collected.stdout.splitlines() if "::" in line
+    }
     assert ids == {f"{spec.id}-{name}" for spec in QUICK_SPECS for name in spec.implementations}
 
 

@@ -1,4 +1,5 @@
 """Checkpoints: safetensors round trips, atomic writes, verification before use."""
+
 import os
 
 import numpy as np
@@ -27,7 +28,9 @@ def test_plain_file_is_readable_by_safetensors_alone(tmp_path):
     model = small_model()
     fn.save(model.state_dict(), tmp_path / "m.safetensors")
     raw = load_file(str(tmp_path / "m.safetensors"))
-    assert sorted(raw) == ["0.bias", "0.weight", "2.bias", "2.weight"] and raw["0.weight"].shape == (5, 6)
+    assert sorted(raw) == ["0.bias", "0.weight", "2.bias", "2.weight"] and raw[
+        "0.weight"
+    ].shape == (5, 6)
 
 
 def test_checkpoint_round_trip_with_optimizer_and_scheduler(tmp_path, rng):
@@ -39,10 +42,20 @@ def test_checkpoint_round_trip_with_optimizer_and_scheduler(tmp_path, rng):
         (model(fn.tensor(rng.standard_normal((4, 6)))) ** 2).mean().backward()
         opt.step()
         sched.step()
-    path = fn.save_checkpoint(tmp_path / "c.safetensors", model, opt, sched, epoch=2,
-                              config={"model": "x"}, rng_state=fn.random.get_state(), extra={"note": 1})
+    path = fn.save_checkpoint(
+        tmp_path / "c.safetensors",
+        model,
+        opt,
+        sched,
+        epoch=2,
+        config={"model": "x"},
+        rng_state=fn.random.get_state(),
+        extra={"note": 1},
+    )
     saved = fn.load_checkpoint(path)
-    assert saved["epoch"] == 2 and saved["config"] == {"model": "x"} and saved["extra"] == {"note": 1}
+    assert (
+        saved["epoch"] == 2 and saved["config"] == {"model": "x"} and saved["extra"] == {"note": 1}
+    )
     assert saved["scheduler"]["last_epoch"] == 2
     clone = small_model()
     clone.load_state_dict(saved["model"])
@@ -53,7 +66,9 @@ def test_checkpoint_round_trip_with_optimizer_and_scheduler(tmp_path, rng):
     for index, entry in original["state"].items():
         for field, value in entry.items():
             np.testing.assert_array_equal(restored["state"][index][field], value)
-    assert fn.load(path).keys() == model.state_dict().keys()  # the weights alone, for load_state_dict
+    assert (
+        fn.load(path).keys() == model.state_dict().keys()
+    )  # the weights alone, for load_state_dict
 
 
 def test_corrupted_file_is_refused(tmp_path):
@@ -106,16 +121,31 @@ def test_pytorch_trained_weights_saved_as_safetensors_give_the_same_outputs(tmp_
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
-    twin = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-                               torch.nn.Flatten(), torch.nn.Linear(4 * 7 * 7, 10))
-    optimizer = torch.optim.SGD(twin.parameters(), lr=0.1)  # "trained": weights away from their init
+    twin = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 7 * 7, 10),
+    )
+    optimizer = torch.optim.SGD(
+        twin.parameters(), lr=0.1
+    )  # "trained": weights away from their init
     for _ in range(3):
         optimizer.zero_grad()
         twin(torch.randn(8, 1, 14, 14)).square().mean().backward()
         optimizer.step()
-    save_file({k: v.contiguous() for k, v in twin.state_dict().items()}, str(tmp_path / "torch.safetensors"))
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                          nn.Linear(4 * 7 * 7, 10))
+    save_file(
+        {k: v.contiguous() for k, v in twin.state_dict().items()},
+        str(tmp_path / "torch.safetensors"),
+    )
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 7 * 7, 10),
+    )
     assert model.load_state_dict(fn.load(tmp_path / "torch.safetensors")) == ([], [], [])
     x = rng.standard_normal((5, 1, 14, 14)).astype(np.float32)
     expected = twin(torch.from_numpy(x)).detach().numpy()

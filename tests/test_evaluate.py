@@ -1,6 +1,7 @@
 """fastnet eval (fastnet.evaluate): a ResNet-8 trained here for a few steps on real MNIST images
 is rebuilt from its checkpoint; the printed accuracy must equal fastnet.train.evaluate's and
 the training run's own, and both plots must be written where the output says."""
+
 import argparse
 import re
 import struct
@@ -16,8 +17,15 @@ from fastnet.data import DataLoader
 from fastnet.train import build_datasets, eval_transform, evaluate, run
 
 DATA = "/work/shared/data"
-CONFIG = {"dataset": "mnist", "model": "resnet8", "optimizer": "adam", "lr": 1e-2, "batch_size": 32, "seed": 0,
-          "kwargs": {"channels": 1, "image_size": 28, "classes": 10, "width": 2}}
+CONFIG = {
+    "dataset": "mnist",
+    "model": "resnet8",
+    "optimizer": "adam",
+    "lr": 1e-2,
+    "batch_size": 32,
+    "seed": 0,
+    "kwargs": {"channels": 1, "image_size": 28, "classes": 10, "width": 2},
+}
 
 
 def quiet(*_):
@@ -46,7 +54,9 @@ def png_size(path):
     return struct.unpack(">II", header[16:24])
 
 
-def test_eval_prints_the_accuracy_of_evaluate_and_writes_both_plots(mnist_run, tmp_path, monkeypatch, capsys):
+def test_eval_prints_the_accuracy_of_evaluate_and_writes_both_plots(
+    mnist_run, tmp_path, monkeypatch, capsys
+):
     checkpoint, sets, history = mnist_run
     requested = []
 
@@ -56,7 +66,19 @@ def test_eval_prints_the_accuracy_of_evaluate_and_writes_both_plots(mnist_run, t
 
     monkeypatch.setattr(fn_eval, "build_datasets", test_split_of)
     plots = tmp_path / "plots"
-    args = parse([str(checkpoint), "--data-dir", DATA, "--show-features", "5", "--out", str(plots), "--max-channels", "4"])
+    args = parse(
+        [
+            str(checkpoint),
+            "--data-dir",
+            DATA,
+            "--show-features",
+            "5",
+            "--out",
+            str(plots),
+            "--max-channels",
+            "4",
+        ]
+    )
     assert fn_eval.run(args) == 0
     printed = capsys.readouterr().out
     assert requested == [("mnist", DATA)]  # the dataset named in the checkpoint's config
@@ -64,7 +86,9 @@ def test_eval_prints_the_accuracy_of_evaluate_and_writes_both_plots(mnist_run, t
     model = models.create(CONFIG["model"], **CONFIG["kwargs"])
     model.load_state_dict(fn.load(checkpoint))
     expected = evaluate(model, DataLoader(sets[1], batch_size=64, transform=eval_transform(CONFIG)))
-    correct, total = map(int, re.search(r"accuracy [\d.]+% \((\d+)/(\d+) correct\)", printed).groups())
+    correct, total = map(
+        int, re.search(r"accuracy [\d.]+% \((\d+)/(\d+) correct\)", printed).groups()
+    )
     assert total == 200 and correct / total == expected["accuracy"] == history["test_acc"][-1]
     report_accuracy = float(re.search(r"^\s*accuracy\s+([\d.]+)\s+200$", printed, re.M).group(1))
     assert report_accuracy == round(expected["accuracy"], 3)
@@ -75,15 +99,22 @@ def test_eval_prints_the_accuracy_of_evaluate_and_writes_both_plots(mnist_run, t
         width, height = png_size(plots / name)
         assert width > 300 and height > 300
     label = sets[1].labels[5]
-    assert re.search(rf"feature maps of 9 convolutions for test image 5 \(true {label}, predicted \d\)", printed)
+    assert re.search(
+        rf"feature maps of 9 convolutions for test image 5 \(true {label}, predicted \d\)", printed
+    )
 
 
 def test_eval_without_matplotlib_still_reports(mnist_run, tmp_path, monkeypatch, capsys):
     checkpoint, sets, _ = mnist_run
     real_find_spec = fn_eval.importlib.util.find_spec
-    monkeypatch.setattr(fn_eval.importlib.util, "find_spec",
-                        lambda name, *rest: None if name == "matplotlib" else real_find_spec(name, *rest))
-    result = fn_eval.evaluate_checkpoint(checkpoint, sets[1], out=tmp_path, show_features=0, log=print)
+    monkeypatch.setattr(
+        fn_eval.importlib.util,
+        "find_spec",
+        lambda name, *rest: None if name == "matplotlib" else real_find_spec(name, *rest),
+    )
+    result = fn_eval.evaluate_checkpoint(
+        checkpoint, sets[1], out=tmp_path, show_features=0, log=print
+    )
     assert "no plots: they need matplotlib" in capsys.readouterr().out
     assert result["files"] == [] and list(tmp_path.iterdir()) == []
 
@@ -92,13 +123,19 @@ def test_eval_refuses_what_it_cannot_use(mnist_run, tmp_path, capsys):
     checkpoint, sets, _ = mnist_run
     model = models.create(CONFIG["model"], **CONFIG["kwargs"])
     fn.save(model.state_dict(), tmp_path / "weights.safetensors")
-    fn.save_checkpoint(tmp_path / "no_dataset.safetensors", model,
-                       config={"model": CONFIG["model"], "kwargs": CONFIG["kwargs"]})
+    fn.save_checkpoint(
+        tmp_path / "no_dataset.safetensors",
+        model,
+        config={"model": CONFIG["model"], "kwargs": CONFIG["kwargs"]},
+    )
     cases = [
         ([str(tmp_path / "missing.safetensors")], "no checkpoint at"),
         ([str(tmp_path / "weights.safetensors")], "not a fastnet checkpoint"),
         ([str(tmp_path / "no_dataset.safetensors")], "does not say which dataset"),
-        ([str(checkpoint), "--data-dir", DATA, "--show-features", "10000"], "not an index of the 10000 test images"),
+        (
+            [str(checkpoint), "--data-dir", DATA, "--show-features", "10000"],
+            "not an index of the 10000 test images",
+        ),
     ]
     for argv, message in cases:
         assert fn_eval.run(parse(argv)) == 2
@@ -112,8 +149,14 @@ def test_conv_feature_maps_follow_the_forward_pass_and_leave_no_hook(rng):
     x = fn.tensor(rng.standard_normal((1, 3, 8, 8)).astype(np.float32))
     layers = fn_eval.conv_feature_maps(model, x)
     assert [name for name, _ in layers[:4]] == [
-        "features.conv", "features.layer1.0.conv1", "features.layer1.0.conv2", "features.layer2.0.conv1"]
+        "features.conv",
+        "features.layer1.0.conv1",
+        "features.layer1.0.conv2",
+        "features.layer2.0.conv1",
+    ]
     assert len(layers) == 9 and layers[-1][1].shape == (8, 2, 2)
     stem = model.features.conv
-    np.testing.assert_allclose(layers[0][1], F.conv2d(x, stem.weight, padding=1).numpy()[0], rtol=1e-6)
+    np.testing.assert_allclose(
+        layers[0][1], F.conv2d(x, stem.weight, padding=1).numpy()[0], rtol=1e-6
+    )
     assert model.training and not any("forward" in vars(module) for module in model.modules())

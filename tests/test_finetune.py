@@ -1,4 +1,6 @@
-"""Fine-tuning: freezing, heads, parameter groups, layer-wise decay, LoRA merge parity, adapter files."""
+"""Fine-tuning: freezing, heads, parameter groups, layer-wise decay, LoRA merge parity, adapter
+files."""
+
 import numpy as np
 import pytest
 
@@ -44,7 +46,10 @@ def test_replace_head_and_param_groups(rng):
     new = finetune.replace_head(model, num_classes=5)
     assert model.head[3] is new and new.out_features == 5 and new.in_features == 128
     groups = finetune.param_groups(model, {"features.*": 1e-4, "head.*": 1e-3})
-    assert [(g["name"], g["lr"], len(g["params"])) for g in groups] == [("features.*", 1e-4, 4), ("head.*", 1e-3, 4)]
+    assert [(g["name"], g["lr"], len(g["params"])) for g in groups] == [
+        ("features.*", 1e-4, 4),
+        ("head.*", 1e-3, 4),
+    ]
     opt = optim.AdamW(groups)
     train_steps(model, opt, rng, steps=2, classes=5)
     assert model(fn.tensor(rng.standard_normal((2, 1, 28, 28)))).shape == (2, 5)
@@ -54,8 +59,12 @@ def test_replace_head_and_param_groups(rng):
 
 def test_layerwise_lr_decay_orders_blocks_from_the_output():
     groups = finetune.layerwise_lr_decay(models.mnist_cnn(), base_lr=1.0, decay=0.5)
-    assert [(g["name"], g["lr"]) for g in groups] == [("features.0", 0.125), ("features.3", 0.25),
-                                                      ("head.1", 0.5), ("head.3", 1.0)]
+    assert [(g["name"], g["lr"]) for g in groups] == [
+        ("features.0", 0.125),
+        ("features.3", 0.25),
+        ("head.1", 0.5),
+        ("head.3", 1.0),
+    ]
 
 
 def test_summary_counts_trainable_and_frozen():
@@ -116,13 +125,21 @@ def test_lora_on_attention_projections_merges_exactly(rng):
     x = fn.tensor(rng.standard_normal((2, 5, 16)))
     before = layer(x).numpy().copy()
     names = [n for n, _ in layer.named_parameters()]
-    wrapped = finetune.add_lora(layer, targets=["MultiheadAttention", "*.out_proj"], rank=2, alpha=4)
+    wrapped = finetune.add_lora(
+        layer, targets=["MultiheadAttention", "*.out_proj"], rank=2, alpha=4
+    )
     assert wrapped == ["self_attn", "self_attn.out_proj"]
-    assert [n for n, _ in layer.named_parameters() if "lora_" not in n] == names  # PyTorch names kept
+    assert [
+        n for n, _ in layer.named_parameters() if "lora_" not in n
+    ] == names  # PyTorch names kept
     np.testing.assert_array_equal(layer(x).numpy(), before)
     trainable = sorted(n for n, p in layer.named_parameters() if p.requires_grad)
-    assert trainable == ["self_attn.lora_A", "self_attn.lora_B", "self_attn.out_proj.lora_A",
-                         "self_attn.out_proj.lora_B"]
+    assert trainable == [
+        "self_attn.lora_A",
+        "self_attn.lora_B",
+        "self_attn.out_proj.lora_A",
+        "self_attn.out_proj.lora_B",
+    ]
     opt = optim.Adam([p for p in layer.parameters() if p.requires_grad], lr=5e-2)
     for _ in range(3):
         opt.zero_grad()

@@ -1,5 +1,6 @@
 """The nn ops of fastnet.functional: gradients against finite differences (float64), values
 against the kernels' float64 references, and their error messages."""
+
 import numpy as np
 import pytest
 
@@ -23,7 +24,9 @@ def test_linear_gradients(with_bias, rng):
     assert gradcheck(lambda *t: F.linear(*t), inputs)
 
 
-@pytest.mark.parametrize("stride,padding,kernel", [(1, 0, 3), (2, 1, 3), (1, 2, (3, 2)), (2, 0, (2, 3))])
+@pytest.mark.parametrize(
+    "stride,padding,kernel", [(1, 0, 3), (2, 1, 3), (1, 2, (3, 2)), (2, 0, (2, 3))]
+)
 def test_conv2d_gradients(stride, padding, kernel, rng):
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     x, w, b = leaf(rng, 2, 3, 7, 6), leaf(rng, 4, 3, kh, kw), leaf(rng, 4)
@@ -31,7 +34,11 @@ def test_conv2d_gradients(stride, padding, kernel, rng):
 
 
 def test_conv2d_matches_direct_reference(rng):
-    x, w, b = rng.standard_normal((2, 3, 11, 9)), rng.standard_normal((5, 3, 3, 5)), rng.standard_normal(5)
+    x, w, b = (
+        rng.standard_normal((2, 3, 11, 9)),
+        rng.standard_normal((5, 3, 3, 5)),
+        rng.standard_normal(5),
+    )
     got = F.conv2d(fn.tensor(x), fn.tensor(w), fn.tensor(b), stride=2, padding=(1, 2)).numpy()
     expected = conv_kernels.reference_conv2d(x, w, b, (2, 2), (1, 2))
     assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-5
@@ -41,8 +48,10 @@ def test_conv2d_matches_direct_reference(rng):
 def small_conv_workspace(monkeypatch):
     """Set the CPU conv workspace to ``images`` images of ``bytes_per_image`` (columns and output
     planes), so that a conv runs in chunks of that many images."""
+
     def set_for(images, bytes_per_image):
         monkeypatch.setattr(fn.backend.CPU, "conv_workspace_bytes", images * bytes_per_image)
+
     return set_for
 
 
@@ -51,7 +60,11 @@ def test_conv2d_gradients_in_uneven_chunks(rng, small_conv_workspace):
     x, w, b = leaf(rng, 5, 3, 7, 6), leaf(rng, 4, 3, 3, 2), leaf(rng, 4)
     oh, ow = conv_kernels.conv_output_shape(7, 6, (3, 2), 2, 1)
     small_conv_workspace(2, (3 * 3 * 2 + 4) * oh * ow * 8)
-    assert conv_image_chunks(fn.backend.CPU, 5, 3 * 3 * 2, 4, oh * ow, 8) == [(0, 2), (2, 4), (4, 5)]
+    assert conv_image_chunks(fn.backend.CPU, 5, 3 * 3 * 2, 4, oh * ow, 8) == [
+        (0, 2),
+        (2, 4),
+        (4, 5),
+    ]
     assert gradcheck(lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1), [x, w, b])
 
 
@@ -76,7 +89,10 @@ def test_conv2d_in_chunks_equals_one_chunk(rng, small_conv_workspace):
         np.testing.assert_array_equal(got[1], results[0][1])
         # the weight and bias gradients sum the chunks in another order: float32 rounding only
         for index in (2, 3):
-            assert np.abs(got[index] - results[0][index]).max() / np.abs(results[0][index]).max() < 1e-5
+            assert (
+                np.abs(got[index] - results[0][index]).max() / np.abs(results[0][index]).max()
+                < 1e-5
+            )
 
 
 def test_first_layer_weight_gradient_in_chunks(rng, small_conv_workspace):
@@ -93,30 +109,40 @@ def test_first_layer_weight_gradient_in_chunks(rng, small_conv_workspace):
         (F.conv2d(x, w, b, stride=1, padding=1) * fn.tensor(upstream)).sum().backward()
         grads[x_needs_grad] = (w.grad.numpy(), b.grad.numpy())
         assert (x.grad is not None) == x_needs_grad
-    for with_x, without_x in zip(grads[True], grads[False]):
+    for with_x, without_x in zip(grads[True], grads[False], strict=True):
         assert np.abs(with_x - without_x).max() <= 1e-12 * np.abs(with_x).max()
     x = fn.tensor(x_values, dtype=np.float64)
     w, b = leaf(rng, 6, 2, 3, 3), leaf(rng, 6)
     assert gradcheck(lambda w, b: F.conv2d(x, w, b, stride=1, padding=1), [w, b])
 
 
-@pytest.mark.parametrize("needs_grad", [(True, True, False), (True, False, True), (False, False, True),
-                                        (False, True, False)], ids=["x,w", "x,b", "b", "w"])
+@pytest.mark.parametrize(
+    "needs_grad",
+    [(True, True, False), (True, False, True), (False, False, True), (False, True, False)],
+    ids=["x,w", "x,b", "b", "w"],
+)
 def test_conv2d_any_subset_of_gradients(rng, small_conv_workspace, needs_grad):
     """The bias gradient comes out of the weight GEMM (the ones row) only when both are wanted;
     each other subset takes its own path, in chunks of 2, 2 and 1 images: all agree with the
     gradients computed together."""
-    values = [rng.standard_normal((5, 3, 7, 6)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)]
+    values = [
+        rng.standard_normal((5, 3, 7, 6)),
+        rng.standard_normal((4, 3, 3, 3)),
+        rng.standard_normal(4),
+    ]
     upstream = fn.tensor(rng.standard_normal((5, 4, 7, 6)))
     small_conv_workspace(2, (3 * 9 + 4) * 7 * 6 * 8)
 
     def gradients(flags):
-        leaves = [fn.tensor(v, dtype=np.float64, requires_grad=flag) for v, flag in zip(values, flags)]
+        leaves = [
+            fn.tensor(v, dtype=np.float64, requires_grad=flag)
+            for v, flag in zip(values, flags, strict=True)
+        ]
         (F.conv2d(*leaves, stride=1, padding=1) * upstream).sum().backward()
         return [None if t.grad is None else t.grad.numpy() for t in leaves]
 
     everything = gradients((True, True, True))
-    for got, flag, expected in zip(gradients(needs_grad), needs_grad, everything):
+    for got, flag, expected in zip(gradients(needs_grad), needs_grad, everything, strict=True):
         assert (got is not None) == flag
         if flag:
             assert np.abs(got - expected).max() <= 1e-12 * np.abs(expected).max()
@@ -125,15 +151,20 @@ def test_conv2d_any_subset_of_gradients(rng, small_conv_workspace, needs_grad):
 def test_conv2d_channel_mismatch_names_shapes():
     with pytest.raises(ValueError, match=r"\(1, 3, 8, 8\) has 3 channels .* \(4, 2, 3, 3\)"):
         F.conv2d(fn.tensor(np.ones((1, 3, 8, 8))), fn.tensor(np.ones((4, 2, 3, 3))))
-    with pytest.raises(ValueError, match=r"\(1, 16, 6, 6\) has 16 channels .* \(4, 2, 3, 3\)"):  # Winograd's
+    with pytest.raises(
+        ValueError, match=r"\(1, 16, 6, 6\) has 16 channels .* \(4, 2, 3, 3\)"
+    ):  # Winograd's
         F.conv2d(fn.tensor(np.ones((1, 16, 6, 6))), fn.tensor(np.ones((4, 2, 3, 3))))
 
 
 # --- Winograd: 3x3 kernels at stride 1 over WINOGRAD_MIN_CHANNELS or more input channels ----------
 
+
 def winograd_operands(rng, shape, out_channels, dtype=np.float64):
     x = fn.tensor(rng.standard_normal(shape), dtype=dtype, requires_grad=True)
-    w = fn.tensor(rng.standard_normal((out_channels, shape[1], 3, 3)) / 3, dtype=dtype, requires_grad=True)
+    w = fn.tensor(
+        rng.standard_normal((out_channels, shape[1], 3, 3)) / 3, dtype=dtype, requires_grad=True
+    )
     b = fn.tensor(rng.standard_normal(out_channels), dtype=dtype, requires_grad=True)
     return x, w, b
 
@@ -143,15 +174,27 @@ def test_conv2d_takes_winograd_only_where_it_applies(rng):
     x, w, b = winograd_operands(rng, (1, channels, 6, 5), 2)
     assert isinstance(F.conv2d(x, w, b, padding=1)._ctx, Conv2dWinograd)
     assert isinstance(F.conv2d(x, w, b, stride=2, padding=1)._ctx, Conv2d)  # stride 2
-    narrow = fn.tensor(rng.standard_normal((1, channels - 1, 6, 5)), dtype=np.float64, requires_grad=True)
-    assert isinstance(F.conv2d(narrow, fn.tensor(np.ones((2, channels - 1, 3, 3)), dtype=np.float64))._ctx, Conv2d)
-    assert isinstance(F.conv2d(x, fn.tensor(np.ones((2, channels, 3, 2)), dtype=np.float64))._ctx, Conv2d)  # not 3x3
+    narrow = fn.tensor(
+        rng.standard_normal((1, channels - 1, 6, 5)), dtype=np.float64, requires_grad=True
+    )
+    assert isinstance(
+        F.conv2d(narrow, fn.tensor(np.ones((2, channels - 1, 3, 3)), dtype=np.float64))._ctx, Conv2d
+    )
+    assert isinstance(
+        F.conv2d(x, fn.tensor(np.ones((2, channels, 3, 2)), dtype=np.float64))._ctx, Conv2d
+    )  # not 3x3
 
 
-@pytest.mark.parametrize("shape, out_channels, padding",
-                         [((2, 16, 5, 4), 3, 1), ((1, 17, 6, 7), 2, 0), ((2, 16, 3, 5), 3, (2, 1)),
-                          ((2, 16, 4, 3), 16, 1)],  # as many output channels as input: no buffer shared
-                         ids=["odd-p1", "p0", "p2x1", "square"])
+@pytest.mark.parametrize(
+    "shape, out_channels, padding",
+    [
+        ((2, 16, 5, 4), 3, 1),
+        ((1, 17, 6, 7), 2, 0),
+        ((2, 16, 3, 5), 3, (2, 1)),
+        ((2, 16, 4, 3), 16, 1),
+    ],  # as many output channels as input: no buffer shared
+    ids=["odd-p1", "p0", "p2x1", "square"],
+)
 def test_winograd_conv2d_gradients(rng, shape, out_channels, padding):
     x, w, b = winograd_operands(rng, shape, out_channels)
     y = F.conv2d(x, w, b, padding=padding)
@@ -169,16 +212,20 @@ def test_winograd_agrees_with_im2col_in_uneven_chunks(rng, small_conv_workspace)
     results = {}
     for name, function, images in (("im2col", Conv2d, 7), ("winograd", Conv2dWinograd, 3)):
         tiles_per_image = 5 * 4
-        small_conv_workspace(images, 16 * (16 + 5) * tiles_per_image * 4 if name == "winograd" else 10 ** 9)
+        small_conv_workspace(
+            images, 16 * (16 + 5) * tiles_per_image * 4 if name == "winograd" else 10**9
+        )
         for t in (x, w, b):
             t.grad = None
-        params = {"padding": (1, 1)} if name == "winograd" else {"stride": (1, 1), "padding": (1, 1)}
+        params = (
+            {"padding": (1, 1)} if name == "winograd" else {"stride": (1, 1), "padding": (1, 1)}
+        )
         y = function.apply(x, w, b, **params)
         if name == "winograd":
             assert y._ctx.chunks == [(0, 3), (3, 6), (6, 7)]
         (y * upstream).sum().backward()
         results[name] = [y.numpy(), x.grad.numpy(), w.grad.numpy(), b.grad.numpy()]
-    for got, expected in zip(results["winograd"], results["im2col"]):
+    for got, expected in zip(results["winograd"], results["im2col"], strict=True):
         assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
 
 
@@ -196,12 +243,18 @@ def test_winograd_spreads_a_non_finite_input_as_far_as_a_direct_convolution(rng,
         np.testing.assert_array_equal(~np.isfinite(y.numpy()), ~np.isfinite(expected))
 
 
-@pytest.mark.skipif(not fn.backend.cuda_is_available(), reason="needs the cuda device (GPU or simulator)")
+@pytest.mark.skipif(
+    not fn.backend.cuda_is_available(), reason="needs the cuda device (GPU or simulator)"
+)
 def test_winograd_layer_on_cuda_matches_cpu(rng):
     """Forward and backward of a Winograd layer on the cuda device (the whole batch one chunk, the
     CUDA transforms, the tiled matmul over the 16 tile matrices) against the CPU's (chunks, spaced
     buffers, BLAS). One layer, one step: in the simulator each of its batched GEMMs is 16 blocks."""
-    values = [rng.standard_normal((2, 16, 4, 5)), rng.standard_normal((3, 16, 3, 3)) / 3, rng.standard_normal(3)]
+    values = [
+        rng.standard_normal((2, 16, 4, 5)),
+        rng.standard_normal((3, 16, 3, 3)) / 3,
+        rng.standard_normal(3),
+    ]
     upstream = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
     results = {}
     for device in ("cpu", "cuda"):
@@ -210,23 +263,29 @@ def test_winograd_layer_on_cuda_matches_cpu(rng):
         assert isinstance(y._ctx, Conv2dWinograd)
         (y * fn.tensor(upstream, device=device)).sum().backward()
         results[device] = [y.numpy(), *(t.grad.numpy() for t in leaves)]
-    for got, expected in zip(results["cuda"], results["cpu"]):
+    for got, expected in zip(results["cuda"], results["cpu"], strict=True):
         assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
 
 
-@pytest.mark.parametrize("needs_grad", [(True, False, False), (False, True, False), (False, False, True)],
-                         ids=["x", "w", "b"])
+@pytest.mark.parametrize(
+    "needs_grad",
+    [(True, False, False), (False, True, False), (False, False, True)],
+    ids=["x", "w", "b"],
+)
 def test_winograd_any_subset_of_gradients(rng, needs_grad):
     values = [t.numpy() for t in winograd_operands(rng, (3, 16, 5, 6), 4)]
     upstream = fn.tensor(rng.standard_normal((3, 4, 5, 6)))
 
     def gradients(flags):
-        leaves = [fn.tensor(v, dtype=np.float64, requires_grad=flag) for v, flag in zip(values, flags)]
+        leaves = [
+            fn.tensor(v, dtype=np.float64, requires_grad=flag)
+            for v, flag in zip(values, flags, strict=True)
+        ]
         (F.conv2d(*leaves, padding=1) * upstream).sum().backward()
         return [None if t.grad is None else t.grad.numpy() for t in leaves]
 
     everything = gradients((True, True, True))
-    for got, flag, expected in zip(gradients(needs_grad), needs_grad, everything):
+    for got, flag, expected in zip(gradients(needs_grad), needs_grad, everything, strict=True):
         assert (got is not None) == flag
         if flag:
             np.testing.assert_array_equal(got, expected)
@@ -268,7 +327,9 @@ def test_cross_entropy_rejects_bad_labels(rng):
     logits = fn.tensor(rng.standard_normal((3, 4)))
     with pytest.raises(ValueError, match="4"):
         F.cross_entropy(logits, np.array([0, 4, 1]))
-    with pytest.raises(ValueError, match=r"labels of shape \(2,\) do not match logits of shape \(3, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"labels of shape \(2,\) do not match logits of shape \(3, 4\)"
+    ):
         F.cross_entropy(logits, np.array([0, 1]))
     with pytest.raises(TypeError, match="integers"):
         F.cross_entropy(logits, np.array([0.0, 1.0, 2.0]))
@@ -283,10 +344,14 @@ def test_regression_loss_gradients(loss, reduction, rng):
 
 def test_regression_loss_values(rng):
     a, b = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
-    assert np.isclose(F.mse_loss(fn.tensor(a, dtype=np.float64), fn.tensor(b, dtype=np.float64)).item(),
-                      ((a - b) ** 2).mean())
-    assert np.isclose(F.l1_loss(fn.tensor(a, dtype=np.float64), fn.tensor(b, dtype=np.float64)).item(),
-                      np.abs(a - b).mean())
+    assert np.isclose(
+        F.mse_loss(fn.tensor(a, dtype=np.float64), fn.tensor(b, dtype=np.float64)).item(),
+        ((a - b) ** 2).mean(),
+    )
+    assert np.isclose(
+        F.l1_loss(fn.tensor(a, dtype=np.float64), fn.tensor(b, dtype=np.float64)).item(),
+        np.abs(a - b).mean(),
+    )
     with pytest.raises(ValueError, match=r"\(3, 4\) and target of shape \(4, 3\)"):
         F.mse_loss(fn.tensor(a), fn.tensor(b.T))
 
@@ -296,11 +361,14 @@ def test_gelu_gradients_and_values(approximate, rng):
     x = leaf(rng, 4, 5, scale=2.0)
     assert gradcheck(lambda x: F.gelu(x, approximate), [x])
     from math import erf, pi, sqrt, tanh
+
     v = x.numpy()
     if approximate == "none":
         expected = np.vectorize(lambda t: 0.5 * t * (1 + erf(t / sqrt(2))))(v)
     else:
-        expected = np.vectorize(lambda t: 0.5 * t * (1 + tanh(sqrt(2 / pi) * (t + 0.044715 * t ** 3))))(v)
+        expected = np.vectorize(
+            lambda t: 0.5 * t * (1 + tanh(sqrt(2 / pi) * (t + 0.044715 * t**3)))
+        )(v)
     np.testing.assert_allclose(F.gelu(x, approximate).numpy(), expected, rtol=1e-12)
 
 

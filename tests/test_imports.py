@@ -18,6 +18,7 @@ imports a sibling family (only ``_``-prefixed helpers and third-party libraries)
 ``fastnet``; ``fastnet/nn`` never imports ``fastnet.kernels`` (nn knows nothing of kernels);
 ``fastnet/functional`` holds each op once, in modules with an explicit ``__all__``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -51,11 +52,11 @@ MODULES = project_modules()
 def _is_type_checking(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
-def import_nodes(nodes: list[ast.AST],
-                 module_level: bool) -> Iterator[ast.Import | ast.ImportFrom]:
+def import_nodes(nodes: list[ast.AST], module_level: bool) -> Iterator[ast.Import | ast.ImportFrom]:
     """The import statements among ``nodes`` and their children; with ``module_level``, only
     those that run when the module loads (not in a function, not under ``if TYPE_CHECKING:``)."""
     for node in nodes:
@@ -75,7 +76,7 @@ def _base(module: str, level: int) -> str:
     """The package a relative import of ``level`` dots in ``module`` starts from."""
     package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
     parts = package.split(".")
-    return ".".join(parts[:len(parts) - (level - 1)])
+    return ".".join(parts[: len(parts) - (level - 1)])
 
 
 def imported_names(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
@@ -135,7 +136,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         on_path.add(node)
         for nxt in sorted(graph[node]):
             if nxt in on_path:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in done:
                 cycle = visit(nxt)
                 if cycle:
@@ -187,8 +188,11 @@ def test_no_import_cycle():
 
 
 def test_no_star_imports():
-    stars = [_where(module, node) for module, node, _ in _all_imports("fastnet")
-             if isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names)]
+    stars = [
+        _where(module, node)
+        for module, node, _ in _all_imports("fastnet")
+        if isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names)
+    ]
     assert not stars, f"star imports: {stars}"
 
 
@@ -206,16 +210,20 @@ def test_kernels_import_only_helpers_and_third_party():
 
 
 def test_nn_does_not_import_kernels():
-    bad = [f"{_where(module, node)} imports {name}"
-           for module, node, names in _all_imports("fastnet.nn") for name in names
-           if name == KERNELS or name.startswith(KERNELS + ".")]
+    bad = [
+        f"{_where(module, node)} imports {name}"
+        for module, node, names in _all_imports("fastnet.nn")
+        for name in names
+        if name == KERNELS or name.startswith(KERNELS + ".")
+    ]
     assert not bad, "nn knows nothing of kernels:\n" + "\n".join(bad)
 
 
 def _declared_all(tree: ast.Module) -> list[str] | None:
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+        ):
             return list(ast.literal_eval(node.value))
     return None
 
@@ -233,9 +241,13 @@ def test_functional_modules_declare_each_public_name_once():
         if module == "fastnet.functional":
             continue
         for node in tree.body:
-            names = ([node.name] if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else
-                     [t.id for t in node.targets if isinstance(t, ast.Name)]
-                     if isinstance(node, ast.Assign) else [])
+            names = (
+                [node.name]
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+                else [t.id for t in node.targets if isinstance(t, ast.Name)]
+                if isinstance(node, ast.Assign)
+                else []
+            )
             for name in names:
                 if name.startswith("_"):
                     continue

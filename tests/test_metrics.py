@@ -1,4 +1,5 @@
 """fastnet.metrics against numbers worked out by hand, and against plain loops (hypothesis)."""
+
 from __future__ import annotations
 
 import math
@@ -137,21 +138,77 @@ def test_as_numpy_prefers_the_numpy_method():
     "call, error, message",
     [
         (lambda: accuracy([0, 1, 2], [0, 1]), ValueError, "preds has 3, labels has 2"),
-        (lambda: confusion_matrix([0, 1], [0, 3], 3), ValueError, r"labels must lie in \[0, 3\), got 3 at index 1"),
-        (lambda: confusion_matrix([-1, 1], [0, 1], 3), ValueError, r"preds must lie in \[0, 3\), got -1 at index 0"),
-        (lambda: confusion_matrix([0, 1], [0, 1], 0), ValueError, "num_classes must be at least 1, got 0"),
-        (lambda: confusion_matrix(np.zeros((2, 4)), [0, 1], 3), ValueError, "scores for 4 classes but num_classes is 3"),
-        (lambda: accuracy([0.0, 1.0], [0, 1]), TypeError, "preds must hold integer class indices, got dtype float64"),
-        (lambda: accuracy([0, 1], [[0, 1]]), ValueError, r"labels must be 1-D class indices \(N,\), got shape \(1, 2\)"),
-        (lambda: accuracy(np.zeros((2, 2, 2)), [0, 1]), ValueError, r"preds must be class indices \(N,\) or scores \(N, C\)"),
+        (
+            lambda: confusion_matrix([0, 1], [0, 3], 3),
+            ValueError,
+            r"labels must lie in \[0, 3\), got 3 at index 1",
+        ),
+        (
+            lambda: confusion_matrix([-1, 1], [0, 1], 3),
+            ValueError,
+            r"preds must lie in \[0, 3\), got -1 at index 0",
+        ),
+        (
+            lambda: confusion_matrix([0, 1], [0, 1], 0),
+            ValueError,
+            "num_classes must be at least 1, got 0",
+        ),
+        (
+            lambda: confusion_matrix(np.zeros((2, 4)), [0, 1], 3),
+            ValueError,
+            "scores for 4 classes but num_classes is 3",
+        ),
+        (
+            lambda: accuracy([0.0, 1.0], [0, 1]),
+            TypeError,
+            "preds must hold integer class indices, got dtype float64",
+        ),
+        (
+            lambda: accuracy([0, 1], [[0, 1]]),
+            ValueError,
+            r"labels must be 1-D class indices \(N,\), got shape \(1, 2\)",
+        ),
+        (
+            lambda: accuracy(np.zeros((2, 2, 2)), [0, 1]),
+            ValueError,
+            r"preds must be class indices \(N,\) or scores \(N, C\)",
+        ),
         (lambda: accuracy(np.array([[np.nan, 1.0]]), [0]), ValueError, "contain NaN"),
-        (lambda: accuracy(np.array([], np.int64), np.array([], np.int64)), ValueError, "accuracy of zero samples"),
-        (lambda: top_k_accuracy(np.zeros((2, 3)), [0, 1], 4), ValueError, r"k must lie in \[1, 3\] for 3 classes, got 4"),
-        (lambda: top_k_accuracy(np.zeros((2, 3)), [0, 1], 0), ValueError, r"k must lie in \[1, 3\]"),
-        (lambda: top_k_accuracy(np.zeros((2, 3)), [0, 5], 1), ValueError, r"labels must lie in \[0, 3\), got 5"),
-        (lambda: top_k_accuracy(np.zeros(3), [0, 1, 2], 1), ValueError, r"logits must be scores of shape \(N, C\), got shape \(3,\)"),
-        (lambda: classification_report([0, 1], [0, 2], ["a", "b"]), ValueError, r"labels must lie in \[0, 2\)"),
-        (lambda: mae(np.zeros(3), np.zeros((3, 1))), ValueError, r"mae: predictions and targets differ in shape: \(3,\) vs \(3, 1\)"),
+        (
+            lambda: accuracy(np.array([], np.int64), np.array([], np.int64)),
+            ValueError,
+            "accuracy of zero samples",
+        ),
+        (
+            lambda: top_k_accuracy(np.zeros((2, 3)), [0, 1], 4),
+            ValueError,
+            r"k must lie in \[1, 3\] for 3 classes, got 4",
+        ),
+        (
+            lambda: top_k_accuracy(np.zeros((2, 3)), [0, 1], 0),
+            ValueError,
+            r"k must lie in \[1, 3\]",
+        ),
+        (
+            lambda: top_k_accuracy(np.zeros((2, 3)), [0, 5], 1),
+            ValueError,
+            r"labels must lie in \[0, 3\), got 5",
+        ),
+        (
+            lambda: top_k_accuracy(np.zeros(3), [0, 1, 2], 1),
+            ValueError,
+            r"logits must be scores of shape \(N, C\), got shape \(3,\)",
+        ),
+        (
+            lambda: classification_report([0, 1], [0, 2], ["a", "b"]),
+            ValueError,
+            r"labels must lie in \[0, 2\)",
+        ),
+        (
+            lambda: mae(np.zeros(3), np.zeros((3, 1))),
+            ValueError,
+            r"mae: predictions and targets differ in shape: \(3,\) vs \(3, 1\)",
+        ),
         (lambda: rmse([], []), ValueError, "rmse of zero samples"),
     ],
 )
@@ -165,7 +222,7 @@ def test_bad_input_raises_a_clear_error(call, error, message):
 
 def loop_confusion_matrix(preds, labels, num_classes):
     cm = [[0] * num_classes for _ in range(num_classes)]
-    for predicted, true in zip(preds, labels):
+    for predicted, true in zip(preds, labels, strict=True):
         cm[true][predicted] += 1
     return np.array(cm)
 
@@ -174,9 +231,9 @@ def loop_precision_recall_f1(preds, labels, num_classes):
     """Per class, from counted TP/FP/FN, with F1 as the harmonic mean of P and R."""
     rows = []
     for c in range(num_classes):
-        tp = sum(p == c and t == c for p, t in zip(preds, labels))
-        fp = sum(p == c and t != c for p, t in zip(preds, labels))
-        fn = sum(p != c and t == c for p, t in zip(preds, labels))
+        tp = sum(p == c and t == c for p, t in zip(preds, labels, strict=True))
+        fp = sum(p == c and t != c for p, t in zip(preds, labels, strict=True))
+        fn = sum(p != c and t == c for p, t in zip(preds, labels, strict=True))
         precision = tp / (tp + fp) if tp + fp else 0.0
         recall = tp / (tp + fn) if tp + fn else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -212,7 +269,7 @@ def test_confusion_matrix_and_scores_match_loops(case):
 @given(predictions_and_labels(min_size=1))
 def test_accuracy_matches_loop(case):
     preds, labels, _ = case
-    correct = sum(int(p == t) for p, t in zip(preds, labels))
+    correct = sum(int(p == t) for p, t in zip(preds, labels, strict=True))
     assert accuracy(preds, labels) == pytest.approx(correct / len(labels), rel=1e-12)
 
 
@@ -223,13 +280,17 @@ def test_top_k_accuracy_matches_sorting_loop(data):
     size = data.draw(st.integers(1, 20))
     # Scores from a few small integers, so that ties are common.
     scores = np.array(
-        data.draw(st.lists(st.integers(-2, 2), min_size=size * num_classes, max_size=size * num_classes)),
+        data.draw(
+            st.lists(st.integers(-2, 2), min_size=size * num_classes, max_size=size * num_classes)
+        ),
         np.float32,
     ).reshape(size, num_classes)
-    labels = np.array(data.draw(st.lists(st.integers(0, num_classes - 1), min_size=size, max_size=size)))
+    labels = np.array(
+        data.draw(st.lists(st.integers(0, num_classes - 1), min_size=size, max_size=size))
+    )
     k = data.draw(st.integers(1, num_classes))
     hits = 0
-    for row, label in zip(scores, labels):
+    for row, label in zip(scores, labels, strict=True):
         ranking = sorted(range(num_classes), key=lambda c: (-row[c], c))
         hits += label in ranking[:k]
     assert top_k_accuracy(scores, labels, k) == pytest.approx(hits / size, rel=1e-12)

@@ -1,4 +1,5 @@
 """Modules: PyTorch's names, layouts and initialisations, state dicts, devices, modes."""
+
 import math
 
 import numpy as np
@@ -9,15 +10,32 @@ from fastnet import nn
 
 
 def issue_model():
-    return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 7 * 7, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
+    )
 
 
 def test_parameter_names_and_layouts_follow_pytorch():
     shapes = {name: p.shape for name, p in issue_model().named_parameters()}
-    assert shapes == {"0.weight": (32, 1, 3, 3), "0.bias": (32,), "3.weight": (64, 32, 3, 3), "3.bias": (64,),
-                      "7.weight": (128, 3136), "7.bias": (128,), "9.weight": (10, 128), "9.bias": (10,)}
+    assert shapes == {
+        "0.weight": (32, 1, 3, 3),
+        "0.bias": (32,),
+        "3.weight": (64, 32, 3, 3),
+        "3.bias": (64,),
+        "7.weight": (128, 3136),
+        "7.bias": (128,),
+        "9.weight": (10, 128),
+        "9.bias": (10,),
+    }
 
 
 def test_default_initialisation_bounds_are_pytorchs():
@@ -59,8 +77,11 @@ def test_load_state_dict_reports_and_raises_with_every_problem():
     state["2.weight"] = np.zeros((5, 3), np.float32)
     state["extra.weight"] = np.zeros(1, np.float32)
     del state["0.bias"]
-    with pytest.raises(RuntimeError, match=r"missing keys \['0.bias'\].*unexpected keys \['extra.weight'\]"
-                                           r".*2.weight: model \(2, 3\) vs state \(5, 3\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"missing keys \['0.bias'\].*unexpected keys \['extra.weight'\]"
+        r".*2.weight: model \(2, 3\) vs state \(5, 3\)",
+    ):
         model.load_state_dict(state)
     before = model[2].weight.numpy().copy()
     report = model.load_state_dict(state, strict=False)
@@ -97,14 +118,18 @@ def test_module_errors_are_clear():
         Forgetful()
     with pytest.raises(ValueError, match="dropout probability"):
         nn.Dropout(1.5)
-    with pytest.raises(ValueError, match=r"linear: input of shape \(2, 5\) does not match weight of shape \(3, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"linear: input of shape \(2, 5\) does not match weight of shape \(3, 4\)"
+    ):
         nn.Linear(4, 3)(fn.tensor(np.ones((2, 5))))
 
 
 def test_models_have_features_and_head():
     for model in (fn.models.mlp(), fn.models.mnist_cnn()):
         names = [n for n, _ in model.named_parameters()]
-        assert any(n.startswith("features.") for n in names) and any(n.startswith("head.") for n in names)
+        assert any(n.startswith("features.") for n in names) and any(
+            n.startswith("head.") for n in names
+        )
     assert fn.models.mlp().num_parameters() == 784 * 512 + 512 + 512 * 256 + 256 + 256 * 10 + 10
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         fn.models.create("nope")

@@ -1,24 +1,29 @@
 """Batch norm and average pooling: values against NumPy references written here from the
 definitions, gradients against finite differences (float64), the layers' PyTorch behaviour
 (running statistics, train/eval, frozen statistics), the cuda device against the cpu, errors."""
+
 import numpy as np
 import pytest
-from numerics import relative_error
 
 import fastnet as fn
 import fastnet.functional as F
 from fastnet import nn
 from fastnet.backend import cuda_is_available
 from fastnet.gradcheck import gradcheck
+from numerics import relative_error
 
-needs_cuda = pytest.mark.skipif(not cuda_is_available(), reason="needs the cuda device (GPU or simulator)")
+needs_cuda = pytest.mark.skipif(
+    not cuda_is_available(), reason="needs the cuda device (GPU or simulator)"
+)
 
 
 def leaf(array):
     return fn.tensor(array, dtype=np.float64, requires_grad=True)
 
 
-def reference_batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+def reference_batch_norm(
+    x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5
+):
     """(y, new running mean, new running var) in float64, straight from the definitions."""
     x = x.astype(np.float64)
     axes = (0,) + tuple(range(2, x.ndim))
@@ -49,9 +54,18 @@ def channel_inputs(rng, shape):
 def test_batch_norm_matches_reference_and_updates_running_statistics(shape, training, rng):
     x, weight, bias, running_mean, running_var = channel_inputs(rng, shape)
     mean_buffer, var_buffer = fn.tensor(running_mean), fn.tensor(running_var)
-    y = F.batch_norm(fn.tensor(x), mean_buffer, var_buffer, fn.tensor(weight), fn.tensor(bias),
-                     training=training, momentum=0.3)
-    expected, new_mean, new_var = reference_batch_norm(x, weight, bias, running_mean, running_var, training, 0.3)
+    y = F.batch_norm(
+        fn.tensor(x),
+        mean_buffer,
+        var_buffer,
+        fn.tensor(weight),
+        fn.tensor(bias),
+        training=training,
+        momentum=0.3,
+    )
+    expected, new_mean, new_var = reference_batch_norm(
+        x, weight, bias, running_mean, running_var, training, 0.3
+    )
     assert y.dtype == np.float32 and relative_error(y.numpy(), expected) < 1e-5
     np.testing.assert_allclose(mean_buffer.numpy(), new_mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(var_buffer.numpy(), new_var, rtol=1e-5)
@@ -66,10 +80,17 @@ def test_batch_norm_without_running_statistics_or_affine(rng):
     assert relative_error(y, expected) < 1e-12
 
 
-@pytest.mark.parametrize("shape,training,affine", [
-    ((3, 2, 3, 2), True, "both"), ((5, 3), True, "both"), ((3, 2, 4), True, "weight"),
-    ((3, 2, 3, 3), False, "both"), ((3, 2, 3, 3), True, "none"), ((2, 3, 2, 2), False, "bias"),
-])
+@pytest.mark.parametrize(
+    "shape,training,affine",
+    [
+        ((3, 2, 3, 2), True, "both"),
+        ((5, 3), True, "both"),
+        ((3, 2, 4), True, "weight"),
+        ((3, 2, 3, 3), False, "both"),
+        ((3, 2, 3, 3), True, "none"),
+        ((2, 3, 2, 2), False, "bias"),
+    ],
+)
 def test_batch_norm_gradients(shape, training, affine, rng):
     x, weight, bias, running_mean, running_var = channel_inputs(rng, shape)
     has_weight, has_bias = affine in ("both", "weight"), affine in ("both", "bias")
@@ -79,7 +100,10 @@ def test_batch_norm_gradients(shape, training, affine, rng):
         given = iter(affine)
         weight, bias = next(given) if has_weight else None, next(given) if has_bias else None
         # fresh running statistics per call: a training call updates them, and gradcheck calls often
-        running = fn.tensor(running_mean, dtype=np.float64), fn.tensor(running_var, dtype=np.float64)
+        running = (
+            fn.tensor(running_mean, dtype=np.float64),
+            fn.tensor(running_var, dtype=np.float64),
+        )
         return F.batch_norm(x, *running, weight, bias, training=training)
 
     assert gradcheck(op, inputs)
@@ -87,7 +111,10 @@ def test_batch_norm_gradients(shape, training, affine, rng):
 
 def test_batch_norm_errors_name_the_shapes(rng):
     x = fn.tensor(rng.standard_normal((4, 3, 2, 2)))
-    with pytest.raises(ValueError, match=r"running_mean of shape \(4,\) does not match input of shape \(4, 3, 2, 2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"running_mean of shape \(4,\) does not match input of shape \(4, 3, 2, 2\)",
+    ):
         F.batch_norm(x, fn.tensor(np.zeros(4)), fn.tensor(np.ones(4)), training=True)
     with pytest.raises(ValueError, match=r"weight of shape \(2,\) .* \(4, 3, 2, 2\)"):
         F.batch_norm(x, None, None, fn.tensor(np.ones(2)), training=True)
@@ -124,18 +151,21 @@ def test_batchnorm_layer_has_pytorch_state():
 def test_batchnorm_layer_train_then_eval_follows_reference(rng):
     layer = nn.BatchNorm2d(3, momentum=0.2)
     running_mean, running_var = np.zeros(3), np.ones(3)
-    for step in range(3):
+    for _ in range(3):
         x = (1.0 + rng.standard_normal((4, 3, 5, 5))).astype(np.float32)
         y = layer(fn.tensor(x)).numpy()
         expected, running_mean, running_var = reference_batch_norm(
-            x, np.ones(3), np.zeros(3), running_mean, running_var, True, 0.2)
+            x, np.ones(3), np.zeros(3), running_mean, running_var, True, 0.2
+        )
         assert relative_error(y, expected) < 1e-5
     assert layer.num_batches_tracked.item() == 3
     np.testing.assert_allclose(layer.running_mean.numpy(), running_mean, rtol=1e-5)
     np.testing.assert_allclose(layer.running_var.numpy(), running_var, rtol=1e-5)
     layer.eval()
     x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
-    expected, _, _ = reference_batch_norm(x, np.ones(3), np.zeros(3), running_mean, running_var, False)
+    expected, _, _ = reference_batch_norm(
+        x, np.ones(3), np.zeros(3), running_mean, running_var, False
+    )
     assert relative_error(layer(fn.tensor(x)).numpy(), expected) < 1e-5
     assert layer.num_batches_tracked.item() == 3
 
@@ -169,14 +199,20 @@ def test_frozen_statistics_normalise_like_eval_and_stay_put_through_train(rng):
     assert all(np.array_equal(before[k], after[k]) for k in before)
     layer.eval()
     np.testing.assert_array_equal(frozen.numpy(), layer(x).numpy())
-    assert layer.weight.grad is not None and layer.bias.grad is not None  # the affine part still trains
+    assert (
+        layer.weight.grad is not None and layer.bias.grad is not None
+    )  # the affine part still trains
     assert "freeze_statistics=True" in repr(layer)
 
 
 def test_batchnorm_layer_input_errors(rng):
-    with pytest.raises(ValueError, match=r"BatchNorm2d: expected input \(N, C, H, W\), got shape \(4, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"BatchNorm2d: expected input \(N, C, H, W\), got shape \(4, 3\)"
+    ):
         nn.BatchNorm2d(3)(fn.tensor(rng.standard_normal((4, 3))))
-    with pytest.raises(ValueError, match=r"BatchNorm1d\(3\): input of shape \(4, 5\) has 5 channels, expected 3"):
+    with pytest.raises(
+        ValueError, match=r"BatchNorm1d\(3\): input of shape \(4, 5\) has 5 channels, expected 3"
+    ):
         nn.BatchNorm1d(3)(fn.tensor(rng.standard_normal((4, 5))))
     with pytest.raises(ValueError, match="momentum must be in"):
         nn.BatchNorm1d(3, momentum=1.5)
@@ -201,14 +237,17 @@ def test_batchnorm_running_statistics_match_torch(momentum, rng):
 
 # ===================================================================== average pooling
 def reference_avg_pool2d(x, kernel, stride, padding):
-    """Window sums of the zero-padded input divided by the full window size, one window at a time."""
+    """Window sums of the zero-padded input divided by the full window size, one window at a
+    time."""
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     oh, ow = (padded.shape[2] - kh) // sh + 1, (padded.shape[3] - kw) // sw + 1
     out = np.empty(x.shape[:2] + (oh, ow))
     for i in range(oh):
         for j in range(ow):
-            out[:, :, i, j] = padded[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw].sum(axis=(2, 3)) / (kh * kw)
+            out[:, :, i, j] = padded[:, :, i * sh : i * sh + kh, j * sw : j * sw + kw].sum(
+                axis=(2, 3)
+            ) / (kh * kw)
     return out
 
 
@@ -224,7 +263,12 @@ def reference_adaptive_avg_pool2d(x, output_size):
     return out
 
 
-AVG_POOL_CASES = [((2, 2), None, (0, 0)), ((3, 3), (2, 2), (1, 1)), ((3, 2), (1, 2), (1, 0)), ((1, 1), (2, 3), (0, 0))]
+AVG_POOL_CASES = [
+    ((2, 2), None, (0, 0)),
+    ((3, 3), (2, 2), (1, 1)),
+    ((3, 2), (1, 2), (1, 0)),
+    ((1, 1), (2, 3), (0, 0)),
+]
 
 
 @pytest.mark.parametrize("kernel,stride,padding", AVG_POOL_CASES)
@@ -237,12 +281,17 @@ def test_avg_pool2d_matches_reference(kernel, stride, padding, rng):
 
 @pytest.mark.parametrize("kernel,stride,padding", AVG_POOL_CASES)
 def test_avg_pool2d_gradients(kernel, stride, padding, rng):
-    assert gradcheck(lambda x: F.avg_pool2d(x, kernel, stride, padding), [leaf(rng.standard_normal((2, 2, 7, 6)))])
+    assert gradcheck(
+        lambda x: F.avg_pool2d(x, kernel, stride, padding),
+        [leaf(rng.standard_normal((2, 2, 7, 6)))],
+    )
 
 
 def test_avg_pool2d_errors(rng):
     x = fn.tensor(rng.standard_normal((1, 1, 6, 6)))
-    with pytest.raises(ValueError, match=r"padding \(2, 2\) must be at most half the kernel size \(3, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"padding \(2, 2\) must be at most half the kernel size \(3, 3\)"
+    ):
         F.avg_pool2d(x, 3, 1, 2)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\), got shape \(6, 6\)"):
         F.avg_pool2d(fn.tensor(rng.standard_normal((6, 6))), 2)
@@ -250,7 +299,9 @@ def test_avg_pool2d_errors(rng):
         F.avg_pool2d(x, 7)
 
 
-@pytest.mark.parametrize("in_hw,out_hw", [((6, 8), (1, 1)), ((7, 5), (3, 2)), ((8, 8), (4, 4)), ((2, 3), (3, 4))])
+@pytest.mark.parametrize(
+    "in_hw,out_hw", [((6, 8), (1, 1)), ((7, 5), (3, 2)), ((8, 8), (4, 4)), ((2, 3), (3, 4))]
+)
 def test_adaptive_avg_pool2d_matches_reference(in_hw, out_hw, rng):
     x = rng.standard_normal((2, 3) + in_hw).astype(np.float32)
     got = F.adaptive_avg_pool2d(fn.tensor(x), out_hw).numpy()
@@ -266,7 +317,9 @@ def test_adaptive_avg_pool2d_to_one_is_the_global_mean(rng):
 
 @pytest.mark.parametrize("out_hw", [(1, 1), (3, 2), (4, 5)])
 def test_adaptive_avg_pool2d_gradients(out_hw, rng):
-    assert gradcheck(lambda x: F.adaptive_avg_pool2d(x, out_hw), [leaf(rng.standard_normal((2, 2, 7, 4)))])
+    assert gradcheck(
+        lambda x: F.adaptive_avg_pool2d(x, out_hw), [leaf(rng.standard_normal((2, 2, 7, 4)))]
+    )
 
 
 def test_adaptive_avg_pool2d_errors(rng):
@@ -278,8 +331,12 @@ def test_adaptive_avg_pool2d_errors(rng):
 
 def test_pooling_layers_call_the_ops(rng):
     x = fn.tensor(rng.standard_normal((2, 3, 8, 6)).astype(np.float32))
-    np.testing.assert_array_equal(nn.AvgPool2d(3, 2, 1)(x).numpy(), F.avg_pool2d(x, 3, 2, 1).numpy())
-    np.testing.assert_array_equal(nn.AdaptiveAvgPool2d((2, 3))(x).numpy(), F.adaptive_avg_pool2d(x, (2, 3)).numpy())
+    np.testing.assert_array_equal(
+        nn.AvgPool2d(3, 2, 1)(x).numpy(), F.avg_pool2d(x, 3, 2, 1).numpy()
+    )
+    np.testing.assert_array_equal(
+        nn.AdaptiveAvgPool2d((2, 3))(x).numpy(), F.adaptive_avg_pool2d(x, (2, 3)).numpy()
+    )
     assert "kernel_size=3, stride=2, padding=1" in repr(nn.AvgPool2d(3, 2, 1))
 
 
@@ -297,8 +354,10 @@ def test_batch_norm_on_cuda_matches_cpu(training, rng):
         buffers = fn.tensor(running_mean, device=device), fn.tensor(running_var, device=device)
         y = F.batch_norm(xt, *buffers, w, b, training=training)
         y.backward(fn.tensor(dy, device=device))
-        results[device] = [y.numpy(), xt.grad.numpy(), w.grad.numpy(), b.grad.numpy()] + [t.numpy() for t in buffers]
-    for got, expected in zip(results["cuda"], results["cpu"]):
+        results[device] = [y.numpy(), xt.grad.numpy(), w.grad.numpy(), b.grad.numpy()] + [
+            t.numpy() for t in buffers
+        ]
+    for got, expected in zip(results["cuda"], results["cpu"], strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -312,5 +371,5 @@ def test_pooling_on_cuda_matches_cpu(rng):
             y = op(xt)
             (y * y).sum().backward()
             grads.append((y.numpy(), xt.grad.numpy()))
-        for got, expected in zip(*grads):
+        for got, expected in zip(*grads, strict=True):
             np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)

@@ -1,4 +1,5 @@
 """Optimizers on top of the fused kernels: groups, frozen parameters, state, schedules, clipping."""
+
 import math
 
 import numpy as np
@@ -16,9 +17,15 @@ def quadratic_step(model, rng):
     return loss.item()
 
 
-@pytest.mark.parametrize("make", [
-    lambda p: optim.SGD(p, lr=0.1), lambda p: optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
-    lambda p: optim.Adam(p, lr=0.05), lambda p: optim.AdamW(p, lr=0.05, weight_decay=0.1)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: optim.SGD(p, lr=0.1),
+        lambda p: optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+        lambda p: optim.Adam(p, lr=0.05),
+        lambda p: optim.AdamW(p, lr=0.05, weight_decay=0.1),
+    ],
+)
 def test_optimizers_reduce_a_quadratic(make, rng):
     fn.manual_seed(0)
     model = nn.Linear(4, 3)
@@ -41,8 +48,18 @@ def test_adam_step_equals_the_kernel_reference(rng):
     grad = model.weight.grad.numpy().astype(np.float64)
     opt.step()
     expected, _, _ = optim_kernels.reference_adam_step(
-        start, grad, np.zeros_like(start), np.zeros_like(start), step=1, lr=0.01, beta1=0.8, beta2=0.99,
-        eps=1e-6, weight_decay=0.05, decoupled=True)
+        start,
+        grad,
+        np.zeros_like(start),
+        np.zeros_like(start),
+        step=1,
+        lr=0.01,
+        beta1=0.8,
+        beta2=0.99,
+        eps=1e-6,
+        weight_decay=0.05,
+        decoupled=True,
+    )
     np.testing.assert_allclose(model.weight.numpy(), expected, rtol=1e-5, atol=1e-7)
 
 
@@ -141,8 +158,10 @@ def test_clip_grad_norm(rng):
     model = nn.Linear(4, 3)
     quadratic_step(model, rng)
     grads = [p.grad.numpy().astype(np.float64).copy() for p in model.parameters()]
-    norm = math.sqrt(sum((g ** 2).sum() for g in grads))
+    norm = math.sqrt(sum((g**2).sum() for g in grads))
     returned = optim.clip_grad_norm_(model.parameters(), max_norm=norm / 4)
     assert math.isclose(returned, norm, rel_tol=1e-6)
-    clipped = math.sqrt(sum((p.grad.numpy().astype(np.float64) ** 2).sum() for p in model.parameters()))
+    clipped = math.sqrt(
+        sum((p.grad.numpy().astype(np.float64) ** 2).sum() for p in model.parameters())
+    )
     assert math.isclose(clipped, norm / 4, rel_tol=1e-4)

@@ -1,5 +1,6 @@
 """fastnet.plots: each function writes a real PNG of the documented size, atomically, and refuses
 bad input with a clear error. (What the plots look like was checked by eye.)"""
+
 from __future__ import annotations
 
 import subprocess
@@ -10,10 +11,10 @@ import numpy as np
 import pytest
 
 pytest.importorskip("matplotlib")
-import matplotlib.figure  # noqa: E402
-import matplotlib.image  # noqa: E402
+import matplotlib.figure
+import matplotlib.image
 
-from fastnet.plots import plot_confusion_matrix, plot_feature_maps, plot_training_curves  # noqa: E402
+from fastnet.plots import plot_confusion_matrix, plot_feature_maps, plot_training_curves
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HISTORY = {
@@ -74,7 +75,18 @@ def test_confusion_matrix_png_size_follows_the_number_of_classes(tmp_path, rng):
     small = rng.integers(1, 50, size=(3, 3))
     path = plot_confusion_matrix(small, tmp_path / "small.png", normalize=False)
     assert read_png(path).shape[:2] == (400, 500)  # the 5 x 4 inch minimum
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    names = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
     cifar = rng.integers(0, 30, size=(10, 10)) + np.diag(rng.integers(500, 900, size=10))
     cifar[4] = 0  # a class absent from the labels: its normalised row stays zeros
     path = plot_confusion_matrix(FakeTensor(cifar), tmp_path / "cifar.png", class_names=names)
@@ -105,7 +117,9 @@ def test_feature_maps_cap_the_channels_shown(tmp_path, rng):
     assert short.shape[0] == round((1 * 1.1 + 0.45) * 100)
 
 
-@pytest.mark.parametrize("image", [np.ones((28, 28)), np.zeros((1, 28, 28)), np.full((28, 28, 3), 200, np.uint8)])
+@pytest.mark.parametrize(
+    "image", [np.ones((28, 28)), np.zeros((1, 28, 28)), np.full((28, 28, 3), 200, np.uint8)]
+)
 def test_feature_maps_accept_grey_channel_first_and_uint8_images(tmp_path, rng, image):
     layers = [("conv", rng.standard_normal((4, 26, 26)))]
     read_png(plot_feature_maps(layers, tmp_path / "maps.png", image=image))
@@ -161,21 +175,45 @@ def test_missing_matplotlib_says_how_to_install_it(tmp_path, monkeypatch, plot):
     "call, message",
     [
         (lambda p: plot_training_curves({}, p), "history must be a non-empty dict"),
-        (lambda p: plot_training_curves({"train_loss": []}, p), r"history\['train_loss'\] must be a non-empty list"),
+        (
+            lambda p: plot_training_curves({"train_loss": []}, p),
+            r"history\['train_loss'\] must be a non-empty list",
+        ),
         (lambda p: plot_training_curves({"loss": [[1, 2]]}, p), r"got shape \(1, 2\)"),
-        (lambda p: plot_training_curves(HISTORY, p.with_suffix(".pdf")), "path must end in .png, got '.*plot.pdf'"),
+        (
+            lambda p: plot_training_curves(HISTORY, p.with_suffix(".pdf")),
+            "path must end in .png, got '.*plot.pdf'",
+        ),
         (lambda p: plot_training_curves(HISTORY, p, dpi=0), "dpi must be a positive number, got 0"),
-        (lambda p: plot_confusion_matrix(np.ones((2, 3)), p), r"square \(C, C\) matrix, got shape \(2, 3\)"),
+        (
+            lambda p: plot_confusion_matrix(np.ones((2, 3)), p),
+            r"square \(C, C\) matrix, got shape \(2, 3\)",
+        ),
         (lambda p: plot_confusion_matrix(np.ones((0, 0)), p), r"non-empty square"),
         (lambda p: plot_confusion_matrix(-np.eye(2), p), "negative entries"),
         (lambda p: plot_confusion_matrix(np.array([[1.0, np.nan], [0, 1]]), p), "finite numbers"),
-        (lambda p: plot_confusion_matrix(np.eye(3), p, class_names=["a", "b"]), "class_names has 2 names for a 3-class"),
+        (
+            lambda p: plot_confusion_matrix(np.eye(3), p, class_names=["a", "b"]),
+            "class_names has 2 names for a 3-class",
+        ),
         (lambda p: plot_feature_maps([], p), "at least one"),
-        (lambda p: plot_feature_maps([("conv1", np.ones((4, 4)))], p), r"layer 'conv1': activations must be \(C, H, W\).*got shape \(4, 4\)"),
-        (lambda p: plot_feature_maps([("conv1", np.ones((2, 3, 4, 4)))], p), r"got shape \(2, 3, 4, 4\)"),
+        (
+            lambda p: plot_feature_maps([("conv1", np.ones((4, 4)))], p),
+            r"layer 'conv1': activations must be \(C, H, W\).*got shape \(4, 4\)",
+        ),
+        (
+            lambda p: plot_feature_maps([("conv1", np.ones((2, 3, 4, 4)))], p),
+            r"got shape \(2, 3, 4, 4\)",
+        ),
         (lambda p: plot_feature_maps([np.ones((2, 4, 4))], p), r"\(name, activations\) pair"),
-        (lambda p: plot_feature_maps([("c", np.ones((2, 4, 4)))], p, image=np.ones((2, 5, 5))), r"image must be .*got shape \(2, 5, 5\)"),
-        (lambda p: plot_feature_maps([("c", np.ones((2, 4, 4)))], p, max_channels=0), "max_channels must be a positive integer, got 0"),
+        (
+            lambda p: plot_feature_maps([("c", np.ones((2, 4, 4)))], p, image=np.ones((2, 5, 5))),
+            r"image must be .*got shape \(2, 5, 5\)",
+        ),
+        (
+            lambda p: plot_feature_maps([("c", np.ones((2, 4, 4)))], p, max_channels=0),
+            "max_channels must be a positive integer, got 0",
+        ),
     ],
 )
 def test_bad_input_raises_a_clear_error_and_writes_nothing(tmp_path, call, message):

@@ -1,6 +1,7 @@
 """The CIFAR ResNets and the plain CIFAR CNN: structure, shapes on CIFAR and MNIST inputs, the
 residual connection, learning on the CPU, and one training step on the cuda device equal to the
 same step on the CPU."""
+
 import numpy as np
 import pytest
 
@@ -15,11 +16,18 @@ def blocks_of(model):
     return [module for module in model.modules() if isinstance(module, BasicBlock)]
 
 
-@pytest.mark.parametrize("name,config,channels,side", [
-    ("resnet", {}, 3, 32), ("resnet8", {"width": 4}, 3, 32), ("resnet8", {"width": 4}, 1, 28),
-    ("resnet18", {"width": 2}, 3, 32), ("resnet18", {"width": 2}, 1, 28),
-    ("cifar_cnn", {"width": 4}, 3, 32), ("cifar_cnn", {"width": 4}, 1, 28),
-])
+@pytest.mark.parametrize(
+    "name,config,channels,side",
+    [
+        ("resnet", {}, 3, 32),
+        ("resnet8", {"width": 4}, 3, 32),
+        ("resnet8", {"width": 4}, 1, 28),
+        ("resnet18", {"width": 2}, 3, 32),
+        ("resnet18", {"width": 2}, 1, 28),
+        ("cifar_cnn", {"width": 4}, 3, 32),
+        ("cifar_cnn", {"width": 4}, 1, 28),
+    ],
+)
 def test_models_map_images_to_class_scores(name, config, channels, side, rng):
     model = models.create(name, channels=channels, image_size=side, classes=7, **config)
     assert isinstance(model, models.Classifier)
@@ -38,16 +46,24 @@ def test_registry_defaults():
     resnet18 = models.create("resnet18")
     assert len(blocks_of(resnet18)) == 8 and resnet18.head.in_features == 512
     assert resnet18.features.conv.kernel_size == (3, 3) and not any(
-        isinstance(m, nn.MaxPool2d) for m in resnet18.modules())
+        isinstance(m, nn.MaxPool2d) for m in resnet18.modules()
+    )
 
 
 def test_only_shape_changing_blocks_have_projection_shortcuts():
     model = cifar_resnet(depth=14, width=4)
-    projections = [name for name, module in model.named_modules()
-                   if isinstance(module, BasicBlock) and not isinstance(module.shortcut, nn.Identity)]
+    projections = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, BasicBlock) and not isinstance(module.shortcut, nn.Identity)
+    ]
     assert projections == ["features.layer2.0", "features.layer3.0"]
     shortcut = model.features.layer2[0].shortcut
-    assert shortcut[0].kernel_size == (1, 1) and shortcut[0].stride == (2, 2) and isinstance(shortcut[1], nn.BatchNorm2d)
+    assert (
+        shortcut[0].kernel_size == (1, 1)
+        and shortcut[0].stride == (2, 2)
+        and isinstance(shortcut[1], nn.BatchNorm2d)
+    )
     assert all(conv.bias is None for conv in model.modules() if isinstance(conv, nn.Conv2d))
 
 
@@ -70,7 +86,9 @@ def test_bad_configurations_are_refused():
 
 def test_state_dict_round_trip_through_a_file(tmp_path, rng):
     model = resnet18_cifar(width=2, classes=4)
-    model(fn.tensor(rng.standard_normal((4, 3, 8, 8)).astype(np.float32)))  # move the running statistics
+    model(
+        fn.tensor(rng.standard_normal((4, 3, 8, 8)).astype(np.float32))
+    )  # move the running statistics
     fn.save(model.state_dict(), tmp_path / "resnet.safetensors")
     copy = resnet18_cifar(width=2, classes=4)
     copy.load_state_dict(fn.load(tmp_path / "resnet.safetensors"))
@@ -86,7 +104,7 @@ def blob_images(rng, n, side, classes=4):
     half = side // 2
     for i, label in enumerate(labels):
         r, c = divmod(int(label), 2)
-        images[i, :, half * r:half * (r + 1), half * c:half * (c + 1)] += 1.5
+        images[i, :, half * r : half * (r + 1), half * c : half * (c + 1)] += 1.5
     return images.astype(np.float32), labels
 
 
@@ -120,15 +138,24 @@ def test_resnet_training_step_on_cuda_matches_cpu(rng):
     results = {}
     for device, model in (("cpu", cpu), ("cuda", cuda)):
         optimizer = fn.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        loss = F.cross_entropy(model(fn.tensor(images, device=device)), fn.tensor(labels, device=device))
+        loss = F.cross_entropy(
+            model(fn.tensor(images, device=device)), fn.tensor(labels, device=device)
+        )
         loss.backward()
         grads = {name: p.grad.numpy().copy() for name, p in model.named_parameters()}
         optimizer.step()
         results[device] = (loss.item(), grads, model.state_dict())
-    (cpu_loss, cpu_grads, cpu_state), (cuda_loss, cuda_grads, cuda_state) = results["cpu"], results["cuda"]
+    (cpu_loss, cpu_grads, cpu_state), (cuda_loss, cuda_grads, cuda_state) = (
+        results["cpu"],
+        results["cuda"],
+    )
     assert abs(cuda_loss - cpu_loss) <= 1e-5 * abs(cpu_loss)
-    for name in cpu_grads:  # float32 sums in a different order: relative to each tensor's largest value
+    for (
+        name
+    ) in cpu_grads:  # float32 sums in a different order: relative to each tensor's largest value
         scale = np.abs(cpu_grads[name]).max()
         assert np.abs(cuda_grads[name] - cpu_grads[name]).max() <= 1e-4 * scale, name
     for name in cpu_state:
-        np.testing.assert_allclose(cuda_state[name], cpu_state[name], rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(
+            cuda_state[name], cpu_state[name], rtol=1e-5, atol=1e-6, err_msg=name
+        )

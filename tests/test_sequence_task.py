@@ -5,6 +5,7 @@ per position) must output at position i the digit at position 7 − i. Nothing b
 information between positions, so the model has to learn to attend from each query to one
 position-determined key; with wrong attention gradients it stays near chance (10% per digit).
 """
+
 import numpy as np
 
 import fastnet as fn
@@ -21,7 +22,9 @@ class Reverser(nn.Module):
         super().__init__()
         self.tokens = nn.Embedding(DIGITS, WIDTH)
         self.positions = nn.PositionalEmbedding(LENGTH, WIDTH)
-        self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(WIDTH, 4, 2 * WIDTH, dropout=0.0), 1)
+        self.encoder = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(WIDTH, 4, 2 * WIDTH, dropout=0.0), 1
+        )
         self.out = nn.Linear(WIDTH, DIGITS)
 
     def forward(self, sequences: np.ndarray) -> fn.Tensor:
@@ -52,4 +55,6 @@ def train_and_check() -> None:
     with fn.no_grad():
         predicted = model(sequences).numpy().argmax(-1)
     accuracy = (predicted == sequences[:, ::-1]).mean()
-    assert accuracy >= 0.99, f"reversal accuracy {accuracy:.4f} after 200 steps (final training loss {loss.item():.4f})"
+    assert accuracy >= 0.99, (
+        f"reversal accuracy {accuracy:.4f} after 200 steps (final training loss {loss.item():.4f})"
+    )

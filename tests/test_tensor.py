@@ -1,5 +1,6 @@
 """The tensor layer: every op's gradient against finite differences (float64), broadcasting,
 graph bookkeeping, devices and error messages."""
+
 import ast
 import importlib
 from pathlib import Path
@@ -43,7 +44,7 @@ UNARY = {
     "fancy_index_repeats": lambda a: a[np.array([0, 1, 0])],
     "bool_mask": lambda a: a[a.numpy() > 0],
     "scalar_ops": lambda a: 2.0 * a - 1.0 + a / 3.0 - 3.0 / (a * a + 1.0),
-    "rpow": lambda a: 2.0 ** a,
+    "rpow": lambda a: 2.0**a,
 }
 
 
@@ -63,14 +64,24 @@ BINARY = {
 
 
 @pytest.mark.parametrize("name", sorted(BINARY))
-@pytest.mark.parametrize("shapes", [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((3, 1), (1, 5)), ((1,), (2, 3))])
+@pytest.mark.parametrize(
+    "shapes", [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((3, 1), (1, 5)), ((1,), (2, 3))]
+)
 def test_binary_op_gradients_with_broadcasting(name, shapes, rng):
     a, b = leaf(rng, *shapes[0]), leaf(rng, *shapes[1])
     assert gradcheck(BINARY[name], [a, b])
 
 
-@pytest.mark.parametrize("shapes", [((4, 3), (3, 5)), ((2, 4, 3), (2, 3, 5)), ((2, 4, 3), (3, 5)),
-                                    ((2, 3, 4, 3), (2, 3, 3, 2)), ((1, 7), (7, 1))])
+@pytest.mark.parametrize(
+    "shapes",
+    [
+        ((4, 3), (3, 5)),
+        ((2, 4, 3), (2, 3, 5)),
+        ((2, 4, 3), (3, 5)),
+        ((2, 3, 4, 3), (2, 3, 3, 2)),
+        ((1, 7), (7, 1)),
+    ],
+)
 def test_matmul_gradients(shapes, rng):
     a, b = leaf(rng, *shapes[0]), leaf(rng, *shapes[1])
     assert gradcheck(lambda a, b: a @ b, [a, b])
@@ -163,14 +174,19 @@ def test_outputs_and_gradients_of_a_parameter_are_plain_tensors(rng):
     assert type(out) is fn.Tensor and type(weight.grad) is fn.Tensor
 
 
-@pytest.mark.parametrize("module, above", [("autograd", {"tensor", "tensor_ops"}),
-                                           ("tensor_ops", {"tensor"})])
+@pytest.mark.parametrize(
+    "module, above", [("autograd", {"tensor", "tensor_ops"}), ("tensor_ops", {"tensor"})]
+)
 def test_the_engine_and_the_ops_import_nothing_above_them(module, above):
     """autograd <- tensor_ops <- tensor: a module-level import the other way would be a cycle."""
     tree = ast.parse(Path(fn.__file__).with_name(f"{module}.py").read_text())
     imported = {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
-    imported |= {alias.name for node in tree.body if isinstance(node, ast.ImportFrom)
-                 and node.module is None for alias in node.names}
+    imported |= {
+        alias.name
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module is None
+        for alias in node.names
+    }
     assert not imported & above
 
 

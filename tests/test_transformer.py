@@ -1,5 +1,6 @@
 """The attention layers of fastnet.nn: gradients (float64), PyTorch's names and outputs for the
 same weights (when torch is installed), masks, errors, and the CUDA path in the simulator."""
+
 import numpy as np
 import pytest
 
@@ -36,14 +37,22 @@ def test_layer_norm_module_parameters_and_output(rng):
 def test_embedding_and_positional_embedding(rng):
     fn.manual_seed(0)
     table = nn.Embedding(10, 4)
-    assert table.weight.shape == (10, 4) and 0.5 < table.weight.numpy().std() < 1.5  # N(0, 1) as in PyTorch
+    assert (
+        table.weight.shape == (10, 4) and 0.5 < table.weight.numpy().std() < 1.5
+    )  # N(0, 1) as in PyTorch
     indices = np.array([[1, 2, 2], [9, 0, 1]])
     np.testing.assert_array_equal(table(indices).numpy(), table.weight.numpy()[indices])
     positions = nn.PositionalEmbedding(5, 4)
-    assert np.abs(positions.weight.numpy()).max() <= 0.04 + 1e-7  # truncated at two standard deviations
+    assert (
+        np.abs(positions.weight.numpy()).max() <= 0.04 + 1e-7
+    )  # truncated at two standard deviations
     x = fn.tensor(rng.standard_normal((2, 3, 4)))
-    np.testing.assert_allclose(positions(x).numpy(), x.numpy() + positions.weight.numpy()[:3], rtol=1e-6)
-    with pytest.raises(ValueError, match=r"input of shape \(2, 6, 4\) must be \(\.\.\., T, 4\) with T <= 5"):
+    np.testing.assert_allclose(
+        positions(x).numpy(), x.numpy() + positions.weight.numpy()[:3], rtol=1e-6
+    )
+    with pytest.raises(
+        ValueError, match=r"input of shape \(2, 6, 4\) must be \(\.\.\., T, 4\) with T <= 5"
+    ):
         positions(fn.tensor(np.ones((2, 6, 4))))
 
 
@@ -57,10 +66,18 @@ def test_positional_embedding_gradients(rng):
 def test_multihead_attention_parameter_layout():
     attention = nn.MultiheadAttention(12, 3)
     shapes = {name: p.shape for name, p in attention.named_parameters()}
-    assert shapes == {"in_proj_weight": (36, 12), "in_proj_bias": (36,), "out_proj.weight": (12, 12),
-                      "out_proj.bias": (12,)}
-    assert np.all(attention.in_proj_bias.numpy() == 0) and np.all(attention.out_proj.bias.numpy() == 0)
-    assert np.abs(attention.in_proj_weight.numpy()).max() <= np.sqrt(6 / (12 + 36))  # Xavier-uniform
+    assert shapes == {
+        "in_proj_weight": (36, 12),
+        "in_proj_bias": (36,),
+        "out_proj.weight": (12, 12),
+        "out_proj.bias": (12,),
+    }
+    assert np.all(attention.in_proj_bias.numpy() == 0) and np.all(
+        attention.out_proj.bias.numpy() == 0
+    )
+    assert np.abs(attention.in_proj_weight.numpy()).max() <= np.sqrt(
+        6 / (12 + 36)
+    )  # Xavier-uniform
     with pytest.raises(ValueError, match="embed_dim 10 must be divisible by num_heads 3"):
         nn.MultiheadAttention(10, 3)
 
@@ -87,8 +104,14 @@ def test_multihead_attention_masks_hide_keys(rng):
     attention = nn.MultiheadAttention(8, 2)
     query, keys = fn.tensor(rng.standard_normal((2, 3, 8))), rng.standard_normal((2, 5, 8))
     padding = np.array([[False, False, False, True, True], [False] * 5])
-    _, weights = attention(query, fn.tensor(keys), fn.tensor(keys), key_padding_mask=padding, need_weights=True,
-                           average_attn_weights=False)
+    _, weights = attention(
+        query,
+        fn.tensor(keys),
+        fn.tensor(keys),
+        key_padding_mask=padding,
+        need_weights=True,
+        average_attn_weights=False,
+    )
     assert weights.shape == (2, 2, 3, 5)
     assert np.all(weights.numpy()[0, :, :, 3:] == 0)
     np.testing.assert_allclose(weights.numpy().sum(-1), 1.0, rtol=1e-5)
@@ -96,7 +119,9 @@ def test_multihead_attention_masks_hide_keys(rng):
     changed = keys.copy()
     changed[0, 4] += 10.0
     before = attention(query, fn.tensor(keys), fn.tensor(keys), key_padding_mask=padding)[0].numpy()
-    after = attention(query, fn.tensor(changed), fn.tensor(changed), key_padding_mask=padding)[0].numpy()
+    after = attention(query, fn.tensor(changed), fn.tensor(changed), key_padding_mask=padding)[
+        0
+    ].numpy()
     np.testing.assert_array_equal(before, after)
 
 
@@ -105,9 +130,13 @@ def test_multihead_attention_errors(rng):
     x = fn.tensor(rng.standard_normal((2, 3, 8)))
     with pytest.raises(ValueError, match=r"query \(2, 3, 8\), key \(2, 3, 6\)"):
         attention(x, fn.tensor(np.ones((2, 3, 6))), x)
-    with pytest.raises(ValueError, match=r"attn_mask of shape \(3, 4\) must be \(3, 3\) or \(4, 3, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"attn_mask of shape \(3, 4\) must be \(3, 3\) or \(4, 3, 3\)"
+    ):
         attention(x, x, x, attn_mask=np.zeros((3, 4), bool))
-    with pytest.raises(ValueError, match=r"key_padding_mask of shape \(3, 3\) must be \(batch, keys\) = \(2, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"key_padding_mask of shape \(3, 3\) must be \(batch, keys\) = \(2, 3\)"
+    ):
         attention(x, x, x, key_padding_mask=np.zeros((3, 3), bool))
 
 
@@ -116,37 +145,54 @@ def test_multihead_attention_matches_pytorch(batch_first, rng):
     torch = pytest.importorskip("torch")
     theirs = torch.nn.MultiheadAttention(24, 3, batch_first=batch_first).double()
     ours = nn.MultiheadAttention(24, 3, batch_first=batch_first)
-    ours.load_state_dict(torch_state(theirs))  # strict: every PyTorch name exists here with its shape
+    ours.load_state_dict(
+        torch_state(theirs)
+    )  # strict: every PyTorch name exists here with its shape
     to_float64(ours)
     batch, queries, keys = 2, 13, 7
     layout = (lambda b, t: (b, t, 24)) if batch_first else (lambda b, t: (t, b, 24))
     query, key, value = (rng.standard_normal(layout(batch, n)) for n in (queries, keys, keys))
-    attn_mask = rng.random((batch * 3, queries, keys)) < 0.3  # True = hidden (PyTorch's convention here)
+    attn_mask = (
+        rng.random((batch * 3, queries, keys)) < 0.3
+    )  # True = hidden (PyTorch's convention here)
     attn_mask[..., 0] = False
     padding = np.zeros((batch, keys), bool)
     padding[1, -2:] = True
     inputs = [fn.tensor(a, dtype=np.float64, requires_grad=True) for a in (query, key, value)]
     out, weights = ours(*inputs, key_padding_mask=padding, need_weights=True, attn_mask=attn_mask)
     torch_inputs = [torch.tensor(a, requires_grad=True) for a in (query, key, value)]
-    expected, expected_weights = theirs(*torch_inputs, key_padding_mask=torch.from_numpy(padding), need_weights=True,
-                                        attn_mask=torch.from_numpy(attn_mask))
+    expected, expected_weights = theirs(
+        *torch_inputs,
+        key_padding_mask=torch.from_numpy(padding),
+        need_weights=True,
+        attn_mask=torch.from_numpy(attn_mask),
+    )
     np.testing.assert_allclose(out.numpy(), expected.detach().numpy(), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(weights.numpy(), expected_weights.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        weights.numpy(), expected_weights.detach().numpy(), rtol=1e-10, atol=1e-12
+    )
     upstream = rng.standard_normal(out.shape)
     out.backward(upstream)
     expected.backward(torch.from_numpy(upstream))
-    for mine, reference in zip(inputs, torch_inputs):
-        np.testing.assert_allclose(mine.grad.numpy(), reference.grad.numpy(), rtol=1e-10, atol=1e-12)
+    for mine, reference in zip(inputs, torch_inputs, strict=True):
+        np.testing.assert_allclose(
+            mine.grad.numpy(), reference.grad.numpy(), rtol=1e-10, atol=1e-12
+        )
     grads = dict(theirs.named_parameters())
     for name, parameter in ours.named_parameters():
-        np.testing.assert_allclose(parameter.grad.numpy(), grads[name].grad.numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(
+            parameter.grad.numpy(), grads[name].grad.numpy(), rtol=1e-10, atol=1e-12
+        )
 
 
 # ===================================================================== encoder
 @pytest.mark.parametrize("norm_first,activation", [(False, "relu"), (True, "gelu")])
 def test_encoder_layer_gradients(norm_first, activation, rng):
-    layer = to_float64(nn.TransformerEncoderLayer(4, 2, dim_feedforward=6, dropout=0.0, activation=activation,
-                                                  norm_first=norm_first))
+    layer = to_float64(
+        nn.TransformerEncoderLayer(
+            4, 2, dim_feedforward=6, dropout=0.0, activation=activation, norm_first=norm_first
+        )
+    )
     x = leaf(rng, 2, 3, 4)
     assert gradcheck(lambda x, *parameters: layer(x), [x, *layer.parameters()])
 
@@ -154,19 +200,33 @@ def test_encoder_layer_gradients(norm_first, activation, rng):
 def test_encoder_layer_and_stack_names():
     layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16)
     assert [name for name, _ in layer.named_children()] == [
-        "self_attn", "linear1", "dropout", "linear2", "norm1", "norm2", "dropout1", "dropout2"]
+        "self_attn",
+        "linear1",
+        "dropout",
+        "linear2",
+        "norm1",
+        "norm2",
+        "dropout1",
+        "dropout2",
+    ]
     encoder = nn.TransformerEncoder(layer, 3, norm=nn.LayerNorm(8))
     names = list(encoder.state_dict())
     assert names[0] == "layers.0.self_attn.in_proj_weight" and "layers.2.norm2.bias" in names
     assert names[-2:] == ["norm.weight", "norm.bias"]
     # copies of one layer start equal but train independently; a factory gives independent draws
     copies = encoder.layers
-    np.testing.assert_array_equal(copies[0].linear1.weight.numpy(), copies[2].linear1.weight.numpy())
+    np.testing.assert_array_equal(
+        copies[0].linear1.weight.numpy(), copies[2].linear1.weight.numpy()
+    )
     assert copies[0].linear1.weight is not copies[2].linear1.weight
     assert copies[0].linear1.weight.device is layer.linear1.weight.device
     fresh = nn.TransformerEncoder(lambda: nn.TransformerEncoderLayer(8, 2, dim_feedforward=16), 2)
-    assert not np.array_equal(fresh.layers[0].linear1.weight.numpy(), fresh.layers[1].linear1.weight.numpy())
-    with pytest.raises(ValueError, match="activation must be 'relu', 'gelu' or a callable, got 'swish'"):
+    assert not np.array_equal(
+        fresh.layers[0].linear1.weight.numpy(), fresh.layers[1].linear1.weight.numpy()
+    )
+    with pytest.raises(
+        ValueError, match="activation must be 'relu', 'gelu' or a callable, got 'swish'"
+    ):
         nn.TransformerEncoderLayer(8, 2, activation="swish")
 
 
@@ -174,16 +234,31 @@ def test_encoder_layer_and_stack_names():
 def test_encoder_matches_pytorch(norm_first, activation, rng):
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    their_layer = torch.nn.TransformerEncoderLayer(24, 3, dim_feedforward=40, dropout=0.0, activation=activation,
-                                                   batch_first=True, norm_first=norm_first)
-    theirs = torch.nn.TransformerEncoder(their_layer, 2, norm=torch.nn.LayerNorm(24), enable_nested_tensor=False)
-    for index, layer in enumerate(theirs.layers):  # distinct weights per layer, so a mix-up would show
+    their_layer = torch.nn.TransformerEncoderLayer(
+        24,
+        3,
+        dim_feedforward=40,
+        dropout=0.0,
+        activation=activation,
+        batch_first=True,
+        norm_first=norm_first,
+    )
+    theirs = torch.nn.TransformerEncoder(
+        their_layer, 2, norm=torch.nn.LayerNorm(24), enable_nested_tensor=False
+    )
+    for index, layer in enumerate(
+        theirs.layers
+    ):  # distinct weights per layer, so a mix-up would show
         for parameter in layer.parameters():
             parameter.data += 0.1 * index * torch.randn_like(parameter)
     theirs = theirs.double()
-    ours = nn.TransformerEncoder(nn.TransformerEncoderLayer(24, 3, dim_feedforward=40, dropout=0.0,
-                                                            activation=activation, norm_first=norm_first),
-                                 2, norm=nn.LayerNorm(24))
+    ours = nn.TransformerEncoder(
+        nn.TransformerEncoderLayer(
+            24, 3, dim_feedforward=40, dropout=0.0, activation=activation, norm_first=norm_first
+        ),
+        2,
+        norm=nn.LayerNorm(24),
+    )
     ours.load_state_dict(torch_state(theirs))
     to_float64(ours)
     x = rng.standard_normal((2, 13, 24))
@@ -201,7 +276,9 @@ def test_encoder_matches_pytorch(norm_first, activation, rng):
 
 
 def test_encoder_dropout_trains_and_evaluates(rng):
-    encoder = nn.TransformerEncoder(lambda: nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.5), 2)
+    encoder = nn.TransformerEncoder(
+        lambda: nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.5), 2
+    )
     x = fn.tensor(rng.standard_normal((2, 5, 8)))
     encoder.eval()
     np.testing.assert_array_equal(encoder(x).numpy(), encoder(x).numpy())
@@ -214,7 +291,9 @@ def test_tiny_encoder_on_cuda_matches_cpu(rng):
     without a GPU: the matmul, softmax and layer-norm CUDA kernels) against the CPU kernels. One
     layer and one sequence because the simulator runs each 256-thread matmul block in Python."""
     fn.manual_seed(1)
-    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, dim_feedforward=12, dropout=0.0), 1)
+    encoder = nn.TransformerEncoder(
+        nn.TransformerEncoderLayer(8, 2, dim_feedforward=12, dropout=0.0), 1
+    )
     x = rng.standard_normal((1, 5, 8)).astype(np.float32)
     padding = np.array([[False] * 4 + [True]])
     results = {}
@@ -225,6 +304,8 @@ def test_tiny_encoder_on_cuda_matches_cpu(rng):
         out = encoder(inputs, src_key_padding_mask=padding)
         assert out.device == device
         (out * out).sum().backward()
-        results[device] = [out.numpy(), inputs.grad.numpy()] + [p.grad.numpy() for p in encoder.parameters()]
-    for on_cpu, on_cuda in zip(results["cpu"], results["cuda"]):
+        results[device] = [out.numpy(), inputs.grad.numpy()] + [
+            p.grad.numpy() for p in encoder.parameters()
+        ]
+    for on_cpu, on_cuda in zip(results["cpu"], results["cuda"], strict=True):
         assert np.abs(on_cuda - on_cpu).max() <= 1e-4 * max(np.abs(on_cpu).max(), 1.0)

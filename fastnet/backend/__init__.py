@@ -15,6 +15,7 @@ through ``xp`` directly (NumPy or CuPy): they are not worth hand-written kernels
 exception, for the CPU's sake: NumPy needs a boolean mask and three passes where one will do, on
 a CNN's largest activations.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,7 +39,9 @@ def _erf_cpu(x):
 class Device:
     """One place tensors can live: ``cpu`` or ``cuda``. Compares equal to its name."""
 
-    def __init__(self, name: str, xp: Any, variant: str, erf: Any, conv_workspace_bytes: int | None) -> None:
+    def __init__(
+        self, name: str, xp: Any, variant: str, erf: Any, conv_workspace_bytes: int | None
+    ) -> None:
         self.name = name
         self.xp = xp
         self.erf = erf
@@ -48,8 +51,10 @@ class Device:
         for family in families():
             for op in family.ops:
                 if hasattr(self, op):
-                    raise RuntimeError(f"kernel family {family.name} declares the op {op!r}, which "
-                                       f"the device already has")
+                    raise RuntimeError(
+                        f"kernel family {family.name} declares the op {op!r}, which "
+                        f"the device already has"
+                    )
                 setattr(self, op, family.entry_point(op, variant))
         self._prototype = xp.empty(0, np.float32)  # tells the kernels' allocator which device
 
@@ -145,8 +150,10 @@ def set_num_threads(threads: int) -> None:
     """
     global _threads
     if not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
-        raise ValueError(f"threads must be between 1 and {numba.config.NUMBA_NUM_THREADS} "
-                         f"(NUMBA_NUM_THREADS), got {threads}")
+        raise ValueError(
+            f"threads must be between 1 and {numba.config.NUMBA_NUM_THREADS} "
+            f"(NUMBA_NUM_THREADS), got {threads}"
+        )
     from threadpoolctl import threadpool_limits
 
     numba.set_num_threads(threads)

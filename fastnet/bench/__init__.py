@@ -20,6 +20,7 @@ table), ``cases`` (collecting the cases; the op-level ones), ``race`` (the train
 PyTorch mirror) and ``command`` (what ``fastnet bench`` runs; ``fastnet.cli`` parses its options
 and imports this package only for that command).
 """
+
 from __future__ import annotations
 
 from ..kernels._contract import (
@@ -65,12 +66,43 @@ from .race import (
 )
 
 __all__ = [
-    "OURS", "FLOAT32_BYTES", "BenchContext", "CaseInfo", "Implementation", "Case", "CaseSpec",
-    "optional_torch", "pinned_threads", "Ceilings", "measure_ceilings", "Timing", "time_cpu",
-    "time_cuda", "cuda_refusal", "MismatchError", "relative_error", "verify", "bench_context",
-    "build_and_verify", "rates", "make_row", "format_table",
-    "case_specs", "op_case_specs", "run_kernels", "plain_conv2d",
-    "TrainModel", "SequenceClassifier", "train_models", "TORCH_EQUIVALENTS", "to_torch",
-    "FirstStep", "compare_first_step", "measure_training", "run_training", "format_training_table",
-    "run", "machine",
+    "OURS",
+    "FLOAT32_BYTES",
+    "BenchContext",
+    "CaseInfo",
+    "Implementation",
+    "Case",
+    "CaseSpec",
+    "optional_torch",
+    "pinned_threads",
+    "Ceilings",
+    "measure_ceilings",
+    "Timing",
+    "time_cpu",
+    "time_cuda",
+    "cuda_refusal",
+    "MismatchError",
+    "relative_error",
+    "verify",
+    "bench_context",
+    "build_and_verify",
+    "rates",
+    "make_row",
+    "format_table",
+    "case_specs",
+    "op_case_specs",
+    "run_kernels",
+    "plain_conv2d",
+    "TrainModel",
+    "SequenceClassifier",
+    "train_models",
+    "TORCH_EQUIVALENTS",
+    "to_torch",
+    "FirstStep",
+    "compare_first_step",
+    "measure_training",
+    "run_training",
+    "format_training_table",
+    "run",
+    "machine",
 ]

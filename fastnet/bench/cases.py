@@ -20,6 +20,7 @@ The op-level cases:
 * ``overhead``: one 4-float add through the tensor layer (forward, and forward + backward): what
   a framework costs per op, against NumPy's bare add and PyTorch's autograd.
 """
+
 from __future__ import annotations
 
 import functools
@@ -70,8 +71,15 @@ def plain_conv2d(x: Any, weight: Any, stride: int, padding: int) -> Any:
     return xp.ascontiguousarray(y.transpose(0, 3, 1, 2))
 
 
-def _conv2d_case(context: BenchContext, key: str, x_shape: tuple[int, ...], out_channels: int,
-                 kernel: int, stride: int, padding: int) -> Case:
+def _conv2d_case(
+    context: BenchContext,
+    key: str,
+    x_shape: tuple[int, ...],
+    out_channels: int,
+    kernel: int,
+    stride: int,
+    padding: int,
+) -> Case:
     """Forward convolution through fastnet's conv2d (im2col and GEMMs a chunk of images at a
     time), with no autograd graph."""
     device, torch = context.ops, context.torch
@@ -92,25 +100,35 @@ def _conv2d_case(context: BenchContext, key: str, x_shape: tuple[int, ...], out_
     }
     if torch:
         x_torch, weight_torch = torch.from_numpy(x), torch.from_numpy(weight)
-        implementations["torch"] = Implementation(lambda: torch.nn.functional.conv2d(
-            x_torch, weight_torch, stride=stride, padding=padding))
+        implementations["torch"] = Implementation(
+            lambda: torch.nn.functional.conv2d(
+                x_torch, weight_torch, stride=stride, padding=padding
+            )
+        )
     out_size = n * out_channels * out_h * out_w
-    info = CaseInfo("conv2d", f"{key} {conv_label(x_shape, kernel, stride, padding, out_channels)}",
-                    2.0 * out_size * channels * kernel * kernel,
-                    FLOAT32_BYTES * (x.size + weight.size + out_size))
+    info = CaseInfo(
+        "conv2d",
+        f"{key} {conv_label(x_shape, kernel, stride, padding, out_channels)}",
+        2.0 * out_size * channels * kernel * kernel,
+        FLOAT32_BYTES * (x.size + weight.size + out_size),
+    )
     return Case(info, implementations)
 
 
-def _conv2d_train_case(context: BenchContext, key: str, x_shape: tuple[int, ...],
-                       out_channels: int) -> Case:
+def _conv2d_train_case(
+    context: BenchContext, key: str, x_shape: tuple[int, ...], out_channels: int
+) -> Case:
     """Forward + backward of a 3x3 convolution with a bias, the way training runs it. FLOPs are
     the direct convolution's (three products of 2·OC·C·9 per output pixel), whatever the
     algorithm."""
     device, torch = context.ops, context.torch
     n, channels, height, width = x_shape
     y_shape = (n, out_channels, height, width)
-    arrays = [context.random(x_shape), context.random((out_channels, channels, 3, 3), seed=1),
-              context.random((out_channels,), seed=2)]
+    arrays = [
+        context.random(x_shape),
+        context.random((out_channels, channels, 3, 3), seed=1),
+        context.random((out_channels,), seed=2),
+    ]
     upstream = Tensor._wrap(context.random(y_shape, seed=3), device)
 
     def train_step(forward: Callable[..., Tensor]) -> tuple:
@@ -122,12 +140,13 @@ def _conv2d_train_case(context: BenchContext, key: str, x_shape: tuple[int, ...]
         return (y.data, *(leaf.grad.data for leaf in leaves))
 
     implementations = {
-        OURS: Implementation(lambda: train_step(
-            lambda *t: conv2d(*t, stride=1, padding=1))),
-        "im2col": Implementation(lambda: train_step(
-            lambda *t: Conv2d.apply(*t, stride=(1, 1), padding=(1, 1)))),
-        "winograd": Implementation(lambda: train_step(
-            lambda *t: Conv2dWinograd.apply(*t, padding=(1, 1)))),
+        OURS: Implementation(lambda: train_step(lambda *t: conv2d(*t, stride=1, padding=1))),
+        "im2col": Implementation(
+            lambda: train_step(lambda *t: Conv2d.apply(*t, stride=(1, 1), padding=(1, 1)))
+        ),
+        "winograd": Implementation(
+            lambda: train_step(lambda *t: Conv2dWinograd.apply(*t, padding=(1, 1)))
+        ),
     }
     if torch:
         upstream_torch = torch.from_numpy(upstream.data)
@@ -141,8 +160,12 @@ def _conv2d_train_case(context: BenchContext, key: str, x_shape: tuple[int, ...]
         implementations["torch"] = Implementation(torch_step)
     out_size = n * out_channels * height * width
     moved = math.prod(x_shape) + out_size + arrays[1].size + out_channels
-    info = CaseInfo("conv2d_train", f"{key} {conv_label(x_shape, 3, 1, 1, out_channels)}",
-                    3 * 2.0 * out_size * channels * 9, FLOAT32_BYTES * 2 * moved)
+    info = CaseInfo(
+        "conv2d_train",
+        f"{key} {conv_label(x_shape, 3, 1, 1, out_channels)}",
+        3 * 2.0 * out_size * channels * 9,
+        FLOAT32_BYTES * 2 * moved,
+    )
     return Case(info, implementations)
 
 
@@ -150,8 +173,10 @@ def _add_overhead_case(context: BenchContext, key: str, backward: bool) -> Case:
     """One tiny add through the tensor layer: what a framework costs per op, not the arithmetic."""
     torch = context.torch
     values = np.arange(4, dtype=np.float32)
-    a, b = (Tensor(values + shift, device=context.variant, requires_grad=backward)
-            for shift in (0.0, 1.0))
+    a, b = (
+        Tensor(values + shift, device=context.variant, requires_grad=backward)
+        for shift in (0.0, 1.0)
+    )
     seed = Tensor(np.ones(4, np.float32), device=context.variant)
 
     def ours() -> Any:
@@ -165,8 +190,9 @@ def _add_overhead_case(context: BenchContext, key: str, backward: bool) -> Case:
         a_plain, b_plain = a.data, b.data
         implementations[context.plain] = Implementation(lambda: context.xp.add(a_plain, b_plain))
     if torch:
-        a_torch, b_torch = (torch.tensor(values + shift, requires_grad=backward)
-                            for shift in (0.0, 1.0))
+        a_torch, b_torch = (
+            torch.tensor(values + shift, requires_grad=backward) for shift in (0.0, 1.0)
+        )
         seed_torch = torch.ones(4)
 
         def torch_add() -> Any:
@@ -186,22 +212,40 @@ def op_case_specs(quick: bool = False) -> list[CaseSpec]:
     with_plain, with_torch = (OURS, "numpy", "torch"), (OURS, "torch")
     specs = []
     for key, batch, channels, out_channels, side, kernel, stride, padding in (
-            QUICK_BENCH_CONV_LAYERS if quick else BENCH_CONV_LAYERS):
+        QUICK_BENCH_CONV_LAYERS if quick else BENCH_CONV_LAYERS
+    ):
         x_shape = (batch, channels, side, side)
-        build = functools.partial(_conv2d_case, key=key, x_shape=x_shape, out_channels=out_channels,
-                                  kernel=kernel, stride=stride, padding=padding)
-        specs.append(CaseSpec("conv2d", key, conv_label(x_shape, kernel, stride, padding), build,
-                              with_plain))
+        build = functools.partial(
+            _conv2d_case,
+            key=key,
+            x_shape=x_shape,
+            out_channels=out_channels,
+            kernel=kernel,
+            stride=stride,
+            padding=padding,
+        )
+        specs.append(
+            CaseSpec("conv2d", key, conv_label(x_shape, kernel, stride, padding), build, with_plain)
+        )
     for key, batch, channels, out_channels, side in QUICK_TRAIN_LAYERS if quick else TRAIN_LAYERS:
         x_shape = (batch, channels, side, side)
-        build = functools.partial(_conv2d_train_case, key=key, x_shape=x_shape,
-                                  out_channels=out_channels)
-        specs.append(CaseSpec("conv2d_train", key, conv_label(x_shape, 3, 1, 1, out_channels),
-                              build, (OURS, "im2col", "winograd", "torch")))
+        build = functools.partial(
+            _conv2d_train_case, key=key, x_shape=x_shape, out_channels=out_channels
+        )
+        specs.append(
+            CaseSpec(
+                "conv2d_train",
+                key,
+                conv_label(x_shape, 3, 1, 1, out_channels),
+                build,
+                (OURS, "im2col", "winograd", "torch"),
+            )
+        )
     for key, backward in (("add", False), ("add.backward", True)):
         build = functools.partial(_add_overhead_case, key=key, backward=backward)
-        specs.append(CaseSpec("overhead", key, "4 floats", build,
-                              with_torch if backward else with_plain))
+        specs.append(
+            CaseSpec("overhead", key, "4 floats", build, with_torch if backward else with_plain)
+        )
     return specs
 
 
@@ -211,9 +255,13 @@ def case_specs(quick: bool = False) -> list[CaseSpec]:
     return specs + op_case_specs(quick)
 
 
-def run_kernels(device: Device, ceilings: Ceilings, quick: bool = False, only: str | None = None,
-                progress: Callable[[str], None] = lambda line: None,
-                ) -> tuple[list[dict], list[str]]:
+def run_kernels(
+    device: Device,
+    ceilings: Ceilings,
+    quick: bool = False,
+    only: str | None = None,
+    progress: Callable[[str], None] = lambda line: None,
+) -> tuple[list[dict], list[str]]:
     """Build, verify and time every case (those whose id contains ``only``): (rows, failures).
     A case that disagrees with a peer, or fails to build, is a failure line, and the rest go on."""
     timer = time_cuda if device.name == "cuda" else time_cpu

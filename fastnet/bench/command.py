@@ -5,6 +5,7 @@ One table goes to stdout, progress to stderr; ``--json PATH`` also writes the ro
 machine they were measured on. The exit status is 1 when any case or model disagreed with its
 peers (it is then reported as FAILED, never timed), 2 when the request cannot be met here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,10 +30,20 @@ from .race import format_training_table, run_training
 def _commit() -> str:
     try:
         root = Path(__file__).resolve().parents[2]
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (commit + ("+modified" if dirty else "")) or "unknown"
@@ -51,10 +62,16 @@ def _cpu_model() -> str:
 def machine() -> dict[str, Any]:
     """Where and with what the numbers were measured."""
     torch = optional_torch()
-    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "commit": _commit(), "platform": platform.platform(), "processor": _cpu_model(),
-            "python": platform.python_version(), "numpy": np.__version__,
-            "numba": numba.__version__, "torch": torch.__version__ if torch else None}
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": _commit(),
+        "platform": platform.platform(),
+        "processor": _cpu_model(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "torch": torch.__version__ if torch else None,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,8 +87,11 @@ def run(args: argparse.Namespace) -> int:
             print(refusal, file=sys.stderr)
             return 2
     if args.train and (args.device != "cpu" or optional_torch() is None):
-        print("fastnet bench --train: races PyTorch on the CPU: needs --device cpu and PyTorch "
-              "(pip install 'fastnet[bench]')", file=sys.stderr)
+        print(
+            "fastnet bench --train: races PyTorch on the CPU: needs --device cpu and PyTorch "
+            "(pip install 'fastnet[bench]')",
+            file=sys.stderr,
+        )
         return 2
     threads = args.threads or get_num_threads()
     report: dict[str, Any] = {"machine": machine()}
@@ -94,4 +114,3 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 1 if failures else 0
-

@@ -6,6 +6,7 @@ bytes by it; ``% ceiling`` is the fraction of the GEMM ceiling for a compute-bou
 (arithmetic intensity above the machine balance) and of the copy ceiling for a memory-bound one;
 ``vs PEER`` is the peer's time divided by ours (above 1: fastnet is faster).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,10 +64,13 @@ def blas_description() -> str:
     """The BLAS NumPy uses, with the kernel architecture it picked, as threadpoolctl reports it."""
     from threadpoolctl import threadpool_info
 
-    found = [f"{info.get('internal_api')} {info.get('version')} "
-             f"({info.get('architecture', '?')} kernels, {info.get('threading_layer', '?')}, "
-             f"{threads_text(info.get('num_threads', 0))})"
-             for info in threadpool_info() if info.get("user_api") == "blas"]
+    found = [
+        f"{info.get('internal_api')} {info.get('version')} "
+        f"({info.get('architecture', '?')} kernels, {info.get('threading_layer', '?')}, "
+        f"{threads_text(info.get('num_threads', 0))})"
+        for info in threadpool_info()
+        if info.get("user_api") == "blas"
+    ]
     return "; ".join(found) or "no BLAS found by threadpoolctl"
 
 
@@ -90,9 +94,11 @@ class Ceilings:
         return self.gemm_gflops / self.copy_gbs
 
     def describe(self) -> str:
-        return (f"{self.device}, {threads_text(self.threads)}: GEMM {self.gemm_gflops:.1f} GFLOP/s "
-                f"({self.library}); copy {self.copy_gbs:.1f} GB/s (read + write); "
-                f"balance {self.balance:.1f} FLOP/byte")
+        return (
+            f"{self.device}, {threads_text(self.threads)}: GEMM {self.gemm_gflops:.1f} GFLOP/s "
+            f"({self.library}); copy {self.copy_gbs:.1f} GB/s (read + write); "
+            f"balance {self.balance:.1f} FLOP/byte"
+        )
 
 
 @njit(parallel=True, cache=True)
@@ -123,8 +129,9 @@ def measure_ceilings(device: Device, threads: int, quick: bool = False) -> Ceili
         copies["threaded"] = lambda: _threaded_copy(source, destination)
     copy = min(timing.best for timing in timer(copies, quick=quick).values())
     library = f"cuBLAS via CuPy on {gpu_name()}" if on_gpu else blas_description()
-    return Ceilings(device.name, threads, 2 * side**3 / gemm / 1e9,
-                    2 * source.nbytes / copy / 1e9, library)
+    return Ceilings(
+        device.name, threads, 2 * side**3 / gemm / 1e9, 2 * source.nbytes / copy / 1e9, library
+    )
 
 
 # ===================================================================== timers
@@ -138,8 +145,12 @@ class Timing:
     calls_per_round: int
 
 
-def time_cpu(runs: dict[str, Callable[[], Any]], quick: bool = False, rounds: int = 10,
-             seconds_each: float = 1.0) -> dict[str, Timing]:
+def time_cpu(
+    runs: dict[str, Callable[[], Any]],
+    quick: bool = False,
+    rounds: int = 10,
+    seconds_each: float = 1.0,
+) -> dict[str, Timing]:
     """Time each of ``runs``: warm up (compiles, touches memory), then ``rounds`` rounds in which
     every run in turn makes enough calls to fill ``seconds_each / rounds``; a round's mean per call
     is one sample. Interleaving spreads interference from other processes over all runs alike."""
@@ -159,12 +170,15 @@ def time_cpu(runs: dict[str, Callable[[], Any]], quick: bool = False, rounds: in
             for _ in range(calls[name]):
                 run()
             samples[name].append((time.perf_counter() - start) / calls[name])
-    return {name: Timing(min(values), statistics.median(values), rounds, calls[name])
-            for name, values in samples.items()}
+    return {
+        name: Timing(min(values), statistics.median(values), rounds, calls[name])
+        for name, values in samples.items()
+    }
 
 
-def time_cuda(runs: dict[str, Callable[[], Any]], quick: bool = False,
-              rounds: int = 30) -> dict[str, Timing]:
+def time_cuda(
+    runs: dict[str, Callable[[], Any]], quick: bool = False, rounds: int = 30
+) -> dict[str, Timing]:
     """Time each of ``runs`` on the GPU: CUDA events around every call on the current stream, after
     three warm-up calls, with the L2 cache flushed before each call (operands come from memory, as
     in training); the runs take turns, as in :func:`time_cpu`."""
@@ -186,19 +200,25 @@ def time_cuda(runs: dict[str, Callable[[], Any]], quick: bool = False,
             stop.record()
             stop.synchronize()
             samples[name].append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
-    return {name: Timing(min(values), statistics.median(values), rounds, 1)
-            for name, values in samples.items()}
+    return {
+        name: Timing(min(values), statistics.median(values), rounds, 1)
+        for name, values in samples.items()
+    }
 
 
 def cuda_refusal() -> str | None:
     """Why ``--device cuda`` cannot be timed here, or None when a real GPU is present."""
     if _cuda.simulating():
-        return ("fastnet bench: refusing to time the CUDA simulator (NUMBA_ENABLE_CUDASIM=1): it "
-                "runs one Python thread per CUDA thread, so its timings say nothing about a GPU. "
-                "Unset NUMBA_ENABLE_CUDASIM and run on a machine with an NVIDIA GPU.")
+        return (
+            "fastnet bench: refusing to time the CUDA simulator (NUMBA_ENABLE_CUDASIM=1): it "
+            "runs one Python thread per CUDA thread, so its timings say nothing about a GPU. "
+            "Unset NUMBA_ENABLE_CUDASIM and run on a machine with an NVIDIA GPU."
+        )
     if not _cuda.gpu_available():
-        return ("fastnet bench: no CUDA GPU found (CuPy missing or cupy.is_available() is False): "
-                "--device cuda needs an NVIDIA GPU and 'pip install fastnet[cuda]'.")
+        return (
+            "fastnet bench: no CUDA GPU found (CuPy missing or cupy.is_available() is False): "
+            "--device cuda needs an NVIDIA GPU and 'pip install fastnet[cuda]'."
+        )
     return None
 
 
@@ -240,15 +260,17 @@ def verify(case: Case, tolerance: float = RELATIVE_TOLERANCE) -> None:
             continue
         got = [host_copy(value) for value in implementation.comparable(implementation.run())]
         if len(got) != len(expected):
-            raise MismatchError(f"{case.info.name}: {name} returned {len(got)} outputs, "
-                                f"fastnet {len(expected)}")
+            raise MismatchError(
+                f"{case.info.name}: {name} returned {len(got)} outputs, fastnet {len(expected)}"
+            )
         for index, (mine, theirs) in enumerate(zip(expected, got, strict=True)):
             error = relative_error(theirs, mine)
             if not error <= tolerance:
                 raise MismatchError(
                     f"{case.info.name}: {name} differs from fastnet in output {index} (shapes "
                     f"{theirs.shape} and {mine.shape}): relative error {error:.2e} > "
-                    f"{tolerance:.0e}; refusing to time a different computation")
+                    f"{tolerance:.0e}; refusing to time a different computation"
+                )
 
 
 def bench_context(device: Device) -> BenchContext:
@@ -274,19 +296,28 @@ def rates(info: CaseInfo, seconds: float, ceilings: Ceilings) -> dict[str, Any]:
     bound = info.fixed_bound or ("compute" if intensity >= ceilings.balance else "memory")
     ceiling = {"compute": ceilings.gemm_gflops, "memory": ceilings.copy_gbs}.get(bound)
     achieved = gflops if bound == "compute" else gbs
-    return {"flops": info.flops, "min_bytes": info.bytes_moved,
-            "intensity_flop_per_byte": intensity, "gflops": gflops, "gbs": gbs, "bound": bound,
-            "percent_of_ceiling": None if ceiling is None else 100.0 * achieved / ceiling}
+    return {
+        "flops": info.flops,
+        "min_bytes": info.bytes_moved,
+        "intensity_flop_per_byte": intensity,
+        "gflops": gflops,
+        "gbs": gbs,
+        "bound": bound,
+        "percent_of_ceiling": None if ceiling is None else 100.0 * achieved / ceiling,
+    }
 
 
 def make_row(info: CaseInfo, timings: dict[str, Timing], ceilings: Ceilings) -> dict[str, Any]:
     """One row of the table (JSON-ready): our rates and each peer's time divided by ours."""
     ours = timings[OURS].best
-    return {"family": info.family, "case": info.label,
-            "seconds": {name: t.best for name, t in timings.items()},
-            "median_seconds": {name: t.median for name, t in timings.items()},
-            **rates(info, ours, ceilings),
-            "ratios": {name: t.best / ours for name, t in timings.items() if name != OURS}}
+    return {
+        "family": info.family,
+        "case": info.label,
+        "seconds": {name: t.best for name, t in timings.items()},
+        "median_seconds": {name: t.median for name, t in timings.items()},
+        **rates(info, ours, ceilings),
+        "ratios": {name: t.best / ours for name, t in timings.items() if name != OURS},
+    }
 
 
 def _seconds_text(seconds: float) -> str:
@@ -303,13 +334,18 @@ def aligned(header: Sequence[str], lines: list[list[str]]) -> str:
     text.append("-+-".join("-" * width for width in widths))
     for line in lines:
         cells = zip(line, widths, strict=True)
-        text.append(" | ".join(cell.rjust(width) if index else cell.ljust(width)
-                               for index, (cell, width) in enumerate(cells)))
+        text.append(
+            " | ".join(
+                cell.rjust(width) if index else cell.ljust(width)
+                for index, (cell, width) in enumerate(cells)
+            )
+        )
     return "\n".join(line.rstrip() for line in text)
 
 
-def format_table(rows: list[dict[str, Any]], ceilings: Ceilings,
-                 failures: Sequence[str] = ()) -> str:
+def format_table(
+    rows: list[dict[str, Any]], ceilings: Ceilings, failures: Sequence[str] = ()
+) -> str:
     """The ceilings line and one line per row; ``vs PEER`` is the peer's time / ours (> 1: we are
     faster)."""
     peers = list(OrderedDict.fromkeys(peer for row in rows for peer in row["ratios"]))
@@ -318,11 +354,17 @@ def format_table(rows: list[dict[str, Any]], ceilings: Ceilings,
     lines = []
     for row in rows:
         percent = row["percent_of_ceiling"]
-        lines.append([f"{row['family']} {row['case']}", _seconds_text(row["seconds"][OURS]),
-                      f"{row['gflops']:.2f}", f"{row['gbs']:.2f}",
-                      "-" if percent is None else f"{percent:.0f}%", row["bound"]]
-                     + [f"{row['ratios'][peer]:.2f}x" if peer in row["ratios"] else ""
-                        for peer in peers])
+        lines.append(
+            [
+                f"{row['family']} {row['case']}",
+                _seconds_text(row["seconds"][OURS]),
+                f"{row['gflops']:.2f}",
+                f"{row['gbs']:.2f}",
+                "-" if percent is None else f"{percent:.0f}%",
+                row["bound"],
+            ]
+            + [f"{row['ratios'][peer]:.2f}x" if peer in row["ratios"] else "" for peer in peers]
+        )
     text = [f"ceilings: {ceilings.describe()}", aligned(header, lines)]
     text += [f"FAILED {failure}" for failure in failures]
     return "\n".join(text)

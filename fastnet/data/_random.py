@@ -4,6 +4,7 @@ Unseeded DataLoaders draw their seed, and random transforms called without a gen
 their choices, from the framework's host generator (`fastnet.random.generator()`), so
 `fastnet.manual_seed(s)` makes shuffling and augmentation reproducible too.
 """
+
 from __future__ import annotations
 
 from ..random import generator as default_generator

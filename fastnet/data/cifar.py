@@ -1,4 +1,5 @@
-"""CIFAR-10: 32x32 RGB images in 10 classes, 50,000 train and 10,000 test, in the official python format.
+"""CIFAR-10: 32x32 RGB images in 10 classes, 50,000 train and 10,000 test, in the official python
+format.
 
 Format (https://www.cs.toronto.edu/~kriz/cifar.html, "python version"): the folder
 `cifar-10-batches-py/` holds `data_batch_1` ... `data_batch_5` (train) and `test_batch`, each a
@@ -15,6 +16,7 @@ array-only unpickler. A batch file is accepted when
 * its MD5 is the official one of that batch (the table below), for a folder a user extracted
   from the official archive themselves.
 """
+
 from __future__ import annotations
 
 import io
@@ -46,7 +48,18 @@ CIFAR10_BATCH_MD5 = {
 MANIFEST_NAME = "fastnet-manifest.json"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCHES = ("test_batch",)
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 
 
 class CIFAR10(PublishedDataset):
@@ -54,7 +67,9 @@ class CIFAR10(PublishedDataset):
 
     class_names = CIFAR10_CLASSES
 
-    def _read(self, root: str | os.PathLike | None, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray, Path]:
+    def _read(
+        self, root: str | os.PathLike | None, train: bool, download: bool
+    ) -> tuple[np.ndarray, np.ndarray, Path]:
         names = TRAIN_BATCHES if train else TEST_BATCHES
         directory = locate_cifar10(root, names, download)
         manifest = read_manifest(directory)
@@ -64,8 +79,11 @@ class CIFAR10(PublishedDataset):
         return images, labels, directory
 
 
-def locate_cifar10(root: str | os.PathLike | None, names: tuple[str, ...], download_ok: bool) -> Path:
-    """The folder holding the batch files `names`: found, extracted from a found archive, or downloaded."""
+def locate_cifar10(
+    root: str | os.PathLike | None, names: tuple[str, ...], download_ok: bool
+) -> Path:
+    """The folder holding the batch files `names`: found, extracted from a found archive, or
+    downloaded."""
     dirs = search_dirs(root, CIFAR10_FOLDER)
     found = find_in(dirs, [(name,) for name in names])
     if found is not None:
@@ -74,11 +92,19 @@ def locate_cifar10(root: str | os.PathLike | None, names: tuple[str, ...], downl
     found = find_in(archive_dirs, [(CIFAR10_ARCHIVE,)])
     if found is None and not download_ok:
         raise not_found(f"CIFAR-10 batches {list(names)} (or {CIFAR10_ARCHIVE})", archive_dirs)
-    archive = found[0] if found is not None else download(
-        CIFAR10_URLS, cache_root() / CIFAR10_ARCHIVE, verify=lambda path, url: _check_archive(path.read_bytes(), url)
+    archive = (
+        found[0]
+        if found is not None
+        else download(
+            CIFAR10_URLS,
+            cache_root() / CIFAR10_ARCHIVE,
+            verify=lambda path, url: _check_archive(path.read_bytes(), url),
+        )
     )
     folder = extract_cifar10(archive, cache_root())
-    if archive.parent == cache_root():  # our own download; an archive the user keeps elsewhere stays
+    if (
+        archive.parent == cache_root()
+    ):  # our own download; an archive the user keeps elsewhere stays
         archive.unlink()
     return folder
 
@@ -109,8 +135,16 @@ def extract_cifar10(archive: str | os.PathLike, destination: str | os.PathLike) 
         extracted = staging / CIFAR10_FOLDER
         if not extracted.is_dir():
             raise CorruptFileError(f"{archive}: holds no {CIFAR10_FOLDER}/ folder")
-        digests = {path.name: sha256_hex(path.read_bytes()) for path in sorted(extracted.iterdir()) if path.is_file()}
-        manifest = {"archive": CIFAR10_ARCHIVE, "archive_md5": CIFAR10_ARCHIVE_MD5, "sha256": digests}
+        digests = {
+            path.name: sha256_hex(path.read_bytes())
+            for path in sorted(extracted.iterdir())
+            if path.is_file()
+        }
+        manifest = {
+            "archive": CIFAR10_ARCHIVE,
+            "archive_md5": CIFAR10_ARCHIVE_MD5,
+            "sha256": digests,
+        }
         write_atomically(extracted / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
         target = destination / CIFAR10_FOLDER
         if target.exists():
@@ -155,9 +189,18 @@ def read_batch(path: Path, manifest: dict[str, str] | None) -> tuple[np.ndarray,
     batch = load_array_pickle(content, path)
     data = batch.get(b"data") if isinstance(batch, dict) else None
     labels = np.asarray(batch.get(b"labels", ())) if isinstance(batch, dict) else np.empty(0)
-    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
+    if not (
+        isinstance(data, np.ndarray)
+        and data.dtype == np.uint8
+        and data.ndim == 2
+        and data.shape[1] == 3072
+    ):
         raise CorruptFileError(f"{path}: b'data' is not a uint8 (n, 3072) array")
-    if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer) or np.any((labels < 0) | (labels > 9)):
+    if (
+        labels.shape != (len(data),)
+        or not np.issubdtype(labels.dtype, np.integer)
+        or np.any((labels < 0) | (labels > 9))
+    ):
         raise CorruptFileError(f"{path}: b'labels' is not a list of {len(data)} ints in 0-9")
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
@@ -175,5 +218,7 @@ def _verify_batch(path: Path, content: bytes, manifest: dict[str, str] | None) -
     if path.name in CIFAR10_BATCH_MD5:
         expected.append(f"md5 {CIFAR10_BATCH_MD5[path.name]} (official)")
     raise ChecksumError(
-        path, " or ".join(expected) or "a digest listed in a manifest", f"sha256 {actual_sha256}, md5 {actual_md5}"
+        path,
+        " or ".join(expected) or "a digest listed in a manifest",
+        f"sha256 {actual_sha256}, md5 {actual_md5}",
     )

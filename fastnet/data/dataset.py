@@ -4,6 +4,7 @@ A dataset here is two arrays, `images` (N, C, H, W) uint8 (or floating, used as 
 `labels` (N,) int64, plus an optional batched transform. Keeping whole arrays lets the
 DataLoader build a batch with one fancy-indexing gather instead of a Python loop per item.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,12 @@ class ArrayDataset:
         classes: Sequence[str] = (),
     ) -> None:
         images, labels = np.asarray(images), np.asarray(labels)
-        if images.ndim != 4 or not (images.dtype == np.uint8 or np.issubdtype(images.dtype, np.floating)):
-            raise ValueError(f"images must be uint8 or floating (N, C, H, W), got {images.dtype} {images.shape}")
+        if images.ndim != 4 or not (
+            images.dtype == np.uint8 or np.issubdtype(images.dtype, np.floating)
+        ):
+            raise ValueError(
+                f"images must be uint8 or floating (N, C, H, W), got {images.dtype} {images.shape}"
+            )
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(f"labels must be integers (N,), got {labels.dtype} {labels.shape}")
         if len(images) != len(labels):
@@ -65,7 +70,9 @@ class ArrayDataset:
     def take(self, indices: np.ndarray) -> ArrayDataset:
         """A new dataset of the items at `indices` (copied), with the same transform and classes."""
         indices = np.asarray(indices, dtype=np.int64)
-        return ArrayDataset(self.images[indices], self.labels[indices], self.transform, self.classes)
+        return ArrayDataset(
+            self.images[indices], self.labels[indices], self.transform, self.classes
+        )
 
 
 class PublishedDataset(ArrayDataset):
@@ -88,7 +95,9 @@ class PublishedDataset(ArrayDataset):
         super().__init__(images, labels, transform, self.class_names)
         self.train = train
 
-    def _read(self, root: str | os.PathLike | None, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray, Path]:
+    def _read(
+        self, root: str | os.PathLike | None, train: bool, download: bool
+    ) -> tuple[np.ndarray, np.ndarray, Path]:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -108,7 +117,8 @@ def _generator(seed: int | None) -> np.random.Generator:
 
 
 def subset(dataset: ArrayDataset, labels_per_class: int, seed: int | None = None) -> ArrayDataset:
-    """`labels_per_class` items of every class, drawn at random without replacement, in dataset order.
+    """`labels_per_class` items of every class, drawn at random without replacement, in dataset
+    order.
 
     For fine-tuning from few labels (e.g. 100 per class). Raises ValueError when a class has
     fewer items than asked for.
@@ -120,12 +130,17 @@ def subset(dataset: ArrayDataset, labels_per_class: int, seed: int | None = None
     for label in np.unique(dataset.labels):
         members = np.flatnonzero(dataset.labels == label)
         if len(members) < labels_per_class:
-            raise ValueError(f"class {label} has {len(members)} items, fewer than labels_per_class={labels_per_class}")
+            raise ValueError(
+                f"class {label} has {len(members)} items, "
+                f"fewer than labels_per_class={labels_per_class}"
+            )
         chosen.append(rng.choice(members, labels_per_class, replace=False))
     return dataset.take(np.sort(np.concatenate(chosen)))
 
 
-def random_split(dataset: ArrayDataset, lengths: Sequence[int | float], seed: int | None = None) -> list[ArrayDataset]:
+def random_split(
+    dataset: ArrayDataset, lengths: Sequence[int | float], seed: int | None = None
+) -> list[ArrayDataset]:
     """Split into disjoint random parts of the given sizes (counts summing to len(dataset),
     or fractions summing to 1: remainders go one each to the first parts)."""
     counts = _split_counts(lengths, len(dataset))
@@ -144,5 +159,7 @@ def _split_counts(lengths: Sequence[int | float], total: int) -> list[int]:
     else:
         raise ValueError(f"lengths must be counts or fractions summing to 1, got {list(lengths)}")
     if any(n < 0 for n in counts) or sum(counts) != total:
-        raise ValueError(f"split lengths {list(lengths)} do not add up to the dataset's {total} items")
+        raise ValueError(
+            f"split lengths {list(lengths)} do not add up to the dataset's {total} items"
+        )
     return counts

@@ -5,6 +5,7 @@ uint32 dimensions, then the elements in C order, big-endian. MNIST images are ty
 (uint8) with dims (N, 28, 28); labels are type 0x08 with dims (N,). Files may be gzipped
 (detected by the gzip magic number, not the file name).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -29,20 +30,29 @@ def decode_idx(content: bytes, source: str | os.PathLike) -> np.ndarray:
     differs from what the header promises (a truncated or padded file).
     """
     source = os.fspath(source)
-    if len(content) < 4 or content[:2] != b"\0\0" or content[2] not in _TYPE_CODES or content[3] == 0:
-        raise CorruptFileError(f"{source}: not an IDX file (magic bytes {content[:4].hex() or 'missing'})")
+    if (
+        len(content) < 4
+        or content[:2] != b"\0\0"
+        or content[2] not in _TYPE_CODES
+        or content[3] == 0
+    ):
+        raise CorruptFileError(
+            f"{source}: not an IDX file (magic bytes {content[:4].hex() or 'missing'})"
+        )
     ndim = content[3]
     header_bytes = 4 + 4 * ndim
     if len(content) < header_bytes:
-        raise CorruptFileError(f"{source}: truncated IDX header ({len(content)} bytes, need {header_bytes})")
+        raise CorruptFileError(
+            f"{source}: truncated IDX header ({len(content)} bytes, need {header_bytes})"
+        )
     dims = struct.unpack(f">{ndim}I", content[4:header_bytes])
     dtype = np.dtype(_TYPE_CODES[content[2]])
     expected = header_bytes + math.prod(dims) * dtype.itemsize
     if len(content) != expected:
         state = "truncated" if len(content) < expected else "has trailing bytes"
         raise CorruptFileError(
-            f"{source}: {state}: its header promises {dims} {dtype.name} elements, {expected} bytes "
-            f"in all, but it holds {len(content)} bytes"
+            f"{source}: {state}: its header promises {dims} {dtype.name} elements, "
+            f"{expected} bytes in all, but it holds {len(content)} bytes"
         )
     return np.frombuffer(content, dtype, offset=header_bytes).reshape(dims)
 
@@ -50,7 +60,10 @@ def decode_idx(content: bytes, source: str | os.PathLike) -> np.ndarray:
 def encode_idx(array: np.ndarray) -> bytes:
     """The IDX bytes (uncompressed) of `array`; the inverse of decode_idx."""
     array = np.asarray(array)
-    code = next((c for c, name in _TYPE_CODES.items() if np.dtype(name) == array.dtype.newbyteorder(">")), None)
+    code = next(
+        (c for c, name in _TYPE_CODES.items() if np.dtype(name) == array.dtype.newbyteorder(">")),
+        None,
+    )
     if code is None or array.ndim == 0:
         raise TypeError(f"IDX cannot hold a {array.ndim}-d {array.dtype} array")
     header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
@@ -64,10 +77,14 @@ def decompress(raw: bytes, source: str | os.PathLike) -> bytes:
     try:
         return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as exc:
-        raise CorruptFileError(f"{os.fspath(source)}: damaged or truncated gzip data: {exc}") from exc
+        raise CorruptFileError(
+            f"{os.fspath(source)}: damaged or truncated gzip data: {exc}"
+        ) from exc
 
 
-def read_idx(path: str | os.PathLike, expected_sha256: str | None = None, source: str | None = None) -> np.ndarray:
+def read_idx(
+    path: str | os.PathLike, expected_sha256: str | None = None, source: str | None = None
+) -> np.ndarray:
     """Read an IDX file (gzipped or raw); when given, check the SHA-256 of the decompressed bytes.
 
     Errors name `source` (default: the path). The structure is validated before the digest so

@@ -6,6 +6,7 @@ batches in every run, each epoch gets a new order, and a run resumed at epoch `e
 `loader.epoch = e`) continues exactly. A loader built with `seed=None` draws its seed from the
 framework's generator (`fastnet.manual_seed`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -16,7 +17,9 @@ from ._random import draw_seed
 from .dataset import ArrayDataset, Transform
 
 
-def batch_indices(count: int, batch_size: int, shuffle: bool, drop_last: bool, rng: np.random.Generator) -> list[np.ndarray]:
+def batch_indices(
+    count: int, batch_size: int, shuffle: bool, drop_last: bool, rng: np.random.Generator
+) -> list[np.ndarray]:
     """One epoch's batches of item indices: every index of range(count) once (less the
     incomplete last batch when `drop_last`), in a random order when `shuffle`."""
     order = rng.permutation(count) if shuffle else np.arange(count)
@@ -25,7 +28,10 @@ def batch_indices(count: int, batch_size: int, shuffle: bool, drop_last: bool, r
 
 
 def collate(
-    dataset: ArrayDataset, indices: np.ndarray, transform: Transform | None, rng: np.random.Generator
+    dataset: ArrayDataset,
+    indices: np.ndarray,
+    transform: Transform | None,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The batch at `indices`: images float32 (B, C, H, W) after the dataset's transform and then
     `transform`, labels int64 (B,)."""
@@ -74,7 +80,9 @@ class DataLoader:
         starts (not when the iterator is made: progress bars make iterators they never use)."""
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
-        batches = batch_indices(len(self.dataset), self.batch_size, self.shuffle, self.drop_last, rng)
+        batches = batch_indices(
+            len(self.dataset), self.batch_size, self.shuffle, self.drop_last, rng
+        )
         for indices in batches:
             yield collate(self.dataset, indices, self.transform, rng)
 
@@ -82,7 +90,9 @@ class DataLoader:
         return _as_tensors(self.numpy_batches())
 
 
-def _as_tensors(batches: Iterator[tuple[np.ndarray, np.ndarray]]) -> Iterator[tuple[object, object]]:
+def _as_tensors(
+    batches: Iterator[tuple[np.ndarray, np.ndarray]],
+) -> Iterator[tuple[object, object]]:
     from fastnet.tensor import Tensor  # here, not at the top: the data layer imports without it
 
     for images, labels in batches:

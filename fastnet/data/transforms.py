@@ -1,4 +1,5 @@
-"""Batched image transforms: each maps a whole batch (B, C, H, W) to a batch, with no loop per image.
+"""Batched image transforms: each maps a whole batch (B, C, H, W) to a batch, with no loop per
+image.
 
 A transform is called as `transform(batch, rng)`. Random transforms draw every choice for the
 batch from `rng` (a `numpy.random.Generator`) at once, so a seeded generator reproduces them;
@@ -9,6 +10,7 @@ Normalisation constants are the per-channel mean and standard deviation of the t
 scaled to [0, 1] (MNIST and Fashion-MNIST computed from the official files; CIFAR-10 the
 widely published values for its training set).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -29,7 +31,9 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 def _check_batch(batch: np.ndarray, who: str) -> None:
     if not isinstance(batch, np.ndarray) or batch.ndim != 4:
-        raise ValueError(f"{who} expects a batch array (B, C, H, W), got {getattr(batch, 'shape', type(batch))}")
+        raise ValueError(
+            f"{who} expects a batch array (B, C, H, W), got {getattr(batch, 'shape', type(batch))}"
+        )
 
 
 class Normalize:
@@ -39,18 +43,27 @@ class Normalize:
         self.mean = np.asarray(mean, dtype=np.float32).reshape(-1)
         self.std = np.asarray(std, dtype=np.float32).reshape(-1)
         if self.mean.shape != self.std.shape:
-            raise ValueError(f"Normalize: {len(self.mean)} means but {len(self.std)} standard deviations")
+            raise ValueError(
+                f"Normalize: {len(self.mean)} means but {len(self.std)} standard deviations"
+            )
         if not np.all(self.std > 0):
-            raise ValueError(f"Normalize: standard deviations must be positive, got {self.std.tolist()}")
+            raise ValueError(
+                f"Normalize: standard deviations must be positive, got {self.std.tolist()}"
+            )
 
     def __call__(self, batch: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         _check_batch(batch, "Normalize")
         if not np.issubdtype(batch.dtype, np.floating):
             raise TypeError(f"Normalize expects a floating batch, got {batch.dtype}")
         if batch.shape[1] != len(self.mean):
-            raise ValueError(f"Normalize has {len(self.mean)} channels, the batch {batch.shape} has {batch.shape[1]}")
+            raise ValueError(
+                f"Normalize has {len(self.mean)} channels, "
+                f"the batch {batch.shape} has {batch.shape[1]}"
+            )
         shape = (1, -1, 1, 1)
-        return ((batch - self.mean.reshape(shape)) / self.std.reshape(shape)).astype(batch.dtype, copy=False)
+        return ((batch - self.mean.reshape(shape)) / self.std.reshape(shape)).astype(
+            batch.dtype, copy=False
+        )
 
     def __repr__(self) -> str:
         return f"Normalize(mean={self.mean.tolist()}, std={self.std.tolist()})"
@@ -62,7 +75,9 @@ class RandomCrop:
     def __init__(self, size: int | tuple[int, int], padding: int = 0) -> None:
         self.size = (size, size) if isinstance(size, int) else tuple(size)
         if len(self.size) != 2 or min(self.size) < 1:
-            raise ValueError(f"RandomCrop: size must be a positive int or (height, width), got {size}")
+            raise ValueError(
+                f"RandomCrop: size must be a positive int or (height, width), got {size}"
+            )
         if padding < 0:
             raise ValueError(f"RandomCrop: padding must be >= 0, got {padding}")
         self.padding = padding
@@ -74,8 +89,12 @@ class RandomCrop:
         height, width = self.size
         padded = np.pad(batch, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else batch
         if padded.shape[2] < height or padded.shape[3] < width:
-            raise ValueError(f"RandomCrop: a {self.size} crop does not fit a batch {batch.shape} padded by {pad}")
-        windows = sliding_window_view(padded, (height, width), axis=(2, 3))  # (B, C, rows, cols, h, w)
+            raise ValueError(
+                f"RandomCrop: a {self.size} crop does not fit a batch {batch.shape} padded by {pad}"
+            )
+        windows = sliding_window_view(
+            padded, (height, width), axis=(2, 3)
+        )  # (B, C, rows, cols, h, w)
         count = len(batch)
         top = rng.integers(0, windows.shape[2], size=count)
         left = rng.integers(0, windows.shape[3], size=count)

@@ -16,6 +16,7 @@ composition of Tensor ops), one module per topic:
 * ``shape``: flatten.
 * ``arguments``: ``Pair`` and ``to_pair``, the int-or-pair arguments the ops and layers take.
 """
+
 from .activations import Mask, gelu, leaky_relu, log_softmax, relu, sigmoid, softmax, tanh
 from .arguments import Pair
 from .attention import attention_weights, scaled_dot_product_attention
@@ -29,11 +30,28 @@ from .shape import flatten
 from .sparse import embedding
 
 __all__ = [
-    "Mask", "Pair",
-    "linear", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
-    "relu", "tanh", "sigmoid", "leaky_relu", "gelu", "softmax", "log_softmax",
-    "cross_entropy", "mse_loss", "l1_loss",
-    "batch_norm", "layer_norm",
-    "scaled_dot_product_attention", "attention_weights",
-    "embedding", "dropout", "flatten",
+    "Mask",
+    "Pair",
+    "linear",
+    "conv2d",
+    "max_pool2d",
+    "avg_pool2d",
+    "adaptive_avg_pool2d",
+    "relu",
+    "tanh",
+    "sigmoid",
+    "leaky_relu",
+    "gelu",
+    "softmax",
+    "log_softmax",
+    "cross_entropy",
+    "mse_loss",
+    "l1_loss",
+    "batch_norm",
+    "layer_norm",
+    "scaled_dot_product_attention",
+    "attention_weights",
+    "embedding",
+    "dropout",
+    "flatten",
 ]

@@ -15,6 +15,7 @@
 * ``log_softmax``: x − max − log Σ exp(x − max), composed of Tensor ops (the shift by the
   detached max cancels in the value and the gradient).
 """
+
 from __future__ import annotations
 
 import math
@@ -62,7 +63,7 @@ class GELU(Function):
         xp = self.device.xp
         self.x, self.approximate = x, approximate
         if approximate == "tanh":
-            self.t = xp.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))
+            self.t = xp.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))
             return 0.5 * x * (1 + self.t)
         self.cdf = 0.5 * (1 + self.device.erf(x * x.dtype.type(1 / math.sqrt(2))))
         return x * self.cdf
@@ -110,16 +111,20 @@ def _additive_mask(mask: Mask, x: Tensor, op: str) -> Any:
     if mask.dtype == np.bool_:
         mask = xp.where(mask, x.dtype.type(0), x.dtype.type(-np.inf))
     elif mask.dtype.kind != "f":
-        raise TypeError(f"{op}: the mask must be boolean (True = visible) or float (additive), "
-                        f"got {mask.dtype}")
+        raise TypeError(
+            f"{op}: the mask must be boolean (True = visible) or float (additive), got {mask.dtype}"
+        )
     try:
         np.broadcast_shapes(mask.shape, x.shape)
     except ValueError:
-        raise ValueError(f"{op}: mask of shape {tuple(mask.shape)} does not broadcast to input of "
-                         f"shape {x.shape}") from None
+        raise ValueError(
+            f"{op}: mask of shape {tuple(mask.shape)} does not broadcast to input of "
+            f"shape {x.shape}"
+        ) from None
     if mask.ndim > x.ndim:
-        raise ValueError(f"{op}: mask of shape {tuple(mask.shape)} has more axes than input of "
-                         f"shape {x.shape}")
+        raise ValueError(
+            f"{op}: mask of shape {tuple(mask.shape)} has more axes than input of shape {x.shape}"
+        )
     columns = x.shape[-1]
     # Copies, never broadcast views: those are read-only, and the simulator writes every
     # argument back.
@@ -138,16 +143,20 @@ def softmax(x: Tensor, axis: int = -1, mask: Mask = None, causal: bool = False) 
     axis %= x.ndim
     last = x.ndim - 1
     if causal and (axis != last or x.ndim < 2):
-        raise ValueError(f"softmax: causal=True needs axis -1 and an input (..., T, S), got axis "
-                         f"{axis} of shape {x.shape}")
+        raise ValueError(
+            f"softmax: causal=True needs axis -1 and an input (..., T, S), got axis "
+            f"{axis} of shape {x.shape}"
+        )
     if axis != last:  # the kernel works on rows: move the axis last and back
         if mask is not None:
-            raise ValueError("softmax: a mask needs axis -1 (the axis the mask's last axis "
-                             "indexes)")
+            raise ValueError(
+                "softmax: a mask needs axis -1 (the axis the mask's last axis indexes)"
+            )
         moved = Softmax.apply(x.transpose(axis, last), mask=None, causal_query_len=None)
         return moved.transpose(axis, last)
-    return Softmax.apply(x, mask=_additive_mask(mask, x, "softmax"),
-                         causal_query_len=x.shape[-2] if causal else None)
+    return Softmax.apply(
+        x, mask=_additive_mask(mask, x, "softmax"), causal_query_len=x.shape[-2] if causal else None
+    )
 
 
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:

@@ -3,6 +3,7 @@
 * ``Pair``: an int or a pair of ints, as PyTorch's ``kernel_size``, ``stride``, ``padding``.
 * ``to_pair(value, name)``: ``Pair`` → (int, int), both non-negative; ``name`` goes in the error.
 """
+
 from __future__ import annotations
 
 from typing import Any

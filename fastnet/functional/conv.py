@@ -14,6 +14,7 @@
   ``WINOGRAD_MIN_CHANNELS`` or more input channels: 16 GEMMs of 2.25x fewer FLOPs in all
   between the transforms of kernels/winograd.py, in chunks sized the same way.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -25,8 +26,9 @@ from .arguments import Pair, to_pair
 __all__ = ["Conv2d", "Conv2dWinograd", "WINOGRAD_MIN_CHANNELS", "conv2d", "conv_image_chunks"]
 
 
-def conv_image_chunks(device: Any, batch: int, columns: int, out_channels: int, plane: int,
-                      itemsize: int) -> list[tuple[int, int]]:
+def conv_image_chunks(
+    device: Any, batch: int, columns: int, out_channels: int, plane: int, itemsize: int
+) -> list[tuple[int, int]]:
     """[start, stop) ranges of images whose working set fits the device's conv workspace: per
     image its im2col columns (``columns`` = C·KH·KW rows of ``plane`` = OH·OW) and its output
     planes.
@@ -58,9 +60,11 @@ def _check_conv_shapes(x: Any, weight: Any) -> None:
     if x.ndim != 4:
         raise ValueError(f"conv2d: input must be (N, C, H, W), got shape {tuple(x.shape)}")
     if weight.ndim != 4 or weight.shape[1] != x.shape[1]:
-        raise ValueError(f"conv2d: input of shape {tuple(x.shape)} has {x.shape[1]} channels "
-                         f"but weight of shape {tuple(weight.shape)} expects "
-                         f"(out, {x.shape[1]}, kh, kw)")
+        raise ValueError(
+            f"conv2d: input of shape {tuple(x.shape)} has {x.shape[1]} channels "
+            f"but weight of shape {tuple(weight.shape)} expects "
+            f"(out, {x.shape[1]}, kh, kw)"
+        )
 
 
 class Conv2d(Function):
@@ -76,8 +80,9 @@ class Conv2d(Function):
         # With a bias, the GEMM adds it: the weights get the bias as a last column and the columns
         # a last row of ones (no pass over y for the bias here, none over dY for its gradient).
         weights = xp.concatenate([self.w2, bias[0][:, None]], axis=1) if bias else self.w2
-        self.chunks = conv_image_chunks(device, n, self.w2.shape[1], out_channels, oh * ow,
-                                        x.itemsize)
+        self.chunks = conv_image_chunks(
+            device, n, self.w2.shape[1], out_channels, oh * ow, x.itemsize
+        )
         # Without a workspace limit (GPU) the batch is one chunk and each step one GEMM; with one
         # (CPU), GEMMs per image on the cached columns, which BLAS reads as strided views.
         self.per_image = device.conv_workspace_bytes is not None
@@ -90,8 +95,11 @@ class Conv2d(Function):
                 y[start:stop] = planes.transpose(1, 0, 2)
             else:
                 # Cached columns (CPU): one GEMM per image, each written straight into its planes.
-                device.matmul(xp.broadcast_to(weights, (images, *weights.shape)),
-                              _per_image(cols, images), out=y[start:stop])
+                device.matmul(
+                    xp.broadcast_to(weights, (images, *weights.shape)),
+                    _per_image(cols, images),
+                    out=y[start:stop],
+                )
         return y.reshape(n, out_channels, oh, ow)
 
     def _columns(self, start: int, stop: int, ones_row: bool) -> Any:
@@ -137,8 +145,14 @@ class Conv2d(Function):
                 grad_b = _accumulate(grad_b, grad_planes.sum(axis=(0, 2)))
             if need_x:
                 grad_cols = device.matmul(self.w2, grad_chunk, True, False)
-                device.col2im(grad_cols, grad_x[start:stop].shape, self.kernel_hw, self.stride,
-                              self.padding, out=grad_x[start:stop])
+                device.col2im(
+                    grad_cols,
+                    grad_x[start:stop].shape,
+                    self.kernel_hw,
+                    self.stride,
+                    self.padding,
+                    out=grad_x[start:stop],
+                )
         if need_w:
             if ones_row:
                 grad_w, grad_b = grad_w[:-1], grad_w[-1].copy()
@@ -170,19 +184,26 @@ class Conv2dWinograd(Function):
         oh, ow = conv_output_shape(h, w, 3, 1, padding)
         self.x, self.padding = xp.ascontiguousarray(x), padding
         self.tiles_per_image = ((oh + 1) // 2) * ((ow + 1) // 2)
-        self.chunks = conv_image_chunks(device, n, WINOGRAD_POSITIONS * channels,
-                                        WINOGRAD_POSITIONS * out_channels, self.tiles_per_image,
-                                        x.itemsize)
+        self.chunks = conv_image_chunks(
+            device,
+            n,
+            WINOGRAD_POSITIONS * channels,
+            WINOGRAD_POSITIONS * out_channels,
+            self.tiles_per_image,
+            x.itemsize,
+        )
         self.workspace: dict[tuple[str, int], Any] = {}
         self.u = device.winograd_weights(weight)  # (16, OC, C)
         y = device.empty((n, out_channels, oh, ow), x.dtype)
         for start, stop in self.chunks:
             images = stop - start
-            v = device.winograd_input(self.x[start:stop], padding,
-                                      out=self._tiles("input", channels, images))
+            v = device.winograd_input(
+                self.x[start:stop], padding, out=self._tiles("input", channels, images)
+            )
             m = device.matmul(self.u, v, out=self._tiles("output", out_channels, images))
-            device.winograd_output(m, bias[0] if bias else None, y[start:stop].shape,
-                                   out=y[start:stop])
+            device.winograd_output(
+                m, bias[0] if bias else None, y[start:stop].shape, out=y[start:stop]
+            )
         return y
 
     def _tiles(self, side: str, rows: int, images: int) -> Any:
@@ -193,7 +214,8 @@ class Conv2dWinograd(Function):
         buffer = self.workspace.get((side, images))
         if buffer is None:
             buffer = self.workspace[side, images] = self.device.winograd_tiles(
-                rows, images * self.tiles_per_image, self.x.dtype, self.x)
+                rows, images * self.tiles_per_image, self.x.dtype, self.x
+            )
         return buffer
 
     def backward(self, grad):
@@ -206,23 +228,27 @@ class Conv2dWinograd(Function):
         grad_u = term = grad_b = None
         for start, stop in self.chunks:
             images = stop - start
-            grad_m = device.winograd_output_grad(grad[start:stop],
-                                                 out=self._tiles("output", out_channels, images))
+            grad_m = device.winograd_output_grad(
+                grad[start:stop], out=self._tiles("output", out_channels, images)
+            )
             if need_b:  # Σ dY, a row sum of one tile matrix instead of a pass over dY
                 grad_b = _accumulate(grad_b, grad_m[WINOGRAD_SUM_POSITION].sum(axis=1))
             if need_w:  # dU[ξ] += dM[ξ]·V[ξ]ᵀ
-                v = device.winograd_input(self.x[start:stop], self.padding,
-                                          out=self._tiles("input", channels, images))
+                v = device.winograd_input(
+                    self.x[start:stop], self.padding, out=self._tiles("input", channels, images)
+                )
                 if grad_u is None:
                     grad_u = device.matmul(grad_m, v, False, True)
                 else:
                     term = device.matmul(grad_m, v, False, True, out=term)
                     grad_u += term
             if need_x:  # dV[ξ] = U[ξ]ᵀ·dM[ξ], into V's buffer (V is used up by then)
-                grad_v = device.matmul(self.u, grad_m, True, False,
-                                       out=self._tiles("input", channels, images))
-                device.winograd_input_grad(grad_v, grad_x[start:stop].shape, self.padding,
-                                           out=grad_x[start:stop])
+                grad_v = device.matmul(
+                    self.u, grad_m, True, False, out=self._tiles("input", channels, images)
+                )
+                device.winograd_input_grad(
+                    grad_v, grad_x[start:stop].shape, self.padding, out=grad_x[start:stop]
+                )
         self.workspace.clear()
         grad_w = device.winograd_weights_grad(grad_u) if need_w else None
         return grad_x, grad_w, grad_b
@@ -236,15 +262,21 @@ class Conv2dWinograd(Function):
 WINOGRAD_MIN_CHANNELS = 16
 
 
-def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Pair = 1,
-           padding: Pair = 0) -> Tensor:
+def conv2d(
+    x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Pair = 1, padding: Pair = 0
+) -> Tensor:
     """2-D cross-correlation (PyTorch's conv2d): x (N, C, H, W), weight (OC, C, KH, KW).
 
     A 3x3 kernel at stride 1 over at least ``WINOGRAD_MIN_CHANNELS`` input channels runs as
     Winograd F(2x2, 3x3), 2.25x fewer multiplications; any other through im2col and GEMMs."""
     stride, padding = to_pair(stride, "stride"), to_pair(padding, "padding")
     operands = (x, weight, *([bias] if bias is not None else []))
-    if (stride == (1, 1) and weight.ndim == 4 and tuple(weight.shape[2:]) == (3, 3) and x.ndim == 4
-            and x.shape[1] >= WINOGRAD_MIN_CHANNELS):
+    if (
+        stride == (1, 1)
+        and weight.ndim == 4
+        and tuple(weight.shape[2:]) == (3, 3)
+        and x.ndim == 4
+        and x.shape[1] >= WINOGRAD_MIN_CHANNELS
+    ):
         return Conv2dWinograd.apply(*operands, padding=padding)
     return Conv2d.apply(*operands, stride=stride, padding=padding)

@@ -7,6 +7,7 @@ Aᵀ·B form), db = Σ dY over the rows.
 (The module is not named ``linear``: the package exports the function ``linear``, which would
 hide a submodule of the same name.)
 """
+
 from __future__ import annotations
 
 from ..tensor import Function, Tensor
@@ -17,9 +18,11 @@ __all__ = ["linear"]
 class Linear(Function):
     def forward(self, x, weight, *bias):
         if weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
-            raise ValueError(f"linear: input of shape {tuple(x.shape)} does not match weight "
-                             f"of shape {tuple(weight.shape)} "
-                             f"(expected input (..., {weight.shape[-1]}))")
+            raise ValueError(
+                f"linear: input of shape {tuple(x.shape)} does not match weight "
+                f"of shape {tuple(weight.shape)} "
+                f"(expected input (..., {weight.shape[-1]}))"
+            )
         xp = self.device.xp
         self.x2d = xp.ascontiguousarray(x.reshape(-1, x.shape[-1]))
         self.weight, self.lead = weight, x.shape[:-1]

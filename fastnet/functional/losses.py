@@ -8,6 +8,7 @@
 * ``mse_loss``: (input − target)², ``l1_loss``: |input − target|, elementwise over equal shapes,
   composed of Tensor ops.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,11 +30,13 @@ def _check_reduction(reduction: str) -> None:
 class CrossEntropy(Function):
     def forward(self, logits, labels, label_smoothing, reduction):
         if logits.ndim != 2:
-            raise ValueError(f"cross_entropy: logits must be (batch, classes), got shape "
-                             f"{tuple(logits.shape)}")
+            raise ValueError(
+                f"cross_entropy: logits must be (batch, classes), got shape {tuple(logits.shape)}"
+            )
         xp = self.device.xp
-        row_losses, self.dlogits = self.device.softmax_xent(xp.ascontiguousarray(logits), labels,
-                                                            label_smoothing)
+        row_losses, self.dlogits = self.device.softmax_xent(
+            xp.ascontiguousarray(logits), labels, label_smoothing
+        )
         self.reduction, self.rows = reduction, logits.shape[0]
         if reduction == "none":
             return row_losses
@@ -50,24 +53,29 @@ class CrossEntropy(Function):
         return grad[:, None] * (self.dlogits * self.rows), None
 
 
-def cross_entropy(logits: Tensor, labels: Any, label_smoothing: float = 0.0,
-                  reduction: str = "mean") -> Tensor:
+def cross_entropy(
+    logits: Tensor, labels: Any, label_smoothing: float = 0.0, reduction: str = "mean"
+) -> Tensor:
     """Softmax cross-entropy of (batch, classes) logits against integer labels, in one kernel."""
     _check_reduction(reduction)
     if isinstance(labels, Tensor):
         if labels.device is not logits.device:
-            raise RuntimeError(f"cross_entropy: logits are on {logits.device} but labels on "
-                               f"{labels.device}")
+            raise RuntimeError(
+                f"cross_entropy: logits are on {logits.device} but labels on {labels.device}"
+            )
         labels = labels.data
     else:
         labels = logits.device.asarray(labels)
     if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
-        raise ValueError(f"cross_entropy: labels of shape {tuple(labels.shape)} do not match "
-                         f"logits of shape {logits.shape} (expected ({logits.shape[0]},))")
+        raise ValueError(
+            f"cross_entropy: labels of shape {tuple(labels.shape)} do not match "
+            f"logits of shape {logits.shape} (expected ({logits.shape[0]},))"
+        )
     if labels.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: labels must be integers, got {labels.dtype}")
-    return CrossEntropy.apply(logits, labels=labels, label_smoothing=float(label_smoothing),
-                              reduction=reduction)
+    return CrossEntropy.apply(
+        logits, labels=labels, label_smoothing=float(label_smoothing), reduction=reduction
+    )
 
 
 def _reduce(loss: Tensor, reduction: str) -> Tensor:

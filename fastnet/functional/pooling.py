@@ -12,6 +12,7 @@
   in each row's bin (P_w likewise), and the backward is dx = P_hᵀ · dy · P_w. Output 1×1 is the
   global average pool.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,9 @@ class MaxPool2d(Function):
     def forward(self, x, kernel_size, stride, padding):
         _check_images("max_pool2d", x)
         self.x_shape, self.params = x.shape, (kernel_size, stride, padding)
-        out, self.argmax = self.device.maxpool2d_forward(self.device.xp.ascontiguousarray(x),
-                                                         *self.params)
+        out, self.argmax = self.device.maxpool2d_forward(
+            self.device.xp.ascontiguousarray(x), *self.params
+        )
         return out
 
     def backward(self, grad):
@@ -46,8 +48,9 @@ class MaxPool2d(Function):
         return (self.device.maxpool2d_backward(grad, self.argmax, self.x_shape, *self.params),)
 
 
-def max_pool2d(x: Tensor, kernel_size: Pair, stride: Pair | None = None,
-               padding: Pair = 0) -> Tensor:
+def max_pool2d(
+    x: Tensor, kernel_size: Pair, stride: Pair | None = None, padding: Pair = 0
+) -> Tensor:
     """Max over kernel_size windows (stride defaults to kernel_size, as in PyTorch)."""
     kernel = to_pair(kernel_size, "kernel_size")
     step = kernel if stride is None else to_pair(stride, "stride")
@@ -55,15 +58,20 @@ def max_pool2d(x: Tensor, kernel_size: Pair, stride: Pair | None = None,
 
 
 # ===================================================================== average pooling
-def _window_slices(kernel: tuple[int, int], stride: tuple[int, int],
-                   out_hw: tuple[int, int]) -> Iterator[tuple[slice, ...]]:
+def _window_slices(
+    kernel: tuple[int, int], stride: tuple[int, int], out_hw: tuple[int, int]
+) -> Iterator[tuple[slice, ...]]:
     """For each offset (a, b) in the kernel, the slice of the padded input that holds the value
     at window offset (a, b) of every output position."""
     (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_hw
     for a in range(kh):
         for b in range(kw):
-            yield (slice(None), slice(None), slice(a, a + sh * (oh - 1) + 1, sh),
-                   slice(b, b + sw * (ow - 1) + 1, sw))
+            yield (
+                slice(None),
+                slice(None),
+                slice(a, a + sh * (oh - 1) + 1, sh),
+                slice(b, b + sw * (ow - 1) + 1, sw),
+            )
 
 
 class AvgPool2d(Function):
@@ -88,11 +96,12 @@ class AvgPool2d(Function):
         scaled = grad * self.scale
         for window in _window_slices(*self.params):
             grad_padded[window] += scaled
-        return (xp.ascontiguousarray(grad_padded[:, :, ph:ph + h, pw:pw + w]),)
+        return (xp.ascontiguousarray(grad_padded[:, :, ph : ph + h, pw : pw + w]),)
 
 
-def avg_pool2d(x: Tensor, kernel_size: Pair, stride: Pair | None = None,
-               padding: Pair = 0) -> Tensor:
+def avg_pool2d(
+    x: Tensor, kernel_size: Pair, stride: Pair | None = None, padding: Pair = 0
+) -> Tensor:
     """Mean over kernel_size windows of x (N, C, H, W) zero-padded by ``padding``; the padding
     counts in the divisor (PyTorch's default). ``stride`` defaults to ``kernel_size``."""
     kernel = to_pair(kernel_size, "kernel_size")

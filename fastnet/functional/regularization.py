@@ -4,6 +4,7 @@ While training, y = x·keep/(1 − p) with keep ~ Bernoulli(1 − p) per element
 ``fastnet.random``; dx = dy·keep/(1 − p) (the mask is a constant of the product). In eval, or
 with p = 0, y = x.
 """
+
 from __future__ import annotations
 
 from .. import random as fn_random

@@ -1,5 +1,6 @@
 """Shape ops: ``flatten``, a view of axes start_dim … end_dim as one (the Tensor's own
 reshape, so its gradient is the reshape back)."""
+
 from __future__ import annotations
 
 from ..tensor import Tensor

@@ -9,10 +9,21 @@ checkpoints can rebuild it from its saved config (:func:`create`).
 
 Importing this package imports every model module, and each registers its builders.
 """
+
 from .base import Classifier, create, names, register
 from .mnist import mlp, mnist_cnn
 from .resnet import cifar_cnn, cifar_resnet, resnet18_cifar
 from .vit import ViT
 
-__all__ = ["Classifier", "mlp", "mnist_cnn", "cifar_cnn", "cifar_resnet", "resnet18_cifar", "ViT",
-           "create", "register", "names"]
+__all__ = [
+    "Classifier",
+    "mlp",
+    "mnist_cnn",
+    "cifar_cnn",
+    "cifar_resnet",
+    "resnet18_cifar",
+    "ViT",
+    "create",
+    "register",
+    "names",
+]

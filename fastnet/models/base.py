@@ -6,6 +6,7 @@
   a Module): :func:`register` adds one, :func:`names` lists them, :func:`create` builds one, as
   checkpoints do from their saved config. The model modules register their builders on import.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -8,6 +8,7 @@
 
 Registered names: ``mlp``, ``cnn``.
 """
+
 from __future__ import annotations
 
 from .. import nn
@@ -16,8 +17,9 @@ from .base import Classifier, register
 __all__ = ["mlp", "mnist_cnn"]
 
 
-def mlp(in_features: int = 784, hidden: tuple = (512, 256), classes: int = 10,
-        dropout: float = 0.0) -> Classifier:
+def mlp(
+    in_features: int = 784, hidden: tuple = (512, 256), classes: int = 10, dropout: float = 0.0
+) -> Classifier:
     """Flatten → [Linear → ReLU (→ Dropout)] per hidden width → Linear: 784-512-256-10 by
     default."""
     layers: list[nn.Module] = [nn.Flatten()]
@@ -31,12 +33,17 @@ def mlp(in_features: int = 784, hidden: tuple = (512, 256), classes: int = 10,
 def mnist_cnn(channels: int = 1, classes: int = 10, image_size: int = 28) -> Classifier:
     """Two 3×3 conv + ReLU + 2×2 max-pool stages (32, 64 channels), then 128 hidden units."""
     features = nn.Sequential(
-        nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(channels, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
     )
     side = image_size // 4
-    head = nn.Sequential(nn.Flatten(), nn.Linear(64 * side * side, 128), nn.ReLU(),
-                         nn.Linear(128, classes))
+    head = nn.Sequential(
+        nn.Flatten(), nn.Linear(64 * side * side, 128), nn.ReLU(), nn.Linear(128, classes)
+    )
     return Classifier(features, head)
 
 

@@ -17,6 +17,7 @@ common interface: their global pool makes them work at any image size.
 
 Registered names: ``resnet`` (ResNet-20), ``resnet8``, ``resnet18``, ``cifar_cnn``.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -29,10 +30,16 @@ from .base import Classifier, register
 __all__ = ["BasicBlock", "cifar_resnet", "resnet18_cifar", "cifar_cnn"]
 
 
-def _conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> list[nn.Module]:
+def _conv_bn(
+    in_channels: int, out_channels: int, kernel_size: int, stride: int = 1
+) -> list[nn.Module]:
     """A bias-free convolution (the BatchNorm after it has the bias) and its BatchNorm."""
-    return [nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=False),
-            nn.BatchNorm2d(out_channels)]
+    return [
+        nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=False
+        ),
+        nn.BatchNorm2d(out_channels),
+    ]
 
 
 class BasicBlock(nn.Module):
@@ -46,7 +53,11 @@ class BasicBlock(nn.Module):
         self.conv1, self.bn1 = _conv_bn(in_channels, out_channels, 3, stride)
         self.conv2, self.bn2 = _conv_bn(out_channels, out_channels, 3)
         reshaping = stride != 1 or in_channels != out_channels
-        self.shortcut = nn.Sequential(*_conv_bn(in_channels, out_channels, 1, stride)) if reshaping else nn.Identity()
+        self.shortcut = (
+            nn.Sequential(*_conv_bn(in_channels, out_channels, 1, stride))
+            if reshaping
+            else nn.Identity()
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -54,14 +65,20 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-def _resnet(blocks_per_stage: tuple[int, ...], width: int, channels: int, classes: int) -> Classifier:
+def _resnet(
+    blocks_per_stage: tuple[int, ...], width: int, channels: int, classes: int
+) -> Classifier:
     """Stem (3×3 conv, BN, ReLU), then stages of BasicBlocks doubling the width and halving the
     image after the first, global average pool, Linear."""
     stem_conv, stem_bn = _conv_bn(channels, width, 3)
-    layers: list[tuple[str, nn.Module]] = [("conv", stem_conv), ("bn", stem_bn), ("relu", nn.ReLU())]
+    layers: list[tuple[str, nn.Module]] = [
+        ("conv", stem_conv),
+        ("bn", stem_bn),
+        ("relu", nn.ReLU()),
+    ]
     in_channels = width
     for stage, blocks in enumerate(blocks_per_stage):
-        out_channels = width * 2 ** stage
+        out_channels = width * 2**stage
         stride = 1 if stage == 0 else 2
         stage_blocks = []
         for index in range(blocks):
@@ -72,38 +89,50 @@ def _resnet(blocks_per_stage: tuple[int, ...], width: int, channels: int, classe
     return Classifier(nn.Sequential(OrderedDict(layers)), nn.Linear(in_channels, classes))
 
 
-def cifar_resnet(depth: int = 20, classes: int = 10, width: int = 16, channels: int = 3,
-                 image_size: int = 32) -> Classifier:
+def cifar_resnet(
+    depth: int = 20, classes: int = 10, width: int = 16, channels: int = 3, image_size: int = 32
+) -> Classifier:
     """ResNet-``depth`` for CIFAR (depth = 6n + 2: 8, 14, 20, 32, 44, 56, 110): three stages of n
     BasicBlocks at width, 2·width, 4·width channels."""
     if depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"cifar_resnet: depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, ...), got {depth}")
+        raise ValueError(
+            f"cifar_resnet: depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, ...), got {depth}"
+        )
     blocks = (depth - 2) // 6
     return _resnet((blocks,) * 3, width, channels, classes)
 
 
-def resnet18_cifar(classes: int = 10, width: int = 64, channels: int = 3, image_size: int = 32) -> Classifier:
+def resnet18_cifar(
+    classes: int = 10, width: int = 64, channels: int = 3, image_size: int = 32
+) -> Classifier:
     """ResNet-18 (four stages of two BasicBlocks, width … 8·width channels) with a 3×3 stem and
     no max-pool, as usual for 32×32 images."""
     return _resnet((2, 2, 2, 2), width, channels, classes)
 
 
-def cifar_cnn(classes: int = 10, width: int = 32, channels: int = 3, image_size: int = 32) -> Classifier:
+def cifar_cnn(
+    classes: int = 10, width: int = 32, channels: int = 3, image_size: int = 32
+) -> Classifier:
     """Three stages of [3×3 conv, BN, ReLU] × 2 and a 2×2 max-pool (width, 2·width, 4·width
     channels), then Flatten and one Linear."""
     if image_size < 8:
-        raise ValueError(f"cifar_cnn: image_size {image_size} is too small: its three 2×2 "
-                         f"max-pools need at least 8")
+        raise ValueError(
+            f"cifar_cnn: image_size {image_size} is too small: its three 2×2 "
+            f"max-pools need at least 8"
+        )
     layers: list[nn.Module] = []
     in_channels = channels
     for stage in range(3):
-        out_channels = width * 2 ** stage
+        out_channels = width * 2**stage
         for _ in range(2):
             layers += _conv_bn(in_channels, out_channels, 3) + [nn.ReLU()]
             in_channels = out_channels
         layers.append(nn.MaxPool2d(2))
     side = image_size // 8
-    return Classifier(nn.Sequential(*layers), nn.Sequential(nn.Flatten(), nn.Linear(in_channels * side * side, classes)))
+    return Classifier(
+        nn.Sequential(*layers),
+        nn.Sequential(nn.Flatten(), nn.Linear(in_channels * side * side, classes)),
+    )
 
 
 def resnet8(**config) -> Classifier:

@@ -9,6 +9,7 @@ class token's output is the image's feature vector; a Linear head maps it to cla
 As every model here, ``ViT`` is a :class:`~fastnet.models.Classifier`: ``features`` (patches →
 class-token embedding (B, dim)) and ``head`` (Linear(dim, classes)).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,27 +35,45 @@ class PatchEmbedding(nn.Module):
 class ViTFeatures(nn.Module):
     """Patch embedding, class token, positions, encoder, final norm → the class token (B, dim)."""
 
-    def __init__(self, image_size: int, patch_size: int, channels: int, dim: int, depth: int, heads: int,
-                 mlp_dim: int, dropout: float) -> None:
+    def __init__(
+        self,
+        image_size: int,
+        patch_size: int,
+        channels: int,
+        dim: int,
+        depth: int,
+        heads: int,
+        mlp_dim: int,
+        dropout: float,
+    ) -> None:
         super().__init__()
         self.image_size, self.channels = image_size, channels
         self.patch_embedding = PatchEmbedding(channels, dim, patch_size)
-        self.class_token = nn.init.trunc_normal_(nn.Parameter(np.empty((1, 1, dim), np.float32)), std=0.02)
+        self.class_token = nn.init.trunc_normal_(
+            nn.Parameter(np.empty((1, 1, dim), np.float32)), std=0.02
+        )
         self.positions = nn.PositionalEmbedding((image_size // patch_size) ** 2 + 1, dim)
         self.dropout = nn.Dropout(dropout)
         self.encoder = nn.TransformerEncoder(
-            lambda: nn.TransformerEncoderLayer(dim, heads, mlp_dim, dropout, activation="gelu", norm_first=True),
-            depth, norm=nn.LayerNorm(dim))
+            lambda: nn.TransformerEncoderLayer(
+                dim, heads, mlp_dim, dropout, activation="gelu", norm_first=True
+            ),
+            depth,
+            norm=nn.LayerNorm(dim),
+        )
 
     def forward(self, images: Tensor) -> Tensor:
         expected = (self.channels, self.image_size, self.image_size)
         if images.ndim != 4 or images.shape[1:] != expected:
-            raise ValueError(f"ViT: images of shape {images.shape} do not match "
-                             f"(B, {', '.join(map(str, expected))})")
+            raise ValueError(
+                f"ViT: images of shape {images.shape} do not match "
+                f"(B, {', '.join(map(str, expected))})"
+            )
         patches = self.patch_embedding(images)
         batch, _, dim = patches.shape
-        class_tokens = self.class_token + Tensor._wrap(patches.device.xp.zeros((batch, 1, dim), patches.dtype),
-                                                       patches.device)
+        class_tokens = self.class_token + Tensor._wrap(
+            patches.device.xp.zeros((batch, 1, dim), patches.dtype), patches.device
+        )
         tokens = self.dropout(self.positions(cat([class_tokens, patches], axis=1)))
         return self.encoder(tokens)[:, 0]
 
@@ -66,15 +85,27 @@ class ViT(Classifier):
     feed-forward width) defaults to 2·dim.
     """
 
-    def __init__(self, image_size: int = 28, patch_size: int = 7, channels: int = 1, classes: int = 10,
-                 dim: int = 128, depth: int = 4, heads: int = 4, mlp_dim: int | None = None,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        image_size: int = 28,
+        patch_size: int = 7,
+        channels: int = 1,
+        classes: int = 10,
+        dim: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_dim: int | None = None,
+        dropout: float = 0.0,
+    ) -> None:
         if patch_size < 1 or image_size % patch_size:
-            raise ValueError(f"ViT: image_size {image_size} must be a multiple of patch_size "
-                             f"{patch_size}")
+            raise ValueError(
+                f"ViT: image_size {image_size} must be a multiple of patch_size {patch_size}"
+            )
         if heads < 1 or dim % heads:
             raise ValueError(f"ViT: dim {dim} must be divisible by heads {heads}")
-        features = ViTFeatures(image_size, patch_size, channels, dim, depth, heads, mlp_dim or 2 * dim, dropout)
+        features = ViTFeatures(
+            image_size, patch_size, channels, dim, depth, heads, mlp_dim or 2 * dim, dropout
+        )
         super().__init__(features, nn.Linear(dim, classes))
 
 

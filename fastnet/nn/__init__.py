@@ -7,6 +7,7 @@
   TransformerEncoderLayer, TransformerEncoder.
 * ``init``: the initialisers.
 """
+
 from .. import functional
 from . import init
 from .layers import (
@@ -34,11 +35,32 @@ from .transformer import (
 )
 
 __all__ = [
-    "init", "functional",
-    "Module", "Parameter", "Sequential", "ModuleList", "LoadReport",
-    "Linear", "Conv2d", "MaxPool2d", "ReLU", "LeakyReLU", "GELU", "Tanh", "Sigmoid", "Identity",
-    "Dropout", "Flatten",
-    "BatchNorm1d", "BatchNorm2d", "AvgPool2d", "AdaptiveAvgPool2d",
-    "LayerNorm", "Embedding", "PositionalEmbedding", "MultiheadAttention",
-    "TransformerEncoderLayer", "TransformerEncoder",
+    "init",
+    "functional",
+    "Module",
+    "Parameter",
+    "Sequential",
+    "ModuleList",
+    "LoadReport",
+    "Linear",
+    "Conv2d",
+    "MaxPool2d",
+    "ReLU",
+    "LeakyReLU",
+    "GELU",
+    "Tanh",
+    "Sigmoid",
+    "Identity",
+    "Dropout",
+    "Flatten",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "AvgPool2d",
+    "AdaptiveAvgPool2d",
+    "LayerNorm",
+    "Embedding",
+    "PositionalEmbedding",
+    "MultiheadAttention",
+    "TransformerEncoderLayer",
+    "TransformerEncoder",
 ]

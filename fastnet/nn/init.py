@@ -3,6 +3,7 @@
 The layers use PyTorch's defaults: Linear and Conv2d weights ``kaiming_uniform_(a=√5)``, i.e.
 U(-1/√fan_in, 1/√fan_in), and biases U(-1/√fan_in, 1/√fan_in).
 """
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,9 @@ from ..tensor import Tensor
 def fan_in_and_fan_out(shape: tuple) -> tuple[int, int]:
     """(fan_in, fan_out) of a weight: (out, in) for Linear, (out, in, kh, kw) for Conv2d."""
     if len(shape) < 2:
-        raise ValueError(f"fan in and fan out need a weight with at least 2 dimensions, got shape {shape}")
+        raise ValueError(
+            f"fan in and fan out need a weight with at least 2 dimensions, got shape {shape}"
+        )
     receptive = int(np.prod(shape[2:])) if len(shape) > 2 else 1
     return shape[1] * receptive, shape[0] * receptive
 

@@ -4,6 +4,7 @@ Parameter names and layouts follow PyTorch (``0.weight`` for the first child of 
 Linear weights (out, in), Conv2d weights (out, in, kh, kw)), so a state dict moves between the
 two frameworks unchanged.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -56,8 +57,10 @@ class Module:
     # ----------------------------------------------------------------- registration
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
-            raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() "
-                               f"before assigning {name!r}")
+            raise RuntimeError(
+                f"{type(self).__name__}.__init__ must call super().__init__() "
+                f"before assigning {name!r}"
+            )
         for registry in (self._parameters, self._buffers, self._modules):
             registry.pop(name, None)
         if isinstance(value, Parameter):
@@ -131,7 +134,9 @@ class Module:
         module = self
         for part in target.split(".") if target else []:
             if part not in module._modules:
-                raise AttributeError(f"{type(module).__name__} has no submodule {part!r} (looking up {target!r})")
+                raise AttributeError(
+                    f"{type(module).__name__} has no submodule {part!r} (looking up {target!r})"
+                )
             module = module._modules[part]
         return module
 
@@ -205,7 +210,9 @@ class Module:
                     mismatched.append((name, own[name].shape, tuple(array.shape)))
         report = LoadReport(missing, unexpected, mismatched)
         if strict and (missing or unexpected or mismatched):
-            raise RuntimeError(f"load_state_dict: the state does not match the model: {_describe(report)}")
+            raise RuntimeError(
+                f"load_state_dict: the state does not match the model: {_describe(report)}"
+            )
         bad = {name for name, _, _ in mismatched}
         for name, value in state.items():
             if name in own and name not in bad:
@@ -225,7 +232,10 @@ class Module:
         return ""
 
     def __repr__(self) -> str:
-        lines = [f"({name}): " + repr(child).replace("\n", "\n  ") for name, child in self._modules.items()]
+        lines = [
+            f"({name}): " + repr(child).replace("\n", "\n  ")
+            for name, child in self._modules.items()
+        ]
         head = f"{type(self).__name__}({self.extra_repr()}"
         if not lines:
             return head + ")"
@@ -242,8 +252,13 @@ def _describe(report: LoadReport) -> str:
     if report.unexpected_keys:
         parts.append(f"unexpected keys {report.unexpected_keys}")
     if report.mismatched_keys:
-        parts.append("shape mismatches " + ", ".join(
-            f"{name}: model {model} vs state {file}" for name, model, file in report.mismatched_keys))
+        parts.append(
+            "shape mismatches "
+            + ", ".join(
+                f"{name}: model {model} vs state {file}"
+                for name, model, file in report.mismatched_keys
+            )
+        )
     return "; ".join(parts)
 
 

@@ -15,6 +15,7 @@ statistics and leaves them, and ``num_batches_tracked``, untouched even in train
 ``weight`` and ``bias`` still train. Unlike ``layer.eval()``, the flag survives
 ``model.train()``, which a training loop calls every epoch. It is not part of the state dict.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,13 +34,23 @@ class _BatchNorm(Module):
     expected_dims: tuple[int, ...] = ()
     shape_text = ""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True) -> None:
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+    ) -> None:
         super().__init__()
         if num_features < 1:
-            raise ValueError(f"{type(self).__name__}: num_features must be positive, got {num_features}")
+            raise ValueError(
+                f"{type(self).__name__}: num_features must be positive, got {num_features}"
+            )
         if momentum is not None and not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"{type(self).__name__}: momentum must be in [0, 1] or None, got {momentum}")
+            raise ValueError(
+                f"{type(self).__name__}: momentum must be in [0, 1] or None, got {momentum}"
+            )
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         self.freeze_statistics = False
@@ -61,26 +72,40 @@ class _BatchNorm(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim not in self.expected_dims:
-            raise ValueError(f"{type(self).__name__}: expected input {self.shape_text}, got shape {x.shape}")
+            raise ValueError(
+                f"{type(self).__name__}: expected input {self.shape_text}, got shape {x.shape}"
+            )
         if x.shape[1] != self.num_features:
-            raise ValueError(f"{type(self).__name__}({self.num_features}): input of shape {x.shape} has "
-                             f"{x.shape[1]} channels, expected {self.num_features}")
+            raise ValueError(
+                f"{type(self).__name__}({self.num_features}): input of shape {x.shape} has "
+                f"{x.shape[1]} channels, expected {self.num_features}"
+            )
         tracking = self.running_mean is not None
         batch_statistics = not tracking or (self.training and not self.freeze_statistics)
         updating = tracking and batch_statistics
         momentum = self.momentum
         if updating and momentum is None:  # the cumulative average of all batches so far
             momentum = 1.0 / (float(self.num_batches_tracked.item()) + 1.0)
-        out = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                           training=batch_statistics, momentum=momentum if updating else 0.0, eps=self.eps)
+        out = F.batch_norm(
+            x,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            training=batch_statistics,
+            momentum=momentum if updating else 0.0,
+            eps=self.eps,
+        )
         if updating:  # counted only once the batch was accepted
             self.num_batches_tracked.data += 1
         return out
 
     def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}"
-                + (", freeze_statistics=True" if self.freeze_statistics else ""))
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"track_running_stats={self.track_running_stats}"
+            + (", freeze_statistics=True" if self.freeze_statistics else "")
+        )
 
 
 class BatchNorm1d(_BatchNorm):
@@ -108,8 +133,10 @@ class AvgPool2d(Module):
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
 
     def extra_repr(self) -> str:
-        return (f"kernel_size={self.kernel_size}, stride={self.stride or self.kernel_size}, "
-                f"padding={self.padding}")
+        return (
+            f"kernel_size={self.kernel_size}, stride={self.stride or self.kernel_size}, "
+            f"padding={self.padding}"
+        )
 
 
 class AdaptiveAvgPool2d(Module):

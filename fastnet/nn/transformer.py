@@ -6,6 +6,7 @@ between the two frameworks unchanged (PositionalEmbedding, which PyTorch lacks, 
 table of a ViT). Sequences are batch-first, (batch, sequence, features), unless a layer is built
 with ``batch_first=False``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,8 +22,14 @@ from . import init
 from .layers import Dropout, Linear
 from .module import Module, ModuleList, Parameter
 
-__all__ = ["LayerNorm", "Embedding", "PositionalEmbedding", "MultiheadAttention", "TransformerEncoderLayer",
-           "TransformerEncoder"]
+__all__ = [
+    "LayerNorm",
+    "Embedding",
+    "PositionalEmbedding",
+    "MultiheadAttention",
+    "TransformerEncoderLayer",
+    "TransformerEncoder",
+]
 
 Activation = str | Callable[[Tensor], Tensor]
 
@@ -31,10 +38,19 @@ class LayerNorm(Module):
     """Normalises the trailing ``normalized_shape`` axes; ``weight`` (ones) and ``bias`` (zeros) of
     that shape when ``elementwise_affine``."""
 
-    def __init__(self, normalized_shape: int | tuple[int, ...], eps: float = 1e-5, elementwise_affine: bool = True,
-                 bias: bool = True) -> None:
+    def __init__(
+        self,
+        normalized_shape: int | tuple[int, ...],
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+    ) -> None:
         super().__init__()
-        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+        shape = (
+            (normalized_shape,)
+            if isinstance(normalized_shape, (int, np.integer))
+            else tuple(normalized_shape)
+        )
         self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, elementwise_affine
         self.weight = Parameter(np.ones(shape, np.float32)) if elementwise_affine else None
         self.bias = Parameter(np.zeros(shape, np.float32)) if elementwise_affine and bias else None
@@ -43,7 +59,9 @@ class LayerNorm(Module):
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
-        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        return (
+            f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        )
 
 
 class Embedding(Module):
@@ -69,12 +87,16 @@ class PositionalEmbedding(Module):
     def __init__(self, max_positions: int, dim: int) -> None:
         super().__init__()
         self.max_positions, self.dim = max_positions, dim
-        self.weight = init.trunc_normal_(Parameter(np.empty((max_positions, dim), np.float32)), std=0.02)
+        self.weight = init.trunc_normal_(
+            Parameter(np.empty((max_positions, dim), np.float32)), std=0.02
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim < 2 or x.shape[-1] != self.dim or x.shape[-2] > self.max_positions:
-            raise ValueError(f"PositionalEmbedding: input of shape {x.shape} must be (..., T, {self.dim}) "
-                             f"with T <= {self.max_positions}")
+            raise ValueError(
+                f"PositionalEmbedding: input of shape {x.shape} must be (..., T, {self.dim}) "
+                f"with T <= {self.max_positions}"
+            )
         positions = x.shape[-2]
         return x + (self.weight if positions == self.max_positions else self.weight[:positions])
 
@@ -89,8 +111,10 @@ def _additive(mask: Any, name: str, reference: Tensor) -> Any:
     if data.dtype == np.bool_:
         return xp.where(data, reference.dtype.type(-np.inf), reference.dtype.type(0))
     if data.dtype.kind != "f":
-        raise TypeError(f"MultiheadAttention: {name} must be boolean (True = hidden) or float (additive), "
-                        f"got {data.dtype}")
+        raise TypeError(
+            f"MultiheadAttention: {name} must be boolean (True = hidden) or float (additive), "
+            f"got {data.dtype}"
+        )
     return data.astype(reference.dtype, copy=False)
 
 
@@ -123,17 +147,27 @@ class MultiheadAttention(Module):
     here, and a query whose every key is hidden gets zeros, not NaN.
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
-                 batch_first: bool = True) -> None:
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        batch_first: bool = True,
+    ) -> None:
         super().__init__()
         if num_heads < 1 or embed_dim % num_heads:
-            raise ValueError(f"MultiheadAttention: embed_dim {embed_dim} must be divisible by "
-                             f"num_heads {num_heads}")
+            raise ValueError(
+                f"MultiheadAttention: embed_dim {embed_dim} must be divisible by "
+                f"num_heads {num_heads}"
+            )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"MultiheadAttention: dropout must be in [0, 1), got {dropout}")
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
         self.dropout, self.batch_first = dropout, batch_first
-        self.in_proj_weight = init.xavier_uniform_(Parameter(np.empty((3 * embed_dim, embed_dim), np.float32)))
+        self.in_proj_weight = init.xavier_uniform_(
+            Parameter(np.empty((3 * embed_dim, embed_dim), np.float32))
+        )
         self.in_proj_bias = Parameter(np.zeros(3 * embed_dim, np.float32)) if bias else None
         self.out_proj = Linear(embed_dim, embed_dim, bias=bias)
         if bias:
@@ -145,7 +179,9 @@ class MultiheadAttention(Module):
         rows = slice(part * self.embed_dim, (part + 1) * self.embed_dim)
         bias = self.in_proj_bias[rows] if self.in_proj_bias is not None else None
         projected = F.linear(x, self.in_proj_weight[rows], bias)
-        return projected.reshape(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+        return projected.reshape(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(
+            1, 2
+        )
 
     def _mask(self, attn_mask: Mask, key_padding_mask: Mask, query: Tensor, key: Tensor) -> Any:
         """attn_mask and key_padding_mask merged into one additive array that broadcasts to
@@ -157,32 +193,59 @@ class MultiheadAttention(Module):
             if merged.shape == (batch * self.num_heads, queries, keys):
                 merged = merged.reshape(batch, self.num_heads, queries, keys)
             elif merged.shape != (queries, keys):
-                raise ValueError(f"MultiheadAttention: attn_mask of shape {tuple(merged.shape)} "
-                                 f"must be ({queries}, {keys}) or "
-                                 f"({batch * self.num_heads}, {queries}, {keys})")
+                raise ValueError(
+                    f"MultiheadAttention: attn_mask of shape {tuple(merged.shape)} "
+                    f"must be ({queries}, {keys}) or "
+                    f"({batch * self.num_heads}, {queries}, {keys})"
+                )
         if key_padding_mask is not None:
             padding = _additive(key_padding_mask, "key_padding_mask", query)
             if padding.shape != (batch, keys):
-                raise ValueError(f"MultiheadAttention: key_padding_mask of shape "
-                                 f"{tuple(padding.shape)} must be (batch, keys) = ({batch}, {keys})")
+                raise ValueError(
+                    f"MultiheadAttention: key_padding_mask of shape "
+                    f"{tuple(padding.shape)} must be (batch, keys) = ({batch}, {keys})"
+                )
             padding = padding.reshape(batch, 1, 1, keys)
             merged = padding if merged is None else merged + padding
         return merged
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Mask = None,
-                need_weights: bool = False, attn_mask: Mask = None, average_attn_weights: bool = True,
-                is_causal: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Mask = None,
+        need_weights: bool = False,
+        attn_mask: Mask = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
         if not self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         width = self.embed_dim
-        if (query.ndim != 3 or key.ndim != 3 or value.ndim != 3 or query.shape[2] != width or key.shape[2] != width
-                or value.shape[2] != width or key.shape[:2] != value.shape[:2] or query.shape[0] != key.shape[0]):
-            raise ValueError(f"MultiheadAttention: query {query.shape}, key {key.shape} and value {value.shape} "
-                             f"must be (B, T, {width}), (B, S, {width}), (B, S, {width})"
-                             + ("" if self.batch_first else " after moving the batch first"))
-        weights = attention_weights(self._project(query, 0), self._project(key, 1),
-                                    self._mask(attn_mask, key_padding_mask, query, key),
-                                    self.dropout, is_causal, self.training)
+        if (
+            query.ndim != 3
+            or key.ndim != 3
+            or value.ndim != 3
+            or query.shape[2] != width
+            or key.shape[2] != width
+            or value.shape[2] != width
+            or key.shape[:2] != value.shape[:2]
+            or query.shape[0] != key.shape[0]
+        ):
+            raise ValueError(
+                f"MultiheadAttention: query {query.shape}, key {key.shape} and value {value.shape} "
+                f"must be (B, T, {width}), (B, S, {width}), (B, S, {width})"
+                + ("" if self.batch_first else " after moving the batch first")
+            )
+        weights = attention_weights(
+            self._project(query, 0),
+            self._project(key, 1),
+            self._mask(attn_mask, key_padding_mask, query, key),
+            self.dropout,
+            is_causal,
+            self.training,
+        )
         heads = weights @ self._project(value, 2)  # (B, H, T, D)
         output = self.out_proj(heads.transpose(1, 2).reshape(query.shape))
         if not self.batch_first:
@@ -211,16 +274,29 @@ class TransformerEncoderLayer(Module):
     callable on tensors.
     """
 
-    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
-                 activation: Activation = "relu", layer_norm_eps: float = 1e-5, batch_first: bool = True,
-                 norm_first: bool = False, bias: bool = True) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation: Activation = "relu",
+        layer_norm_eps: float = 1e-5,
+        batch_first: bool = True,
+        norm_first: bool = False,
+        bias: bool = True,
+    ) -> None:
         super().__init__()
         if isinstance(activation, str):
             if activation not in _ACTIVATIONS:
-                raise ValueError(f"TransformerEncoderLayer: activation must be 'relu', 'gelu' or a callable, "
-                                 f"got {activation!r}")
+                raise ValueError(
+                    f"TransformerEncoderLayer: activation must be 'relu', 'gelu' or a callable, "
+                    f"got {activation!r}"
+                )
             activation = _ACTIVATIONS[activation]
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first)
+        self.self_attn = MultiheadAttention(
+            d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first
+        )
         self.linear1 = Linear(d_model, dim_feedforward, bias=bias)
         self.dropout = Dropout(dropout)
         self.linear2 = Linear(dim_feedforward, d_model, bias=bias)
@@ -230,15 +306,24 @@ class TransformerEncoderLayer(Module):
         self.dropout2 = Dropout(dropout)
         self.activation, self.norm_first = activation, norm_first
 
-    def _self_attention(self, x: Tensor, mask: Mask, key_padding_mask: Mask, is_causal: bool) -> Tensor:
-        attended, _ = self.self_attn(x, x, x, key_padding_mask=key_padding_mask, attn_mask=mask, is_causal=is_causal)
+    def _self_attention(
+        self, x: Tensor, mask: Mask, key_padding_mask: Mask, is_causal: bool
+    ) -> Tensor:
+        attended, _ = self.self_attn(
+            x, x, x, key_padding_mask=key_padding_mask, attn_mask=mask, is_causal=is_causal
+        )
         return self.dropout1(attended)
 
     def _feed_forward(self, x: Tensor) -> Tensor:
         return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
 
-    def forward(self, src: Tensor, src_mask: Mask = None, src_key_padding_mask: Mask = None,
-                is_causal: bool = False) -> Tensor:
+    def forward(
+        self,
+        src: Tensor,
+        src_mask: Mask = None,
+        src_key_padding_mask: Mask = None,
+        is_causal: bool = False,
+    ) -> Tensor:
         x = src
         if self.norm_first:
             x = x + self._self_attention(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
@@ -255,8 +340,12 @@ class TransformerEncoder(Module):
     starts from the same weights), or a factory called once per layer (independent weights).
     """
 
-    def __init__(self, encoder_layer: Module | Callable[[], Module], num_layers: int,
-                 norm: Module | None = None) -> None:
+    def __init__(
+        self,
+        encoder_layer: Module | Callable[[], Module],
+        num_layers: int,
+        norm: Module | None = None,
+    ) -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"TransformerEncoder: num_layers must be positive, got {num_layers}")
@@ -267,11 +356,18 @@ class TransformerEncoder(Module):
         self.num_layers = num_layers
         self.norm = norm
 
-    def forward(self, src: Tensor, mask: Mask = None, src_key_padding_mask: Mask = None,
-                is_causal: bool = False) -> Tensor:
+    def forward(
+        self,
+        src: Tensor,
+        mask: Mask = None,
+        src_key_padding_mask: Mask = None,
+        is_causal: bool = False,
+    ) -> Tensor:
         x = src
         for layer in self.layers:
-            x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal)
+            x = layer(
+                x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal
+            )
         return self.norm(x) if self.norm is not None else x
 
 

@@ -7,6 +7,7 @@ OneCycleLR); each sets every group's ``lr`` from its ``initial_lr``.
   cosine annealing down to lr0/(div_factor·final_div_factor)
 * LambdaLR: lr = lr0 · f(epoch)
 """
+
 from __future__ import annotations
 
 import math
@@ -70,14 +71,24 @@ class CosineAnnealingLR(LRScheduler):
 
     def lr_at(self, epoch, initial_lr, group_index):
         t = min(epoch, self.T_max)
-        return self.eta_min + (initial_lr - self.eta_min) * (1 + math.cos(math.pi * t / self.T_max)) / 2
+        return (
+            self.eta_min
+            + (initial_lr - self.eta_min) * (1 + math.cos(math.pi * t / self.T_max)) / 2
+        )
 
 
 class OneCycleLR(LRScheduler):
     """Warm-up then cosine decay over ``total_steps`` calls of ``step()`` (call it every batch)."""
 
-    def __init__(self, optimizer: Optimizer, max_lr: float | None = None, total_steps: int = 1000,
-                 pct_start: float = 0.3, div_factor: float = 25.0, final_div_factor: float = 1e4) -> None:
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        max_lr: float | None = None,
+        total_steps: int = 1000,
+        pct_start: float = 0.3,
+        div_factor: float = 25.0,
+        final_div_factor: float = 1e4,
+    ) -> None:
         if total_steps < 2:
             raise ValueError(f"total_steps must be at least 2, got {total_steps}")
         if not 0.0 < pct_start < 1.0:

@@ -5,6 +5,7 @@ its state once and writes them once (see ``fastnet.kernels.optim``). Parameter g
 own hyper-parameters (per-group learning rate and weight decay, as in PyTorch). Parameters
 without a gradient (frozen, or unused this step) are skipped and get no state.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,14 +39,18 @@ class Optimizer:
         group["params"] = [params] if isinstance(params, Tensor) else list(params)
         unknown = set(group) - set(self.defaults) - {"params", "name", "initial_lr"}
         if unknown:
-            raise ValueError(f"{type(self).__name__}: unknown options {sorted(unknown)} in a parameter group")
+            raise ValueError(
+                f"{type(self).__name__}: unknown options {sorted(unknown)} in a parameter group"
+            )
         for key, value in self.defaults.items():
             group.setdefault(key, value)
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         for parameter in group["params"]:
             if not isinstance(parameter, Tensor):
-                raise TypeError(f"{type(self).__name__} can only optimize Tensors, got "
-                                f"{type(parameter).__name__}")
+                raise TypeError(
+                    f"{type(self).__name__} can only optimize Tensors, got "
+                    f"{type(parameter).__name__}"
+                )
             if id(parameter) in seen:
                 raise ValueError("a parameter appears in more than one parameter group")
         self._check_hyperparameters(group)
@@ -72,11 +77,17 @@ class Optimizer:
                 if parameter.grad is None or not parameter.requires_grad:
                     continue
                 if parameter.grad.device is not parameter.device:
-                    raise RuntimeError(f"parameter on {parameter.device} has a gradient on {parameter.grad.device}")
-                grad = parameter.device.xp.ascontiguousarray(parameter.grad.data, dtype=parameter.dtype)
+                    raise RuntimeError(
+                        f"parameter on {parameter.device} has a gradient on {parameter.grad.device}"
+                    )
+                grad = parameter.device.xp.ascontiguousarray(
+                    parameter.grad.data, dtype=parameter.dtype
+                )
                 self._update(parameter, grad, self.state.setdefault(id(parameter), {}), group)
 
-    def _update(self, parameter: Tensor, grad: Any, state: dict, group: dict) -> None:  # pragma: no cover
+    def _update(
+        self, parameter: Tensor, grad: Any, state: dict, group: dict
+    ) -> None:  # pragma: no cover
         raise NotImplementedError
 
     # ----------------------------------------------------------------- checkpoints
@@ -92,8 +103,12 @@ class Optimizer:
         """
         index = {id(p): i for i, p in enumerate(self._ordered_parameters())}
         state = {
-            index[key]: {name: (to_numpy(v).copy() if hasattr(v, "shape") else v) for name, v in entry.items()}
-            for key, entry in self.state.items() if key in index
+            index[key]: {
+                name: (to_numpy(v).copy() if hasattr(v, "shape") else v)
+                for name, v in entry.items()
+            }
+            for key, entry in self.state.items()
+            if key in index
         }
         groups = []
         for group in self.param_groups:
@@ -105,9 +120,13 @@ class Optimizer:
     def load_state_dict(self, state_dict: dict) -> None:
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups) or any(
-                len(saved["params"]) != len(own["params"]) for saved, own in zip(groups, self.param_groups, strict=True)):
-            raise ValueError("optimizer state does not match: different numbers of parameter "
-                             "groups or parameters")
+            len(saved["params"]) != len(own["params"])
+            for saved, own in zip(groups, self.param_groups, strict=True)
+        ):
+            raise ValueError(
+                "optimizer state does not match: different numbers of parameter "
+                "groups or parameters"
+            )
         parameters = self._ordered_parameters()
         for saved, own in zip(groups, self.param_groups, strict=True):
             own.update({k: v for k, v in saved.items() if k != "params"})
@@ -130,21 +149,43 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum, dampening, Nesterov and weight decay."""
 
-    def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False) -> None:
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum needs momentum > 0 and dampening = 0")
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov))
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                momentum=momentum,
+                dampening=dampening,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+            ),
+        )
 
     def _update(self, parameter, grad, state, group):
         first_step = "momentum_buffer" not in state
         if group["momentum"] != 0 and first_step:
             state["momentum_buffer"] = parameter.device.xp.empty_like(parameter.data)
         parameter.device.sgd_step(
-            parameter.data, grad, state.get("momentum_buffer"), lr=group["lr"], momentum=group["momentum"],
-            dampening=group["dampening"], weight_decay=group["weight_decay"], nesterov=group["nesterov"],
-            first_step=first_step)
+            parameter.data,
+            grad,
+            state.get("momentum_buffer"),
+            lr=group["lr"],
+            momentum=group["momentum"],
+            dampening=group["dampening"],
+            weight_decay=group["weight_decay"],
+            nesterov=group["nesterov"],
+            first_step=first_step,
+        )
 
 
 class Adam(Optimizer):
@@ -153,13 +194,21 @@ class Adam(Optimizer):
 
     decoupled = False
 
-    def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
         if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
             raise ValueError(f"invalid betas {betas}: each must be in [0, 1)")
         if eps < 0:
             raise ValueError(f"invalid eps {eps}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        super().__init__(
+            params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        )
 
     def _update(self, parameter, grad, state, group):
         xp = parameter.device.xp
@@ -170,9 +219,18 @@ class Adam(Optimizer):
         state["step"] += 1
         beta1, beta2 = group["betas"]
         parameter.device.adam_step(
-            parameter.data, grad, state["exp_avg"], state["exp_avg_sq"], step=state["step"], lr=group["lr"],
-            beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
-            decoupled=self.decoupled)
+            parameter.data,
+            grad,
+            state["exp_avg"],
+            state["exp_avg_sq"],
+            step=state["step"],
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            decoupled=self.decoupled,
+        )
 
 
 class AdamW(Adam):
@@ -180,8 +238,14 @@ class AdamW(Adam):
 
     decoupled = True
 
-    def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2) -> None:
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+    ) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
@@ -195,7 +259,9 @@ def clip_grad_norm_(parameters: Iterable[Tensor], max_norm: float, norm_type: fl
     if norm_type == math.inf:
         total = max(float(abs(g.data).max()) for g in grads)
     else:
-        total = sum(float((abs(g.data.astype("float64")) ** norm_type).sum()) for g in grads) ** (1.0 / norm_type)
+        total = sum(float((abs(g.data.astype("float64")) ** norm_type).sum()) for g in grads) ** (
+            1.0 / norm_type
+        )
     scale = max_norm / (total + 1e-6)
     if scale < 1.0:
         for g in grads:

@@ -1,6 +1,7 @@
 """Fixtures for the data tests: no network, a private cache, the shared real data, and
 writers for the official file formats (IDX, Python 2 pickles as the CIFAR-10 and MNIST
 pickles were written)."""
+
 from __future__ import annotations
 
 import gzip
@@ -12,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-CIFAR_SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-sample"  # see shared_data
+CIFAR_SAMPLE = (
+    Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-sample"
+)  # see shared_data
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +64,9 @@ def _emit(obj, out: bytearray) -> None:
         else:
             out += b"J" + struct.pack("<i", obj)
     elif isinstance(obj, bytes):
-        out += (b"U" + bytes([len(obj)]) if len(obj) < 256 else b"T" + struct.pack("<I", len(obj))) + obj
+        out += (
+            b"U" + bytes([len(obj)]) if len(obj) < 256 else b"T" + struct.pack("<I", len(obj))
+        ) + obj
     elif isinstance(obj, tuple):
         out += b"("
         for item in obj:
@@ -97,12 +102,15 @@ def _emit(obj, out: bytearray) -> None:
 
 @pytest.fixture(scope="session")
 def cifar_sample() -> tuple[np.ndarray, np.ndarray]:
-    """The 20 real CIFAR-10 test images: uint8 (20, 32, 32, 3) from the PNGs, labels from the names."""
+    """The 20 real CIFAR-10 test images: uint8 (20, 32, 32, 3) from the PNGs, labels from the
+    names."""
     import matplotlib.image
 
     paths = sorted(CIFAR_SAMPLE.glob("cifar10_*.png"))
     assert len(paths) == 20, f"expected 20 sample PNGs in {CIFAR_SAMPLE}"
-    images = np.stack([np.rint(matplotlib.image.imread(p)[..., :3] * 255).astype(np.uint8) for p in paths])
+    images = np.stack(
+        [np.rint(matplotlib.image.imread(p)[..., :3] * 255).astype(np.uint8) for p in paths]
+    )
     labels = np.array([int(re.fullmatch(r"cifar10_\d+_(\d)\.png", p.name).group(1)) for p in paths])
     return images, labels
 
@@ -114,12 +122,14 @@ def _cifar_batch_files(images: np.ndarray, labels: np.ndarray) -> dict[str, byte
     parts = np.array_split(np.arange(len(images)), 5)
 
     def batch(indices, title: bytes) -> bytes:
-        return _py2_pickle({
-            b"batch_label": title,
-            b"labels": [int(labels[i]) for i in indices],
-            b"data": rows[indices],
-            b"filenames": [f"image_{i:04d}.png".encode() for i in indices],
-        })
+        return _py2_pickle(
+            {
+                b"batch_label": title,
+                b"labels": [int(labels[i]) for i in indices],
+                b"data": rows[indices],
+                b"filenames": [f"image_{i:04d}.png".encode() for i in indices],
+            }
+        )
 
     files = {"test_batch": batch(np.arange(len(images)), b"testing batch 1 of 1")}
     for k, indices in enumerate(parts, start=1):

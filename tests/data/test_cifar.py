@@ -1,4 +1,5 @@
 """CIFAR-10 on an official-format fixture built from the 20 real sample images (no download)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +12,13 @@ import numpy as np
 import pytest
 
 import fastnet.data.cifar as cifar
-from fastnet.data import CIFAR10, ChecksumError, CorruptFileError, DatasetNotFoundError, extract_cifar10
+from fastnet.data import (
+    CIFAR10,
+    ChecksumError,
+    CorruptFileError,
+    DatasetNotFoundError,
+    extract_cifar10,
+)
 
 FOLDER = "cifar-10-batches-py"
 
@@ -74,18 +81,27 @@ def test_changed_batch_is_rejected_without_being_unpickled(cifar_root, monkeypat
     content = bytearray(path.read_bytes())
     content[-100] ^= 1
     path.write_bytes(bytes(content))
-    recorded = json.loads((cifar_root / FOLDER / cifar.MANIFEST_NAME).read_text())["sha256"]["test_batch"]
+    recorded = json.loads((cifar_root / FOLDER / cifar.MANIFEST_NAME).read_text())["sha256"][
+        "test_batch"
+    ]
     with pytest.raises(ChecksumError) as caught:
         CIFAR10(root=cifar_root, train=False, download=False)
     message = str(caught.value)
-    assert str(path) in message and recorded in message and cifar.CIFAR10_BATCH_MD5["test_batch"] in message
+    assert (
+        str(path) in message
+        and recorded in message
+        and cifar.CIFAR10_BATCH_MD5["test_batch"] in message
+    )
     assert hashlib.sha256(bytes(content)).hexdigest() in message
 
 
 def test_batch_without_manifest_must_be_the_official_file(tmp_path, batch_files, monkeypatch):
     _write_folder(tmp_path / FOLDER, batch_files, manifest=False)
     _fail_if_unpickled(monkeypatch)
-    with pytest.raises(ChecksumError, match=r"test_batch: expected md5 40351d587109b95175f43aff81a1287e \(official\)"):
+    with pytest.raises(
+        ChecksumError,
+        match=r"test_batch: expected md5 40351d587109b95175f43aff81a1287e \(official\)",
+    ):
         CIFAR10(root=tmp_path, train=False, download=False)
 
 
@@ -104,7 +120,10 @@ class _Exploit:
 def test_verified_pickle_naming_a_function_is_refused(tmp_path, capsys):
     hostile = pickle.dumps({b"data": _Exploit()}, protocol=4)
     _write_folder(tmp_path / FOLDER, {"test_batch": hostile})
-    with pytest.raises(CorruptFileError, match=r"test_batch: cannot unpickle: refusing to load global builtins\.print"):
+    with pytest.raises(
+        CorruptFileError,
+        match=r"test_batch: cannot unpickle: refusing to load global builtins\.print",
+    ):
         CIFAR10(root=tmp_path, train=False, download=False)
     assert "must never run" not in capsys.readouterr().out
 
@@ -144,7 +163,9 @@ def _accept_archive(monkeypatch, archive: bytes) -> None:
     monkeypatch.setattr(cifar, "CIFAR10_ARCHIVE_MD5", hashlib.md5(archive).hexdigest())
 
 
-def test_archive_in_root_is_verified_extracted_and_manifested(tmp_path, cache_dir, batch_files, monkeypatch):
+def test_archive_in_root_is_verified_extracted_and_manifested(
+    tmp_path, cache_dir, batch_files, monkeypatch
+):
     archive = _archive(batch_files)
     _accept_archive(monkeypatch, archive)
     (tmp_path / cifar.CIFAR10_ARCHIVE).write_bytes(archive)
@@ -157,15 +178,23 @@ def test_archive_in_root_is_verified_extracted_and_manifested(tmp_path, cache_di
     assert (tmp_path / cifar.CIFAR10_ARCHIVE).exists()  # the user's archive is left alone
 
 
-def test_download_fetches_verifies_and_extracts_into_the_cache(tmp_path, cache_dir, batch_files, monkeypatch):
+def test_download_fetches_verifies_and_extracts_into_the_cache(
+    tmp_path, cache_dir, batch_files, monkeypatch
+):
     archive = _archive(batch_files)
     _accept_archive(monkeypatch, archive)
     (tmp_path / "host").mkdir()
     (tmp_path / "host" / "cifar.tgz").write_bytes(archive)
-    monkeypatch.setattr(cifar, "CIFAR10_URLS", (f"file://{tmp_path}/down/x.tgz", f"file://{tmp_path}/host/cifar.tgz"))
+    monkeypatch.setattr(
+        cifar,
+        "CIFAR10_URLS",
+        (f"file://{tmp_path}/down/x.tgz", f"file://{tmp_path}/host/cifar.tgz"),
+    )
     train = CIFAR10(train=True)
     assert train.directory == cache_dir / FOLDER and len(train) == 20
-    assert sorted(p.name for p in cache_dir.iterdir()) == [FOLDER]  # archive removed after extraction
+    assert sorted(p.name for p in cache_dir.iterdir()) == [
+        FOLDER
+    ]  # archive removed after extraction
 
 
 def test_archive_with_wrong_md5_is_not_opened(tmp_path, cache_dir, batch_files, monkeypatch):
@@ -175,7 +204,9 @@ def test_archive_with_wrong_md5_is_not_opened(tmp_path, cache_dir, batch_files, 
         raise AssertionError("opened an unverified archive")
 
     monkeypatch.setattr(tarfile, "open", must_not_open)
-    with pytest.raises(ChecksumError, match=f"{cifar.CIFAR10_ARCHIVE}: expected md5 {cifar.CIFAR10_ARCHIVE_MD5}"):
+    with pytest.raises(
+        ChecksumError, match=f"{cifar.CIFAR10_ARCHIVE}: expected md5 {cifar.CIFAR10_ARCHIVE_MD5}"
+    ):
         CIFAR10(root=tmp_path, train=False, download=False)
     assert not (cache_dir / FOLDER).exists()
 
@@ -194,12 +225,17 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, target: str = "") -> tarfi
         (_member(f"{FOLDER}/../escaped"), "leaves the folder"),
         (_member("/tmp/fastnet-absolute-escape"), "absolute path"),
         (_member(f"{FOLDER}/link", tarfile.SYMTYPE, "/etc/passwd"), "a link or special file"),
-        (_member(f"{FOLDER}/hard", tarfile.LNKTYPE, f"{FOLDER}/test_batch"), "a link or special file"),
+        (
+            _member(f"{FOLDER}/hard", tarfile.LNKTYPE, f"{FOLDER}/test_batch"),
+            "a link or special file",
+        ),
         (_member(f"{FOLDER}/fifo", tarfile.FIFOTYPE), "a link or special file"),
         (_member("elsewhere/file"), f"outside {FOLDER}/"),
     ],
 )
-def test_unsafe_archive_members_are_refused(tmp_path, cache_dir, batch_files, monkeypatch, member, problem):
+def test_unsafe_archive_members_are_refused(
+    tmp_path, cache_dir, batch_files, monkeypatch, member, problem
+):
     archive = _archive(batch_files, [member])
     _accept_archive(monkeypatch, archive)
     (tmp_path / cifar.CIFAR10_ARCHIVE).write_bytes(archive)

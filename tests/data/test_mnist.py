@@ -1,4 +1,6 @@
-"""MNIST and Fashion-MNIST: the real files, the IDX format, verification, lookup order, downloads."""
+"""MNIST and Fashion-MNIST: the real files, the IDX format, verification, lookup order,
+downloads."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -72,7 +74,9 @@ def test_explicit_root_holding_the_files_directly(shared_data):
 
 def test_uncompressed_files_verify_and_match(shared_data, tmp_path):
     for name in TEST_FILES:
-        (tmp_path / name.removesuffix(".gz")).write_bytes(gzip.decompress((shared_data / "mnist" / name).read_bytes()))
+        (tmp_path / name.removesuffix(".gz")).write_bytes(
+            gzip.decompress((shared_data / "mnist" / name).read_bytes())
+        )
     raw = MNIST(root=tmp_path, train=False, download=False)
     packed = MNIST(root=shared_data, train=False)
     np.testing.assert_array_equal(raw.images, packed.images)
@@ -115,7 +119,9 @@ def test_changed_content_fails_the_checksum_with_both_digests(shared_data, tmp_p
         MNIST(root=tmp_path, train=False, download=False)
     message = str(caught.value)
     assert str(labels) in message and expected in message
-    assert caught.value.actual.split()[-1] in message and caught.value.actual.split()[-1] != expected
+    assert (
+        caught.value.actual.split()[-1] in message and caught.value.actual.split()[-1] != expected
+    )
 
 
 def test_truncated_raw_file_names_the_byte_counts(shared_data, tmp_path):
@@ -135,7 +141,9 @@ def test_another_datasets_files_are_rejected(shared_data, tmp_path):
 def test_user_cache_is_searched_after_root(shared_data, cache_dir, tmp_path):
     _copy_test_split(shared_data, cache_dir / "mnist")
     assert MNIST(train=False, download=False).directory == cache_dir / "mnist"
-    assert MNIST(root=tmp_path / "empty", train=False, download=False).directory == cache_dir / "mnist"
+    assert (
+        MNIST(root=tmp_path / "empty", train=False, download=False).directory == cache_dir / "mnist"
+    )
     assert MNIST(root=shared_data, train=False).directory == shared_data / "mnist"
 
 
@@ -148,10 +156,14 @@ def test_missing_dataset_without_download_lists_where_it_looked(tmp_path, cache_
 
 
 def _use_mirrors(monkeypatch, dataset_class, mirrors):
-    monkeypatch.setattr(dataset_class, "source", dataclasses.replace(dataset_class.source, mirrors=mirrors))
+    monkeypatch.setattr(
+        dataset_class, "source", dataclasses.replace(dataset_class.source, mirrors=mirrors)
+    )
 
 
-def test_download_tries_mirrors_in_order_and_verifies(shared_data, tmp_path, cache_dir, monkeypatch, capsys):
+def test_download_tries_mirrors_in_order_and_verifies(
+    shared_data, tmp_path, cache_dir, monkeypatch, capsys
+):
     bad, good = tmp_path / "bad-mirror", tmp_path / "good-mirror"
     _copy_test_split(shared_data, good)
     bad.mkdir()
@@ -161,7 +173,9 @@ def test_download_tries_mirrors_in_order_and_verifies(shared_data, tmp_path, cac
     _use_mirrors(monkeypatch, MNIST, mirrors)
     test = MNIST(train=False)
     assert test.directory == cache_dir / "mnist" and test.labels[0] == 7
-    assert sorted(p.name for p in (cache_dir / "mnist").iterdir()) == sorted(TEST_FILES)  # no partial files
+    assert sorted(p.name for p in (cache_dir / "mnist").iterdir()) == sorted(
+        TEST_FILES
+    )  # no partial files
     assert "t10k-images-idx3-ubyte.gz" in capsys.readouterr().err  # the progress line
 
 

@@ -1,4 +1,5 @@
 """Batched transforms against loop-per-image references, and the normalisation constants."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,20 +30,27 @@ def test_normalize_matches_a_per_channel_loop(rng):
     reference = np.empty(batch.shape, np.float64)
     for image in range(5):
         for channel in range(3):
-            reference[image, channel] = (batch[image, channel].astype(np.float64) - mean[channel]) / std[channel]
+            reference[image, channel] = (
+                batch[image, channel].astype(np.float64) - mean[channel]
+            ) / std[channel]
     assert np.max(np.abs(got - reference)) / np.max(np.abs(reference)) < 1e-6  # float32 rounding
 
 
 def test_normalize_with_batch_statistics_gives_zero_mean_unit_std(rng):
-    batch = (rng.standard_normal((64, 3, 8, 8)) * [[[2.0]], [[0.5]], [[3.0]]] + [[[1.0]], [[-4.0]], [[0.3]]]).astype(np.float32)
+    batch = (
+        rng.standard_normal((64, 3, 8, 8)) * [[[2.0]], [[0.5]], [[3.0]]]
+        + [[[1.0]], [[-4.0]], [[0.3]]]
+    ).astype(np.float32)
     mean, std = batch.mean(axis=(0, 2, 3)), batch.std(axis=(0, 2, 3))
     out = Normalize(mean, std)(batch)
     np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), 0, atol=1e-5)
     np.testing.assert_allclose(out.std(axis=(0, 2, 3)), 1, atol=1e-5)
 
 
-@pytest.mark.parametrize("dataset_class, mean, std", [(MNIST, MNIST_MEAN, MNIST_STD),
-                                                      (FashionMNIST, FASHION_MNIST_MEAN, FASHION_MNIST_STD)])
+@pytest.mark.parametrize(
+    "dataset_class, mean, std",
+    [(MNIST, MNIST_MEAN, MNIST_STD), (FashionMNIST, FASHION_MNIST_MEAN, FASHION_MNIST_STD)],
+)
 def test_published_constants_are_the_training_set_statistics(shared_data, dataset_class, mean, std):
     counts = np.bincount(dataset_class(root=shared_data, train=True).images.ravel(), minlength=256)
     values = np.arange(256) / 255
@@ -69,21 +77,29 @@ def test_normalize_errors(rng):
 
 
 def _crop_offsets(batch, out, padding):
-    """Loop reference: for each image, the offsets of the padded image whose window equals the output."""
+    """Loop reference: for each image, the offsets of the padded image whose window equals the
+    output."""
     padded = np.pad(batch, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     height, width = out.shape[2:]
     offsets = []
     for image in range(len(batch)):
-        matches = [(top, left)
-                   for top in range(padded.shape[2] - height + 1)
-                   for left in range(padded.shape[3] - width + 1)
-                   if np.array_equal(padded[image, :, top:top + height, left:left + width], out[image])]
-        assert len(matches) == 1, f"image {image}: output is not exactly one crop of its input ({matches})"
+        matches = [
+            (top, left)
+            for top in range(padded.shape[2] - height + 1)
+            for left in range(padded.shape[3] - width + 1)
+            if np.array_equal(padded[image, :, top : top + height, left : left + width], out[image])
+        ]
+        assert len(matches) == 1, (
+            f"image {image}: output is not exactly one crop of its input ({matches})"
+        )
         offsets.append(matches[0])
     return offsets
 
 
-@pytest.mark.parametrize("size, padding, shape", [(6, 2, (150, 3, 6, 6)), ((3, 5), 0, (60, 2, 5, 7)), (7, 1, (40, 1, 7, 7))])
+@pytest.mark.parametrize(
+    "size, padding, shape",
+    [(6, 2, (150, 3, 6, 6)), ((3, 5), 0, (60, 2, 5, 7)), (7, 1, (40, 1, 7, 7))],
+)
 def test_random_crop_is_a_crop_at_every_offset(rng, size, padding, shape):
     batch = rng.random(shape, dtype=np.float32) + 0.5  # no pixel equals the zero padding
     crop = RandomCrop(size, padding)
@@ -91,7 +107,11 @@ def test_random_crop_is_a_crop_at_every_offset(rng, size, padding, shape):
     height, width = crop.size
     assert out.shape == (shape[0], shape[1], height, width) and out.dtype == batch.dtype
     offsets = _crop_offsets(batch, out, padding)
-    every = {(t, l) for t in range(shape[2] + 2 * padding - height + 1) for l in range(shape[3] + 2 * padding - width + 1)}
+    every = {
+        (top, left)
+        for top in range(shape[2] + 2 * padding - height + 1)
+        for left in range(shape[3] + 2 * padding - width + 1)
+    }
     assert set(offsets) == every  # offsets are drawn per image and cover the whole range
     np.testing.assert_array_equal(out, crop(batch, np.random.default_rng(1)))
 
@@ -108,7 +128,9 @@ def test_horizontal_flip_matches_a_loop_reference(rng, p):
     batch = rng.random((300, 2, 3, 5), dtype=np.float32)
     out = RandomHorizontalFlip(p)(batch, np.random.default_rng(7))
     flipped = np.random.default_rng(7).random(300) < p
-    reference = np.stack([image[:, :, ::-1] if flip else image for image, flip in zip(batch, flipped)])
+    reference = np.stack(
+        [image[:, :, ::-1] if flip else image for image, flip in zip(batch, flipped, strict=True)]
+    )
     np.testing.assert_array_equal(out, reference)
     assert abs(flipped.mean() - p) < 0.1
 

@@ -1,4 +1,5 @@
 """Fixtures shared by the kernel tests."""
+
 from __future__ import annotations
 
 import importlib

@@ -5,6 +5,7 @@ Every output the module allocates starts as NaN (the ``poisoned_outputs`` fixtur
 so an element the kernel never writes cannot pass by holding a stale value; the inputs are random
 normals, so about half of each tensor takes each branch.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -76,11 +77,17 @@ def test_non_contiguous_input_gives_contiguous_result(rng, variant):
 @pytest.mark.parametrize("variant", ["cpu", "cuda"])
 def test_bad_arguments_are_named(rng, variant):
     x = rng.standard_normal((3, 4)).astype(np.float32)
-    with pytest.raises(ValueError, match=r"relu_backward: y shape \(4, 3\) does not match dy shape \(3, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"relu_backward: y shape \(4, 3\) does not match dy shape \(3, 4\)"
+    ):
         BACKWARD[variant](x, x.T.copy())
-    with pytest.raises(TypeError, match="relu_backward: y dtype float64 does not match dy dtype float32"):
+    with pytest.raises(
+        TypeError, match="relu_backward: y dtype float64 does not match dy dtype float32"
+    ):
         BACKWARD[variant](x, x.astype(np.float64))
-    with pytest.raises(TypeError, match="relu_forward: x dtype must be float32 or float64, got int32"):
+    with pytest.raises(
+        TypeError, match="relu_forward: x dtype must be float32 or float64, got int32"
+    ):
         FORWARD[variant](np.arange(4, dtype=np.int32))
     with pytest.raises(TypeError, match="relu_forward: x must be an array, got list"):
         FORWARD[variant]([1.0, -1.0])

@@ -1,5 +1,6 @@
 """The kernel-family contract (kernels/_contract.py): what every family declares holds, and the
 backend and the benchmarks can rely on it."""
+
 from __future__ import annotations
 
 import importlib
@@ -74,7 +75,12 @@ def test_the_cpu_device_binds_every_op_to_its_cpu_function(family):
 
 
 def test_a_family_with_a_missing_entry_point_fails_loudly():
-    broken = Family(name="broken", module="fastnet.kernels.activation", ops=("relu_sideways",),
-                    references={}, cuda_kernels=list)
+    broken = Family(
+        name="broken",
+        module="fastnet.kernels.activation",
+        ops=("relu_sideways",),
+        references={},
+        cuda_kernels=list,
+    )
     with pytest.raises(AttributeError, match="relu_sideways_cpu"):
         broken.entry_point("relu_sideways", "cpu")

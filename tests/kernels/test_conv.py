@@ -10,12 +10,12 @@ Float64 runs at 1e-12.
 Every output the module allocates starts as NaN (``poisoned_outputs``), so an element the kernel
 never writes cannot pass by holding a stale, equal value.
 """
+
 from __future__ import annotations
 
 import numba
 import numpy as np
 import pytest
-from numerics import TOLERANCE, relative_error
 
 import fastnet
 from fastnet.kernels import _cpu
@@ -29,6 +29,7 @@ from fastnet.kernels.conv import (
     reference_conv2d,
     reference_im2col,
 )
+from numerics import TOLERANCE, relative_error
 
 # (x shape (N, C, H, W), kernel_hw, stride, padding)
 CASES = [
@@ -58,6 +59,7 @@ def case_id(case):
 
 # --- references and shapes -----------------------------------------------------------------------
 
+
 def test_conv_output_shape():
     assert conv_output_shape(11, 7, (3, 5), 1, 0) == (9, 3)
     assert conv_output_shape(11, 7, (3, 5), 2, 1) == (6, 3)
@@ -77,18 +79,26 @@ def test_reference_im2col_on_a_hand_example():
         reference_im2col(x, 2, 2, 1), [[0, 0, 0, 5], [0, 0, 4, 6], [0, 2, 0, 8], [1, 3, 7, 9]]
     )
     two_images = np.stack([x[0], 10 * x[0]])
-    np.testing.assert_array_equal(reference_im2col(two_images, 3, 1, 0), [[v, 10 * v] for v in range(1, 10)])
+    np.testing.assert_array_equal(
+        reference_im2col(two_images, 3, 1, 0), [[v, 10 * v] for v in range(1, 10)]
+    )
 
 
 def test_reference_conv2d_on_a_hand_example():
     x = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
     ones, picker = np.ones((1, 1, 2, 2)), np.zeros((1, 1, 2, 2))
     picker[0, 0, 1, 0] = 1.0  # picks the bottom-left pixel of each window
-    np.testing.assert_array_equal(reference_conv2d(x, ones, np.array([0.5]), 1, 0), [[[[12.5, 16.5], [24.5, 28.5]]]])
-    np.testing.assert_array_equal(reference_conv2d(x, picker, None, 1, 1), [[[[0, 1, 2, 3], [0, 4, 5, 6], [0, 7, 8, 9], [0, 0, 0, 0]]]])
+    np.testing.assert_array_equal(
+        reference_conv2d(x, ones, np.array([0.5]), 1, 0), [[[[12.5, 16.5], [24.5, 28.5]]]]
+    )
+    np.testing.assert_array_equal(
+        reference_conv2d(x, picker, None, 1, 1),
+        [[[[0, 1, 2, 3], [0, 4, 5, 6], [0, 7, 8, 9], [0, 0, 0, 0]]]],
+    )
 
 
 # --- CPU ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES, ids=case_id)
@@ -109,14 +119,23 @@ def test_col2im_cpu_matches_reference(rng, case, dtype):
     cols = rng.standard_normal((shape[1] * kh * kw, shape[0] * oh * ow)).astype(dtype)
     dx = col2im_cpu(cols, shape, kernel, stride, padding)
     assert dx.shape == shape and dx.dtype == dtype
-    assert relative_error(dx, reference_col2im(cols, shape, kernel, stride, padding)) <= TOLERANCE[dtype]
+    assert (
+        relative_error(dx, reference_col2im(cols, shape, kernel, stride, padding))
+        <= TOLERANCE[dtype]
+    )
 
 
 @pytest.mark.parametrize(
     "im2col, col2im, case",
-    [pytest.param(reference_im2col, reference_col2im, case, id=f"reference-{case_id(case)}") for case in CASES]
+    [
+        pytest.param(reference_im2col, reference_col2im, case, id=f"reference-{case_id(case)}")
+        for case in CASES
+    ]
     + [pytest.param(im2col_cpu, col2im_cpu, case, id=f"cpu-{case_id(case)}") for case in CASES]
-    + [pytest.param(im2col_cuda, col2im_cuda, case, id=f"cuda-{case_id(case)}") for case in CUDA_CASES],
+    + [
+        pytest.param(im2col_cuda, col2im_cuda, case, id=f"cuda-{case_id(case)}")
+        for case in CUDA_CASES
+    ],
 )
 def test_adjoint_in_float64(rng, im2col, col2im, case):
     """<im2col(x), g> == <x, col2im(g)>: what makes col2im the gradient of im2col."""
@@ -171,30 +190,43 @@ def test_col2im_cpu_is_bitwise_the_same_on_one_and_two_threads(rng, monkeypatch)
     finally:
         fastnet.set_num_threads(threads_before)
     np.testing.assert_array_equal(results[0], results[1])
-    assert relative_error(results[0], reference_col2im(cols, shape, kernel, stride, padding)) <= 1e-5
+    assert (
+        relative_error(results[0], reference_col2im(cols, shape, kernel, stride, padding)) <= 1e-5
+    )
 
 
 @pytest.mark.parametrize("col2im", [col2im_cpu, col2im_cuda], ids=["cpu", "cuda"])
 def test_col2im_writes_into_out(rng, col2im):
     """``out`` is filled completely (it starts as NaN) and nothing around it is touched."""
     shape, kernel, stride, padding = (2, 2, 5, 6), 3, 1, (1, 2)
-    cols = rng.standard_normal(reference_im2col(np.empty(shape), kernel, stride, padding).shape).astype(np.float32)
+    cols = rng.standard_normal(
+        reference_im2col(np.empty(shape), kernel, stride, padding).shape
+    ).astype(np.float32)
     batch = np.full((4, *shape[1:]), np.nan, np.float32)
     returned = col2im(cols, shape, kernel, stride, padding, out=batch[1:3])
     assert np.shares_memory(returned, batch)
-    assert relative_error(batch[1:3], reference_col2im(cols, shape, kernel, stride, padding)) <= 1e-5
+    assert (
+        relative_error(batch[1:3], reference_col2im(cols, shape, kernel, stride, padding)) <= 1e-5
+    )
     assert np.isnan(batch[0]).all() and np.isnan(batch[3]).all()
 
 
 @pytest.mark.parametrize("col2im", [col2im_cpu, col2im_cuda], ids=["cpu", "cuda"])
 def test_col2im_rejects_a_wrong_out(col2im):
     cols = np.ones((45, 18), np.float32)
-    with pytest.raises(ValueError, match=r"col2im expects out as a C-contiguous float32 ndarray of shape "
-                                         r"\(1, 3, 11, 7\), got a C-contiguous float64 ndarray "
-                                         r"of shape \(1, 3, 11, 7\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"col2im expects out as a C-contiguous float32 ndarray of shape "
+        r"\(1, 3, 11, 7\), got a C-contiguous float64 ndarray "
+        r"of shape \(1, 3, 11, 7\)",
+    ):
         col2im(cols, (1, 3, 11, 7), (3, 5), 2, 1, out=np.empty((1, 3, 11, 7)))
-    with pytest.raises(ValueError, match=r"got a non-contiguous float32 ndarray of shape \(1, 3, 11, 7\)"):
-        col2im(cols, (1, 3, 11, 7), (3, 5), 2, 1, out=np.empty((1, 3, 11, 14), np.float32)[..., ::2])
+    with pytest.raises(
+        ValueError, match=r"got a non-contiguous float32 ndarray of shape \(1, 3, 11, 7\)"
+    ):
+        col2im(
+            cols, (1, 3, 11, 7), (3, 5), 2, 1, out=np.empty((1, 3, 11, 14), np.float32)[..., ::2]
+        )
 
 
 @pytest.mark.parametrize("im2col", [im2col_cpu, im2col_cuda], ids=["cpu", "cuda"])
@@ -214,10 +246,15 @@ def test_im2col_writes_into_the_first_rows_of_out(rng, im2col):
 @pytest.mark.parametrize("im2col", [im2col_cpu, im2col_cuda], ids=["cpu", "cuda"])
 def test_im2col_rejects_a_wrong_out(im2col):
     x = np.ones((1, 3, 11, 7), np.float32)
-    with pytest.raises(ValueError, match=r"im2col expects out as a C-contiguous float32 ndarray of shape "
-                                         r"\(45, 18\), got a C-contiguous float32 ndarray of shape \(45, 17\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"im2col expects out as a C-contiguous float32 ndarray of shape "
+        r"\(45, 18\), got a C-contiguous float32 ndarray of shape \(45, 17\)",
+    ):
         im2col(x, (3, 5), 2, 1, out=np.empty((45, 17), np.float32))
-    with pytest.raises(ValueError, match=r"got a non-contiguous float32 ndarray of shape \(45, 18\)"):
+    with pytest.raises(
+        ValueError, match=r"got a non-contiguous float32 ndarray of shape \(45, 18\)"
+    ):
         im2col(x, (3, 5), 2, 1, out=np.empty((45, 36), np.float32)[:, ::2])
 
 
@@ -226,10 +263,15 @@ def test_cpu_accepts_non_contiguous_inputs(rng):
     np.testing.assert_array_equal(im2col_cpu(x, 3, 1, 1), reference_im2col(x, 3, 1, 1))
     cols = rng.standard_normal((2 * 77, 27)).T.astype(np.float32)  # (27, 2*11*7) in Fortran order
     shape = (2, 3, 11, 7)
-    assert relative_error(col2im_cpu(cols, shape, 3, 1, 1), reference_col2im(cols, shape, 3, 1, 1)) <= 1e-5
+    assert (
+        relative_error(col2im_cpu(cols, shape, 3, 1, 1), reference_col2im(cols, shape, 3, 1, 1))
+        <= 1e-5
+    )
 
 
-@pytest.mark.parametrize("im2col, col2im", [(im2col_cpu, col2im_cpu), (im2col_cuda, col2im_cuda)], ids=["cpu", "cuda"])
+@pytest.mark.parametrize(
+    "im2col, col2im", [(im2col_cpu, col2im_cpu), (im2col_cuda, col2im_cuda)], ids=["cpu", "cuda"]
+)
 def test_empty_batch(im2col, col2im):
     cols = im2col(np.ones((0, 3, 5, 5), np.float32), 3, 1, 1)
     assert cols.shape == (27, 0)
@@ -238,11 +280,14 @@ def test_empty_batch(im2col, col2im):
 
 # --- CUDA (simulator) ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("case", CUDA_CASES, ids=case_id)
 def test_im2col_cuda_equals_reference(rng, case):
     shape, kernel, stride, padding = case
     x = rng.standard_normal(shape).astype(np.float32)
-    np.testing.assert_array_equal(im2col_cuda(x, kernel, stride, padding), reference_im2col(x, kernel, stride, padding))
+    np.testing.assert_array_equal(
+        im2col_cuda(x, kernel, stride, padding), reference_im2col(x, kernel, stride, padding)
+    )
 
 
 @pytest.mark.parametrize("case", CUDA_CASES, ids=case_id)
@@ -257,16 +302,45 @@ def test_col2im_cuda_matches_reference(rng, case):
 
 # --- errors (one validation serves both variants) -------------------------------------------------
 
+
 @pytest.mark.parametrize("im2col", [im2col_cpu, im2col_cuda])
 @pytest.mark.parametrize(
     "shape, kernel, stride, padding, error, message",
     [
-        ((3, 11, 7), 3, 1, 0, ValueError, r"im2col expects a 4-D input \(N, C, H, W\), got shape \(3, 11, 7\)"),
-        ((1, 3, 4, 7), (5, 3), 1, 0, ValueError, r"kernel 5x3 does not fit the 4x7 input padded by \(0, 0\) to 4x7"),
-        ((1, 3, 4, 7), (3, 10), 1, 1, ValueError, r"kernel 3x10 does not fit the 4x7 input padded by \(1, 1\) to 6x9"),
+        (
+            (3, 11, 7),
+            3,
+            1,
+            0,
+            ValueError,
+            r"im2col expects a 4-D input \(N, C, H, W\), got shape \(3, 11, 7\)",
+        ),
+        (
+            (1, 3, 4, 7),
+            (5, 3),
+            1,
+            0,
+            ValueError,
+            r"kernel 5x3 does not fit the 4x7 input padded by \(0, 0\) to 4x7",
+        ),
+        (
+            (1, 3, 4, 7),
+            (3, 10),
+            1,
+            1,
+            ValueError,
+            r"kernel 3x10 does not fit the 4x7 input padded by \(1, 1\) to 6x9",
+        ),
         ((1, 3, 4, 7), 3, 0, 0, ValueError, r"stride must be >= 1, got 0"),
         ((1, 3, 4, 7), 3, 1, (1, -1), ValueError, r"padding must be >= 0, got \(1, -1\)"),
-        ((1, 3, 4, 7), (3,), 1, 0, TypeError, r"kernel_hw must be an int or a pair of ints, got \(3,\)"),
+        (
+            (1, 3, 4, 7),
+            (3,),
+            1,
+            0,
+            TypeError,
+            r"kernel_hw must be an int or a pair of ints, got \(3,\)",
+        ),
         ((1, 3, 4, 7), 3, 1.5, 0, TypeError, r"stride must be an int or a pair of ints, got 1.5"),
     ],
 )
@@ -283,12 +357,21 @@ def test_im2col_rejects_integer_input(im2col):
 
 @pytest.mark.parametrize("col2im", [col2im_cpu, col2im_cuda])
 def test_col2im_rejects_bad_arguments(col2im):
-    with pytest.raises(ValueError, match=r"expects cols of shape \(45, 18\) for x_shape \(1, 3, 11, 7\), "
-                                         r"kernel 3x5, got \(18, 45\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"expects cols of shape \(45, 18\) for x_shape \(1, 3, 11, 7\), "
+        r"kernel 3x5, got \(18, 45\)",
+    ):
         col2im(np.ones((18, 45), np.float32), (1, 3, 11, 7), (3, 5), 2, 1)
-    with pytest.raises(ValueError, match=r"col2im expects a 4-D input \(N, C, H, W\), got shape \(3, 11, 7\)"):
+    with pytest.raises(
+        ValueError, match=r"col2im expects a 4-D input \(N, C, H, W\), got shape \(3, 11, 7\)"
+    ):
         col2im(np.ones((45, 18), np.float32), (3, 11, 7), (3, 5), 2, 1)
-    with pytest.raises(TypeError, match="col2im expects cols of dtype float32 or float64, got float16"):
+    with pytest.raises(
+        TypeError, match="col2im expects cols of dtype float32 or float64, got float16"
+    ):
         col2im(np.ones((45, 18), np.float16), (1, 3, 11, 7), (3, 5), 2, 1)
-    with pytest.raises(TypeError, match=r"col2im expects x_shape as a sequence of ints, got \(1, 3, 11.0, 7\)"):
+    with pytest.raises(
+        TypeError, match=r"col2im expects x_shape as a sequence of ints, got \(1, 3, 11.0, 7\)"
+    ):
         col2im(np.ones((45, 18), np.float32), (1, 3, 11.0, 7), (3, 5), 2, 1)

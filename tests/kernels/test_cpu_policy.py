@@ -1,5 +1,6 @@
 """The CPU execution policy (kernels/_cpu.py): one kernel body, a serial and a parallel driver, and
 the rule that picks between them; and the conv workspace's chunking of a batch."""
+
 from __future__ import annotations
 
 import importlib
@@ -89,7 +90,9 @@ def test_every_family_of_this_change_uses_the_policy():
     names = {name.split(".")[0] for name, _ in cpu_kernels()}
     assert {"activation", "conv", "pool", "winograd"} <= names
     for module in ("activation", "conv", "pool", "winograd"):
-        assert not hasattr(importlib.import_module(f"fastnet.kernels.{module}"), "PARALLEL_MIN_ELEMENTS")
+        assert not hasattr(
+            importlib.import_module(f"fastnet.kernels.{module}"), "PARALLEL_MIN_ELEMENTS"
+        )
 
 
 def test_images_per_chunk():

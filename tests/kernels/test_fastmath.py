@@ -5,6 +5,7 @@ fastmath flags (where LLVM vectorises it), and in a plain loop, which must agree
 Accuracy is counted in ulps of the float32 result, where that result is a normal float: at most
 MAX_ULP, the bound measured over a dense sweep of [-100, 100] (1.44 ulp) with a little room.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,14 +50,20 @@ def exp_of(x):
 def ulp_error(got, x):
     """|got - exp(x)| in ulps of exp(x) rounded to float32, with exp(x) exact in float64."""
     exact = np.exp(x.astype(np.float64))
-    return np.abs(got.astype(np.float64) - exact) / np.spacing(exact.astype(np.float32)).astype(np.float64)
+    return np.abs(got.astype(np.float64) - exact) / np.spacing(exact.astype(np.float32)).astype(
+        np.float64
+    )
 
 
 def sweep():
     """Every float32 step of a dense grid over [-100, 100], plus both neighbours of the edges."""
     grid = np.linspace(-100.0, 100.0, 2_000_001).astype(np.float32)
-    edges = np.array([-87.5, -87.33654, -87.0, 88.72283, 88.7228, 88.8, 0.0, -0.0, 1e-30, -1e-30], np.float32)
-    around = np.concatenate([np.nextafter(edges, np.float32(-np.inf)), edges, np.nextafter(edges, np.float32(np.inf))])
+    edges = np.array(
+        [-87.5, -87.33654, -87.0, 88.72283, 88.7228, 88.8, 0.0, -0.0, 1e-30, -1e-30], np.float32
+    )
+    around = np.concatenate(
+        [np.nextafter(edges, np.float32(-np.inf)), edges, np.nextafter(edges, np.float32(np.inf))]
+    )
     return np.concatenate([grid, around])
 
 
@@ -103,7 +110,7 @@ def test_float64_goes_through_math_exp(rng):
 
 def test_polynomial_error_on_the_reduced_interval():
     """The coefficients themselves, evaluated in float64: the 3.0e-9 of the docstring."""
-    r = np.linspace(-2.0**-10, np.log(2.0) + 2.0**-10, 100_001)
+    r = np.linspace(-(2.0**-10), np.log(2.0) + 2.0**-10, 100_001)
     c2, c3, c4, c5, c6 = (float(c) for c in _fastmath.POLYNOMIAL)
     approx = 1 + r + r * r * (c2 + r * (c3 + r * (c4 + r * (c5 + r * c6))))
     assert np.max(np.abs(approx / np.exp(r) - 1)) <= 3.1e-9

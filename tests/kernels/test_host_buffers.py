@@ -1,5 +1,6 @@
 """The host buffer cache behind every kernel's outputs: a large buffer is handed out again only
 once no array refers to it, whatever view, reshape or dtype the arrays took."""
+
 import numpy as np
 import pytest
 
@@ -56,6 +57,8 @@ def test_small_arrays_and_the_limit_bypass_the_cache(cache, monkeypatch):
     monkeypatch.setattr(_cuda, "CACHE_LIMIT_BYTES", 2 * nbytes)
     kept = [_cuda.empty(LARGE, np.float32, like=np.empty(0)) for _ in range(3)]
     assert len({array.__array_interface__["data"][0] for array in kept}) == 3
-    assert cache._cached_bytes == 2 * nbytes and len(cache._buffers[nbytes]) == 2  # the third: plain
+    assert (
+        cache._cached_bytes == 2 * nbytes and len(cache._buffers[nbytes]) == 2
+    )  # the third: plain
     cache.clear()
     assert not cache._buffers and cache._cached_bytes == 0

@@ -5,16 +5,18 @@ K * 2**-24 ≈ 4e-6 of the largest output even in the worst case; 1e-5 leaves ro
 a single missing or doubled term (an error of order 1e-1). Float64 runs at 1e-12.
 
 CUDA tests run in Numba's simulator (see conftest): tiny shapes, 1-4 blocks a launch. The tiled
-kernel's output tile is 64×64, so 37×41 is one block with partial tiles in M, N and K (29 = 16 + 13).
+kernel's output tile is 64×64, so 37×41 is one block with partial tiles in M, N and K
+(29 = 16 + 13).
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from numerics import assert_close
 
 from fastnet.kernels import matmul
 from fastnet.kernels.matmul import matmul_cpu, matmul_cuda, matmul_cuda_naive, reference_matmul
+from numerics import assert_close
 
 FLAGS = [(False, False), (True, False), (False, True), (True, True)]
 
@@ -43,6 +45,7 @@ def test_reference_on_a_hand_computed_product():
 
 
 # --- CPU ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("batch", [None, 1, 3])
@@ -80,8 +83,11 @@ def test_writes_into_out(rng, variant, batch):
 @pytest.mark.parametrize("variant", [matmul_cpu, matmul_cuda])
 def test_rejects_a_wrong_out(variant):
     a, b = np.ones((3, 4), np.float32), np.ones((4, 5), np.float32)
-    with pytest.raises(ValueError, match=r"matmul expects out as a C-contiguous float32 ndarray of shape \(3, 5\), "
-                                         r"got a C-contiguous float32 ndarray of shape \(5, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"matmul expects out as a C-contiguous float32 ndarray of shape \(3, 5\), "
+        r"got a C-contiguous float32 ndarray of shape \(5, 3\)",
+    ):
         variant(a, b, out=np.empty((5, 3), np.float32))
     with pytest.raises(ValueError, match=r"got a C-contiguous float64 ndarray of shape \(3, 5\)"):
         variant(a, b, out=np.empty((3, 5)))
@@ -95,23 +101,30 @@ ALL_VARIANTS = [matmul_cpu, matmul_cuda, matmul_cuda_naive, reference_matmul]
 @pytest.mark.parametrize("variant", ALL_VARIANTS)
 def test_inner_dimension_mismatch_names_both_shapes(variant):
     a, b = np.ones((3, 4), np.float32), np.ones((5, 6), np.float32)
-    with pytest.raises(ValueError, match=r"^matmul: \(3, 4\) @ \(5, 6\): inner dimensions 4 and 5 differ$"):
+    with pytest.raises(
+        ValueError, match=r"^matmul: \(3, 4\) @ \(5, 6\): inner dimensions 4 and 5 differ$"
+    ):
         variant(a, b)
 
 
 @pytest.mark.parametrize("variant", ALL_VARIANTS)
 def test_inner_dimension_mismatch_names_the_transposes(variant):
     a, b = np.ones((2, 4, 3), np.float32), np.ones((2, 6, 5), np.float32)
-    with pytest.raises(ValueError, match=r"\(2, 4, 3\)\.T @ \(2, 6, 5\)\.T: inner dimensions 4 and 5"):
+    with pytest.raises(
+        ValueError, match=r"\(2, 4, 3\)\.T @ \(2, 6, 5\)\.T: inner dimensions 4 and 5"
+    ):
         variant(a, b, trans_a=True, trans_b=True)
 
 
-@pytest.mark.parametrize("a_shape, b_shape, message", [
-    ((3,), (3, 2), "must both be 2-D or both 3-D"),
-    ((2, 3, 4), (4, 5), "must both be 2-D or both 3-D"),
-    ((1, 2, 3, 4), (1, 2, 4, 5), "must both be 2-D or both 3-D"),
-    ((2, 3, 4), (3, 4, 5), "batch sizes 2 and 3 differ"),
-])
+@pytest.mark.parametrize(
+    "a_shape, b_shape, message",
+    [
+        ((3,), (3, 2), "must both be 2-D or both 3-D"),
+        ((2, 3, 4), (4, 5), "must both be 2-D or both 3-D"),
+        ((1, 2, 3, 4), (1, 2, 4, 5), "must both be 2-D or both 3-D"),
+        ((2, 3, 4), (3, 4, 5), "batch sizes 2 and 3 differ"),
+    ],
+)
 @pytest.mark.parametrize("variant", ALL_VARIANTS)
 def test_bad_ranks_and_batches(variant, a_shape, b_shape, message):
     with pytest.raises(ValueError, match=message):
@@ -129,6 +142,7 @@ def test_dtype_errors(variant):
 
 
 # --- CUDA (simulator) --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("trans_a, trans_b", FLAGS)
 def test_tiled_cuda_partial_tile_in_every_dimension(rng, trans_a, trans_b):
@@ -176,5 +190,10 @@ def test_naive_cuda_batched(rng, trans_a, trans_b):
 def test_cuda_kernels_lists_every_kernel():
     specs = matmul.cuda_kernels()
     assert sorted(spec.name for spec in specs) == [
-        "matmul_naive", "matmul_tiled_nn", "matmul_tiled_nt", "matmul_tiled_tn", "matmul_tiled_tt"]
+        "matmul_naive",
+        "matmul_tiled_nn",
+        "matmul_tiled_nt",
+        "matmul_tiled_tn",
+        "matmul_tiled_tt",
+    ]
     assert {spec.kernel for spec in specs} >= set(matmul._TILED_KERNELS.values())

@@ -13,12 +13,12 @@ CUDA tests run in Numba's simulator (see conftest): layer norm runs one block pe
 norm one block per channel, so those tests keep to at most 4 rows or channels; D=300 runs a
 128-thread block that also loops over the columns, N*H*W=96 a 32-thread block looping 3 times.
 """
+
 from __future__ import annotations
 
 import numba
 import numpy as np
 import pytest
-from numerics import assert_close, relative_error
 
 from fastnet.kernels import _cpu
 from fastnet.kernels.norm import (
@@ -35,9 +35,16 @@ from fastnet.kernels.norm import (
     reference_layernorm_backward,
     reference_layernorm_forward,
 )
+from numerics import assert_close, relative_error
 
-LAYERNORM = {"cpu": (layernorm_forward_cpu, layernorm_backward_cpu), "cuda": (layernorm_forward_cuda, layernorm_backward_cuda)}
-BATCHNORM = {"cpu": (batchnorm_forward_cpu, batchnorm_backward_cpu), "cuda": (batchnorm_forward_cuda, batchnorm_backward_cuda)}
+LAYERNORM = {
+    "cpu": (layernorm_forward_cpu, layernorm_backward_cpu),
+    "cuda": (layernorm_forward_cuda, layernorm_backward_cuda),
+}
+BATCHNORM = {
+    "cpu": (batchnorm_forward_cpu, batchnorm_backward_cpu),
+    "cuda": (batchnorm_forward_cuda, batchnorm_backward_cuda),
+}
 DEVICES = pytest.mark.parametrize("device", ["cpu", "cuda"])
 
 
@@ -64,11 +71,40 @@ def running_statistics(rng, channels, dtype):
 
 
 def test_layernorm_reference_backward_matches_finite_differences(rng):
-    x, weight, bias, dy = rng.standard_normal((3, 5)), rng.standard_normal(5), rng.standard_normal(5), rng.standard_normal((3, 5))
+    x, weight, bias, dy = (
+        rng.standard_normal((3, 5)),
+        rng.standard_normal(5),
+        rng.standard_normal(5),
+        rng.standard_normal((3, 5)),
+    )
     dx, dweight, dbias = reference_layernorm_backward(dy, x, weight)
-    assert relative_error(dx, numerical_gradient(lambda v: np.sum(reference_layernorm_forward(v, weight, bias)[0] * dy), x)) < 1e-8
-    assert relative_error(dweight, numerical_gradient(lambda v: np.sum(reference_layernorm_forward(x, v, bias)[0] * dy), weight)) < 1e-8
-    assert relative_error(dbias, numerical_gradient(lambda v: np.sum(reference_layernorm_forward(x, weight, v)[0] * dy), bias)) < 1e-8
+    assert (
+        relative_error(
+            dx,
+            numerical_gradient(
+                lambda v: np.sum(reference_layernorm_forward(v, weight, bias)[0] * dy), x
+            ),
+        )
+        < 1e-8
+    )
+    assert (
+        relative_error(
+            dweight,
+            numerical_gradient(
+                lambda v: np.sum(reference_layernorm_forward(x, v, bias)[0] * dy), weight
+            ),
+        )
+        < 1e-8
+    )
+    assert (
+        relative_error(
+            dbias,
+            numerical_gradient(
+                lambda v: np.sum(reference_layernorm_forward(x, weight, v)[0] * dy), bias
+            ),
+        )
+        < 1e-8
+    )
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["training", "eval"])
@@ -78,10 +114,14 @@ def test_batchnorm_reference_backward_matches_finite_differences(rng, training):
     running_mean, running_var = running_statistics(rng, 2, np.float64)
 
     def loss(x=x, weight=weight, bias=bias):
-        y = reference_batchnorm_forward(x, weight, bias, running_mean, running_var, training=training)[0]
+        y = reference_batchnorm_forward(
+            x, weight, bias, running_mean, running_var, training=training
+        )[0]
         return np.sum(y * dy)
 
-    dx, dweight, dbias = reference_batchnorm_backward(dy, x, weight, running_mean, running_var, training=training)
+    dx, dweight, dbias = reference_batchnorm_backward(
+        dy, x, weight, running_mean, running_var, training=training
+    )
     assert relative_error(dx, numerical_gradient(lambda v: loss(x=v), x)) < 1e-8
     assert relative_error(dweight, numerical_gradient(lambda v: loss(weight=v), weight)) < 1e-8
     assert relative_error(dbias, numerical_gradient(lambda v: loss(bias=v), bias)) < 1e-8
@@ -90,10 +130,15 @@ def test_batchnorm_reference_backward_matches_finite_differences(rng, training):
 def test_batchnorm_reference_follows_pytorch_running_statistics(rng):
     x = rng.standard_normal((4, 3, 2, 5))
     running_mean, running_var = running_statistics(rng, 3, np.float64)
-    y, mean, rstd, new_mean, new_var = reference_batchnorm_forward(x, None, None, running_mean, running_var,
-                                                                   training=True, momentum=0.1, eps=1e-5)
-    np.testing.assert_allclose(new_mean, 0.9 * running_mean + 0.1 * x.mean(axis=(0, 2, 3)), rtol=1e-14)
-    np.testing.assert_allclose(new_var, 0.9 * running_var + 0.1 * x.var(axis=(0, 2, 3), ddof=1), rtol=1e-14)
+    y, mean, rstd, new_mean, new_var = reference_batchnorm_forward(
+        x, None, None, running_mean, running_var, training=True, momentum=0.1, eps=1e-5
+    )
+    np.testing.assert_allclose(
+        new_mean, 0.9 * running_mean + 0.1 * x.mean(axis=(0, 2, 3)), rtol=1e-14
+    )
+    np.testing.assert_allclose(
+        new_var, 0.9 * running_var + 0.1 * x.var(axis=(0, 2, 3), ddof=1), rtol=1e-14
+    )
     np.testing.assert_allclose(rstd, 1 / np.sqrt(x.var(axis=(0, 2, 3)) + 1e-5), rtol=1e-14)
     np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-14)
 
@@ -104,7 +149,9 @@ def test_batchnorm_reference_follows_pytorch_running_statistics(rng):
 def layernorm_round_trip(device, rng, shape, dtype, affine=True, offset=0.0):
     forward, backward = LAYERNORM[device]
     x = normal(rng, shape, dtype, offset=offset)
-    weight, bias = (normal(rng, shape[1], dtype), normal(rng, shape[1], dtype)) if affine else (None, None)
+    weight, bias = (
+        (normal(rng, shape[1], dtype), normal(rng, shape[1], dtype)) if affine else (None, None)
+    )
     dy = normal(rng, shape, dtype)
     y, mean, rstd = forward(x, weight, bias, 1e-5)
     return (y, mean, rstd), backward(dy, x, weight, mean, rstd), (x, weight, bias, dy)
@@ -113,21 +160,29 @@ def layernorm_round_trip(device, rng, shape, dtype, affine=True, offset=0.0):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(13, 24), (13, 1000), (1, 7)])
 def test_layernorm_cpu_matches_reference(rng, shape, dtype):
-    outputs, grads, (x, weight, bias, dy) = layernorm_round_trip("cpu", rng, shape, dtype, offset=2.0)
+    outputs, grads, (x, weight, bias, dy) = layernorm_round_trip(
+        "cpu", rng, shape, dtype, offset=2.0
+    )
     assert_all_close(outputs, reference_layernorm_forward(x, weight, bias, 1e-5), dtype)
     assert_all_close(grads, reference_layernorm_backward(dy, x, weight, 1e-5), dtype)
 
 
-@pytest.mark.parametrize("shape, dtype", [((3, 24), np.float32), ((2, 300), np.float32), ((1, 7), np.float64)])
+@pytest.mark.parametrize(
+    "shape, dtype", [((3, 24), np.float32), ((2, 300), np.float32), ((1, 7), np.float64)]
+)
 def test_layernorm_cuda_matches_reference(rng, shape, dtype):
-    outputs, grads, (x, weight, bias, dy) = layernorm_round_trip("cuda", rng, shape, dtype, offset=2.0)
+    outputs, grads, (x, weight, bias, dy) = layernorm_round_trip(
+        "cuda", rng, shape, dtype, offset=2.0
+    )
     assert_all_close(outputs, reference_layernorm_forward(x, weight, bias, 1e-5), dtype)
     assert_all_close(grads, reference_layernorm_backward(dy, x, weight, 1e-5), dtype)
 
 
 @DEVICES
 def test_layernorm_without_affine(rng, device):
-    outputs, grads, (x, _, _, dy) = layernorm_round_trip(device, rng, (3, 24), np.float32, affine=False)
+    outputs, grads, (x, _, _, dy) = layernorm_round_trip(
+        device, rng, (3, 24), np.float32, affine=False
+    )
     assert_all_close(outputs, reference_layernorm_forward(x, None, None, 1e-5), np.float32)
     assert_all_close(grads, reference_layernorm_backward(dy, x, None, 1e-5), np.float32)
 
@@ -135,12 +190,16 @@ def test_layernorm_without_affine(rng, device):
 @DEVICES
 def test_layernorm_large_offset(rng, device):
     """Values 1e4 +- 1: one-pass sums of v and v^2 would cancel to noise; shifted sums do not."""
-    outputs, grads, (x, weight, bias, dy) = layernorm_round_trip(device, rng, (3, 24), np.float32, offset=1e4)
+    outputs, grads, (x, weight, bias, dy) = layernorm_round_trip(
+        device, rng, (3, 24), np.float32, offset=1e4
+    )
     y, mean, rstd = outputs
     ref_y, ref_mean, ref_rstd = reference_layernorm_forward(x, weight, bias, 1e-5)
     assert relative_error(rstd, ref_rstd) < 1e-5
     assert relative_error(mean, ref_mean) < 1e-7
-    saved_mean_error = 4 * 1e4 * 2.0**-24 * np.max(ref_rstd) * np.max(np.abs(weight))  # see module docstring
+    saved_mean_error = (
+        4 * 1e4 * 2.0**-24 * np.max(ref_rstd) * np.max(np.abs(weight))
+    )  # see module docstring
     assert np.max(np.abs(y - ref_y)) < saved_mean_error
     assert relative_error(grads[0], reference_layernorm_backward(dy, x, weight, 1e-5)[0]) < 1e-3
 
@@ -148,9 +207,27 @@ def test_layernorm_large_offset(rng, device):
 @DEVICES
 def test_layernorm_float64_backward_matches_finite_differences(rng, device):
     """The gradient-check path of the tensor layer: the kernels themselves, in float64."""
-    (_, mean, rstd), (dx, dweight, dbias), (x, weight, bias, dy) = layernorm_round_trip(device, rng, (3, 5), np.float64)
-    assert relative_error(dx, numerical_gradient(lambda v: np.sum(reference_layernorm_forward(v, weight, bias)[0] * dy), x)) < 1e-8
-    assert relative_error(dweight, numerical_gradient(lambda v: np.sum(reference_layernorm_forward(x, v, bias)[0] * dy), weight)) < 1e-8
+    (_, mean, rstd), (dx, dweight, dbias), (x, weight, bias, dy) = layernorm_round_trip(
+        device, rng, (3, 5), np.float64
+    )
+    assert (
+        relative_error(
+            dx,
+            numerical_gradient(
+                lambda v: np.sum(reference_layernorm_forward(v, weight, bias)[0] * dy), x
+            ),
+        )
+        < 1e-8
+    )
+    assert (
+        relative_error(
+            dweight,
+            numerical_gradient(
+                lambda v: np.sum(reference_layernorm_forward(x, v, bias)[0] * dy), weight
+            ),
+        )
+        < 1e-8
+    )
 
 
 def test_layernorm_cpu_parameter_gradients_do_not_depend_on_the_thread_count(rng, monkeypatch):
@@ -180,8 +257,11 @@ def test_cpu_serial_and_parallel_drivers_match_reference(rng, monkeypatch, drive
     y, mean, rstd = batchnorm_forward_cpu(x, weight, bias, None, None, training=True)
     expected = reference_batchnorm_forward(x, weight, bias, None, None, training=True)[:3]
     assert_all_close((y, mean, rstd), expected, np.float32)
-    assert_all_close(batchnorm_backward_cpu(dy, x, weight, mean, rstd, training=True),
-                     reference_batchnorm_backward(dy, x, weight, training=True), np.float32)
+    assert_all_close(
+        batchnorm_backward_cpu(dy, x, weight, mean, rstd, training=True),
+        reference_batchnorm_backward(dy, x, weight, training=True),
+        np.float32,
+    )
 
 
 @DEVICES
@@ -192,14 +272,18 @@ def test_layernorm_rejects_bad_arguments(device):
         forward(np.ones(4, np.float32), None, None)
     with pytest.raises(ValueError, match=r"shape \(3, 0\) has no values"):
         forward(np.ones((3, 0), np.float32), None, None)
-    with pytest.raises(ValueError, match=r"weight shape \(3,\) must be \(4,\) for x of shape \(3, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"weight shape \(3,\) must be \(4,\) for x of shape \(3, 4\)"
+    ):
         forward(x, np.ones(3, np.float32), None)
     with pytest.raises(TypeError, match="bias dtype float64 must match x's dtype float32"):
         forward(x, None, np.ones(4))
     with pytest.raises(ValueError, match="eps=-1.0 must be between 0.0 and inf"):
         forward(x, None, None, -1.0)
     mean = rstd = np.ones(3, np.float32)
-    with pytest.raises(ValueError, match=r"dy \(3, 5\) float32 must have the shape and dtype of x \(3, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"dy \(3, 5\) float32 must have the shape and dtype of x \(3, 4\)"
+    ):
         backward(np.ones((3, 5), np.float32), x, None, mean, rstd)
     with pytest.raises(ValueError, match=r"rstd shape \(4,\) must be \(3,\)"):
         backward(x, x, None, mean, np.ones(4, np.float32))
@@ -208,17 +292,27 @@ def test_layernorm_rejects_bad_arguments(device):
 # --- batch norm --------------------------------------------------------------------------------
 
 
-def batchnorm_round_trip(device, rng, shape, dtype, training, affine=True, offset=0.0, momentum=0.1):
+def batchnorm_round_trip(
+    device, rng, shape, dtype, training, affine=True, offset=0.0, momentum=0.1
+):
     forward, backward = BATCHNORM[device]
     channels = shape[1]
     x, dy = normal(rng, shape, dtype, scale=2.0, offset=offset), normal(rng, shape, dtype)
-    weight, bias = (normal(rng, channels, dtype), normal(rng, channels, dtype)) if affine else (None, None)
+    weight, bias = (
+        (normal(rng, channels, dtype), normal(rng, channels, dtype)) if affine else (None, None)
+    )
     running_mean, running_var = running_statistics(rng, channels, dtype)
     old_running = running_mean.copy(), running_var.copy()
-    outputs = forward(x, weight, bias, running_mean, running_var, training=training, momentum=momentum, eps=1e-5)
+    outputs = forward(
+        x, weight, bias, running_mean, running_var, training=training, momentum=momentum, eps=1e-5
+    )
     grads = backward(dy, x, weight, outputs[1], outputs[2], training=training)
-    ref = reference_batchnorm_forward(x, weight, bias, *old_running, training=training, momentum=momentum, eps=1e-5)
-    ref_grads = reference_batchnorm_backward(dy, x, weight, *old_running, training=training, eps=1e-5)
+    ref = reference_batchnorm_forward(
+        x, weight, bias, *old_running, training=training, momentum=momentum, eps=1e-5
+    )
+    ref_grads = reference_batchnorm_backward(
+        dy, x, weight, *old_running, training=training, eps=1e-5
+    )
     return outputs + (running_mean, running_var), ref, grads, ref_grads
 
 
@@ -226,15 +320,25 @@ def batchnorm_round_trip(device, rng, shape, dtype, training, affine=True, offse
 @pytest.mark.parametrize("training", [True, False], ids=["training", "eval"])
 @pytest.mark.parametrize("shape", [(13, 5), (4, 3, 7, 9), (3, 6, 1, 1), (1, 4, 3, 5)])
 def test_batchnorm_cpu_matches_reference(rng, shape, training, dtype):
-    outputs, ref, grads, ref_grads = batchnorm_round_trip("cpu", rng, shape, dtype, training, offset=1.0)
+    outputs, ref, grads, ref_grads = batchnorm_round_trip(
+        "cpu", rng, shape, dtype, training, offset=1.0
+    )
     assert_all_close(outputs, ref, dtype)
     assert_all_close(grads, ref_grads, dtype)
 
 
-@pytest.mark.parametrize("shape, training, dtype", [((3, 2, 4, 8), True, np.float32), ((5, 3), True, np.float64),
-                                                    ((2, 4, 3, 1), False, np.float32)])
+@pytest.mark.parametrize(
+    "shape, training, dtype",
+    [
+        ((3, 2, 4, 8), True, np.float32),
+        ((5, 3), True, np.float64),
+        ((2, 4, 3, 1), False, np.float32),
+    ],
+)
 def test_batchnorm_cuda_matches_reference(rng, shape, training, dtype):
-    outputs, ref, grads, ref_grads = batchnorm_round_trip("cuda", rng, shape, dtype, training, offset=1.0)
+    outputs, ref, grads, ref_grads = batchnorm_round_trip(
+        "cuda", rng, shape, dtype, training, offset=1.0
+    )
     assert_all_close(outputs, ref, dtype)
     assert_all_close(grads, ref_grads, dtype)
 
@@ -242,7 +346,9 @@ def test_batchnorm_cuda_matches_reference(rng, shape, training, dtype):
 @DEVICES
 @pytest.mark.parametrize("momentum", [0.0, 0.3, 1.0])
 def test_batchnorm_running_statistics_update_in_place(rng, device, momentum):
-    outputs, ref, _, _ = batchnorm_round_trip(device, rng, (5, 3, 2, 3), np.float32, True, momentum=momentum)
+    outputs, ref, _, _ = batchnorm_round_trip(
+        device, rng, (5, 3, 2, 3), np.float32, True, momentum=momentum
+    )
     running_mean, running_var = outputs[3:]
     assert_all_close((running_mean, running_var), ref[3:], np.float32)
 
@@ -262,7 +368,9 @@ def test_batchnorm_eval_uses_running_statistics_and_leaves_them(rng, device):
 
 @DEVICES
 def test_batchnorm_large_offset(rng, device):
-    outputs, ref, _, _ = batchnorm_round_trip(device, rng, (4, 2, 3, 5), np.float32, True, offset=1e4)
+    outputs, ref, _, _ = batchnorm_round_trip(
+        device, rng, (4, 2, 3, 5), np.float32, True, offset=1e4
+    )
     assert relative_error(outputs[2], ref[2]) < 1e-5, "rstd"
     assert relative_error(outputs[4], ref[4]) < 1e-5, "running_var"
 
@@ -272,7 +380,11 @@ def test_batchnorm_without_affine_or_running_statistics(rng, device):
     forward, backward = BATCHNORM[device]
     x, dy = normal(rng, (6, 3), np.float64), normal(rng, (6, 3), np.float64)
     outputs = forward(x, None, None, None, None, training=True)
-    assert_all_close(outputs, reference_batchnorm_forward(x, None, None, None, None, training=True)[:3], np.float64)
+    assert_all_close(
+        outputs,
+        reference_batchnorm_forward(x, None, None, None, None, training=True)[:3],
+        np.float64,
+    )
     grads = backward(dy, x, None, outputs[1], outputs[2], training=True)
     assert_all_close(grads, reference_batchnorm_backward(dy, x, None, training=True), np.float64)
 
@@ -286,7 +398,9 @@ def test_batchnorm_float64_backward_matches_finite_differences(rng, device, trai
     running = running_statistics(rng, 2, np.float64)
 
     def loss(v):
-        return np.sum(reference_batchnorm_forward(v, weight, bias, *running, training=training)[0] * dy)
+        return np.sum(
+            reference_batchnorm_forward(v, weight, bias, *running, training=training)[0] * dy
+        )
 
     _, mean, rstd = forward(x, weight, bias, *(r.copy() for r in running), training=training)
     dx = backward(dy, x, weight, mean, rstd, training=training)[0]
@@ -310,17 +424,23 @@ def test_batchnorm_rejects_bad_arguments(rng, device):
     forward, backward = BATCHNORM[device]
     x = normal(rng, (4, 3, 2), np.float32)
     running_mean, running_var = running_statistics(rng, 3, np.float32)
-    with pytest.raises(ValueError, match=r"must be \(N, C\) or \(N, C, \*spatial\), got shape \(4,\)"):
+    with pytest.raises(
+        ValueError, match=r"must be \(N, C\) or \(N, C, \*spatial\), got shape \(4,\)"
+    ):
         forward(x[:, 0, 0], None, None, None, None, training=True)
     with pytest.raises(ValueError, match="eval mode .* needs running_mean and running_var"):
         forward(x, None, None, None, None, training=False)
     with pytest.raises(ValueError, match="both running_mean and running_var, or neither"):
         forward(x, None, None, running_mean, None, training=True)
-    with pytest.raises(ValueError, match="running_var must be a contiguous array: it is updated in place"):
+    with pytest.raises(
+        ValueError, match="running_var must be a contiguous array: it is updated in place"
+    ):
         forward(x, None, None, running_mean, np.ones(6, np.float32)[::2], training=True)
     with pytest.raises(TypeError, match="running_mean dtype float64 must match x's dtype float32"):
         forward(x, None, None, running_mean.astype(np.float64), running_var, training=True)
     with pytest.raises(ValueError, match="momentum=1.5 must be between 0.0 and 1.0"):
         forward(x, None, None, running_mean, running_var, training=True, momentum=1.5)
-    with pytest.raises(ValueError, match=r"weight shape \(4,\) must be \(3,\) for x of shape \(4, 3, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"weight shape \(4,\) must be \(3,\) for x of shape \(4, 3, 2\)"
+    ):
         backward(x, x, np.ones(4, np.float32), running_mean, running_var, training=True)

@@ -14,11 +14,11 @@ moves the displacement by 1e-2 or more. Float64 runs at 1e-10.
 CUDA tests run in the simulator over ~10k elements: the launcher caps the grid at 2 blocks of 256
 threads there, so each thread walks ~20 elements of the grid-stride loop.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from numerics import assert_close, relative_error
 
 from fastnet.kernels import _cpu
 from fastnet.kernels.optim import (
@@ -29,6 +29,7 @@ from fastnet.kernels.optim import (
     sgd_step_cpu,
     sgd_step_cuda,
 )
+from numerics import assert_close, relative_error
 
 # Looser than the shared bounds: the displacement after several steps (module docstring).
 SEVERAL_STEPS_TOLERANCE = {np.float32: 1e-4, np.float64: 1e-10}
@@ -80,8 +81,14 @@ def run_sgd(step_fn, rng, shape, dtype, momentum, dampening, nesterov, weight_de
     ref_param, ref_buffer = param.astype(np.float64), None
     for step in range(STEPS):
         grad = random_array(rng, shape, dtype, 0.1)
-        hyper = dict(lr=0.1, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                     nesterov=nesterov, first_step=step == 0)
+        hyper = dict(
+            lr=0.1,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            first_step=step == 0,
+        )
         step_fn(param, grad, buffer, **hyper)
         ref_param, ref_buffer = reference_sgd_step(ref_param, grad, ref_buffer, **hyper)
     assert_steps_close(param - start, ref_param - start, dtype, "param displacement")
@@ -91,41 +98,71 @@ def run_sgd(step_fn, rng, shape, dtype, momentum, dampening, nesterov, weight_de
 
 # --- references ----------------------------------------------------------------------------------
 
+
 def test_reference_adam_on_hand_computed_steps():
     one = np.array([1.0])
     hyper = dict(step=1, lr=0.1, beta1=0.9, beta2=0.999, eps=0.0)
     # m̂ = g, v̂ = g²: the first step moves every element by exactly lr against the gradient's sign.
-    p, m, v = reference_adam_step(one, 0.5 * one, 0 * one, 0 * one, **hyper, weight_decay=0.0, decoupled=False)
+    p, m, v = reference_adam_step(
+        one, 0.5 * one, 0 * one, 0 * one, **hyper, weight_decay=0.0, decoupled=False
+    )
     np.testing.assert_allclose([p[0], m[0], v[0]], [0.9, 0.05, 0.00025])
     # Adam adds λ·p = 0.1 to the gradient; AdamW first shrinks p to 1 - 0.1·0.1 = 0.99.
-    p, m, _ = reference_adam_step(one, 0.5 * one, 0 * one, 0 * one, **hyper, weight_decay=0.1, decoupled=False)
+    p, m, _ = reference_adam_step(
+        one, 0.5 * one, 0 * one, 0 * one, **hyper, weight_decay=0.1, decoupled=False
+    )
     np.testing.assert_allclose([p[0], m[0]], [0.9, 0.06])
-    p, m, _ = reference_adam_step(one, 0.5 * one, 0 * one, 0 * one, **hyper, weight_decay=0.1, decoupled=True)
+    p, m, _ = reference_adam_step(
+        one, 0.5 * one, 0 * one, 0 * one, **hyper, weight_decay=0.1, decoupled=True
+    )
     np.testing.assert_allclose([p[0], m[0]], [0.89, 0.05])
     # Step 2 from m = 0.05, v = 0.00025 with g = 0.5 again: m = 0.095, v = 0.00049975,
     # m̂ = 0.095 / 0.19 = 0.5, v̂ = 0.00049975 / 0.001999 = 0.25: again exactly lr.
-    p, _, _ = reference_adam_step(one, 0.5 * one, 0.05 * one, 0.00025 * one, **dict(hyper, step=2),
-                                  weight_decay=0.0, decoupled=False)
+    p, _, _ = reference_adam_step(
+        one,
+        0.5 * one,
+        0.05 * one,
+        0.00025 * one,
+        **dict(hyper, step=2),
+        weight_decay=0.0,
+        decoupled=False,
+    )
     np.testing.assert_allclose(p, [0.9])
 
 
 def test_reference_sgd_on_hand_computed_steps():
     one = np.array([1.0])
     hyper = dict(lr=0.1, weight_decay=0.0, nesterov=False)
-    p, buffer = reference_sgd_step(one, 2 * one, None, **hyper, momentum=0.0, dampening=0.0, first_step=True)
+    p, buffer = reference_sgd_step(
+        one, 2 * one, None, **hyper, momentum=0.0, dampening=0.0, first_step=True
+    )
     assert buffer is None and p[0] == pytest.approx(0.8)
     # The first step copies g into the buffer, ignoring dampening; later steps apply it.
-    p, buffer = reference_sgd_step(one, 2 * one, None, **hyper, momentum=0.9, dampening=0.5, first_step=True)
+    p, buffer = reference_sgd_step(
+        one, 2 * one, None, **hyper, momentum=0.9, dampening=0.5, first_step=True
+    )
     assert (p[0], buffer[0]) == pytest.approx((0.8, 2.0))
-    p, buffer = reference_sgd_step(one, 2 * one, buffer, **hyper, momentum=0.9, dampening=0.5, first_step=False)
+    p, buffer = reference_sgd_step(
+        one, 2 * one, buffer, **hyper, momentum=0.9, dampening=0.5, first_step=False
+    )
     assert (p[0], buffer[0]) == pytest.approx((1 - 0.1 * 2.8, 2.8))
-    p, buffer = reference_sgd_step(one, 2 * one, 2 * one, lr=0.1, weight_decay=0.5, nesterov=True, momentum=0.9,
-                                   dampening=0.0, first_step=False)
+    p, buffer = reference_sgd_step(
+        one,
+        2 * one,
+        2 * one,
+        lr=0.1,
+        weight_decay=0.5,
+        nesterov=True,
+        momentum=0.9,
+        dampening=0.0,
+        first_step=False,
+    )
     # g = 2 + 0.5·1 = 2.5, b = 0.9·2 + 2.5 = 4.3, step along g + 0.9·b = 6.37
     assert (p[0], buffer[0]) == pytest.approx((1 - 0.637, 4.3))
 
 
 # --- CPU -----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES)
@@ -156,7 +193,9 @@ def test_cpu_adam_and_adamw_differ(rng):
     updated = []
     for decoupled in (False, True):
         param, exp_avg, exp_avg_sq = (a.copy() for a in state)
-        adam_step_cpu(param, grad, exp_avg, exp_avg_sq, **ADAM, step=3, weight_decay=0.5, decoupled=decoupled)
+        adam_step_cpu(
+            param, grad, exp_avg, exp_avg_sq, **ADAM, step=3, weight_decay=0.5, decoupled=decoupled
+        )
         updated.append(param)
     assert relative_error(updated[0], updated[1]) > 1e-3
 
@@ -165,12 +204,22 @@ def test_cpu_sgd_ignores_a_buffer_without_momentum(rng):
     param, grad = random_array(rng, 17, np.float32), random_array(rng, 17, np.float32)
     buffer = random_array(rng, 17, np.float32)
     before = buffer.copy()
-    sgd_step_cpu(param, grad, buffer, lr=0.1, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
-                 first_step=False)
+    sgd_step_cpu(
+        param,
+        grad,
+        buffer,
+        lr=0.1,
+        momentum=0.0,
+        dampening=0.0,
+        weight_decay=0.0,
+        nesterov=False,
+        first_step=False,
+    )
     np.testing.assert_array_equal(buffer, before)
 
 
 # --- CUDA (simulator) ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("shape", [(10007,), (3, 5, 7)])
 @pytest.mark.parametrize("decoupled, weight_decay", [(False, 0.1), (True, 0.1)])
@@ -193,7 +242,9 @@ def test_cuda_sgd_matches_reference(rng, momentum, dampening, nesterov, weight_d
 
 ADAM_FUNCTIONS = [adam_step_cpu, adam_step_cuda]
 SGD_FUNCTIONS = [sgd_step_cpu, sgd_step_cuda]
-SGD_MOMENTUM = dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False, first_step=True)
+SGD_MOMENTUM = dict(
+    lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False, first_step=True
+)
 
 
 def adam_state(rng, shape=(4, 5), dtype=np.float32):
@@ -203,9 +254,19 @@ def adam_state(rng, shape=(4, 5), dtype=np.float32):
 @pytest.mark.parametrize("adam", ADAM_FUNCTIONS)
 def test_adam_shape_mismatch_names_both_shapes(rng, adam):
     param, grad, exp_avg, _ = adam_state(rng)
-    with pytest.raises(ValueError, match=r"exp_avg_sq shape \(20,\) does not match param shape \(4, 5\)"):
-        adam(param, grad, exp_avg, random_array(rng, 20, np.float32), **ADAM, step=1, weight_decay=0.0,
-             decoupled=False)
+    with pytest.raises(
+        ValueError, match=r"exp_avg_sq shape \(20,\) does not match param shape \(4, 5\)"
+    ):
+        adam(
+            param,
+            grad,
+            exp_avg,
+            random_array(rng, 20, np.float32),
+            **ADAM,
+            step=1,
+            weight_decay=0.0,
+            decoupled=False,
+        )
 
 
 @pytest.mark.parametrize("sgd", SGD_FUNCTIONS)
@@ -220,7 +281,16 @@ def test_non_contiguous_state_raises_rather_than_updating_a_copy(rng, adam):
     param, grad, exp_avg, exp_avg_sq = adam_state(rng, (5, 4))
     exp_avg_fortran = np.asfortranarray(exp_avg)  # same shape and values, not C-contiguous
     with pytest.raises(ValueError, match="exp_avg must be C-contiguous"):
-        adam(param, grad, exp_avg_fortran, exp_avg_sq, **ADAM, step=1, weight_decay=0.0, decoupled=False)
+        adam(
+            param,
+            grad,
+            exp_avg_fortran,
+            exp_avg_sq,
+            **ADAM,
+            step=1,
+            weight_decay=0.0,
+            decoupled=False,
+        )
 
 
 def test_other_bad_arguments_raise(rng):
@@ -231,7 +301,9 @@ def test_other_bad_arguments_raise(rng):
     with pytest.raises(ValueError, match=r"beta2 must be in \[0, 1\), got 1.0"):
         adam_step_cpu(param, grad, exp_avg, exp_avg_sq, **dict(adam_hyper, beta2=1.0), step=1)
     with pytest.raises(TypeError, match="expects param of dtype float32 or float64, got int64"):
-        sgd_step_cpu(np.ones(3, np.int64), np.ones(3, np.int64), None, **dict(SGD_MOMENTUM, momentum=0.0))
+        sgd_step_cpu(
+            np.ones(3, np.int64), np.ones(3, np.int64), None, **dict(SGD_MOMENTUM, momentum=0.0)
+        )
     with pytest.raises(ValueError, match="momentum=0.9 needs a momentum_buffer, got None"):
         sgd_step_cpu(param, grad, None, **SGD_MOMENTUM)
     with pytest.raises(ValueError, match="Nesterov momentum needs momentum > 0 and zero dampening"):

@@ -10,11 +10,11 @@ at 1e-12.
 Every output the module allocates starts as NaN (argmax as -1: ``poisoned_outputs`` in
 conftest.py), so an element the kernel never writes cannot pass by holding a stale, equal value.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from numerics import TOLERANCE, relative_error
 
 from fastnet.kernels import _cpu
 from fastnet.kernels.pool import (
@@ -25,6 +25,7 @@ from fastnet.kernels.pool import (
     reference_maxpool2d_backward,
     reference_maxpool2d_forward,
 )
+from numerics import TOLERANCE, relative_error
 
 FORWARD = {"cpu": maxpool2d_forward_cpu, "cuda": maxpool2d_forward_cuda}
 BACKWARD = {"cpu": maxpool2d_backward_cpu, "cuda": maxpool2d_backward_cuda}
@@ -66,8 +67,11 @@ def assert_forward_equals_reference(variant, x, kernel, stride, padding):
 
 # --- references -----------------------------------------------------------------------------------
 
+
 def test_reference_forward_on_a_hand_example():
-    x = np.array([[1.0, 5.0, 2.0, 0.0], [3.0, 4.0, 8.0, 8.0], [9.0, 0.0, 1.0, 1.0], [7.0, 9.0, 2.0, 1.0]])
+    x = np.array(
+        [[1.0, 5.0, 2.0, 0.0], [3.0, 4.0, 8.0, 8.0], [9.0, 0.0, 1.0, 1.0], [7.0, 9.0, 2.0, 1.0]]
+    )
     y, argmax = reference_maxpool2d_forward(x[None, None], 2, 2, 0)
     np.testing.assert_array_equal(y[0, 0], [[5, 8], [9, 2]])
     np.testing.assert_array_equal(argmax[0, 0], [[1, 6], [8, 14]])  # ties: the first 8, the first 9
@@ -81,7 +85,9 @@ def test_reference_backward_on_a_hand_example():
     argmax = np.array([[[[0, 3], [9, 9]]]], np.int32)
     dy = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
     dx = reference_maxpool2d_backward(dy, argmax, (1, 1, 4, 4), 3, 2, 1)
-    np.testing.assert_array_equal(dx[0, 0], [[1, 0, 0, 2], [0, 0, 0, 0], [0, 7, 0, 0], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(
+        dx[0, 0], [[1, 0, 0, 2], [0, 0, 0, 0], [0, 7, 0, 0], [0, 0, 0, 0]]
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
@@ -103,16 +109,21 @@ def test_reference_backward_is_the_gradient_of_the_reference_forward(rng, case):
         numeric[index] = (above - below) / (2 * step)
     analytic = reference_maxpool2d_backward(dy, argmax, shape, kernel, stride, padding)
     np.testing.assert_allclose(analytic, numeric, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(maxpool2d_backward_cpu(dy, argmax, shape, kernel, stride, padding), numeric, atol=1e-9)
+    np.testing.assert_allclose(
+        maxpool2d_backward_cpu(dy, argmax, shape, kernel, stride, padding), numeric, atol=1e-9
+    )
 
 
 # --- forward --------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("variant, case", variant_cases(CUDA_CASES[:1]))
 def test_forward_equals_reference(rng, variant, case, dtype):
     shape, kernel, stride, padding = case
-    assert_forward_equals_reference(variant, rng.standard_normal(shape).astype(dtype), kernel, stride, padding)
+    assert_forward_equals_reference(
+        variant, rng.standard_normal(shape).astype(dtype), kernel, stride, padding
+    )
 
 
 @pytest.mark.parametrize("variant, case", variant_cases())
@@ -172,6 +183,7 @@ def test_forward_cpu_accepts_non_contiguous_input(rng):
 
 # --- backward -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("variant, case", variant_cases(CUDA_CASES[:1]))
 def test_backward_matches_reference(rng, variant, case, dtype):
@@ -181,7 +193,10 @@ def test_backward_matches_reference(rng, variant, case, dtype):
     dy = rng.standard_normal(argmax.shape).astype(dtype)
     dx = BACKWARD[variant](dy, argmax, shape, kernel, stride, padding)
     assert dx.shape == shape and dx.dtype == dtype
-    assert relative_error(dx, reference_maxpool2d_backward(dy, argmax, shape, kernel, stride, padding)) <= TOLERANCE[dtype]
+    assert (
+        relative_error(dx, reference_maxpool2d_backward(dy, argmax, shape, kernel, stride, padding))
+        <= TOLERANCE[dtype]
+    )
 
 
 @pytest.mark.parametrize("variant, case", variant_cases())
@@ -191,7 +206,10 @@ def test_forward_then_backward_on_distinct_values(rng, variant, case):
     _, argmax = FORWARD[variant](x, kernel, stride, padding)
     dy = rng.standard_normal(argmax.shape).astype(np.float32)
     dx = BACKWARD[variant](dy, argmax, shape, kernel, stride, padding)
-    assert relative_error(dx, reference_maxpool2d_backward(dy, argmax, shape, kernel, stride, padding)) <= 1e-5
+    assert (
+        relative_error(dx, reference_maxpool2d_backward(dy, argmax, shape, kernel, stride, padding))
+        <= 1e-5
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
@@ -231,20 +249,44 @@ def test_empty_batch(variant):
 
 # --- errors (one validation serves both variants) -------------------------------------------------
 
+
 @pytest.mark.parametrize("variant", ["cpu", "cuda"])
 @pytest.mark.parametrize(
     "shape, kernel, stride, padding, error, message",
     [
-        ((3, 7, 9), 2, 2, 0, ValueError, r"maxpool2d_forward expects a 4-D input \(N, C, H, W\), got shape \(3, 7, 9\)"),
-        ((1, 1, 7, 9), 3, 2, (1, 2), ValueError, r"padding \(1, 2\) must be at most half the kernel 3x3"),
-        ((1, 1, 1, 9), 4, 2, 1, ValueError, r"kernel 4x4 does not fit the 1x9 input padded by \(1, 1\) to 3x11"),
+        (
+            (3, 7, 9),
+            2,
+            2,
+            0,
+            ValueError,
+            r"maxpool2d_forward expects a 4-D input \(N, C, H, W\), got shape \(3, 7, 9\)",
+        ),
+        (
+            (1, 1, 7, 9),
+            3,
+            2,
+            (1, 2),
+            ValueError,
+            r"padding \(1, 2\) must be at most half the kernel 3x3",
+        ),
+        (
+            (1, 1, 1, 9),
+            4,
+            2,
+            1,
+            ValueError,
+            r"kernel 4x4 does not fit the 1x9 input padded by \(1, 1\) to 3x11",
+        ),
         ((1, 1, 7, 9), 3, (2, 0), 1, ValueError, r"stride must be >= 1, got \(2, 0\)"),
     ],
 )
 def test_forward_rejects_bad_arguments(variant, shape, kernel, stride, padding, error, message):
     with pytest.raises(error, match=message):
         FORWARD[variant](np.ones(shape, np.float32), kernel, stride, padding)
-    with pytest.raises(TypeError, match="maxpool2d_forward expects x of dtype float32 or float64, got int32"):
+    with pytest.raises(
+        TypeError, match="maxpool2d_forward expects x of dtype float32 or float64, got int32"
+    ):
         FORWARD[variant](np.ones((1, 1, 4, 4), np.int32), 2, 2, 0)
 
 
@@ -252,12 +294,22 @@ def test_forward_rejects_bad_arguments(variant, shape, kernel, stride, padding, 
 def test_backward_rejects_bad_arguments(variant):
     backward = BACKWARD[variant]
     dy, argmax = np.ones((1, 2, 4, 5), np.float32), np.zeros((1, 2, 4, 5), np.int32)
-    with pytest.raises(TypeError, match="maxpool2d_backward expects argmax of dtype int32, got int64"):
+    with pytest.raises(
+        TypeError, match="maxpool2d_backward expects argmax of dtype int32, got int64"
+    ):
         backward(dy, argmax.astype(np.int64), (1, 2, 7, 9), 3, 2, 1)
-    with pytest.raises(TypeError, match="maxpool2d_backward expects dy of dtype float32 or float64, got int32"):
+    with pytest.raises(
+        TypeError, match="maxpool2d_backward expects dy of dtype float32 or float64, got int32"
+    ):
         backward(argmax, argmax, (1, 2, 7, 9), 3, 2, 1)
-    with pytest.raises(ValueError, match=r"expects dy and argmax of shape \(1, 2, 4, 5\) for x_shape \(1, 2, 7, 9\), "
-                                         r"got dy \(1, 2, 5, 4\) and argmax \(1, 2, 4, 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"expects dy and argmax of shape \(1, 2, 4, 5\) for x_shape \(1, 2, 7, 9\), "
+        r"got dy \(1, 2, 5, 4\) and argmax \(1, 2, 4, 5\)",
+    ):
         backward(dy.reshape(1, 2, 5, 4), argmax, (1, 2, 7, 9), 3, 2, 1)
-    with pytest.raises(ValueError, match=r"maxpool2d_backward expects a 4-D input \(N, C, H, W\), got shape \(2, 7, 9\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"maxpool2d_backward expects a 4-D input \(N, C, H, W\), got shape \(2, 7, 9\)",
+    ):
         backward(dy, argmax, (2, 7, 9), 3, 2, 1)

@@ -3,6 +3,7 @@
 This pytest process simulates CUDA (see conftest), and a simulating process cannot compile, so the
 check runs in a subprocess with the simulator switched off.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,13 @@ CCS = {"sm_80", "sm_90"}
 
 def run_ptx_module(simulate: str, *arguments: str) -> subprocess.CompletedProcess:
     environment = dict(os.environ, NUMBA_ENABLE_CUDASIM=simulate)
-    return subprocess.run([sys.executable, "-m", "fastnet.kernels.ptx", *arguments],
-                          capture_output=True, text=True, env=environment, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "fastnet.kernels.ptx", *arguments],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+    )
 
 
 @pytest.mark.ptx
@@ -30,8 +36,11 @@ def test_every_kernel_compiles_for_real_hardware_without_spills():
     assert result.stdout, f"no report (exit {result.returncode}):\n{result.stderr}"
     rows = json.loads(result.stdout)
 
-    errors = [f"{row['family']}.{row['kernel']} {row['cc']}: {row['detail']}"
-              for row in rows if row["status"] == "error"]
+    errors = [
+        f"{row['family']}.{row['kernel']} {row['cc']}: {row['detail']}"
+        for row in rows
+        if row["status"] == "error"
+    ]
     assert not errors, "\n".join(errors)
     present = {row["family"] for row in rows if row["status"] == "ok"}
     assert present == {family.name for family in families()}, "every declared family is compiled"
@@ -68,8 +77,12 @@ ptxas info    : Used 96 registers, used 1 barriers, 8448 bytes smem, 616 bytes c
 
 def test_parse_ptxas_log_sums_spills_over_functions():
     assert ptx.parse_ptxas_log(PTXAS_LOG) == {
-        "registers": 96, "shared_bytes": 8448, "stack_bytes": 20, "spill_stores": 8,
-        "spill_loads": 16}
+        "registers": 96,
+        "shared_bytes": 8448,
+        "stack_bytes": 20,
+        "spill_stores": 8,
+        "spill_loads": 16,
+    }
     without_shared = PTXAS_LOG.replace(", 8448 bytes smem", "")
     assert ptx.parse_ptxas_log(without_shared)["shared_bytes"] == 0
     with pytest.raises(ValueError, match="no register count"):
@@ -77,23 +90,39 @@ def test_parse_ptxas_log_sums_spills_over_functions():
 
 
 def test_problems_and_table_name_spills_excess_shared_memory_and_errors():
-    base = {"family": "matmul", "kernel": "k", "cc": "sm_90", "threads": (16, 16), "registers": 40,
-            "shared_bytes": 0, "stack_bytes": 0, "spill_stores": 0, "spill_loads": 0,
-            "status": "ok", "detail": ""}
-    rows = [base,
-            dict(base, kernel="spilly", spill_stores=8),
-            dict(base, kernel="greedy", shared_bytes=ptx.MAX_STATIC_SHARED_BYTES + 4),
-            dict(base, family="conv", kernel=None, cc=None, status="error", detail="import failed"),
-            dict(base, kernel="broken", status="error", detail="ptxas failed")]
+    base = {
+        "family": "matmul",
+        "kernel": "k",
+        "cc": "sm_90",
+        "threads": (16, 16),
+        "registers": 40,
+        "shared_bytes": 0,
+        "stack_bytes": 0,
+        "spill_stores": 0,
+        "spill_loads": 0,
+        "status": "ok",
+        "detail": "",
+    }
+    rows = [
+        base,
+        dict(base, kernel="spilly", spill_stores=8),
+        dict(base, kernel="greedy", shared_bytes=ptx.MAX_STATIC_SHARED_BYTES + 4),
+        dict(base, family="conv", kernel=None, cc=None, status="error", detail="import failed"),
+        dict(base, kernel="broken", status="error", detail="ptxas failed"),
+    ]
     assert ptx.problems(rows) == [
         "matmul.spilly sm_90: spills 8 B stored, 0 B loaded",
         f"matmul.greedy sm_90: {ptx.MAX_STATIC_SHARED_BYTES + 4} B static shared memory "
         f"> {ptx.MAX_STATIC_SHARED_BYTES}",
         "conv: import failed",
-        "matmul.broken sm_90: ptxas failed"]
+        "matmul.broken sm_90: ptxas failed",
+    ]
     table = ptx.format_table(rows)
     assert "16×16" in table and "spilly" in table
-    assert "error: conv: import failed" in table and "error: matmul.broken sm_90: ptxas failed" in table
+    assert (
+        "error: conv: import failed" in table
+        and "error: matmul.broken sm_90: ptxas failed" in table
+    )
 
 
 def _failing_kernel_list():

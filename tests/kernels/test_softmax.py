@@ -11,13 +11,13 @@ CUDA tests run in Numba's simulator (see conftest): one block per row, so at mos
 runs 32 threads looping twice over the columns, C=300 runs 128 threads (a 4-warp reduction) and
 C=1100 the largest block (256 threads, 5 columns each).
 """
+
 from __future__ import annotations
 
-import numerics
 import numpy as np
 import pytest
-from numerics import relative_error
 
+import numerics
 from fastnet.kernels import _cpu
 from fastnet.kernels._reduce import reduction_threads
 from fastnet.kernels.softmax import (
@@ -28,6 +28,7 @@ from fastnet.kernels.softmax import (
     softmax_forward_cpu,
     softmax_forward_cuda,
 )
+from numerics import relative_error
 
 # Tighter than the shared float32 bound: see the module docstring.
 FLOAT32_TOLERANCE = 2e-6
@@ -89,8 +90,10 @@ def test_cpu_forward_matches_reference(rng, dtype, shape):
     assert_close(softmax_forward_cpu(x), reference_softmax_forward(x), dtype)
 
 
-@pytest.mark.parametrize("shape, dtype", [((3, 37), np.float32), ((2, 300), np.float32), ((1, 1100), np.float32),
-                                          ((4, 5), np.float64)])
+@pytest.mark.parametrize(
+    "shape, dtype",
+    [((3, 37), np.float32), ((2, 300), np.float32), ((1, 1100), np.float32), ((4, 5), np.float64)],
+)
 def test_cuda_forward_matches_reference(rng, shape, dtype):
     x = (4 * rng.standard_normal(shape)).astype(dtype)
     assert_close(softmax_forward_cuda(x), reference_softmax_forward(x), dtype)
@@ -178,7 +181,9 @@ def test_cpu_backward_matches_reference(rng, dtype, shape):
     assert_close(softmax_backward_cpu(y, dy), reference_softmax_backward(y, dy), dtype)
 
 
-@pytest.mark.parametrize("shape, dtype", [((3, 37), np.float32), ((2, 300), np.float32), ((4, 5), np.float64)])
+@pytest.mark.parametrize(
+    "shape, dtype", [((3, 37), np.float32), ((2, 300), np.float32), ((4, 5), np.float64)]
+)
 def test_cuda_backward_matches_reference(rng, shape, dtype):
     y = reference_softmax_forward(4 * rng.standard_normal(shape)).astype(dtype)
     dy = rng.standard_normal(shape).astype(dtype)
@@ -203,7 +208,14 @@ def test_float64_forward_and_backward_match_finite_differences(rng, device):
 
 
 def test_reduction_threads():
-    assert [reduction_threads(n) for n in (1, 128, 129, 300, 1024, 10**6)] == [32, 32, 64, 128, 256, 256]
+    assert [reduction_threads(n) for n in (1, 128, 129, 300, 1024, 10**6)] == [
+        32,
+        32,
+        64,
+        128,
+        256,
+        256,
+    ]
 
 
 @DEVICES

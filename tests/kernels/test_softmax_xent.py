@@ -16,14 +16,15 @@ CUDA tests run in Numba's simulator (see conftest), so they use few rows: the la
 block of 32..256 threads per row and at most 2 blocks, so B=3..5 rows also exercises the loop of
 blocks over rows, and C=1000 (256 threads) the loop of threads over columns.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from numerics import assert_close, relative_error
 
 from fastnet.kernels import _cpu
 from fastnet.kernels.softmax_xent import reference_softmax_xent, softmax_xent_cpu, softmax_xent_cuda
+from numerics import assert_close, relative_error
 
 # Tighter than the shared float32 bound: see the module docstring.
 FLOAT32_TOLERANCE = 2e-6
@@ -46,6 +47,7 @@ def assert_matches_reference(kernel, logits, labels, label_smoothing=0.0):
 
 # --- reference -----------------------------------------------------------------------------------
 
+
 def test_reference_on_hand_computed_rows():
     logits = np.array([[0.0, 0.0], [np.log(3.0), 0.0]])
     losses, dlogits = reference_softmax_xent(logits, np.array([0, 1]))
@@ -54,12 +56,16 @@ def test_reference_on_hand_computed_rows():
     np.testing.assert_allclose(dlogits, [[-0.25, 0.25], [0.375, -0.375]])
     smoothed, _ = reference_softmax_xent(logits, np.array([0, 1]), label_smoothing=0.5)
     # targets (3/4, 1/4) and (1/4, 3/4)
-    np.testing.assert_allclose(smoothed, [np.log(2.0), -(0.25 * np.log(0.75) + 0.75 * np.log(0.25))])
+    np.testing.assert_allclose(
+        smoothed, [np.log(2.0), -(0.25 * np.log(0.75) + 0.75 * np.log(0.25))]
+    )
 
 
 @pytest.mark.parametrize("kernel", [reference_softmax_xent, softmax_xent_cpu])
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
-def test_gradient_matches_finite_differences_of_the_reference_mean_loss(rng, kernel, label_smoothing):
+def test_gradient_matches_finite_differences_of_the_reference_mean_loss(
+    rng, kernel, label_smoothing
+):
     logits, labels = problem(rng, 3, 5, np.float64, scale=2.0)
     _, dlogits = kernel(logits, labels, label_smoothing)
     step = 1e-6
@@ -68,12 +74,15 @@ def test_gradient_matches_finite_differences_of_the_reference_mean_loss(rng, ker
         shifted = [logits.copy(), logits.copy()]
         shifted[0][index] += step
         shifted[1][index] -= step
-        plus, minus = (reference_softmax_xent(z, labels, label_smoothing)[0].mean() for z in shifted)
+        plus, minus = (
+            reference_softmax_xent(z, labels, label_smoothing)[0].mean() for z in shifted
+        )
         numeric[index] = (plus - minus) / (2 * step)
     assert relative_error(dlogits, numeric) <= 1e-7
 
 
 # --- CPU -----------------------------------------------------------------------------------------
+
 
 @pytest.fixture(params=["serial", "parallel"])
 def cpu_entry(request, monkeypatch):
@@ -83,10 +92,13 @@ def cpu_entry(request, monkeypatch):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
-@pytest.mark.parametrize("batch, classes", [(1, 5), (37, 7), (3, 1000), (37, 100), (301, 7), (5, 63), (5, 64),
-                                            (2, 4097)])
+@pytest.mark.parametrize(
+    "batch, classes", [(1, 5), (37, 7), (3, 1000), (37, 100), (301, 7), (5, 63), (5, 64), (2, 4097)]
+)
 def test_cpu_matches_reference(rng, cpu_entry, batch, classes, label_smoothing, dtype):
-    assert_matches_reference(softmax_xent_cpu, *problem(rng, batch, classes, dtype), label_smoothing)
+    assert_matches_reference(
+        softmax_xent_cpu, *problem(rng, batch, classes, dtype), label_smoothing
+    )
 
 
 @pytest.mark.parametrize("classes", [7, 1000])
@@ -127,14 +139,20 @@ def test_single_class_has_zero_loss_and_gradient():
 
 # --- CUDA (simulator) ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("batch, classes, dtype, label_smoothing", [
-    (1, 10, np.float32, 0.0),      # a warp for one row
-    (5, 10, np.float32, 0.1),      # 2 blocks loop over 5 rows
-    (2, 33, np.float64, 0.1),      # 64 threads, one partly idle warp
-    (3, 1000, np.float32, 0.1),    # 256 threads loop over 4 column strides
-])
+
+@pytest.mark.parametrize(
+    "batch, classes, dtype, label_smoothing",
+    [
+        (1, 10, np.float32, 0.0),  # a warp for one row
+        (5, 10, np.float32, 0.1),  # 2 blocks loop over 5 rows
+        (2, 33, np.float64, 0.1),  # 64 threads, one partly idle warp
+        (3, 1000, np.float32, 0.1),  # 256 threads loop over 4 column strides
+    ],
+)
 def test_cuda_matches_reference(rng, batch, classes, dtype, label_smoothing):
-    assert_matches_reference(softmax_xent_cuda, *problem(rng, batch, classes, dtype), label_smoothing)
+    assert_matches_reference(
+        softmax_xent_cuda, *problem(rng, batch, classes, dtype), label_smoothing
+    )
 
 
 @pytest.mark.parametrize("scale", [100.0, 1e4])
@@ -148,6 +166,7 @@ def test_cuda_label_on_the_last_column(rng):
 
 
 # --- errors (one validation shared by both variants) ---------------------------------------------
+
 
 @pytest.mark.parametrize("kernel", VARIANTS)
 @pytest.mark.parametrize("bad", [-1, 7])
@@ -177,7 +196,9 @@ def test_cpu_names_a_huge_unsigned_label_exactly(rng):
 @pytest.mark.parametrize("kernel", VARIANTS)
 def test_label_shape_mismatch_names_both_shapes(rng, kernel):
     logits, labels = problem(rng, 4, 7)
-    with pytest.raises(ValueError, match=r"labels shape \(3,\) does not match logits shape \(4, 7\)"):
+    with pytest.raises(
+        ValueError, match=r"labels shape \(3,\) does not match logits shape \(4, 7\)"
+    ):
         kernel(logits, labels[:3])
 
 
@@ -194,8 +215,9 @@ def test_other_bad_arguments_raise(rng):
         softmax_xent_cpu(logits.ravel(), labels)
     with pytest.raises(ValueError, match=r"\(0, 7\) needs at least one row"):
         softmax_xent_cpu(logits[:0], labels[:0])
-    with pytest.raises(TypeError,
-                       match="softmax_xent expects logits of dtype float32 or float64, got int64"):
+    with pytest.raises(
+        TypeError, match="softmax_xent expects logits of dtype float32 or float64, got int64"
+    ):
         softmax_xent_cpu(labels[:, None].repeat(7, axis=1), labels)
     with pytest.raises(TypeError, match="labels must have an integer dtype, got float32"):
         softmax_xent_cpu(logits, labels.astype(np.float32))

@@ -13,11 +13,11 @@ Tolerances: each transformed entry is a sum of at most 16 terms with coefficient
 float32 rounding stays below 16 * 2**-24 ≈ 1e-6 of the largest term; 1e-5 of the largest output
 catches a single missing, doubled or wrongly signed term (an error of order 1e-1). Float64: 1e-12.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from numerics import TOLERANCE, relative_error
 
 from fastnet.kernels import _cpu, conv, winograd
 from fastnet.kernels.winograd import (
@@ -30,6 +30,7 @@ from fastnet.kernels.winograd import (
     reference_weights_grad,
     tile_geometry,
 )
+from numerics import TOLERANCE, relative_error
 
 # (x shape (N, C, H, W), output channels, padding): odd sides (a clipped last tile row and
 # column), no padding, padding 2, unequal padding, a plane smaller than one tile
@@ -68,11 +69,15 @@ def tile_count(case):
 
 # --- the references ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_reference_pipeline_is_the_direct_convolution(rng, case):
     shape, out_channels, padding = case
     x = rng.standard_normal(shape)
-    weight, bias = rng.standard_normal((out_channels, shape[1], 3, 3)), rng.standard_normal(out_channels)
+    weight, bias = (
+        rng.standard_normal((out_channels, shape[1], 3, 3)),
+        rng.standard_normal(out_channels),
+    )
     products = np.matmul(reference_weights(weight), reference_input(x, padding))
     y = reference_output(products, bias, output_shape(case))
     expected = conv.reference_conv2d(x, weight, bias, 1, padding)
@@ -93,17 +98,24 @@ def test_each_reference_gradient_is_the_adjoint_of_its_transform(rng, case):
     y_shape, count = output_shape(case), tile_count(case)
 
     v, dv = reference_input(x, padding), rng.standard_normal((POSITIONS, shape[1], count))
-    assert abs(np.vdot(v, dv) - np.vdot(x, reference_input_grad(dv, shape, padding))) <= 1e-12 * np.sum(np.abs(v * dv))
+    assert abs(
+        np.vdot(v, dv) - np.vdot(x, reference_input_grad(dv, shape, padding))
+    ) <= 1e-12 * np.sum(np.abs(v * dv))
 
     u, du = reference_weights(weight), rng.standard_normal((POSITIONS, out_channels, shape[1]))
-    assert abs(np.vdot(u, du) - np.vdot(weight, reference_weights_grad(du))) <= 1e-12 * np.sum(np.abs(u * du))
+    assert abs(np.vdot(u, du) - np.vdot(weight, reference_weights_grad(du))) <= 1e-12 * np.sum(
+        np.abs(u * du)
+    )
 
     m, dy = rng.standard_normal((POSITIONS, out_channels, count)), rng.standard_normal(y_shape)
     y = reference_output(m, None, y_shape)
-    assert abs(np.vdot(y, dy) - np.vdot(m, reference_output_grad(dy))) <= 1e-12 * np.sum(np.abs(y * dy))
+    assert abs(np.vdot(y, dy) - np.vdot(m, reference_output_grad(dy))) <= 1e-12 * np.sum(
+        np.abs(y * dy)
+    )
 
 
 # --- the kernels ---------------------------------------------------------------------------------
+
 
 def as_tiles_buffer(values, variant):
     tiles = getattr(winograd, f"winograd_tiles_{variant}")(*values.shape[1:], values.dtype, values)
@@ -118,7 +130,13 @@ def kernel_cases():
     for driver, dtypes in (("serial", (np.float32, np.float64)), ("parallel", (np.float32,))):
         for case in CASES:
             for dtype in dtypes:
-                yield pytest.param("cpu", driver, case, dtype, id=f"cpu-{driver}-{case_id(case)}-{np.dtype(dtype).name}")
+                yield pytest.param(
+                    "cpu",
+                    driver,
+                    case,
+                    dtype,
+                    id=f"cpu-{driver}-{case_id(case)}-{np.dtype(dtype).name}",
+                )
     for case in CUDA_CASES:
         yield pytest.param("cuda", "grid", case, np.float32, id=f"cuda-{case_id(case)}-float32")
 
@@ -133,7 +151,9 @@ def test_every_transform_matches_its_reference(rng, monkeypatch, variant, driver
     weight = rng.standard_normal((out_channels, channels, 3, 3)).astype(dtype)
     bias = rng.standard_normal(out_channels).astype(dtype)
     # the tile inputs in the variant's own buffers, as conv2d hands them (spaced on the CPU)
-    m = as_tiles_buffer(rng.standard_normal((POSITIONS, out_channels, count)).astype(dtype), variant)
+    m = as_tiles_buffer(
+        rng.standard_normal((POSITIONS, out_channels, count)).astype(dtype), variant
+    )
     dy = rng.standard_normal(y_shape).astype(dtype)
     dv = as_tiles_buffer(rng.standard_normal((POSITIONS, channels, count)).astype(dtype), variant)
     du = rng.standard_normal((POSITIONS, out_channels, channels)).astype(dtype)  # a matmul's output
@@ -141,9 +161,15 @@ def test_every_transform_matches_its_reference(rng, monkeypatch, variant, driver
         "weights": (kernel("weights", variant)(weight), reference_weights(weight)),
         "input": (kernel("input", variant)(x, padding), reference_input(x, padding)),
         "output": (kernel("output", variant)(m, bias, y_shape), reference_output(m, bias, y_shape)),
-        "output without bias": (kernel("output", variant)(m, None, y_shape), reference_output(m, None, y_shape)),
+        "output without bias": (
+            kernel("output", variant)(m, None, y_shape),
+            reference_output(m, None, y_shape),
+        ),
         "output_grad": (kernel("output_grad", variant)(dy), reference_output_grad(dy)),
-        "input_grad": (kernel("input_grad", variant)(dv, shape, padding), reference_input_grad(dv, shape, padding)),
+        "input_grad": (
+            kernel("input_grad", variant)(dv, shape, padding),
+            reference_input_grad(dv, shape, padding),
+        ),
         "weights_grad": (kernel("weights_grad", variant)(du), reference_weights_grad(du)),
     }
     for name, (got, expected) in results.items():
@@ -182,15 +208,26 @@ def test_outputs_written_into_given_buffers(rng, variant):
     m = rng.standard_normal((POSITIONS, out_channels, count)).astype(np.float32)
     batch_output = np.full((5, *y_shape[1:]), np.nan, np.float32)
     kernel("output", variant)(m, None, y_shape, out=batch_output[1:4])
-    assert relative_error(batch_output[1:4], reference_output(m, None, y_shape)) <= TOLERANCE[np.float32]
+    assert (
+        relative_error(batch_output[1:4], reference_output(m, None, y_shape))
+        <= TOLERANCE[np.float32]
+    )
     assert np.isnan(batch_output[[0, 4]]).all()
 
 
 def test_cpu_tile_buffers_are_spaced_an_odd_number_of_cache_lines():
-    for rows, count, dtype in ((64, 784, np.float32), (32, 147, np.float32), (3, 5, np.float64), (16, 256, np.float32)):
+    for rows, count, dtype in (
+        (64, 784, np.float32),
+        (32, 147, np.float32),
+        (3, 5, np.float64),
+        (16, 256, np.float32),
+    ):
         tiles = winograd.winograd_tiles_cpu(rows, count, dtype, np.empty(0))
         assert tiles.shape == (POSITIONS, rows, count)
-        assert tiles.strides[1:] == (count * tiles.itemsize, tiles.itemsize)  # each matrix C-contiguous
+        assert tiles.strides[1:] == (
+            count * tiles.itemsize,
+            tiles.itemsize,
+        )  # each matrix C-contiguous
         assert tiles.strides[0] >= rows * count * tiles.itemsize
         assert tiles.strides[0] % 64 == 0 and (tiles.strides[0] // 64) % 2 == 1
     assert winograd.winograd_tiles_cuda(64, 784, np.float32, np.empty(0)).flags.c_contiguous
@@ -213,6 +250,7 @@ def test_matmul_writes_into_a_spaced_tile_buffer(rng):
 
 # --- errors --------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_bad_arguments_name_what_is_wrong(variant):
     x = np.ones((1, 2, 5, 5), np.float32)
@@ -227,7 +265,9 @@ def test_bad_arguments_name_what_is_wrong(variant):
     with pytest.raises(ValueError, match=r"tiles of shape \(16, 3, 9\)"):
         kernel("output", variant)(np.ones((16, 3, 8), np.float32), None, (1, 3, 5, 5))
     with pytest.raises(ValueError, match="bias of shape"):
-        kernel("output", variant)(np.ones((16, 3, 9), np.float32), np.ones(2, np.float32), (1, 3, 5, 5))
+        kernel("output", variant)(
+            np.ones((16, 3, 9), np.float32), np.ones(2, np.float32), (1, 3, 5, 5)
+        )
     with pytest.raises(ValueError, match=r"tiles_grad of shape \(16, 2, 9\)"):
         kernel("input_grad", variant)(np.ones((16, 2, 8), np.float32), x.shape, 1)
     with pytest.raises(ValueError, match="out as a"):
