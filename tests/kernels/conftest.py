@@ -7,6 +7,7 @@ import importlib
 import numpy as np
 import pytest
 
+from fastnet.kernels import _cpu
 from fastnet.kernels._contract import family_module_names
 
 
@@ -24,3 +25,15 @@ def poisoned_outputs(monkeypatch):
         module = importlib.import_module(name)
         if hasattr(module, "empty"):
             monkeypatch.setattr(module, "empty", poisoned_empty)
+
+
+@pytest.fixture
+def force_driver(monkeypatch):
+    """``force_driver("serial" | "parallel")``: every CPU kernel called afterwards in the test takes
+    that driver, whatever the work size and the thread count."""
+
+    def force(driver: str) -> None:
+        assert driver in ("serial", "parallel"), driver
+        monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: driver == "parallel")
+
+    return force

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastnet.kernels import _cpu
 from fastnet.kernels.activation import (
     reference_relu_backward,
     reference_relu_forward,
@@ -44,9 +43,9 @@ def test_forward_and_backward_match_reference(rng, variant, dtype, shape):
 
 
 @pytest.mark.parametrize("driver", ["serial", "parallel"])
-def test_cpu_serial_and_parallel_drivers_match_reference(rng, monkeypatch, driver):
+def test_cpu_serial_and_parallel_drivers_match_reference(force_driver, rng, driver):
     """The CPU policy picks a driver by size and threads: either gives the same results."""
-    monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: driver == "parallel")
+    force_driver(driver)
     x = rng.standard_normal(100_003).astype(np.float32)
     dy = rng.standard_normal(x.shape).astype(np.float32)
     y = relu_forward_cpu(x)

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet.kernels import _cpu
 from fastnet.kernels._geometry import conv_output_shape
 from fastnet.kernels.conv import (
     col2im_cpu,
@@ -162,24 +161,24 @@ def test_conv_through_im2col_matches_direct_convolution(rng, case, dtype):
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_cpu_parallel_and_serial_kernels_agree_bitwise(rng, monkeypatch, case):
+def test_cpu_parallel_and_serial_kernels_agree_bitwise(force_driver, rng, case):
     """The CPU policy runs small work serially, large in parallel: the two drivers of one body give
     the same bits."""
     shape, kernel, stride, padding = case
     x = rng.standard_normal(shape).astype(np.float32)
-    monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: False)
+    force_driver("serial")
     serial_cols = im2col_cpu(x, kernel, stride, padding)
     g = rng.standard_normal(serial_cols.shape).astype(np.float32)
     serial_dx = col2im_cpu(g, shape, kernel, stride, padding)
-    monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: True)
+    force_driver("parallel")
     np.testing.assert_array_equal(im2col_cpu(x, kernel, stride, padding), serial_cols)
     np.testing.assert_array_equal(col2im_cpu(g, shape, kernel, stride, padding), serial_dx)
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two Numba threads")
-def test_col2im_cpu_is_bitwise_the_same_on_one_and_two_threads(rng, monkeypatch):
+def test_col2im_cpu_is_bitwise_the_same_on_one_and_two_threads(force_driver, rng):
     """The planes are split between threads; each pixel's sum must not depend on the split."""
-    monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: True)
+    force_driver("parallel")
     shape, kernel, stride, padding = (3, 5, 9, 8), 3, 1, 1
     cols = rng.standard_normal((5 * 9, 3 * 9 * 8)).astype(np.float32)
     results, threads_before = [], fastnet.get_num_threads()

@@ -20,7 +20,6 @@ import numba
 import numpy as np
 import pytest
 
-from fastnet.kernels import _cpu
 from fastnet.kernels.norm import (
     batchnorm_backward_cpu,
     batchnorm_backward_cuda,
@@ -230,12 +229,12 @@ def test_layernorm_float64_backward_matches_finite_differences(rng, device):
     )
 
 
-def test_layernorm_cpu_parameter_gradients_do_not_depend_on_the_thread_count(rng, monkeypatch):
+def test_layernorm_cpu_parameter_gradients_do_not_depend_on_the_thread_count(force_driver, rng):
     x, dy = normal(rng, (97, 24), np.float32), normal(rng, (97, 24), np.float32)
     _, mean, rstd = layernorm_forward_cpu(x, None, None)
-    monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: False)
+    force_driver("serial")
     serial = layernorm_backward_cpu(dy, x, None, mean, rstd)
-    monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: True)
+    force_driver("parallel")
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
@@ -246,9 +245,9 @@ def test_layernorm_cpu_parameter_gradients_do_not_depend_on_the_thread_count(rng
 
 
 @pytest.mark.parametrize("driver", ["serial", "parallel"])
-def test_cpu_serial_and_parallel_drivers_match_reference(rng, monkeypatch, driver):
+def test_cpu_serial_and_parallel_drivers_match_reference(force_driver, rng, driver):
     """The CPU policy picks a driver by size and threads: either gives the same results."""
-    monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: driver == "parallel")
+    force_driver(driver)
     outputs, grads, (x, weight, bias, dy) = layernorm_round_trip("cpu", rng, (13, 24), np.float32)
     assert_all_close(outputs, reference_layernorm_forward(x, weight, bias, 1e-5), np.float32)
     assert_all_close(grads, reference_layernorm_backward(dy, x, weight, 1e-5), np.float32)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastnet.kernels import _cpu
 from fastnet.kernels.optim import (
     adam_step_cpu,
     adam_step_cuda,
@@ -179,9 +178,9 @@ def test_cpu_sgd_matches_reference(rng, momentum, dampening, nesterov, weight_de
 
 
 @pytest.mark.parametrize("driver", ["serial", "parallel"])
-def test_cpu_serial_and_parallel_drivers_match_reference(rng, monkeypatch, driver):
+def test_cpu_serial_and_parallel_drivers_match_reference(force_driver, rng, driver):
     """The CPU policy picks a driver by size and threads: either gives the same results."""
-    monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: driver == "parallel")
+    force_driver(driver)
     run_adam(adam_step_cpu, rng, (1001,), np.float32, True, 0.1)
     run_sgd(sgd_step_cpu, rng, (1001,), np.float32, 0.9, 0.0, True, 0.1)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastnet.kernels import _cpu
 from fastnet.kernels.pool import (
     maxpool2d_backward_cpu,
     maxpool2d_backward_cuda,
@@ -213,7 +212,7 @@ def test_forward_then_backward_on_distinct_values(rng, variant, case):
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_cpu_serial_and_parallel_drivers_agree_bitwise(rng, monkeypatch, case):
+def test_cpu_serial_and_parallel_drivers_agree_bitwise(force_driver, rng, case):
     """The CPU policy picks a driver by size and threads: both give the same bits, NaNs included."""
     shape, kernel, stride, padding = case
     x = rng.standard_normal(shape).astype(np.float32)
@@ -222,8 +221,7 @@ def test_cpu_serial_and_parallel_drivers_agree_bitwise(rng, monkeypatch, case):
     dy = dy.astype(np.float32)
     results = []
     for driver in ("serial", "parallel"):
-        parallel = driver == "parallel"
-        monkeypatch.setattr(_cpu, "parallel_pays", lambda elements, parallel=parallel: parallel)
+        force_driver(driver)
         y, argmax = maxpool2d_forward_cpu(x, kernel, stride, padding)
         dx = maxpool2d_backward_cpu(dy, argmax, shape, kernel, stride, padding)
         results.append((y, argmax, dx))

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 import numerics
-from fastnet.kernels import _cpu
 from fastnet.kernels._reduce import reduction_threads
 from fastnet.kernels.softmax import (
     reference_softmax_backward,
@@ -159,9 +158,9 @@ def test_forward_with_no_rows(device):
 
 
 @pytest.mark.parametrize("driver", ["serial", "parallel"])
-def test_cpu_serial_and_parallel_drivers_match_reference(rng, monkeypatch, driver):
+def test_cpu_serial_and_parallel_drivers_match_reference(force_driver, rng, driver):
     """The CPU policy picks a driver by size and threads: either gives the same results."""
-    monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: driver == "parallel")
+    force_driver(driver)
     x = (4 * rng.standard_normal((12, 37))).astype(np.float32)
     mask = random_mask(rng, (37,)).astype(np.float32)
     y = softmax_forward_cpu(x, mask, causal_query_len=3)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastnet.kernels import _cpu
 from fastnet.kernels.softmax_xent import reference_softmax_xent, softmax_xent_cpu, softmax_xent_cuda
 from numerics import assert_close, relative_error
 
@@ -85,9 +84,9 @@ def test_gradient_matches_finite_differences_of_the_reference_mean_loss(
 
 
 @pytest.fixture(params=["serial", "parallel"])
-def cpu_entry(request, monkeypatch):
+def cpu_entry(force_driver, request):
     """Run the CPU kernel through its serial or its parallel driver, whatever the size."""
-    monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: request.param == "parallel")
+    force_driver(request.param)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

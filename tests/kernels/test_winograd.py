@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastnet.kernels import _cpu, conv, winograd
+from fastnet.kernels import conv, winograd
 from fastnet.kernels.winograd import (
     POSITIONS,
     reference_input,
@@ -142,9 +142,9 @@ def kernel_cases():
 
 
 @pytest.mark.parametrize("variant, driver, case, dtype", list(kernel_cases()))
-def test_every_transform_matches_its_reference(rng, monkeypatch, variant, driver, case, dtype):
+def test_every_transform_matches_its_reference(force_driver, rng, variant, driver, case, dtype):
     if variant == "cpu":  # the CPU policy takes the driver under test whatever the size
-        monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: driver == "parallel")
+        force_driver(driver)
     shape, out_channels, padding = case
     channels, count, y_shape = shape[1], tile_count(case), output_shape(case)
     x = rng.standard_normal(shape).astype(dtype)
@@ -178,18 +178,18 @@ def test_every_transform_matches_its_reference(rng, monkeypatch, variant, driver
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_input_grad_is_deterministic(rng, variant, monkeypatch):
+def test_input_grad_is_deterministic(force_driver, rng, variant):
     """Overlapping tiles add into one pixel in a fixed order: the same bits on every call, and on
     the CPU the same bits from the parallel driver as from the serial one."""
     shape, padding = (2, 3, 7, 5), 1
     count = tile_count((shape, 1, padding))
     dv = rng.standard_normal((POSITIONS, shape[1], count)).astype(np.float32)
     if variant == "cpu":
-        monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: False)
+        force_driver("serial")
     first = kernel("input_grad", variant)(dv, shape, padding)
     np.testing.assert_array_equal(kernel("input_grad", variant)(dv, shape, padding), first)
     if variant == "cpu":
-        monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: True)
+        force_driver("parallel")
         np.testing.assert_array_equal(kernel("input_grad", variant)(dv, shape, padding), first)
 
 
