@@ -20,6 +20,15 @@ def check_float_dtype(array: Any, name: str, op: str) -> None:
         raise TypeError(f"{op} expects {name} of dtype float32 or float64, got {array.dtype}")
 
 
+def check_float_matrix(array: Any, name: str, op: str) -> None:
+    """TypeError or ValueError unless ``array`` is a 2-D float32 or float64 array."""
+    check_float_dtype(array, name, op)
+    if array.ndim != 2:
+        raise ValueError(
+            f"{op}: {name} must be 2-D (rows, columns), got shape {tuple(array.shape)}"
+        )
+
+
 def as_shape(x_shape: Sequence[int], op: str) -> tuple[int, ...]:
     """``x_shape`` as a tuple of non-negative ints, or a TypeError/ValueError naming ``op``."""
     try:

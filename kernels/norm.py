@@ -75,7 +75,7 @@ import numpy as np
 from numba import cuda, prange
 from numba.extending import register_jitable
 
-from ._checks import check_float_dtype
+from ._checks import check_float_dtype, check_float_matrix
 from ._contract import (
     FLOAT32_BYTES,
     OURS,
@@ -274,9 +274,7 @@ def _parameter_or_constant(
 
 
 def _check_layernorm_input(op: str, x: Any) -> Any:
-    check_float_dtype(x, "x", op)
-    if x.ndim != 2:
-        raise ValueError(f"{op}: x must be 2-D (rows, columns), got shape {tuple(x.shape)}")
+    check_float_matrix(x, "x", op)
     if x.shape[1] == 0:
         raise ValueError(f"{op}: x of shape {tuple(x.shape)} has no values to normalise over")
     return array_module(x).ascontiguousarray(x)

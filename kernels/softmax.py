@@ -49,7 +49,7 @@ import numba
 import numpy as np
 from numba import cuda, prange
 
-from ._checks import check_float_dtype
+from ._checks import check_float_matrix
 from ._contract import (
     FLOAT32_BYTES,
     OURS,
@@ -111,19 +111,10 @@ def reference_softmax_backward(y: np.ndarray, dy: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_float_matrix(op: str, name: str, array: Any) -> None:
-    """Raise unless ``array`` is a 2-D float32 or float64 array."""
-    check_float_dtype(array, name, op)
-    if array.ndim != 2:
-        raise ValueError(
-            f"{op}: {name} must be 2-D (rows, columns), got shape {tuple(array.shape)}"
-        )
-
-
 def _check_forward(x: Any, mask: Any, causal_query_len: int | None) -> tuple[Any, Any, int]:
     """Validated, contiguous (x, mask as (1 or R, C) in x's dtype, causal T or 0 for none)."""
     xp = array_module(x)
-    _check_float_matrix("softmax", "x", x)
+    check_float_matrix(x, "x", "softmax")
     n_rows, n_cols = x.shape
     if mask is None:
         mask = xp.zeros((1, n_cols), dtype=x.dtype)
@@ -162,8 +153,8 @@ def _check_forward(x: Any, mask: Any, causal_query_len: int | None) -> tuple[Any
 
 
 def _check_backward(y: Any, dy: Any) -> tuple[Any, Any]:
-    _check_float_matrix("softmax backward", "y", y)
-    _check_float_matrix("softmax backward", "dy", dy)
+    check_float_matrix(y, "y", "softmax backward")
+    check_float_matrix(dy, "dy", "softmax backward")
     if y.shape != dy.shape or y.dtype != dy.dtype:
         raise ValueError(
             f"softmax backward: y {tuple(y.shape)} {y.dtype} and dy {tuple(dy.shape)} {dy.dtype} "
