@@ -268,3 +268,28 @@ def test_attention_shape_errors(rng):
         match=r"value of shape \(2, 6, 4\) must be \(\.\.\., S, Dv\) for key of shape \(2, 5, 4\)",
     ):
         F.scaled_dot_product_attention(q, q, fn.tensor(np.ones((2, 6, 4))))
+
+
+def test_a_float_mask_that_requires_grad_gets_pytorchs_gradient(rng):
+    """A learned additive attention bias (a float mask with requires_grad) trains: its gradient
+    is the scores' gradient summed over the axes it broadcast along, as in PyTorch."""
+    torch = pytest.importorskip("torch")
+    q, k, v = (rng.standard_normal((2, 3, 5, 4)).astype(np.float32) for _ in range(3))
+    bias = rng.standard_normal((5, 5)).astype(np.float32)
+    upstream = rng.standard_normal((2, 3, 5, 4)).astype(np.float32)
+    ours = [fn.tensor(a, requires_grad=True) for a in (q, k, v, bias)]
+    F.scaled_dot_product_attention(*ours[:3], attn_mask=ours[3]).backward(fn.tensor(upstream))
+    theirs = [torch.tensor(a, requires_grad=True) for a in (q, k, v, bias)]
+    torch.nn.functional.scaled_dot_product_attention(*theirs[:3], attn_mask=theirs[3]).backward(
+        torch.from_numpy(upstream)
+    )
+    for name, mine, expected in zip("qkv", ours, theirs, strict=False):
+        assert relative_error(mine.grad.data, expected.grad.numpy()) < 1e-5, name
+    assert ours[3].grad is not None, "the mask got no gradient"
+    assert relative_error(ours[3].grad.data, theirs[3].grad.numpy()) < 1e-5
+
+
+def test_a_trainable_float_mask_passes_a_float64_gradient_check(rng):
+    scores = fn.tensor(rng.standard_normal((3, 4, 6)), dtype=np.float64, requires_grad=True)
+    bias = fn.tensor(rng.standard_normal((4, 6)), dtype=np.float64, requires_grad=True)
+    assert gradcheck(lambda s, m: F.softmax(s, mask=m), [scores, bias])

@@ -390,3 +390,21 @@ def test_dropout_scales_kept_units_and_is_identity_in_eval(rng):
     assert F.dropout(x, 0.3, training=False) is x
     with pytest.raises(ValueError, match="dropout probability"):
         F.dropout(x, 1.0)
+
+
+@pytest.mark.parametrize("channels", [2, WINOGRAD_MIN_CHANNELS], ids=["im2col", "winograd"])
+@pytest.mark.parametrize("needs", [(True, True, True), (False, True, True), (True, False, True)])
+def test_conv2d_on_an_empty_batch_gives_empty_outputs_and_zero_gradients(rng, channels, needs):
+    """PyTorch convolves a batch of 0 images: an empty output, zero weight and bias gradients."""
+    x = fn.tensor(np.empty((0, channels, 5, 6), np.float32), requires_grad=needs[0])
+    w = fn.tensor(rng.standard_normal((3, channels, 3, 3)), requires_grad=needs[1])
+    b = fn.tensor(rng.standard_normal(3), requires_grad=needs[2])
+    y = F.conv2d(x, w, b, padding=1)
+    assert y.shape == (0, 3, 5, 6)
+    y.sum().backward()
+    for tensor, need in zip((x, w, b), needs, strict=True):
+        if need:
+            assert tensor.grad.shape == tensor.shape and tensor.grad.dtype == np.float32
+            assert not np.any(tensor.grad.data)
+        else:
+            assert tensor.grad is None

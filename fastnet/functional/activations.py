@@ -154,6 +154,11 @@ def softmax(x: Tensor, axis: int = -1, mask: Mask = None, causal: bool = False) 
             )
         moved = Softmax.apply(x.transpose(axis, last), mask=None, causal_query_len=None)
         return moved.transpose(axis, last)
+    if isinstance(mask, Tensor) and mask.requires_grad:
+        # A float mask that trains (a learned attention bias) joins the graph, so it gets its
+        # gradient: the input's, summed over the axes the mask was broadcast along.
+        _additive_mask(mask, x, "softmax")  # the checks a constant mask gets
+        x, mask = x + mask, None
     return Softmax.apply(
         x, mask=_additive_mask(mask, x, "softmax"), causal_query_len=x.shape[-2] if causal else None
     )

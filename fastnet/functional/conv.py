@@ -88,6 +88,8 @@ class Conv2d(Function):
         self.per_image = device.conv_workspace_bytes is not None
         y = device.empty((n, out_channels, oh * ow), x.dtype)
         for start, stop in self.chunks:
+            if start == stop:  # an empty batch: nothing to compute
+                continue
             cols, images = self._columns(start, stop, ones_row=bool(bias)), stop - start
             if not self.per_image:
                 # The whole batch at once (GPU): one GEMM, (OC, N·OH·OW), seen as NCHW planes.
@@ -116,7 +118,7 @@ class Conv2d(Function):
     def backward(self, grad):
         xp, device = self.device.xp, self.device
         n, out_channels = grad.shape[:2]
-        grad = xp.ascontiguousarray(grad).reshape(n, out_channels, -1)
+        grad = xp.ascontiguousarray(grad).reshape(n, out_channels, self.plane)
         need_x, need_w = self.inputs[0].requires_grad, self.inputs[1].requires_grad
         need_b = len(self.inputs) == 3 and self.inputs[2].requires_grad
         # With the ones row in the columns, the weight GEMM's last row is Σ dY: the bias gradient.
@@ -124,6 +126,8 @@ class Conv2d(Function):
         grad_x = device.empty(self.x.shape, self.x.dtype) if need_x else None
         grad_w = grad_b = None
         for start, stop in self.chunks:
+            if start == stop:  # an empty batch: the gradients are zeros (below)
+                continue
             images, grad_planes = stop - start, grad[start:stop]  # (images, OC, OH·OW)
             # (OC, images·OH·OW): the chunk's output gradient in the layout of one GEMM
             grad_chunk = None
@@ -153,6 +157,10 @@ class Conv2d(Function):
                     self.padding,
                     out=grad_x[start:stop],
                 )
+        if need_w and grad_w is None:  # no image contributed
+            grad_w = xp.zeros((self.w2.shape[1] + ones_row, out_channels), self.x.dtype)
+        if need_b and not ones_row and grad_b is None:
+            grad_b = xp.zeros(out_channels, self.x.dtype)
         if need_w:
             if ones_row:
                 grad_w, grad_b = grad_w[:-1], grad_w[-1].copy()
