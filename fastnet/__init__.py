@@ -18,7 +18,16 @@ from .backend import Device, cuda_is_available, get_num_threads, set_num_threads
 from .backend import get_device as device
 from .checkpoint import load, load_checkpoint, save, save_checkpoint
 from .random import manual_seed
-from .tensor import Tensor, cat, enable_grad, is_grad_enabled, no_grad, stack, tensor
+from .tensor import (
+    Tensor,
+    cat,
+    enable_grad,
+    inference_mode,
+    is_grad_enabled,
+    no_grad,
+    stack,
+    tensor,
+)
 
 __all__ = [
     "Tensor",
@@ -26,6 +35,7 @@ __all__ = [
     "cat",
     "stack",
     "no_grad",
+    "inference_mode",
     "enable_grad",
     "is_grad_enabled",
     "device",

@@ -12,28 +12,38 @@ tensors. :func:`backward` orders that graph topologically once, walks it in reve
 each gradient, reduces broadcast gradients back to their input's shape (:func:`unbroadcast`),
 stores the results in the leaves' ``.grad`` and frees the graph.
 
+Autograd is never silently wrong. Freeing a node drops what it saved and marks it freed: a later
+walk that reaches it (a second ``backward()``, or a new loss built on part of the old graph)
+raises unless the first walk passed ``retain_graph=True``. Every tensor carries ``_version``,
+bumped by each in-place change; a node records its inputs' versions when it is recorded (if it
+saves inputs), and the walk raises, naming the op, when an input or the node's saved output was
+changed in place since.
+
 The engine sees a tensor only through its attributes ``data``, ``device``, ``requires_grad``,
-``grad``, ``_ctx`` and the constructor ``_wrap(array, device)``, so this module imports nothing
-from :mod:`fastnet.tensor` (which builds on it) and the two have no import cycle.
+``grad``, ``_ctx``, ``_version`` and the constructor ``_wrap(array, device)``, so this module
+imports nothing from :mod:`fastnet.tensor` (which builds on it) and the two have no import cycle.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
+from .backend import Device
+
 if TYPE_CHECKING:
-    from .backend import Device
     from .tensor import Tensor
 
 __all__ = [
     "Function",
     "backward",
     "enable_grad",
+    "inference_mode",
     "is_grad_enabled",
     "no_grad",
+    "not_a_tensor",
     "unbroadcast",
 ]
 
@@ -53,6 +63,12 @@ def no_grad() -> Iterator[None]:
         yield
     finally:
         _state.grad_enabled = previous
+
+
+def inference_mode() -> AbstractContextManager[None]:
+    """PyTorch's ``inference_mode``: ops record no graph. The same as :func:`no_grad` here, since
+    a tensor made without a graph carries nothing that a later backward could need."""
+    return no_grad()
 
 
 @contextmanager
@@ -79,9 +95,16 @@ def unbroadcast(grad: Any, shape: tuple) -> Any:
 
 
 def _check_devices(op: str, tensors: Sequence[Tensor]) -> Device:
-    device = tensors[0].device
+    try:
+        device = tensors[0].device
+    except (IndexError, AttributeError):
+        device = None
+    if device.__class__ is not Device:  # a NumPy array has a .device too ("cpu"): look closer
+        _refuse_non_tensors(op, tensors)
     for other in tensors[1:]:
         if other.device is not device:
+            if not isinstance(getattr(other, "device", None), Device):
+                _refuse_non_tensors(op, tensors)
             raise RuntimeError(
                 f"{op}: tensors are on different devices: {device} and {other.device}; "
                 f"move one with .to()"
@@ -89,11 +112,32 @@ def _check_devices(op: str, tensors: Sequence[Tensor]) -> Device:
     return device
 
 
+def _refuse_non_tensors(op: str, inputs: Sequence[Any]) -> None:
+    if not inputs:
+        raise TypeError(f"{op}: expected at least one Tensor")
+    for value in inputs:
+        if not isinstance(getattr(value, "device", None), Device):
+            raise not_a_tensor(op, value)
+
+
+def not_a_tensor(op: str, value: Any) -> TypeError:
+    """The error for a value that ``op`` needs as a Tensor (a NumPy array handed to a model)."""
+    kind = type(value)
+    name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+    return TypeError(f"{op}: expected a Tensor, got {name}; wrap it with fastnet.tensor(...)")
+
+
 class Function:
-    """One differentiable op. Subclasses define ``forward`` and ``backward`` over arrays."""
+    """One differentiable op. Subclasses define ``forward`` and ``backward`` over arrays.
+
+    ``saves_inputs`` / ``saves_output``: whether backward reads the inputs' / the output's values
+    (the version check looks only at what is read; an op that needs neither turns both off)."""
 
     device: Device
     inputs: tuple[Tensor, ...]
+    saves_inputs: bool = True
+    saves_output: bool = True
+    _versions: tuple[int, ...] = ()
 
     def forward(self, *arrays: Any, **params: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -110,22 +154,63 @@ class Function:
         # requires_grad first: it is an attribute, grad mode a thread-local lookup
         if any([t.requires_grad for t in inputs]) and is_grad_enabled():
             fn.inputs = inputs
+            if cls.saves_inputs:
+                fn._versions = tuple([t._version for t in inputs])
             out.requires_grad = True
             out._ctx = fn
         return out
 
+    def _free(self) -> None:
+        """Drop the saved arrays and the inputs; a later walk through this node raises."""
+        self.__dict__.clear()
+
+    @property
+    def _freed(self) -> bool:
+        """Freed by a backward walk (a node on a graph always holds its inputs until then)."""
+        return "inputs" not in self.__dict__
+
+
+def _check_saved(node: Tensor, fn: Function) -> None:
+    """Raise, naming the op, when backward would read values changed in place since forward."""
+    op = type(fn).__name__.lower()
+    if fn._freed:
+        raise RuntimeError(
+            f"{op}: trying to backward through the graph a second time (or through part of a "
+            "graph that an earlier backward() already freed); its saved values are gone. "
+            "Specify retain_graph=True in the first backward() to walk the graph again"
+        )
+    if fn._versions:
+        for position, (tensor, recorded) in enumerate(zip(fn.inputs, fn._versions, strict=True)):
+            if tensor._version != recorded:
+                _modified_in_place(op, f"input {position}", tensor, recorded)
+    if node._version and fn.saves_output:
+        _modified_in_place(op, "output", node, 0)
+
+
+def _modified_in_place(op: str, which: str, tensor: Tensor, expected: int) -> None:
+    raise RuntimeError(
+        f"{op}: one of the variables needed for gradient computation has been modified by an "
+        f"inplace operation: its {which} (shape {tuple(tensor.shape)}, {tensor.dtype}) is at "
+        f"version {tensor._version}; expected version {expected} instead. Modify a copy, or do "
+        "the in-place change after backward()"
+    )
+
 
 def backward(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
     """Accumulate d(root)/d(leaf), with ``seed`` as d(root), into every leaf's ``.grad``; free
-    the graph unless ``retain_graph``. ``Tensor.backward`` checks the arguments and calls this."""
+    the graph unless ``retain_graph``. ``Tensor.backward`` checks the arguments and calls this.
+    Raises before touching any gradient when the graph was freed or a saved value changed."""
     xp = root.device.xp
+    order = _topological_order(root)
     grads: dict[int, Any] = {id(root): seed}
     stored: set[int] = set()  # arrays already handed to a leaf: a second leaf gets a copy
-    for node in reversed(_topological_order(root)):
+    for node in reversed(order):
         grad = grads.pop(id(node), None)
-        if grad is None:
-            continue
         fn = node._ctx
+        if grad is None:
+            if fn is not None and not retain_graph:
+                fn.__dict__.clear()  # Function._free, inline on the hot path
+            continue
         if fn is None:  # a leaf
             if node.grad is None:
                 if (
@@ -148,7 +233,7 @@ def backward(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
             key = id(parent)
             grads[key] = parent_grad if key not in grads else grads[key] + parent_grad
         if not retain_graph:
-            node._ctx = None
+            fn.__dict__.clear()  # Function._free
 
 
 def _topological_order(root: Tensor) -> list[Tensor]:
@@ -164,8 +249,9 @@ def _topological_order(root: Tensor) -> list[Tensor]:
             continue
         visited.add(id(node))
         stack.append((node, True))
-        if node._ctx is not None:
-            stack.extend(
-                (p, False) for p in node._ctx.inputs if p.requires_grad and id(p) not in visited
-            )
+        fn = node._ctx
+        if fn is not None:
+            if fn._versions or node._version or "inputs" not in fn.__dict__:
+                _check_saved(node, fn)
+            stack.extend((p, False) for p in fn.inputs if p.requires_grad and id(p) not in visited)
     return order

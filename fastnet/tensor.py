@@ -15,12 +15,19 @@ keeps working.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import autograd
-from .autograd import Function, enable_grad, is_grad_enabled, no_grad, unbroadcast
+from .autograd import (
+    Function,
+    enable_grad,
+    inference_mode,
+    is_grad_enabled,
+    no_grad,
+    unbroadcast,
+)
 from .backend import Device, get_device, to_numpy
 from .tensor_ops import (
     Abs,
@@ -32,6 +39,7 @@ from .tensor_ops import (
     Log,
     MatMul,
     Max,
+    MaxDim,
     Mul,
     Neg,
     Permute,
@@ -49,10 +57,13 @@ __all__ = [
     "DEFAULT_DTYPE",
     "Function",
     "Tensor",
+    "ValuesIndices",
     "cat",
     "enable_grad",
+    "inference_mode",
     "is_grad_enabled",
     "no_grad",
+    "result_dtype",
     "stack",
     "tensor",
     "unbroadcast",
@@ -69,11 +80,115 @@ def _dtype_of(dtype: Any) -> np.dtype:
     return np.dtype(dtype)
 
 
+class ValuesIndices(NamedTuple):
+    """What ``max(dim)`` / ``min(dim)`` return, as PyTorch's: the values and their indices."""
+
+    values: Tensor
+    indices: Tensor
+
+
+# ===================================================================== type promotion
+_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
+
+
+def _promote_pair(a: np.dtype, b: np.dtype) -> np.dtype:
+    """PyTorch's table: the higher category wins (an int with a float gives that float, never
+    float64); within one category, the wider type."""
+    ca, cb = _CATEGORY[a.kind], _CATEGORY[b.kind]
+    if ca != cb:
+        return a if ca > cb else b
+    return np.promote_types(a, b)
+
+
+def _combine(higher: np.dtype | None, lower: np.dtype | None) -> np.dtype | None:
+    """A lower-priority group changes the result only when its category is higher."""
+    if higher is None:
+        return lower
+    if lower is not None and _CATEGORY[lower.kind] > _CATEGORY[higher.kind]:
+        return _promote_pair(higher, lower)
+    return higher
+
+
+_BOOL, _INT64 = np.dtype(bool), np.dtype(np.int64)
+
+
+def _scalar_dtype(value: Any) -> np.dtype | None:
+    """The dtype a Python (or NumPy) scalar stands for; None for anything else."""
+    if isinstance(value, (bool, np.bool_)):
+        return _BOOL
+    if isinstance(value, (int, np.integer)):
+        return _INT64
+    if isinstance(value, (float, np.floating)):
+        return np.dtype(DEFAULT_DTYPE)
+    if isinstance(value, (complex, np.complexfloating)):
+        return np.dtype(np.complex64)
+    return None
+
+
+def result_dtype(a: Any, b: Any) -> np.dtype:
+    """The dtype of a binary op on ``a`` and ``b`` (tensors or Python scalars), by PyTorch's
+    rule: dimensioned tensors rank above 0-d tensors, which rank above Python scalars; a lower
+    rank changes the result only with a higher category (bool < int < float). So a float32
+    tensor stays float32 next to int tensors and any Python scalar, and an int tensor with a
+    Python float gives the default float dtype (float32)."""
+    groups: list[np.dtype | None] = [None, None, None]
+    for value in (a, b):
+        if isinstance(value, Tensor):
+            rank, dtype = (0 if value.data.ndim else 1), value.data.dtype
+        else:
+            rank, dtype = 2, _scalar_dtype(value)
+            if dtype is None:
+                raise TypeError(f"unsupported operand of type {type(value).__name__}")
+        groups[rank] = dtype if groups[rank] is None else _promote_pair(groups[rank], dtype)
+    result = _combine(groups[0], _combine(groups[1], groups[2]))
+    assert result is not None
+    return result
+
+
+def _as_operand(value: Any, device: Device) -> Any:
+    """A Tensor or a scalar; arrays and lists become tensors as ``fastnet.tensor`` makes them
+    (floating data as float32)."""
+    if isinstance(value, Tensor) or _scalar_dtype(value) is not None:
+        return value
+    array = device.xp.asarray(value)
+    if array.dtype.kind == "f" and array.dtype != DEFAULT_DTYPE:
+        array = array.astype(DEFAULT_DTYPE)
+    return Tensor._wrap(array, device)
+
+
+def _promote(a: Any, b: Any, floating: bool = False) -> tuple[Tensor, Tensor]:
+    """The operands of a binary op as two tensors of the dtype :func:`result_dtype` gives
+    (a floating one when ``floating``: true division). The one rule every binary op uses."""
+    if isinstance(a, Tensor):
+        device = a.device
+        dtype = a.data.dtype
+        if isinstance(b, Tensor):
+            if dtype is b.data.dtype and (dtype.kind == "f" or not floating):
+                return a, b  # the hot path: two tensors of one dtype
+        elif dtype.kind == "f" and isinstance(b, (int, float)):
+            return a, Tensor._wrap(device.xp.asarray(b, dtype=dtype), device)
+    else:
+        device = b.device
+    a, b = _as_operand(a, device), _as_operand(b, device)
+    dtype = result_dtype(a, b)
+    if floating and dtype.kind not in "fc":
+        dtype = np.dtype(DEFAULT_DTYPE)
+    return _cast(a, dtype, device), _cast(b, dtype, device)
+
+
+def _cast(value: Any, dtype: np.dtype, device: Device) -> Tensor:
+    if isinstance(value, Tensor):
+        return value if value.data.dtype == dtype else value.to(dtype=dtype)
+    return Tensor._wrap(device.xp.asarray(value, dtype=dtype), device)
+
+
 class Tensor:
     """An n-dimensional array on a device, with reverse-mode autograd."""
 
-    __slots__ = ("data", "device", "requires_grad", "grad", "_ctx", "__weakref__")
+    __slots__ = ("data", "device", "requires_grad", "grad", "_ctx", "_version", "__weakref__")
     __array_priority__ = 1000  # so ndarray <op> Tensor defers to Tensor's reflected operators
+    # == is elementwise, yet tensors stay hashable by identity (dicts and sets of parameters)
+    __hash__ = object.__hash__
 
     def __init__(
         self,
@@ -97,6 +212,7 @@ class Tensor:
         self.requires_grad = requires_grad
         self.grad: Tensor | None = None
         self._ctx: Function | None = None
+        self._version = 0  # bumped by every in-place change: backward checks what ops saved
 
     @staticmethod
     def _wrap(data: Any, device: Device) -> Tensor:
@@ -104,12 +220,13 @@ class Tensor:
         A plain Tensor even when called on a Parameter: op outputs and gradients are not
         parameters."""
         out = Tensor.__new__(Tensor)
-        out.data, out.device, out.requires_grad, out.grad, out._ctx = (
+        out.data, out.device, out.requires_grad, out.grad, out._ctx, out._version = (
             data,
             device,
             False,
             None,
             None,
+            0,
         )
         return out
 
@@ -220,54 +337,136 @@ class Tensor:
         autograd.backward(self, seed, retain_graph)
 
     # ----------------------------------------------------------------- arithmetic
-    def _operand(self, other: Any) -> Tensor:
-        if isinstance(other, Tensor):
-            return other
-        return Tensor._wrap(self.device.xp.asarray(other, dtype=self.dtype), self.device)
-
+    # every binary op takes its operands through _promote: PyTorch's type promotion
     def __add__(self, other: Any) -> Tensor:
-        return Add.apply(self, self._operand(other))
+        return Add.apply(*_promote(self, other))
 
     def __radd__(self, other: Any) -> Tensor:
-        return Add.apply(self._operand(other), self)
+        return Add.apply(*_promote(other, self))
 
     def __sub__(self, other: Any) -> Tensor:
-        return Sub.apply(self, self._operand(other))
+        return Sub.apply(*_promote(self, other))
 
     def __rsub__(self, other: Any) -> Tensor:
-        return Sub.apply(self._operand(other), self)
+        return Sub.apply(*_promote(other, self))
 
     def __mul__(self, other: Any) -> Tensor:
-        return Mul.apply(self, self._operand(other))
+        return Mul.apply(*_promote(self, other))
 
     def __rmul__(self, other: Any) -> Tensor:
-        return Mul.apply(self._operand(other), self)
+        return Mul.apply(*_promote(other, self))
 
     def __truediv__(self, other: Any) -> Tensor:
-        return Div.apply(self, self._operand(other))
+        return Div.apply(*_promote(self, other, floating=True))
 
     def __rtruediv__(self, other: Any) -> Tensor:
-        return Div.apply(self._operand(other), self)
+        return Div.apply(*_promote(other, self, floating=True))
 
     def __pow__(self, exponent: Any) -> Tensor:
-        return Pow.apply(self, self._operand(exponent))
+        return Pow.apply(*_promote(self, exponent))
 
     def __rpow__(self, base: Any) -> Tensor:
-        return Pow.apply(self._operand(base), self)
+        return Pow.apply(*_promote(base, self))
 
     def __neg__(self) -> Tensor:
         return Neg.apply(self)
 
-    def __matmul__(self, other: Tensor) -> Tensor:
-        return MatMul.apply(self, other)
+    def __matmul__(self, other: Any) -> Tensor:
+        return MatMul.apply(*_promote(self, other))
 
     def __rmatmul__(self, other: Any) -> Tensor:
-        return MatMul.apply(self._operand(other), self)
+        return MatMul.apply(*_promote(other, self))
 
-    # comparisons give boolean tensors outside the graph
+    # ----------------------------------------------------------------- in place
+    # a += b changes the values in place and bumps the version, so backward through an op that
+    # saved this tensor raises. Inside a graph (grad mode on and a gradient involved) it is
+    # recorded out of place instead: the name is rebound to the new node, the graph stays right.
+    def _in_place(self, other: Any, op: str, function: type[Function], ufunc: str) -> Tensor:
+        involved = self.requires_grad or (isinstance(other, Tensor) and other.requires_grad)
+        if involved and is_grad_enabled():
+            self._check_writable(op)
+            return function.apply(*_promote(self, other, floating=ufunc == "true_divide"))
+        _, value = _promote(self, other, floating=ufunc == "true_divide")
+        if _CATEGORY[value.dtype.kind] > _CATEGORY[self.dtype.kind]:
+            raise RuntimeError(
+                f"{op}: result type {value.dtype} can't be cast to the desired output type "
+                f"{self.dtype} of the tensor changed in place"
+            )
+        _check_same_device(op, self, value)
+        try:
+            getattr(self.device.xp, ufunc)(self.data, value.data, out=self.data, casting="unsafe")
+        except ValueError:
+            raise ValueError(
+                f"{op}: the result of shapes {self.shape} and {value.shape} does not fit the "
+                f"tensor of shape {self.shape} changed in place"
+            ) from None
+        self._version += 1
+        return self
+
+    def _check_writable(self, op: str) -> None:
+        if self.requires_grad and self._ctx is None:
+            raise RuntimeError(
+                f"{op}: a leaf tensor that requires grad is being used in an in-place "
+                "operation; change it under fastnet.no_grad(), or change a copy"
+            )
+
+    def __iadd__(self, other: Any) -> Tensor:
+        return self._in_place(other, "add_", Add, "add")
+
+    def __isub__(self, other: Any) -> Tensor:
+        return self._in_place(other, "sub_", Sub, "subtract")
+
+    def __imul__(self, other: Any) -> Tensor:
+        return self._in_place(other, "mul_", Mul, "multiply")
+
+    def __itruediv__(self, other: Any) -> Tensor:
+        return self._in_place(other, "div_", Div, "true_divide")
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        """Assign in place (bumps the version). Not recorded by autograd: refused while grad
+        mode is on and this tensor or the value requires a gradient."""
+        self._write("setitem", value)
+        if isinstance(value, Tensor):
+            value = value.data
+        self.data[_index_arrays(index)] = value
+
+    def copy_(self, source: Any) -> Tensor:
+        """Copy ``source``'s values into this tensor in place (broadcast, cast, moved across
+        devices)."""
+        self._write("copy_", source)
+        if isinstance(source, Tensor):
+            source = source.data if source.device is self.device else to_numpy(source.data)
+        self.data[...] = self.device.xp.asarray(source)
+        return self
+
+    def fill_(self, value: Any) -> Tensor:
+        self._write("fill_", value)
+        self.data.fill(value.item() if isinstance(value, Tensor) else value)
+        return self
+
+    def zero_(self) -> Tensor:
+        return self.fill_(0)
+
+    def _write(self, op: str, value: Any) -> None:
+        """Refuse an in-place write autograd cannot record; bump the version otherwise."""
+        if is_grad_enabled():
+            self._check_writable(op)
+            if self.requires_grad or (isinstance(value, Tensor) and value.requires_grad):
+                raise RuntimeError(
+                    f"{op}: an in-place write into a tensor of the autograd graph is not "
+                    "recorded; build the values out of place (cat, stack, arithmetic) or write "
+                    "under fastnet.no_grad()"
+                )
+        self._version += 1
+
+    # ----------------------------------------------------------------- comparisons
+    # elementwise, giving boolean tensors outside the graph (as PyTorch's)
     def _compare(self, other: Any, op: str) -> Tensor:
-        other_data = other.data if isinstance(other, Tensor) else other
-        return Tensor._wrap(getattr(self.data, op)(other_data), self.device)
+        if not isinstance(other, Tensor) and _scalar_dtype(other) is None:
+            if other is None or isinstance(other, (str, bytes)):
+                return NotImplemented
+        a, b = _promote(self, other)
+        return Tensor._wrap(getattr(a.data, op)(b.data), a.device)
 
     def __lt__(self, other: Any) -> Tensor:
         return self._compare(other, "__lt__")
@@ -281,8 +480,33 @@ class Tensor:
     def __ge__(self, other: Any) -> Tensor:
         return self._compare(other, "__ge__")
 
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return self._compare(other, "__eq__")
+
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return self._compare(other, "__ne__")
+
     def eq(self, other: Any) -> Tensor:
         return self._compare(other, "__eq__")
+
+    def ne(self, other: Any) -> Tensor:
+        return self._compare(other, "__ne__")
+
+    def __bool__(self) -> bool:
+        if self.data.size != 1:
+            raise RuntimeError(
+                f"the truth value of a tensor with {self.data.size} values (shape {self.shape}) "
+                "is ambiguous; use .any() or .all()"
+                if self.data.size
+                else "the truth value of a tensor with no values is ambiguous"
+            )
+        return bool(self.item())
+
+    def any(self) -> Tensor:
+        return Tensor._wrap(self.data.any(), self.device)
+
+    def all(self) -> Tensor:
+        return Tensor._wrap(self.data.all(), self.device)
 
     # ----------------------------------------------------------------- elementwise functions
     def exp(self) -> Tensor:
@@ -307,19 +531,120 @@ class Tensor:
         return self**0.5
 
     # ----------------------------------------------------------------- reductions
-    def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
-        return Sum.apply(self, axis=_normalize_axes(axis, self.ndim), keepdims=keepdims)
+    # dim= and keepdim= as PyTorch; axis= and keepdims= (NumPy's spelling) remain aliases
+    def sum(
+        self,
+        dim: Any = None,
+        keepdim: bool = False,
+        *,
+        axis: Any = None,
+        keepdims: bool | None = None,
+    ) -> Tensor:
+        axes, keep = _reduction_args("sum", dim, keepdim, axis, keepdims, self.ndim)
+        return Sum.apply(self, axis=axes, keepdims=keep)
 
-    def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
-        axes = _normalize_axes(axis, self.ndim)
+    def mean(
+        self,
+        dim: Any = None,
+        keepdim: bool = False,
+        *,
+        axis: Any = None,
+        keepdims: bool | None = None,
+    ) -> Tensor:
+        axes, keep = _reduction_args("mean", dim, keepdim, axis, keepdims, self.ndim)
         count = self.numel() if axes is None else int(np.prod([self.shape[a] for a in axes]))
-        return Sum.apply(self, axis=axes, keepdims=keepdims) * (1.0 / max(count, 1))
+        # the mean of nothing is NaN (0 · NaN), as in PyTorch
+        return Sum.apply(self, axis=axes, keepdims=keep) * (1.0 / count if count else float("nan"))
 
-    def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
-        return Max.apply(self, axis=_normalize_axes(axis, self.ndim), keepdims=keepdims)
+    def max(
+        self,
+        dim: int | None = None,
+        keepdim: bool = False,
+        *,
+        axis: Any = None,
+        keepdims: bool | None = None,
+    ) -> Any:
+        """``max()``: the largest value (the gradient split between ties). ``max(dim)``:
+        :class:`ValuesIndices` along ``dim``, as PyTorch. ``max(axis=...)`` (NumPy's spelling,
+        kept for old callers; any axes) returns the values alone, as NumPy's max: prefer amax."""
+        return self._extreme("max", dim, keepdim, axis, keepdims, smallest=False)
 
-    def argmax(self, axis: int | None = None) -> Tensor:
-        return Tensor._wrap(self.data.argmax(axis=axis), self.device)
+    def min(
+        self,
+        dim: int | None = None,
+        keepdim: bool = False,
+        *,
+        axis: Any = None,
+        keepdims: bool | None = None,
+    ) -> Any:
+        """As :meth:`max`, for the smallest values."""
+        return self._extreme("min", dim, keepdim, axis, keepdims, smallest=True)
+
+    def amax(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        """The largest values over ``dim`` (an int, a tuple, or None for all), gradient split
+        evenly between ties."""
+        axes, _ = _reduction_args("amax", dim, keepdim, None, None, self.ndim)
+        return Max.apply(self, axis=axes, keepdims=keepdim)
+
+    def amin(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        axes, _ = _reduction_args("amin", dim, keepdim, None, None, self.ndim)
+        return Max.apply(self, axis=axes, keepdims=keepdim, smallest=True)
+
+    def _extreme(
+        self, op: str, dim: Any, keepdim: bool, axis: Any, keepdims: bool | None, smallest: bool
+    ) -> Any:
+        if axis is not None or keepdims is not None:  # the NumPy spelling: values alone
+            if dim is not None and axis is not None:
+                raise TypeError(f"{op}(): pass dim or axis, not both")
+            axes, keep = _reduction_args(op, dim, keepdim, axis, keepdims, self.ndim)
+            return Max.apply(self, axis=axes, keepdims=keep, smallest=smallest)
+        if dim is None:
+            return Max.apply(self, axis=None, keepdims=False, smallest=smallest)
+        if not isinstance(dim, (int, np.integer)):
+            raise TypeError(f"{op}(dim): dim must be one int, got {dim!r}; use amax/amin")
+        if self.ndim == 0:  # as PyTorch: dim 0 or -1 of a 0-d tensor is the value itself
+            _normalize_axes(dim, 0)
+            pair = self.reshape(1)._extreme(op, 0, False, None, None, smallest)
+            return ValuesIndices(pair.values, pair.indices)
+        (axis_index,) = _normalize_axes(dim, self.ndim)
+        if self.shape[axis_index] == 0:
+            raise IndexError(
+                f"{op}(): dimension {dim} of shape {self.shape} has size 0: the {op} of "
+                "nothing is undefined"
+            )
+        picked = (self.data.argmin if smallest else self.data.argmax)(
+            axis=axis_index, keepdims=True
+        )
+        values = MaxDim.apply(self, axis=axis_index, keepdims=keepdim, picked=picked)
+        indices = picked if keepdim else picked.squeeze(axis=axis_index)
+        return ValuesIndices(
+            values, Tensor._wrap(indices.astype(np.int64, copy=False), self.device)
+        )
+
+    def argmax(
+        self, dim: int | None = None, keepdim: bool = False, *, axis: int | None = None
+    ) -> Tensor:
+        return self._arg("argmax", dim, keepdim, axis)
+
+    def argmin(
+        self, dim: int | None = None, keepdim: bool = False, *, axis: int | None = None
+    ) -> Tensor:
+        return self._arg("argmin", dim, keepdim, axis)
+
+    def _arg(self, op: str, dim: Any, keepdim: bool, axis: Any) -> Tensor:
+        if axis is not None:
+            if dim is not None:
+                raise TypeError(f"{op}(): pass dim or axis, not both")
+            dim = axis
+        if dim is None:
+            found = getattr(self.data, op)()
+            found = found.reshape((1,) * self.ndim) if keepdim else found
+        else:
+            (index,) = _normalize_axes(dim, self.ndim) or (None,)
+            data = self.data.reshape(1) if self.ndim == 0 else self.data
+            found = getattr(data, op)(axis=0 if index is None else index, keepdims=keepdim)
+            found = found.reshape(()) if self.ndim == 0 else found
+        return Tensor._wrap(self.device.xp.asarray(found, dtype=np.int64), self.device)
 
     # ----------------------------------------------------------------- shape
     def reshape(self, *shape: Any) -> Tensor:
@@ -355,11 +680,7 @@ class Tensor:
         return self.permute(*axes)
 
     def __getitem__(self, index: Any) -> Tensor:
-        if isinstance(index, Tensor):
-            index = index.data
-        elif isinstance(index, tuple):
-            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
-        return GetItem.apply(self, index=index)
+        return GetItem.apply(self, index=_index_arrays(index))
 
 
 def _device_of_array(data: Any) -> Device:
@@ -371,13 +692,47 @@ def _device_of_array(data: Any) -> Device:
 
 
 def _normalize_axes(axis: Any, ndim: int) -> tuple | None:
+    """Sorted non-negative axes, or None for all. A 0-d tensor takes dim 0 or -1, as in
+    PyTorch, and reduces over nothing (None: its one value)."""
     if axis is None:
         return None
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     for a in axes:
-        if not -ndim <= a < max(ndim, 1):
-            raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dimensions")
-    return tuple(sorted(a % max(ndim, 1) for a in axes))
+        if not -max(ndim, 1) <= a < max(ndim, 1):
+            raise IndexError(
+                f"dim {a} is out of range for a tensor with {ndim} dimensions "
+                f"(expected a dim in [{-max(ndim, 1)}, {max(ndim, 1) - 1}])"
+            )
+    if ndim == 0:
+        return None
+    return tuple(sorted(a % ndim for a in axes))
+
+
+def _reduction_args(
+    op: str, dim: Any, keepdim: bool, axis: Any, keepdims: bool | None, ndim: int
+) -> tuple[tuple | None, bool]:
+    """(axes, keepdim) from PyTorch's dim/keepdim or NumPy's axis/keepdims spelling."""
+    if axis is not None:
+        if dim is not None:
+            raise TypeError(f"{op}(): pass dim or axis, not both")
+        dim = axis
+    return _normalize_axes(dim, ndim), keepdim if keepdims is None else keepdims
+
+
+def _index_arrays(index: Any) -> Any:
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    return index
+
+
+def _check_same_device(op: str, a: Tensor, b: Tensor) -> None:
+    if a.device is not b.device:
+        raise RuntimeError(
+            f"{op}: tensors are on different devices: {a.device} and {b.device}; "
+            "move one with .to()"
+        )
 
 
 def tensor(

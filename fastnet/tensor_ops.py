@@ -29,6 +29,7 @@ __all__ = [
     "Log",
     "MatMul",
     "Max",
+    "MaxDim",
     "Mul",
     "Neg",
     "Permute",
@@ -60,6 +61,8 @@ def _broadcasting(op: str, compute: Any, a: Any, b: Any) -> Any:
 
 
 class ToDevice(Function):
+    saves_inputs = saves_output = False
+
     def forward(self, a, device, dtype):
         self.source, self.source_dtype = self.device, a.dtype
         self.device = device  # the output lives on the target device
@@ -72,6 +75,8 @@ class ToDevice(Function):
 
 
 class Add(Function):
+    saves_inputs = saves_output = False
+
     def forward(self, a, b):
         return _broadcasting("add", operator.add, a, b)
 
@@ -80,6 +85,8 @@ class Add(Function):
 
 
 class Sub(Function):
+    saves_inputs = saves_output = False
+
     def forward(self, a, b):
         return _broadcasting("sub", operator.sub, a, b)
 
@@ -88,6 +95,8 @@ class Sub(Function):
 
 
 class Mul(Function):
+    saves_output = False
+
     def forward(self, a, b):
         self.a, self.b = a, b
         return _broadcasting("mul", operator.mul, a, b)
@@ -97,6 +106,8 @@ class Mul(Function):
 
 
 class Div(Function):
+    saves_output = False
+
     def forward(self, a, b):
         self.a, self.b = a, b
         return _broadcasting("div", operator.truediv, a, b)
@@ -107,6 +118,10 @@ class Div(Function):
 
 
 class Pow(Function):
+    """base ** exponent. The gradients follow PyTorch where the calculus has no value:
+    d/dbase is 0 wherever the exponent is 0 (also at base 0), and d/dexponent is 0 at base 0
+    with a non-negative exponent (NaN for a negative base, as log is)."""
+
     def forward(self, base, exponent):
         self.base, self.exponent = base, exponent
         self.out = _broadcasting("pow", operator.pow, base, exponent)
@@ -114,16 +129,23 @@ class Pow(Function):
 
     def backward(self, grad):
         xp = self.device.xp
-        grad_base = grad * self.exponent * self.base ** (self.exponent - 1)
-        grad_exponent = None
-        if self.inputs[1].requires_grad:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                log_base = xp.where(self.base > 0, xp.log(xp.where(self.base > 0, self.base, 1)), 0)
-            grad_exponent = grad * self.out * log_base
+        base, exponent = self.base, self.exponent
+        grad_base = grad_exponent = None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.inputs[0].requires_grad:
+                slope = exponent * base ** (exponent - 1)
+                grad_base = grad * xp.where(exponent == 0, 0, slope).astype(grad.dtype, copy=False)
+            if self.inputs[1].requires_grad:
+                log_term = self.out * xp.log(base)
+                grad_exponent = grad * xp.where((base == 0) & (exponent >= 0), 0, log_term).astype(
+                    grad.dtype, copy=False
+                )
         return grad_base, grad_exponent
 
 
 class Neg(Function):
+    saves_inputs = saves_output = False
+
     def forward(self, a):
         return -a
 
@@ -132,6 +154,8 @@ class Neg(Function):
 
 
 class Exp(Function):
+    saves_inputs = False  # backward reads only the output
+
     def forward(self, a):
         self.out = self.device.xp.exp(a)
         return self.out
@@ -141,6 +165,8 @@ class Exp(Function):
 
 
 class Log(Function):
+    saves_output = False
+
     def forward(self, a):
         self.a = a
         return self.device.xp.log(a)
@@ -150,6 +176,8 @@ class Log(Function):
 
 
 class Tanh(Function):
+    saves_inputs = False  # backward reads only the output
+
     def forward(self, a):
         self.out = self.device.xp.tanh(a)
         return self.out
@@ -159,6 +187,8 @@ class Tanh(Function):
 
 
 class Sigmoid(Function):
+    saves_inputs = False  # backward reads only the output
+
     def forward(self, a):
         xp = self.device.xp
         # the two branches avoid overflow of exp for large |a|
@@ -171,6 +201,8 @@ class Sigmoid(Function):
 
 
 class ReLU(Function):
+    saves_inputs = False  # backward reads only the output
+
     def forward(self, a):
         self.out = self.device.relu_forward(a)  # out > 0 exactly where a > 0: no separate mask
         return self.out
@@ -180,6 +212,8 @@ class ReLU(Function):
 
 
 class Abs(Function):
+    saves_inputs = saves_output = False  # keeps its own sign array
+
     def forward(self, a):
         self.sign = self.device.xp.sign(a)
         return self.device.xp.abs(a)
@@ -193,6 +227,8 @@ class MatMul(Function):
     """a @ b for 2-D operands, or batched over leading axes (both operands with the same batch
     shape, or the right one 2-D). Runs on the device's matmul kernel; backward uses its
     transposed forms (dA = dC·Bᵀ, dB = Aᵀ·dC) instead of materialising transposes."""
+
+    saves_output = False
 
     def forward(self, a, b):
         if a.ndim < 2 or b.ndim < 2:
@@ -211,6 +247,10 @@ class MatMul(Function):
             )
         xp = self.device.xp
         self.a, self.b = xp.ascontiguousarray(a), xp.ascontiguousarray(b)
+        self.empty = a.size == 0 or b.size == 0
+        if self.empty:  # an empty sum is 0; the kernels take no zero-size operand
+            batch = a.shape[:-2] if a.ndim > 2 else b.shape[:-2]
+            return xp.zeros(batch + (a.shape[-2], b.shape[-1]), dtype=a.dtype)
         return self._product(self.a, self.b, False, False)
 
     def _product(self, a, b, trans_a, trans_b):
@@ -229,6 +269,8 @@ class MatMul(Function):
 
     def backward(self, grad):
         xp = self.device.xp
+        if self.empty:  # every product term has an empty factor: both gradients are 0
+            return xp.zeros_like(self.a), xp.zeros_like(self.b)
         grad = xp.ascontiguousarray(grad)
         grad_a = grad_b = None
         if self.inputs[0].requires_grad:
@@ -244,6 +286,8 @@ class MatMul(Function):
 
 # ===================================================================== reductions
 class Sum(Function):
+    saves_inputs = saves_output = False
+
     def forward(self, a, axis, keepdims):
         self.shape, self.axis, self.keepdims = a.shape, axis, keepdims
         return a.sum(axis=axis, keepdims=keepdims)
@@ -255,11 +299,12 @@ class Sum(Function):
 
 
 class Max(Function):
-    """Max over axes; the gradient is split evenly between tied maxima (as PyTorch's amax)."""
+    """Max (or min, with ``smallest``) over axes; the gradient is split evenly between tied
+    extremes (as PyTorch's amax and its full ``max()``)."""
 
-    def forward(self, a, axis, keepdims):
+    def forward(self, a, axis, keepdims, smallest=False):
         self.a, self.axis, self.keepdims = a, axis, keepdims
-        self.out = a.max(axis=axis, keepdims=True)
+        self.out = a.min(axis=axis, keepdims=True) if smallest else a.max(axis=axis, keepdims=True)
         if keepdims:
             return self.out
         return self.out.reshape(()) if axis is None else self.out.squeeze(axis=axis)
@@ -267,12 +312,36 @@ class Max(Function):
     def backward(self, grad):
         if not self.keepdims:
             grad = grad.reshape(self.out.shape)
-        winners = self.a == self.out
+        winners = (self.a == self.out).astype(grad.dtype)  # the gradient keeps the input's dtype
         return (winners * (grad / winners.sum(axis=self.axis, keepdims=True)),)
+
+
+class MaxDim(Function):
+    """The values at ``picked`` (the argmax or argmin along ``axis``, with keepdims, which the
+    caller also returns as the indices); the gradient goes to those elements alone (as
+    PyTorch's ``max(dim)``, unlike amax)."""
+
+    saves_inputs = saves_output = False  # keeps only the indices
+
+    def forward(self, a, axis, keepdims, picked):
+        self.shape, self.axis, self.keepdims, self.picked = a.shape, axis, keepdims, picked
+        values = self.device.xp.take_along_axis(a, picked, axis=axis)
+        return values if keepdims else values.squeeze(axis=axis)
+
+    def backward(self, grad):
+        xp = self.device.xp
+        if not self.keepdims:
+            grad = xp.expand_dims(grad, self.axis)
+        along = [1] * len(self.shape)
+        along[self.axis] = self.shape[self.axis]
+        positions = xp.arange(self.shape[self.axis]).reshape(along)
+        return ((positions == self.picked).astype(grad.dtype) * grad,)
 
 
 # ===================================================================== shape ops
 class Reshape(Function):
+    saves_inputs = saves_output = False
+
     def forward(self, a, shape):
         self.shape = a.shape
         try:
@@ -288,6 +357,8 @@ class Reshape(Function):
 
 
 class Permute(Function):
+    saves_inputs = saves_output = False
+
     def forward(self, a, axes):
         self.inverse = tuple(np.argsort(axes))
         return a.transpose(axes)
@@ -297,6 +368,8 @@ class Permute(Function):
 
 
 class GetItem(Function):
+    saves_inputs = saves_output = False
+
     def forward(self, a, index):
         self.shape, self.dtype, self.index = a.shape, a.dtype, index
         return a[index]
@@ -321,6 +394,8 @@ def _is_basic_index(index: Any) -> bool:
 
 
 class Concat(Function):
+    saves_inputs = saves_output = False
+
     def forward(self, *arrays, axis):
         self.axis = axis
         self.bounds = np.cumsum([a.shape[axis] for a in arrays])[:-1]

@@ -109,7 +109,7 @@ def test_backward_accumulates_across_calls_and_frees_the_graph(rng):
     a = leaf(rng, 4)
     y = (a * 3).sum()
     y.backward()
-    assert y._ctx is None  # graph freed
+    assert not hasattr(y._ctx, "inputs")  # graph freed: the inputs are released
     (a * 3).sum().backward()
     np.testing.assert_allclose(a.grad.numpy(), np.full(4, 6.0))
 
