@@ -28,7 +28,7 @@ class Linear(Module):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.weight = _empty_parameter(out_features, in_features)
-        self.bias = _empty_parameter(out_features) if bias else None
+        self.register_parameter("bias", _empty_parameter(out_features) if bias else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -64,7 +64,7 @@ class Conv2d(Module):
         self.kernel_size = to_pair(kernel_size, "kernel_size")
         self.stride, self.padding = to_pair(stride, "stride"), to_pair(padding, "padding")
         self.weight = _empty_parameter(out_channels, in_channels, *self.kernel_size)
-        self.bias = _empty_parameter(out_channels) if bias else None
+        self.register_parameter("bias", _empty_parameter(out_channels) if bias else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -56,17 +56,32 @@ class Module:
 
     # ----------------------------------------------------------------- registration
     def __setattr__(self, name: str, value: Any) -> None:
+        # PyTorch's rules: a Parameter or Module registers; a registered name only takes a value
+        # of its own kind (or None), so no assignment silently drops a weight from the state dict
         if "_parameters" not in self.__dict__:
             raise RuntimeError(
                 f"{type(self).__name__}.__init__ must call super().__init__() "
                 f"before assigning {name!r}"
             )
-        for registry in (self._parameters, self._buffers, self._modules):
-            registry.pop(name, None)
+        parameters, buffers, modules = self._parameters, self._buffers, self._modules
         if isinstance(value, Parameter):
-            self._parameters[name] = value
+            _remove(name, self.__dict__, buffers, modules)
+            self.register_parameter(name, value)
+        elif name in parameters:
+            if value is not None:
+                raise TypeError(_refusal(value, "parameter", name, "Parameter or None"))
+            parameters[name] = None
         elif isinstance(value, Module):
-            self._modules[name] = value
+            _remove(name, self.__dict__, parameters, buffers)
+            modules[name] = value
+        elif name in modules:
+            if value is not None:
+                raise TypeError(_refusal(value, "child module", name, "Module or None"))
+            modules[name] = None
+        elif name in buffers:
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(_refusal(value, "buffer", name, "Tensor or None"))
+            buffers[name] = value
         else:
             object.__setattr__(self, name, value)
 
@@ -86,20 +101,29 @@ class Module:
 
     def register_buffer(self, name: str, value: Tensor | None) -> None:
         """A tensor saved in the state dict but not trained (e.g. BatchNorm running statistics)."""
+        if value is not None and not isinstance(value, Tensor):
+            raise TypeError(_refusal(value, "buffer", name, "Tensor or None"))
+        _remove(name, self.__dict__, self._parameters, self._modules)
         self._buffers[name] = value
 
     def register_parameter(self, name: str, value: Parameter | None) -> None:
-        self._parameters[name] = value
+        if value is not None and not isinstance(value, Parameter):
+            raise TypeError(_refusal(value, "parameter", name, "Parameter or None"))
+        _remove(name, self.__dict__, self._buffers, self._modules)
+        self._parameters[name] = value  # an existing name keeps its place in the state dict
 
     def add_module(self, name: str, module: Module) -> None:
         self._modules[name] = module
 
     # ----------------------------------------------------------------- traversal
     def children(self) -> Iterator[Module]:
-        yield from self._modules.values()
+        for _, child in self.named_children():
+            yield child
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
-        yield from self._modules.items()
+        for name, child in self._modules.items():
+            if child is not None:  # a child set to None is a placeholder, as in PyTorch
+                yield name, child
 
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
         yield prefix, self
@@ -243,6 +267,15 @@ class Module:
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def _remove(name: str, *registries: dict) -> None:
+    for registry in registries:
+        registry.pop(name, None)
+
+
+def _refusal(value: Any, role: str, name: str, expected: str) -> str:
+    return f"cannot assign {type(value).__name__!r} as {role} {name!r} ({expected} expected)"
 
 
 def _describe(report: LoadReport) -> str:

@@ -54,8 +54,12 @@ class _BatchNorm(Module):
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         self.freeze_statistics = False
-        self.weight = Parameter(np.ones(num_features, np.float32)) if affine else None
-        self.bias = Parameter(np.zeros(num_features, np.float32)) if affine else None
+        self.register_parameter(
+            "weight", Parameter(np.ones(num_features, np.float32)) if affine else None
+        )
+        self.register_parameter(
+            "bias", Parameter(np.zeros(num_features, np.float32)) if affine else None
+        )
         if track_running_stats:
             self.register_buffer("running_mean", Tensor(np.zeros(num_features, np.float32)))
             self.register_buffer("running_var", Tensor(np.ones(num_features, np.float32)))

@@ -52,8 +52,12 @@ class LayerNorm(Module):
             else tuple(normalized_shape)
         )
         self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, elementwise_affine
-        self.weight = Parameter(np.ones(shape, np.float32)) if elementwise_affine else None
-        self.bias = Parameter(np.zeros(shape, np.float32)) if elementwise_affine and bias else None
+        self.register_parameter(
+            "weight", Parameter(np.ones(shape, np.float32)) if elementwise_affine else None
+        )
+        self.register_parameter(
+            "bias", Parameter(np.zeros(shape, np.float32)) if elementwise_affine and bias else None
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -168,7 +172,9 @@ class MultiheadAttention(Module):
         self.in_proj_weight = init.xavier_uniform_(
             Parameter(np.empty((3 * embed_dim, embed_dim), np.float32))
         )
-        self.in_proj_bias = Parameter(np.zeros(3 * embed_dim, np.float32)) if bias else None
+        self.register_parameter(
+            "in_proj_bias", Parameter(np.zeros(3 * embed_dim, np.float32)) if bias else None
+        )
         self.out_proj = Linear(embed_dim, embed_dim, bias=bias)
         if bias:
             init.zeros_(self.out_proj.bias)

@@ -44,15 +44,30 @@ class Optimizer:
             )
         for key, value in self.defaults.items():
             group.setdefault(key, value)
-        seen = {id(p) for g in self.param_groups for p in g["params"]}
-        for parameter in group["params"]:
+        # one check for a tensor listed twice in this group or already in another: either way
+        # step() would update it twice
+        new_group = len(self.param_groups)
+        seen = {
+            id(p): (g, i)
+            for g, old in enumerate(self.param_groups)
+            for i, p in enumerate(old["params"])
+        }
+        for index, parameter in enumerate(group["params"]):
             if not isinstance(parameter, Tensor):
                 raise TypeError(
                     f"{type(self).__name__} can only optimize Tensors, got "
                     f"{type(parameter).__name__}"
                 )
-            if id(parameter) in seen:
-                raise ValueError("a parameter appears in more than one parameter group")
+            first = seen.setdefault(id(parameter), (new_group, index))
+            if first != (new_group, index):
+                where = (
+                    "the same group" if first[0] == new_group else "more than one parameter group"
+                )
+                raise ValueError(
+                    f"{type(self).__name__}: parameter {index} of group {new_group} (shape "
+                    f"{parameter.shape}) is parameter {first[1]} of group {first[0]} again: a "
+                    f"parameter listed twice ({where}) would be updated twice per step"
+                )
         self._check_hyperparameters(group)
         self.param_groups.append(group)
 
@@ -84,6 +99,8 @@ class Optimizer:
                     parameter.grad.data, dtype=parameter.dtype
                 )
                 self._update(parameter, grad, self.state.setdefault(id(parameter), {}), group)
+                # updated in place: autograd must see that a graph saving it is now stale
+                parameter._version += 1
 
     def _update(
         self, parameter: Tensor, grad: Any, state: dict, group: dict
