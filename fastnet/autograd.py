@@ -160,13 +160,10 @@ class Function:
             out._ctx = fn
         return out
 
-    def _free(self) -> None:
-        """Drop the saved arrays and the inputs; a later walk through this node raises."""
-        self.__dict__.clear()
-
     @property
     def _freed(self) -> bool:
-        """Freed by a backward walk (a node on a graph always holds its inputs until then)."""
+        """Freed by a backward walk, which clears the node's ``__dict__`` (its saved arrays and
+        inputs); a node on a graph holds its inputs until then."""
         return "inputs" not in self.__dict__
 
 
@@ -209,7 +206,7 @@ def backward(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
         fn = node._ctx
         if grad is None:
             if fn is not None and not retain_graph:
-                fn.__dict__.clear()  # Function._free, inline on the hot path
+                fn.__dict__.clear()  # free the node (see Function._freed)
             continue
         if fn is None:  # a leaf
             if node.grad is None:
@@ -233,7 +230,7 @@ def backward(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
             key = id(parent)
             grads[key] = parent_grad if key not in grads else grads[key] + parent_grad
         if not retain_graph:
-            fn.__dict__.clear()  # Function._free
+            fn.__dict__.clear()  # free the node (see Function._freed)
 
 
 def _topological_order(root: Tensor) -> list[Tensor]:

@@ -15,7 +15,7 @@ keeps working.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from .autograd import (
     unbroadcast,
 )
 from .backend import Device, get_device, to_numpy
+from .dtypes import CATEGORY, DEFAULT_DTYPE, promoted, scalar_dtype
 from .tensor_ops import (
     Abs,
     Add,
@@ -38,8 +39,6 @@ from .tensor_ops import (
     GetItem,
     Log,
     MatMul,
-    Max,
-    MaxDim,
     Mul,
     Neg,
     Permute,
@@ -48,10 +47,10 @@ from .tensor_ops import (
     Reshape,
     Sigmoid,
     Sub,
-    Sum,
     Tanh,
     ToDevice,
 )
+from .tensor_reductions import Reductions, ValuesIndices
 
 __all__ = [
     "DEFAULT_DTYPE",
@@ -69,8 +68,6 @@ __all__ = [
     "unbroadcast",
 ]
 
-DEFAULT_DTYPE = np.float32
-
 
 def _dtype_of(dtype: Any) -> np.dtype:
     if isinstance(dtype, str) and dtype in ("float", "double", "long", "int"):
@@ -80,75 +77,26 @@ def _dtype_of(dtype: Any) -> np.dtype:
     return np.dtype(dtype)
 
 
-class ValuesIndices(NamedTuple):
-    """What ``max(dim)`` / ``min(dim)`` return, as PyTorch's: the values and their indices."""
-
-    values: Tensor
-    indices: Tensor
-
-
-# ===================================================================== type promotion
-_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
-
-
-def _promote_pair(a: np.dtype, b: np.dtype) -> np.dtype:
-    """PyTorch's table: the higher category wins (an int with a float gives that float, never
-    float64); within one category, the wider type."""
-    ca, cb = _CATEGORY[a.kind], _CATEGORY[b.kind]
-    if ca != cb:
-        return a if ca > cb else b
-    return np.promote_types(a, b)
-
-
-def _combine(higher: np.dtype | None, lower: np.dtype | None) -> np.dtype | None:
-    """A lower-priority group changes the result only when its category is higher."""
-    if higher is None:
-        return lower
-    if lower is not None and _CATEGORY[lower.kind] > _CATEGORY[higher.kind]:
-        return _promote_pair(higher, lower)
-    return higher
-
-
-_BOOL, _INT64 = np.dtype(bool), np.dtype(np.int64)
-
-
-def _scalar_dtype(value: Any) -> np.dtype | None:
-    """The dtype a Python (or NumPy) scalar stands for; None for anything else."""
-    if isinstance(value, (bool, np.bool_)):
-        return _BOOL
-    if isinstance(value, (int, np.integer)):
-        return _INT64
-    if isinstance(value, (float, np.floating)):
-        return np.dtype(DEFAULT_DTYPE)
-    if isinstance(value, (complex, np.complexfloating)):
-        return np.dtype(np.complex64)
-    return None
-
-
 def result_dtype(a: Any, b: Any) -> np.dtype:
     """The dtype of a binary op on ``a`` and ``b`` (tensors or Python scalars), by PyTorch's
-    rule: dimensioned tensors rank above 0-d tensors, which rank above Python scalars; a lower
-    rank changes the result only with a higher category (bool < int < float). So a float32
-    tensor stays float32 next to int tensors and any Python scalar, and an int tensor with a
-    Python float gives the default float dtype (float32)."""
-    groups: list[np.dtype | None] = [None, None, None]
+    rule (:func:`fastnet.dtypes.promoted`): a float32 tensor stays float32 next to int tensors
+    and any Python scalar, and an int tensor with a Python float gives float32."""
+    operands = []
     for value in (a, b):
         if isinstance(value, Tensor):
-            rank, dtype = (0 if value.data.ndim else 1), value.data.dtype
+            operands.append((0 if value.data.ndim else 1, value.data.dtype))
         else:
-            rank, dtype = 2, _scalar_dtype(value)
+            dtype = scalar_dtype(value)
             if dtype is None:
                 raise TypeError(f"unsupported operand of type {type(value).__name__}")
-        groups[rank] = dtype if groups[rank] is None else _promote_pair(groups[rank], dtype)
-    result = _combine(groups[0], _combine(groups[1], groups[2]))
-    assert result is not None
-    return result
+            operands.append((2, dtype))
+    return promoted(operands)
 
 
 def _as_operand(value: Any, device: Device) -> Any:
     """A Tensor or a scalar; arrays and lists become tensors as ``fastnet.tensor`` makes them
     (floating data as float32)."""
-    if isinstance(value, Tensor) or _scalar_dtype(value) is not None:
+    if isinstance(value, Tensor) or scalar_dtype(value) is not None:
         return value
     array = device.xp.asarray(value)
     if array.dtype.kind == "f" and array.dtype != DEFAULT_DTYPE:
@@ -182,7 +130,7 @@ def _cast(value: Any, dtype: np.dtype, device: Device) -> Tensor:
     return Tensor._wrap(device.xp.asarray(value, dtype=dtype), device)
 
 
-class Tensor:
+class Tensor(Reductions):
     """An n-dimensional array on a device, with reverse-mode autograd."""
 
     __slots__ = ("data", "device", "requires_grad", "grad", "_ctx", "_version", "__weakref__")
@@ -387,12 +335,12 @@ class Tensor:
             self._check_writable(op)
             return function.apply(*_promote(self, other, floating=ufunc == "true_divide"))
         _, value = _promote(self, other, floating=ufunc == "true_divide")
-        if _CATEGORY[value.dtype.kind] > _CATEGORY[self.dtype.kind]:
+        if CATEGORY[value.dtype.kind] > CATEGORY[self.dtype.kind]:
             raise RuntimeError(
                 f"{op}: result type {value.dtype} can't be cast to the desired output type "
                 f"{self.dtype} of the tensor changed in place"
             )
-        _check_same_device(op, self, value)
+        autograd._check_devices(op, (self, value))
         try:
             getattr(self.device.xp, ufunc)(self.data, value.data, out=self.data, casting="unsafe")
         except ValueError:
@@ -462,7 +410,7 @@ class Tensor:
     # ----------------------------------------------------------------- comparisons
     # elementwise, giving boolean tensors outside the graph (as PyTorch's)
     def _compare(self, other: Any, op: str) -> Tensor:
-        if not isinstance(other, Tensor) and _scalar_dtype(other) is None:
+        if not isinstance(other, Tensor) and scalar_dtype(other) is None:
             if other is None or isinstance(other, (str, bytes)):
                 return NotImplemented
         a, b = _promote(self, other)
@@ -530,122 +478,6 @@ class Tensor:
     def sqrt(self) -> Tensor:
         return self**0.5
 
-    # ----------------------------------------------------------------- reductions
-    # dim= and keepdim= as PyTorch; axis= and keepdims= (NumPy's spelling) remain aliases
-    def sum(
-        self,
-        dim: Any = None,
-        keepdim: bool = False,
-        *,
-        axis: Any = None,
-        keepdims: bool | None = None,
-    ) -> Tensor:
-        axes, keep = _reduction_args("sum", dim, keepdim, axis, keepdims, self.ndim)
-        return Sum.apply(self, axis=axes, keepdims=keep)
-
-    def mean(
-        self,
-        dim: Any = None,
-        keepdim: bool = False,
-        *,
-        axis: Any = None,
-        keepdims: bool | None = None,
-    ) -> Tensor:
-        axes, keep = _reduction_args("mean", dim, keepdim, axis, keepdims, self.ndim)
-        count = self.numel() if axes is None else int(np.prod([self.shape[a] for a in axes]))
-        # the mean of nothing is NaN (0 · NaN), as in PyTorch
-        return Sum.apply(self, axis=axes, keepdims=keep) * (1.0 / count if count else float("nan"))
-
-    def max(
-        self,
-        dim: int | None = None,
-        keepdim: bool = False,
-        *,
-        axis: Any = None,
-        keepdims: bool | None = None,
-    ) -> Any:
-        """``max()``: the largest value (the gradient split between ties). ``max(dim)``:
-        :class:`ValuesIndices` along ``dim``, as PyTorch. ``max(axis=...)`` (NumPy's spelling,
-        kept for old callers; any axes) returns the values alone, as NumPy's max: prefer amax."""
-        return self._extreme("max", dim, keepdim, axis, keepdims, smallest=False)
-
-    def min(
-        self,
-        dim: int | None = None,
-        keepdim: bool = False,
-        *,
-        axis: Any = None,
-        keepdims: bool | None = None,
-    ) -> Any:
-        """As :meth:`max`, for the smallest values."""
-        return self._extreme("min", dim, keepdim, axis, keepdims, smallest=True)
-
-    def amax(self, dim: Any = None, keepdim: bool = False) -> Tensor:
-        """The largest values over ``dim`` (an int, a tuple, or None for all), gradient split
-        evenly between ties."""
-        axes, _ = _reduction_args("amax", dim, keepdim, None, None, self.ndim)
-        return Max.apply(self, axis=axes, keepdims=keepdim)
-
-    def amin(self, dim: Any = None, keepdim: bool = False) -> Tensor:
-        axes, _ = _reduction_args("amin", dim, keepdim, None, None, self.ndim)
-        return Max.apply(self, axis=axes, keepdims=keepdim, smallest=True)
-
-    def _extreme(
-        self, op: str, dim: Any, keepdim: bool, axis: Any, keepdims: bool | None, smallest: bool
-    ) -> Any:
-        if axis is not None or keepdims is not None:  # the NumPy spelling: values alone
-            if dim is not None and axis is not None:
-                raise TypeError(f"{op}(): pass dim or axis, not both")
-            axes, keep = _reduction_args(op, dim, keepdim, axis, keepdims, self.ndim)
-            return Max.apply(self, axis=axes, keepdims=keep, smallest=smallest)
-        if dim is None:
-            return Max.apply(self, axis=None, keepdims=False, smallest=smallest)
-        if not isinstance(dim, (int, np.integer)):
-            raise TypeError(f"{op}(dim): dim must be one int, got {dim!r}; use amax/amin")
-        if self.ndim == 0:  # as PyTorch: dim 0 or -1 of a 0-d tensor is the value itself
-            _normalize_axes(dim, 0)
-            pair = self.reshape(1)._extreme(op, 0, False, None, None, smallest)
-            return ValuesIndices(pair.values, pair.indices)
-        (axis_index,) = _normalize_axes(dim, self.ndim)
-        if self.shape[axis_index] == 0:
-            raise IndexError(
-                f"{op}(): dimension {dim} of shape {self.shape} has size 0: the {op} of "
-                "nothing is undefined"
-            )
-        picked = (self.data.argmin if smallest else self.data.argmax)(
-            axis=axis_index, keepdims=True
-        )
-        values = MaxDim.apply(self, axis=axis_index, keepdims=keepdim, picked=picked)
-        indices = picked if keepdim else picked.squeeze(axis=axis_index)
-        return ValuesIndices(
-            values, Tensor._wrap(indices.astype(np.int64, copy=False), self.device)
-        )
-
-    def argmax(
-        self, dim: int | None = None, keepdim: bool = False, *, axis: int | None = None
-    ) -> Tensor:
-        return self._arg("argmax", dim, keepdim, axis)
-
-    def argmin(
-        self, dim: int | None = None, keepdim: bool = False, *, axis: int | None = None
-    ) -> Tensor:
-        return self._arg("argmin", dim, keepdim, axis)
-
-    def _arg(self, op: str, dim: Any, keepdim: bool, axis: Any) -> Tensor:
-        if axis is not None:
-            if dim is not None:
-                raise TypeError(f"{op}(): pass dim or axis, not both")
-            dim = axis
-        if dim is None:
-            found = getattr(self.data, op)()
-            found = found.reshape((1,) * self.ndim) if keepdim else found
-        else:
-            (index,) = _normalize_axes(dim, self.ndim) or (None,)
-            data = self.data.reshape(1) if self.ndim == 0 else self.data
-            found = getattr(data, op)(axis=0 if index is None else index, keepdims=keepdim)
-            found = found.reshape(()) if self.ndim == 0 else found
-        return Tensor._wrap(self.device.xp.asarray(found, dtype=np.int64), self.device)
-
     # ----------------------------------------------------------------- shape
     def reshape(self, *shape: Any) -> Tensor:
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
@@ -691,48 +523,12 @@ def _device_of_array(data: Any) -> Device:
     )
 
 
-def _normalize_axes(axis: Any, ndim: int) -> tuple | None:
-    """Sorted non-negative axes, or None for all. A 0-d tensor takes dim 0 or -1, as in
-    PyTorch, and reduces over nothing (None: its one value)."""
-    if axis is None:
-        return None
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    for a in axes:
-        if not -max(ndim, 1) <= a < max(ndim, 1):
-            raise IndexError(
-                f"dim {a} is out of range for a tensor with {ndim} dimensions "
-                f"(expected a dim in [{-max(ndim, 1)}, {max(ndim, 1) - 1}])"
-            )
-    if ndim == 0:
-        return None
-    return tuple(sorted(a % ndim for a in axes))
-
-
-def _reduction_args(
-    op: str, dim: Any, keepdim: bool, axis: Any, keepdims: bool | None, ndim: int
-) -> tuple[tuple | None, bool]:
-    """(axes, keepdim) from PyTorch's dim/keepdim or NumPy's axis/keepdims spelling."""
-    if axis is not None:
-        if dim is not None:
-            raise TypeError(f"{op}(): pass dim or axis, not both")
-        dim = axis
-    return _normalize_axes(dim, ndim), keepdim if keepdims is None else keepdims
-
-
 def _index_arrays(index: Any) -> Any:
     if isinstance(index, Tensor):
         return index.data
     if isinstance(index, tuple):
         return tuple(i.data if isinstance(i, Tensor) else i for i in index)
     return index
-
-
-def _check_same_device(op: str, a: Tensor, b: Tensor) -> None:
-    if a.device is not b.device:
-        raise RuntimeError(
-            f"{op}: tensors are on different devices: {a.device} and {b.device}; "
-            "move one with .to()"
-        )
 
 
 def tensor(

@@ -255,3 +255,13 @@ def test_functional_modules_declare_each_public_name_once():
                     duplicates.append(f"{name} in {defined[name]} and {module}")
                 defined.setdefault(name, module)
     assert not duplicates, f"defined twice: {duplicates}"
+
+
+def test_no_module_of_the_package_is_over_600_lines():
+    """One concern a module: a file that grows past this is doing several things."""
+    long = {
+        str(path.relative_to(ROOT)): count
+        for path in sorted((ROOT / "fastnet").rglob("*.py"))
+        if (count := len(path.read_text().splitlines())) > 600
+    }
+    assert not long, long
