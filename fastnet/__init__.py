@@ -13,6 +13,8 @@ One epoch of training a CNN on MNIST:
 
 __version__ = "0.1.0"
 
+import numpy as _np
+
 from . import data, functional, models, nn, optim
 from .backend import Device, cuda_is_available, get_num_threads, set_num_threads
 from .backend import get_device as device
@@ -28,6 +30,14 @@ from .tensor import (
     stack,
     tensor,
 )
+
+# PyTorch's dtype names (fastnet.float32, fastnet.long, ...) for the NumPy dtypes tensors hold
+float32 = float = _np.dtype(_np.float32)
+float64 = double = _np.dtype(_np.float64)
+int32 = int = _np.dtype(_np.int32)
+int64 = long = _np.dtype(_np.int64)
+uint8 = _np.dtype(_np.uint8)
+bool = _np.dtype(_np.bool_)
 
 __all__ = [
     "Tensor",
@@ -53,4 +63,14 @@ __all__ = [
     "optim",
     "data",
     "models",
+    "float32",
+    "float64",
+    "float",
+    "double",
+    "int32",
+    "int",
+    "int64",
+    "long",
+    "uint8",
+    "bool",
 ]

@@ -51,6 +51,8 @@ from .tensor_ops import (
     ToDevice,
 )
 from .tensor_reductions import Reductions, ValuesIndices
+from .tensor_selection import Selection
+from .tensor_shaping import Shaping
 
 __all__ = [
     "DEFAULT_DTYPE",
@@ -130,7 +132,7 @@ def _cast(value: Any, dtype: np.dtype, device: Device) -> Tensor:
     return Tensor._wrap(device.xp.asarray(value, dtype=dtype), device)
 
 
-class Tensor(Reductions):
+class Tensor(Reductions, Shaping, Selection):
     """An n-dimensional array on a device, with reverse-mode autograd."""
 
     __slots__ = ("data", "device", "requires_grad", "grad", "_ctx", "_version", "__weakref__")

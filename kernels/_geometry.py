@@ -1,8 +1,16 @@
 """Sliding-window geometry shared by the convolution, Winograd and pooling families.
 
-A window of ``kernel_h x kernel_w`` slides over an ``H x W`` plane zero-padded by
-``pad_h``/``pad_w`` on each side, in steps of ``stride_h``/``stride_w``; it stops at ``OH x OW``
-positions, where ``OH = (H + 2·pad_h - kernel_h) // stride_h + 1`` (and likewise ``OW``).
+A window of ``kernel_h x kernel_w`` taps, ``dilation_h``/``dilation_w`` apart, slides over an
+``H x W`` plane zero-padded by ``pad_h``/``pad_w`` on each side, in steps of
+``stride_h``/``stride_w``. Its span is ``E = dilation_h·(kernel_h - 1) + 1`` rows (likewise
+columns), and it stops at ``OH x OW`` positions, where (PyTorch's rule)
+
+    OH = floor((H + 2·pad_h - E) / stride_h) + 1                       (ceil_mode=False)
+    OH = ceil((H + 2·pad_h - E) / stride_h) + 1, less one if the last
+         window would start in the right padding: (OH - 1)·stride_h >= H + pad_h   (ceil_mode)
+
+With ``ceil_mode`` (pooling only) the last window may hang past the padded edge; the kernels clip
+it there.
 """
 
 from __future__ import annotations
@@ -16,7 +24,8 @@ IntPair = int | tuple[int, int]
 
 
 class WindowGeometry(NamedTuple):
-    """A sliding window over an (H, W) plane and the (OH, OW) grid of its positions."""
+    """A sliding window over an (H, W) plane and the (OH, OW) grid of its positions (the
+    dilation, when there is one, is the caller's: the kernels take it as their own argument)."""
 
     kernel_h: int
     kernel_w: int
@@ -49,36 +58,68 @@ def int_pair(value: Any, name: str, minimum: int) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
+def _out_size(padded: int, span: int, stride: int, pad: int, ceil_mode: bool) -> int:
+    if not ceil_mode:
+        return (padded - span) // stride + 1
+    out = -(-(padded - span) // stride) + 1
+    if (out - 1) * stride >= padded - pad:  # the last window would start in the padding
+        out -= 1
+    return out
+
+
 def _geometry(
-    h: int, w: int, kernel_hw: IntPair, stride: IntPair, padding: IntPair
+    h: int,
+    w: int,
+    kernel_hw: IntPair,
+    stride: IntPair,
+    padding: IntPair,
+    dilation: IntPair = 1,
+    ceil_mode: bool = False,
 ) -> WindowGeometry:
     kernel_h, kernel_w = int_pair(kernel_hw, "kernel_hw", 1)
     stride_h, stride_w = int_pair(stride, "stride", 1)
     pad_h, pad_w = int_pair(padding, "padding", 0)
+    dilation_h, dilation_w = int_pair(dilation, "dilation", 1)
+    span_h, span_w = dilation_h * (kernel_h - 1) + 1, dilation_w * (kernel_w - 1) + 1
     padded_h, padded_w = h + 2 * pad_h, w + 2 * pad_w
-    if kernel_h > padded_h or kernel_w > padded_w:
+    if span_h > padded_h or span_w > padded_w:
+        dilated = f" dilated by ({dilation_h}, {dilation_w}) to {span_h}x{span_w}" * (
+            (dilation_h, dilation_w) != (1, 1)
+        )
         raise ValueError(
-            f"kernel {kernel_h}x{kernel_w} does not fit the {h}x{w} input padded by "
+            f"kernel {kernel_h}x{kernel_w}{dilated} does not fit the {h}x{w} input padded by "
             f"({pad_h}, {pad_w}) to {padded_h}x{padded_w}"
         )
-    out_h = (padded_h - kernel_h) // stride_h + 1
-    out_w = (padded_w - kernel_w) // stride_w + 1
+    out_h = _out_size(padded_h, span_h, stride_h, pad_h, ceil_mode)
+    out_w = _out_size(padded_w, span_w, stride_w, pad_w, ceil_mode)
     return WindowGeometry(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w)
 
 
 def conv_output_shape(
-    h: int, w: int, kernel_hw: IntPair, stride: IntPair, padding: IntPair
+    h: int,
+    w: int,
+    kernel_hw: IntPair,
+    stride: IntPair,
+    padding: IntPair,
+    dilation: IntPair = 1,
+    ceil_mode: bool = False,
 ) -> tuple[int, int]:
     """(OH, OW) of a window ``kernel_hw`` sliding over an h x w plane; ValueError if it does not
     fit."""
-    geometry = _geometry(h, w, kernel_hw, stride, padding)
+    geometry = _geometry(h, w, kernel_hw, stride, padding, dilation, ceil_mode)
     return geometry.out_h, geometry.out_w
 
 
 def window_geometry(
-    x_shape: Sequence[int], kernel_hw: IntPair, stride: IntPair, padding: IntPair, op: str
+    x_shape: Sequence[int],
+    kernel_hw: IntPair,
+    stride: IntPair,
+    padding: IntPair,
+    op: str,
+    dilation: IntPair = 1,
+    ceil_mode: bool = False,
 ) -> WindowGeometry:
     """Validate a 4-D (N, C, H, W) shape and window arguments for ``op``; return the geometry."""
     if len(x_shape) != 4:
         raise ValueError(f"{op} expects a 4-D input (N, C, H, W), got shape {tuple(x_shape)}")
-    return _geometry(x_shape[2], x_shape[3], kernel_hw, stride, padding)
+    return _geometry(x_shape[2], x_shape[3], kernel_hw, stride, padding, dilation, ceil_mode)
