@@ -79,12 +79,12 @@ def _dtype_of(dtype: Any) -> np.dtype:
     return np.dtype(dtype)
 
 
-def result_dtype(a: Any, b: Any) -> np.dtype:
-    """The dtype of a binary op on ``a`` and ``b`` (tensors or Python scalars), by PyTorch's
-    rule (:func:`fastnet.dtypes.promoted`): a float32 tensor stays float32 next to int tensors
+def result_dtype(*values: Any) -> np.dtype:
+    """The dtype of an op on ``values`` (tensors or Python scalars), by PyTorch's rule
+    (:func:`fastnet.dtypes.promoted`): a float32 tensor stays float32 next to int tensors
     and any Python scalar, and an int tensor with a Python float gives float32."""
     operands = []
-    for value in (a, b):
+    for value in values:
         if isinstance(value, Tensor):
             operands.append((0 if value.data.ndim else 1, value.data.dtype))
         else:
@@ -233,15 +233,26 @@ class Tensor(Reductions, Shaping, Selection):
         self.requires_grad = requires_grad
         return self
 
-    def to(self, device: str | Device | None = None, dtype: Any = None) -> Tensor:
-        """A copy on ``device`` and/or of ``dtype`` (``self`` when nothing changes), tracked by
-        autograd."""
+    def to(self, *args: Any, device: str | Device | None = None, dtype: Any = None) -> Tensor:
+        """A copy on ``device`` and/or of ``dtype`` (``self`` when nothing changes), as PyTorch's
+        ``to(device)``, ``to(dtype)``, ``to(device, dtype)`` and ``to(other)``. Tracked by autograd
+        to a floating dtype; a cast to ints or bools leaves the graph (no gradient flows there)."""
+        for arg in args:  # positional: tensors, devices ("cpu", "cuda:0", Device) and dtypes
+            if isinstance(arg, Tensor):
+                device, dtype = arg.device, arg.dtype
+            elif isinstance(arg, Device) or (
+                isinstance(arg, str) and arg.startswith(("cpu", "cuda"))
+            ):
+                device = arg
+            else:
+                dtype = arg
         target = self.device if device is None else get_device(device)
-        if target is self.device and (dtype is None or _dtype_of(dtype) == self.dtype):
+        dtype = None if dtype is None else _dtype_of(dtype)
+        if target is self.device and (dtype is None or dtype == self.dtype):
             return self
-        return ToDevice.apply(
-            self, device=target, dtype=None if dtype is None else _dtype_of(dtype)
-        )
+        if dtype is not None and dtype.kind != "f" and self.requires_grad:
+            return ToDevice.apply(self.detach(), device=target, dtype=dtype)
+        return ToDevice.apply(self, device=target, dtype=dtype)
 
     def cpu(self) -> Tensor:
         return self.to("cpu")
@@ -327,6 +338,8 @@ class Tensor(Reductions, Shaping, Selection):
     def __rmatmul__(self, other: Any) -> Tensor:
         return MatMul.apply(*_promote(other, self))
 
+    matmul = __matmul__
+
     # ----------------------------------------------------------------- in place
     # a += b changes the values in place and bumps the version, so backward through an op that
     # saved this tensor raises. Inside a graph (grad mode on and a gradient involved) it is
@@ -345,7 +358,9 @@ class Tensor(Reductions, Shaping, Selection):
         autograd._check_devices(op, (self, value))
         try:
             getattr(self.device.xp, ufunc)(self.data, value.data, out=self.data, casting="unsafe")
-        except ValueError:
+        except ValueError as error:
+            if "read-only" in str(error):  # an expand()ed view: one memory cell per many values
+                raise RuntimeError(f"{op}: this tensor is a read-only view ({error})") from None
             raise ValueError(
                 f"{op}: the result of shapes {self.shape} and {value.shape} does not fit the "
                 f"tensor of shape {self.shape} changed in place"

@@ -1,7 +1,7 @@
 """The differentiable ops behind Tensor's methods, each a Function over raw arrays.
 
 Elementwise arithmetic and functions (``+ - * / **``, exp, log, tanh, sigmoid, relu, abs) with
-NumPy broadcasting, device moves, matmul (2-D or batched, on the device's matmul kernel), the
+NumPy broadcasting, device moves, matmul (PyTorch's semantics, on the device's matmul kernel), the
 reductions sum and max, and the shape ops reshape, permute, indexing and concatenation. Every
 ``forward(*arrays, **params)`` returns the output array and saves what ``backward(grad)`` needs;
 ``backward`` returns one gradient per input in the output's broadcast shape (the engine reduces
@@ -224,34 +224,64 @@ class Abs(Function):
 
 # ===================================================================== matmul
 class MatMul(Function):
-    """a @ b for 2-D operands, or batched over leading axes (both operands with the same batch
-    shape, or the right one 2-D). Runs on the device's matmul kernel; backward uses its
-    transposed forms (dA = dC·Bᵀ, dB = Aᵀ·dC) instead of materialising transposes."""
+    """a @ b with PyTorch's (NumPy's) semantics, on the device's matmul kernel.
+
+    Operands: a 1-D ``a`` (k,) is the row (1, k) and a 1-D ``b`` (k,) the column (k, 1), that
+    axis dropped from the result (vector · vector is 0-d); the batch axes before the last two
+    broadcast ((2, 1, 3, 4) @ (5, 4, 6) -> (2, 5, 3, 6)). The hot forms take no copy: 2-D
+    operands, equal batch shapes, and any batch times a 2-D ``b`` (the batch folded into the
+    rows). Other batch shapes are broadcast into contiguous copies first. Backward uses the
+    kernel's transposed forms (dA = dC·Bᵀ, dB = Aᵀ·dC) instead of materialising transposes; the
+    engine sums each gradient back over the batch axes its operand was broadcast along.
+    Integer operands (no gradient) go through the array library's matmul: the kernel is
+    float-only."""
 
     saves_output = False
+    vector_a = vector_b = False  # whether a 1-D operand was made a matrix
 
     def forward(self, a, b):
-        if a.ndim < 2 or b.ndim < 2:
-            raise ValueError(
-                "matmul: both operands need at least 2 dimensions, got "
-                f"{tuple(a.shape)} @ {tuple(b.shape)}"
-            )
+        shapes = a.shape, b.shape
+        vectors = a.ndim < 2 or b.ndim < 2
+        if vectors:
+            a, b = self._matrices(a, b)
         if a.shape[-1] != b.shape[-2]:
             raise ValueError(
-                f"matmul: shapes {tuple(a.shape)} @ {tuple(b.shape)}: inner dimensions "
+                f"matmul: shapes {shapes[0]} @ {shapes[1]}: inner dimensions "
                 f"{a.shape[-1]} and {b.shape[-2]} differ"
             )
-        if b.ndim > 2 and a.shape[:-2] != b.shape[:-2]:
-            raise ValueError(
-                f"matmul: batch shapes of {tuple(a.shape)} and {tuple(b.shape)} differ"
-            )
         xp = self.device.xp
-        self.a, self.b = xp.ascontiguousarray(a), xp.ascontiguousarray(b)
-        self.empty = a.size == 0 or b.size == 0
-        if self.empty:  # an empty sum is 0; the kernels take no zero-size operand
-            batch = a.shape[:-2] if a.ndim > 2 else b.shape[:-2]
-            return xp.zeros(batch + (a.shape[-2], b.shape[-1]), dtype=a.dtype)
-        return self._product(self.a, self.b, False, False)
+        if b.ndim > 2 and a.shape[:-2] != b.shape[:-2]:
+            batch = _broadcast_batch(a.shape[:-2], b.shape[:-2], shapes)
+            a = xp.broadcast_to(a, batch + a.shape[-2:])
+            b = xp.broadcast_to(b, batch + b.shape[-2:])
+        if a.dtype.kind != "f":
+            out = xp.matmul(a, b)
+        else:
+            self.a, self.b = xp.ascontiguousarray(a), xp.ascontiguousarray(b)
+            self.empty = a.size == 0 or b.size == 0
+            if self.empty:  # an empty sum is 0; the kernels take no zero-size operand
+                out = xp.zeros(a.shape[:-1] + b.shape[-1:], dtype=a.dtype)
+            else:
+                out = self._product(self.a, self.b, False, False)
+        return self._vectors_dropped(out) if vectors else out
+
+    def _matrices(self, a, b):
+        """1-D operands as a row (``a``) or a column (``b``) matrix, views of the vectors."""
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError(
+                f"matmul: both operands need at least 1 dimension, got shapes {a.shape} @ {b.shape}"
+            )
+        if a.ndim == 1:
+            self.vector_a, a = True, a[None, :]
+        if b.ndim == 1:
+            self.vector_b, b = True, b[:, None]
+        return a, b
+
+    def _vectors_dropped(self, out):
+        """The product without the axes that 1-D operands gained."""
+        if self.vector_a:
+            out = out[..., 0, :]
+        return out[..., 0] if self.vector_b else out
 
     def _product(self, a, b, trans_a, trans_b):
         """op(a) @ op(b) with any leading batch axes folded into one (or into the rows)."""
@@ -270,7 +300,11 @@ class MatMul(Function):
     def backward(self, grad):
         xp = self.device.xp
         if self.empty:  # every product term has an empty factor: both gradients are 0
-            return xp.zeros_like(self.a), xp.zeros_like(self.b)
+            return tuple(xp.zeros(t.shape, grad.dtype) for t in self.inputs)
+        vectors = self.vector_a or self.vector_b
+        if vectors:  # back to the product's matrix shape (a's axis last: grad may be a scalar)
+            grad = grad[..., None] if self.vector_b else grad
+            grad = grad[..., None, :] if self.vector_a else grad
         grad = xp.ascontiguousarray(grad)
         grad_a = grad_b = None
         if self.inputs[0].requires_grad:
@@ -281,7 +315,21 @@ class MatMul(Function):
                 grad_b = self.device.matmul(a2, grad.reshape(-1, grad.shape[-1]), True, False)
             else:
                 grad_b = self._product(self.a, grad, True, False)
+        if vectors:  # the axes the vectors gained
+            grad_a = grad_a[..., 0, :] if self.vector_a and grad_a is not None else grad_a
+            grad_b = grad_b[..., 0] if self.vector_b and grad_b is not None else grad_b
         return grad_a, grad_b
+
+
+def _broadcast_batch(batch_a: tuple, batch_b: tuple, shapes: tuple) -> tuple:
+    """The broadcast of two batch shapes; an error naming both operands' shapes if none."""
+    try:
+        return tuple(np.broadcast_shapes(batch_a, batch_b))
+    except ValueError:
+        raise ValueError(
+            f"matmul: shapes {shapes[0]} @ {shapes[1]}: batch dimensions {batch_a} and "
+            f"{batch_b} cannot be broadcast together"
+        ) from None
 
 
 # ===================================================================== reductions

@@ -274,3 +274,22 @@ def test_matmul_with_a_zero_size_dimension(rng, shape_a, shape_b):
     assert a.grad.shape == shape_a and b.grad.shape == shape_b
     np.testing.assert_array_equal(a.grad.numpy(), ta.grad.numpy())
     np.testing.assert_array_equal(b.grad.numpy(), tb.grad.numpy())
+
+
+def test_to_takes_pytorchs_positional_forms_and_an_int_cast_leaves_the_graph():
+    x = fn.tensor(np.random.default_rng(3).standard_normal((2, 3)), requires_grad=True)
+    assert x.to(fn.float64).dtype == np.float64
+    assert x.to("cpu", fn.float64).dtype == np.float64
+    assert x.to(fn.tensor([1], dtype=fn.long)).dtype == np.int64
+    as_ints = x.to(fn.int64)
+    assert as_ints.dtype == np.int64 and not as_ints.requires_grad
+    y = x.to(fn.float64)
+    y.sum().backward()
+    assert x.grad.dtype == np.float32 and np.all(x.grad.numpy() == 1)
+    assert (x @ x.T).shape == x.matmul(x.T).shape == (2, 2)
+
+
+def test_writing_into_an_expanded_view_names_the_read_only_view():
+    base = fn.tensor([[1.0], [2.0]]).expand(2, 3)
+    with pytest.raises(RuntimeError, match="read-only"):
+        base += 1.0
