@@ -1,14 +1,15 @@
 """im2col and col2im: 2-D convolution as a matrix product, and its adjoint.
 
-Math. For an input x of shape (N, C, H, W), a kernel KH x KW, stride (SH, SW) and zero padding
-(PH, PW), the output plane is
+Math. For an input x of shape (N, C, H, W), a kernel KH x KW whose taps are (DH, DW) apart
+(the dilation; 1 for a dense kernel), stride (SH, SW) and zero padding (PH, PW), the output plane
+is
 
-    OH = (H + 2*PH - KH) // SH + 1,        OW = (W + 2*PW - KW) // SW + 1
+    OH = (H + 2*PH - DH*(KH - 1) - 1) // SH + 1,    OW = (W + 2*PW - DW*(KW - 1) - 1) // SW + 1
 
 and im2col lays every receptive field out as one column (the layout of Caffe's and PyTorch's
 ``unfold``, with the images side by side):
 
-    cols[(c*KH + i)*KW + j, (n*OH + oh)*OW + ow] = x[n, c, oh*SH - PH + i, ow*SW - PW + j]
+    cols[(c*KH + i)*KW + j, (n*OH + oh)*OW + ow] = x[n, c, oh*SH - PH + i*DH, ow*SW - PW + j*DW]
 
 (zero where the index falls in the padding). A convolution with weights w (OC, C, KH, KW) is
 then ``w.reshape(OC, -1) @ cols``, of shape (OC, N*OH*OW): each image's output plane is a
@@ -20,27 +21,29 @@ for dx:
 so that <im2col(x), g> == <x, col2im(g)> for every x and g.
 
 Why this layout: for a fixed kernel offset (c, i, j) and a fixed output row (n, oh), the OW
-entries of cols are consecutive, and (for stride 1) so are the pixels they come from. Both
-kernels therefore move whole runs of OW floats, read and written contiguously, where the
-transposed layout (one row per receptive field) moves runs of KW floats (3, for a 3x3 kernel).
+entries of cols are consecutive, and (for stride 1, at any dilation) so are the pixels they come
+from. Both kernels therefore move whole runs of OW floats, read and written contiguously, where
+the transposed layout (one row per receptive field) moves runs of KW floats (3, for a 3x3 kernel).
 
 Buffers: x and dx (N, C, H, W); cols (C*KH*KW, N*OH*OW); all C-contiguous, float32 or float64,
-cols of the same dtype as x. ``kernel_hw``, ``stride`` and ``padding`` are each an int or an
-(h, w) pair. Each writes into ``out`` when given: col2im into a slice of a larger batch's dx,
-im2col into the first rows of a larger matrix (conv2d appends a row of ones for the bias).
+cols of the same dtype as x. ``kernel_hw``, ``stride``, ``padding`` and ``dilation`` (default 1)
+are each an int or an (h, w) pair. Each writes into ``out`` when given: col2im into a slice of a
+larger batch's dx, im2col into the first rows of a larger matrix (conv2d appends a row of ones for
+the bias).
 
 Variants, simplest first:
 
 * ``reference_im2col`` / ``reference_col2im``: float64 NumPy, one strided slice per kernel
-  offset (i, j). ``reference_conv2d``: a direct sliding-window sum, a different algorithm, against
-  which im2col-then-matmul is checked.
+  offset (i, j). ``reference_conv2d``: a direct sliding-window sum (with dilation and groups), a
+  different algorithm, against which im2col-then-matmul is checked.
 * ``im2col_cpu`` / ``col2im_cpu``: Numba. im2col is parallel over the rows of cols (kernel
   offsets): each row is written front to back, one run of OW values per output row (for stride
   1 with OW == W, one contiguous run per image), with the padded ends zeroed and no bounds test
-  inside a run. col2im is parallel over the N*C
-  planes of dx: each task owns its plane, so it is race-free, and each pixel sums its terms in
-  kernel-offset order however the work is split, so dx is deterministic. Both run serial or
-  parallel as the CPU policy (``_cpu.parallel_pays``) decides for the size of cols.
+  inside a run (the dilation only moves where each kernel offset's runs start). col2im is
+  parallel over the N*C planes of dx: each task owns its plane, so it is race-free, and each
+  pixel sums its terms in kernel-offset order however the work is split, so dx is deterministic.
+  Both run serial or parallel as the CPU policy (``_cpu.parallel_pays``) decides for the size of
+  cols.
 * ``im2col_cuda`` / ``col2im_cuda``: one thread per element of cols (im2col: consecutive threads
   write consecutive columns), and one thread per input pixel gathering the cols entries that came
   from it (col2im: no atomics, deterministic); both grid-stride loops.
@@ -71,14 +74,16 @@ from ._contract import (
 )
 from ._cpu import cpu_kernel, images_per_chunk
 from ._cuda import array_module, check_out, empty, launch, stride_grid
-from ._geometry import IntPair, WindowGeometry, conv_output_shape, window_geometry
+from ._geometry import IntPair, WindowGeometry, conv_output_shape, int_pair, window_geometry
 
 THREADS_PER_BLOCK = 256
 
 
-def _im2col_arguments(x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntPair, out: Any):
+def _im2col_arguments(
+    x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntPair, dilation: IntPair, out: Any
+):
     check_float_dtype(x, "x", "im2col")
-    geometry = window_geometry(x.shape, kernel_hw, stride, padding, "im2col")
+    geometry = window_geometry(x.shape, kernel_hw, stride, padding, "im2col", dilation)
     batch, channels = x.shape[:2]
     cols_shape = (
         channels * geometry.kernel_h * geometry.kernel_w,
@@ -89,7 +94,7 @@ def _im2col_arguments(x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntP
         if out is None
         else check_out("im2col", out, cols_shape, x.dtype, x)
     )
-    return array_module(x).ascontiguousarray(x), geometry, cols
+    return array_module(x).ascontiguousarray(x), geometry, int_pair(dilation, "dilation", 1), cols
 
 
 def _col2im_arguments(
@@ -98,10 +103,11 @@ def _col2im_arguments(
     kernel_hw: IntPair,
     stride: IntPair,
     padding: IntPair,
+    dilation: IntPair,
     out: Any,
 ):
     x_shape = as_shape(x_shape, "col2im")
-    geometry = window_geometry(x_shape, kernel_hw, stride, padding, "col2im")
+    geometry = window_geometry(x_shape, kernel_hw, stride, padding, "col2im", dilation)
     check_float_dtype(cols, "cols", "col2im")
     batch, channels = x_shape[:2]
     expected = (
@@ -118,7 +124,12 @@ def _col2im_arguments(
         if out is None
         else check_out("col2im", out, x_shape, cols.dtype, cols)
     )
-    return array_module(cols).ascontiguousarray(cols), out, geometry
+    return (
+        array_module(cols).ascontiguousarray(cols),
+        out,
+        geometry,
+        int_pair(dilation, "dilation", 1),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,56 +137,79 @@ def _col2im_arguments(
 
 
 def reference_im2col(
-    x: np.ndarray, kernel_hw: IntPair, stride: IntPair, padding: IntPair
+    x: np.ndarray, kernel_hw: IntPair, stride: IntPair, padding: IntPair, dilation: IntPair = 1
 ) -> np.ndarray:
     """im2col in float64: one strided slice of the zero-padded input per kernel offset (i, j)."""
-    geometry = window_geometry(x.shape, kernel_hw, stride, padding, "reference_im2col")
+    geometry = window_geometry(x.shape, kernel_hw, stride, padding, "reference_im2col", dilation)
     kh, kw, sh, sw, ph, pw, oh, ow = geometry
+    dh, dw = int_pair(dilation, "dilation", 1)
     padded = np.pad(np.asarray(x, np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     batch, channels = x.shape[:2]
     patches = np.empty((channels, kh, kw, batch, oh, ow))
     for i in range(kh):
         for j in range(kw):
-            patches[:, i, j] = padded[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw].transpose(
+            rows = slice(i * dh, i * dh + sh * oh, sh)
+            patches[:, i, j] = padded[:, :, rows, j * dw : j * dw + sw * ow : sw].transpose(
                 1, 0, 2, 3
             )
     return patches.reshape(channels * kh * kw, batch * oh * ow)
 
 
 def reference_col2im(
-    cols: np.ndarray, x_shape: Sequence[int], kernel_hw: IntPair, stride: IntPair, padding: IntPair
+    cols: np.ndarray,
+    x_shape: Sequence[int],
+    kernel_hw: IntPair,
+    stride: IntPair,
+    padding: IntPair,
+    dilation: IntPair = 1,
 ) -> np.ndarray:
     """col2im in float64: add each kernel offset's slice of cols back onto the padded input."""
     batch, channels, height, width = x_shape
     kh, kw, sh, sw, ph, pw, oh, ow = window_geometry(
-        x_shape, kernel_hw, stride, padding, "reference_col2im"
+        x_shape, kernel_hw, stride, padding, "reference_col2im", dilation
     )
+    dh, dw = int_pair(dilation, "dilation", 1)
     patches = np.asarray(cols, np.float64).reshape(channels, kh, kw, batch, oh, ow)
     padded = np.zeros((batch, channels, height + 2 * ph, width + 2 * pw))
     for i in range(kh):
         for j in range(kw):
-            padded[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] += patches[:, i, j].transpose(
+            rows = slice(i * dh, i * dh + sh * oh, sh)
+            padded[:, :, rows, j * dw : j * dw + sw * ow : sw] += patches[:, i, j].transpose(
                 1, 0, 2, 3
             )
     return padded[:, :, ph : ph + height, pw : pw + width]
 
 
 def reference_conv2d(
-    x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: IntPair, padding: IntPair
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None,
+    stride: IntPair,
+    padding: IntPair,
+    dilation: IntPair = 1,
+    groups: int = 1,
 ) -> np.ndarray:
     """Direct 2-D convolution (cross-correlation) in float64: y (N, OC, OH, OW), one window at a
-    time."""
-    out_channels, _, kh, kw = w.shape
+    time; w (OC, C/groups, KH, KW), output channels [g*OC/groups, (g+1)*OC/groups) see input
+    channels [g*C/groups, (g+1)*C/groups)."""
+    out_channels, group_channels, kh, kw = w.shape
     _, _, sh, sw, ph, pw, oh, ow = window_geometry(
-        x.shape, (kh, kw), stride, padding, "reference_conv2d"
+        x.shape, (kh, kw), stride, padding, "reference_conv2d", dilation
     )
+    dh, dw = int_pair(dilation, "dilation", 1)
     padded = np.pad(np.asarray(x, np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    weights = np.asarray(w, np.float64)
-    y = np.empty((x.shape[0], out_channels, oh, ow))
+    weights = np.asarray(w, np.float64).reshape(groups, out_channels // groups, -1, kh, kw)
+    y = np.empty((x.shape[0], groups, out_channels // groups, oh, ow))
     for row in range(oh):
         for col in range(ow):
-            window = padded[:, :, row * sh : row * sh + kh, col * sw : col * sw + kw]
-            y[:, :, row, col] = np.einsum("nchw,ochw->no", window, weights)
+            window = padded[
+                :,
+                :,
+                row * sh : row * sh + dh * (kh - 1) + 1 : dh,
+                col * sw : col * sw + dw * (kw - 1) + 1 : dw,
+            ].reshape(x.shape[0], groups, group_channels, kh, kw)
+            y[:, :, :, row, col] = np.einsum("ngchw,gochw->ngo", window, weights)
+    y = y.reshape(x.shape[0], out_channels, oh, ow)
     if b is not None:
         y += np.asarray(b, np.float64)[None, :, None, None]
     return y
@@ -196,7 +230,19 @@ def _inside(offset, pad, stride, size, out_size):
 
 @register_jitable
 def _im2col_row(
-    x, cols, col_row, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w
+    x,
+    cols,
+    col_row,
+    kernel_h,
+    kernel_w,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    out_h,
+    out_w,
+    dilation_h,
+    dilation_w,
 ):
     """Row ``col_row`` of cols: kernel offset (c, i, j) of every output position."""
     batch, channels, height, width = x.shape
@@ -209,7 +255,9 @@ def _im2col_row(
     # neighbouring row (where the window hangs over the left or right edge) are zeroed after.
     rows_are_contiguous = stride_w == 1 and stride_h * width == out_w
     target = cols[col_row]
-    i, j = (col_row // kernel_w) % kernel_h, col_row % kernel_w
+    # The tap's offset in the input: kernel row i sits i*dilation_h rows below the window's top.
+    i = (col_row // kernel_w) % kernel_h * dilation_h
+    j = col_row % kernel_w * dilation_w
     c = col_row // (kernel_h * kernel_w)
     oh_start, oh_stop = _inside(i, pad_h, stride_h, height, out_h)
     ow_start, ow_stop = _inside(j, pad_w, stride_w, width, out_w)
@@ -252,7 +300,19 @@ def _im2col_row(
 
 @register_jitable
 def _col2im_plane(
-    cols, dx, plane, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w
+    cols,
+    dx,
+    plane,
+    kernel_h,
+    kernel_w,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    out_h,
+    out_w,
+    dilation_h,
+    dilation_w,
 ):
     """Plane dx[n, c] with plane = n*C + c, summing its terms in kernel-offset (i, j) order."""
     batch, channels, height, width = dx.shape
@@ -261,33 +321,86 @@ def _col2im_plane(
     image = dx[n, c].reshape(-1)
     image[:] = 0
     for i in range(kernel_h):
-        oh_start, oh_stop = _inside(i, pad_h, stride_h, height, out_h)
+        tap_h = i * dilation_h
+        oh_start, oh_stop = _inside(tap_h, pad_h, stride_h, height, out_h)
         for j in range(kernel_w):
-            ow_start, ow_stop = _inside(j, pad_w, stride_w, width, out_w)
+            tap_w = j * dilation_w
+            ow_start, ow_stop = _inside(tap_w, pad_w, stride_w, width, out_w)
             source = cols[(c * kernel_h + i) * kernel_w + j]
             for oh in range(oh_start, oh_stop):
                 run = uint64(n * plane_size + oh * out_w)
-                row = uint64((oh * stride_h - pad_h + i) * width + j - pad_w)
+                row = uint64((oh * stride_h - pad_h + tap_h) * width + tap_w - pad_w)
                 for ow in range(uint64(ow_start), uint64(ow_stop)):
                     image[row + ow * uint64(stride_w)] += source[run + ow]
 
 
+# The kernels take the geometry's 8 fields, then the dilation (1 by default: a dense kernel).
+
+
 @cpu_kernel
-def _im2col_kernel_cpu(x, cols, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
+def _im2col_kernel_cpu(
+    x,
+    cols,
+    kernel_h,
+    kernel_w,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    out_h,
+    out_w,
+    dilation_h=1,
+    dilation_w=1,
+):
     for col_row in prange(cols.shape[0]):
         _im2col_row(
-            x, cols, col_row, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w
+            x,
+            cols,
+            col_row,
+            kernel_h,
+            kernel_w,
+            stride_h,
+            stride_w,
+            pad_h,
+            pad_w,
+            out_h,
+            out_w,
+            dilation_h,
+            dilation_w,
         )
 
 
 @cpu_kernel
 def _col2im_kernel_cpu(
-    cols, dx, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w
+    cols,
+    dx,
+    kernel_h,
+    kernel_w,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    out_h,
+    out_w,
+    dilation_h=1,
+    dilation_w=1,
 ):
     # A task owns one plane: no two tasks write one pixel, so dx is race-free and deterministic.
     for plane in prange(dx.shape[0] * dx.shape[1]):
         _col2im_plane(
-            cols, dx, plane, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w
+            cols,
+            dx,
+            plane,
+            kernel_h,
+            kernel_w,
+            stride_h,
+            stride_w,
+            pad_h,
+            pad_w,
+            out_h,
+            out_w,
+            dilation_h,
+            dilation_w,
         )
 
 
@@ -296,11 +409,12 @@ def im2col_cpu(
     kernel_hw: IntPair,
     stride: IntPair,
     padding: IntPair,
+    dilation: IntPair = 1,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """cols (C*KH*KW, N*OH*OW) of x (N, C, H, W), same dtype as x (into ``out`` if given)."""
-    x, geometry, cols = _im2col_arguments(x, kernel_hw, stride, padding, out)
-    _im2col_kernel_cpu(cols.size, x, cols, *geometry)
+    x, geometry, dilation, cols = _im2col_arguments(x, kernel_hw, stride, padding, dilation, out)
+    _im2col_kernel_cpu(cols.size, x, cols, *geometry, *dilation)
     return cols
 
 
@@ -310,11 +424,14 @@ def col2im_cpu(
     kernel_hw: IntPair,
     stride: IntPair,
     padding: IntPair,
+    dilation: IntPair = 1,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """dx (N, C, H, W): every entry of cols (C*KH*KW, N*OH*OW) summed back onto its pixel."""
-    cols, dx, geometry = _col2im_arguments(cols, x_shape, kernel_hw, stride, padding, out)
-    _col2im_kernel_cpu(cols.size, cols, dx, *geometry)
+    cols, dx, geometry, dilation = _col2im_arguments(
+        cols, x_shape, kernel_hw, stride, padding, dilation, out
+    )
+    _col2im_kernel_cpu(cols.size, cols, dx, *geometry, *dilation)
     return dx
 
 
@@ -324,7 +441,18 @@ def col2im_cpu(
 
 @cuda.jit
 def _im2col_kernel_cuda(
-    x, cols, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w
+    x,
+    cols,
+    kernel_h,
+    kernel_w,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    out_h,
+    out_w,
+    dilation_h,
+    dilation_w,
 ):
     height, width = x.shape[2], x.shape[3]
     num_cols = cols.shape[1]
@@ -336,8 +464,8 @@ def _im2col_kernel_cuda(
         c, i = channel_row // kernel_h, channel_row % kernel_h
         image_row, ow = col // out_w, col % out_w
         n, oh = image_row // out_h, image_row % out_h
-        ih = oh * stride_h - pad_h + i
-        iw = ow * stride_w - pad_w + j
+        ih = oh * stride_h - pad_h + i * dilation_h
+        iw = ow * stride_w - pad_w + j * dilation_w
         if 0 <= ih < height and 0 <= iw < width:
             cols[col_row, col] = x[n, c, ih, iw]
         else:
@@ -346,7 +474,18 @@ def _im2col_kernel_cuda(
 
 @cuda.jit
 def _col2im_kernel_cuda(
-    cols, dx, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w
+    cols,
+    dx,
+    kernel_h,
+    kernel_w,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    out_h,
+    out_w,
+    dilation_h,
+    dilation_w,
 ):
     channels, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
     for index in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
@@ -354,13 +493,14 @@ def _col2im_kernel_cuda(
         plane, h = plane_row // height, plane_row % height
         n, c = plane // channels, plane % channels
         total = dx.dtype.type(0)
-        # Kernel row i read pixel row h from output row oh when oh*stride_h - pad_h + i == h.
+        # Kernel row i read pixel row h from output row oh when
+        # oh*stride_h - pad_h + i*dilation_h == h.
         for i in range(kernel_h):
-            oh_scaled = h + pad_h - i
+            oh_scaled = h + pad_h - i * dilation_h
             if oh_scaled < 0 or oh_scaled % stride_h != 0 or oh_scaled // stride_h >= out_h:
                 continue
             for j in range(kernel_w):
-                ow_scaled = w + pad_w - j
+                ow_scaled = w + pad_w - j * dilation_w
                 if ow_scaled < 0 or ow_scaled % stride_w != 0 or ow_scaled // stride_w >= out_w:
                     continue
                 col = (n * out_h + oh_scaled // stride_h) * out_w + ow_scaled // stride_w
@@ -369,12 +509,17 @@ def _col2im_kernel_cuda(
 
 
 def im2col_cuda(
-    x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntPair, out: Any = None
+    x: Any,
+    kernel_hw: IntPair,
+    stride: IntPair,
+    padding: IntPair,
+    dilation: IntPair = 1,
+    out: Any = None,
 ) -> Any:
     """As :func:`im2col_cpu`, on the GPU (CuPy arrays) or in the simulator (NumPy arrays)."""
-    x, geometry, cols = _im2col_arguments(x, kernel_hw, stride, padding, out)
+    x, geometry, dilation, cols = _im2col_arguments(x, kernel_hw, stride, padding, dilation, out)
     blocks = stride_grid(cols.size, THREADS_PER_BLOCK)
-    launch(_im2col_kernel_cuda, blocks, THREADS_PER_BLOCK, x, cols, *geometry)
+    launch(_im2col_kernel_cuda, blocks, THREADS_PER_BLOCK, x, cols, *geometry, *dilation)
     return cols
 
 
@@ -384,18 +529,21 @@ def col2im_cuda(
     kernel_hw: IntPair,
     stride: IntPair,
     padding: IntPair,
+    dilation: IntPair = 1,
     out: Any = None,
 ) -> Any:
     """As :func:`col2im_cpu`, on the GPU (CuPy arrays) or in the simulator (NumPy arrays)."""
-    cols, dx, geometry = _col2im_arguments(cols, x_shape, kernel_hw, stride, padding, out)
+    cols, dx, geometry, dilation = _col2im_arguments(
+        cols, x_shape, kernel_hw, stride, padding, dilation, out
+    )
     blocks = stride_grid(dx.size, THREADS_PER_BLOCK)
-    launch(_col2im_kernel_cuda, blocks, THREADS_PER_BLOCK, cols, dx, *geometry)
+    launch(_col2im_kernel_cuda, blocks, THREADS_PER_BLOCK, cols, dx, *geometry, *dilation)
     return dx
 
 
 def cuda_kernels() -> list[KernelSpec]:
     """The CUDA kernels of this module, each with one float32 specialisation, for the PTX check."""
-    geometry = (numba.int64,) * len(WindowGeometry._fields)
+    geometry = (numba.int64,) * (len(WindowGeometry._fields) + 2)  # and the dilation (h, w)
     image, matrix = numba.float32[:, :, :, ::1], numba.float32[:, ::1]
     return [
         KernelSpec("im2col", _im2col_kernel_cuda, (image, matrix, *geometry), THREADS_PER_BLOCK),
@@ -408,64 +556,79 @@ def cuda_kernels() -> list[KernelSpec]:
 # with NumPy's API: NumPy, CuPy)
 
 
-def plain_im2col(x: Any, kernel: int, stride: int, padding: int) -> Any:
+def plain_im2col(x: Any, kernel: int, stride: int, padding: int, dilation: int = 1) -> Any:
     """cols (C*K*K, N*OH*OW) through a padded copy and a strided window view."""
     xp = array_module(x)
     padded = xp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    windows = xp.lib.stride_tricks.sliding_window_view(padded, (kernel, kernel), axis=(2, 3))
-    windows = windows[:, :, ::stride, ::stride]
+    span = dilation * (kernel - 1) + 1
+    windows = xp.lib.stride_tricks.sliding_window_view(padded, (span, span), axis=(2, 3))
+    windows = windows[:, :, ::stride, ::stride, ::dilation, ::dilation]
     n, channels, out_h, out_w = windows.shape[:4]
     patch = channels * kernel * kernel
     return windows.transpose(1, 4, 5, 0, 2, 3).reshape(patch, n * out_h * out_w)
 
 
 def plain_col2im(
-    cols: Any, x_shape: tuple[int, ...], kernel: int, stride: int, padding: int
+    cols: Any, x_shape: tuple[int, ...], kernel: int, stride: int, padding: int, dilation: int = 1
 ) -> Any:
     """dx (N, C, H, W): each kernel offset's block of cols added onto a strided slice."""
     xp = array_module(cols)
     n, channels, height, width = x_shape
-    out_h, out_w = conv_output_shape(height, width, kernel, stride, padding)
+    out_h, out_w = conv_output_shape(height, width, kernel, stride, padding, dilation)
     padded = xp.zeros((n, channels, height + 2 * padding, width + 2 * padding), cols.dtype)
     blocks = cols.reshape(channels, kernel, kernel, n, out_h, out_w)
     for i in range(kernel):
         for j in range(kernel):
-            padded[:, :, i : i + stride * out_h : stride, j : j + stride * out_w : stride] += (
-                blocks[:, i, j].transpose(1, 0, 2, 3)
-            )
+            rows = slice(i * dilation, i * dilation + stride * out_h, stride)
+            columns = slice(j * dilation, j * dilation + stride * out_w, stride)
+            padded[:, :, rows, columns] += blocks[:, i, j].transpose(1, 0, 2, 3)
     return padded[:, :, padding : padding + height, padding : padding + width]
 
 
 def conv_label(
-    x_shape: tuple[int, ...], kernel: int, stride: int, padding: int, out_channels: int = 0
+    x_shape: tuple[int, ...],
+    kernel: int,
+    stride: int,
+    padding: int,
+    out_channels: int = 0,
+    dilation: int = 1,
 ) -> str:
-    """A convolution row's shape text, e.g. ``64x32x14x14->64 k3s1p1``."""
+    """A convolution row's shape text, e.g. ``64x32x14x14->64 k3s1p1`` (``k3s1p2d2`` dilated)."""
     out = f"->{out_channels}" if out_channels else ""
-    return f"{'x'.join(map(str, x_shape))}{out} k{kernel}s{stride}p{padding}"
+    dilated = f"d{dilation}" if dilation != 1 else ""
+    return f"{'x'.join(map(str, x_shape))}{out} k{kernel}s{stride}p{padding}{dilated}"
 
 
 def _im2col_case(
-    context: BenchContext, key: str, x_shape: tuple, kernel: int, stride: int, padding: int
+    context: BenchContext,
+    key: str,
+    x_shape: tuple,
+    kernel: int,
+    stride: int,
+    padding: int,
+    dilation: int,
 ) -> Case:
     ops = context.ops
     x = context.random(x_shape)
     n, channels, height, width = x_shape
-    out_h, out_w = conv_output_shape(height, width, kernel, stride, padding)
+    out_h, out_w = conv_output_shape(height, width, kernel, stride, padding, dilation)
     cols_size = n * out_h * out_w * channels * kernel * kernel
     implementations = {
-        OURS: Implementation(lambda: ops.im2col(x, kernel, stride, padding)),
-        context.plain: Implementation(lambda: plain_im2col(x, kernel, stride, padding)),
+        OURS: Implementation(lambda: ops.im2col(x, kernel, stride, padding, dilation)),
+        context.plain: Implementation(lambda: plain_im2col(x, kernel, stride, padding, dilation)),
     }
     torch = context.torch
     if torch:
         x_torch = torch.from_numpy(x)
         implementations["torch"] = Implementation(  # unfold's layout is (N, C*K*K, OH*OW)
-            lambda: torch.nn.functional.unfold(x_torch, kernel, padding=padding, stride=stride),
+            lambda: torch.nn.functional.unfold(
+                x_torch, kernel, dilation=dilation, padding=padding, stride=stride
+            ),
             lambda cols: (cols.numpy().transpose(1, 0, 2).reshape(channels * kernel * kernel, -1),),
         )
     info = CaseInfo(
         "im2col",
-        f"{key} {conv_label(x_shape, kernel, stride, padding)}",
+        f"{key} {conv_label(x_shape, kernel, stride, padding, dilation=dilation)}",
         0.0,
         FLOAT32_BYTES * (x.size + cols_size),
     )
@@ -473,16 +636,24 @@ def _im2col_case(
 
 
 def _col2im_case(
-    context: BenchContext, key: str, x_shape: tuple, kernel: int, stride: int, padding: int
+    context: BenchContext,
+    key: str,
+    x_shape: tuple,
+    kernel: int,
+    stride: int,
+    padding: int,
+    dilation: int,
 ) -> Case:
     ops = context.ops
     n, channels, height, width = x_shape
-    out_h, out_w = conv_output_shape(height, width, kernel, stride, padding)
+    out_h, out_w = conv_output_shape(height, width, kernel, stride, padding, dilation)
     patch = channels * kernel * kernel
     cols = context.random((patch, n * out_h * out_w))
     implementations = {
-        OURS: Implementation(lambda: ops.col2im(cols, x_shape, kernel, stride, padding)),
-        context.plain: Implementation(lambda: plain_col2im(cols, x_shape, kernel, stride, padding)),
+        OURS: Implementation(lambda: ops.col2im(cols, x_shape, kernel, stride, padding, dilation)),
+        context.plain: Implementation(
+            lambda: plain_col2im(cols, x_shape, kernel, stride, padding, dilation)
+        ),
     }
     torch = context.torch
     if torch:
@@ -491,12 +662,17 @@ def _col2im_case(
         )
         implementations["torch"] = Implementation(
             lambda: torch.nn.functional.fold(
-                cols_torch, (height, width), kernel, padding=padding, stride=stride
+                cols_torch,
+                (height, width),
+                kernel,
+                dilation=dilation,
+                padding=padding,
+                stride=stride,
             )
         )
     info = CaseInfo(
         "col2im",
-        f"{key} {conv_label(x_shape, kernel, stride, padding)}",
+        f"{key} {conv_label(x_shape, kernel, stride, padding, dilation=dilation)}",
         float(cols.size),
         FLOAT32_BYTES * (cols.size + n * channels * height * width),
     )
@@ -516,6 +692,10 @@ QUICK_BENCH_CONV_LAYERS = (
     ("tiny.conv", 2, 3, 4, 7, 3, 1, 1),
     ("tiny.conv.s2", 1, 2, 3, 8, 3, 2, 0),
 )
+# Dilated layers, timed by im2col and col2im only: (key, batch, in channels, image side, kernel,
+# stride, padding, dilation).
+DILATED_BENCH_LAYERS = (("dilated.conv.b64", 64, 32, 14, 3, 1, 2, 2),)
+QUICK_DILATED_BENCH_LAYERS = (("tiny.conv.d2", 2, 3, 9, 3, 1, 1, 2),)
 # conv2d runs im2col and col2im on as many images at a time as the CPU conv workspace holds:
 # these layers are timed at that size too (the columns then stay in cache for the GEMMs).
 _CHUNKED_CONV_LAYERS = ("mnist.conv2.b256", "resnet.conv.b128")
@@ -541,23 +721,29 @@ def _chunk_layer(layer: tuple) -> tuple:
 
 def bench_cases(quick: bool) -> list[CaseSpec]:
     """im2col and col2im on the MNIST CNN's and a ResNet's layers, whole batches and the chunks
-    conv2d hands them on the CPU (tiny layers with ``quick``)."""
+    conv2d hands them on the CPU, and on a dilated layer (tiny layers with ``quick``)."""
     layers = QUICK_BENCH_CONV_LAYERS if quick else BENCH_CONV_LAYERS
     chunks = (
         ()
         if quick
         else tuple(_chunk_layer(layer) for layer in layers if layer[0] in _CHUNKED_CONV_LAYERS)
     )
+    dense = tuple(
+        (key, batch, channels, side, kernel, stride, padding, 1)
+        for key, batch, channels, _, side, kernel, stride, padding in layers + chunks
+    )
+    dilated = QUICK_DILATED_BENCH_LAYERS if quick else DILATED_BENCH_LAYERS
     specs = []
-    for key, batch, channels, _, side, kernel, stride, padding in layers + chunks:
+    for key, batch, channels, side, kernel, stride, padding, dilation in dense + dilated:
         x_shape = (batch, channels, side, side)
-        shape = conv_label(x_shape, kernel, stride, padding)
+        shape = conv_label(x_shape, kernel, stride, padding, dilation=dilation)
         geometry = {
             "key": key,
             "x_shape": x_shape,
             "kernel": kernel,
             "stride": stride,
             "padding": padding,
+            "dilation": dilation,
         }
         specs += [
             CaseSpec(

@@ -11,11 +11,14 @@ Math. For x of shape (N, C, H, W), a window KH x KW, stride (SH, SW) and padding
 
 Windows may overlap (stride < kernel): one pixel can be the maximum of several windows, and its
 gradient is the sum of theirs. Padding is at most half the kernel (as in PyTorch), so every window
-holds at least one pixel of the image.
+holds at least one pixel of the image. With ``ceil_mode`` (PyTorch's output-size rule, see
+:mod:`._geometry`) the last window of a row or column may hang past the padded edge; the cells
+past it count as padding too, and the window still starts inside the image or its left padding,
+so it holds a pixel as well.
 
 Buffers: x and dx (N, C, H, W); y and dy (N, C, OH, OW), float32 or float64, all of one dtype;
 argmax (N, C, OH, OW) int32. ``kernel_hw``, ``stride`` and ``padding`` are each an int or an
-(h, w) pair.
+(h, w) pair; ``ceil_mode`` a bool (default False).
 
 Variants, simplest first:
 
@@ -26,7 +29,8 @@ Variants, simplest first:
   every window of a row that holds a NaN, take the clipped NaN-ordered scan the CUDA kernel uses.
   The 2x2, stride-2, unpadded case has a kernel of its own (over blocks of planes): a
   vertical pass, then a horizontal one flat over the plane, both vectorised, and faster
-  (``fastnet bench --only maxpool_fwd`` times it).
+  (``fastnet bench --only maxpool_fwd`` times it); with ``ceil_mode`` on an odd side, whose
+  last window hangs past the edge, the general kernel runs instead.
 * ``maxpool2d_backward_cpu`` (over the N*C planes, each scattering its own dy: race-free, with a
   fixed summation order). The CPU kernels run serial or parallel over those loops as the CPU
   policy (``_cpu.parallel_pays``) decides for the size of x.
@@ -68,9 +72,14 @@ INDEX_BYTES = _INDEX_DTYPE.itemsize
 
 
 def _pool_geometry(
-    x_shape: Sequence[int], kernel_hw: IntPair, stride: IntPair, padding: IntPair, op: str
+    x_shape: Sequence[int],
+    kernel_hw: IntPair,
+    stride: IntPair,
+    padding: IntPair,
+    op: str,
+    ceil_mode: bool = False,
 ) -> WindowGeometry:
-    geometry = window_geometry(x_shape, kernel_hw, stride, padding, op)
+    geometry = window_geometry(x_shape, kernel_hw, stride, padding, op, ceil_mode=ceil_mode)
     if 2 * geometry.pad_h > geometry.kernel_h or 2 * geometry.pad_w > geometry.kernel_w:
         raise ValueError(
             f"{op}: padding ({geometry.pad_h}, {geometry.pad_w}) must be at most half the kernel "
@@ -88,9 +97,11 @@ def _planes(array: Any) -> Any:
     return array.reshape(array.shape[0] * array.shape[1], *array.shape[2:])
 
 
-def _forward_arguments(x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntPair):
+def _forward_arguments(
+    x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntPair, ceil_mode: bool
+):
     check_float_dtype(x, "x", "maxpool2d_forward")
-    geometry = _pool_geometry(x.shape, kernel_hw, stride, padding, "maxpool2d_forward")
+    geometry = _pool_geometry(x.shape, kernel_hw, stride, padding, "maxpool2d_forward", ceil_mode)
     out_shape = (*x.shape[:2], geometry.out_h, geometry.out_w)
     return array_module(x).ascontiguousarray(x), geometry, out_shape
 
@@ -102,9 +113,10 @@ def _backward_arguments(
     kernel_hw: IntPair,
     stride: IntPair,
     padding: IntPair,
+    ceil_mode: bool,
 ):
     x_shape = as_shape(x_shape, "maxpool2d_backward")
-    geometry = _pool_geometry(x_shape, kernel_hw, stride, padding, "maxpool2d_backward")
+    geometry = _pool_geometry(x_shape, kernel_hw, stride, padding, "maxpool2d_backward", ceil_mode)
     check_float_dtype(dy, "dy", "maxpool2d_backward")
     if argmax.dtype != _INDEX_DTYPE:
         raise TypeError(f"maxpool2d_backward expects argmax of dtype int32, got {argmax.dtype}")
@@ -123,15 +135,18 @@ def _backward_arguments(
 
 
 def reference_maxpool2d_forward(
-    x: np.ndarray, kernel_hw: IntPair, stride: IntPair, padding: IntPair
+    x: np.ndarray, kernel_hw: IntPair, stride: IntPair, padding: IntPair, ceil_mode: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(y, argmax) in float64: ``np.argmax`` over each window of the -inf-padded input."""
+    """(y, argmax) in float64: ``np.argmax`` over each window of the -inf-padded input (padded
+    further on the bottom and right for the windows ``ceil_mode`` hangs past the edge)."""
     height, width = x.shape[2:]
     kh, kw, sh, sw, ph, pw, oh, ow = _pool_geometry(
-        x.shape, kernel_hw, stride, padding, "reference_maxpool2d_forward"
+        x.shape, kernel_hw, stride, padding, "reference_maxpool2d_forward", ceil_mode
     )
     padded = np.pad(
-        np.asarray(x, np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf
+        np.asarray(x, np.float64),
+        ((0, 0), (0, 0), (ph, ph + kh), (pw, pw + kw)),
+        constant_values=-np.inf,
     )
     y = np.empty((*x.shape[:2], oh, ow))
     argmax = np.empty((*x.shape[:2], oh, ow), np.int32)
@@ -155,10 +170,11 @@ def reference_maxpool2d_backward(
     kernel_hw: IntPair,
     stride: IntPair,
     padding: IntPair,
+    ceil_mode: bool = False,
 ) -> np.ndarray:
     """dx in float64: ``np.add.at`` of every dy onto the pixel its argmax names."""
     dy, argmax, x_shape, geometry = _backward_arguments(
-        dy, argmax, x_shape, kernel_hw, stride, padding
+        dy, argmax, x_shape, kernel_hw, stride, padding, ceil_mode
     )
     batch, channels, height, width = x_shape
     dx = np.zeros((batch * channels, height * width))
@@ -316,13 +332,14 @@ def _backward_kernel_cpu(dy, argmax, dx, out_of_plane):
 
 
 def maxpool2d_forward_cpu(
-    x: np.ndarray, kernel_hw: IntPair, stride: IntPair, padding: IntPair
+    x: np.ndarray, kernel_hw: IntPair, stride: IntPair, padding: IntPair, ceil_mode: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """(y, argmax), each (N, C, OH, OW): the window maxima of x (N, C, H, W) and where they are."""
-    x, geometry, out_shape = _forward_arguments(x, kernel_hw, stride, padding)
+    x, geometry, out_shape = _forward_arguments(x, kernel_hw, stride, padding, ceil_mode)
     y = empty(out_shape, x.dtype, like=x)
     argmax = empty(out_shape, _INDEX_DTYPE, like=x)
-    if geometry[:6] == (2, 2, 2, 2, 0, 0):
+    windows_fit = 2 * geometry.out_h <= x.shape[2] and 2 * geometry.out_w <= x.shape[3]
+    if geometry[:6] == (2, 2, 2, 2, 0, 0) and windows_fit:
         _forward_2x2_kernel_cpu(x.size, _planes(x), _planes(y), _planes(argmax))
     else:
         _forward_kernel_cpu(x.size, _planes(x), _planes(y), _planes(argmax), *geometry)
@@ -336,9 +353,12 @@ def maxpool2d_backward_cpu(
     kernel_hw: IntPair,
     stride: IntPair,
     padding: IntPair,
+    ceil_mode: bool = False,
 ) -> np.ndarray:
     """dx (N, C, H, W): each dy (N, C, OH, OW) added onto the pixel its argmax names."""
-    dy, argmax, x_shape, _ = _backward_arguments(dy, argmax, x_shape, kernel_hw, stride, padding)
+    dy, argmax, x_shape, _ = _backward_arguments(
+        dy, argmax, x_shape, kernel_hw, stride, padding, ceil_mode
+    )
     planes, plane_size, out_size = (
         x_shape[0] * x_shape[1],
         x_shape[2] * x_shape[3],
@@ -404,11 +424,11 @@ def _backward_kernel_cuda(
 
 
 def maxpool2d_forward_cuda(
-    x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntPair
+    x: Any, kernel_hw: IntPair, stride: IntPair, padding: IntPair, ceil_mode: bool = False
 ) -> tuple[Any, Any]:
     """As :func:`maxpool2d_forward_cpu`, on the GPU (CuPy arrays) or in the simulator (NumPy
     arrays)."""
-    x, geometry, out_shape = _forward_arguments(x, kernel_hw, stride, padding)
+    x, geometry, out_shape = _forward_arguments(x, kernel_hw, stride, padding, ceil_mode)
     y = empty(out_shape, x.dtype, like=x)
     argmax = empty(out_shape, _INDEX_DTYPE, like=x)
     blocks = stride_grid(y.size, THREADS_PER_BLOCK)
@@ -431,10 +451,11 @@ def maxpool2d_backward_cuda(
     kernel_hw: IntPair,
     stride: IntPair,
     padding: IntPair,
+    ceil_mode: bool = False,
 ) -> Any:
     """As :func:`maxpool2d_backward_cpu`; argmax entries outside their window are not routed."""
     dy, argmax, x_shape, geometry = _backward_arguments(
-        dy, argmax, x_shape, kernel_hw, stride, padding
+        dy, argmax, x_shape, kernel_hw, stride, padding, ceil_mode
     )
     dx = empty(x_shape, dy.dtype, like=dy)
     blocks = stride_grid(dx.size, THREADS_PER_BLOCK)

@@ -1,15 +1,24 @@
 """Fused softmax + cross-entropy: row losses and the gradient of their mean, in one pass.
 
-Math, for logits ``z`` (B, C), integer labels ``y`` (B,) and label smoothing ε in [0, 1):
+Math, for logits ``z`` (B, C), integer labels ``y`` (B,), label smoothing ε in [0, 1], optional
+class weights ``w`` (C,) (w_c = 1 without them) and an optional ``ignore_index``:
 
-* target distribution of row b:  q_c = (1 - ε)·[c = y_b] + ε / C
-* row loss:  L_b = -Σ_c q_c · log softmax(z_b)_c
-           = log Σ_c exp(z_bc - M_b) - (1 - ε)·(z_{b,y_b} - M_b) - ε·(mean_c z_bc - M_b),
-  with M_b = max_c z_bc, so that no exponential overflows (logits of magnitude 1e4 are fine)
-* gradient of the mean loss (1/B)·Σ_b L_b:  dz_bc = (softmax(z_b)_c - q_c) / B
+* target of row b:  q_bc = α_b·[c = y_b] + β_b·w_c,  with α_b = (1 - ε)·w_{y_b} and β_b = ε / C,
+  and α_b = β_b = 0 for a row whose label is ``ignore_index`` (PyTorch's weighted, smoothed
+  target; without weights and ignored rows q_b is the one-hot label smoothed by ε)
+* row loss:  L_b = -Σ_c q_bc · log softmax(z_b)_c
+           = m_b·log Σ_c exp(z_bc - M_b) - α_b·(z_{b,y_b} - M_b) - β_b·(Σ_c w_c·z_bc - W·M_b),
+  with M_b = max_c z_bc (so that no exponential overflows: logits of magnitude 1e4 are fine),
+  W = Σ_c w_c and the row's target mass m_b = Σ_c q_bc = α_b + β_b·W (1 without weights)
+* gradient of the mean loss (1/B)·Σ_b L_b:  dz_bc = (m_b·softmax(z_b)_c - q_bc) / B
+
+A weighted or ignored row is so a per-row scaling of the target, and the kernel stays one pass.
+PyTorch's weighted mean divides by Σ_b w_{y_b} over the kept rows instead of B: the caller
+rescales.
 
 Buffers: ``logits`` (B, C) float32 or float64; ``labels`` (B,) any integer dtype (made int64
-for the GPU), each in [0, C); outputs ``row_losses`` (B,) and ``dlogits`` (B, C) in the logits'
+for the GPU), each in [0, C) unless it is ``ignore_index``; ``weight`` (C,) any float dtype (taken
+in the logits' dtype) or None; outputs ``row_losses`` (B,) and ``dlogits`` (B, C) in the logits'
 dtype. Exponentials are taken in the logits' dtype; the sums over a row are accumulated in
 float64 (on the CPU, wide rows sum in the logits' dtype over runs of ``SUM_RUN`` columns inside
 the exp loop, and the runs in float64: a float64 sum there would halve the exp's vector width).
@@ -24,22 +33,26 @@ Variants, simplest first:
   sums. Then per row a pass that scales the exponentials into the gradient. The exp is
   ``_fastmath.fast_exp`` (a polynomial LLVM vectorises; ``math.exp`` is a libm call it cannot) and
   the max ``_fastmath.maxnum``; the loops compile with reassociation allowed, but not "nnan"/"ninf":
-  a NaN or inf logit makes its row NaN, as in the reference.
+  a NaN or inf logit makes its row NaN, as in the reference. Weights add a loop of their own
+  (Σ_c w_c·z_c, and the w_c term of the gradient) only when the row is smoothed; an ignored row
+  writes zeros.
 * ``softmax_xent_cuda``: one block per row (blocks stride over rows when B exceeds the grid).
   Each thread walks its columns once, keeping an online (running max, sum of exponentials,
-  sum of logits); one shared-memory tree merges the threads' triples; then every thread writes
-  the gradient of its columns and thread 0 the row loss, in the same launch. The block has
-  32 to 256 threads (a power of two, the fewest covering C), so small C runs as a warp per row.
-  The merge uses shared memory (5 KB for float32) rather than warp shuffles, which Numba's
-  simulator does not implement.
+  sum of weighted logits Σ w_c·z_c, sum of weights); one shared-memory tree merges the threads'
+  quadruples; then every thread writes the gradient of its columns and thread 0 the row loss, in
+  the same launch. The block has 32 to 256 threads (a power of two, the fewest covering C), so
+  small C runs as a warp per row. The merge uses shared memory (7 KB for float32) rather than warp
+  shuffles, which Numba's simulator does not implement. An ignored row (the same for every thread
+  of its block, so no barrier diverges) writes zeros.
 
-Label range: both variants check every label before computing anything, with one min/max
-reduction: on the CPU in the jitted driver itself (which then returns the range for the caller to
-raise on, and computes nothing when a label is out of range); on the GPU on the host before the
-launch, which costs one device-to-host copy of two integers (a wait for the stream) per call. It
-buys an exception at the faulty call, naming the label, instead of an error flag that could only
-be read, and raised, at some later synchronisation. The CPU's two outputs are views of one
-allocation.
+Label range: both variants check every label but ``ignore_index`` before computing anything,
+with one min/max reduction: on the CPU in the jitted driver itself (which then returns the range
+for the caller to raise on, and computes nothing when a label is out of range); on the GPU on the
+host before the launch, which costs one device-to-host copy of two integers (a wait for the
+stream) per call. It buys an exception at the faulty call, naming the label, instead of an error
+flag that could only be read, and raised, at some later synchronisation
+(:class:`LabelOutOfRangeError`, an IndexError as PyTorch raises and a ValueError as this kernel
+always did). The CPU's two outputs are views of one allocation.
 """
 
 from __future__ import annotations
@@ -72,13 +85,23 @@ from ._fastmath import VECTORISING_FASTMATH, fast_exp, maxnum, zero_of
 MAX_THREADS = 256
 
 
-def _checked_inputs(logits: Any, labels: Any, label_smoothing: float) -> tuple[Any, Any]:
-    """Validate all but the labels' range; return C-contiguous logits and labels."""
+class LabelOutOfRangeError(IndexError, ValueError):
+    """A label outside [0, C): an index out of bounds (PyTorch's IndexError), and a bad value."""
+
+
+def _checked_inputs(
+    logits: Any, labels: Any, label_smoothing: float, weight: Any
+) -> tuple[Any, Any, Any, bool]:
+    """Validate all but the labels' range; return C-contiguous logits and labels, the weights in
+    the logits' dtype and whether there are any. Without weights the kernels get a one-element
+    view of the logits in their place (never read): an array argument of the right type, for no
+    allocation."""
     xp = array_module(logits)
-    if array_module(labels) is not xp:
-        raise TypeError(
-            f"labels is a {type(labels).__name__} but logits is a {type(logits).__name__}"
-        )
+    for name, array in (("labels", labels), ("weight", weight)):
+        if array is not None and array_module(array) is not xp:
+            raise TypeError(
+                f"{name} is a {type(array).__name__} but logits is a {type(logits).__name__}"
+            )
     check_float_dtype(logits, "logits", "softmax_xent")
     if labels.dtype.kind not in "iu":
         raise TypeError(f"labels must have an integer dtype, got {labels.dtype}")
@@ -92,16 +115,30 @@ def _checked_inputs(logits: Any, labels: Any, label_smoothing: float) -> tuple[A
         )
     if batch == 0 or classes == 0:
         raise ValueError(f"logits shape {logits.shape} needs at least one row and one class")
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-    return xp.ascontiguousarray(logits), xp.ascontiguousarray(labels)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    logits = xp.ascontiguousarray(logits)
+    if weight is None:
+        return logits, xp.ascontiguousarray(labels), logits.reshape(-1)[:1], False
+    if weight.dtype.kind != "f" or weight.shape != (classes,):
+        raise ValueError(
+            f"weight must be a float vector of the {classes} classes, got {weight.dtype} of "
+            f"shape {tuple(weight.shape)}"
+        )
+    return logits, xp.ascontiguousarray(labels), xp.ascontiguousarray(weight, logits.dtype), True
+
+
+def _ignoring(ignore_index: int | None) -> tuple[int, bool]:
+    """The kernels' (ignore_index, ignoring) pair: an int64 argument and whether it counts."""
+    return (0, False) if ignore_index is None else (int(ignore_index), True)
 
 
 def _check_label_range(lowest: int, highest: int, classes: int) -> None:
     if lowest < 0 or highest >= classes:
         bad = lowest if lowest < 0 else highest
-        raise ValueError(
-            f"label {bad} is outside [0, {classes}) for logits with C={classes} classes"
+        raise LabelOutOfRangeError(
+            f"label {bad} is out of bounds: outside [0, {classes}) for logits with C={classes} "
+            "classes"
         )
 
 
@@ -115,40 +152,52 @@ def _outputs(logits: Any) -> tuple[Any, Any]:
 
 
 def reference_softmax_xent(
-    logits: Any, labels: Any, label_smoothing: float = 0.0
+    logits: Any,
+    labels: Any,
+    label_smoothing: float = 0.0,
+    weight: Any = None,
+    ignore_index: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Row losses and the gradient of their mean, in float64, from the explicit target matrix."""
     z = np.array(logits, dtype=np.float64)
     batch, classes = z.shape
+    labels = np.asarray(labels)
+    kept = np.flatnonzero(labels != ignore_index) if ignore_index is not None else np.arange(batch)
+    class_weight = np.ones(classes) if weight is None else np.asarray(weight, np.float64)
     shifted = z - z.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    target = np.full((batch, classes), label_smoothing / classes)
-    target[np.arange(batch), np.asarray(labels)] += 1.0 - label_smoothing
+    target = np.zeros((batch, classes))
+    target[kept] = label_smoothing / classes * class_weight
+    target[kept, labels[kept]] += (1.0 - label_smoothing) * class_weight[labels[kept]]
     row_losses = -(target * log_probs).sum(axis=1)
-    return row_losses, (np.exp(log_probs) - target) / batch
-
-
-@register_jitable
-def _gradient_terms(logits, label_smoothing):
-    """The two row-independent terms of the gradient, in the logits' dtype:
-    dz_c = exp(z_c - M) * prob_scale - smooth_term - [c = label] * target_term."""
-    batch, classes = logits.shape
-    as_dtype = logits.dtype.type
-    return as_dtype(label_smoothing / (classes * batch)), as_dtype((1.0 - label_smoothing) / batch)
+    mass = target.sum(axis=1, keepdims=True)
+    return row_losses, (mass * np.exp(log_probs) - target) / batch
 
 
 # error_model="numpy": Python's ZeroDivisionError checks on its divisions cost the CPU kernel
 # a quarter of its time on short rows, and sum_exp >= 1 can never be zero.
 @register_jitable(error_model="numpy")
-def _row_loss_and_scale(logits, row, label, row_max, sum_exp, sum_logits, label_smoothing):
-    """The row's loss and its prob_scale (in the logits' dtype), from its max and its two sums."""
-    batch, classes = logits.shape
+def _row_loss_and_scale(
+    logits, row, label, row_max, sum_exp, sum_weighted_logits, alpha, beta, weight_sum
+):
+    """The row's loss and its prob_scale m/(S·B) (in the logits' dtype), from its max, its sums
+    S = Σ exp(z - M) and Σ w·z, and its target's coefficients α and β (module docstring)."""
+    batch = logits.shape[0]
+    mass = alpha + beta * weight_sum
     loss = (
-        math.log(sum_exp)
-        - (1.0 - label_smoothing) * (logits[row, label] - row_max)
-        - label_smoothing * (sum_logits / classes - row_max)
+        mass * math.log(sum_exp)
+        - alpha * (logits[row, label] - row_max)
+        - beta * (sum_weighted_logits - weight_sum * row_max)
     )
-    return loss, logits.dtype.type(1.0 / (sum_exp * batch))
+    return loss, logits.dtype.type(mass / (sum_exp * batch))
+
+
+@register_jitable
+def _label_coefficient(label, label_smoothing, weight, weighted):
+    """α = (1 - ε)·w_label of a kept row."""
+    if weighted:
+        return (1.0 - label_smoothing) * weight[label]
+    return 1.0 - label_smoothing
 
 
 # --------------------------------------------------------------------------- CPU
@@ -170,12 +219,26 @@ def _rows_per_block(classes):
 
 
 @register_jitable(fastmath=VECTORISING_FASTMATH)
-def _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlogits):
+def _softmax_xent_block(
+    logits,
+    labels,
+    label_smoothing,
+    weight,
+    weighted,
+    weight_sum,
+    ignore_index,
+    ignoring,
+    block,
+    row_losses,
+    dlogits,
+):
     """The rows of one block, in passes over dlogits: per row its max M (kept in row_losses until
     the loss replaces it) and exp(z - M), or for narrow rows z - M and then one exp loop over the
     whole block; then per row the sums, the loss and the gradient."""
     batch, classes = logits.shape
-    smooth_term, target_term = _gradient_terms(logits, label_smoothing)
+    as_dtype = logits.dtype.type
+    beta = label_smoothing / classes
+    smooth_term = as_dtype(beta / batch)
     first = block * _rows_per_block(classes)
     last = min(first + _rows_per_block(classes), batch)
     wide_sums = np.empty(last - first)
@@ -211,32 +274,55 @@ def _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlog
     for row in range(first, last):
         z = logits[row]
         gradient = dlogits[row]
+        label = labels[row]
+        if ignoring and label == ignore_index:
+            row_losses[row] = 0.0
+            gradient[:] = 0.0
+            continue
         if classes >= WIDE_ROW:
             sum_exp = wide_sums[row - first]
         else:
             sum_exp = 0.0
             for col in range(classes):
                 sum_exp += gradient[col]
-        sum_logits = 0.0
-        if label_smoothing != 0.0:  # only the smoothing term needs the mean logit
-            for col in range(classes):
-                sum_logits += z[col]
-        label = labels[row]
+        sum_weighted_logits = 0.0
+        if label_smoothing != 0.0:  # only the smoothing term needs Σ w·z
+            if weighted:
+                for col in range(classes):
+                    sum_weighted_logits += weight[col] * z[col]
+            else:
+                for col in range(classes):
+                    sum_weighted_logits += z[col]
+        alpha = _label_coefficient(label, label_smoothing, weight, weighted)
         row_losses[row], prob_scale = _row_loss_and_scale(
-            logits, row, label, row_losses[row], sum_exp, sum_logits, label_smoothing
+            logits,
+            row,
+            label,
+            row_losses[row],
+            sum_exp,
+            sum_weighted_logits,
+            alpha,
+            beta,
+            weight_sum,
         )
-        for col in range(classes):
-            gradient[col] = gradient[col] * prob_scale - smooth_term
-        gradient[label] -= target_term
+        if weighted and label_smoothing != 0.0:
+            for col in range(classes):
+                gradient[col] = gradient[col] * prob_scale - smooth_term * weight[col]
+        else:
+            for col in range(classes):
+                gradient[col] = gradient[col] * prob_scale - smooth_term
+        gradient[label] -= as_dtype(alpha / batch)
 
 
 @register_jitable
-def _label_range_and_blocks(logits, labels):
-    """(lowest label, highest label, blocks to compute): no blocks when a label is out of range."""
-    lowest = highest = labels[0]
+def _label_range_and_blocks(logits, labels, ignore_index, ignoring):
+    """(lowest label, highest label, blocks to compute) over the labels that are not ignored (0
+    stands for none: it is in range): no blocks when a label is out of range."""
+    lowest = highest = zero_of(labels)
     for label in labels:
-        lowest = min(lowest, label)
-        highest = max(highest, label)
+        if not (ignoring and label == ignore_index):
+            lowest = min(lowest, label)
+            highest = max(highest, label)
     valid = lowest >= 0 and highest < logits.shape[1]
     return lowest, highest, -(-logits.shape[0] // _rows_per_block(logits.shape[1])) if valid else 0
 
@@ -244,21 +330,53 @@ def _label_range_and_blocks(logits, labels):
 # The driver checks the labels first (one jitted call a step, not two) and computes nothing
 # when one is out of range: the caller raises on the (lowest, highest) it returns.
 @cpu_kernel
-def _softmax_xent_blocks(logits, labels, label_smoothing, row_losses, dlogits):
-    lowest, highest, blocks = _label_range_and_blocks(logits, labels)
+def _softmax_xent_blocks(
+    logits, labels, label_smoothing, weight, weighted, ignore_index, ignoring, row_losses, dlogits
+):
+    lowest, highest, blocks = _label_range_and_blocks(logits, labels, ignore_index, ignoring)
+    weight_sum = 0.0
+    if weighted:
+        for value in weight:
+            weight_sum += value
+    else:
+        weight_sum = float(logits.shape[1])
     for block in prange(blocks):
-        _softmax_xent_block(logits, labels, label_smoothing, block, row_losses, dlogits)
+        _softmax_xent_block(
+            logits,
+            labels,
+            label_smoothing,
+            weight,
+            weighted,
+            weight_sum,
+            ignore_index,
+            ignoring,
+            block,
+            row_losses,
+            dlogits,
+        )
     return lowest, highest
 
 
 def softmax_xent_cpu(
-    logits: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0
+    logits: np.ndarray,
+    labels: np.ndarray,
+    label_smoothing: float = 0.0,
+    weight: np.ndarray | None = None,
+    ignore_index: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Row losses (B,) and the gradient of their mean w.r.t. ``logits`` (B, C)."""
-    logits, labels = _checked_inputs(logits, labels, label_smoothing)
+    logits, labels, weight, weighted = _checked_inputs(logits, labels, label_smoothing, weight)
     row_losses, dlogits = _outputs(logits)
     label_range = _softmax_xent_blocks(
-        logits.size, logits, labels, float(label_smoothing), row_losses, dlogits
+        logits.size,
+        logits,
+        labels,
+        float(label_smoothing),
+        weight,
+        weighted,
+        *_ignoring(ignore_index),
+        row_losses,
+        dlogits,
     )
     _check_label_range(*label_range, logits.shape[1])
     return row_losses, dlogits
@@ -268,20 +386,33 @@ def softmax_xent_cpu(
 
 
 @cuda.jit
-def _softmax_xent_cuda_kernel(logits, labels, label_smoothing, row_losses, dlogits):
+def _softmax_xent_cuda_kernel(
+    logits, labels, label_smoothing, weight, weighted, ignore_index, ignoring, row_losses, dlogits
+):
     # One slot per thread for the tree merge; blockDim.x is a power of two <= MAX_THREADS.
     thread_maxima = cuda.shared.array(MAX_THREADS, dtype=logits.dtype)
     thread_sums_exp = cuda.shared.array(MAX_THREADS, dtype=numba.float64)
     thread_sums_logits = cuda.shared.array(MAX_THREADS, dtype=numba.float64)
+    thread_sums_weights = cuda.shared.array(MAX_THREADS, dtype=numba.float64)
     thread = cuda.threadIdx.x
     threads = cuda.blockDim.x
     batch, classes = logits.shape
+    as_dtype = logits.dtype.type
+    beta = label_smoothing / classes
     for row in range(cuda.blockIdx.x, batch, cuda.gridDim.x):
+        label = labels[row]
+        if ignoring and label == ignore_index:  # the whole block skips the row: no barrier
+            if thread == 0:
+                row_losses[row] = 0.0
+            for col in range(thread, classes, threads):
+                dlogits[row, col] = 0.0
+            continue
         # Every thread starts from the same real logit with zero mass, so a thread without
         # columns merges harmlessly and no -inf - -inf NaN can arise.
         running_max = logits[row, 0]
         sum_exp = 0.0
         sum_logits = 0.0
+        sum_weights = 0.0
         for col in range(thread, classes, threads):
             z = logits[row, col]
             if z > running_max:
@@ -289,10 +420,16 @@ def _softmax_xent_cuda_kernel(logits, labels, label_smoothing, row_losses, dlogi
                 running_max = z
             else:
                 sum_exp += math.exp(z - running_max)
-            sum_logits += z
+            if weighted:
+                sum_logits += weight[col] * z
+                sum_weights += weight[col]
+            else:
+                sum_logits += z
+                sum_weights += 1.0
         thread_maxima[thread] = running_max
         thread_sums_exp[thread] = sum_exp
         thread_sums_logits[thread] = sum_logits
+        thread_sums_weights[thread] = sum_weights
         cuda.syncthreads()
         half = threads // 2
         while half > 0:
@@ -304,19 +441,33 @@ def _softmax_xent_cuda_kernel(logits, labels, label_smoothing, row_losses, dlogi
                     mine - merged
                 ) + thread_sums_exp[thread + half] * math.exp(other - merged)
                 thread_sums_logits[thread] += thread_sums_logits[thread + half]
+                thread_sums_weights[thread] += thread_sums_weights[thread + half]
                 thread_maxima[thread] = merged
             cuda.syncthreads()
             half //= 2
         row_max = thread_maxima[0]
-        label = labels[row]
-        smooth_term, target_term = _gradient_terms(logits, label_smoothing)
+        alpha = _label_coefficient(label, label_smoothing, weight, weighted)
         loss, prob_scale = _row_loss_and_scale(
-            logits, row, label, row_max, thread_sums_exp[0], thread_sums_logits[0], label_smoothing
+            logits,
+            row,
+            label,
+            row_max,
+            thread_sums_exp[0],
+            thread_sums_logits[0],
+            alpha,
+            beta,
+            thread_sums_weights[0],
         )
         if thread == 0:
             row_losses[row] = loss
+        smooth_term = as_dtype(beta / batch)
+        target_term = as_dtype(alpha / batch)
         for col in range(thread, classes, threads):
-            gradient = math.exp(logits[row, col] - row_max) * prob_scale - smooth_term
+            gradient = math.exp(logits[row, col] - row_max) * prob_scale
+            if weighted:
+                gradient -= smooth_term * weight[col]
+            else:
+                gradient -= smooth_term
             if col == label:
                 gradient -= target_term
             dlogits[row, col] = gradient
@@ -328,11 +479,19 @@ def _threads_for(classes: int) -> int:
     return min(MAX_THREADS, max(32, 1 << (classes - 1).bit_length()))
 
 
-def softmax_xent_cuda(logits: Any, labels: Any, label_smoothing: float = 0.0) -> tuple[Any, Any]:
+def softmax_xent_cuda(
+    logits: Any,
+    labels: Any,
+    label_smoothing: float = 0.0,
+    weight: Any = None,
+    ignore_index: int | None = None,
+) -> tuple[Any, Any]:
     """:func:`softmax_xent_cpu` on the GPU (CuPy arrays), or in the simulator (NumPy arrays)."""
-    logits, labels = _checked_inputs(logits, labels, label_smoothing)
+    logits, labels, weight, weighted = _checked_inputs(logits, labels, label_smoothing, weight)
     xp = array_module(logits)
-    _check_label_range(*xp.stack((labels.min(), labels.max())).tolist(), logits.shape[1])
+    ignore_index, ignoring = _ignoring(ignore_index)
+    checked = xp.where(labels == ignore_index, 0, labels) if ignoring else labels
+    _check_label_range(*xp.stack((checked.min(), checked.max())).tolist(), logits.shape[1])
     labels = xp.ascontiguousarray(labels, dtype=np.int64)
     row_losses, dlogits = _outputs(logits)
     batch, classes = logits.shape
@@ -343,6 +502,10 @@ def softmax_xent_cuda(logits: Any, labels: Any, label_smoothing: float = 0.0) ->
         logits,
         labels,
         float(label_smoothing),
+        weight,
+        weighted,
+        ignore_index,
+        ignoring,
         row_losses,
         dlogits,
     )
@@ -355,6 +518,10 @@ def cuda_kernels() -> list[KernelSpec]:
         numba.float32[:, ::1],
         numba.int64[::1],
         numba.float64,
+        numba.float32[::1],
+        numba.boolean,
+        numba.int64,
+        numba.boolean,
         numba.float32[::1],
         numba.float32[:, ::1],
     )

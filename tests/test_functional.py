@@ -311,7 +311,10 @@ def test_max_pool_matches_reference(rng):
 def test_cross_entropy_gradients(reduction, smoothing, rng):
     logits = leaf(rng, 5, 7, scale=3.0)
     labels = rng.integers(0, 7, 5)
-    assert gradcheck(lambda z: F.cross_entropy(z, labels, smoothing, reduction), [logits])
+    assert gradcheck(
+        lambda z: F.cross_entropy(z, labels, label_smoothing=smoothing, reduction=reduction),
+        [logits],
+    )
 
 
 def test_cross_entropy_matches_reference_and_handles_large_logits(rng):
@@ -327,9 +330,7 @@ def test_cross_entropy_rejects_bad_labels(rng):
     logits = fn.tensor(rng.standard_normal((3, 4)))
     with pytest.raises(ValueError, match="4"):
         F.cross_entropy(logits, np.array([0, 4, 1]))
-    with pytest.raises(
-        ValueError, match=r"labels of shape \(2,\) do not match logits of shape \(3, 4\)"
-    ):
+    with pytest.raises(ValueError, match=r"batch_size \(3\) to match target batch_size \(2\)"):
         F.cross_entropy(logits, np.array([0, 1]))
     with pytest.raises(TypeError, match="integers"):
         F.cross_entropy(logits, np.array([0.0, 1.0, 2.0]))

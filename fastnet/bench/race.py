@@ -81,8 +81,25 @@ def _activation_name(activation: Callable) -> str:
     return name
 
 
-def _pool(layer: Callable, m: Any) -> Any:
-    return layer(_pair_of(m.kernel_size), _pair_of(m.stride), _pair_of(m.padding))
+def _max_pool(layer: Callable, m: Any) -> Any:
+    return layer(
+        _pair_of(m.kernel_size),
+        _pair_of(m.stride),
+        _pair_of(m.padding),
+        _pair_of(m.dilation),
+        ceil_mode=m.ceil_mode,
+    )
+
+
+def _avg_pool(layer: Callable, m: Any) -> Any:
+    return layer(
+        _pair_of(m.kernel_size),
+        _pair_of(m.stride),
+        _pair_of(m.padding),
+        m.ceil_mode,
+        m.count_include_pad,
+        m.divisor_override,
+    )
 
 
 def _batch_norm(layer: Callable, m: Any) -> Any:
@@ -107,10 +124,18 @@ def _encoder_layer(nn: Any, m: Any) -> Any:
 TORCH_EQUIVALENTS: dict[str, Callable[[Any, Any], Any]] = {
     "Linear": lambda nn, m: nn.Linear(m.in_features, m.out_features, bias=m.bias is not None),
     "Conv2d": lambda nn, m: nn.Conv2d(
-        m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, bias=m.bias is not None
+        m.in_channels,
+        m.out_channels,
+        _pair_of(m.kernel_size),
+        _pair_of(m.stride),
+        _pair_of(m.padding),
+        _pair_of(m.dilation),
+        m.groups,
+        bias=m.bias is not None,
+        padding_mode=m.padding_mode,
     ),
-    "MaxPool2d": lambda nn, m: _pool(nn.MaxPool2d, m),
-    "AvgPool2d": lambda nn, m: _pool(nn.AvgPool2d, m),
+    "MaxPool2d": lambda nn, m: _max_pool(nn.MaxPool2d, m),
+    "AvgPool2d": lambda nn, m: _avg_pool(nn.AvgPool2d, m),
     "AdaptiveAvgPool2d": lambda nn, m: nn.AdaptiveAvgPool2d(_pair_of(m.output_size)),
     "BatchNorm1d": lambda nn, m: _batch_norm(nn.BatchNorm1d, m),
     "BatchNorm2d": lambda nn, m: _batch_norm(nn.BatchNorm2d, m),

@@ -1,10 +1,24 @@
-"""Activations: relu, tanh, sigmoid, leaky_relu, gelu, softmax, log_softmax.
+"""Activations: relu, tanh, sigmoid, leaky_relu, gelu, silu, softplus, elu, hardswish,
+hardsigmoid, mish, logsigmoid, softmax, log_softmax.
 
 * ``relu``, ``tanh``, ``sigmoid``: the Tensor's own elementwise ops.
 * ``leaky_relu``: y = x·s with s = 1 where x > 0, else ``negative_slope``; dx = dy·s.
 * ``gelu``: y = x·Φ(x) with Φ the normal CDF through erf (PyTorch's default), or the tanh
   approximation Φ(x) ≈ (1 + tanh(√(2/π)·(x + 0.044715·x³)))/2; dx = dy·(Φ(x) + x·φ(x)).
-* ``softmax(x, axis, mask, causal)``: y = softmax(x + mask) along ``axis`` on the device's row
+* ``silu``: y = x·σ(x); dx = dy·σ(x)·(1 + x·(1 − σ(x))).
+* ``softplus(beta, threshold)``: y = softplus(β·x)/β, and y = x where β·x > threshold (PyTorch's
+  linear tail); dx = dy·σ(β·x) (1 on the tail). softplus(u) = max(u, 0) + log1p(exp(−|u|)) and
+  σ(u) = 1/(1 + exp(−u)) are computed in forms whose exp never overflows.
+* ``elu(alpha)``: y = x where x > 0, else α·(exp(x) − 1) (expm1 of min(x, 0)); dx = dy·1 or
+  dy·α·exp(x).
+* ``hardsigmoid``: y = clip(x + 3, 0, 6)/6; dx = dy/6 on (−3, 3), 0 outside. ``hardswish``:
+  y = x·hardsigmoid(x); dx = 0 up to −3, dy·(x/3 + 1/2) on (−3, 3), dy from 3 (PyTorch's edges).
+* ``mish``: y = x·tanh(softplus(x)); dx = dy·(tanh(s) + x·σ(x)·(1 − tanh²(s))).
+* ``logsigmoid``: y = −softplus(−x); dx = dy·σ(−x).
+* ``inplace=True`` (silu, elu, hardswish, hardsigmoid, mish) writes the result into x when no
+  graph is recorded; inside a graph it returns the result out of place, as ``x += y`` does (a
+  leaf that requires grad raises, as in PyTorch).
+* ``softmax(x, dim, mask, causal)``: y = softmax(x + mask) along ``dim`` on the device's row
   softmax kernel; backward dx = y·(dy − Σ y·dy) on its backward kernel. ``mask`` broadcasts to
   x: additive floats (−inf hides a column) or booleans, True where a column is visible (the
   convention of PyTorch's ``scaled_dot_product_attention``). ``causal=True`` hides, for query row
@@ -14,18 +28,38 @@
   every column is hidden gives zeros, not NaN (PyTorch gives NaN): it attends to nothing.
 * ``log_softmax``: x − max − log Σ exp(x − max), composed of Tensor ops (the shift by the
   detached max cancels in the value and the gradient).
+* softmax and log_softmax take PyTorch's ``dim`` (``axis`` is NumPy's spelling, kept) and
+  ``dtype`` (the input is cast first); ``dim=None`` picks PyTorch's deprecated implicit axis
+  (0 for 0-, 1- and 3-d inputs, else 1) with its warning.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 
-from ..tensor import Function, Tensor
+from ..tensor import Function, Tensor, is_grad_enabled
 
-__all__ = ["Mask", "relu", "tanh", "sigmoid", "leaky_relu", "gelu", "softmax", "log_softmax"]
+__all__ = [
+    "Mask",
+    "relu",
+    "tanh",
+    "sigmoid",
+    "leaky_relu",
+    "gelu",
+    "silu",
+    "softplus",
+    "elu",
+    "hardswish",
+    "hardsigmoid",
+    "mish",
+    "logsigmoid",
+    "softmax",
+    "log_softmax",
+]
 
 # An attention or softmax mask: booleans (True = visible) or additive floats, broadcast to x.
 Mask = Tensor | np.ndarray | None
@@ -83,6 +117,127 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
     return GELU.apply(x, approximate=approximate)
 
 
+def _stable_sigmoid(xp: Any, u: Any) -> Any:
+    """σ(u) through exp(−|u|), which never overflows."""
+    exp = xp.exp(-xp.abs(u))
+    return xp.where(u >= 0, 1 / (1 + exp), exp / (1 + exp))
+
+
+def _stable_softplus(xp: Any, u: Any) -> Any:
+    """log(1 + exp(u)) = max(u, 0) + log1p(exp(−|u|)), which never overflows."""
+    return xp.maximum(u, 0) + xp.log1p(xp.exp(-xp.abs(u)))
+
+
+class _Elementwise(Function):
+    """An activation whose forward keeps dy/dx (``self.slope``) for backward."""
+
+    saves_inputs = saves_output = False
+
+    def backward(self, grad):
+        return (grad * self.slope,)
+
+
+class SiLU(_Elementwise):
+    def forward(self, x):
+        sigmoid = _stable_sigmoid(self.device.xp, x)
+        self.slope = sigmoid * (1 + x * (1 - sigmoid))
+        return x * sigmoid
+
+
+class Softplus(_Elementwise):
+    def forward(self, x, beta, threshold):
+        xp = self.device.xp
+        scaled = x * x.dtype.type(beta)
+        linear = scaled > threshold
+        self.slope = xp.where(linear, 1, _stable_sigmoid(xp, scaled)).astype(x.dtype, copy=False)
+        return xp.where(linear, x, _stable_softplus(xp, scaled) / x.dtype.type(beta))
+
+
+class ELU(_Elementwise):
+    def forward(self, x, alpha):
+        xp = self.device.xp
+        alpha = x.dtype.type(alpha)
+        negative = alpha * xp.expm1(xp.minimum(x, 0))
+        positive = x > 0
+        self.slope = xp.where(positive, 1, negative + alpha).astype(x.dtype, copy=False)
+        return xp.where(positive, x, negative)
+
+
+class Hardsigmoid(_Elementwise):
+    def forward(self, x):
+        xp = self.device.xp
+        self.slope = xp.where((x > -3) & (x < 3), 1 / 6, 0).astype(x.dtype, copy=False)
+        return xp.clip(x + 3, 0, 6) / 6
+
+
+class Hardswish(_Elementwise):
+    def forward(self, x):
+        xp = self.device.xp
+        self.slope = xp.where(x <= -3, 0, xp.where(x < 3, x / 3 + 0.5, 1)).astype(
+            x.dtype, copy=False
+        )
+        return x * xp.clip(x + 3, 0, 6) / 6
+
+
+class Mish(_Elementwise):
+    def forward(self, x):
+        xp = self.device.xp
+        tanh_softplus = xp.tanh(_stable_softplus(xp, x))
+        sigmoid = _stable_sigmoid(xp, x)
+        self.slope = tanh_softplus + x * sigmoid * (1 - tanh_softplus * tanh_softplus)
+        return x * tanh_softplus
+
+
+class LogSigmoid(_Elementwise):
+    def forward(self, x):
+        xp = self.device.xp
+        self.slope = _stable_sigmoid(xp, -x)
+        return -_stable_softplus(xp, -x)
+
+
+def _activation(op: str, function: type[Function], x: Tensor, inplace: bool, **params) -> Tensor:
+    """``function`` applied to the float tensor x; with ``inplace``, PyTorch's in-place form (see
+    the module docstring)."""
+    if not isinstance(x, Tensor) or x.dtype.kind != "f":
+        kind = x.dtype if isinstance(x, Tensor) else type(x).__name__
+        raise TypeError(f"{op}: expected a floating-point Tensor, got {kind}")
+    y = function.apply(x, **params)
+    if not inplace:
+        return y
+    if x.requires_grad and is_grad_enabled():
+        x._check_writable(f"{op}(inplace=True)")
+        return y
+    return x.copy_(y)
+
+
+def silu(input: Tensor, inplace: bool = False) -> Tensor:
+    return _activation("silu", SiLU, input, inplace)
+
+
+def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    return _activation("softplus", Softplus, input, False, beta=beta, threshold=threshold)
+
+
+def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    return _activation("elu", ELU, input, inplace, alpha=alpha)
+
+
+def hardsigmoid(input: Tensor, inplace: bool = False) -> Tensor:
+    return _activation("hardsigmoid", Hardsigmoid, input, inplace)
+
+
+def hardswish(input: Tensor, inplace: bool = False) -> Tensor:
+    return _activation("hardswish", Hardswish, input, inplace)
+
+
+def mish(input: Tensor, inplace: bool = False) -> Tensor:
+    return _activation("mish", Mish, input, inplace)
+
+
+def logsigmoid(input: Tensor) -> Tensor:
+    return _activation("logsigmoid", LogSigmoid, input, False)
+
+
 # ===================================================================== softmax
 class Softmax(Function):
     """Row softmax over the last axis of x (..., C), viewed as (rows, C) for the kernel."""
@@ -133,11 +288,39 @@ def _additive_mask(mask: Mask, x: Tensor, op: str) -> Any:
     return xp.array(xp.broadcast_to(mask, x.shape).reshape(-1, columns), dtype=x.dtype)
 
 
-def softmax(x: Tensor, axis: int = -1, mask: Mask = None, causal: bool = False) -> Tensor:
-    """softmax(x + mask) along ``axis`` on the softmax kernel (see the module docstring for the
-    mask conventions and ``causal``, which applies to the last two axes and needs axis -1)."""
+def _softmax_axis(op: str, x: Tensor, dim: int | None, axis: int | None, dtype: Any) -> Any:
+    """(x cast to ``dtype``, the axis of PyTorch's ``dim`` or NumPy's ``axis``)."""
+    if axis is not None:
+        if dim is not None and dim != -1 and dim != axis:
+            raise TypeError(f"{op}: got dim={dim} and axis={axis}; give one")
+        dim = axis
+    if dim is None:
+        dim = 0 if x.ndim in (0, 1, 3) else 1
+        warnings.warn(
+            f"Implicit dimension choice for {op} has been deprecated. Change the call to "
+            "include dim=X as an argument.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return (x if dtype is None else x.to(dtype=dtype)), dim
+
+
+def softmax(
+    x: Tensor,
+    dim: int | None = -1,
+    mask: Mask = None,
+    causal: bool = False,
+    *,
+    axis: int | None = None,
+    dtype: Any = None,
+) -> Tensor:
+    """softmax(x + mask) along ``dim`` on the softmax kernel (see the module docstring for the
+    mask conventions and ``causal``, which applies to the last two axes and needs dim -1)."""
+    x, axis = _softmax_axis("softmax", x, dim, axis, dtype)
     if x.ndim == 0:
-        raise ValueError("softmax: input must have at least one axis, got a scalar")
+        if axis not in (0, -1) or mask is not None or causal:
+            raise ValueError(f"softmax: dim {axis} is out of range for a 0-d input")
+        return softmax(x.reshape(1)).reshape(())
     if not -x.ndim <= axis < x.ndim:
         raise ValueError(f"softmax: axis {axis} is out of range for input of shape {x.shape}")
     axis %= x.ndim
@@ -164,6 +347,13 @@ def softmax(x: Tensor, axis: int = -1, mask: Mask = None, causal: bool = False) 
     )
 
 
-def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+def log_softmax(
+    x: Tensor, dim: int | None = -1, *, axis: int | None = None, dtype: Any = None
+) -> Tensor:
+    x, axis = _softmax_axis("log_softmax", x, dim, axis, dtype)
+    if not -max(x.ndim, 1) <= axis < max(x.ndim, 1):
+        raise ValueError(f"log_softmax: dim {axis} is out of range for input of shape {x.shape}")
+    if x.ndim == 0:
+        return x * 0.0  # log softmax of one value is 0, with a zero gradient
     shifted = x - x.max(axis=axis, keepdims=True).detach()  # the shift cancels: no gradient needed
     return shifted - shifted.exp().sum(axis=axis, keepdims=True).log()

@@ -1,18 +1,33 @@
-"""2-D convolution: ``conv2d``, by im2col and GEMMs or by Winograd F(2x2, 3x3).
+"""2-D convolution: ``conv2d`` (by im2col and GEMMs or by Winograd F(2x2, 3x3)) and its adjoint
+``conv_transpose2d``.
 
-* im2col (:class:`Conv2d`), a chunk of images at a time. x (N, C, H, W), w (OC, C, KH, KW),
-  w2 = w as (OC, C·KH·KW); for the n images of a chunk, cols (C·KH·KW, n·OH·OW), and on the CPU
-  y[i] = w2·cols_i (OC, OH·OW) per image, written straight into y NCHW (on a GPU one GEMM
-  w2·cols for the batch). A bias rides in the GEMMs: w2 gets b as a last column and cols a last
-  row of ones, so y = [w2 b]·[cols; 1]. Backward, per chunk, with dY2 = dY as (OC, n·OH·OW):
-  dWᵀ += cols·dY2ᵀ (cols recomputed, with the ones row when the bias needs a gradient: the
-  product's last row is then db = Σ dY; per image Σ cols_i·dY_iᵀ when there is no dX to compute,
-  which spares the copy of dY into dY2), dcols = w2ᵀ·dY2, dX = col2im(dcols). The chunk is as
-  many images as the device's conv workspace holds (on the CPU a workspace sized for the L2
-  cache; on a GPU, the whole batch).
-* Winograd (:class:`Conv2dWinograd`), for a 3x3 kernel at stride 1 over
-  ``WINOGRAD_MIN_CHANNELS`` or more input channels: 16 GEMMs of 2.25x fewer FLOPs in all
+Both take a stride S, zero padding P, a dilation D (kernel taps D apart, spanning D·(K-1) + 1
+pixels) and G groups: input channels [g·C/G, (g+1)·C/G) meet only output channels
+[g·OC/G, (g+1)·OC/G). im2col of all C channels gives cols whose rows for group g are one
+contiguous block of C/G·KH·KW rows, so every GEMM below is one batched GEMM over the G groups
+((G, OC/G, C/G·KH·KW) weights against (G, C/G·KH·KW, n·OH·OW) columns); with G = 1 it is a plain
+GEMM. Depthwise convolution is G = C.
+
+* im2col (:class:`Conv2d`), a chunk of images at a time. x (N, C, H, W), w (OC, C/G, KH, KW),
+  w2 = w as (OC, C/G·KH·KW); for the n images of a chunk, cols (C·KH·KW, n·OH·OW), and for one
+  group on the CPU y[i] = w2·cols_i (OC, OH·OW) per image, written straight into y NCHW
+  (otherwise one batched GEMM w2·cols per chunk). A bias of one group rides in the GEMMs: w2 gets
+  b as a last column and cols a last row of ones, so y = [w2 b]·[cols; 1] (with groups it is
+  added to y). Backward, per chunk, with dY2 = dY as (OC, n·OH·OW): dWᵀ += cols·dY2ᵀ (cols
+  recomputed, with the ones row when the bias needs a gradient: the product's last row is then
+  db = Σ dY; per image Σ cols_i·dY_iᵀ when there is no dX to compute, which spares the copy of dY
+  into dY2), dcols = w2ᵀ·dY2, dX = col2im(dcols). The chunk is as many images as the device's
+  conv workspace holds (on the CPU a workspace sized for the L2 cache; on a GPU, the whole batch).
+* Winograd (:class:`Conv2dWinograd`), for a 3x3 kernel at stride 1, dilation 1 and one group
+  over ``WINOGRAD_MIN_CHANNELS`` or more input channels: 16 GEMMs of 2.25x fewer FLOPs in all
   between the transforms of kernels/winograd.py, in chunks sized the same way.
+* ``conv_transpose2d`` (:class:`ConvTranspose2d`): the adjoint of conv2d's im2col path, with
+  weight (C, OC/G, KH, KW) = w2 (C, OC/G·KH·KW) mapping x (N, C, H, W) to y (N, OC, OH, OW),
+  OH = (H-1)·S - 2P + D·(KH-1) + output_padding + 1: per chunk X2 = x as (C, n·H·W),
+  cols = w2ᵀ·X2 (OC·KH·KW, n·H·W), y = col2im(cols) (+ b). Backward: dcols = im2col(dY),
+  dX = w2·dcols, dW += X2·dcolsᵀ, db = Σ dY. The conv that maps (OH, OW) back has an (H, W)
+  output plane, or a larger one when output_padding >= S (allowed below D): x is then padded with
+  zero rows and columns at the far side to fit it.
 """
 
 from __future__ import annotations
@@ -22,8 +37,18 @@ from typing import Any
 from ..backend import conv_output_shape, images_per_chunk
 from ..tensor import Function, Tensor
 from .arguments import Pair, to_pair
+from .shape import pad
 
-__all__ = ["Conv2d", "Conv2dWinograd", "WINOGRAD_MIN_CHANNELS", "conv2d", "conv_image_chunks"]
+__all__ = [
+    "Conv2d",
+    "Conv2dWinograd",
+    "ConvTranspose2d",
+    "WINOGRAD_MIN_CHANNELS",
+    "conv2d",
+    "conv_image_chunks",
+    "conv_transpose2d",
+    "conv_transpose_output_shape",
+]
 
 
 def conv_image_chunks(
@@ -49,6 +74,18 @@ def _per_image(cols: Any, images: int) -> Any:
     return cols.reshape(cols.shape[0], images, -1).transpose(1, 0, 2)
 
 
+def _by_group(matrix: Any, groups: int) -> Any:
+    """A (rows, columns) matrix as (groups, rows/groups, columns), group g's block of rows (a
+    view); the matrix itself for one group, whose plain GEMM BLAS runs a little faster."""
+    return matrix if groups == 1 else matrix.reshape(groups, -1, matrix.shape[-1])
+
+
+def _channel_rows(xp: Any, planes: Any) -> Any:
+    """(n, C, P) planes as a C-contiguous (C, n·P) matrix: the layout of a GEMM over the images
+    side by side."""
+    return xp.ascontiguousarray(planes.transpose(1, 0, 2)).reshape(planes.shape[1], -1)
+
+
 def _accumulate(total: Any, term: Any) -> Any:
     if total is None:
         return term
@@ -56,45 +93,68 @@ def _accumulate(total: Any, term: Any) -> Any:
     return total
 
 
-def _check_conv_shapes(x: Any, weight: Any) -> None:
+def _output_shape(op: str, x_shape: tuple, *window: Any) -> tuple[int, int]:
+    """(OH, OW) of conv2d's ``window`` (kernel_hw, stride, padding[, dilation]) over x; a kernel
+    that does not fit the padded input is an error naming ``op`` and x's shape."""
+    try:
+        return conv_output_shape(*x_shape[2:], *window)
+    except ValueError as error:
+        raise ValueError(f"{op}: input of shape {tuple(x_shape)}: {error}") from None
+
+
+def _check_conv_shapes(op: str, x: Any, weight: Any, groups: int = 1) -> None:
+    """x (N, C, H, W) and a 4-D weight: conv2d's (OC, C/G, KH, KW), or conv_transpose2d's
+    (C, OC/G, KH, KW), its first dimension divisible by the groups."""
+    transposed = op == "conv_transpose2d"
     if x.ndim != 4:
-        raise ValueError(f"conv2d: input must be (N, C, H, W), got shape {tuple(x.shape)}")
-    if weight.ndim != 4 or weight.shape[1] != x.shape[1]:
+        raise ValueError(f"{op}: input must be (N, C, H, W), got shape {tuple(x.shape)}")
+    if weight.ndim != 4:
+        raise ValueError(f"{op}: weight must be 4-D, got shape {tuple(weight.shape)}")
+    if weight.shape[0] % groups:
         raise ValueError(
-            f"conv2d: input of shape {tuple(x.shape)} has {x.shape[1]} channels "
-            f"but weight of shape {tuple(weight.shape)} expects "
-            f"(out, {x.shape[1]}, kh, kw)"
+            f"{op}: weight of shape {tuple(weight.shape)} has {weight.shape[0]} "
+            f"{'input' if transposed else 'output'} channels, not divisible by groups={groups}"
+        )
+    expected = weight.shape[0] if transposed else weight.shape[1] * groups
+    if x.shape[1] != expected:
+        layout = "(in, out/groups, kh, kw)" if transposed else "(out, in/groups, kh, kw)"
+        raise ValueError(
+            f"{op}: input of shape {tuple(x.shape)} has {x.shape[1]} channels but weight of "
+            f"shape {tuple(weight.shape)} {layout} with groups={groups} expects {expected}"
         )
 
 
 class Conv2d(Function):
-    def forward(self, x, weight, *bias, stride, padding):
-        _check_conv_shapes(x, weight)
+    def forward(self, x, weight, *bias, stride, padding, dilation=(1, 1), groups=1):
+        _check_conv_shapes("conv2d", x, weight, groups)
         xp, device = self.device.xp, self.device
-        n, _, h, w = x.shape
+        n = x.shape[0]
         out_channels, kernel_hw = weight.shape[0], tuple(weight.shape[2:])
-        oh, ow = conv_output_shape(h, w, kernel_hw, stride, padding)
+        oh, ow = _output_shape("conv2d", x.shape, kernel_hw, stride, padding, dilation)
         self.x = xp.ascontiguousarray(x)
-        self.kernel_hw, self.stride, self.padding, self.plane = kernel_hw, stride, padding, oh * ow
-        self.w2 = weight.reshape(out_channels, -1)
-        # With a bias, the GEMM adds it: the weights get the bias as a last column and the columns
-        # a last row of ones (no pass over y for the bias here, none over dY for its gradient).
-        weights = xp.concatenate([self.w2, bias[0][:, None]], axis=1) if bias else self.w2
+        self.window, self.plane = (kernel_hw, stride, padding, dilation), oh * ow
+        self.w2, self.groups = weight.reshape(out_channels, -1), groups
+        # With a bias and one group, the GEMM adds it: the weights get the bias as a last column
+        # and the columns a last row of ones (no pass over y for the bias here, none over dY for
+        # its gradient). Groups would need a ones row per group: their bias is added to y.
+        ones_row = bool(bias) and groups == 1
+        weights = xp.concatenate([self.w2, bias[0][:, None]], axis=1) if ones_row else self.w2
         self.chunks = conv_image_chunks(
-            device, n, self.w2.shape[1], out_channels, oh * ow, x.itemsize
+            device, n, self.w2.shape[1] * groups, out_channels, oh * ow, x.itemsize
         )
         # Without a workspace limit (GPU) the batch is one chunk and each step one GEMM; with one
-        # (CPU), GEMMs per image on the cached columns, which BLAS reads as strided views.
-        self.per_image = device.conv_workspace_bytes is not None
+        # (CPU) and one group, GEMMs per image on the cached columns, which BLAS reads as strided
+        # views (per image and group they would be too small: groups take one GEMM a chunk).
+        self.per_image = device.conv_workspace_bytes is not None and groups == 1
         y = device.empty((n, out_channels, oh * ow), x.dtype)
         for start, stop in self.chunks:
             if start == stop:  # an empty batch: nothing to compute
                 continue
-            cols, images = self._columns(start, stop, ones_row=bool(bias)), stop - start
+            cols, images = self._columns(start, stop, ones_row), stop - start
             if not self.per_image:
-                # The whole batch at once (GPU): one GEMM, (OC, N·OH·OW), seen as NCHW planes.
-                planes = device.matmul(weights, cols).reshape(out_channels, images, -1)
-                y[start:stop] = planes.transpose(1, 0, 2)
+                # The chunk at once: (OC, n·OH·OW) in one (batched) GEMM, seen as NCHW planes.
+                planes = device.matmul(_by_group(weights, groups), _by_group(cols, groups))
+                y[start:stop] = planes.reshape(out_channels, images, -1).transpose(1, 0, 2)
             else:
                 # Cached columns (CPU): one GEMM per image, each written straight into its planes.
                 device.matmul(
@@ -102,27 +162,30 @@ class Conv2d(Function):
                     _per_image(cols, images),
                     out=y[start:stop],
                 )
+        if bias and not ones_row:
+            y += bias[0][:, None]
         return y.reshape(n, out_channels, oh, ow)
 
     def _columns(self, start: int, stop: int, ones_row: bool) -> Any:
         """im2col of images [start, stop), with a last row of ones when ``ones_row``."""
         x, device = self.x[start:stop], self.device
         if not ones_row:
-            return device.im2col(x, self.kernel_hw, self.stride, self.padding)
+            return device.im2col(x, *self.window)
         rows = self.w2.shape[1]
         cols = device.empty((rows + 1, x.shape[0] * self.plane), x.dtype)
-        device.im2col(x, self.kernel_hw, self.stride, self.padding, out=cols[:rows])
+        device.im2col(x, *self.window, out=cols[:rows])
         cols[rows] = 1
         return cols
 
     def backward(self, grad):
         xp, device = self.device.xp, self.device
         n, out_channels = grad.shape[:2]
+        groups = self.groups
         grad = xp.ascontiguousarray(grad).reshape(n, out_channels, self.plane)
         need_x, need_w = self.inputs[0].requires_grad, self.inputs[1].requires_grad
         need_b = len(self.inputs) == 3 and self.inputs[2].requires_grad
         # With the ones row in the columns, the weight GEMM's last row is Σ dY: the bias gradient.
-        ones_row = need_w and need_b
+        ones_row = need_w and need_b and groups == 1
         grad_x = device.empty(self.x.shape, self.x.dtype) if need_x else None
         grad_w = grad_b = None
         for start, stop in self.chunks:
@@ -132,39 +195,39 @@ class Conv2d(Function):
             # (OC, images·OH·OW): the chunk's output gradient in the layout of one GEMM
             grad_chunk = None
             if need_x or not self.per_image:
-                grad_chunk = xp.ascontiguousarray(grad_planes.transpose(1, 0, 2))
-                grad_chunk = grad_chunk.reshape(out_channels, -1)
+                grad_chunk = _by_group(_channel_rows(xp, grad_planes), groups)
             if need_w:
-                # dWᵀ = cols·dY2ᵀ (C·KH·KW [+1], OC): BLAS runs this form faster than dY2·colsᵀ
+                # dWᵀ = cols·dY2ᵀ (C/G·KH·KW [+1], OC/G) per group: BLAS runs this form faster
+                # than dY2·colsᵀ
                 cols = self._columns(start, stop, ones_row)
                 if grad_chunk is not None:
-                    chunk_w = device.matmul(cols, grad_chunk, False, True)
+                    chunk_w = device.matmul(_by_group(cols, groups), grad_chunk, False, True)
                 else:
                     # A first layer (no input gradient) on the CPU: per-image GEMMs over views, no
                     # copy of the output gradient at all (a first layer's is its largest).
                     per_image = device.matmul(_per_image(cols, images), grad_planes, False, True)
                     chunk_w = per_image.sum(axis=0)
                 grad_w = _accumulate(grad_w, chunk_w)
-            elif need_b:
+            if need_b and not ones_row:
                 grad_b = _accumulate(grad_b, grad_planes.sum(axis=(0, 2)))
             if need_x:
-                grad_cols = device.matmul(self.w2, grad_chunk, True, False)
+                grad_cols = device.matmul(_by_group(self.w2, groups), grad_chunk, True, False)
                 device.col2im(
-                    grad_cols,
+                    grad_cols.reshape(-1, grad_cols.shape[-1]),
                     grad_x[start:stop].shape,
-                    self.kernel_hw,
-                    self.stride,
-                    self.padding,
+                    *self.window,
                     out=grad_x[start:stop],
                 )
+        rows = self.w2.shape[1] + ones_row
         if need_w and grad_w is None:  # no image contributed
-            grad_w = xp.zeros((self.w2.shape[1] + ones_row, out_channels), self.x.dtype)
+            grad_w = xp.zeros((groups, rows, out_channels // groups), self.x.dtype)
         if need_b and not ones_row and grad_b is None:
             grad_b = xp.zeros(out_channels, self.x.dtype)
         if need_w:
+            grad_w = grad_w.reshape(groups, rows, -1)  # (G, C/G·KH·KW [+1], OC/G)
             if ones_row:
-                grad_w, grad_b = grad_w[:-1], grad_w[-1].copy()
-            grad_w = xp.ascontiguousarray(grad_w.T).reshape(self.inputs[1].shape)
+                grad_w, grad_b = grad_w[:, :-1], grad_w[0, -1].copy()
+            grad_w = xp.ascontiguousarray(grad_w.transpose(0, 2, 1)).reshape(self.inputs[1].shape)
         return grad_x, grad_w, grad_b
 
 
@@ -185,11 +248,11 @@ class Conv2dWinograd(Function):
     adjoint of dU."""
 
     def forward(self, x, weight, *bias, padding):
-        _check_conv_shapes(x, weight)
+        _check_conv_shapes("conv2d", x, weight)
         xp, device = self.device.xp, self.device
-        n, channels, h, w = x.shape
+        n, channels = x.shape[:2]
         out_channels = weight.shape[0]
-        oh, ow = conv_output_shape(h, w, 3, 1, padding)
+        oh, ow = _output_shape("conv2d", x.shape, 3, 1, padding)
         self.x, self.padding = xp.ascontiguousarray(x), padding
         self.tiles_per_image = ((oh + 1) // 2) * ((ow + 1) // 2)
         self.chunks = conv_image_chunks(
@@ -270,21 +333,212 @@ class Conv2dWinograd(Function):
 WINOGRAD_MIN_CHANNELS = 16
 
 
-def conv2d(
-    x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Pair = 1, padding: Pair = 0
-) -> Tensor:
-    """2-D cross-correlation (PyTorch's conv2d): x (N, C, H, W), weight (OC, C, KH, KW).
+def _window_arguments(
+    op: str, stride: Pair, dilation: Pair, groups: int
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """stride and dilation as pairs of positive ints; groups a positive int."""
+    pairs = []
+    for name, value in (("stride", stride), ("dilation", dilation)):
+        pair = to_pair(value, name)
+        if min(pair) < 1:
+            raise ValueError(f"{op}: {name} must be positive, got {value!r}")
+        pairs.append(pair)
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
+    return pairs[0], pairs[1]
 
-    A 3x3 kernel at stride 1 over at least ``WINOGRAD_MIN_CHANNELS`` input channels runs as
-    Winograd F(2x2, 3x3), 2.25x fewer multiplications; any other through im2col and GEMMs."""
-    stride, padding = to_pair(stride, "stride"), to_pair(padding, "padding")
+
+def _pad_far_side(x: Tensor, rows: int, columns: int) -> Tensor:
+    """x (N, C, H, W) with ``rows`` zero rows below and ``columns`` zero columns to the right."""
+    return pad(x, (0, columns, 0, rows)) if rows or columns else x
+
+
+def _same_padding(
+    x: Tensor, weight: Tensor, stride: tuple[int, int], dilation: tuple[int, int], groups: int
+) -> tuple[Tensor, tuple[int, int]]:
+    """x and the padding for ``padding="same"``: each side gets half of D·(K-1), and an odd one
+    out goes to the far side (bottom, right) as in PyTorch."""
+    if stride != (1, 1):
+        raise ValueError("conv2d: padding='same' is not supported for strided convolutions")
+    _check_conv_shapes("conv2d", x, weight, groups)
+    spans = [d * (k - 1) for d, k in zip(dilation, weight.shape[2:], strict=True)]
+    return _pad_far_side(x, spans[0] % 2, spans[1] % 2), (spans[0] // 2, spans[1] // 2)
+
+
+def conv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: Pair = 1,
+    padding: Pair | str = 0,
+    dilation: Pair = 1,
+    groups: int = 1,
+) -> Tensor:
+    """2-D cross-correlation (PyTorch's conv2d): x (N, C, H, W), weight (OC, C/groups, KH, KW);
+    ``padding`` an int, a pair, "valid" (none) or "same" (the output as large as x, stride 1).
+
+    A 3x3 kernel at stride 1, dilation 1 and one group over at least ``WINOGRAD_MIN_CHANNELS``
+    input channels runs as Winograd F(2x2, 3x3), 2.25x fewer multiplications; any other through
+    im2col and GEMMs. An unbatched x (C, H, W) gives y (OC, OH, OW), as in PyTorch."""
+    if x.ndim == 3:
+        return conv2d(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
+    stride, dilation = _window_arguments("conv2d", stride, dilation, groups)
+    if not isinstance(padding, str):
+        padding = to_pair(padding, "padding")
+    elif padding == "same":
+        x, padding = _same_padding(x, weight, stride, dilation, groups)
+    elif padding == "valid":
+        padding = (0, 0)
+    else:
+        raise ValueError(f"conv2d: padding must be 'valid', 'same' or ints, got {padding!r}")
     operands = (x, weight, *([bias] if bias is not None else []))
     if (
         stride == (1, 1)
+        and dilation == (1, 1)
+        and groups == 1
         and weight.ndim == 4
         and tuple(weight.shape[2:]) == (3, 3)
         and x.ndim == 4
         and x.shape[1] >= WINOGRAD_MIN_CHANNELS
     ):
         return Conv2dWinograd.apply(*operands, padding=padding)
-    return Conv2d.apply(*operands, stride=stride, padding=padding)
+    return Conv2d.apply(*operands, stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def conv_transpose_output_shape(
+    h: int,
+    w: int,
+    kernel_hw: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    output_padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> tuple[int, int]:
+    """(OH, OW) = (H-1)·S - 2P + D·(K-1) + output_padding + 1 of conv_transpose2d over an h x w
+    plane; ValueError where PyTorch raises (output_padding neither below the stride nor below the
+    dilation, or an output of no pixels)."""
+    if any(o >= s and o >= d for o, s, d in zip(output_padding, stride, dilation, strict=True)):
+        raise ValueError(
+            f"conv_transpose2d: output_padding must be smaller than either stride or dilation, "
+            f"got output_padding={output_padding}, stride={stride}, dilation={dilation}"
+        )
+    out = tuple(
+        (size - 1) * s - 2 * p + d * (k - 1) + o + 1
+        for size, k, s, p, o, d in zip(
+            (h, w), kernel_hw, stride, padding, output_padding, dilation, strict=True
+        )
+    )
+    if min(out) < 1:
+        raise ValueError(
+            f"conv_transpose2d: input of {h}x{w} pixels gives an output of {out[0]}x{out[1]}: "
+            f"too small"
+        )
+    return out
+
+
+class ConvTranspose2d(Function):
+    """conv_transpose2d: the adjoint of conv2d's im2col path (see the module docstring), onto
+    ``out_hw`` planes whose conv2d output plane is exactly x's (conv_transpose2d pads x to fit)."""
+
+    def forward(self, x, weight, *bias, stride, padding, dilation, groups, out_hw):
+        _check_conv_shapes("conv_transpose2d", x, weight, groups)
+        xp, device = self.device.xp, self.device
+        n, in_channels, h, w = x.shape
+        out_channels, kernel_hw = weight.shape[1] * groups, tuple(weight.shape[2:])
+        if conv_output_shape(*out_hw, kernel_hw, stride, padding, dilation) != (h, w):
+            raise ValueError(
+                f"conv_transpose2d: input of shape {tuple(x.shape)} is not the conv2d output of "
+                f"a {out_hw[0]}x{out_hw[1]} plane"
+            )
+        self.x, self.groups = xp.ascontiguousarray(x), groups
+        self.window = (kernel_hw, stride, padding, dilation)
+        self.w2 = weight.reshape(in_channels, -1)  # (C, OC/G·KH·KW)
+        self.chunks = conv_image_chunks(
+            device, n, self.w2.shape[1] * groups, in_channels, h * w, x.itemsize
+        )
+        y = device.empty((n, out_channels, *out_hw), x.dtype)
+        for start, stop in self.chunks:
+            if start == stop:  # an empty batch: nothing to compute
+                continue
+            cols = device.matmul(
+                _by_group(self.w2, groups), self._input_rows(start, stop), True, False
+            )
+            device.col2im(
+                cols.reshape(-1, cols.shape[-1]),
+                y[start:stop].shape,
+                *self.window,
+                out=y[start:stop],
+            )
+        if bias:
+            y += bias[0][:, None, None]
+        return y
+
+    def _input_rows(self, start: int, stop: int) -> Any:
+        """X2 of images [start, stop): (C, n·H·W), by group."""
+        planes = self.x[start:stop].reshape(stop - start, self.x.shape[1], -1)
+        return _by_group(_channel_rows(self.device.xp, planes), self.groups)
+
+    def backward(self, grad):
+        xp, device, groups = self.device.xp, self.device, self.groups
+        grad = xp.ascontiguousarray(grad)
+        need_x, need_w = self.inputs[0].requires_grad, self.inputs[1].requires_grad
+        need_b = len(self.inputs) == 3 and self.inputs[2].requires_grad
+        n, in_channels, h, w = self.x.shape
+        grad_x = device.empty((n, in_channels, h * w), self.x.dtype) if need_x else None
+        grad_w = None
+        for start, stop in self.chunks:
+            if start == stop:  # an empty batch: the gradients are zeros (below)
+                continue
+            grad_cols = _by_group(device.im2col(grad[start:stop], *self.window), groups)
+            if need_x:  # dX = w2·dcols, (C, n·H·W) back to NCHW planes
+                rows = device.matmul(_by_group(self.w2, groups), grad_cols)
+                grad_x[start:stop] = rows.reshape(in_channels, stop - start, -1).transpose(1, 0, 2)
+            if need_w:  # dW += X2·dcolsᵀ, (C/G, OC/G·KH·KW) per group
+                term = device.matmul(self._input_rows(start, stop), grad_cols, False, True)
+                grad_w = _accumulate(grad_w, term)
+        if need_w and grad_w is None:  # no image contributed
+            grad_w = xp.zeros(self.w2.shape, self.x.dtype)
+        return (
+            grad_x.reshape(self.x.shape) if need_x else None,
+            grad_w.reshape(self.inputs[1].shape) if need_w else None,
+            grad.sum(axis=(0, 2, 3)) if need_b else None,
+        )
+
+
+def conv_transpose2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: Pair = 1,
+    padding: Pair = 0,
+    output_padding: Pair = 0,
+    groups: int = 1,
+    dilation: Pair = 1,
+) -> Tensor:
+    """2-D transposed convolution (PyTorch's conv_transpose2d, the gradient of conv2d with respect
+    to its input): x (N, C, H, W), weight (C, OC/groups, KH, KW), y (N, OC, OH, OW) with
+    OH = (H-1)·stride - 2·padding + dilation·(KH-1) + output_padding + 1. An unbatched x
+    (C, H, W) gives y (OC, OH, OW), as in PyTorch."""
+    if x.ndim == 3:
+        y = conv_transpose2d(
+            x.unsqueeze(0), weight, bias, stride, padding, output_padding, groups, dilation
+        )
+        return y.squeeze(0)
+    stride, dilation = _window_arguments("conv_transpose2d", stride, dilation, groups)
+    padding, output_padding = to_pair(padding, "padding"), to_pair(output_padding, "output_padding")
+    _check_conv_shapes("conv_transpose2d", x, weight, groups)
+    h, w = x.shape[2:]
+    kernel_hw = tuple(weight.shape[2:])
+    out_hw = conv_transpose_output_shape(h, w, kernel_hw, stride, padding, output_padding, dilation)
+    # With output_padding >= stride the conv mapping y back to x has a larger output plane than
+    # x: the rows and columns past x's are zeros of x (they meet no weights).
+    conv_h, conv_w = conv_output_shape(*out_hw, kernel_hw, stride, padding, dilation)
+    x = _pad_far_side(x, conv_h - h, conv_w - w)
+    return ConvTranspose2d.apply(
+        *(x, weight, *([bias] if bias is not None else [])),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        out_hw=out_hw,
+    )

@@ -1,11 +1,22 @@
-"""Pooling over the spatial axes of x (N, C, H, W): max, average, adaptive average.
+"""Pooling over the spatial axes of x (N, C, H, W), or of an unbatched (C, H, W): max, average,
+adaptive average.
+
+Window geometry is PyTorch's: ``kernel_size``, ``stride`` (default: the kernel), ``padding``
+(at most half the kernel) and ``ceil_mode``, under which OH = ceil((H + 2·pad - k) / stride) + 1
+(less one when that last window would start in the bottom padding): the last window may hang
+past the padded edge, and the cells past it are not part of the window.
 
 * ``max_pool2d``: the pool kernel returns the output and the argmax that routes the gradient
-  (dx gets each dy at the input position its window's maximum came from).
-* ``avg_pool2d``: the mean of each kernel window of the zero-padded input, padding counted in the
-  divisor (PyTorch's default ``count_include_pad=True``). Written as kh·kw shifted, strided slices
-  of the padded input added up: O(kh·kw) array ops on whole tensors, each O(output); the backward
-  adds the scaled gradient back through the same slices.
+  (dx gets each dy at the input position its window's maximum came from); ``return_indices``
+  also returns that argmax, as PyTorch's flat h·W + w of each plane, int64.
+* ``avg_pool2d``: the sum over each window of the zero-padded input divided by the window's size,
+  as PyTorch counts it: with ``count_include_pad`` (the default) the window clipped to the padded
+  edge (so the padding counts, and the cells ``ceil_mode`` hangs past it do not), without it the
+  window clipped to the image; ``divisor_override`` replaces either. The divisor of window
+  (i, j) is a row count times a column count, a (OH, OW) map unless every window has the full
+  kh·kw. Written as kh·kw shifted, strided slices of the padded input added up: O(kh·kw) array
+  ops on whole tensors, each O(output); the backward adds the scaled gradient back through the
+  same slices.
 * ``adaptive_avg_pool2d``: output cell (i, j) is the mean of rows [⌊i·H/OH⌋, ⌈(i+1)·H/OH⌉) and
   columns [⌊j·W/OW⌋, ⌈(j+1)·W/OW⌉) (PyTorch's bins, overlapping when OH does not divide H).
   The mean over a box is separable, so y = P_h · x · P_wᵀ with P_h (OH, H) holding 1/bin-height
@@ -16,7 +27,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -29,18 +40,45 @@ __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 
 
 def _check_images(op: str, x: Any) -> None:
-    if x.ndim != 4:
-        raise ValueError(f"{op}: input must be (N, C, H, W), got shape {tuple(x.shape)}")
+    if x.ndim not in (3, 4):
+        raise ValueError(
+            f"{op}: input must be (C, H, W) or (N, C, H, W), got shape {tuple(x.shape)}"
+        )
+
+
+def _per_image(op: str, pool: Callable[[Tensor], Any], x: Tensor) -> Any:
+    """``pool`` of a batch; an unbatched (C, H, W) input goes through as a batch of one."""
+    _check_images(op, x)
+    if x.ndim == 4:
+        return pool(x)
+    result = pool(x.unsqueeze(0))
+    if isinstance(result, tuple):
+        return tuple(part.squeeze(0) for part in result)
+    return result.squeeze(0)
+
+
+def _window_arguments(
+    op: str, kernel_size: Pair, stride: Pair | None, padding: Pair
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    kernel = to_pair(kernel_size, "kernel_size")
+    pad = to_pair(padding, "padding")
+    step = kernel if stride is None else to_pair(stride, "stride")
+    if min(kernel) < 1 or min(step) < 1:
+        raise ValueError(f"{op}: kernel_size {kernel} and stride {step} must be positive")
+    if pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
+        raise ValueError(f"{op}: padding {pad} must be at most half the kernel size {kernel}")
+    return kernel, step, pad
 
 
 # ===================================================================== max pooling
 class MaxPool2d(Function):
-    def forward(self, x, kernel_size, stride, padding):
-        _check_images("max_pool2d", x)
-        self.x_shape, self.params = x.shape, (kernel_size, stride, padding)
+    def forward(self, x, kernel_size, stride, padding, ceil_mode, indices):
+        self.x_shape, self.params = x.shape, (kernel_size, stride, padding, ceil_mode)
         out, self.argmax = self.device.maxpool2d_forward(
             self.device.xp.ascontiguousarray(x), *self.params
         )
+        if indices is not None:  # return_indices: the caller collects the argmax
+            indices.append(self.argmax)
         return out
 
     def backward(self, grad):
@@ -49,12 +87,36 @@ class MaxPool2d(Function):
 
 
 def max_pool2d(
-    x: Tensor, kernel_size: Pair, stride: Pair | None = None, padding: Pair = 0
-) -> Tensor:
-    """Max over kernel_size windows (stride defaults to kernel_size, as in PyTorch)."""
-    kernel = to_pair(kernel_size, "kernel_size")
-    step = kernel if stride is None else to_pair(stride, "stride")
-    return MaxPool2d.apply(x, kernel_size=kernel, stride=step, padding=to_pair(padding, "padding"))
+    x: Tensor,
+    kernel_size: Pair,
+    stride: Pair | None = None,
+    padding: Pair = 0,
+    dilation: Pair = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Max over kernel_size windows (stride defaults to kernel_size, as in PyTorch); with
+    ``return_indices``, (output, indices) where indices (int64) holds each maximum's flat
+    position h·W + w in its plane."""
+    kernel, step, pad = _window_arguments("max_pool2d", kernel_size, stride, padding)
+    if to_pair(dilation, "dilation") != (1, 1):
+        raise NotImplementedError(f"max_pool2d: dilation {dilation!r} is not supported (only 1)")
+
+    def pool(images: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        indices: list | None = [] if return_indices else None
+        out = MaxPool2d.apply(
+            images,
+            kernel_size=kernel,
+            stride=step,
+            padding=pad,
+            ceil_mode=bool(ceil_mode),
+            indices=indices,
+        )
+        if indices is None:
+            return out
+        return out, Tensor._wrap(indices[0].astype(np.int64), out.device)
+
+    return _per_image("max_pool2d", pool, x)
 
 
 # ===================================================================== average pooling
@@ -74,15 +136,39 @@ def _window_slices(
             )
 
 
+def _window_counts(
+    size: int, out: int, kernel: int, stride: int, pad: int, count_include_pad: bool
+) -> np.ndarray:
+    """How many cells each of the ``out`` windows along one axis averages (PyTorch's rule)."""
+    starts = np.arange(out) * stride - pad
+    ends = np.minimum(starts + kernel, size + pad)
+    if count_include_pad:
+        return ends - starts
+    return np.minimum(ends, size) - np.maximum(starts, 0)
+
+
 class AvgPool2d(Function):
-    def forward(self, x, kernel_size, stride, padding):
-        _check_images("avg_pool2d", x)
+    saves_inputs = saves_output = False  # backward reads neither
+
+    def forward(self, x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor):
         xp = self.device.xp
-        (ph, pw), (n, c, h, w) = padding, x.shape
-        out_hw = conv_output_shape(h, w, kernel_size, stride, padding)
-        self.x_shape, self.padding, self.params = x.shape, padding, (kernel_size, stride, out_hw)
-        self.scale = x.dtype.type(1 / (kernel_size[0] * kernel_size[1]))
-        padded = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
+        (kh, kw), (sh, sw), (ph, pw), (n, c, h, w) = kernel_size, stride, padding, x.shape
+        out_hw = conv_output_shape(h, w, kernel_size, stride, padding, ceil_mode=ceil_mode)
+        # ceil_mode's last window may reach past the padded edge: zeros there add nothing
+        extra = ((out_hw[0] - 1) * sh + kh - h - 2 * ph, (out_hw[1] - 1) * sw + kw - w - 2 * pw)
+        self.pads = ((ph, ph + max(extra[0], 0)), (pw, pw + max(extra[1], 0)))
+        self.x_shape, self.params = x.shape, (kernel_size, stride, out_hw)
+        if divisor is None:
+            rows = _window_counts(h, out_hw[0], kh, sh, ph, count_include_pad)
+            columns = _window_counts(w, out_hw[1], kw, sw, pw, count_include_pad)
+            divisor = np.outer(rows, columns)
+            if (divisor == kh * kw).all():
+                divisor = kh * kw
+        if np.ndim(divisor):
+            self.scale = self.device.asarray(1 / divisor, dtype=x.dtype)
+        else:
+            self.scale = x.dtype.type(1 / divisor)
+        padded = xp.pad(x, ((0, 0), (0, 0), *self.pads)) if any(sum(self.pads, ())) else x
         out = xp.zeros((n, c) + out_hw, dtype=x.dtype)
         for window in _window_slices(*self.params):
             out += padded[window]
@@ -91,27 +177,46 @@ class AvgPool2d(Function):
 
     def backward(self, grad):
         xp = self.device.xp
-        (ph, pw), (n, c, h, w) = self.padding, self.x_shape
-        grad_padded = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=grad.dtype)
+        ((top, bottom), (left, right)), (n, c, h, w) = self.pads, self.x_shape
+        grad_padded = xp.zeros((n, c, h + top + bottom, w + left + right), dtype=grad.dtype)
         scaled = grad * self.scale
         for window in _window_slices(*self.params):
             grad_padded[window] += scaled
-        return (xp.ascontiguousarray(grad_padded[:, :, ph : ph + h, pw : pw + w]),)
+        return (xp.ascontiguousarray(grad_padded[:, :, top : top + h, left : left + w]),)
 
 
 def avg_pool2d(
-    x: Tensor, kernel_size: Pair, stride: Pair | None = None, padding: Pair = 0
+    x: Tensor,
+    kernel_size: Pair,
+    stride: Pair | None = None,
+    padding: Pair = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
 ) -> Tensor:
     """Mean over kernel_size windows of x (N, C, H, W) zero-padded by ``padding``; the padding
-    counts in the divisor (PyTorch's default). ``stride`` defaults to ``kernel_size``."""
-    kernel = to_pair(kernel_size, "kernel_size")
-    pad = to_pair(padding, "padding")
-    step = kernel if stride is None else to_pair(stride, "stride")
-    if min(kernel) < 1 or min(step) < 1:
-        raise ValueError(f"avg_pool2d: kernel_size {kernel} and stride {step} must be positive")
-    if pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
-        raise ValueError(f"avg_pool2d: padding {pad} must be at most half the kernel size {kernel}")
-    return AvgPool2d.apply(x, kernel_size=kernel, stride=step, padding=pad)
+    counts in the divisor unless ``count_include_pad=False``, and ``divisor_override`` replaces
+    the divisor (PyTorch's rules). ``stride`` defaults to ``kernel_size``."""
+    kernel, step, pad = _window_arguments("avg_pool2d", kernel_size, stride, padding)
+    if divisor_override is not None and (
+        int(divisor_override) != divisor_override or divisor_override == 0
+    ):
+        raise ValueError(
+            f"avg_pool2d: divisor_override must be a non-zero int, got {divisor_override!r}"
+        )
+    return _per_image(
+        "avg_pool2d",
+        lambda images: AvgPool2d.apply(
+            images,
+            kernel_size=kernel,
+            stride=step,
+            padding=pad,
+            ceil_mode=bool(ceil_mode),
+            count_include_pad=bool(count_include_pad),
+            divisor=divisor_override,
+        ),
+        x,
+    )
 
 
 # ===================================================================== adaptive average pooling
@@ -127,8 +232,8 @@ def _bin_matrix(size: int, out_size: int, dtype: np.dtype) -> np.ndarray:
 class AdaptiveAvgPool2d(Function):
     def forward(self, x, output_size):
         _check_images("adaptive_avg_pool2d", x)
-        self.rows = self.device.asarray(_bin_matrix(x.shape[2], output_size[0], x.dtype))
-        self.columns = self.device.asarray(_bin_matrix(x.shape[3], output_size[1], x.dtype))
+        self.rows = self.device.asarray(_bin_matrix(x.shape[-2], output_size[0], x.dtype))
+        self.columns = self.device.asarray(_bin_matrix(x.shape[-1], output_size[1], x.dtype))
         return self.device.xp.matmul(self.rows @ x, self.columns.T)
 
     def backward(self, grad):
@@ -136,7 +241,8 @@ class AdaptiveAvgPool2d(Function):
 
 
 def adaptive_avg_pool2d(x: Tensor, output_size: Pair) -> Tensor:
-    """Average x (N, C, H, W) into an ``output_size`` grid of bins (1 → global average pool)."""
+    """Average x (N, C, H, W) or (C, H, W) into an ``output_size`` grid of bins (1 → global
+    average pool)."""
     size = to_pair(output_size, "output_size")
     if min(size) < 1:
         raise ValueError(f"adaptive_avg_pool2d: output_size must be positive, got {output_size!r}")

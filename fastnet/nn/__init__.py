@@ -2,7 +2,13 @@
 
 * ``module``: Module, Parameter, Sequential, ModuleList, LoadReport.
 * ``layers``: Linear, Conv2d, MaxPool2d, the activations, Identity, Dropout, Flatten.
+* ``activations``: SiLU, Softplus, ELU, Hardswish, Hardsigmoid, Mish, LogSigmoid, Softmax,
+  LogSoftmax.
+* ``losses``: CrossEntropyLoss, NLLLoss, MSELoss, L1Loss, BCEWithLogitsLoss, BCELoss,
+  SmoothL1Loss, HuberLoss, KLDivLoss.
+* ``convolution``: ConvTranspose2d (and what it shares with Conv2d).
 * ``normalization``: BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d.
+* ``resample``: Upsample, UpsamplingNearest2d, UpsamplingBilinear2d.
 * ``transformer``: LayerNorm, Embedding, PositionalEmbedding, MultiheadAttention,
   TransformerEncoderLayer, TransformerEncoder.
 * ``init``: the initialisers.
@@ -10,6 +16,18 @@
 
 from .. import functional
 from . import init
+from .activations import (
+    ELU,
+    Hardsigmoid,
+    Hardswish,
+    LogSigmoid,
+    LogSoftmax,
+    Mish,
+    SiLU,
+    Softmax,
+    Softplus,
+)
+from .convolution import ConvTranspose2d
 from .layers import (
     GELU,
     Conv2d,
@@ -23,8 +41,20 @@ from .layers import (
     Sigmoid,
     Tanh,
 )
+from .losses import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
 from .module import LoadReport, Module, ModuleList, Parameter, Sequential
 from .normalization import AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d
+from .resample import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
 from .transformer import (
     Embedding,
     LayerNorm,
@@ -44,6 +74,7 @@ __all__ = [
     "LoadReport",
     "Linear",
     "Conv2d",
+    "ConvTranspose2d",
     "MaxPool2d",
     "ReLU",
     "LeakyReLU",
@@ -51,12 +82,33 @@ __all__ = [
     "Tanh",
     "Sigmoid",
     "Identity",
+    "SiLU",
+    "Softplus",
+    "ELU",
+    "Hardswish",
+    "Hardsigmoid",
+    "Mish",
+    "LogSigmoid",
+    "Softmax",
+    "LogSoftmax",
+    "CrossEntropyLoss",
+    "NLLLoss",
+    "MSELoss",
+    "L1Loss",
+    "BCEWithLogitsLoss",
+    "BCELoss",
+    "SmoothL1Loss",
+    "HuberLoss",
+    "KLDivLoss",
     "Dropout",
     "Flatten",
     "BatchNorm1d",
     "BatchNorm2d",
     "AvgPool2d",
     "AdaptiveAvgPool2d",
+    "Upsample",
+    "UpsamplingNearest2d",
+    "UpsamplingBilinear2d",
     "LayerNorm",
     "Embedding",
     "PositionalEmbedding",

@@ -11,9 +11,10 @@ import math
 import numpy as np
 
 from .. import functional as F
-from ..functional.arguments import Pair, to_pair
+from ..functional.arguments import Pair
 from ..tensor import Tensor
 from . import init
+from .convolution import _ConvNd
 from .module import Module, Parameter
 
 
@@ -47,8 +48,10 @@ class Linear(Module):
         )
 
 
-class Conv2d(Module):
-    """2-D convolution; weight (out_channels, in_channels, kh, kw), bias (out_channels,)."""
+class Conv2d(_ConvNd):
+    """2-D convolution (``F.conv2d``); weight (out_channels, in_channels/groups, kh, kw), bias
+    (out_channels,). ``padding`` ints, "valid" or "same"; ``padding_mode`` "zeros" or, through
+    ``F.pad``, "reflect", "replicate" or "circular"."""
 
     def __init__(
         self,
@@ -56,46 +59,80 @@ class Conv2d(Module):
         out_channels: int,
         kernel_size: Pair,
         stride: Pair = 1,
-        padding: Pair = 0,
+        padding: Pair | str = 0,
+        dilation: Pair = 1,
+        groups: int = 1,
         bias: bool = True,
+        padding_mode: str = "zeros",
     ) -> None:
-        super().__init__()
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = to_pair(kernel_size, "kernel_size")
-        self.stride, self.padding = to_pair(stride, "stride"), to_pair(padding, "padding")
-        self.weight = _empty_parameter(out_channels, in_channels, *self.kernel_size)
-        self.register_parameter("bias", _empty_parameter(out_channels) if bias else None)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init.fan_in_and_fan_out(self.weight.shape)
-            bound = 1 / math.sqrt(fan_in)
-            init.uniform_(self.bias, -bound, bound)
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            transposed=False,
+        )
+        # The widths F.pad takes for the other padding modes: (before, after) each side, height
+        # first here; "same" puts the odd one out of D·(K-1) after, as F.conv2d does.
+        if isinstance(padding, str):
+            if padding not in ("valid", "same"):
+                raise ValueError(
+                    f"Invalid padding string {padding!r}, should be one of ('valid', 'same')"
+                )
+            if padding == "same" and self.stride != (1, 1):
+                raise ValueError("padding='same' is not supported for strided convolutions")
+            spans = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size, strict=True)]
+            sides = [(s // 2, s - s // 2) if padding == "same" else (0, 0) for s in spans]
+        else:
+            sides = [(p, p) for p in self.padding]
+        self._reversed_padding_repeated_twice = (*sides[1], *sides[0])
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}"
-        )
+        if self.padding_mode == "zeros":
+            return F.conv2d(
+                x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+            )
+        padded = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+        return F.conv2d(padded, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
 class MaxPool2d(Module):
-    def __init__(self, kernel_size: Pair, stride: Pair | None = None, padding: Pair = 0) -> None:
-        super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+    """Max over windows; PyTorch's arguments, in its order (``dilation`` must be 1 here)."""
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+    def __init__(
+        self,
+        kernel_size: Pair,
+        stride: Pair | None = None,
+        padding: Pair = 0,
+        dilation: Pair = 1,
+        return_indices: bool = False,
+        ceil_mode: bool = False,
+    ) -> None:
+        super().__init__()
+        self.kernel_size, self.padding, self.dilation = kernel_size, padding, dilation
+        self.stride = kernel_size if stride is None else stride
+        self.return_indices, self.ceil_mode = return_indices, ceil_mode
+
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        return F.max_pool2d(
+            x,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            ceil_mode=self.ceil_mode,
+            return_indices=self.return_indices,
+        )
 
     def extra_repr(self) -> str:
         return (
-            f"kernel_size={self.kernel_size}, stride={self.stride or self.kernel_size}, "
-            f"padding={self.padding}"
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+            f"dilation={self.dilation}, ceil_mode={self.ceil_mode}"
         )
 
 

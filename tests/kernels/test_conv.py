@@ -1,4 +1,5 @@
-"""im2col / col2im against the float64 references, on the CPU and in CUDA (simulator or GPU).
+"""im2col / col2im (dense and dilated) against the float64 references, on the CPU and in CUDA
+(simulator or GPU); the dilated references against PyTorch's unfold, fold and conv2d.
 
 im2col only copies, so it must equal the reference exactly, in float32 as in float64.
 col2im sums at most KH*KW = 15 entries per pixel, in another order than the reference: the float32
@@ -374,3 +375,156 @@ def test_col2im_rejects_bad_arguments(col2im):
         TypeError, match=r"col2im expects x_shape as a sequence of ints, got \(1, 3, 11.0, 7\)"
     ):
         col2im(np.ones((45, 18), np.float32), (1, 3, 11.0, 7), (3, 5), 2, 1)
+
+
+# --- dilation ------------------------------------------------------------------------------------
+
+# (x shape (N, C, H, W), kernel_hw, stride, padding, dilation)
+DILATED_CASES = [
+    ((2, 3, 11, 9), 3, 1, 2, 2),  # stride 1 with OW == W: the contiguous-rows path
+    ((2, 3, 11, 9), 3, 1, 0, 2),
+    ((1, 2, 12, 10), (3, 2), 2, 1, (3, 2)),
+    ((2, 2, 9, 13), (2, 3), (1, 2), (3, 0), (1, 4)),
+    ((1, 2, 7, 8), 3, 1, 3, 3),  # the dilated window spans the whole padded plane
+]
+DILATED_CUDA_CASES = [
+    ((1, 2, 9, 8), 3, 1, 2, 2),
+    ((1, 2, 10, 7), (3, 2), 2, 1, (2, 3)),
+]
+
+
+def dilated_id(case):
+    *geometry, dilation = case
+    return f"{case_id(tuple(geometry))}-d{dilation}"
+
+
+def test_dilated_conv_output_shape():
+    # OH = (H + 2P - D(K-1) - 1) // S + 1
+    assert conv_output_shape(11, 9, 3, 1, 2, 2) == (11, 9)
+    assert conv_output_shape(12, 10, (3, 2), 2, 1, (3, 2)) == (4, 5)
+
+
+@pytest.mark.parametrize("case", DILATED_CASES, ids=dilated_id)
+def test_dilated_references_match_torch(rng, case):
+    """The dilated references against PyTorch's unfold, fold and conv2d (grouped for conv2d)."""
+    torch = pytest.importorskip("torch")
+    shape, kernel, stride, padding, dilation = case
+    geometry = {"kernel_size": kernel, "dilation": dilation, "padding": padding, "stride": stride}
+    x = rng.standard_normal(shape)
+    unfolded = torch.nn.functional.unfold(torch.from_numpy(x), **geometry).numpy()
+    cols = reference_im2col(x, kernel, stride, padding, dilation)
+    np.testing.assert_array_equal(cols, unfolded.transpose(1, 0, 2).reshape(cols.shape))
+    g = rng.standard_normal(cols.shape)
+    folded = torch.nn.functional.fold(
+        torch.from_numpy(
+            np.ascontiguousarray(g.reshape(g.shape[0], shape[0], -1).transpose(1, 0, 2))
+        ),
+        shape[2:],
+        **geometry,
+    ).numpy()
+    assert relative_error(
+        reference_col2im(g, shape, kernel, stride, padding, dilation), folded
+    ) <= (1e-12)
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    w = rng.standard_normal((2 * shape[1], 1, kh, kw))  # depthwise, 2 outputs per channel
+    b = rng.standard_normal(2 * shape[1])
+    expected = torch.nn.functional.conv2d(
+        *map(torch.from_numpy, (x, w, b)), stride, padding, dilation, groups=shape[1]
+    ).numpy()
+    got = reference_conv2d(x, w, b, stride, padding, dilation, groups=shape[1])
+    assert relative_error(got, expected) <= 1e-12
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", DILATED_CASES, ids=dilated_id)
+def test_dilated_im2col_and_col2im_cpu_match_references(rng, case, dtype):
+    shape, kernel, stride, padding, dilation = case
+    x = rng.standard_normal(shape).astype(dtype)
+    cols = im2col_cpu(x, kernel, stride, padding, dilation)
+    assert cols.dtype == dtype
+    np.testing.assert_array_equal(cols, reference_im2col(x, kernel, stride, padding, dilation))
+    g = rng.standard_normal(cols.shape).astype(dtype)
+    dx = col2im_cpu(g, shape, kernel, stride, padding, dilation)
+    assert dx.shape == shape and dx.dtype == dtype
+    expected = reference_col2im(g, shape, kernel, stride, padding, dilation)
+    assert relative_error(dx, expected) <= TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize(
+    "im2col, col2im, case",
+    [
+        pytest.param(reference_im2col, reference_col2im, case, id=f"reference-{dilated_id(case)}")
+        for case in DILATED_CASES
+    ]
+    + [
+        pytest.param(im2col_cpu, col2im_cpu, case, id=f"cpu-{dilated_id(case)}")
+        for case in DILATED_CASES
+    ]
+    + [
+        pytest.param(im2col_cuda, col2im_cuda, case, id=f"cuda-{dilated_id(case)}")
+        for case in DILATED_CUDA_CASES
+    ],
+)
+def test_dilated_adjoint_in_float64(rng, im2col, col2im, case):
+    """<im2col(x), g> == <x, col2im(g)> with dilation."""
+    shape, kernel, stride, padding, dilation = case
+    x = rng.standard_normal(shape)
+    cols = im2col(x, kernel, stride, padding, dilation)
+    g = rng.standard_normal(cols.shape)
+    dx = col2im(g, shape, kernel, stride, padding, dilation)
+    assert abs(np.vdot(cols, g) - np.vdot(x, dx)) <= 1e-12 * np.sum(np.abs(cols * g))
+
+
+@pytest.mark.parametrize("case", DILATED_CASES, ids=dilated_id)
+def test_dilated_conv_through_im2col_matches_direct_convolution(rng, case):
+    shape, kernel, stride, padding, dilation = case
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((4, shape[1], kh, kw)).astype(np.float32)
+    oh, ow = conv_output_shape(shape[2], shape[3], kernel, stride, padding, dilation)
+    y = w.reshape(4, -1) @ im2col_cpu(x, kernel, stride, padding, dilation)
+    y = y.reshape(4, shape[0], oh, ow).transpose(1, 0, 2, 3)
+    expected = reference_conv2d(x, w, None, stride, padding, dilation)
+    assert relative_error(y, expected) <= TOLERANCE[np.float32]
+
+
+@pytest.mark.parametrize("case", DILATED_CASES, ids=dilated_id)
+def test_dilated_cpu_parallel_and_serial_kernels_agree_bitwise(force_driver, rng, case):
+    shape, kernel, stride, padding, dilation = case
+    x = rng.standard_normal(shape).astype(np.float32)
+    force_driver("serial")
+    serial_cols = im2col_cpu(x, kernel, stride, padding, dilation)
+    g = rng.standard_normal(serial_cols.shape).astype(np.float32)
+    serial_dx = col2im_cpu(g, shape, kernel, stride, padding, dilation)
+    force_driver("parallel")
+    np.testing.assert_array_equal(im2col_cpu(x, kernel, stride, padding, dilation), serial_cols)
+    np.testing.assert_array_equal(
+        col2im_cpu(g, shape, kernel, stride, padding, dilation), serial_dx
+    )
+
+
+@pytest.mark.parametrize("case", DILATED_CUDA_CASES, ids=dilated_id)
+def test_dilated_im2col_and_col2im_cuda_match_references(rng, case):
+    shape, kernel, stride, padding, dilation = case
+    x = rng.standard_normal(shape).astype(np.float32)
+    cols = im2col_cuda(x, kernel, stride, padding, dilation)
+    np.testing.assert_array_equal(cols, reference_im2col(x, kernel, stride, padding, dilation))
+    g = rng.standard_normal(cols.shape).astype(np.float32)
+    dx = col2im_cuda(g, shape, kernel, stride, padding, dilation)
+    assert dx.shape == shape and dx.dtype == np.float32
+    expected = reference_col2im(g, shape, kernel, stride, padding, dilation)
+    assert relative_error(dx, expected) <= TOLERANCE[np.float32]
+
+
+@pytest.mark.parametrize(
+    "im2col, col2im", [(im2col_cpu, col2im_cpu), (im2col_cuda, col2im_cuda)], ids=["cpu", "cuda"]
+)
+def test_dilated_kernel_that_does_not_fit_is_rejected(im2col, col2im):
+    with pytest.raises(
+        ValueError,
+        match=r"kernel 3x3 dilated by \(3, 3\) to 7x7 does not fit the 5x5 input padded by "
+        r"\(0, 0\) to 5x5",
+    ):
+        im2col(np.ones((1, 1, 5, 5), np.float32), 3, 1, 0, 3)
+    with pytest.raises(ValueError, match=r"dilation must be >= 1, got 0"):
+        col2im(np.ones((9, 9), np.float32), (1, 1, 5, 5), 3, 1, 1, 0)

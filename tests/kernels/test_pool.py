@@ -311,3 +311,98 @@ def test_backward_rejects_bad_arguments(variant):
         match=r"maxpool2d_backward expects a 4-D input \(N, C, H, W\), got shape \(2, 7, 9\)",
     ):
         backward(dy, argmax, (2, 7, 9), 3, 2, 1)
+
+
+# --- ceil_mode: the last window of a row or column may hang past the padded edge ----------------
+
+# (x shape, kernel_hw, stride, padding): each has a window hanging past the padded edge in
+# ceil_mode (odd sides under 2x2, a stride that does not divide the padded side)
+CEIL_CASES = [
+    ((2, 3, 7, 9), 2, 2, 0),  # the 2x2 shape: its own CPU kernel cannot take a hanging window
+    ((1, 2, 8, 7), 3, 2, 1),
+    ((2, 2, 6, 7), (3, 2), (2, 3), (1, 0)),
+    ((1, 3, 7, 6), 2, 3, 0),  # stride past the kernel: rows between windows
+    ((1, 2, 6, 7), 3, 3, 1),  # the last row window: one image row, one padding, one past it
+]
+CEIL_CUDA_CASES = CEIL_CASES[:2]
+
+
+def ceil_variant_cases():
+    return [pytest.param("cpu", case, id=f"cpu-{case_id(case)}") for case in CEIL_CASES] + [
+        pytest.param("cuda", case, id=f"cuda-{case_id(case)}") for case in CEIL_CUDA_CASES
+    ]
+
+
+def test_reference_forward_in_ceil_mode_on_a_hand_example():
+    x = np.arange(15.0).reshape(1, 1, 3, 5)
+    y, argmax = reference_maxpool2d_forward(x, 2, 2, 0, ceil_mode=True)
+    # windows start at rows 0, 2 and columns 0, 2, 4: the last row and column are clipped
+    np.testing.assert_array_equal(y[0, 0], [[6, 8, 9], [11, 13, 14]])
+    np.testing.assert_array_equal(argmax[0, 0], [[6, 8, 9], [11, 13, 14]])
+    assert reference_maxpool2d_forward(x, 2, 2, 0)[0].shape == (1, 1, 1, 2)
+
+
+@pytest.mark.parametrize("case", CEIL_CASES, ids=case_id)
+def test_ceil_mode_grows_the_output_by_the_hanging_windows(case):
+    shape, kernel, stride, padding = case
+    floor_y, _ = reference_maxpool2d_forward(np.ones(shape), kernel, stride, padding)
+    ceil_y, _ = reference_maxpool2d_forward(np.ones(shape), kernel, stride, padding, True)
+    assert ceil_y.shape != floor_y.shape
+
+
+@pytest.mark.parametrize("case", CEIL_CASES, ids=case_id)
+def test_reference_backward_in_ceil_mode_is_the_gradient_of_the_forward(rng, case):
+    shape, kernel, stride, padding = case
+    x = rng.permutation(np.prod(shape)).reshape(shape) * 0.1
+    y, argmax = reference_maxpool2d_forward(x, kernel, stride, padding, True)
+    dy = rng.standard_normal(y.shape)
+    step, numeric = 1e-3, np.empty(shape)
+    for index in np.ndindex(shape):
+        bumped = x.copy()
+        bumped[index] += step
+        above = np.vdot(dy, reference_maxpool2d_forward(bumped, kernel, stride, padding, True)[0])
+        bumped[index] -= 2 * step
+        below = np.vdot(dy, reference_maxpool2d_forward(bumped, kernel, stride, padding, True)[0])
+        numeric[index] = (above - below) / (2 * step)
+    analytic = reference_maxpool2d_backward(dy, argmax, shape, kernel, stride, padding, True)
+    np.testing.assert_allclose(analytic, numeric, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("variant, case", ceil_variant_cases())
+def test_ceil_mode_forward_and_backward_match_the_reference(rng, variant, case, dtype):
+    shape, kernel, stride, padding = case
+    x = rng.integers(0, 4, shape).astype(dtype)  # ties, and all-negative windows below
+    x[:, :, -1, -1] = -5  # a hanging corner window's only pixel may be a low one
+    y, argmax = FORWARD[variant](x, kernel, stride, padding, True)
+    ref_y, ref_argmax = reference_maxpool2d_forward(x, kernel, stride, padding, True)
+    assert y.dtype == dtype and y.shape == ref_y.shape
+    np.testing.assert_array_equal(y, ref_y)
+    np.testing.assert_array_equal(argmax, ref_argmax)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx = BACKWARD[variant](dy, argmax, shape, kernel, stride, padding, True)
+    expected = reference_maxpool2d_backward(dy, argmax, shape, kernel, stride, padding, True)
+    assert dx.shape == shape and relative_error(dx, expected) <= TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("case", CEIL_CASES, ids=case_id)
+def test_ceil_mode_cpu_serial_and_parallel_drivers_agree_bitwise(force_driver, rng, case):
+    shape, kernel, stride, padding = case
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.reshape(-1)[::5] = np.nan
+    results = []
+    for driver in ("serial", "parallel"):
+        force_driver(driver)
+        y, argmax = maxpool2d_forward_cpu(x, kernel, stride, padding, True)
+        dx = maxpool2d_backward_cpu(np.ones_like(y), argmax, shape, kernel, stride, padding, True)
+        results.append((y, argmax, dx))
+    for serial, parallel in zip(*results, strict=True):
+        np.testing.assert_array_equal(serial, parallel)
+
+
+@pytest.mark.parametrize("variant", ["cpu", "cuda"])
+def test_ceil_mode_backward_checks_the_ceil_shape(variant):
+    dy, argmax = np.ones((1, 1, 2, 3), np.float32), np.zeros((1, 1, 2, 3), np.int32)
+    BACKWARD[variant](dy, argmax, (1, 1, 3, 5), 2, 2, 0, True)
+    with pytest.raises(ValueError, match=r"expects dy and argmax of shape \(1, 1, 1, 2\)"):
+        BACKWARD[variant](dy, argmax, (1, 1, 3, 5), 2, 2, 0)

@@ -12,6 +12,10 @@ driver (``_cpu``'s policy picks one); rows narrower than 64 classes take their e
 the block. The shapes below cover a single row, narrow and wide rows, several blocks with a partial
 last one, both entries, and a row of 4097 classes (16 runs of 256 and one of 1).
 
+Class weights and ``ignore_index`` (PyTorch's weighted, smoothed targets; an ignored row has
+zero loss and gradient) run on both variants with and without smoothing, narrow and wide rows; the
+reference itself is held to PyTorch's ``cross_entropy(reduction="none")``.
+
 CUDA tests run in Numba's simulator (see conftest), so they use few rows: the launcher runs a
 block of 32..256 threads per row and at most 2 blocks, so B=3..5 rows also exercises the loop of
 blocks over rows, and C=1000 (256 threads) the loop of threads over columns.
@@ -22,7 +26,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastnet.kernels.softmax_xent import reference_softmax_xent, softmax_xent_cpu, softmax_xent_cuda
+from fastnet.kernels.softmax_xent import (
+    LabelOutOfRangeError,
+    reference_softmax_xent,
+    softmax_xent_cpu,
+    softmax_xent_cuda,
+)
 from numerics import assert_close, relative_error
 
 # Tighter than the shared float32 bound: see the module docstring.
@@ -36,9 +45,9 @@ def problem(rng, batch, classes, dtype=np.float32, scale=1.0, label_dtype=np.int
     return logits, labels
 
 
-def assert_matches_reference(kernel, logits, labels, label_smoothing=0.0):
-    row_losses, dlogits = kernel(logits, labels, label_smoothing)
-    ref_losses, ref_dlogits = reference_softmax_xent(logits, labels, label_smoothing)
+def assert_matches_reference(kernel, logits, labels, label_smoothing=0.0, **targets):
+    row_losses, dlogits = kernel(logits, labels, label_smoothing, **targets)
+    ref_losses, ref_dlogits = reference_softmax_xent(logits, labels, label_smoothing, **targets)
     tolerance = FLOAT32_TOLERANCE if logits.dtype == np.float32 else None
     assert_close(row_losses, ref_losses, logits.dtype, tolerance, "row losses")
     assert_close(dlogits, ref_dlogits, logits.dtype, tolerance, "dlogits")
@@ -60,13 +69,43 @@ def test_reference_on_hand_computed_rows():
     )
 
 
+def weighted_targets(rng, labels, classes, ignore_index=-100):
+    """Class weights in [0.5, 1.5) and ``ignore_index`` on the second and last labels."""
+    labels = labels.copy()
+    labels[1 :: max(1, len(labels) - 2)] = ignore_index
+    weight = rng.uniform(0.5, 1.5, classes)
+    return labels, {"weight": weight, "ignore_index": ignore_index}
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.3])
+def test_reference_matches_torch_with_weights_and_ignored_rows(rng, label_smoothing):
+    torch = pytest.importorskip("torch")
+    logits, labels = problem(rng, 6, 5, np.float64, scale=2.0)
+    labels, targets = weighted_targets(rng, labels, 5)
+    losses, _ = reference_softmax_xent(logits, labels, label_smoothing, **targets)
+    expected = torch.nn.functional.cross_entropy(
+        torch.from_numpy(logits),
+        torch.from_numpy(labels),
+        torch.from_numpy(targets["weight"]),
+        ignore_index=-100,
+        reduction="none",
+        label_smoothing=label_smoothing,
+    )
+    assert relative_error(losses, expected.numpy()) <= 1e-12
+    assert (losses[[1, 5]] == 0).all()
+
+
 @pytest.mark.parametrize("kernel", [reference_softmax_xent, softmax_xent_cpu])
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("weighted", [False, True])
 def test_gradient_matches_finite_differences_of_the_reference_mean_loss(
-    rng, kernel, label_smoothing
+    rng, kernel, label_smoothing, weighted
 ):
-    logits, labels = problem(rng, 3, 5, np.float64, scale=2.0)
-    _, dlogits = kernel(logits, labels, label_smoothing)
+    logits, labels = problem(rng, 4, 5, np.float64, scale=2.0)
+    targets = {}
+    if weighted:
+        labels, targets = weighted_targets(rng, labels, 5, ignore_index=3)
+    _, dlogits = kernel(logits, labels, label_smoothing, **targets)
     step = 1e-6
     numeric = np.empty_like(logits)
     for index in np.ndindex(logits.shape):
@@ -74,7 +113,7 @@ def test_gradient_matches_finite_differences_of_the_reference_mean_loss(
         shifted[0][index] += step
         shifted[1][index] -= step
         plus, minus = (
-            reference_softmax_xent(z, labels, label_smoothing)[0].mean() for z in shifted
+            reference_softmax_xent(z, labels, label_smoothing, **targets)[0].mean() for z in shifted
         )
         numeric[index] = (plus - minus) / (2 * step)
     assert relative_error(dlogits, numeric) <= 1e-7
@@ -98,6 +137,49 @@ def test_cpu_matches_reference(rng, cpu_entry, batch, classes, label_smoothing, 
     assert_matches_reference(
         softmax_xent_cpu, *problem(rng, batch, classes, dtype), label_smoothing
     )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 1.0])
+@pytest.mark.parametrize("batch, classes", [(1, 5), (37, 7), (3, 1000), (301, 7), (2, 4097)])
+def test_cpu_with_weights_and_ignored_rows_matches_reference(
+    rng, cpu_entry, batch, classes, label_smoothing, dtype
+):
+    logits, labels = problem(rng, batch, classes, dtype)
+    labels, targets = weighted_targets(rng, labels, classes)
+    assert_matches_reference(softmax_xent_cpu, logits, labels, label_smoothing, **targets)
+
+
+@pytest.mark.parametrize("label_dtype", [np.uint8, np.int32, np.int64])
+def test_cpu_ignores_any_index_in_any_label_dtype(rng, label_dtype):
+    """The ignored label may lie outside [0, C) (PyTorch's -100, or 255 in uint8 labels) and is
+    never read as an index; an unsigned label never equals a negative ignore_index."""
+    logits, labels = problem(rng, 9, 7, label_dtype=label_dtype)
+    ignore_index = 100 if label_dtype == np.uint8 else -100
+    labels[[0, 4]] = ignore_index
+    row_losses, dlogits = softmax_xent_cpu(logits, labels, 0.1, ignore_index=ignore_index)
+    assert (row_losses[[0, 4]] == 0).all() and (dlogits[[0, 4]] == 0).all()
+    assert_matches_reference(softmax_xent_cpu, logits, labels, 0.1, ignore_index=ignore_index)
+    unsigned = np.array([0, 1, 2], np.uint64)
+    assert_matches_reference(softmax_xent_cpu, logits[:3], unsigned, 0.1, ignore_index=-1)
+
+
+@pytest.mark.parametrize("kernel", VARIANTS)
+def test_every_row_ignored_gives_zero_losses_and_gradient(rng, kernel):
+    logits, _ = problem(rng, 3, 40)
+    labels = np.full(3, -100)
+    row_losses, dlogits = kernel(logits, labels, 0.1, rng.uniform(0.5, 1.5, 40), -100)
+    assert (row_losses == 0).all() and (dlogits == 0).all()
+
+
+def test_cpu_weights_in_another_float_dtype_are_taken_in_the_logits_dtype(rng):
+    logits, labels = problem(rng, 5, 7)
+    weight = rng.uniform(0.5, 1.5, 7)
+    row_losses, dlogits = softmax_xent_cpu(logits, labels, 0.1, weight.astype(np.float64))
+    assert row_losses.dtype == dlogits.dtype == np.float32
+    ref_losses, ref_dlogits = reference_softmax_xent(logits, labels, 0.1, weight=weight)
+    assert_close(row_losses, ref_losses, np.float32, FLOAT32_TOLERANCE, "row losses")
+    assert_close(dlogits, ref_dlogits, np.float32, FLOAT32_TOLERANCE, "dlogits")
 
 
 @pytest.mark.parametrize("classes", [7, 1000])
@@ -159,6 +241,28 @@ def test_cuda_is_stable_for_huge_logits(rng, scale):
     assert_matches_reference(softmax_xent_cuda, *problem(rng, 3, 40, np.float32, scale), 0.1)
 
 
+@pytest.mark.parametrize(
+    "batch, classes, dtype, label_smoothing",
+    [
+        (5, 10, np.float32, 0.0),  # 2 blocks loop over 5 rows, 2 of them ignored
+        (4, 33, np.float64, 0.2),  # 64 threads, smoothing weighted per class
+        (3, 1000, np.float32, 0.1),  # 256 threads loop over 4 column strides
+    ],
+)
+def test_cuda_with_weights_and_ignored_rows_matches_reference(
+    rng, batch, classes, dtype, label_smoothing
+):
+    logits, labels = problem(rng, batch, classes, dtype)
+    labels, targets = weighted_targets(rng, labels, classes)
+    assert_matches_reference(softmax_xent_cuda, logits, labels, label_smoothing, **targets)
+
+
+def test_cuda_ignores_a_row_without_weights(rng):
+    logits, labels = problem(rng, 3, 20)
+    labels[1] = 7
+    assert_matches_reference(softmax_xent_cuda, logits, labels, 0.1, ignore_index=7)
+
+
 def test_cuda_label_on_the_last_column(rng):
     logits, _ = problem(rng, 2, 40)
     assert_matches_reference(softmax_xent_cuda, logits, np.array([39, 0], np.int32))
@@ -172,8 +276,12 @@ def test_cuda_label_on_the_last_column(rng):
 def test_label_out_of_range_raises_naming_label_and_classes(rng, kernel, bad):
     logits, labels = problem(rng, 4, 7)
     labels[2] = bad
-    with pytest.raises(ValueError, match=rf"label {bad} .*C=7"):
+    with pytest.raises(ValueError, match=rf"label {bad} is out of bounds.*C=7"):
         kernel(logits, labels)
+    # PyTorch raises IndexError here: the error is both
+    with pytest.raises(IndexError):
+        kernel(logits, labels, ignore_index=bad + 1)
+    assert issubclass(LabelOutOfRangeError, IndexError)
 
 
 @pytest.mark.parametrize("bad", [-3, 9])
@@ -181,7 +289,7 @@ def test_cpu_entries_check_labels_before_computing(rng, cpu_entry, bad):
     """Both CPU drivers check the labels themselves, first: the error names the label."""
     logits, labels = problem(rng, 6, 9)
     labels[-1] = bad
-    with pytest.raises(ValueError, match=rf"label {bad} is outside \[0, 9\)"):
+    with pytest.raises(ValueError, match=rf"label {bad} is out of bounds: outside \[0, 9\)"):
         softmax_xent_cpu(logits, labels)
 
 
@@ -202,9 +310,9 @@ def test_label_shape_mismatch_names_both_shapes(rng, kernel):
 
 
 @pytest.mark.parametrize("kernel", VARIANTS)
-@pytest.mark.parametrize("label_smoothing", [-0.1, 1.0, float("nan")])
+@pytest.mark.parametrize("label_smoothing", [-0.1, 1.5, float("nan")])
 def test_label_smoothing_out_of_range_raises(rng, kernel, label_smoothing):
-    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\), got"):
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\], got"):
         kernel(*problem(rng, 4, 7), label_smoothing)
 
 
@@ -220,3 +328,7 @@ def test_other_bad_arguments_raise(rng):
         softmax_xent_cpu(labels[:, None].repeat(7, axis=1), labels)
     with pytest.raises(TypeError, match="labels must have an integer dtype, got float32"):
         softmax_xent_cpu(logits, labels.astype(np.float32))
+    with pytest.raises(ValueError, match=r"weight must be a float vector of the 7 classes, got"):
+        softmax_xent_cpu(logits, labels, weight=np.ones(6, np.float32))
+    with pytest.raises(ValueError, match=r"weight must be a float vector .* got int64"):
+        softmax_xent_cpu(logits, labels, weight=np.ones(7, np.int64))
