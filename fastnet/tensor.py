@@ -31,25 +31,20 @@ from .autograd import (
 from .backend import Device, get_device, to_numpy
 from .dtypes import CATEGORY, DEFAULT_DTYPE, promoted, scalar_dtype
 from .tensor_ops import (
-    Abs,
     Add,
     Concat,
     Div,
-    Exp,
     GetItem,
-    Log,
     MatMul,
     Mul,
     Neg,
     Permute,
     Pow,
-    ReLU,
     Reshape,
-    Sigmoid,
     Sub,
-    Tanh,
     ToDevice,
 )
+from .tensor_pointwise import Pointwise
 from .tensor_reductions import Reductions, ValuesIndices
 from .tensor_selection import Selection
 from .tensor_shaping import Shaping
@@ -132,7 +127,7 @@ def _cast(value: Any, dtype: np.dtype, device: Device) -> Tensor:
     return Tensor._wrap(device.xp.asarray(value, dtype=dtype), device)
 
 
-class Tensor(Reductions, Shaping, Selection):
+class Tensor(Reductions, Shaping, Selection, Pointwise):
     """An n-dimensional array on a device, with reverse-mode autograd."""
 
     __slots__ = ("data", "device", "requires_grad", "grad", "_ctx", "_version", "__weakref__")
@@ -467,34 +462,6 @@ class Tensor(Reductions, Shaping, Selection):
             )
         return bool(self.item())
 
-    def any(self) -> Tensor:
-        return Tensor._wrap(self.data.any(), self.device)
-
-    def all(self) -> Tensor:
-        return Tensor._wrap(self.data.all(), self.device)
-
-    # ----------------------------------------------------------------- elementwise functions
-    def exp(self) -> Tensor:
-        return Exp.apply(self)
-
-    def log(self) -> Tensor:
-        return Log.apply(self)
-
-    def tanh(self) -> Tensor:
-        return Tanh.apply(self)
-
-    def sigmoid(self) -> Tensor:
-        return Sigmoid.apply(self)
-
-    def relu(self) -> Tensor:
-        return ReLU.apply(self)
-
-    def abs(self) -> Tensor:
-        return Abs.apply(self)
-
-    def sqrt(self) -> Tensor:
-        return self**0.5
-
     # ----------------------------------------------------------------- shape
     def reshape(self, *shape: Any) -> Tensor:
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
@@ -513,7 +480,8 @@ class Tensor(Reductions, Shaping, Selection):
         )
         return self.reshape(shape)
 
-    def permute(self, *axes: Any) -> Tensor:
+    def permute(self, *axes: Any, dims: Any = None) -> Tensor:
+        axes = axes or dims
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = tuple(axes[0])
         if sorted(a % self.ndim for a in axes) != list(range(self.ndim)):
@@ -560,30 +528,55 @@ def tensor(
     return Tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
-def cat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
-    """Concatenate tensors along an existing axis."""
+def cat(tensors: Sequence[Tensor], dim: int = 0, *, axis: int | None = None) -> Tensor:
+    """Concatenate tensors along the existing dimension ``dim`` (``axis=`` is NumPy's name for
+    it), their dtypes promoted as a binary op's; as PyTorch, 1-D empty tensors are skipped."""
+    if isinstance(tensors, Tensor) or not isinstance(tensors, Sequence):
+        raise TypeError(f"cat(): expected a sequence of tensors, got {type(tensors).__name__}")
+    dim = _dim_alias("cat", dim, axis)
+    tensors = [t for t in tensors if t.shape != (0,)] or list(tensors[:1])
     if not tensors:
-        raise ValueError("cat: needs at least one tensor")
-    ndim = tensors[0].ndim
-    axis = axis % ndim
+        raise ValueError("cat(): expected a non-empty sequence of tensors")
+    first = tensors[0]
+    for position, t in enumerate(tensors):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"cat(): expected Tensors, got {type(t).__name__} at {position}")
+        if t.ndim == 0:
+            raise RuntimeError(f"cat(): zero-dimensional tensor (at {position}) cannot be joined")
+    if not -first.ndim <= dim < first.ndim:
+        raise IndexError(
+            f"cat(): dim {dim} is out of range for tensors of {first.ndim} dimensions (expected "
+            f"a dim in [{-first.ndim}, {first.ndim - 1}])"
+        )
+    axis = dim % first.ndim
     for t in tensors[1:]:
-        if t.ndim != ndim or _without(t.shape, axis) != _without(tensors[0].shape, axis):
-            raise ValueError(
-                f"cat: shapes {tensors[0].shape} and {t.shape} differ outside axis {axis}"
-            )
-    return Concat.apply(*tensors, axis=axis)
+        if t.ndim != first.ndim or _without(t.shape, axis) != _without(first.shape, axis):
+            raise ValueError(f"cat(): shapes {first.shape} and {t.shape} differ outside dim {dim}")
+    dtype = result_dtype(*tensors)
+    return Concat.apply(*(_cast(t, dtype, t.device) for t in tensors), axis=axis)
+
+
+def _dim_alias(op: str, dim: int, axis: int | None) -> int:
+    if axis is None:
+        return dim
+    if dim not in (0, axis):
+        raise TypeError(f"{op}(): pass dim or axis, not both")
+    return axis
 
 
 def _without(shape: tuple, axis: int) -> tuple:
     return shape[:axis] + shape[axis + 1 :]
 
 
-def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
-    """Stack tensors of equal shape along a new axis."""
-    return cat(
-        [
-            t.reshape(t.shape[: axis % (t.ndim + 1)] + (1,) + t.shape[axis % (t.ndim + 1) :])
-            for t in tensors
-        ],
-        axis=axis,
-    )
+def stack(tensors: Sequence[Tensor], dim: int = 0, *, axis: int | None = None) -> Tensor:
+    """Join tensors of one shape along a new dimension ``dim`` (in [-ndim - 1, ndim])."""
+    if isinstance(tensors, Tensor) or not isinstance(tensors, Sequence) or not tensors:
+        raise TypeError("stack(): expected a non-empty sequence of tensors")
+    dim = _dim_alias("stack", dim, axis)
+    shape = tensors[0].shape
+    for t in tensors[1:]:
+        if t.shape != shape:
+            raise RuntimeError(
+                f"stack(): expects each tensor to be equal size, got {shape} and {t.shape}"
+            )
+    return cat([t.unsqueeze(dim) for t in tensors], dim)

@@ -1,5 +1,6 @@
 """The reductions of :class:`~fastnet.tensor.Tensor`: sum, mean, prod, var, std, logsumexp, max,
-min, amax, amin, argmax and argmin, with PyTorch's ``dim=``/``keepdim=`` (NumPy's
+min, amax, amin, argmax, argmin, all, any and count_nonzero, with PyTorch's
+``dim=``/``keepdim=`` (NumPy's
 ``axis=``/``keepdims=`` remain aliases for the older ones); the scans cumsum and cumprod; and the
 orderings sort, argsort and topk.
 
@@ -244,6 +245,10 @@ class Reductions:
             return Max.apply(self, axis=axes, keepdims=keep, smallest=smallest)
         if dim is None:
             return Max.apply(self, axis=None, keepdims=False, smallest=smallest)
+        from .tensor import Tensor
+
+        if isinstance(dim, Tensor):  # max(other): PyTorch's elementwise form
+            return self.minimum(dim) if smallest else self.maximum(dim)
         if not isinstance(dim, (int, np.integer)):
             raise TypeError(f"{op}(dim): dim must be one int, got {dim!r}; use amax/amin")
         if self.ndim == 0:  # as PyTorch: dim 0 or -1 of a 0-d tensor is the value itself
@@ -262,6 +267,26 @@ class Reductions:
         values = MaxDim.apply(self, axis=axis_index, keepdims=keepdim, picked=picked)
         indices = picked if keepdim else picked.squeeze(axis=axis_index)
         return ValuesIndices(values, self._wrap(indices.astype(np.int64, copy=False), self.device))
+
+    def all(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        """Whether every value over ``dim`` (an int, a tuple, or None for all) is non-zero; a
+        bool tensor outside the graph."""
+        return self._logical_reduction("all", dim, keepdim)
+
+    def any(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        """Whether some value over ``dim`` is non-zero (see :meth:`all`)."""
+        return self._logical_reduction("any", dim, keepdim)
+
+    def _logical_reduction(self, op: str, dim: Any, keepdim: bool) -> Tensor:
+        axes = _normalize_axes(dim, self.ndim)
+        found = getattr(self.data, op)(axis=axes, keepdims=keepdim and axes is not None)
+        return self._wrap(self.device.xp.asarray(found), self.device)
+
+    def count_nonzero(self, dim: Any = None) -> Tensor:
+        """The number (int64) of non-zero values over ``dim``."""
+        axes = _normalize_axes(dim, self.ndim)
+        count = self.device.xp.count_nonzero(self.data, axis=axes)
+        return self._wrap(self.device.xp.asarray(count, dtype=np.int64), self.device)
 
     def argmax(
         self, dim: int | None = None, keepdim: bool = False, *, axis: int | None = None

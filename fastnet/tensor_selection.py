@@ -1,6 +1,7 @@
 """The selection methods of :class:`~fastnet.tensor.Tensor`: where, masked_fill, clamp, maximum,
-minimum, gather, scatter, tril and triu, with PyTorch's signatures, promotion and errors, and the
-module-level functions ``fastnet.where``, ``fastnet.clamp``, ... over them.
+minimum, gather, scatter, index_select, masked_select, nonzero, tril and triu, with PyTorch's
+signatures, promotion and errors, and the module-level functions ``fastnet.where``,
+``fastnet.clamp``, ... over them.
 
 :class:`Selection` is a mixin of Tensor, in a module of its own so that tensor.py stays one
 concern. It checks arguments and promotes dtypes; the Functions of
@@ -24,6 +25,7 @@ from .autograd import _check_devices
 from .backend import to_numpy
 from .dtypes import CATEGORY, scalar_dtype
 from .selection_ops import Clamp, Gather, Maximum, Scatter, Where
+from .tensor_ops import GetItem
 from .tensor_reductions import _normalize_axes
 
 if TYPE_CHECKING:
@@ -31,12 +33,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Selection",
+    "argwhere",
     "clamp",
     "clip",
     "gather",
+    "index_select",
     "masked_fill",
+    "masked_select",
     "maximum",
     "minimum",
+    "nonzero",
     "scatter",
     "scatter_add",
     "tril",
@@ -126,6 +132,55 @@ class Selection:
             "scatter_add_", _scatter("scatter_add_", self, dim, index, src, None, True)
         )
 
+    # ----------------------------------------------------------------- index_select, nonzero
+    def index_select(self, dim: int, index: Tensor) -> Tensor:
+        """The entries at ``index`` (a 1-D or 0-d int tensor) along ``dim``, in that order; a
+        repeated index accumulates its gradient."""
+        index = _tensor_argument("index_select", index)
+        if index.dtype not in _INDEX_DTYPES or index.ndim > 1:
+            raise RuntimeError(
+                f"index_select(): index must be a 1-D int32/int64 tensor, got {index.dtype} of "
+                f"shape {index.shape}"
+            )
+        _check_devices("index_select", (self, index))
+        source = self.reshape(1) if self.ndim == 0 else self
+        (axis,) = _normalize_axes(dim, source.ndim)
+        idx = index.data.reshape(-1).astype(np.int64)  # a copy: backward keeps its own
+        if idx.size:
+            low, high = (int(v) for v in to_numpy(source.device.xp.stack((idx.min(), idx.max()))))
+            if low < 0 or high >= source.shape[axis]:
+                raise IndexError(
+                    f"index_select(): index {low if low < 0 else high} is out of range for "
+                    f"dimension {dim} of size {source.shape[axis]}"
+                )
+        out = GetItem.apply(source, index=(slice(None),) * axis + (idx,))
+        return out.reshape(()) if self.ndim == 0 else out
+
+    def masked_select(self, mask: Tensor) -> Tensor:
+        """The values where the bool ``mask`` (broadcast with self) holds, as a 1-D tensor."""
+        _check_condition("masked_select", mask, bool_only=True)
+        try:
+            shape = tuple(np.broadcast_shapes(self.shape, mask.shape))
+        except ValueError:
+            raise RuntimeError(
+                f"masked_select: shapes {self.shape} and {mask.shape} cannot be broadcast together"
+            ) from None
+        shape = shape or (1,)  # a 0-d pair selects from one value
+        source = self if self.shape == shape else self.expand(shape)
+        picked = mask.device.xp.broadcast_to(mask.data, shape).nonzero()
+        return GetItem.apply(source, index=picked)
+
+    def nonzero(self, *, as_tuple: bool = False) -> Any:
+        """The int64 indices of the non-zero values: one row (n, ndim) per value, or with
+        ``as_tuple`` one 1-D tensor per dimension (a 0-d tensor counts as 1-D there)."""
+        if as_tuple:
+            return where(self != 0)
+        found = self.device.xp.argwhere(self.data).astype(np.int64, copy=False)
+        return self._wrap(found, self.device)
+
+    def argwhere(self) -> Tensor:
+        return self.nonzero()
+
     # ----------------------------------------------------------------- tril, triu
     def tril(self, diagonal: int = 0) -> Tensor:
         """The lower triangle of the last two dims (``j - i <= diagonal``); zeros above."""
@@ -176,6 +231,22 @@ def where(condition: Tensor, input: Any = None, other: Any = None) -> Any:
         dtype = result_dtype(input, other)
         input, other = (_cast(v, dtype, condition.device) for v in (input, other))
     return Where.apply(condition, input, other)
+
+
+def index_select(input: Tensor, dim: int, index: Tensor) -> Tensor:
+    return _tensor_argument("index_select", input).index_select(dim, index)
+
+
+def masked_select(input: Tensor, mask: Tensor) -> Tensor:
+    return _tensor_argument("masked_select", input).masked_select(mask)
+
+
+def nonzero(input: Tensor, *, as_tuple: bool = False) -> Any:
+    return _tensor_argument("nonzero", input).nonzero(as_tuple=as_tuple)
+
+
+def argwhere(input: Tensor) -> Tensor:
+    return _tensor_argument("argwhere", input).nonzero()
 
 
 def masked_fill(input: Tensor, mask: Tensor, value: Any) -> Tensor:
