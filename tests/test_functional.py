@@ -389,8 +389,9 @@ def test_dropout_scales_kept_units_and_is_identity_in_eval(rng):
     assert 0.65 < kept.mean() < 0.75
     np.testing.assert_allclose(y[kept], x.numpy()[kept] / 0.7, rtol=1e-6)
     assert F.dropout(x, 0.3, training=False) is x
+    assert not F.dropout(x, 1.0).numpy().any()  # PyTorch's p = 1 zeroes everything
     with pytest.raises(ValueError, match="dropout probability"):
-        F.dropout(x, 1.0)
+        F.dropout(x, 1.5)
 
 
 @pytest.mark.parametrize("channels", [2, WINOGRAD_MIN_CHANNELS], ids=["im2col", "winograd"])

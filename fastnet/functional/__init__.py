@@ -6,23 +6,42 @@ composition of Tensor ops), one module per topic:
 * ``dense``: linear.
 * ``conv``: conv2d (im2col and GEMMs, or Winograd F(2x2, 3x3)), conv_transpose2d, their
   chunking of the batch.
-* ``pooling``: max_pool2d, avg_pool2d, adaptive_avg_pool2d.
+* ``pooling``: max_pool2d, avg_pool2d, adaptive_avg_pool2d, adaptive_max_pool2d.
+* ``pooling1d``: max_pool1d, avg_pool1d, adaptive_avg_pool1d, adaptive_max_pool1d.
+* ``patches``: unfold, fold (im2col / col2im), pixel_shuffle, pixel_unshuffle.
 * ``resample``: interpolate (nearest, nearest-exact, bilinear, linear, area).
 * ``activations``: relu, tanh, sigmoid, leaky_relu, gelu, silu, softplus, elu, hardswish,
   hardsigmoid, mish, logsigmoid, softmax (the kernel one, with masks and ``causal``),
   log_softmax.
+* ``activation_variants``: hardtanh, relu6, threshold, hardshrink, softshrink, selu, celu,
+  softsign, tanhshrink, prelu, glu, softmin.
 * ``losses``: cross_entropy (the fused softmax + cross-entropy kernel, or probability targets),
   nll_loss.
 * ``pointwise_losses``: mse_loss, l1_loss, smooth_l1_loss, huber_loss, binary_cross_entropy,
   binary_cross_entropy_with_logits, kl_div.
-* ``normalization``: batch_norm, layer_norm.
+* ``normalization``: batch_norm, layer_norm, group_norm, instance_norm, rms_norm.
+* ``distance``: normalize, cosine_similarity, pairwise_distance.
 * ``attention``: scaled_dot_product_attention, attention_weights.
-* ``sparse``: embedding.
-* ``regularization``: dropout.
+* ``sparse``: embedding, one_hot.
+* ``regularization``: dropout, dropout1d, dropout2d, dropout3d.
 * ``shape``: flatten, pad (constant, reflect, replicate, circular).
 * ``arguments``: ``Pair`` and ``to_pair``, the int-or-pair arguments the ops and layers take.
 """
 
+from .activation_variants import (
+    celu,
+    glu,
+    hardshrink,
+    hardtanh,
+    prelu,
+    relu6,
+    selu,
+    softmin,
+    softshrink,
+    softsign,
+    tanhshrink,
+    threshold,
+)
 from .activations import (
     Mask,
     elu,
@@ -44,8 +63,10 @@ from .arguments import Pair
 from .attention import attention_weights, scaled_dot_product_attention
 from .conv import conv2d, conv_transpose2d
 from .dense import linear
+from .distance import cosine_similarity, normalize, pairwise_distance
 from .losses import cross_entropy, nll_loss
-from .normalization import batch_norm, layer_norm
+from .normalization import batch_norm, group_norm, instance_norm, layer_norm, rms_norm
+from .patches import fold, pixel_shuffle, pixel_unshuffle, unfold
 from .pointwise_losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -55,11 +76,12 @@ from .pointwise_losses import (
     mse_loss,
     smooth_l1_loss,
 )
-from .pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
-from .regularization import dropout
+from .pooling import adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, max_pool2d
+from .pooling1d import adaptive_avg_pool1d, adaptive_max_pool1d, avg_pool1d, max_pool1d
+from .regularization import dropout, dropout1d, dropout2d, dropout3d
 from .resample import interpolate
 from .shape import flatten, pad
-from .sparse import embedding
+from .sparse import embedding, one_hot
 
 __all__ = [
     "Mask",
@@ -70,6 +92,15 @@ __all__ = [
     "max_pool2d",
     "avg_pool2d",
     "adaptive_avg_pool2d",
+    "adaptive_max_pool2d",
+    "max_pool1d",
+    "avg_pool1d",
+    "adaptive_avg_pool1d",
+    "adaptive_max_pool1d",
+    "unfold",
+    "fold",
+    "pixel_shuffle",
+    "pixel_unshuffle",
     "interpolate",
     "relu",
     "tanh",
@@ -85,6 +116,18 @@ __all__ = [
     "logsigmoid",
     "softmax",
     "log_softmax",
+    "softmin",
+    "hardtanh",
+    "relu6",
+    "threshold",
+    "hardshrink",
+    "softshrink",
+    "selu",
+    "celu",
+    "softsign",
+    "tanhshrink",
+    "prelu",
+    "glu",
     "cross_entropy",
     "nll_loss",
     "mse_loss",
@@ -96,10 +139,20 @@ __all__ = [
     "kl_div",
     "batch_norm",
     "layer_norm",
+    "group_norm",
+    "instance_norm",
+    "rms_norm",
+    "normalize",
+    "cosine_similarity",
+    "pairwise_distance",
     "scaled_dot_product_attention",
     "attention_weights",
     "embedding",
+    "one_hot",
     "dropout",
+    "dropout1d",
+    "dropout2d",
+    "dropout3d",
     "flatten",
     "pad",
 ]

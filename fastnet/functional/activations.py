@@ -1,7 +1,7 @@
 """Activations: relu, tanh, sigmoid, leaky_relu, gelu, silu, softplus, elu, hardswish,
 hardsigmoid, mish, logsigmoid, softmax, log_softmax.
 
-* ``relu``, ``tanh``, ``sigmoid``: the Tensor's own elementwise ops.
+* ``relu``, ``tanh``, ``sigmoid``: the Tensor's own elementwise ops (relu takes ``inplace``).
 * ``leaky_relu``: y = x·s with s = 1 where x > 0, else ``negative_slope``; dx = dy·s.
 * ``gelu``: y = x·Φ(x) with Φ the normal CDF through erf (PyTorch's default), or the tanh
   approximation Φ(x) ≈ (1 + tanh(√(2/π)·(x + 0.044715·x³)))/2; dx = dy·(Φ(x) + x·φ(x)).
@@ -15,9 +15,9 @@ hardsigmoid, mish, logsigmoid, softmax, log_softmax.
   y = x·hardsigmoid(x); dx = 0 up to −3, dy·(x/3 + 1/2) on (−3, 3), dy from 3 (PyTorch's edges).
 * ``mish``: y = x·tanh(softplus(x)); dx = dy·(tanh(s) + x·σ(x)·(1 − tanh²(s))).
 * ``logsigmoid``: y = −softplus(−x); dx = dy·σ(−x).
-* ``inplace=True`` (silu, elu, hardswish, hardsigmoid, mish) writes the result into x when no
-  graph is recorded; inside a graph it returns the result out of place, as ``x += y`` does (a
-  leaf that requires grad raises, as in PyTorch).
+* ``inplace=True`` (relu, leaky_relu, silu, elu, hardswish, hardsigmoid, mish) writes the
+  result into x when no graph is recorded; inside a graph it returns the result out of place,
+  as ``x += y`` does (a leaf that requires grad raises, as in PyTorch).
 * ``softmax(x, dim, mask, causal)``: y = softmax(x + mask) along ``dim`` on the device's row
   softmax kernel; backward dx = y·(dy − Σ y·dy) on its backward kernel. ``mask`` broadcasts to
   x: additive floats (−inf hides a column) or booleans, True where a column is visible (the
@@ -29,8 +29,9 @@ hardsigmoid, mish, logsigmoid, softmax, log_softmax.
 * ``log_softmax``: x − max − log Σ exp(x − max), composed of Tensor ops (the shift by the
   detached max cancels in the value and the gradient).
 * softmax and log_softmax take PyTorch's ``dim`` (``axis`` is NumPy's spelling, kept) and
-  ``dtype`` (the input is cast first); ``dim=None`` picks PyTorch's deprecated implicit axis
-  (0 for 0-, 1- and 3-d inputs, else 1) with its warning.
+  ``dtype`` (the input is cast first) in PyTorch's positions; ``dim=None`` picks PyTorch's
+  deprecated implicit axis (0 for 0-, 1- and 3-d inputs, else 1) with its warning. The default
+  ``dim`` is -1, not PyTorch's None: the same axis for 1- and 2-d inputs, and no warning.
 """
 
 from __future__ import annotations
@@ -65,16 +66,18 @@ __all__ = [
 Mask = Tensor | np.ndarray | None
 
 
-def relu(x: Tensor) -> Tensor:
-    return x.relu()
+def relu(input: Tensor, inplace: bool = False) -> Tensor:
+    if not inplace:
+        return input.relu()
+    return _in_place("relu", input, input.relu())
 
 
-def tanh(x: Tensor) -> Tensor:
-    return x.tanh()
+def tanh(input: Tensor) -> Tensor:
+    return input.tanh()
 
 
-def sigmoid(x: Tensor) -> Tensor:
-    return x.sigmoid()
+def sigmoid(input: Tensor) -> Tensor:
+    return input.sigmoid()
 
 
 class LeakyReLU(Function):
@@ -86,8 +89,10 @@ class LeakyReLU(Function):
         return (grad * self.scale,)
 
 
-def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
-    return LeakyReLU.apply(x, negative_slope=negative_slope)
+def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
+    return _activation(
+        "leaky_relu", LeakyReLU, input, inplace, negative_slope=float(negative_slope)
+    )
 
 
 class GELU(Function):
@@ -111,10 +116,10 @@ class GELU(Function):
         return (grad * (self.cdf + x * pdf),)
 
 
-def gelu(x: Tensor, approximate: str = "none") -> Tensor:
+def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return GELU.apply(x, approximate=approximate)
+    return GELU.apply(input, approximate=approximate)
 
 
 def _stable_sigmoid(xp: Any, u: Any) -> Any:
@@ -202,8 +207,12 @@ def _activation(op: str, function: type[Function], x: Tensor, inplace: bool, **p
         kind = x.dtype if isinstance(x, Tensor) else type(x).__name__
         raise TypeError(f"{op}: expected a floating-point Tensor, got {kind}")
     y = function.apply(x, **params)
-    if not inplace:
-        return y
+    return _in_place(op, x, y) if inplace else y
+
+
+def _in_place(op: str, x: Tensor, y: Tensor) -> Tensor:
+    """y written into x when no graph is recorded; inside a graph y itself, out of place (a leaf
+    that requires grad raises, as in PyTorch)."""
     if x.requires_grad and is_grad_enabled():
         x._check_writable(f"{op}(inplace=True)")
         return y
@@ -306,17 +315,19 @@ def _softmax_axis(op: str, x: Tensor, dim: int | None, axis: int | None, dtype: 
 
 
 def softmax(
-    x: Tensor,
+    input: Tensor,
     dim: int | None = -1,
+    _stacklevel: int = 3,
+    dtype: Any = None,
+    *,
     mask: Mask = None,
     causal: bool = False,
-    *,
     axis: int | None = None,
-    dtype: Any = None,
 ) -> Tensor:
     """softmax(x + mask) along ``dim`` on the softmax kernel (see the module docstring for the
-    mask conventions and ``causal``, which applies to the last two axes and needs dim -1)."""
-    x, axis = _softmax_axis("softmax", x, dim, axis, dtype)
+    mask conventions and ``causal``, which applies to the last two axes and needs dim -1).
+    ``_stacklevel`` is PyTorch's positional placeholder; it is ignored."""
+    x, axis = _softmax_axis("softmax", input, dim, axis, dtype)
     if x.ndim == 0:
         if axis not in (0, -1) or mask is not None or causal:
             raise ValueError(f"softmax: dim {axis} is out of range for a 0-d input")
@@ -348,9 +359,14 @@ def softmax(
 
 
 def log_softmax(
-    x: Tensor, dim: int | None = -1, *, axis: int | None = None, dtype: Any = None
+    input: Tensor,
+    dim: int | None = -1,
+    _stacklevel: int = 3,
+    dtype: Any = None,
+    *,
+    axis: int | None = None,
 ) -> Tensor:
-    x, axis = _softmax_axis("log_softmax", x, dim, axis, dtype)
+    x, axis = _softmax_axis("log_softmax", input, dim, axis, dtype)
     if not -max(x.ndim, 1) <= axis < max(x.ndim, 1):
         raise ValueError(f"log_softmax: dim {axis} is out of range for input of shape {x.shape}")
     if x.ndim == 0:

@@ -43,6 +43,6 @@ class Linear(Function):
         return grad_x, grad_w, grad_b
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = x·Wᵀ + b, with W of shape (out_features, in_features) as in PyTorch."""
-    return Linear.apply(x, weight, *([bias] if bias is not None else []))
+    return Linear.apply(input, weight, *([bias] if bias is not None else []))

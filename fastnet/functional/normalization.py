@@ -1,4 +1,5 @@
-"""Normalisation: batch_norm (per channel over the batch), layer_norm (per row over features).
+"""Normalisation: batch_norm (per channel over the batch), layer_norm (per row over features),
+group_norm, instance_norm and rms_norm.
 
 * ``batch_norm``: per channel c of x (N, C) or (N, C, *spatial), over its m = N·prod(spatial)
   values, y = (x − mean)·rstd·weight + bias with rstd = 1/√(var + eps). In training the batch's
@@ -10,6 +11,12 @@
   ``len(normalized_shape)`` axes, flattened to D values, normalised to zero mean and unit biased
   variance, then y = x̂·weight + bias, on the layer-norm kernels (one pass for the statistics,
   saved mean and 1/std for the backward).
+* ``group_norm(x, G, weight, bias, eps)``: x (N, C, *) viewed as (N, G, C/G·prod(*)), each row
+  normalised on the layer-norm kernels, then y = x̂·weight_c + bias_c per channel.
+  ``instance_norm`` is group norm with G = C (its running statistics are blended outside the
+  graph); with ``use_input_stats=False`` it is batch norm in eval mode.
+* ``rms_norm(x, normalized_shape, weight, eps)``: y = x/√(mean(x²) + eps)·weight over the
+  trailing axes, composed of Tensor ops.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import numpy as np
 
 from ..tensor import Function, Tensor
 
-__all__ = ["batch_norm", "layer_norm"]
+__all__ = ["batch_norm", "group_norm", "instance_norm", "layer_norm", "rms_norm"]
 
 
 # ===================================================================== batch norm
@@ -57,23 +64,25 @@ class BatchNorm(Function):
         )
 
 
-def _check_channel_vector(name: str, vector: Tensor | None, x: Tensor) -> Any:
+def _check_channel_vector(
+    name: str, vector: Tensor | None, x: Tensor, op: str = "batch_norm"
+) -> Any:
     """The array of a per-channel (C,) tensor after checking its shape and device; None stays
     None."""
     if vector is None:
         return None
     if vector.device is not x.device:
-        raise RuntimeError(f"batch_norm: input is on {x.device} but {name} on {vector.device}")
+        raise RuntimeError(f"{op}: input is on {x.device} but {name} on {vector.device}")
     if vector.shape != (x.shape[1],):
         raise ValueError(
-            f"batch_norm: {name} of shape {vector.shape} does not match input of "
+            f"{op}: {name} of shape {vector.shape} does not match input of "
             f"shape {x.shape} (expected ({x.shape[1]},), one value per channel)"
         )
     return vector.data
 
 
 def batch_norm(
-    x: Tensor,
+    input: Tensor,
     running_mean: Tensor | None,
     running_var: Tensor | None,
     weight: Tensor | None = None,
@@ -87,6 +96,7 @@ def batch_norm(
     ``training=True`` normalises with the batch statistics and, when ``running_mean`` and
     ``running_var`` are given, updates them in place; ``training=False`` normalises with them.
     """
+    x = input
     if x.ndim < 2:
         raise ValueError(
             f"batch_norm: input must be (N, C) or (N, C, *spatial), got shape {x.shape}"
@@ -135,7 +145,7 @@ class LayerNorm(Function):
 
 
 def layer_norm(
-    x: Tensor,
+    input: Tensor,
     normalized_shape: int | Sequence[int],
     weight: Tensor | None = None,
     bias: Tensor | None = None,
@@ -143,23 +153,118 @@ def layer_norm(
 ) -> Tensor:
     """Layer normalisation over the trailing ``normalized_shape`` axes (PyTorch's F.layer_norm);
     weight and bias, when given, have shape ``normalized_shape``."""
-    shape = (
-        (normalized_shape,)
-        if isinstance(normalized_shape, (int, np.integer))
-        else tuple(normalized_shape)
+    x = input
+    shape = _as_shape(normalized_shape)
+    _check_normalized_shape("layer_norm", x, shape, weight, bias)
+    affine = [p for p in (weight, bias) if p is not None]
+    return LayerNorm.apply(
+        x, *affine, width=int(np.prod(shape)), has_weight=weight is not None, eps=float(eps)
     )
+
+
+def _check_normalized_shape(
+    op: str, x: Tensor, shape: tuple, weight: Tensor | None, bias: Tensor | None
+) -> None:
     if not shape or len(shape) > x.ndim or x.shape[x.ndim - len(shape) :] != shape:
         raise ValueError(
-            f"layer_norm: normalized_shape {shape} does not match the trailing axes "
+            f"{op}: normalized_shape {shape} does not match the trailing axes "
             f"of input of shape {x.shape}"
         )
     for name, parameter in (("weight", weight), ("bias", bias)):
         if parameter is not None and parameter.shape != shape:
             raise ValueError(
-                f"layer_norm: {name} of shape {parameter.shape} does not match "
-                f"normalized_shape {shape}"
+                f"{op}: {name} of shape {parameter.shape} does not match normalized_shape {shape}"
             )
-    affine = [p for p in (weight, bias) if p is not None]
-    return LayerNorm.apply(
-        x, *affine, width=int(np.prod(shape)), has_weight=weight is not None, eps=float(eps)
-    )
+
+
+def _as_shape(normalized_shape: int | Sequence[int]) -> tuple[int, ...]:
+    if isinstance(normalized_shape, (int, np.integer)):
+        return (int(normalized_shape),)
+    return tuple(normalized_shape)
+
+
+# ===================================================================== group, instance, RMS norm
+def _per_channel(x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+    """x·weight + bias with (C,) weight and bias broadcast along axis 1 of x (N, C, *)."""
+    shape = (x.shape[1],) + (1,) * (x.ndim - 2)
+    if weight is not None:
+        x = x * weight.reshape(shape)
+    if bias is not None:
+        x = x + bias.reshape(shape)
+    return x
+
+
+def group_norm(
+    input: Tensor,
+    num_groups: int,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Each sample's ``num_groups`` groups of C/num_groups channels (with their spatial values)
+    normalised to zero mean and unit biased variance on the layer-norm kernels, then the
+    per-channel affine map (PyTorch's F.group_norm)."""
+    if input.ndim < 2 or num_groups < 1 or input.shape[1] % num_groups:
+        raise RuntimeError(
+            f"group_norm: expected input (N, C, *) with C divisible by num_groups, got shape "
+            f"{input.shape} and num_groups={num_groups}"
+        )
+    for name, parameter in (("weight", weight), ("bias", bias)):
+        _check_channel_vector(name, parameter, input, "group_norm")
+    batch = input.shape[0]
+    width = int(np.prod(input.shape[1:])) // num_groups
+    groups = input.reshape(batch, num_groups, width)
+    normalised = LayerNorm.apply(groups, width=width, has_weight=False, eps=float(eps))
+    return _per_channel(normalised.reshape(input.shape), weight, bias)
+
+
+def instance_norm(
+    input: Tensor,
+    running_mean: Tensor | None = None,
+    running_var: Tensor | None = None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    use_input_stats: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Each (sample, channel) plane of x (N, C, *) normalised on its own statistics (group norm
+    with one channel a group); the running statistics, when given, take the batch mean of the
+    planes' mean and unbiased variance. ``use_input_stats=False`` normalises with the running
+    statistics instead (PyTorch's F.instance_norm)."""
+    if not use_input_stats:
+        if running_mean is None or running_var is None:
+            raise ValueError("instance_norm: use_input_stats=False needs running_mean and var")
+        return batch_norm(input, running_mean, running_var, weight, bias, False, 0.0, eps)
+    if input.ndim < 3:
+        raise ValueError(f"instance_norm: expected input (N, C, *spatial), got {input.shape}")
+    for stats in (running_mean, running_var):
+        _check_channel_vector("running statistics", stats, input, "instance_norm")
+    if running_mean is not None or running_var is not None:
+        planes = input.data.reshape(input.shape[0], input.shape[1], -1)
+        blended = (
+            (running_mean, planes.mean(axis=2)),
+            (running_var, planes.var(axis=2, ddof=1)),
+        )
+        for running, batch_value in blended:
+            if running is not None:
+                running.data *= 1 - momentum
+                running.data += momentum * batch_value.mean(axis=0).astype(running.dtype)
+    return group_norm(input, input.shape[1], weight, bias, eps)
+
+
+def rms_norm(
+    input: Tensor,
+    normalized_shape: int | Sequence[int],
+    weight: Tensor | None = None,
+    eps: float | None = None,
+) -> Tensor:
+    """x/√(mean(x²) + eps)·weight over the trailing ``normalized_shape`` axes; ``eps`` defaults
+    to the machine epsilon of x's dtype (PyTorch's F.rms_norm). Composed of Tensor ops."""
+    shape = _as_shape(normalized_shape)
+    _check_normalized_shape("rms_norm", input, shape, weight, None)
+    eps = float(np.finfo(input.dtype).eps) if eps is None else float(eps)
+    axes = tuple(range(input.ndim - len(shape), input.ndim))
+    mean_square = (input * input).mean(axis=axes, keepdims=True)
+    normalised = input / (mean_square + eps).sqrt()
+    return normalised if weight is None else normalised * weight

@@ -22,6 +22,11 @@ past the padded edge, and the cells past it are not part of the window.
   The mean over a box is separable, so y = P_h · x · P_wᵀ with P_h (OH, H) holding 1/bin-height
   in each row's bin (P_w likewise), and the backward is dx = P_hᵀ · dy · P_w. Output 1×1 is the
   global average pool.
+* ``adaptive_max_pool2d``: the max over the same bins. When they tile the input (OH divides H,
+  OW divides W) it is max_pool2d with a kernel and stride of H/OH × W/OW; otherwise each bin's
+  argmax is found outside the graph and the output is a gather of x at those positions, so the
+  gradient routes back through the gather.
+* ``output_size`` of the adaptive pools: an int, or a pair in which None keeps the input's size.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from ..backend import conv_output_shape
 from ..tensor import Function, Tensor
 from .arguments import Pair, to_pair
 
-__all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
+__all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d"]
 
 
 def _check_images(op: str, x: Any) -> None:
@@ -87,7 +92,7 @@ class MaxPool2d(Function):
 
 
 def max_pool2d(
-    x: Tensor,
+    input: Tensor,
     kernel_size: Pair,
     stride: Pair | None = None,
     padding: Pair = 0,
@@ -116,7 +121,7 @@ def max_pool2d(
             return out
         return out, Tensor._wrap(indices[0].astype(np.int64), out.device)
 
-    return _per_image("max_pool2d", pool, x)
+    return _per_image("max_pool2d", pool, input)
 
 
 # ===================================================================== average pooling
@@ -186,7 +191,7 @@ class AvgPool2d(Function):
 
 
 def avg_pool2d(
-    x: Tensor,
+    input: Tensor,
     kernel_size: Pair,
     stride: Pair | None = None,
     padding: Pair = 0,
@@ -215,7 +220,7 @@ def avg_pool2d(
             count_include_pad=bool(count_include_pad),
             divisor=divisor_override,
         ),
-        x,
+        input,
     )
 
 
@@ -240,10 +245,64 @@ class AdaptiveAvgPool2d(Function):
         return (self.device.xp.matmul(self.rows.T @ grad, self.columns),)
 
 
-def adaptive_avg_pool2d(x: Tensor, output_size: Pair) -> Tensor:
-    """Average x (N, C, H, W) or (C, H, W) into an ``output_size`` grid of bins (1 → global
-    average pool)."""
+def _adaptive_size(op: str, output_size: Any, x: Tensor) -> tuple[int, int]:
+    """PyTorch's ``output_size``: an int, or a pair whose None keeps the input's size."""
+    _check_images(op, x)
+    if not isinstance(output_size, (int, np.integer)):
+        output_size = tuple(
+            x.shape[-2 + axis] if size is None else size for axis, size in enumerate(output_size)
+        )
     size = to_pair(output_size, "output_size")
     if min(size) < 1:
-        raise ValueError(f"adaptive_avg_pool2d: output_size must be positive, got {output_size!r}")
-    return AdaptiveAvgPool2d.apply(x, output_size=size)
+        raise ValueError(f"{op}: output_size must be positive, got {output_size!r}")
+    return size
+
+
+def adaptive_avg_pool2d(input: Tensor, output_size: Pair | tuple[int | None, int | None]) -> Tensor:
+    """Average x (N, C, H, W) or (C, H, W) into an ``output_size`` grid of bins (1 → global
+    average pool; None keeps that axis)."""
+    size = _adaptive_size("adaptive_avg_pool2d", output_size, input)
+    return AdaptiveAvgPool2d.apply(input, output_size=size)
+
+
+# ===================================================================== adaptive max pooling
+def _bin_bounds(size: int, out_size: int) -> list[tuple[int, int]]:
+    """[start, end) of each of the ``out_size`` bins over ``size`` positions (PyTorch's)."""
+    return [((i * size) // out_size, math.ceil((i + 1) * size / out_size)) for i in range(out_size)]
+
+
+def _adaptive_argmax(xp: Any, images: Any, size: tuple[int, int]) -> Any:
+    """int64 (N, C, OH, OW): the flat h·W + w of each bin's maximum (the first, in row-major
+    order, among equals; a NaN wins, as in PyTorch)."""
+    (n, c, h, w), (oh, ow) = images.shape, size
+    indices = xp.empty((n, c, oh, ow), dtype=np.int64)
+    for i, (top, bottom) in enumerate(_bin_bounds(h, oh)):
+        for j, (left, right) in enumerate(_bin_bounds(w, ow)):
+            window = images[:, :, top:bottom, left:right].reshape(n, c, -1)
+            flat = xp.argmax(xp.where(xp.isnan(window), xp.inf, window), axis=2)
+            indices[:, :, i, j] = (top + flat // (right - left)) * w + left + flat % (right - left)
+    return indices
+
+
+def adaptive_max_pool2d(
+    input: Tensor,
+    output_size: Pair | tuple[int | None, int | None],
+    return_indices: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Max of x (N, C, H, W) or (C, H, W) over an ``output_size`` grid of bins (PyTorch's
+    bins, as adaptive_avg_pool2d's); with ``return_indices``, (output, indices) with PyTorch's
+    flat h·W + w positions. Bins that tile the input exactly go through the max-pool kernel;
+    others gather each bin's argmax, so the gradient flows to it."""
+    size = _adaptive_size("adaptive_max_pool2d", output_size, input)
+
+    def pool(images: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        (n, c, h, w), (oh, ow) = images.shape, size
+        if h % oh == 0 and w % ow == 0 and n * c:
+            window = (h // oh, w // ow)
+            return max_pool2d(images, window, window, return_indices=return_indices)
+        indices = Tensor._wrap(_adaptive_argmax(images.device.xp, images.data, size), images.device)
+        out = images.reshape(n, c, h * w).gather(2, indices.reshape(n, c, oh * ow))
+        out = out.reshape(n, c, oh, ow)
+        return (out, indices) if return_indices else out
+
+    return _per_image("adaptive_max_pool2d", pool, input)

@@ -1,13 +1,21 @@
 """Neural-network building blocks with PyTorch's names, layouts and initialisations.
 
-* ``module``: Module, Parameter, Sequential, ModuleList, LoadReport.
-* ``layers``: Linear, Conv2d, MaxPool2d, the activations, Identity, Dropout, Flatten.
+* ``module``: Module, Parameter, LoadReport.
+* ``containers``: Sequential, ModuleList, ModuleDict, ParameterList, ParameterDict.
+* ``layers``: Linear, Conv2d, MaxPool2d, the activations, Identity, Dropout (1d/2d/3d),
+  Flatten, Unflatten.
+* ``activation_variants``: ReLU6, Hardtanh, Threshold, Hardshrink, Softshrink, SELU, CELU,
+  Softsign, Tanhshrink, PReLU, GLU, Softmin.
 * ``activations``: SiLU, Softplus, ELU, Hardswish, Hardsigmoid, Mish, LogSigmoid, Softmax,
   LogSoftmax.
 * ``losses``: CrossEntropyLoss, NLLLoss, MSELoss, L1Loss, BCEWithLogitsLoss, BCELoss,
   SmoothL1Loss, HuberLoss, KLDivLoss.
 * ``convolution``: ConvTranspose2d (and what it shares with Conv2d).
-* ``normalization``: BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d.
+* ``normalization``: BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d, GroupNorm,
+  InstanceNorm1d/2d, RMSNorm.
+* ``pooling``: AdaptiveMaxPool2d, MaxPool1d, AvgPool1d, AdaptiveAvgPool1d, AdaptiveMaxPool1d.
+* ``patches``: Unfold, Fold, PixelShuffle, PixelUnshuffle, the padding layers, CosineSimilarity,
+  PairwiseDistance.
 * ``resample``: Upsample, UpsamplingNearest2d, UpsamplingBilinear2d.
 * ``transformer``: LayerNorm, Embedding, PositionalEmbedding, MultiheadAttention,
   TransformerEncoderLayer, TransformerEncoder.
@@ -16,6 +24,20 @@
 
 from .. import functional
 from . import init
+from .activation_variants import (
+    CELU,
+    GLU,
+    SELU,
+    Hardshrink,
+    Hardtanh,
+    PReLU,
+    ReLU6,
+    Softmin,
+    Softshrink,
+    Softsign,
+    Tanhshrink,
+    Threshold,
+)
 from .activations import (
     ELU,
     Hardsigmoid,
@@ -27,11 +49,15 @@ from .activations import (
     Softmax,
     Softplus,
 )
+from .containers import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from .convolution import ConvTranspose2d
 from .layers import (
     GELU,
     Conv2d,
     Dropout,
+    Dropout1d,
+    Dropout2d,
+    Dropout3d,
     Flatten,
     Identity,
     LeakyReLU,
@@ -40,6 +66,7 @@ from .layers import (
     ReLU,
     Sigmoid,
     Tanh,
+    Unflatten,
 )
 from .losses import (
     BCELoss,
@@ -52,8 +79,42 @@ from .losses import (
     NLLLoss,
     SmoothL1Loss,
 )
-from .module import LoadReport, Module, ModuleList, Parameter, Sequential
-from .normalization import AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d
+from .module import LoadReport, Module, Parameter
+from .normalization import (
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    GroupNorm,
+    InstanceNorm1d,
+    InstanceNorm2d,
+    RMSNorm,
+)
+from .patches import (
+    CircularPad1d,
+    CircularPad2d,
+    ConstantPad1d,
+    ConstantPad2d,
+    CosineSimilarity,
+    Fold,
+    PairwiseDistance,
+    PixelShuffle,
+    PixelUnshuffle,
+    ReflectionPad1d,
+    ReflectionPad2d,
+    ReplicationPad1d,
+    ReplicationPad2d,
+    Unfold,
+    ZeroPad1d,
+    ZeroPad2d,
+)
+from .pooling import (
+    AdaptiveAvgPool1d,
+    AdaptiveMaxPool1d,
+    AdaptiveMaxPool2d,
+    AvgPool1d,
+    MaxPool1d,
+)
 from .resample import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
 from .transformer import (
     Embedding,
@@ -71,6 +132,9 @@ __all__ = [
     "Parameter",
     "Sequential",
     "ModuleList",
+    "ModuleDict",
+    "ParameterList",
+    "ParameterDict",
     "LoadReport",
     "Linear",
     "Conv2d",
@@ -91,6 +155,18 @@ __all__ = [
     "LogSigmoid",
     "Softmax",
     "LogSoftmax",
+    "ReLU6",
+    "Hardtanh",
+    "Threshold",
+    "Hardshrink",
+    "Softshrink",
+    "SELU",
+    "CELU",
+    "Softsign",
+    "Tanhshrink",
+    "PReLU",
+    "GLU",
+    "Softmin",
     "CrossEntropyLoss",
     "NLLLoss",
     "MSELoss",
@@ -101,11 +177,40 @@ __all__ = [
     "HuberLoss",
     "KLDivLoss",
     "Dropout",
+    "Dropout1d",
+    "Dropout2d",
+    "Dropout3d",
     "Flatten",
+    "Unflatten",
     "BatchNorm1d",
     "BatchNorm2d",
     "AvgPool2d",
     "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool2d",
+    "MaxPool1d",
+    "AvgPool1d",
+    "AdaptiveAvgPool1d",
+    "AdaptiveMaxPool1d",
+    "GroupNorm",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "RMSNorm",
+    "Unfold",
+    "Fold",
+    "PixelShuffle",
+    "PixelUnshuffle",
+    "ZeroPad1d",
+    "ZeroPad2d",
+    "ConstantPad1d",
+    "ConstantPad2d",
+    "ReflectionPad1d",
+    "ReflectionPad2d",
+    "ReplicationPad1d",
+    "ReplicationPad2d",
+    "CircularPad1d",
+    "CircularPad2d",
+    "CosineSimilarity",
+    "PairwiseDistance",
     "Upsample",
     "UpsamplingNearest2d",
     "UpsamplingBilinear2d",

@@ -1,4 +1,5 @@
-"""Module, Parameter and the containers: the PyTorch-shaped skeleton every layer hangs on.
+"""Module and Parameter: the PyTorch-shaped skeleton every layer hangs on (the containers are
+in ``containers``).
 
 Parameter names and layouts follow PyTorch (``0.weight`` for the first child of a Sequential,
 Linear weights (out, in), Conv2d weights (out, in, kh, kw)), so a state dict moves between the
@@ -187,18 +188,36 @@ class Module:
         for parameter in self.parameters():
             parameter.grad = None
 
-    def to(self, device: str | Device) -> Module:
-        """Move every parameter and buffer to ``device`` in place (parameters keep their identity,
-        so an optimizer built before the move still holds them)."""
-        target = get_device(device)
+    def to(self, *args: Any, device: str | Device | None = None, dtype: Any = None) -> Module:
+        """Move every parameter and buffer to ``device`` and cast the floating ones to ``dtype``,
+        in place (parameters keep their identity, so an optimizer built before still holds them).
+        As PyTorch's: ``to(device)``, ``to(dtype)``, ``to(device, dtype)`` or keywords."""
+        for argument in args:
+            if isinstance(argument, (str, Device)):
+                device = argument
+            else:
+                dtype = argument
+        target = None if device is None else get_device(device)
+        dtype = None if dtype is None else np.dtype(dtype)
+        if dtype is not None and dtype.kind != "f":
+            raise TypeError(f"Module.to: only floating point dtypes are accepted, got {dtype}")
         for tensor in list(self.parameters()) + [b for _, b in self.named_buffers()]:
-            if tensor.device is target:
-                continue
-            tensor.data = target.asarray(to_numpy(tensor.data))
-            if tensor.grad is not None:
-                tensor.grad = Tensor(tensor.grad.data, device=target)
-            tensor.device = target
+            if target is not None and tensor.device is not target:
+                tensor.data = target.asarray(to_numpy(tensor.data))
+                if tensor.grad is not None:
+                    tensor.grad = Tensor(tensor.grad.data, device=target)
+                tensor.device = target
+            if dtype is not None and tensor.dtype.kind == "f" and tensor.dtype != dtype:
+                tensor.data = tensor.data.astype(dtype)
+                if tensor.grad is not None:
+                    tensor.grad = Tensor._wrap(tensor.grad.data.astype(dtype), tensor.device)
         return self
+
+    def double(self) -> Module:
+        return self.to(dtype=np.float64)
+
+    def float(self) -> Module:
+        return self.to(dtype=np.float32)
 
     @property
     def device(self) -> Device | None:
@@ -298,63 +317,3 @@ def _describe(report: LoadReport) -> str:
 def match_names(names: Any, pattern: str) -> list[str]:
     """The names matching a glob pattern (``features.*``) — used by freezing and param groups."""
     return [name for name in names if fnmatch.fnmatchcase(name, pattern)]
-
-
-class Sequential(Module):
-    """Children called in order; named ``0``, ``1``, ... as in PyTorch."""
-
-    def __init__(self, *modules: Module) -> None:
-        super().__init__()
-        if len(modules) == 1 and isinstance(modules[0], (OrderedDict, dict)):
-            for name, module in modules[0].items():
-                self.add_module(name, module)
-        else:
-            for index, module in enumerate(modules):
-                self.add_module(str(index), module)
-
-    def forward(self, x: Any) -> Any:
-        for module in self._modules.values():
-            x = module(x)
-        return x
-
-    def __getitem__(self, index: int | slice) -> Module:
-        modules = list(self._modules.values())
-        if isinstance(index, slice):
-            return Sequential(*modules[index])
-        return modules[index]
-
-    def __setitem__(self, index: int, module: Module) -> None:
-        name = list(self._modules)[index]
-        self._modules[name] = module
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
-
-    def append(self, module: Module) -> Sequential:
-        self.add_module(str(len(self._modules)), module)
-        return self
-
-
-class ModuleList(Module):
-    """A list of modules, registered as children ``0``, ``1``, ..."""
-
-    def __init__(self, modules: Any = ()) -> None:
-        super().__init__()
-        for module in modules:
-            self.append(module)
-
-    def append(self, module: Module) -> ModuleList:
-        self.add_module(str(len(self._modules)), module)
-        return self
-
-    def __getitem__(self, index: int) -> Module:
-        return list(self._modules.values())[index]
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())

@@ -1,4 +1,5 @@
-"""Normalisation and pooling layers for CNNs: BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d.
+"""Normalisation and pooling layers for CNNs: BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d,
+GroupNorm, InstanceNorm1d/2d, RMSNorm.
 
 BatchNorm layers follow PyTorch: parameters ``weight`` (ones) and ``bias`` (zeros) when
 ``affine``; buffers ``running_mean`` (zeros), ``running_var`` (ones) and ``num_batches_tracked``
@@ -25,7 +26,16 @@ from ..functional.arguments import Pair
 from ..tensor import Tensor
 from .module import Module, Parameter
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "AvgPool2d", "AdaptiveAvgPool2d"]
+__all__ = [
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "AvgPool2d",
+    "AdaptiveAvgPool2d",
+    "GroupNorm",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "RMSNorm",
+]
 
 
 class _BatchNorm(Module):
@@ -145,9 +155,9 @@ class AvgPool2d(Module):
         self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
         self.divisor_override = divisor_override
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, input: Tensor) -> Tensor:
         return F.avg_pool2d(
-            x,
+            input,
             self.kernel_size,
             self.stride,
             self.padding,
@@ -168,8 +178,141 @@ class AdaptiveAvgPool2d(Module):
         super().__init__()
         self.output_size = output_size
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.adaptive_avg_pool2d(x, self.output_size)
+    def forward(self, input: Tensor) -> Tensor:
+        return F.adaptive_avg_pool2d(input, self.output_size)
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"
+
+
+class GroupNorm(Module):
+    """Group normalisation of (N, C, *) over ``num_groups`` groups of channels; per-channel
+    ``weight`` (ones) and ``bias`` (zeros) when ``affine``."""
+
+    def __init__(
+        self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True
+    ) -> None:
+        super().__init__()
+        if num_groups < 1 or num_channels % num_groups:
+            raise ValueError(
+                f"GroupNorm: num_channels {num_channels} must be divisible by num_groups "
+                f"{num_groups}"
+            )
+        self.num_groups, self.num_channels, self.eps, self.affine = (
+            num_groups,
+            num_channels,
+            eps,
+            affine,
+        )
+        self.register_parameter(
+            "weight", Parameter(np.ones(num_channels, np.float32)) if affine else None
+        )
+        self.register_parameter(
+            "bias", Parameter(np.zeros(num_channels, np.float32)) if affine else None
+        )
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+
+class _InstanceNorm(Module):
+    """Instance normalisation of (N, C, *spatial) or unbatched (C, *spatial); PyTorch's
+    defaults: no affine parameters and no running statistics."""
+
+    spatial = 1
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        affine: bool = False,
+        track_running_stats: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        self.register_parameter(
+            "weight", Parameter(np.ones(num_features, np.float32)) if affine else None
+        )
+        self.register_parameter(
+            "bias", Parameter(np.zeros(num_features, np.float32)) if affine else None
+        )
+        tracked = (
+            (np.zeros(num_features, np.float32), np.ones(num_features, np.float32), np.array(0))
+            if track_running_stats
+            else (None, None, None)
+        )
+        for name, value in zip(
+            ("running_mean", "running_var", "num_batches_tracked"), tracked, strict=True
+        ):
+            self.register_buffer(name, None if value is None else Tensor(value))
+
+    def forward(self, input: Tensor) -> Tensor:
+        if input.ndim == self.spatial + 1:  # unbatched
+            return self.forward(input.unsqueeze(0)).squeeze(0)
+        if input.ndim != self.spatial + 2:
+            raise ValueError(
+                f"{type(self).__name__}: expected a {self.spatial + 1}-D or "
+                f"{self.spatial + 2}-D input, got shape {input.shape}"
+            )
+        use_input_stats = self.training or not self.track_running_stats
+        if use_input_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.data += 1
+        return F.instance_norm(
+            input,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            use_input_stats,
+            self.momentum,
+            self.eps,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+        )
+
+
+class InstanceNorm1d(_InstanceNorm):
+    spatial = 1
+
+
+class InstanceNorm2d(_InstanceNorm):
+    spatial = 2
+
+
+class RMSNorm(Module):
+    """x/√(mean(x²) + eps)·weight over the trailing ``normalized_shape`` axes; ``weight`` (ones)
+    when ``elementwise_affine``; ``eps`` None is the dtype's machine epsilon."""
+
+    def __init__(
+        self,
+        normalized_shape: int | tuple[int, ...],
+        eps: float | None = None,
+        elementwise_affine: bool = True,
+    ) -> None:
+        super().__init__()
+        shape = (
+            (int(normalized_shape),)
+            if isinstance(normalized_shape, (int, np.integer))
+            else tuple(normalized_shape)
+        )
+        self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, elementwise_affine
+        self.register_parameter(
+            "weight", Parameter(np.ones(shape, np.float32)) if elementwise_affine else None
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        )

@@ -3,8 +3,8 @@ TransformerEncoderLayer and TransformerEncoder.
 
 Parameter and submodule names, shapes and initialisations are PyTorch's, so state dicts move
 between the two frameworks unchanged (PositionalEmbedding, which PyTorch lacks, is the learned
-table of a ViT). Sequences are batch-first, (batch, sequence, features), unless a layer is built
-with ``batch_first=False``.
+table of a ViT). Sequences are (sequence, batch, features) unless a layer is built with
+``batch_first=True`` (batch, sequence, features), as in PyTorch.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from .. import functional as F
 from ..functional import Mask, attention_weights
 from ..tensor import Tensor
 from . import init
+from .containers import ModuleList
 from .layers import Dropout, Linear
-from .module import Module, ModuleList, Parameter
+from .module import Module, Parameter
 
 __all__ = [
     "LayerNorm",
@@ -59,8 +60,8 @@ class LayerNorm(Module):
             "bias", Parameter(np.zeros(shape, np.float32)) if elementwise_affine and bias else None
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+    def forward(self, input: Tensor) -> Tensor:
+        return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
         return (
@@ -70,18 +71,95 @@ class LayerNorm(Module):
 
 class Embedding(Module):
     """A lookup table: integer indices (any shape) → rows of ``weight`` (num_embeddings,
-    embedding_dim), drawn from N(0, 1) as in PyTorch."""
+    embedding_dim), drawn from N(0, 1) as in PyTorch, the ``padding_idx`` row zero (and left
+    untrained). ``max_norm``, ``norm_type``, ``scale_grad_by_freq`` and ``sparse`` are
+    F.embedding's; ``_weight`` gives the table, ``_freeze`` stops it training."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int) -> None:
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        padding_idx: int | None = None,
+        max_norm: float | None = None,
+        norm_type: float = 2.0,
+        scale_grad_by_freq: bool = False,
+        sparse: bool = False,
+        _weight: Any = None,
+        _freeze: bool = False,
+    ) -> None:
         super().__init__()
+        if padding_idx is not None:
+            if not -num_embeddings <= padding_idx < num_embeddings:
+                raise ValueError(
+                    f"Embedding: padding_idx {padding_idx} must be within num_embeddings "
+                    f"{num_embeddings}"
+                )
+            padding_idx %= num_embeddings
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
-        self.weight = init.normal_(Parameter(np.empty((num_embeddings, embedding_dim), np.float32)))
+        self.padding_idx, self.max_norm, self.norm_type = padding_idx, max_norm, norm_type
+        self.scale_grad_by_freq, self.sparse = scale_grad_by_freq, sparse
+        if _weight is None:
+            self.weight = Parameter(np.empty((num_embeddings, embedding_dim), np.float32))
+            self.reset_parameters()
+        else:
+            weight = _weight.data if isinstance(_weight, Tensor) else np.asarray(_weight)
+            if tuple(weight.shape) != (num_embeddings, embedding_dim):
+                raise ValueError(
+                    f"Embedding: _weight of shape {tuple(weight.shape)} does not match "
+                    f"({num_embeddings}, {embedding_dim})"
+                )
+            self.weight = Parameter(Tensor(weight), requires_grad=not _freeze)
 
-    def forward(self, indices: Any) -> Tensor:
-        return F.embedding(indices, self.weight)
+    def reset_parameters(self) -> None:
+        init.normal_(self.weight)
+        if self.padding_idx is not None:
+            self.weight.data[self.padding_idx] = 0
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        embeddings: Any,
+        freeze: bool = True,
+        padding_idx: int | None = None,
+        max_norm: float | None = None,
+        norm_type: float = 2.0,
+        scale_grad_by_freq: bool = False,
+        sparse: bool = False,
+    ) -> Embedding:
+        """An Embedding holding ``embeddings`` (2-D), frozen unless ``freeze=False``."""
+        if len(embeddings.shape) != 2:
+            raise ValueError("Embeddings parameter is expected to be 2-dimensional")
+        rows, dim = embeddings.shape
+        return cls(
+            rows,
+            dim,
+            padding_idx,
+            max_norm,
+            norm_type,
+            scale_grad_by_freq,
+            sparse,
+            _weight=embeddings,
+            _freeze=freeze,
+        )
+
+    def forward(self, input: Any) -> Tensor:
+        return F.embedding(
+            input,
+            self.weight,
+            self.padding_idx,
+            self.max_norm,
+            self.norm_type,
+            self.scale_grad_by_freq,
+            self.sparse,
+        )
 
     def extra_repr(self) -> str:
-        return f"{self.num_embeddings}, {self.embedding_dim}"
+        text = f"{self.num_embeddings}, {self.embedding_dim}"
+        if self.padding_idx is not None:
+            text += f", padding_idx={self.padding_idx}"
+        if self.max_norm is not None:
+            text += f", max_norm={self.max_norm}"
+        return text
 
 
 class PositionalEmbedding(Module):
@@ -140,15 +218,15 @@ class MultiheadAttention(Module):
     and the reverse. Only equal query/key/value widths are offered (PyTorch's separate
     ``q_proj_weight``/``k_proj_weight``/``v_proj_weight`` for other ``kdim``/``vdim`` are not).
 
-    ``forward(query, key, value, key_padding_mask=None, need_weights=False, attn_mask=None,
-    average_attn_weights=True, is_causal=False)`` takes (B, T, E), (B, S, E), (B, S, E)
-    ((T, B, E) ... with ``batch_first=False``) and returns ``(output (B, T, E), weights)``:
+    ``forward(query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+    average_attn_weights=True, is_causal=False)`` takes (T, B, E), (S, B, E), (S, B, E)
+    ((B, T, E) ... with ``batch_first=True``) and returns ``(output, weights)``, the output in
+    the query's layout:
     weights are the attention weights after dropout, (B, T, S) averaged over heads or
     (B, H, T, S), when ``need_weights``, else None. Masks follow PyTorch's MultiheadAttention:
     ``attn_mask`` (T, S) or (B·H, T, S) and ``key_padding_mask`` (B, S), booleans True where a
     key is hidden or floats added to the scores; ``is_causal`` hides the keys after each query.
-    Two differences from PyTorch: ``batch_first`` and ``need_weights`` default to True and False
-    here, and a query whose every key is hidden gets zeros, not NaN.
+    One difference from PyTorch: a query whose every key is hidden gets zeros, not NaN.
     """
 
     def __init__(
@@ -157,7 +235,7 @@ class MultiheadAttention(Module):
         num_heads: int,
         dropout: float = 0.0,
         bias: bool = True,
-        batch_first: bool = True,
+        batch_first: bool = False,
     ) -> None:
         super().__init__()
         if num_heads < 1 or embed_dim % num_heads:
@@ -221,7 +299,7 @@ class MultiheadAttention(Module):
         key: Tensor,
         value: Tensor,
         key_padding_mask: Mask = None,
-        need_weights: bool = False,
+        need_weights: bool = True,
         attn_mask: Mask = None,
         average_attn_weights: bool = True,
         is_causal: bool = False,
@@ -288,7 +366,7 @@ class TransformerEncoderLayer(Module):
         dropout: float = 0.1,
         activation: Activation = "relu",
         layer_norm_eps: float = 1e-5,
-        batch_first: bool = True,
+        batch_first: bool = False,
         norm_first: bool = False,
         bias: bool = True,
     ) -> None:
@@ -316,7 +394,13 @@ class TransformerEncoderLayer(Module):
         self, x: Tensor, mask: Mask, key_padding_mask: Mask, is_causal: bool
     ) -> Tensor:
         attended, _ = self.self_attn(
-            x, x, x, key_padding_mask=key_padding_mask, attn_mask=mask, is_causal=is_causal
+            x,
+            x,
+            x,
+            key_padding_mask=key_padding_mask,
+            need_weights=False,
+            attn_mask=mask,
+            is_causal=is_causal,
         )
         return self.dropout1(attended)
 
