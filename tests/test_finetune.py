@@ -121,7 +121,9 @@ def test_lora_on_attention_projections_merges_exactly(rng):
     from fastnet import nn
 
     fn.manual_seed(3)
-    layer = nn.TransformerEncoderLayer(d_model=16, nhead=2, dim_feedforward=24, dropout=0.0)
+    layer = nn.TransformerEncoderLayer(
+        d_model=16, nhead=2, dim_feedforward=24, dropout=0.0, batch_first=True
+    )
     x = fn.tensor(rng.standard_normal((2, 5, 16)))
     before = layer(x).numpy().copy()
     names = [n for n, _ in layer.named_parameters()]

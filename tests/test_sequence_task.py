@@ -23,7 +23,7 @@ class Reverser(nn.Module):
         self.tokens = nn.Embedding(DIGITS, WIDTH)
         self.positions = nn.PositionalEmbedding(LENGTH, WIDTH)
         self.encoder = nn.TransformerEncoder(
-            nn.TransformerEncoderLayer(WIDTH, 4, 2 * WIDTH, dropout=0.0), 1
+            nn.TransformerEncoderLayer(WIDTH, 4, 2 * WIDTH, dropout=0.0, batch_first=True), 1
         )
         self.out = nn.Linear(WIDTH, DIGITS)
 

@@ -64,7 +64,7 @@ def test_positional_embedding_gradients(rng):
 
 # ===================================================================== multi-head attention
 def test_multihead_attention_parameter_layout():
-    attention = nn.MultiheadAttention(12, 3)
+    attention = nn.MultiheadAttention(12, 3, batch_first=True)
     shapes = {name: p.shape for name, p in attention.named_parameters()}
     assert shapes == {
         "in_proj_weight": (36, 12),
@@ -79,12 +79,12 @@ def test_multihead_attention_parameter_layout():
         6 / (12 + 36)
     )  # Xavier-uniform
     with pytest.raises(ValueError, match="embed_dim 10 must be divisible by num_heads 3"):
-        nn.MultiheadAttention(10, 3)
+        nn.MultiheadAttention(10, 3, batch_first=True)
 
 
 @pytest.mark.parametrize("heads", [1, 2])
 def test_multihead_attention_gradients(heads, rng):
-    attention = to_float64(nn.MultiheadAttention(4, heads))
+    attention = to_float64(nn.MultiheadAttention(4, heads, batch_first=True))
     query, memory = leaf(rng, 2, 3, 4), leaf(rng, 2, 5, 4)
     padding = np.array([[False, False, True, False, True], [False] * 5])
 
@@ -95,13 +95,13 @@ def test_multihead_attention_gradients(heads, rng):
 
 
 def test_multihead_attention_self_attention_gradient_with_causal_mask(rng):
-    attention = to_float64(nn.MultiheadAttention(6, 3))
+    attention = to_float64(nn.MultiheadAttention(6, 3, batch_first=True))
     x = leaf(rng, 1, 5, 6)
     assert gradcheck(lambda x: attention(x, x, x, is_causal=True)[0], [x])
 
 
 def test_multihead_attention_masks_hide_keys(rng):
-    attention = nn.MultiheadAttention(8, 2)
+    attention = nn.MultiheadAttention(8, 2, batch_first=True)
     query, keys = fn.tensor(rng.standard_normal((2, 3, 8))), rng.standard_normal((2, 5, 8))
     padding = np.array([[False, False, False, True, True], [False] * 5])
     _, weights = attention(
@@ -126,7 +126,7 @@ def test_multihead_attention_masks_hide_keys(rng):
 
 
 def test_multihead_attention_errors(rng):
-    attention = nn.MultiheadAttention(8, 2)
+    attention = nn.MultiheadAttention(8, 2, batch_first=True)
     x = fn.tensor(rng.standard_normal((2, 3, 8)))
     with pytest.raises(ValueError, match=r"query \(2, 3, 8\), key \(2, 3, 6\)"):
         attention(x, fn.tensor(np.ones((2, 3, 6))), x)
@@ -190,7 +190,13 @@ def test_multihead_attention_matches_pytorch(batch_first, rng):
 def test_encoder_layer_gradients(norm_first, activation, rng):
     layer = to_float64(
         nn.TransformerEncoderLayer(
-            4, 2, dim_feedforward=6, dropout=0.0, activation=activation, norm_first=norm_first
+            4,
+            2,
+            dim_feedforward=6,
+            dropout=0.0,
+            activation=activation,
+            batch_first=True,
+            norm_first=norm_first,
         )
     )
     x = leaf(rng, 2, 3, 4)
@@ -198,7 +204,7 @@ def test_encoder_layer_gradients(norm_first, activation, rng):
 
 
 def test_encoder_layer_and_stack_names():
-    layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16)
+    layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True)
     assert [name for name, _ in layer.named_children()] == [
         "self_attn",
         "linear1",
@@ -220,7 +226,9 @@ def test_encoder_layer_and_stack_names():
     )
     assert copies[0].linear1.weight is not copies[2].linear1.weight
     assert copies[0].linear1.weight.device is layer.linear1.weight.device
-    fresh = nn.TransformerEncoder(lambda: nn.TransformerEncoderLayer(8, 2, dim_feedforward=16), 2)
+    fresh = nn.TransformerEncoder(
+        lambda: nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True), 2
+    )
     assert not np.array_equal(
         fresh.layers[0].linear1.weight.numpy(), fresh.layers[1].linear1.weight.numpy()
     )
@@ -254,7 +262,13 @@ def test_encoder_matches_pytorch(norm_first, activation, rng):
     theirs = theirs.double()
     ours = nn.TransformerEncoder(
         nn.TransformerEncoderLayer(
-            24, 3, dim_feedforward=40, dropout=0.0, activation=activation, norm_first=norm_first
+            24,
+            3,
+            dim_feedforward=40,
+            dropout=0.0,
+            activation=activation,
+            batch_first=True,
+            norm_first=norm_first,
         ),
         2,
         norm=nn.LayerNorm(24),
@@ -277,7 +291,8 @@ def test_encoder_matches_pytorch(norm_first, activation, rng):
 
 def test_encoder_dropout_trains_and_evaluates(rng):
     encoder = nn.TransformerEncoder(
-        lambda: nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.5), 2
+        lambda: nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.5, batch_first=True),
+        2,
     )
     x = fn.tensor(rng.standard_normal((2, 5, 8)))
     encoder.eval()
@@ -292,7 +307,7 @@ def test_tiny_encoder_on_cuda_matches_cpu(rng):
     layer and one sequence because the simulator runs each 256-thread matmul block in Python."""
     fn.manual_seed(1)
     encoder = nn.TransformerEncoder(
-        nn.TransformerEncoderLayer(8, 2, dim_feedforward=12, dropout=0.0), 1
+        nn.TransformerEncoderLayer(8, 2, dim_feedforward=12, dropout=0.0, batch_first=True), 1
     )
     x = rng.standard_normal((1, 5, 8)).astype(np.float32)
     padding = np.array([[False] * 4 + [True]])

@@ -56,7 +56,13 @@ class ViTFeatures(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.encoder = nn.TransformerEncoder(
             lambda: nn.TransformerEncoderLayer(
-                dim, heads, mlp_dim, dropout, activation="gelu", norm_first=True
+                dim,
+                heads,
+                mlp_dim,
+                dropout,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
             ),
             depth,
             norm=nn.LayerNorm(dim),
