@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+from numba.extending import register_jitable
 
 IntPair = int | tuple[int, int]
 
@@ -123,3 +124,13 @@ def window_geometry(
     if len(x_shape) != 4:
         raise ValueError(f"{op} expects a 4-D input (N, C, H, W), got shape {tuple(x_shape)}")
     return _geometry(x_shape[2], x_shape[3], kernel_hw, stride, padding, dilation, ceil_mode)
+
+
+@register_jitable
+def inside_range(offset: int, pad: int, stride: int, size: int, out_size: int) -> tuple[int, int]:
+    """[start, stop): the output positions o whose input index o·stride - pad + offset lies in
+    [0, size), for a tap ``offset`` pixels into the window; empty (start == stop) when none do.
+    Jitted helper of the CPU kernels, so they loop over the valid range with no bounds test."""
+    start = min(out_size, max(0, -((offset - pad) // stride)))
+    stop = max(start, min(out_size, (size - 1 + pad - offset) // stride + 1))
+    return start, stop

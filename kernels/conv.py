@@ -74,7 +74,14 @@ from ._contract import (
 )
 from ._cpu import cpu_kernel, images_per_chunk
 from ._cuda import array_module, check_out, empty, launch, stride_grid
-from ._geometry import IntPair, WindowGeometry, conv_output_shape, int_pair, window_geometry
+from ._geometry import (
+    IntPair,
+    WindowGeometry,
+    conv_output_shape,
+    inside_range,
+    int_pair,
+    window_geometry,
+)
 
 THREADS_PER_BLOCK = 256
 
@@ -220,15 +227,6 @@ def reference_conv2d(
 
 
 @register_jitable
-def _inside(offset, pad, stride, size, out_size):
-    """[start, stop): the output positions o whose input index o*stride - pad + offset lies in
-    [0, size), for kernel offset ``offset``; an empty range (start == stop) when there are none."""
-    start = min(out_size, max(0, -((offset - pad) // stride)))
-    stop = max(start, min(out_size, (size - 1 + pad - offset) // stride + 1))
-    return start, stop
-
-
-@register_jitable
 def _im2col_row(
     x,
     cols,
@@ -259,8 +257,8 @@ def _im2col_row(
     i = (col_row // kernel_w) % kernel_h * dilation_h
     j = col_row % kernel_w * dilation_w
     c = col_row // (kernel_h * kernel_w)
-    oh_start, oh_stop = _inside(i, pad_h, stride_h, height, out_h)
-    ow_start, ow_stop = _inside(j, pad_w, stride_w, width, out_w)
+    oh_start, oh_stop = inside_range(i, pad_h, stride_h, height, out_h)
+    ow_start, ow_stop = inside_range(j, pad_w, stride_w, width, out_w)
     for n in range(batch):
         first = n * plane_size
         # Output rows whose input row lies in the padding are all zeros.
@@ -322,10 +320,10 @@ def _col2im_plane(
     image[:] = 0
     for i in range(kernel_h):
         tap_h = i * dilation_h
-        oh_start, oh_stop = _inside(tap_h, pad_h, stride_h, height, out_h)
+        oh_start, oh_stop = inside_range(tap_h, pad_h, stride_h, height, out_h)
         for j in range(kernel_w):
             tap_w = j * dilation_w
-            ow_start, ow_stop = _inside(tap_w, pad_w, stride_w, width, out_w)
+            ow_start, ow_stop = inside_range(tap_w, pad_w, stride_w, width, out_w)
             source = cols[(c * kernel_h + i) * kernel_w + j]
             for oh in range(oh_start, oh_stop):
                 run = uint64(n * plane_size + oh * out_w)

@@ -4,8 +4,8 @@ Each op is a :class:`~fastnet.tensor.Function` with forward and backward side by
 composition of Tensor ops), one module per topic:
 
 * ``dense``: linear.
-* ``conv``: conv2d (im2col and GEMMs, or Winograd F(2x2, 3x3)), conv_transpose2d, their
-  chunking of the batch.
+* ``conv``: conv2d (im2col and GEMMs, Winograd F(2x2, 3x3), or the depthwise kernels), its
+  chunking of the batch; ``conv_transpose``: conv_transpose2d, its adjoint.
 * ``pooling``: max_pool2d, avg_pool2d, adaptive_avg_pool2d, adaptive_max_pool2d.
 * ``pooling1d``: max_pool1d, avg_pool1d, adaptive_avg_pool1d, adaptive_max_pool1d.
 * ``patches``: unfold, fold (im2col / col2im), pixel_shuffle, pixel_unshuffle.
@@ -61,7 +61,8 @@ from .activations import (
 )
 from .arguments import Pair
 from .attention import attention_weights, scaled_dot_product_attention
-from .conv import conv2d, conv_transpose2d
+from .conv import conv2d
+from .conv_transpose import conv_transpose2d
 from .dense import linear
 from .distance import cosine_similarity, normalize, pairwise_distance
 from .losses import cross_entropy, nll_loss

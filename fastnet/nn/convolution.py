@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import functional as F
 from ..functional.arguments import Pair, to_pair
-from ..functional.conv import conv_transpose_output_shape
+from ..functional.conv_transpose import conv_transpose_output_shape
 from ..tensor import Tensor
 from . import init
 from .module import Module, Parameter
@@ -133,12 +133,12 @@ class ConvTranspose2d(_ConvNd):
             output_padding=output_padding,
         )
 
-    def forward(self, x: Tensor, output_size: Sequence[int] | None = None) -> Tensor:
+    def forward(self, input: Tensor, output_size: Sequence[int] | None = None) -> Tensor:
         output_padding = (
-            self.output_padding if output_size is None else self._output_padding(x, output_size)
+            self.output_padding if output_size is None else self._output_padding(input, output_size)
         )
         return F.conv_transpose2d(
-            x,
+            input,
             self.weight,
             self.bias,
             self.stride,

@@ -94,12 +94,12 @@ class Conv2d(_ConvNd):
             sides = [(p, p) for p in self.padding]
         self._reversed_padding_repeated_twice = (*sides[1], *sides[0])
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, input: Tensor) -> Tensor:
         if self.padding_mode == "zeros":
             return F.conv2d(
-                x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+                input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
             )
-        padded = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+        padded = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
         return F.conv2d(padded, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
