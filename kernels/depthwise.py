@@ -649,6 +649,57 @@ def _torch_backward(torch: Any, dy: Any, x: Any, w: Any, stride: int, padding: i
     )
 
 
+# Benchmark peers as a NumPy user would write them (any array module with NumPy's API: NumPy,
+# CuPy): one strided slice of the padded input per tap, with the channels repeated M times.
+
+
+def _plain_taps(x_shape: tuple, w: Any, stride: int, padding: int) -> tuple:
+    """(padded height and width, output height and width, [(i, j, row slice, column slice)])."""
+    height, width = x_shape[2] + 2 * padding, x_shape[3] + 2 * padding
+    kernel = w.shape[2]
+    out_h, out_w = (height - kernel) // stride + 1, (width - kernel) // stride + 1
+    taps = [
+        (i, j, slice(i, i + stride * out_h, stride), slice(j, j + stride * out_w, stride))
+        for i in range(kernel)
+        for j in range(kernel)
+    ]
+    return (height, width), (out_h, out_w), taps
+
+
+def plain_depthwise_forward(x: Any, w: Any, stride: int, padding: int) -> Any:
+    xp = array_module(x)
+    pad = ((0, 0), (0, 0), (padding, padding), (padding, padding))
+    repeated = xp.repeat(xp.pad(x, pad), w.shape[0] // x.shape[1], axis=1)
+    _, out_hw, taps = _plain_taps(x.shape, w, stride, padding)
+    y = xp.zeros((x.shape[0], w.shape[0], *out_hw), x.dtype)
+    for i, j, rows, cols in taps:
+        y += w[None, :, 0, i, j, None, None] * repeated[:, :, rows, cols]
+    return y
+
+
+def plain_depthwise_backward_input(
+    dy: Any, w: Any, x_shape: tuple, stride: int, padding: int
+) -> Any:
+    xp = array_module(dy)
+    padded_hw, _, taps = _plain_taps(x_shape, w, stride, padding)
+    grad = xp.zeros((x_shape[0], w.shape[0], *padded_hw), dy.dtype)
+    for i, j, rows, cols in taps:
+        grad[:, :, rows, cols] += w[None, :, 0, i, j, None, None] * dy
+    grad = grad.reshape(x_shape[0], x_shape[1], -1, *padded_hw).sum(axis=2)
+    return grad[:, :, padding : padded_hw[0] - padding, padding : padded_hw[1] - padding]
+
+
+def plain_depthwise_backward_weight(dy: Any, x: Any, w: Any, stride: int, padding: int) -> Any:
+    xp = array_module(x)
+    pad = ((0, 0), (0, 0), (padding, padding), (padding, padding))
+    repeated = xp.repeat(xp.pad(x, pad), w.shape[0] // x.shape[1], axis=1)
+    _, _, taps = _plain_taps(x.shape, w, stride, padding)
+    grad = xp.empty(w.shape, dy.dtype)
+    for i, j, rows, cols in taps:
+        grad[:, 0, i, j] = (dy * repeated[:, :, rows, cols]).sum(axis=(0, 2, 3))
+    return grad
+
+
 def _depthwise_case(
     context: BenchContext,
     op: str,
@@ -674,7 +725,20 @@ def _depthwise_case(
             dy, x, kernel, stride, padding
         ),
     }
-    implementations = {OURS: Implementation(runs[op])}
+    implementations = {
+        OURS: Implementation(runs[op]),
+        context.plain: Implementation(
+            {
+                "forward": lambda: plain_depthwise_forward(x, w, stride, padding),
+                "backward_input": lambda: plain_depthwise_backward_input(
+                    dy, w, x_shape, stride, padding
+                ),
+                "backward_weight": lambda: plain_depthwise_backward_weight(
+                    dy, x, w, stride, padding
+                ),
+            }[op]
+        ),
+    }
     if torch:
         x_t, w_t, dy_t = (torch.from_numpy(a) for a in (x, w, dy))
         implementations["torch"] = Implementation(
@@ -728,7 +792,7 @@ def bench_cases(quick: bool) -> list[CaseSpec]:
                 stride=stride,
                 padding=padding,
             )
-            specs.append(CaseSpec(f"depthwise_{op}", key, shape, build, (OURS, "torch")))
+            specs.append(CaseSpec(f"depthwise_{op}", key, shape, build, (OURS, "numpy", "torch")))
     return specs
 
 
