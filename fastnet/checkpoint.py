@@ -10,10 +10,21 @@ Two kinds of file, both plain safetensors:
   model config, optimizer hyper-parameters and scalar state, scheduler, epoch, RNG state and
   anything extra — enough to rebuild the model and resume bit for bit on the CPU.
 
-Every file carries a SHA-256 of its tensors (names, dtypes, shapes and bytes, in name order) in
-its metadata; loading recomputes it and refuses a file whose digest differs. Writes go to a
-temporary file in the target folder, are flushed to disk, then renamed over the target, so a
-crash never leaves a half-written checkpoint behind.
+Verification. Every file fastnet writes carries, under ``fastnet.digest``, a SHA-256 of
+everything that loading uses: each metadata entry (config, learning rate, epoch, optimizer step,
+RNG state, ...) and each tensor (name, dtype, shape and bytes), in name order. Loading reads the
+file once, recomputes the digest over those very bytes, and refuses a file whose digest differs
+or is missing. ``verify=False`` loads a file without checking (one from elsewhere that you
+trust). A safetensors state dict written by another tool (no fastnet metadata at all) is read by
+``load`` as is: only its tensors are used, and safetensors checks their layout. Files of older
+fastnet versions carry ``fastnet.sha256``, a digest of the tensors alone: it is accepted where
+the file holds no other metadata (a state dict), since it then covers everything loaded.
+
+Writing. The bytes go to a temporary file ``.<name>.<pid>.<random>.tmp`` beside the target,
+created with the mode a new file gets (0666 less the umask) or, when overwriting, the old file's
+mode; it is flushed to disk, renamed over the target, and the folder is synced so the rename
+survives a power cut. A crash never leaves a half-written checkpoint; a temporary file left by
+a process that was killed mid-save is removed by the next save to the same path.
 """
 
 from __future__ import annotations
@@ -21,22 +32,36 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load as load_bytes
+from safetensors.numpy import save as save_bytes
 
 from .backend import to_numpy
 
 FORMAT = "fastnet-checkpoint-1"
-_DIGEST_KEY = "fastnet.sha256"
+_DIGEST_KEY = "fastnet.digest"
+_LEGACY_DIGEST_KEY = "fastnet.sha256"  # tensors only (fastnet before issue 15)
+_DIGEST_PREFIX = "sha256:"
+_NOT_COVERED = (_DIGEST_KEY, _LEGACY_DIGEST_KEY)
 
 
-def _digest(tensors: dict[str, np.ndarray]) -> str:
+def _digest(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> str:
+    """SHA-256 of the metadata entries, then of the tensors, each in name order.
+
+    Every field is length-prefixed so that no two different contents hash the same bytes. With no
+    metadata this is the tensors-only digest of older fastnet files.
+    """
     sha = hashlib.sha256()
+    for key in sorted(metadata):
+        if key not in _NOT_COVERED:
+            value = metadata[key]
+            sha.update(f"meta|{len(key)}|{key}|{len(value)}|{value}|".encode())
     for name in sorted(tensors):
         array = np.asarray(tensors[name], order="C")
         sha.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
@@ -44,62 +69,133 @@ def _digest(tensors: dict[str, np.ndarray]) -> str:
     return sha.hexdigest()
 
 
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete temporary files of saves to ``path`` whose writing process no longer runs."""
+    prefix = _temporary_prefix(path)
+    for entry in os.scandir(path.parent):
+        if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
+            continue
+        pid = entry.name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and not _process_is_running(int(pid)):
+            Path(entry.path).unlink(missing_ok=True)
+
+
+def _process_is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        pass
+    return True
+
+
+def _sync_folder(folder: Path) -> None:
+    """fsync a folder so a rename inside it is on disk (a no-op where folders cannot be opened)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:  # some file systems refuse fsync on a folder; the rename itself has happened
+        pass
+    finally:
+        os.close(handle)
+
+
 def _atomic_save(
     tensors: dict[str, np.ndarray], path: str | os.PathLike, metadata: dict[str, str]
 ) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     tensors = {name: np.asarray(to_numpy(value), order="C") for name, value in tensors.items()}
-    metadata = dict(metadata, **{_DIGEST_KEY: _digest(tensors)})
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
+    metadata = dict(metadata, **{_DIGEST_KEY: _DIGEST_PREFIX + _digest(tensors, metadata)})
+    content = save_bytes(tensors, metadata=metadata)
+    temporary = path.parent / f"{_temporary_prefix(path)}{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    # O_EXCL with mode 0o666: the kernel applies the umask, as for any new file
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        save_file(tensors, temporary, metadata=metadata)
-        with open(temporary, "rb+") as stream:
+        with os.fdopen(handle, "wb") as stream:
+            if path.exists():
+                os.fchmod(stream.fileno(), stat.S_IMODE(path.stat().st_mode))
+            stream.write(content)
+            stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
+    _sync_folder(path.parent)
     return path
 
 
-def _read_metadata(path: Path) -> dict[str, str]:
-    """The JSON header of a safetensors file (8-byte little-endian length, then JSON)."""
-    with open(path, "rb") as stream:
-        size_bytes = stream.read(8)
-        if len(size_bytes) != 8:
-            raise ValueError(
-                f"{path}: not a safetensors file (shorter than its 8-byte header length)"
-            )
-        size = int.from_bytes(size_bytes, "little")
-        if size > os.path.getsize(path) - 8:
-            raise ValueError(
-                f"{path}: not a safetensors file or truncated (header of {size} bytes does not fit)"
-            )
-        try:
-            header = json.loads(stream.read(size))
-        except ValueError as error:
-            raise ValueError(f"{path}: corrupt safetensors header ({error})") from None
-    return header.get("__metadata__") or {}
+def _parse_header(path: Path, content: bytes) -> dict[str, str]:
+    """The metadata of safetensors bytes (8-byte little-endian header length, then JSON)."""
+    if len(content) < 8:
+        raise ValueError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+    size = int.from_bytes(content[:8], "little")
+    if size > len(content) - 8:
+        raise ValueError(
+            f"{path}: not a safetensors file or truncated (header of {size} bytes does not fit)"
+        )
+    try:
+        header = json.loads(content[8 : 8 + size])
+    except ValueError as error:
+        raise ValueError(f"{path}: corrupt safetensors header ({error})") from None
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return metadata or {}
 
 
-def _verified_load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def _read(path: str | os.PathLike) -> tuple[Path, dict[str, np.ndarray], dict[str, str]]:
+    """The tensors and metadata of the file at ``path``, both parsed from one read of its bytes
+    (so the bytes checked are the bytes used)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    metadata = _read_metadata(path)
+    content = path.read_bytes()
+    metadata = _parse_header(path, content)
     try:
-        tensors = load_file(str(path))
+        tensors = load_bytes(content)
     except SafetensorError as error:
         raise ValueError(f"{path}: corrupt or truncated safetensors file ({error})") from None
-    expected = metadata.get(_DIGEST_KEY)
-    if expected is not None and _digest(tensors) != expected:
-        raise ValueError(
-            f"{path}: checksum mismatch: the tensors' SHA-256 differs from the one recorded "
-            f"when the file was written (file corrupted?)"
+    return path, tensors, metadata
+
+
+def _check_digest(
+    path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str], foreign_ok: bool
+) -> None:
+    """Raise ValueError unless the recorded digest matches. ``foreign_ok``: a file with no
+    fastnet metadata at all (written by another tool) passes, having nothing to check."""
+    recorded = metadata.get(_DIGEST_KEY)
+    if recorded is None and _LEGACY_DIGEST_KEY in metadata:
+        if any(key not in _NOT_COVERED for key in metadata):
+            raise ValueError(
+                f"{path}: written by an older fastnet whose digest covers the tensors only, so "
+                f"its metadata (config, optimizer, epoch, RNG state) cannot be verified; load "
+                f"it with verify=False if you trust it, and save it again"
+            )
+        recorded = _DIGEST_PREFIX + metadata[_LEGACY_DIGEST_KEY]
+    if recorded is None:
+        is_fastnet_file = metadata.get("format") == FORMAT or any(
+            key.startswith("fastnet.") for key in metadata
         )
-    return tensors, metadata
+        if foreign_ok and not is_fastnet_file:
+            return
+        raise ValueError(
+            f"{path}: carries no fastnet digest, so its contents cannot be verified; "
+            f"load it with verify=False if you trust where it came from"
+        )
+    if recorded != _DIGEST_PREFIX + _digest(tensors, metadata):
+        raise ValueError(
+            f"{path}: checksum mismatch: the SHA-256 of its tensors and metadata differs from "
+            f"the one recorded when the file was written (file corrupted or edited?)"
+        )
 
 
 def save(state_dict: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -107,9 +203,15 @@ def save(state_dict: dict[str, Any], path: str | os.PathLike) -> Path:
     return _atomic_save({name: getattr(v, "data", v) for name, v in state_dict.items()}, path, {})
 
 
-def load(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The model weights in a file: a state dict as saved, or a checkpoint's ``model.*`` tensors."""
-    tensors, metadata = _verified_load(path)
+def load(path: str | os.PathLike, *, verify: bool = True) -> dict[str, np.ndarray]:
+    """The model weights in a file: a state dict as saved, or a checkpoint's ``model.*`` tensors.
+
+    The file's digest is checked unless ``verify=False``; a plain safetensors file written by
+    another tool has none and is read as is (see the module docstring).
+    """
+    path, tensors, metadata = _read(path)
+    if verify:
+        _check_digest(path, tensors, metadata, foreign_ok=True)
     if metadata.get("format") == FORMAT:
         return {
             name[len("model.") :]: value
@@ -164,15 +266,20 @@ def save_checkpoint(
     return _atomic_save(tensors, path, metadata)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, *, verify: bool = True) -> dict[str, Any]:
     """Read a checkpoint: {"model": state dict, "optimizer": state dict or None, "scheduler": ...,
-    "epoch", "config", "rng", "extra"} — verified against its checksum first."""
-    tensors, metadata = _verified_load(path)
+    "epoch", "config", "rng", "extra"} — verified against its digest first.
+
+    A checkpoint without a fastnet digest is refused unless ``verify=False``.
+    """
+    path, tensors, metadata = _read(path)
     if metadata.get("format") != FORMAT:
         raise ValueError(
             f"{path}: not a fastnet checkpoint (no '{FORMAT}' format tag); "
             f"use fastnet.load() for a plain state dict"
         )
+    if verify:
+        _check_digest(path, tensors, metadata, foreign_ok=False)
     model = {name[len("model.") :]: v for name, v in tensors.items() if name.startswith("model.")}
     optimizer = None
     if "optimizer" in metadata:

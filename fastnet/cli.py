@@ -1,17 +1,27 @@
-"""The ``fastnet`` command line: train, info (and more subcommands as they land)."""
+"""The ``fastnet`` command line: train, finetune, predict, eval, bench, info.
+
+Every subcommand validates its options before it writes anything: a user error (a value out of
+range, a missing file, an unknown name, a device that is not there, a folder that cannot be
+written) is one line on stderr and exit code 2. The expected failures of the library calls a
+command makes (FileNotFoundError, ValueError from a checkpoint or a dataset, ...) become such
+lines too; anything else is a bug and shows its traceback. A training run whose loss turns NaN
+or infinite stops with exit code 1, its files left as the last good epoch wrote them.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import csv
 import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-from .train import DATASETS
+from .cli_options import TRAIN_DEFAULTS, UsageError, build_parser
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -24,7 +34,75 @@ def command(name: str) -> Callable:
     return register
 
 
-# ===================================================================== train
+# ===================================================================== checks shared by commands
+@contextlib.contextmanager
+def _user_errors(*kinds: type[BaseException], prefix: str = "") -> Iterator[None]:
+    """Turn the expected exceptions of a library call into a UsageError (one line)."""
+    expected = kinds or (ValueError, FileNotFoundError)
+    try:
+        yield
+    except expected as error:
+        raise UsageError(prefix + " ".join(str(error).split())) from None
+
+
+def _device(name: str) -> Any:
+    from . import backend
+
+    if name.startswith("cuda") and not backend.cuda_is_available():
+        raise UsageError(
+            f"--device {name}: no CUDA GPU found (install fastnet[cuda] on a machine with an "
+            f"NVIDIA GPU, or set NUMBA_ENABLE_CUDASIM=1 to simulate one)"
+        )
+    with _user_errors(ValueError, RuntimeError, prefix="--device: "):
+        return backend.get_device(name)
+
+
+def _datasets(name: str, data_dir: str | None) -> tuple[Any, Any]:
+    """The (train, test) sets; with ``data_dir``, read from that folder and nowhere else."""
+    from . import data
+    from .train import build_datasets
+
+    root = Path(data_dir) if data_dir is not None else None
+    if root is not None and not root.is_dir():
+        raise UsageError(f"--data-dir {data_dir}: no such folder")
+    try:
+        sets = build_datasets(name, data_dir, download=root is None)
+    except data.DatasetNotFoundError:  # only with root: download is allowed otherwise
+        raise UsageError(f"--data-dir {data_dir} holds no {name} dataset files") from None
+    except (data.DownloadError, data.ChecksumError, data.CorruptFileError) as error:
+        raise UsageError(f"{name}: " + " ".join(str(error).split())) from None
+    if root is not None:  # the lookup goes on to the user cache: refuse a copy found there
+        found = Path(sets[0].directory).resolve()
+        if root.resolve() not in (found, *found.parents):
+            raise UsageError(
+                f"--data-dir {data_dir} holds no {name} dataset files (only the copy in {found})"
+            )
+    return sets
+
+
+def _check_labels_per_class(count: int, train_set: Any, name: str) -> None:
+    import numpy as np
+
+    smallest = int(np.bincount(train_set.labels).min())
+    if count > smallest:
+        raise UsageError(
+            f"--labels-per-class {count}: the smallest class of {name} has {smallest} "
+            f"training images"
+        )
+
+
+def _check_writable(out: Path) -> None:
+    """Create ``out`` and write (then remove) a probe file in it, so that a folder that cannot
+    be written fails now rather than after an epoch of training."""
+    probe = out / f".fastnet-probe-{os.getpid()}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"--out {out}: cannot write there ({error.strerror or error})") from None
+
+
 def _announce_compilation() -> None:
     """Numba compiles each kernel on first use (cached afterwards): say so instead of sitting
     silent."""
@@ -38,59 +116,82 @@ def _announce_compilation() -> None:
         )
 
 
+# ===================================================================== train
+def _describe(config: dict, device: Any) -> str:
+    return (
+        f"{config['model']} on {config['dataset']} on {device}, batch {config['batch_size']}, "
+        f"{config['optimizer']} lr {config['lr']}, {config.get('schedule', 'none')} schedule"
+    )
+
+
 @command("train")
 def train_command(args: argparse.Namespace) -> int:
     import fastnet as fn
 
-    from .train import run
+    from . import train
 
-    config = {
-        "dataset": args.dataset,
-        "model": args.model,
-        "optimizer": args.optimizer,
-        "lr": args.lr,
-        "weight_decay": args.weight_decay,
-        "momentum": args.momentum,
-        "batch_size": args.batch_size,
-        "seed": args.seed,
-        "labels_per_class": args.labels_per_class,
-        "augment": args.dataset == "cifar10" if args.augment is None else args.augment,
-        "schedule": args.schedule,
-        "label_smoothing": args.label_smoothing,
-        "val_fraction": args.val_fraction,
-        "patience": args.patience,
-    }
-    out = Path(args.out or f"runs/{args.dataset}-{args.model}")
+    given = {key: getattr(args, key) for key in TRAIN_DEFAULTS if getattr(args, key) is not None}
+    epochs = given.pop("epochs", None)
+    if args.resume is not None:
+        with _user_errors(prefix="--resume: "):
+            saved = fn.load_checkpoint(args.resume)
+            config, epochs = train.resumed_config(saved, epochs, given)
+        out = Path(args.out) if args.out else Path(args.resume).parent
+        plan = f"resuming {args.resume} after epoch {saved['epoch']}, up to epoch {epochs}"
+    else:
+        config = {**TRAIN_DEFAULTS, **given}
+        del config["epochs"]
+        if config["augment"] is None:
+            config["augment"] = config["dataset"] == "cifar10"
+        epochs = epochs or TRAIN_DEFAULTS["epochs"]
+        out = Path(args.out or f"runs/{config['dataset']}-{config['model']}")
+        plan = f"training for {epochs} epoch" + ("s" if epochs > 1 else "")
+    with _user_errors():
+        train.validate_config(dict(config, epochs=epochs))
+    device = _device(args.device)
+    datasets = _datasets(config["dataset"], args.data_dir)
+    if config.get("labels_per_class"):
+        _check_labels_per_class(config["labels_per_class"], datasets[0], config["dataset"])
+    _check_writable(out)
     _announce_compilation()
-    device = fn.device(args.device)
-    print(
-        f"fastnet: training {args.model} on {args.dataset} for {args.epochs} epochs on {device}, "
-        f"batch {args.batch_size}, {args.optimizer} lr {args.lr}",
-        flush=True,
-    )
+    print(f"fastnet: {plan}: {_describe(config, device)}; run folder {out}", flush=True)
     start = time.perf_counter()
-    result = run(
-        config,
-        args.epochs,
-        str(out),
-        device=device,
-        data_dir=args.data_dir,
-        resume=args.resume,
-        progress=not args.no_progress,
-    )
+    try:
+        result = train.run(
+            config,
+            epochs,
+            out,
+            device=device,
+            datasets=datasets,
+            resume=args.resume,
+            progress=not args.no_progress,
+        )
+    except train.NonFiniteLossError as error:
+        print(
+            f"fastnet train: {error}; {out} keeps the files of the last good epoch",
+            file=sys.stderr,
+        )
+        return 1
     history = result["history"]
     fn.save(result["model"].state_dict(), out / "model.safetensors")
-    (out / "history.json").write_text(json.dumps(history, indent=1))
     try:
         from .plots import plot_training_curves
 
         curves = {key: values for key, values in history.items() if key.endswith(("_loss", "_acc"))}
-        print(f"fastnet: training curves in {plot_training_curves(curves, out / 'curves.png')}")
+        with open(out / "steps.csv") as steps:  # the schedule step by step, for the lr panel
+            lrs = [float(row["lr"]) for row in csv.DictReader(steps)]
+        plot = plot_training_curves(curves, out / "curves.png", lr=lrs)
+        print(f"fastnet: training curves in {plot}")
     except ImportError:
         print("fastnet: no training-curve plot (matplotlib missing: pip install 'fastnet[plot]')")
+    kept = len(history["test_acc"]) - 1
+    note = ""
+    if result["config"].get("keep_best") and history.get("val_acc"):
+        kept = max(range(len(history["val_acc"])), key=history["val_acc"].__getitem__)
+        note = f" (the weights of epoch {kept + 1}, best on validation)"
     print(
         f"fastnet: done in {time.perf_counter() - start:.0f}s: "
-        f"test accuracy {100 * history['test_acc'][-1]:.2f}% "
+        f"test accuracy {100 * history['test_acc'][kept]:.2f}%{note} "
         f"after {len(history['test_acc'])} epochs "
         f"({result['model'].num_parameters():,} parameters); "
         f"weights in {out / 'model.safetensors'}, checkpoint in {out / 'checkpoint.safetensors'}"
@@ -101,22 +202,28 @@ def train_command(args: argparse.Namespace) -> int:
 # ===================================================================== finetune
 @command("finetune")
 def finetune_command(args: argparse.Namespace) -> int:
+    import numpy as np
+
     import fastnet as fn
 
     from . import data, finetune
-    from .train import build_datasets, eval_transform, model_kwargs
+    from .train import NonFiniteLossError, eval_transform, model_kwargs
 
+    device = _device(args.device)
     source = Path(args.source)
+    with _user_errors(prefix="--from: "):
+        pretrained = fn.load(source)
     try:
         config = fn.load_checkpoint(source)["config"]
     except ValueError:  # a plain state dict: the architecture comes from --model
         config = {}
-    train_set, test_set = build_datasets(args.dataset, args.data_dir)
+    train_set, test_set = _datasets(args.dataset, args.data_dir)
     config = {
         "model": config.get("model", args.model),
         "kwargs": config.get("kwargs") or model_kwargs(args.model, train_set.images),
     }
     if args.labels_per_class:
+        _check_labels_per_class(args.labels_per_class, train_set, args.dataset)
         train_set = data.subset(train_set, args.labels_per_class, seed=args.seed)
     modes = (
         finetune.MODES
@@ -125,6 +232,19 @@ def finetune_command(args: argparse.Namespace) -> int:
         if args.mode == "scratch"
         else (args.mode, "scratch")
     )
+    classes = int(train_set.labels.max()) + 1
+    sample = fn.tensor(train_set.images[:1].astype(np.float32) / 255)
+    for mode in modes:  # each mode set up once now, so a mismatch fails before any training
+        preview = fn.models.create(config["model"], **config["kwargs"])
+        with _user_errors(ValueError, RuntimeError, prefix=f"--from {source} ({mode}): "):
+            if mode != "scratch":
+                preview.load_state_dict(pretrained)
+            finetune.prepare(preview, mode, classes, lr=args.lr)
+            preview(sample)
+        if mode == args.mode:
+            shown = preview
+    if args.out is not None:
+        _check_writable(Path(args.out))
     print(
         f"fastnet: fine-tuning {config['model']} from {source} on {args.dataset} "
         f"({len(train_set):,} training images)"
@@ -132,24 +252,48 @@ def finetune_command(args: argparse.Namespace) -> int:
         flush=True,
     )
     if args.mode not in ("all", "scratch"):
-        preview = fn.models.create(config["model"], **config["kwargs"])
-        finetune.prepare(preview, args.mode, int(train_set.labels.max()) + 1, lr=args.lr)
-        print(finetune.summary(preview))
-    rows = finetune.transfer(
-        fn.load(source),
-        config,
-        train_set,
-        test_set,
-        modes=modes,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        device=args.device,
-        transform=eval_transform({"dataset": args.dataset}),
-        progress=not args.no_progress,
-    )
+        print(finetune.summary(shown))
+    try:
+        rows = finetune.transfer(
+            pretrained,
+            config,
+            train_set,
+            test_set,
+            modes=modes,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            device=device,
+            transform=eval_transform({"dataset": args.dataset}),
+            progress=not args.no_progress,
+            out=args.out,
+        )
+    except NonFiniteLossError as error:
+        print(f"fastnet finetune: {error}", file=sys.stderr)
+        return 1
     print(finetune.format_table(rows))
+    for row in rows:
+        if row.get("files"):
+            print(f"fastnet: {row['mode']}: " + ", ".join(row["files"]))
+    return 0
+
+
+# ===================================================================== predict
+@command("predict")
+def predict_command(args: argparse.Namespace) -> int:
+    for path in (args.checkpoint, *args.images):
+        if not Path(path).is_file():
+            raise UsageError(f"{path}: no such file")
+    _device(args.device)
+    from .predict import predict
+
+    with _user_errors(ValueError, FileNotFoundError, ImportError):  # ImportError: no Pillow
+        results = predict(
+            args.checkpoint, args.images, top_k=args.top_k, device=args.device, resize=args.resize
+        )
+    for path, top in results:
+        print(f"{Path(path).name}: " + ", ".join(f"{name} {p:.2f}" for name, p in top))
     return 0
 
 
@@ -212,174 +356,20 @@ def bench_command(args: argparse.Namespace) -> int:
 
 
 # ===================================================================== entry point
-def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``fastnet bench``, here so that building the parser loads no benchmark."""
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="tiny sizes and one round: checks that every benchmark runs, not how fast",
-    )
-    parser.add_argument(
-        "--json", metavar="PATH", help="also write the results (and the machine) as JSON to PATH"
-    )
-    parser.add_argument(
-        "--device",
-        choices=("cpu", "cuda"),
-        default="cpu",
-        help="time the CPU kernels (default) or the CUDA kernels on a real GPU",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="CPU threads for fastnet, the BLAS and PyTorch alike (default: "
-        "fastnet's, FASTNET_NUM_THREADS or 1)",
-    )
-    parser.add_argument(
-        "--only", metavar="TEXT", help="only the cases (or --train models) whose name contains TEXT"
-    )
-    parser.add_argument(
-        "--train",
-        action="store_true",
-        help="race fastnet against PyTorch training the same models on the CPU (images/s)",
-    )
-    parser.add_argument(
-        "--ptx",
-        action="store_true",
-        help="compile every CUDA kernel for sm_80/sm_90 and report registers and spills",
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fastnet", description="fastnet: deep learning on hand-written kernels"
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="CPU threads for the kernels and the BLAS (default 1, or FASTNET_NUM_THREADS)",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    train = commands.add_parser("train", help="train a model and report test accuracy")
-    train.add_argument("--dataset", default="mnist", choices=DATASETS)
-    train.add_argument(
-        "--resume",
-        default=None,
-        metavar="CHECKPOINT",
-        help="continue a run from its checkpoint (its config wins over these options)",
-    )
-    train.add_argument("--model", default="cnn", help="model name (see fastnet.models.names())")
-    train.add_argument("--epochs", type=int, default=2)
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
-    train.add_argument(
-        "--lr", type=float, default=2e-3, help="learning rate (the peak of the one-cycle schedule)"
-    )
-    train.add_argument("--weight-decay", type=float, default=0.0)
-    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    train.add_argument(
-        "--augment",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="random crops (and flips on CIFAR-10); default: on for cifar10 only",
-    )
-    train.add_argument(
-        "--schedule",
-        default="onecycle",
-        choices=("none", "cosine", "onecycle"),
-        help="learning-rate schedule: onecycle (default) warms up linearly to --lr over the first "
-        "30%% of the steps, then anneals it by a cosine to nearly zero",
-    )
-    train.add_argument("--label-smoothing", type=float, default=0.0)
-    train.add_argument(
-        "--val-fraction",
-        type=float,
-        default=0.0,
-        help="hold out this fraction of the training set for validation",
-    )
-    train.add_argument(
-        "--patience",
-        type=int,
-        default=None,
-        help="stop after this many epochs without a better validation accuracy",
-    )
-    train.add_argument("--device", default="cpu", help="cpu or cuda")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument(
-        "--labels-per-class",
-        type=int,
-        default=0,
-        help="train on this many images of each class (0: the whole training set)",
-    )
-    train.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder with the dataset files (default: FASTNET_DATA, "
-        "then the user cache, then download)",
-    )
-    train.add_argument("--out", default=None, help="run folder (default runs/DATASET-MODEL)")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    tune = commands.add_parser(
-        "finetune", help="fine-tune saved weights on a new dataset, next to training from scratch"
-    )
-    tune.add_argument(
-        "--from",
-        dest="source",
-        required=True,
-        metavar="WEIGHTS",
-        help="a model.safetensors state dict or a checkpoint from fastnet train",
-    )
-    tune.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
-    tune.add_argument(
-        "--mode",
-        default="all",
-        choices=("head", "full", "lora", "scratch", "all"),
-        help="what trains (each mode is reported next to training from scratch)",
-    )
-    tune.add_argument(
-        "--labels-per-class", type=int, default=100, help="training labels per class (0: all)"
-    )
-    tune.add_argument(
-        "--model", default="cnn", help="architecture, when --from is a plain state dict"
-    )
-    tune.add_argument("--epochs", type=int, default=10)
-    tune.add_argument("--batch-size", type=int, default=64)
-    tune.add_argument("--lr", type=float, default=1e-3)
-    tune.add_argument("--seed", type=int, default=0)
-    tune.add_argument("--device", default="cpu")
-    tune.add_argument("--data-dir", default=None)
-    tune.add_argument("--no-progress", action="store_true")
-
-    from . import evaluate
-
-    evaluate.add_arguments(
-        commands.add_parser(
-            "eval",
-            help="accuracy, per-class precision/recall/F1, confusion matrix and feature maps of a "
-            "checkpoint",
-        )
-    )
-    _add_bench_arguments(
-        commands.add_parser(
-            "bench",
-            help="kernel timings against NumPy/PyTorch and the machine's ceilings; "
-            "--train, --ptx, --device cuda",
-        )
-    )
-    commands.add_parser("info", help="versions, devices, and whether CUDA is real or simulated")
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.threads is not None:
-        from .backend import set_num_threads
+    """Run the command line; returns the exit code (2: a user error, reported in one line)."""
+    prog = "fastnet"
+    try:
+        args = build_parser().parse_args(argv)
+        prog = f"fastnet {args.command}"
+        if args.threads is not None:
+            from .backend import set_num_threads
 
-        set_num_threads(args.threads)
-    return _COMMANDS[args.command](args)
+            set_num_threads(args.threads)
+        return _COMMANDS[args.command](args)
+    except UsageError as error:
+        print(f"{error.prog or prog}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

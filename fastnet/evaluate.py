@@ -8,9 +8,12 @@ macro averages), the accuracy as a count, and the training run's own last test a
 checkpoint recorded one, for comparison. Written (matplotlib needed; the folder of the
 checkpoint unless ``--out`` says otherwise):
 
-* ``confusion_matrix.png``: rows true class, columns predicted, each row normalised;
-* with ``--show-features INDEX``, ``feature_maps_INDEX.png``: test image INDEX and the output of
-  every convolution of the model for it, in forward order, captured by a forward hook.
+* ``confusion_matrix.png``: rows true class, columns predicted, the counts written in the cells
+  and coloured by the share of the true class on a log scale, so a few errors stand out;
+* with ``--show-features INDEX``, ``feature_maps_INDEX.png``: test image INDEX, its true and
+  predicted class in the title, and the output of every convolution of the model for it, in
+  forward order, captured by wrapping each convolution's forward
+  (:func:`fastnet.nn.summary.forward_hooks`).
 
 The test images get the transform the training run evaluated with
 (:func:`fastnet.train.eval_transform` of the checkpoint's config: the dataset's normalisation).
@@ -35,6 +38,7 @@ from .checkpoint import load_checkpoint
 from .data import DataLoader
 from .metrics import classification_report, confusion_matrix
 from .nn import Conv2d, Module
+from .nn.summary import eval_mode, forward_hooks
 from .plots import plot_confusion_matrix, plot_feature_maps
 from .tensor import Tensor, no_grad
 from .train import DATASETS, build_datasets, eval_transform, evaluate
@@ -59,31 +63,17 @@ def load_model(path: str | os.PathLike, device: Any = "cpu") -> tuple[Module, di
 
 def conv_feature_maps(model: Module, image: Tensor) -> list[tuple[str, np.ndarray]]:
     """(name, output (C, H, W)) of every Conv2d of ``model`` for one image (1, C, H, W), in the
-    order they ran, from one forward pass in eval mode."""
+    order they ran, from one forward pass in eval mode (each module's mode restored after)."""
     captured: list[tuple[str, np.ndarray]] = []
     convolutions = [
         (name, module) for name, module in model.named_modules() if isinstance(module, Conv2d)
     ]
 
-    def hook(name: str, module: Conv2d) -> Callable[[Tensor], Tensor]:
-        def forward(x: Tensor) -> Tensor:
-            out = type(module).forward(module, x)
-            captured.append((name, out.numpy()[0].copy()))
-            return out
+    def keep(name: str, module: Module, args: tuple, kwargs: dict, output: Tensor) -> None:
+        captured.append((name, output.numpy()[0].copy()))
 
-        return forward
-
-    was_training = model.training
-    for name, module in convolutions:
-        module.forward = hook(name, module)  # an instance attribute shadows the class's forward
-    try:
-        model.eval()
-        with no_grad():
-            model(image)
-    finally:
-        for _, module in convolutions:
-            del module.forward
-        model.train(was_training)
+    with eval_mode(model), forward_hooks(convolutions, keep), no_grad():
+        model(image)
     return captured
 
 
@@ -178,14 +168,16 @@ def evaluate_checkpoint(
         if not layers:
             log(f"fastnet: {config['model']} has no convolution: no feature maps to show")
             return result
+        truth, guess = class_names[labels[show_features]], class_names[predictions[show_features]]
         written = plot_feature_maps(
             layers,
             folder / f"feature_maps_{show_features}.png",
             test_set.images[show_features],
             max_channels=max_channels,
+            true_label=truth,
+            predicted_label=guess,
         )
         result["files"].append(written)
-        truth, guess = class_names[labels[show_features]], class_names[predictions[show_features]]
         log(
             f"fastnet: wrote the feature maps of {len(layers)} convolutions "
             f"for test image {show_features} "

@@ -16,14 +16,17 @@ LoRA (low-rank adaptation), on Linear layers and on attention's packed input pro
 replaces a frozen Linear's ``y = x·Wᵀ + b`` with ``y = x·Wᵀ + b + (α/r)·dropout(x)·Aᵀ·Bᵀ``,
 A (r, in) and B (out, r) trainable, B starting at zero so the adapted model starts equal to the
 original. ``merge`` folds ``(α/r)·B·A`` into W (the model then runs at the original cost);
-``unmerge`` takes it out again.
+``unmerge`` takes it out again. ``save_lora`` writes the adapters alone; ``save_finetuned``
+writes a fine-tuned model (adapters merged) and, with LoRA, its adapter file.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import math
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +36,7 @@ from .backend import to_numpy
 from .functional import dropout as _dropout
 from .functional import linear as _linear
 from .nn import Linear, Module, MultiheadAttention, Parameter, init
+from .nn.summary import register_flops
 
 
 # ===================================================================== selecting parameters
@@ -256,6 +260,20 @@ class LoRALinear(LowRankAdapter, Module):
         )
 
 
+def _lora_linear_flops(layer: LoRALinear, args: tuple, kwargs: dict, out: Any) -> int:
+    """model.summary()'s count for a LoRALinear: the base GEMM (+ bias), and unmerged, the
+    two low-rank GEMMs and the scaled add."""
+    rows = out.numel() // layer.out_features
+    flops = 2 * rows * layer.in_features * layer.out_features
+    flops += out.numel() if layer.bias is not None else 0
+    if not layer.merged:
+        flops += 2 * rows * layer.rank * (layer.in_features + layer.out_features) + out.numel()
+    return flops
+
+
+register_flops(LoRALinear, _lora_linear_flops)
+
+
 class LoRAMultiheadAttention(LowRankAdapter, MultiheadAttention):
     """A MultiheadAttention whose packed input projection (query, key, value: ``in_proj_weight``,
     (3E, E)) carries a low-rank update (α/r)·B·A, A (r, E) and B (3E, r). Made in place from an
@@ -311,9 +329,7 @@ def add_lora(
     if not wrapped:
         raise ValueError(f"add_lora: no Linear or MultiheadAttention layer matches {targets}")
     for parameter_name, parameter in model.named_parameters():
-        keep = "lora_" in parameter_name.rsplit(".", 1)[-1] or any(
-            _matches(parameter_name, t) for t in trainable
-        )
+        keep = _is_adapter(parameter_name) or any(_matches(parameter_name, t) for t in trainable)
         parameter.requires_grad = keep
     return wrapped
 
@@ -338,13 +354,43 @@ def lora_state_dict(model: Module, include: Iterable[str] = ()) -> dict[str, np.
     return {
         name: value
         for name, value in model.state_dict().items()
-        if name.rsplit(".", 1)[-1].startswith("lora_") or any(_matches(name, p) for p in include)
+        if _is_adapter(name) or any(_matches(name, p) for p in include)
     }
 
 
-def save_lora(model: Module, path: str, include: Iterable[str] = ()) -> Any:
+def save_lora(model: Module, path: str | os.PathLike, include: Iterable[str] = ()) -> Any:
     """Write only the adapters (and ``include``) as a small safetensors file."""
     return checkpoint.save(lora_state_dict(model, include), path)
+
+
+def _is_adapter(name: str) -> bool:
+    return name.rsplit(".", 1)[-1].startswith("lora_")
+
+
+def merged_state_dict(model: Module) -> dict[str, np.ndarray]:
+    """The state dict of the plain architecture: each LoRA layer's update (α/r)·B·A added to its
+    weight, the adapters left out. The model itself is not touched (merging and unmerging in
+    place would not give the float32 weights back bit for bit)."""
+    state = {n: v for n, v in model.state_dict().items() if not _is_adapter(n)}
+    for prefix, layer in model.named_modules():
+        if isinstance(layer, LowRankAdapter) and not layer.merged:
+            name = next(n for n, p in layer._parameters.items() if p is layer.adapted())
+            key = f"{prefix}.{name}" if prefix else name
+            state[key] = state[key] + to_numpy(layer._delta())
+    return state
+
+
+def save_finetuned(model: Module, folder: str | os.PathLike) -> list[Path]:
+    """Save a fine-tuned model into ``folder``: ``model.safetensors``, the plain architecture's
+    state dict (:func:`merged_state_dict`: it loads without LoRA); and for a model with LoRA
+    adapters, ``adapter.safetensors``: the adapters and the other trained parameters (the new
+    head), to load after :func:`add_lora` on the base model."""
+    folder = Path(folder)
+    written = [checkpoint.save(merged_state_dict(model), folder / "model.safetensors")]
+    if _lora_layers(model):
+        trained = [n for n, p in model.named_parameters() if p.requires_grad and not _is_adapter(n)]
+        written.append(save_lora(model, folder / "adapter.safetensors", include=trained))
+    return written
 
 
 # ===================================================================== the transfer experiment
@@ -396,10 +442,13 @@ def transfer(
     transform: Any = None,
     progress: bool = False,
     log: Any = print,
+    out: str | os.PathLike | None = None,
 ) -> list[dict]:
     """Fine-tune ``pretrained`` weights (model ``config``) on ``train_set`` in each mode, and train
     the same architecture from scratch on the same data and budget; returns one row per mode.
-    ``transform`` (e.g. the target dataset's normalisation) is applied to every batch."""
+    ``transform`` (e.g. the target dataset's normalisation) is applied to every batch. With
+    ``out``, each mode's model is saved by :func:`save_finetuned` into ``out/<mode>/`` (the row's
+    ``files`` lists what was written)."""
     import time
 
     from . import models, optim
@@ -429,6 +478,7 @@ def transfer(
                 device,
                 description=f"{mode} {epoch + 1}/{epochs}",
                 progress=progress,
+                epoch=epoch + 1,
             )
         seconds = time.perf_counter() - start
         result = evaluate(model, DataLoader(test_set, batch_size=512, transform=transform), device)
@@ -439,6 +489,8 @@ def transfer(
             "total": model.num_parameters(),
             "seconds": seconds,
         }
+        if out is not None:
+            row["files"] = [str(p) for p in save_finetuned(model, Path(out) / mode)]
         log(
             f"{mode:>8}: test accuracy {100 * row['accuracy']:.2f}%, "
             f"{row['trainable']:,} trainable of {row['total']:,} parameters, {seconds:.1f}s"

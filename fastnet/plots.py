@@ -79,15 +79,57 @@ def _split_key(key: str) -> tuple[str, str]:
     return key, _METRIC_NAMES.get(key, key)
 
 
+def _series(name: str, values: Any) -> np.ndarray:
+    series = _as_numpy(values)
+    if series.ndim != 1 or series.size == 0 or not np.issubdtype(series.dtype, np.number):
+        raise ValueError(
+            f"{name} must be a non-empty list of numbers, one per epoch, "
+            f"got shape {series.shape} of dtype {series.dtype}"
+        )
+    return series.astype(np.float64)
+
+
+def _epoch_axis(axes: Any, epochs: int, start: float = 0.5) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axes.set_xlabel("epoch")
+    axes.set_xlim(start, epochs + 0.5)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    axes.grid(alpha=0.3)
+
+
+def _draw_learning_rate(axes: Any, rates: np.ndarray, epochs: int) -> None:
+    """The learning rate against the epoch: n values spread evenly over the epochs, so one per
+    epoch lands on each epoch and one per step draws the schedule within each epoch."""
+    positions = np.arange(1, rates.size + 1) * epochs / rates.size
+    marker = "o" if rates.size <= 30 else None
+    axes.plot(positions, rates, color="C3", marker=marker, markersize=4)
+    axes.set_title("Learning rate")
+    axes.set_ylabel("learning rate")
+    _epoch_axis(axes, epochs, start=0.0)
+    positive = rates[np.isfinite(rates) & (rates > 0)]
+    if positive.size == rates.size and positive.max() > 10 * positive.min():
+        axes.set_yscale("log")  # a decayed schedule spans decades: each one stays readable
+
+
 def plot_training_curves(
-    history: Mapping[str, Sequence[float]], path: str | os.PathLike[str], *, dpi: float = 100
+    history: Mapping[str, Sequence[float]],
+    path: str | os.PathLike[str],
+    *,
+    lr: Sequence[float] | None = None,
+    dpi: float = 100,
 ) -> Path:
     """Learning curves, one panel per metric, one line per split; returns the PNG's path.
 
     ``history`` maps keys like "train_loss", "test_loss", "train_acc", "test_acc" (also "val_",
     "valid_", "validation_" prefixes) to one value per epoch. Keys sharing a metric share a
-    panel (loss, accuracy, and any other metric such as "lr" on its own), and each split keeps
-    its colour in every panel. The image is 5 × 4 inches per panel, panels side by side.
+    panel, and each split keeps its colour in every panel. Accuracies (fractions, as training
+    records them) are drawn in percent. Any other metric gets a panel of its own.
+
+    The learning rate gets a last panel (log scale when it spans more than a factor of 10): from
+    ``lr``, any number of values spread evenly over the epochs (one per epoch, or one per step
+    to show a schedule within each epoch), or from a "lr" key of ``history``, one per epoch;
+    not from both. The image is 5 × 4 inches per panel, panels side by side.
     """
     target = _png_path(path)
     _check_dpi(dpi)
@@ -95,35 +137,56 @@ def plot_training_curves(
         raise ValueError("history must be a non-empty dict of per-epoch value lists")
     panels: dict[str, list[tuple[str, np.ndarray]]] = {}
     for key, values in history.items():
-        series = _as_numpy(values)
-        if series.ndim != 1 or series.size == 0 or not np.issubdtype(series.dtype, np.number):
-            raise ValueError(
-                f"history[{key!r}] must be a non-empty list of numbers, one per epoch, "
-                f"got shape {series.shape} of dtype {series.dtype}"
-            )
         split, metric = _split_key(str(key))
-        panels.setdefault(metric, []).append((split, series.astype(np.float64)))
+        panels.setdefault(metric, []).append((split, _series(f"history[{key!r}]", values)))
+    epochs = max(series.size for lines in panels.values() for _, series in lines)
+    rates = panels.pop("lr", [])
+    if lr is not None:
+        if rates:
+            raise ValueError("give the learning rate once: as lr= or as history['lr'], not both")
+        rates = [("lr", _series("lr", lr))]
+    if len(rates) > 1:
+        raise ValueError(f"history holds {len(rates)} learning-rate series; give one")
 
-    figure = _new_figure(5.0 * len(panels), 4.0, dpi)
-    from matplotlib.ticker import MaxNLocator  # only once _new_figure has vouched for matplotlib
-
+    figure = _new_figure(5.0 * (len(panels) + len(rates)), 4.0, dpi)
     colours: dict[str, str] = {}
-    axes_row = figure.subplots(1, len(panels), squeeze=False)[0]
-    for axes, (metric, lines) in zip(axes_row, panels.items(), strict=True):
+    axes_row = figure.subplots(1, len(panels) + len(rates), squeeze=False)[0]
+    for axes, (metric, lines) in zip(axes_row[: len(panels)], panels.items(), strict=True):
+        percent = metric == "accuracy"
         for split, series in lines:
             colour = colours.setdefault(split, f"C{len(colours)}")
-            epochs = np.arange(1, series.size + 1)
+            epoch_numbers = np.arange(1, series.size + 1)
             marker = "o" if series.size <= 30 else None
-            axes.plot(epochs, series, color=colour, marker=marker, markersize=4, label=split)
-        axes.set_title(_PANEL_TITLES.get(metric, metric))
-        axes.set_xlabel("epoch")
-        axes.set_ylabel(metric)
-        axes.set_xlim(0.5, max(series.size for _, series in lines) + 0.5)
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-        axes.grid(alpha=0.3)
-        if [split for split, _ in lines] != [metric]:  # a lone "lr" line needs no legend
+            shown = 100 * series if percent else series
+            axes.plot(epoch_numbers, shown, color=colour, marker=marker, markersize=4, label=split)
+        axes.set_title(_PANEL_TITLES.get(metric, metric) + (" (%)" if percent else ""))
+        axes.set_ylabel(f"{metric} (%)" if percent else metric)
+        _epoch_axis(axes, epochs)
+        if [split for split, _ in lines] != [metric]:  # a lone line of its own needs no legend
             axes.legend()
+    if rates:
+        _draw_learning_rate(axes_row[-1], rates[0][1], epochs)
     return _write_png(figure, target)
+
+
+def _visible_blues() -> Any:
+    """matplotlib's Blues without its near-white end, so that the smallest non-zero cell is
+    still clearly blue; masked (zero) cells are white."""
+    from matplotlib import colormaps
+    from matplotlib.colors import ListedColormap
+
+    colours = ListedColormap(colormaps["Blues"](np.linspace(0.25, 1.0, 256)), name="fastnet_blues")
+    return colours.with_extremes(bad="white")
+
+
+def _log_colour_scale(values: np.ndarray, upper: float) -> Any:
+    """A log colour norm from the smallest non-zero value to ``upper``, so one error among a
+    thousand correct answers still gets a colour of its own (zero cells are masked: white)."""
+    from matplotlib.colors import LogNorm
+
+    positive = values[values > 0]
+    lowest = positive.min() if positive.size else upper
+    return LogNorm(vmin=min(lowest, upper / 10), vmax=upper)
 
 
 def plot_confusion_matrix(
@@ -136,10 +199,12 @@ def plot_confusion_matrix(
 ) -> Path:
     """A heatmap of a (C, C) confusion matrix (rows true, columns predicted); returns the path.
 
-    With ``normalize`` each row is divided by its sum, so a cell is the fraction of that true
-    class predicted as the column's class and the diagonal is the per-class recall (a row of
-    zeros stays zeros); otherwise cells show the counts. Values are written in the cells for up
-    to 30 classes. The image is max(5, 0.6·C + 2.5) × max(4, 0.6·C + 1.5) inches.
+    The cells are coloured on a log scale, so that a handful of errors stand out even at 99%
+    accuracy: with ``normalize`` by the share of the true class (each row divided by its sum:
+    the diagonal is the per-class recall), otherwise by the count. Cells that are zero stay
+    white. For up to 30 classes the counts are written in the cells: on the diagonal, and in
+    every off-diagonal cell that is not zero (the errors). The title gives the overall accuracy.
+    The image is max(5, 0.6·C + 2.5) × max(4, 0.6·C + 1.5) inches.
     """
     target = _png_path(path)
     _check_dpi(dpi)
@@ -158,22 +223,28 @@ def plot_confusion_matrix(
             f"class_names has {len(class_names)} names for a {num_classes}-class confusion matrix"
         )
 
+    counts = matrix.astype(np.float64)
     if normalize:
-        row_sums = matrix.sum(axis=1, keepdims=True)
-        values = np.divide(
-            matrix, row_sums, out=np.zeros(matrix.shape, np.float64), where=row_sums > 0
-        )
-        upper, cell_format, colour_label = 1.0, "{:.2f}", "fraction of true class"
+        row_sums = counts.sum(axis=1, keepdims=True)
+        colours = np.divide(counts, row_sums, out=np.zeros_like(counts), where=row_sums > 0)
+        upper, colour_label = 1.0, "share of the true class (log scale)"
     else:
-        values = matrix.astype(np.float64)
-        integral = np.all(values == np.round(values))
-        upper, colour_label = max(values.max(), 1.0), "count"
-        cell_format = "{:.0f}" if integral else "{:.3g}"
+        colours, upper, colour_label = counts, max(counts.max(), 1.0), "count (log scale)"
+    cell_format = "{:,.0f}" if np.all(counts == np.round(counts)) else "{:.3g}"
 
     figure = _new_figure(max(5.0, 0.6 * num_classes + 2.5), max(4.0, 0.6 * num_classes + 1.5), dpi)
+    from matplotlib.ticker import PercentFormatter
+
     axes = figure.subplots()
-    image = axes.imshow(values, cmap="Blues", vmin=0.0, vmax=upper)
-    figure.colorbar(image, ax=axes, label=colour_label, shrink=0.9)
+    norm = _log_colour_scale(colours, upper)
+    image = axes.imshow(np.ma.masked_equal(colours, 0.0), cmap=_visible_blues(), norm=norm)
+    figure.colorbar(
+        image,
+        ax=axes,
+        label=colour_label,
+        shrink=0.9,
+        format=PercentFormatter(1.0, decimals=None) if normalize else None,
+    )
     ticks = np.arange(num_classes)
     long_names = max(len(str(name)) for name in class_names) > 3
     axes.set_xticks(
@@ -186,18 +257,26 @@ def plot_confusion_matrix(
     axes.set_yticks(ticks, [str(name) for name in class_names])
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
-    axes.set_title("Confusion matrix" + (" (each row sums to 1)" if normalize else ""))
+    correct, total = np.trace(counts), counts.sum()
+    title = "Confusion matrix"
+    if total > 0:
+        title += f": {cell_format.format(correct)} of {cell_format.format(total)} correct"
+        title += f" ({100 * correct / total:.2f}%)"
+    axes.set_title(title, fontsize=11)
     if num_classes <= 30:
         font_size = 10 if num_classes <= 10 else 7
-        for (row, column), value in np.ndenumerate(values):
+        for (row, column), count in np.ndenumerate(counts):
+            if row != column and count == 0:
+                continue  # blank, so the errors are the only numbers off the diagonal
+            dark = count > 0 and norm(colours[row, column]) > 0.6
             axes.text(
                 column,
                 row,
-                cell_format.format(value),
+                cell_format.format(count),
                 ha="center",
                 va="center",
                 fontsize=font_size,
-                color="white" if value > 0.5 * upper else "black",
+                color="white" if dark else "black",
             )
     return _write_png(figure, target)
 
@@ -249,6 +328,8 @@ def plot_feature_maps(
     image: Any = None,
     *,
     max_channels: int = 16,
+    true_label: str | None = None,
+    predicted_label: str | None = None,
     dpi: float = 100,
 ) -> Path:
     """One input image followed through a model, layer by layer; returns the PNG's path.
@@ -258,10 +339,12 @@ def plot_feature_maps(
     (see below), then for each layer a titled block of its first ``max_channels`` channels, eight
     to a row, each channel scaled to its own range (viridis: dark low, yellow high).
     ``image`` may be (H, W), (H, W, 3) or channel-first (1|3, H, W).
+    ``true_label`` and ``predicted_label`` (either or both) make the figure's title, in red
+    with "wrong" when both are given and differ.
 
     Size: 1.1 inches per column of channels (min(8, most channels shown) columns, at least
-    4 inches wide); in height, 2.4 inches for the input image, and per layer 0.45 inches of
-    title plus 1.1 inches per row of channels.
+    4 inches wide); in height, 0.4 inches for the title when there is one, 2.4 inches for the
+    input image, and per layer 0.45 inches of title plus 1.1 inches per row of channels.
     """
     target = _png_path(path)
     _check_dpi(dpi)
@@ -286,7 +369,21 @@ def plot_feature_maps(
     heights = [rows * cell + title_height for rows in block_rows]
     if shown_image is not None:
         heights.insert(0, image_height)
-    figure = _new_figure(max(4.0, columns * cell), sum(heights), dpi)
+    labels = [
+        f"{role} {label}"
+        for role, label in (("true", true_label), ("predicted", predicted_label))
+        if label is not None
+    ]
+    title_line = 0.4 if labels else 0.0
+    figure = _new_figure(max(4.0, columns * cell), sum(heights) + title_line, dpi)
+    if labels:
+        wrong = true_label is not None and predicted_label is not None
+        wrong = wrong and str(true_label) != str(predicted_label)
+        figure.suptitle(
+            ", ".join(labels) + (" (wrong)" if wrong else ""),
+            fontsize=12,
+            color="tab:red" if wrong else "black",
+        )
     blocks = list(figure.subfigures(len(heights), 1, height_ratios=heights, squeeze=False)[:, 0])
 
     if shown_image is not None:

@@ -1,12 +1,24 @@
-"""The training loop the CLI uses: ``fit`` trains for some epochs with a progress bar (loss,
-throughput), evaluates after each epoch, and can save a checkpoint; ``evaluate`` measures loss
-and accuracy over a loader; ``run`` builds everything from a config dict and can resume."""
+"""The training loop the CLI uses.
+
+* ``train_epoch``: one pass with a progress bar (running-mean loss, throughput); a NaN or
+  infinite loss raises :class:`NonFiniteLossError` before that step's update.
+* ``fit``: epochs of ``train_epoch`` and evaluation; into a run folder it writes the checkpoint
+  after every epoch (and snapshots every N), ``best.safetensors`` with keep-best, and the
+  :class:`RunFolder` files (``config.json``, ``history.json``, ``steps.csv``, TensorBoard).
+* ``evaluate``: loss and accuracy over a loader.
+* ``run``: everything built from a config dict (``validate_config`` checks it), with resume
+  (``resumed_config`` says what a resumed run continues with).
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,8 +27,26 @@ from tqdm.auto import tqdm
 from . import functional as F
 from . import random as fn_random
 from .backend import get_device, to_numpy
-from .checkpoint import save_checkpoint
+from .checkpoint import load, save, save_checkpoint
+from .run_folder import RunFolder
 from .tensor import Tensor, no_grad
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite: a training loss is caught before that step's update, a
+    validation or test loss before that epoch's files are written, so the files (and, for a
+    training loss, the weights) stay those of the last good step."""
+
+    def __init__(
+        self, loss: float, epoch: int | None, step: int | None = None, split: str = "training"
+    ) -> None:
+        self.loss, self.epoch, self.step = loss, epoch, step
+        if step is None:
+            where = f"after epoch {epoch}; stopped before saving that epoch's weights"
+        else:
+            at = f"epoch {epoch}, step {step}" if epoch is not None else f"step {step}"
+            where = f"at {at}; stopped before that step's update"
+        super().__init__(f"the {split} loss became {loss} {where}")
 
 
 def _to(batch: Any, device: Any) -> Tensor:
@@ -73,11 +103,16 @@ def train_epoch(
     description: str = "train",
     progress: bool = True,
     max_batches: int | None = None,
+    epoch: int | None = None,
+    on_step: Callable[[int, float, float], None] | None = None,
 ) -> dict[str, float]:
-    """One pass over ``loader``; returns mean loss, accuracy, images/s and seconds."""
+    """One pass over ``loader``; returns mean loss, accuracy, images/s, seconds and the last
+    learning rate. ``on_step(step, loss, lr)`` is called after each step (steps count from 1).
+    Raises :class:`NonFiniteLossError` (naming ``epoch`` and the step) on a NaN or inf loss."""
     device = get_device(device)
     model.train()
     total_loss, correct, count, batches = 0.0, 0, 0, 0
+    lr = float(optimizer.param_groups[0]["lr"])
     start = time.perf_counter()
     total = len(loader) if hasattr(loader, "__len__") else None
     if max_batches is not None and total is not None:
@@ -89,24 +124,35 @@ def train_epoch(
         disable=not progress,
         leave=False,
         dynamic_ncols=True,
+        mininterval=0.25,  # a few redraws a second: drawing on every batch slows small models
         file=sys.stderr,
     )
     for x, y in bar:
         x, y = _to(x, device), _to(y, device)
         logits = model(x)
         loss = loss_fn(logits, y)
+        batch_loss = float(loss.item())  # read before the update, so NaN never reaches a weight
+        if not math.isfinite(batch_loss):
+            bar.close()
+            raise NonFiniteLossError(batch_loss, epoch, batches + 1)
+        lr = float(optimizer.param_groups[0]["lr"])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        batch_loss = float(loss.item())  # one sync per batch: the progress bar shows it anyway
         total_loss += batch_loss * len(y)
         correct += int((to_numpy(logits.data.argmax(axis=1)) == to_numpy(y.data)).sum())
         count += len(y)
         batches += 1
+        if on_step is not None:
+            on_step(batches, batch_loss, lr)
         elapsed = time.perf_counter() - start
-        bar.set_postfix(loss=f"{batch_loss:.4f}", img_s=f"{count / max(elapsed, 1e-9):.0f}")
+        bar.set_postfix(  # shown at the bar's next redraw, not forced now
+            loss=f"{total_loss / count:.4f}",
+            img_s=f"{count / max(elapsed, 1e-9):.0f}",
+            refresh=False,
+        )
         if max_batches is not None and batches >= max_batches:
             break
     bar.close()
@@ -116,6 +162,7 @@ def train_epoch(
         "accuracy": correct / max(count, 1),
         "images_per_second": count / max(seconds, 1e-9),
         "seconds": seconds,
+        "lr": lr,
     }
 
 
@@ -132,87 +179,167 @@ def fit(
     loss_fn: Callable = F.cross_entropy,
     scheduler: Any = None,
     scheduler_per_batch: bool = False,
-    checkpoint_path: str | None = None,
+    out: str | os.PathLike | None = None,
     config: dict | None = None,
     start_epoch: int = 0,
     history: dict | None = None,
+    keep_best: bool = False,
+    checkpoint_every: int = 0,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, list]:
-    """Train for epochs ``start_epoch+1 .. epochs``; print a line per epoch; return the history.
+    """Train for epochs ``start_epoch+1 .. epochs``; print a line per epoch; return the history
+    (per epoch: epoch, lr, elapsed seconds since the run began, train/val/test loss and accuracy).
 
-    With ``checkpoint_path``, the model, optimizer, scheduler, epoch, RNG state and ``config``
-    are saved (atomically) after every epoch, so an interrupted run can resume from it. With a
-    ``val_loader`` and ``patience``, training stops early once validation accuracy has not
-    improved for ``patience`` epochs.
+    With ``out`` (the run folder): the model, optimizer, scheduler, epoch, RNG state and
+    ``config`` go to ``out/checkpoint.safetensors`` (atomically) after every epoch, and to
+    ``out/checkpoint_epoch<E>.safetensors`` every ``checkpoint_every`` epochs; the
+    :class:`RunFolder` files are kept up to date. With a ``val_loader``: ``patience`` stops
+    training once validation accuracy has not improved for that many epochs, and ``keep_best``
+    keeps the weights of the best validation accuracy (``out/best.safetensors``) and loads them
+    into ``model`` at the end. A NaN or infinite loss raises :class:`NonFiniteLossError` and
+    leaves every file as the last good epoch wrote it.
     """
     device = get_device(device)
     history = history if history is not None else {}
-    for epoch in range(start_epoch + 1, epochs + 1):
-        train = train_epoch(
-            model,
-            train_loader,
-            optimizer,
-            device,
-            loss_fn=loss_fn,
-            scheduler=scheduler if scheduler_per_batch else None,
-            description=f"epoch {epoch}/{epochs}",
-            progress=progress,
-        )
-        if scheduler is not None and not scheduler_per_batch:
-            scheduler.step()
-        record = {
-            "train_loss": train["loss"],
-            "train_acc": train["accuracy"],
-            "seconds": train["seconds"],
-            "images_per_second": train["images_per_second"],
-        }
-        line = (
-            f"epoch {epoch}/{epochs}: train loss {train['loss']:.4f} "
-            f"acc {100 * train['accuracy']:.2f}% "
-            f"| {train['seconds']:.1f}s, {train['images_per_second']:.0f} img/s"
-        )
-        for split, loader in (("val", val_loader), ("test", test_loader)):
-            if loader is not None:
-                result = evaluate(model, loader, device, loss_fn)
-                record.update({f"{split}_loss": result["loss"], f"{split}_acc": result["accuracy"]})
-                line += f" | {split} loss {result['loss']:.4f} acc {100 * result['accuracy']:.2f}%"
-        for key, value in record.items():
-            history.setdefault(key, []).append(value)
-        log(line)
-        if checkpoint_path is not None:
-            save_checkpoint(
-                checkpoint_path,
+    if keep_best and val_loader is None:
+        raise ValueError("keep_best needs a validation set (val_loader)")
+    folder = Path(out) if out is not None else None
+    batches = len(train_loader) if hasattr(train_loader, "__len__") else 0
+    global_step = start_epoch * batches
+    run_start = time.perf_counter() - (history["elapsed"][-1] if history.get("elapsed") else 0.0)
+    files = (
+        RunFolder(folder, config or {}, start_epoch, global_step) if folder is not None else None
+    )
+    best_state: tuple[int, dict] | None = None
+    try:
+        for epoch in range(start_epoch + 1, epochs + 1):
+
+            def on_step(
+                step: int, loss: float, lr: float, epoch: int = epoch, first: int = global_step
+            ) -> None:
+                if files is not None:
+                    files.log_step(epoch, step, first + step, loss, lr)
+
+            train = train_epoch(
                 model,
+                train_loader,
                 optimizer,
-                scheduler,
+                device,
+                loss_fn=loss_fn,
+                scheduler=scheduler if scheduler_per_batch else None,
+                description=f"epoch {epoch}/{epochs}",
+                progress=progress,
                 epoch=epoch,
-                config=config,
-                rng_state=fn_random.get_state(),
-                extra={"history": history},
+                on_step=on_step,
             )
-        if patience is not None and "val_acc" in history:
-            best = int(np.argmax(history["val_acc"]))
-            if len(history["val_acc"]) - 1 - best >= patience:
-                log(
-                    f"early stop: validation accuracy has not improved for {patience} epochs "
-                    f"(best {100 * history['val_acc'][best]:.2f}% after epoch {best + 1})"
+            global_step += batches
+            if scheduler is not None and not scheduler_per_batch:
+                scheduler.step()
+            record = {
+                "epoch": epoch,
+                "lr": train["lr"],
+                "train_loss": train["loss"],
+                "train_acc": train["accuracy"],
+                "seconds": train["seconds"],
+                "images_per_second": train["images_per_second"],
+            }
+            line = (
+                f"epoch {epoch}/{epochs}: train loss {train['loss']:.4f} "
+                f"acc {100 * train['accuracy']:.2f}% "
+                f"| {train['seconds']:.1f}s, {train['images_per_second']:.0f} img/s"
+            )
+            for split, loader in (("val", val_loader), ("test", test_loader)):
+                if loader is not None:
+                    result = evaluate(model, loader, device, loss_fn)
+                    if not math.isfinite(result["loss"]):  # before anything of this epoch is saved
+                        raise NonFiniteLossError(result["loss"], epoch, split=split)
+                    record.update(
+                        {f"{split}_loss": result["loss"], f"{split}_acc": result["accuracy"]}
+                    )
+                    line += (
+                        f" | {split} loss {result['loss']:.4f} acc {100 * result['accuracy']:.2f}%"
+                    )
+            improved = keep_best and record["val_acc"] > max(history.get("val_acc", [-1.0]))
+            record["elapsed"] = time.perf_counter() - run_start
+            for key, value in record.items():
+                history.setdefault(key, []).append(value)
+            log(line)
+            if improved:
+                best_state = (
+                    epoch,
+                    {k: np.array(to_numpy(v)) for k, v in model.state_dict().items()},
                 )
-                break
+                if folder is not None:
+                    save(best_state[1], folder / "best.safetensors")
+            if folder is not None:
+                paths = [folder / "checkpoint.safetensors"]
+                if checkpoint_every and epoch % checkpoint_every == 0:
+                    paths.append(folder / f"checkpoint_epoch{epoch}.safetensors")
+                for path in paths:
+                    save_checkpoint(
+                        path,
+                        model,
+                        optimizer,
+                        scheduler,
+                        epoch=epoch,
+                        config=config,
+                        rng_state=fn_random.get_state(),
+                        extra={"history": history},
+                    )
+                files.log_epoch(history, global_step)
+            if patience is not None and "val_acc" in history:
+                best = int(np.argmax(history["val_acc"]))
+                if len(history["val_acc"]) - 1 - best >= patience:
+                    log(
+                        f"early stop: validation accuracy has not improved for {patience} epochs "
+                        f"(best {100 * history['val_acc'][best]:.2f}% after epoch {best + 1})"
+                    )
+                    break
+    finally:
+        if files is not None:
+            files.close()
+    if keep_best and history.get("val_acc"):
+        _restore_best(model, history, best_state, folder, log)
     return history
+
+
+def _restore_best(
+    model: Any, history: dict, best_state: tuple[int, dict] | None, folder: Path | None, log: Any
+) -> None:
+    """Load the weights of the best validation epoch into ``model`` (from memory, or from
+    ``best.safetensors`` when a resumed run found its best before the resume)."""
+    best_epoch = int(np.argmax(history["val_acc"])) + 1
+    if best_epoch == len(history["val_acc"]):
+        return  # the last epoch was the best: the model holds its weights already
+    if best_state is not None and best_state[0] == best_epoch:
+        weights = best_state[1]
+    elif folder is not None and (folder / "best.safetensors").is_file():
+        weights = load(folder / "best.safetensors")
+    else:
+        raise FileNotFoundError(f"keep_best: the weights of epoch {best_epoch} were not kept")
+    model.load_state_dict(weights)
+    log(
+        f"keep-best: restored the weights of epoch {best_epoch} "
+        f"(validation accuracy {100 * history['val_acc'][best_epoch - 1]:.2f}%)"
+    )
 
 
 # ===================================================================== a whole run from a config
 DATASETS = ("mnist", "fashion-mnist", "cifar10")
 
 
-def build_datasets(name: str, data_dir: str | None) -> tuple[Any, Any]:
+def build_datasets(name: str, data_dir: str | None, download: bool = True) -> tuple[Any, Any]:
+    """The (train, test) sets of dataset ``name``, looked up under ``data_dir`` (see
+    fastnet.data), downloaded into the cache when missing and ``download`` allows."""
     from . import data
 
     classes = {"mnist": data.MNIST, "fashion-mnist": data.FashionMNIST, "cifar10": data.CIFAR10}
     if name not in classes:
         raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(classes)}")
-    return classes[name](root=data_dir, train=True), classes[name](root=data_dir, train=False)
+    return tuple(
+        classes[name](root=data_dir, train=train, download=download) for train in (True, False)
+    )
 
 
 def build_optimizer(config: dict, parameters: Any) -> Any:
@@ -284,10 +411,98 @@ def model_kwargs(model: str, images: Any, classes: int = 10) -> dict:
     return {"channels": channels, "image_size": side, "classes": classes}
 
 
+# ===================================================================== the config of a run
+def _whole(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+
+
+_AT_LEAST_1 = (lambda v: _whole(v) and v >= 1, "an integer >= 1")
+_AT_LEAST_0 = (lambda v: _whole(v) and v >= 0, "an integer >= 0")
+_UNIT = (lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1)")
+SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "epochs": _AT_LEAST_1,
+    "batch_size": _AT_LEAST_1,
+    "lr": (lambda v: _real(v) and 0 < v < math.inf, "a number > 0"),
+    "weight_decay": (lambda v: _real(v) and 0 <= v < math.inf, "a number >= 0"),
+    "momentum": _UNIT,
+    "label_smoothing": _UNIT,
+    "val_fraction": _UNIT,
+    "patience": (lambda v: v is None or _AT_LEAST_0[0](v), "an integer >= 0"),
+    "labels_per_class": _AT_LEAST_0,
+    "checkpoint_every": _AT_LEAST_0,
+    "seed": (lambda v: v is None or _AT_LEAST_0[0](v), "an integer >= 0"),
+}
+
+
+def check_setting(key: str, value: Any) -> Any:
+    """``value`` if it is allowed for config ``key`` (see SETTING_RULES), else ValueError."""
+    rule = SETTING_RULES.get(key)
+    if rule is not None and not rule[0](value):
+        raise ValueError(f"{key} must be {rule[1]}, got {value!r}")
+    return value
+
+
+def validate_config(config: dict) -> None:
+    """Raise ValueError naming the first setting of ``config`` out of its range."""
+    for key, value in config.items():
+        check_setting(key, value)
+    if config.get("keep_best") and not config.get("val_fraction"):
+        raise ValueError("keep_best needs a validation split (val_fraction > 0)")
+
+
+# settings a resumed run may change: they steer what is kept, not what is learned
+RESUME_OVERRIDES = ("patience", "keep_best", "checkpoint_every")
+
+
+def resumed_config(saved: dict, epochs: int | None, given: dict) -> tuple[dict, int]:
+    """The config and the last epoch of a run resumed from checkpoint ``saved``.
+
+    The saved config wins; ``given`` may change the RESUME_OVERRIDES and must otherwise agree
+    with it. ``epochs`` (default: the run's planned epochs) must lie beyond the saved epoch. A
+    learning-rate schedule (onecycle, cosine) spans the planned epochs, saved as
+    ``config["epochs"]``: stretching it would send the learning rate back up mid-run, so only a
+    run without one (``schedule`` none) can be extended past its plan; the others refuse."""
+    config, done = dict(saved["config"]), saved["epoch"]
+    for key, value in given.items():
+        if key in RESUME_OVERRIDES:
+            config[key] = value
+        elif key != "epochs" and value is not None and _json(value) != _json(config.get(key)):
+            raise ValueError(
+                f"cannot change {key} to {value!r} on resume: the run was trained with "
+                f"{key} {config.get(key)!r} (start a new run to change it)"
+            )
+    # a checkpoint from before the plan was saved takes the asked-for epochs as its plan
+    planned = config.get("epochs") or epochs or done
+    target = planned if epochs is None else check_setting("epochs", epochs)
+    if target <= done:
+        raise ValueError(
+            f"the checkpoint is already at epoch {done}"
+            + (f" of its {planned} planned" if epochs is None else "")
+            + f": ask for more epochs than {done} to train on"
+        )
+    schedule = config.get("schedule", "none")
+    if target > planned and schedule != "none":
+        raise ValueError(
+            f"cannot extend this run to {target} epochs: its {schedule} learning-rate schedule "
+            f"spans the {planned} epochs it was planned for, and stretching it would send the "
+            f"learning rate back up; resume with epochs <= {planned}, or start a new run"
+        )
+    config["epochs"] = max(planned, target)
+    return config, target
+
+
+def _json(value: Any) -> Any:
+    return json.loads(json.dumps(value))  # tuples and lists compare as a checkpoint saved them
+
+
 def run(
     config: dict,
-    epochs: int,
-    out: str,
+    epochs: int | None,
+    out: str | os.PathLike,
     *,
     device: Any = "cpu",
     data_dir: str | None = None,
@@ -296,17 +511,22 @@ def run(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Train ``config`` (dataset, model, optimizer, lr, batch_size, seed, ...) up to ``epochs``,
-    checkpointing into ``out`` after each epoch. With ``resume`` (a checkpoint path) the model,
-    optimizer, RNG state and data order continue where that run stopped: on the CPU the result
-    equals an uninterrupted run bit for bit."""
+    """Train ``config`` (dataset, model, optimizer, lr, batch_size, seed, schedule, val_fraction,
+    patience, keep_best, checkpoint_every, ...) up to ``epochs``, writing into the run folder
+    ``out`` (see :func:`fit`). With ``resume`` (a checkpoint path) the model, optimizer, RNG state
+    and data order continue where that run stopped, with the config :func:`resumed_config` gives
+    (``epochs`` None: the run's planned epochs); on the CPU the result equals an uninterrupted
+    run bit for bit. Raises ValueError for a setting out of range."""
     from . import models
     from .checkpoint import load_checkpoint
     from .data import DataLoader
 
     saved = load_checkpoint(resume) if resume is not None else None
     if saved is not None:
-        config = saved["config"]
+        config, epochs = resumed_config(saved, epochs, config)
+    else:
+        config = dict(config, epochs=epochs)
+    validate_config(config)
     if config.get("seed") is None:  # a resumed run needs the seed that ordered its data
         config["seed"] = int(np.random.default_rng().integers(2**31))
     fn_random.manual_seed(config["seed"])
@@ -337,7 +557,7 @@ def run(
         transform=train_transform(config),
     )
     test_loader = DataLoader(test_set, batch_size=512, transform=eval_transform(config))
-    scheduler = build_scheduler(config, optimizer, epochs, len(train_loader))
+    scheduler = build_scheduler(config, optimizer, config["epochs"], len(train_loader))
     smoothing = config.get("label_smoothing", 0.0)
     loss_fn = (
         (lambda logits, y, **kw: F.cross_entropy(logits, y, label_smoothing=smoothing, **kw))
@@ -353,7 +573,6 @@ def run(
         fn_random.set_state(saved["rng"])
         start_epoch, history = saved["epoch"], saved["extra"].get("history", {})
         train_loader.epoch = start_epoch  # epoch e's order depends only on (seed, e)
-        log(f"fastnet: resuming {resume} after epoch {start_epoch}")
     history = fit(
         model,
         train_loader,
@@ -366,10 +585,12 @@ def run(
         loss_fn=loss_fn,
         scheduler=scheduler,
         scheduler_per_batch=config.get("schedule") == "onecycle",
-        checkpoint_path=f"{out}/checkpoint.safetensors",
+        out=out,
         config=config,
         start_epoch=start_epoch,
         history=history,
+        keep_best=bool(config.get("keep_best")),
+        checkpoint_every=config.get("checkpoint_every") or 0,
         progress=progress,
         log=log,
     )

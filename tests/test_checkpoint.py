@@ -104,12 +104,10 @@ def test_write_is_atomic(tmp_path, monkeypatch):
     before = path.read_bytes()
     import fastnet.checkpoint as checkpoint
 
-    def failing_save(tensors, filename, metadata=None):
-        with open(filename, "wb") as f:
-            f.write(b"partial")
+    def failing_fsync(handle):
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint, "save_file", failing_save)
+    monkeypatch.setattr(checkpoint.os, "fsync", failing_fsync)  # after the bytes were written
     with pytest.raises(OSError, match="disk full"):
         fn.save(small_model().state_dict(), path)
     assert path.read_bytes() == before  # the old file is intact
@@ -150,3 +148,179 @@ def test_pytorch_trained_weights_saved_as_safetensors_give_the_same_outputs(tmp_
     x = rng.standard_normal((5, 1, 14, 14)).astype(np.float32)
     expected = twin(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(model(fn.tensor(x)).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- issue 15: what the digest covers
+
+
+def trained_checkpoint(tmp_path, rng):
+    model = small_model()
+    opt = optim.AdamW(model.parameters(), lr=0.01)
+    opt.zero_grad()
+    (model(fn.tensor(rng.standard_normal((4, 6)))) ** 2).mean().backward()
+    opt.step()
+    return fn.save_checkpoint(
+        tmp_path / "c.safetensors",
+        model,
+        opt,
+        epoch=3,
+        config={"model": "x", "lr": 0.01},
+        rng_state=fn.random.get_state(),
+    )
+
+
+def _edit_header(path, before: bytes) -> None:
+    """Change one digit in the JSON header: the first one after `before` (a one-character edit)."""
+    data = path.read_bytes()
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    position = data.index(before, 0, header_end) + len(before)
+    while not data[position : position + 1].isdigit():
+        position += 1
+    digit = (int(data[position : position + 1]) + 1) % 10
+    path.write_bytes(data[:position] + str(digit).encode() + data[position + 1 :])
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        b'\\"lr\\": ',  # the config's learning rate
+        b'"epoch":"',  # the epoch
+        b'\\"step\\": ',  # an optimizer step
+        b'"rng":"',  # the RNG state
+        b'\\"param_groups\\": ',  # the optimizer's hyper-parameters
+    ],
+)
+def test_a_one_character_edit_of_the_metadata_is_refused(tmp_path, rng, before):
+    path = trained_checkpoint(tmp_path, rng)
+    untouched = path.read_bytes()
+    _edit_header(path, before)
+    edited = path.read_bytes()
+    assert len(edited) == len(untouched) and edited != untouched
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        fn.load_checkpoint(path)
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        fn.load(path)
+    assert fn.load_checkpoint(path, verify=False)["model"].keys()  # the explicit opt-out
+
+
+def _rewrite_without_digest(path, keep_legacy: bool = False) -> None:
+    """Rewrite a fastnet file with the same tensors and metadata but no digest (or the old
+    tensors-only one), as a file from elsewhere or an older fastnet would be."""
+    from safetensors.numpy import load_file, save_file
+
+    import fastnet.checkpoint as checkpoint
+
+    tensors = load_file(str(path))
+    metadata = dict(checkpoint._parse_header(path, path.read_bytes()))
+    del metadata["fastnet.digest"]
+    if keep_legacy:
+        metadata["fastnet.sha256"] = checkpoint._digest(tensors, {})
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def test_a_checkpoint_without_a_digest_is_refused_unless_trusted(tmp_path, rng):
+    path = trained_checkpoint(tmp_path, rng)
+    _rewrite_without_digest(path)
+    for load in (fn.load_checkpoint, fn.load):
+        with pytest.raises(ValueError, match="no fastnet digest.*verify=False"):
+            load(path)
+    assert fn.load_checkpoint(path, verify=False)["epoch"] == 3
+
+
+def test_an_old_tensors_only_digest_is_accepted_only_where_it_covers_everything(tmp_path, rng):
+    state = small_model().state_dict()
+    plain = fn.save(state, tmp_path / "m.safetensors")
+    _rewrite_without_digest(plain, keep_legacy=True)
+    loaded = fn.load(plain)  # a state dict: the old digest covers every byte loaded
+    assert all(np.array_equal(loaded[name], state[name]) for name in state)
+    data = bytearray(plain.read_bytes())
+    data[-3] ^= 0xFF
+    plain.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        fn.load(plain)
+    path = trained_checkpoint(tmp_path, rng)
+    _rewrite_without_digest(path, keep_legacy=True)
+    with pytest.raises(ValueError, match="older fastnet.*verify=False"):
+        fn.load_checkpoint(path)
+
+
+def test_a_state_dict_written_by_safetensors_alone_still_loads(tmp_path, rng):
+    from safetensors.numpy import save_file
+
+    weights = {"weight": rng.standard_normal((3, 4)).astype(np.float32)}
+    save_file(weights, str(tmp_path / "foreign.safetensors"), metadata={"format": "pt"})
+    np.testing.assert_array_equal(
+        fn.load(tmp_path / "foreign.safetensors")["weight"], weights["weight"]
+    )
+
+
+# ------------------------------------------------------------- issue 15: file modes and leftovers
+
+
+def test_a_new_file_gets_the_umask_mode_and_an_overwrite_keeps_the_old_mode(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        path = fn.save(small_model().state_dict(), tmp_path / "m.safetensors")
+        assert oct(path.stat().st_mode & 0o777) == oct(0o640)
+        os.umask(0o022)
+        fresh = fn.save(small_model().state_dict(), tmp_path / "n.safetensors")
+        assert oct(fresh.stat().st_mode & 0o777) == oct(0o644)
+        path.chmod(0o604)
+        fn.save(small_model().state_dict(), path)
+        assert oct(path.stat().st_mode & 0o777) == oct(0o604)
+    finally:
+        os.umask(previous)
+
+
+def test_a_save_killed_midway_leaves_nothing_the_next_save_does_not_remove(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        import fastnet as fn
+        import fastnet.checkpoint as checkpoint
+        from fastnet import nn
+
+        def killed(*args):  # dies like kill -9 between writing the bytes and the rename
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        checkpoint.os.replace = killed
+        fn.save(nn.Linear(3, 2).state_dict(), {str(tmp_path / "m.safetensors")!r})
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert result.returncode == -9, result.stderr.decode()
+    leftovers = [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".m.safetensors.")
+    fn.save(small_model().state_dict(), tmp_path / "m.safetensors")
+    assert os.listdir(tmp_path) == ["m.safetensors"]
+
+
+def test_a_temporary_file_of_a_running_save_is_left_alone(tmp_path):
+    live = tmp_path / f".m.safetensors.{os.getpid()}.0123abcd.tmp"  # this process is running
+    live.write_bytes(b"in progress")
+    fn.save(small_model().state_dict(), tmp_path / "m.safetensors")
+    assert live.exists()
+
+
+def test_the_folder_is_synced_after_the_rename(tmp_path, monkeypatch):
+    import fastnet.checkpoint as checkpoint
+
+    events = []
+    real_replace, real_fsync = os.replace, os.fsync
+
+    def replace(src, dst):
+        events.append("rename")
+        real_replace(src, dst)
+
+    def fsync(handle):
+        events.append("folder" if os.path.isdir(f"/proc/self/fd/{handle}") else "file")
+        real_fsync(handle)
+
+    monkeypatch.setattr(checkpoint.os, "replace", replace)
+    monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+    fn.save(small_model().state_dict(), tmp_path / "m.safetensors")
+    assert events == ["file", "rename", "folder"]

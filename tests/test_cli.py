@@ -15,7 +15,7 @@ def data_env(shared_data, monkeypatch):
     monkeypatch.setenv("FASTNET_DATA", str(shared_data))
 
 
-def test_train_then_resume_then_finetune(data_env, tmp_path, capsys):
+def test_train_then_resume_then_finetune(data_env, shared_data, tmp_path, capsys):
     out = tmp_path / "run"
     assert (
         main(
@@ -29,6 +29,10 @@ def test_train_then_resume_then_finetune(data_env, tmp_path, capsys):
                 "1",
                 "--labels-per-class",
                 "20",
+                "--schedule",
+                "none",  # a scheduled run cannot be extended past its planned epochs
+                "--data-dir",
+                str(shared_data),
                 "--out",
                 str(out),
                 "--no-progress",
@@ -79,6 +83,8 @@ def test_train_then_resume_then_finetune(data_env, tmp_path, capsys):
                 "5",
                 "--epochs",
                 "1",
+                "--out",
+                str(tmp_path / "tuned"),
                 "--no-progress",
             ]
         )
@@ -86,6 +92,11 @@ def test_train_then_resume_then_finetune(data_env, tmp_path, capsys):
     )
     printed = capsys.readouterr().out
     assert "| lora |" in printed and "| scratch |" in printed and "trainable" in printed
+    for mode in ("lora", "scratch"):  # the fine-tuned weights load into the plain architecture
+        fn.models.mlp(in_features=784, classes=10).load_state_dict(
+            fn.load(tmp_path / "tuned" / mode / "model.safetensors")
+        )
+    assert (tmp_path / "tuned" / "lora" / "adapter.safetensors").is_file()
 
 
 def test_info_reports_devices(capsys):

@@ -11,6 +11,7 @@ import pytest
 
 import fastnet as fn
 import fastnet.functional as F
+import fastnet.plots
 from fastnet import evaluate as fn_eval
 from fastnet import models
 from fastnet.data import DataLoader
@@ -65,6 +66,11 @@ def test_eval_prints_the_accuracy_of_evaluate_and_writes_both_plots(
         return sets
 
     monkeypatch.setattr(fn_eval, "build_datasets", test_split_of)
+    figures = []
+    write_png = fastnet.plots._write_png
+    monkeypatch.setattr(
+        fastnet.plots, "_write_png", lambda f, target: figures.append(f) or write_png(f, target)
+    )
     plots = tmp_path / "plots"
     args = parse(
         [
@@ -99,9 +105,16 @@ def test_eval_prints_the_accuracy_of_evaluate_and_writes_both_plots(
         width, height = png_size(plots / name)
         assert width > 300 and height > 300
     label = sets[1].labels[5]
-    assert re.search(
-        rf"feature maps of 9 convolutions for test image 5 \(true {label}, predicted \d\)", printed
-    )
+    guess = re.search(
+        rf"feature maps of 9 convolutions for test image 5 \(true {label}, predicted (\d)\)",
+        printed,
+    ).group(1)
+    confusion, features = figures
+    counts = [int(text.get_text()) for text in confusion.axes[0].texts]
+    assert sum(counts) == 200  # every image counted in a written cell, the blank cells are 0
+    diagonal = [t for t in confusion.axes[0].texts if t.get_position()[0] == t.get_position()[1]]
+    assert sum(int(t.get_text()) for t in diagonal) == correct
+    assert features._suptitle.get_text().startswith(f"true {label}, predicted {guess}")
 
 
 def test_eval_without_matplotlib_still_reports(mnist_run, tmp_path, monkeypatch, capsys):
@@ -146,6 +159,7 @@ def test_eval_refuses_what_it_cannot_use(mnist_run, tmp_path, capsys):
 def test_conv_feature_maps_follow_the_forward_pass_and_leave_no_hook(rng):
     model = models.create("resnet8", width=2, classes=3)
     model.train()
+    model.features.layer1.eval()  # a part frozen in eval mode stays so
     x = fn.tensor(rng.standard_normal((1, 3, 8, 8)).astype(np.float32))
     layers = fn_eval.conv_feature_maps(model, x)
     assert [name for name, _ in layers[:4]] == [
@@ -159,4 +173,5 @@ def test_conv_feature_maps_follow_the_forward_pass_and_leave_no_hook(rng):
     np.testing.assert_allclose(
         layers[0][1], F.conv2d(x, stem.weight, padding=1).numpy()[0], rtol=1e-6
     )
-    assert model.training and not any("forward" in vars(module) for module in model.modules())
+    assert model.training and model.head.training and not model.features.layer1.training
+    assert not any("forward" in vars(module) for module in model.modules())

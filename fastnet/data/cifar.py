@@ -3,7 +3,8 @@ format.
 
 Format (https://www.cs.toronto.edu/~kriz/cifar.html, "python version"): the folder
 `cifar-10-batches-py/` holds `data_batch_1` ... `data_batch_5` (train) and `test_batch`, each a
-Python 2 pickle of a dict: b"data" uint8 (10000, 3072), each row the 1024 red, then green, then
+Python 2 pickle of a dict (batches a user writes with Python 3's protocol 2 or later, keys
+str or bytes, are read too): b"data" uint8 (10000, 3072), each row the 1024 red, then green, then
 blue pixels of an image in row-major order (so it reshapes to (3, 32, 32)); b"labels" a list of
 ints 0-9; b"batch_label"; b"filenames".
 
@@ -66,6 +67,7 @@ class CIFAR10(PublishedDataset):
     """CIFAR-10 (Krizhevsky, 2009): `images` uint8 (N, 3, 32, 32), `labels` int64 (N,)."""
 
     class_names = CIFAR10_CLASSES
+    image_shape = (3, 32, 32)
 
     def _read(
         self, root: str | os.PathLike | None, train: bool, download: bool
@@ -187,6 +189,8 @@ def read_batch(path: Path, manifest: dict[str, str] | None) -> tuple[np.ndarray,
     content = path.read_bytes()
     _verify_batch(path, content, manifest)
     batch = load_array_pickle(content, path)
+    if isinstance(batch, dict):  # Python 2 wrote the keys as bytes, Python 3 writes them as str
+        batch = {key.encode() if isinstance(key, str) else key: v for key, v in batch.items()}
     data = batch.get(b"data") if isinstance(batch, dict) else None
     labels = np.asarray(batch.get(b"labels", ())) if isinstance(batch, dict) else np.empty(0)
     if not (

@@ -79,10 +79,12 @@ class PublishedDataset(ArrayDataset):
     """A published dataset read from its official files; subclasses say how in `_read`.
 
     `root` and `download` steer the lookup (see `fastnet.data._fetch`); `train` picks the
-    split; `directory` is the folder the files were read from.
+    split; `directory` is the folder the files were read from. The class attributes
+    `class_names` and `image_shape` (C, H, W) describe the dataset without reading it.
     """
 
     class_names: tuple[str, ...] = ()
+    image_shape: tuple[int, int, int] = (0, 0, 0)  # (C, H, W) of every image
 
     def __init__(
         self,

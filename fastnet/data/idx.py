@@ -4,6 +4,10 @@ An IDX file is a 4-byte magic number, `0x00 0x00 <type> <ndim>`, then `ndim` big
 uint32 dimensions, then the elements in C order, big-endian. MNIST images are type 0x08
 (uint8) with dims (N, 28, 28); labels are type 0x08 with dims (N,). Files may be gzipped
 (detected by the gzip magic number, not the file name).
+
+`read_idx` streams: it decompresses the header alone first, refuses a file that declares more
+than `MAX_ARRAY_BYTES` before reading further, then reads exactly the declared bytes and
+refuses a stream that holds more, so a gzip bomb costs neither time nor memory.
 """
 
 from __future__ import annotations
@@ -13,14 +17,48 @@ import math
 import os
 import struct
 import zlib
-from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from ._integrity import CorruptFileError, check_sha256
+from ._integrity import CorruptFileError, array_size_problem, check_sha256
 
 _TYPE_CODES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _check_magic(head: bytes, source: str) -> int:
+    """The header's size in bytes, from its first 4 bytes; CorruptFileError if they are not IDX."""
+    if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in _TYPE_CODES or head[3] == 0:
+        raise CorruptFileError(
+            f"{source}: not an IDX file (magic bytes {head[:4].hex() or 'missing'})"
+        )
+    return 4 + 4 * head[3]
+
+
+def _parse_header(header: bytes, source: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(dims, dtype, header size in bytes) of a whole IDX header."""
+    header_bytes = _check_magic(header, source)
+    if len(header) < header_bytes:
+        raise CorruptFileError(
+            f"{source}: truncated IDX header ({len(header)} bytes, need {header_bytes})"
+        )
+    dims = struct.unpack(f">{header[3]}I", header[4:header_bytes])
+    return dims, np.dtype(_TYPE_CODES[header[2]]), header_bytes
+
+
+def _check_length(
+    source: str, dims: tuple[int, ...], dtype: np.dtype, expected: int, held: int, more: bool
+) -> None:
+    """CorruptFileError unless the file held exactly `expected` bytes (`held`, or more)."""
+    if held == expected and not more:
+        return
+    state = "truncated" if held < expected else "has trailing bytes"
+    amount = f"more than {expected}" if more else str(held)
+    raise CorruptFileError(
+        f"{source}: {state}: its header promises {dims} {dtype.name} elements, "
+        f"{expected} bytes in all, but it holds {amount} bytes"
+    )
 
 
 def decode_idx(content: bytes, source: str | os.PathLike) -> np.ndarray:
@@ -30,30 +68,9 @@ def decode_idx(content: bytes, source: str | os.PathLike) -> np.ndarray:
     differs from what the header promises (a truncated or padded file).
     """
     source = os.fspath(source)
-    if (
-        len(content) < 4
-        or content[:2] != b"\0\0"
-        or content[2] not in _TYPE_CODES
-        or content[3] == 0
-    ):
-        raise CorruptFileError(
-            f"{source}: not an IDX file (magic bytes {content[:4].hex() or 'missing'})"
-        )
-    ndim = content[3]
-    header_bytes = 4 + 4 * ndim
-    if len(content) < header_bytes:
-        raise CorruptFileError(
-            f"{source}: truncated IDX header ({len(content)} bytes, need {header_bytes})"
-        )
-    dims = struct.unpack(f">{ndim}I", content[4:header_bytes])
-    dtype = np.dtype(_TYPE_CODES[content[2]])
+    dims, dtype, header_bytes = _parse_header(content[: _check_magic(content, source)], source)
     expected = header_bytes + math.prod(dims) * dtype.itemsize
-    if len(content) != expected:
-        state = "truncated" if len(content) < expected else "has trailing bytes"
-        raise CorruptFileError(
-            f"{source}: {state}: its header promises {dims} {dtype.name} elements, "
-            f"{expected} bytes in all, but it holds {len(content)} bytes"
-        )
+    _check_length(source, dims, dtype, expected, len(content), more=False)
     return np.frombuffer(content, dtype, offset=header_bytes).reshape(dims)
 
 
@@ -70,16 +87,19 @@ def encode_idx(array: np.ndarray) -> bytes:
     return header + np.ascontiguousarray(array, dtype=_TYPE_CODES[code]).tobytes()
 
 
-def decompress(raw: bytes, source: str | os.PathLike) -> bytes:
-    """`raw` gunzipped when it starts with the gzip magic number, else unchanged."""
-    if raw[:2] != _GZIP_MAGIC:
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise CorruptFileError(
-            f"{os.fspath(source)}: damaged or truncated gzip data: {exc}"
-        ) from exc
+def _read_exactly(stream: BinaryIO, source: str) -> bytes:
+    """The IDX bytes of `stream`: the header, checked and size-limited before anything else is
+    read, then exactly the elements it declares; refused if the stream ends early or goes on."""
+    head = stream.read(4)
+    header = head + stream.read(_check_magic(head, source) - 4)
+    dims, dtype, header_bytes = _parse_header(header, source)
+    problem = array_size_problem(dims, dtype.itemsize)
+    if problem is not None:
+        raise CorruptFileError(f"{source}: {problem}")
+    content = header + stream.read(math.prod(dims) * dtype.itemsize)
+    expected = header_bytes + math.prod(dims) * dtype.itemsize
+    _check_length(source, dims, dtype, expected, len(content), more=bool(stream.read(1)))
+    return content
 
 
 def read_idx(
@@ -91,7 +111,17 @@ def read_idx(
     that a truncated file is reported as truncated.
     """
     source = source or os.fspath(path)
-    content = decompress(Path(path).read_bytes(), source)
+    with open(path, "rb") as raw:
+        gzipped = raw.read(2) == _GZIP_MAGIC
+        raw.seek(0)
+        if gzipped:
+            try:
+                with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+                    content = _read_exactly(stream, source)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise CorruptFileError(f"{source}: damaged or truncated gzip data: {exc}") from exc
+        else:
+            content = _read_exactly(raw, source)
     array = decode_idx(content, source)
     if expected_sha256 is not None:
         check_sha256(content, expected_sha256, source)

@@ -87,6 +87,7 @@ class IdxDataset(PublishedDataset):
     """An IDX image set: `images` uint8 (N, 1, 28, 28), `labels` int64 (N,)."""
 
     source: IdxSource
+    image_shape = (1, 28, 28)
 
     def _read(
         self, root: str | os.PathLike | None, train: bool, download: bool

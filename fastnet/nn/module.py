@@ -11,12 +11,15 @@ from __future__ import annotations
 import fnmatch
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from ..backend import Device, get_device, to_numpy
 from ..tensor import Tensor
+
+if TYPE_CHECKING:
+    from .summary import ModelSummary
 
 
 class Parameter(Tensor):
@@ -286,6 +289,14 @@ class Module:
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def summary(self, input_shape: Any, device: str | Device | None = None) -> ModelSummary:
+        """Each layer's output shape, parameters and FLOPs from one forward pass on random input
+        of ``input_shape``, batch dimension first as in torchinfo (``(1, 1, 28, 28)``); print it
+        for the table. See :func:`fastnet.nn.summary.summarize`."""
+        from .summary import summarize  # summary imports the layers, which import this module
+
+        return summarize(self, input_shape, device)
 
 
 def _remove(name: str, *registries: dict) -> None:

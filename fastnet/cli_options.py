@@ -1,0 +1,304 @@
+"""The options of every ``fastnet`` subcommand: the parser, its checked types, the defaults of a
+training run, and :class:`UsageError`, the one exception for a mistake on the command line.
+
+Building the parser loads no workflow (no benchmark, no dataset): `fastnet --help` stays fast.
+Every parse error is one line (``UsageError``), not argparse's usage block.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from . import models
+from .train import DATASETS, check_setting
+
+
+class UsageError(Exception):
+    """A mistake in what the user asked for: reported as one line on stderr, exit code 2."""
+
+    def __init__(self, message: str, prog: str | None = None) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+# a new run's settings; the options default to None so that a resume can tell what was given
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "dataset": "mnist",
+    "model": "cnn",
+    "epochs": 2,
+    "batch_size": 64,
+    "optimizer": "adam",
+    "lr": 2e-3,
+    "weight_decay": 0.0,
+    "momentum": 0.9,
+    "augment": None,
+    "schedule": "onecycle",
+    "label_smoothing": 0.0,
+    "val_fraction": 0.0,
+    "patience": None,
+    "keep_best": False,
+    "checkpoint_every": 0,
+    "seed": 0,
+    "labels_per_class": 0,
+}
+
+
+def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``fastnet bench``, here so that building the parser loads no benchmark."""
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes and one round: checks that every benchmark runs, not how fast",
+    )
+    parser.add_argument(
+        "--json", metavar="PATH", help="also write the results (and the machine) as JSON to PATH"
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="time the CPU kernels (default) or the CUDA kernels on a real GPU",
+    )
+    parser.add_argument(
+        "--only", metavar="TEXT", help="only the cases (or --train models) whose name contains TEXT"
+    )
+    parser.add_argument(
+        "--train",
+        action="store_true",
+        help="race fastnet against PyTorch training the same models on the CPU (images/s)",
+    )
+    parser.add_argument(
+        "--ptx",
+        action="store_true",
+        help="compile every CUDA kernel for sm_80/sm_90 and report registers and spills",
+    )
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default unless it is None or False (which mean "not given")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of usage + message
+        raise UsageError(f"{message} (see {self.prog} --help)", self.prog)
+
+
+def _setting(key: str, convert: type) -> Callable[[str], Any]:
+    """An argparse type: ``convert`` the text, then check it with the run config's rule."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {convert.__name__}: {text!r}") from None
+        try:
+            return check_setting(key, value)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
+def _device_name(text: str) -> str:
+    name, _, index = text.partition(":")
+    if name not in ("cpu", "cuda") or (index and not index.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected cpu or cuda (or cuda:N), got {text!r}")
+    return text
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _add_common(parser: argparse.ArgumentParser, device: bool = True) -> None:
+    """--threads (also accepted after the subcommand) and --device."""
+    parser.add_argument(
+        "--threads",
+        type=_positive,
+        default=argparse.SUPPRESS,  # leaves the value given before the subcommand in place
+        help="CPU threads for the kernels and the BLAS (default 1, or FASTNET_NUM_THREADS)",
+    )
+    if device:
+        parser.add_argument("--device", type=_device_name, default="cpu", help="cpu or cuda")
+
+
+def _add_train_arguments(train: argparse.ArgumentParser) -> None:
+    def option(flag: str, help: str, convert: type | None = None, **kwargs: Any) -> None:
+        key = flag[2:].replace("-", "_")
+        default = TRAIN_DEFAULTS[key]
+        if default is not None and default is not False:
+            help += f" (default: {default})"
+        if convert is not None:
+            kwargs["type"] = _setting(key, convert)
+        train.add_argument(flag, default=None, help=help, **kwargs)
+
+    option("--dataset", "dataset", choices=DATASETS)
+    option("--model", "model", choices=models.names())
+    option("--epochs", "train up to this epoch (resume: default the run's planned epochs)", int)
+    option("--batch-size", "images per step", int)
+    option("--optimizer", "optimizer", choices=("adam", "adamw", "sgd"))
+    option("--lr", "learning rate (the peak of the one-cycle schedule)", float)
+    option("--weight-decay", "weight decay", float)
+    option("--momentum", "SGD momentum, in [0, 1)", float)
+    option(
+        "--augment",
+        "random crops (and flips on CIFAR-10) (default: on for cifar10 only)",
+        action=argparse.BooleanOptionalAction,
+    )
+    option(
+        "--schedule",
+        "learning-rate schedule: onecycle warms up linearly to --lr over the first 30%% of the "
+        "steps, then anneals it by a cosine to nearly zero; a run with a schedule cannot be "
+        "resumed past the epochs it was planned for",
+        choices=("none", "cosine", "onecycle"),
+    )
+    option("--label-smoothing", "label smoothing, in [0, 1)", float)
+    option("--val-fraction", "hold out this fraction of the training set for validation", float)
+    option("--patience", "stop after this many epochs without a better validation accuracy", int)
+    option(
+        "--keep-best",
+        "keep the weights of the best validation accuracy (best.safetensors) and end the run "
+        "with them (needs --val-fraction)",
+        action="store_true",
+    )
+    option("--checkpoint-every", "also keep checkpoint_epochN.safetensors every N epochs", int)
+    option("--seed", "random seed (data order, initialisation, dropout)", int)
+    option("--labels-per-class", "train on this many images of each class (0: the whole set)", int)
+    train.add_argument(
+        "--resume",
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue a run from its checkpoint, with its saved settings: only --epochs, "
+        "--patience, --keep-best and --checkpoint-every may change; --out defaults to the "
+        "checkpoint's folder",
+    )
+    train.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with the dataset files, used alone (default: FASTNET_DATA, "
+        "then the user cache, then download)",
+    )
+    train.add_argument(
+        "--out",
+        default=None,
+        help="run folder (default runs/DATASET-MODEL, or the resumed checkpoint's folder)",
+    )
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_common(train)
+
+
+def _add_finetune_arguments(tune: argparse.ArgumentParser) -> None:
+    tune.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="WEIGHTS",
+        help="a model.safetensors state dict or a checkpoint from fastnet train",
+    )
+    tune.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
+    tune.add_argument(
+        "--mode",
+        default="all",
+        choices=("head", "full", "lora", "scratch", "all"),
+        help="what trains (each mode is reported next to training from scratch)",
+    )
+    tune.add_argument(
+        "--labels-per-class",
+        type=_setting("labels_per_class", int),
+        default=100,
+        help="training labels per class (0: all)",
+    )
+    tune.add_argument(
+        "--model",
+        default="cnn",
+        choices=models.names(),
+        help="architecture, when --from is a plain state dict",
+    )
+    tune.add_argument(
+        "--epochs", type=_setting("epochs", int), default=10, help="epochs of each mode"
+    )
+    tune.add_argument(
+        "--batch-size", type=_setting("batch_size", int), default=64, help="images per step"
+    )
+    tune.add_argument("--lr", type=_setting("lr", float), default=1e-3, help="AdamW learning rate")
+    tune.add_argument(
+        "--seed", type=_setting("seed", int), default=0, help="random seed (subset, data order)"
+    )
+    tune.add_argument("--data-dir", default=None, help="folder with the dataset files, used alone")
+    tune.add_argument(
+        "--out",
+        default=None,
+        help="write each mode's model to OUT/MODE/model.safetensors (and, for lora, the "
+        "adapter alone to OUT/lora/adapter.safetensors)",
+    )
+    tune.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_common(tune)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="fastnet",
+        description="fastnet: deep learning on hand-written kernels",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive,
+        default=None,
+        help="CPU threads for the kernels and the BLAS (default 1, or FASTNET_NUM_THREADS)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def subcommand(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, formatter_class=_HelpFormatter)
+
+    _add_train_arguments(subcommand("train", "train a model and report test accuracy"))
+    _add_finetune_arguments(
+        subcommand(
+            "finetune", "fine-tune saved weights on a new dataset, next to training from scratch"
+        )
+    )
+    predict = subcommand("predict", "the top classes of images, by a trained model")
+    predict.add_argument("checkpoint", help="a checkpoint written by fastnet train")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    predict.add_argument("--top-k", type=_positive, default=5, help="classes shown per image")
+    predict.add_argument(
+        "--resize",
+        action="store_true",
+        help="resize (bilinear) an image whose size differs from the model's input (else refused)",
+    )
+    _add_common(predict)
+
+    from . import evaluate
+
+    evaluate_parser = subcommand(
+        "eval",
+        "accuracy, per-class precision/recall/F1, confusion matrix and feature maps of a "
+        "checkpoint",
+    )
+    evaluate.add_arguments(evaluate_parser)
+    _add_common(evaluate_parser, device=False)
+    bench = subcommand(
+        "bench",
+        "kernel timings against NumPy/PyTorch and the machine's ceilings; "
+        "--train, --ptx, --device cuda",
+    )
+    _add_bench_arguments(bench)
+    _add_common(bench, device=False)
+    _add_common(
+        subcommand("info", "versions, devices, and whether CUDA is real or simulated"), device=False
+    )
+    return parser
