@@ -489,7 +489,9 @@ def resumed_config(saved: dict, epochs: int | None, given: dict) -> tuple[dict, 
         raise ValueError(
             f"cannot extend this run to {target} epochs: its {schedule} learning-rate schedule "
             f"spans the {planned} epochs it was planned for, and stretching it would send the "
-            f"learning rate back up; resume with epochs <= {planned}, or start a new run"
+            f"learning rate back up; "
+            + (f"resume with epochs <= {planned}, or " if planned > done else "")
+            + "start a new run"
         )
     config["epochs"] = max(planned, target)
     return config, target

@@ -134,6 +134,8 @@ def test_resume_refuses_conflicting_settings_and_epochs_already_done(saved_run, 
     assert_user_error(resume, capsys, workdir, "already at epoch 1 of its 1 planned")
     # a finished one-cycle run is not stretched (its learning rate would jump back up)
     assert_user_error([*resume, "--epochs", "3"], capsys, workdir, "onecycle", "planned")
+    main([*resume, "--epochs", "3"])  # finished: no "resume with epochs <= 1" it could not do
+    assert "resume with epochs" not in capsys.readouterr().err
 
 
 def test_data_dir_without_the_dataset(shared_data, workdir, capsys, monkeypatch):
