@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli_options import TRAIN_DEFAULTS, UsageError, build_parser
+from .extras import install_hint
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -50,8 +51,8 @@ def _device(name: str) -> Any:
 
     if name.startswith("cuda") and not backend.cuda_is_available():
         raise UsageError(
-            f"--device {name}: no CUDA GPU found (install fastnet[cuda] on a machine with an "
-            f"NVIDIA GPU, or set NUMBA_ENABLE_CUDASIM=1 to simulate one)"
+            f"--device {name}: no CUDA GPU found (install the cuda extra, {install_hint('cuda')}, "
+            "on a machine with an NVIDIA GPU, or set NUMBA_ENABLE_CUDASIM=1 to simulate one)"
         )
     with _user_errors(ValueError, RuntimeError, prefix="--device: "):
         return backend.get_device(name)
@@ -183,7 +184,7 @@ def train_command(args: argparse.Namespace) -> int:
         plot = plot_training_curves(curves, out / "curves.png", lr=lrs)
         print(f"fastnet: training curves in {plot}")
     except ImportError:
-        print("fastnet: no training-curve plot (matplotlib missing: pip install 'fastnet[plot]')")
+        print(f"fastnet: no training-curve plot (matplotlib missing: {install_hint('plot')})")
     kept = len(history["test_acc"]) - 1
     note = ""
     if result["config"].get("keep_best") and history.get("val_acc"):
@@ -320,7 +321,7 @@ def info_command(args: argparse.Namespace) -> int:
             module = __import__(package)
             print(f"{package.replace('_', '-')} {getattr(module, '__version__', '?')}")
         except ImportError:
-            print(f"{package.replace('_', '-')}: not installed (pip install 'fastnet[cuda]')")
+            print(f"{package.replace('_', '-')}: not installed ({install_hint('cuda')})")
     if _cuda.simulating():
         mode = (
             "simulated (NUMBA_ENABLE_CUDASIM=1: CUDA kernels run in Numba's simulator on the CPU)"

@@ -36,6 +36,7 @@ import numpy as np
 from . import models
 from .checkpoint import load_checkpoint
 from .data import DataLoader
+from .extras import install_hint
 from .metrics import classification_report, confusion_matrix
 from .nn import Conv2d, Module
 from .nn.summary import eval_mode, forward_hooks
@@ -153,7 +154,7 @@ def evaluate_checkpoint(
     folder = Path(out) if out is not None else Path(path).parent
     result["files"] = []
     if importlib.util.find_spec("matplotlib") is None:
-        log("fastnet: no plots: they need matplotlib (pip install 'fastnet[plot]')")
+        log(f"fastnet: no plots: they need matplotlib ({install_hint('plot')})")
         return result
     written = plot_confusion_matrix(
         result["confusion_matrix"], folder / "confusion_matrix.png", class_names

@@ -1,8 +1,8 @@
 """PNG plots of a training run and a model: learning curves, confusion matrix, feature maps.
 
-matplotlib is an optional extra (``pip install 'fastnet[plot]'``), imported only when a function
-here is called. Figures are drawn on matplotlib's Agg canvas directly, never through pyplot, so
-nothing opens a window, the caller's pyplot backend and figure list are left alone, and no figure
+matplotlib is an optional extra (``plot``), imported only when a function here is called.
+Figures are drawn on matplotlib's Agg canvas directly, never through pyplot, so nothing opens a
+window, the caller's pyplot backend and figure list are left alone, and no figure
 outlives its call. Each PNG is written atomically: into a temporary file in the target folder
 (created if missing), then renamed over ``path``, so no reader ever sees half a file.
 
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .extras import install_hint
 from .metrics import _as_numpy
 
 __all__ = ["plot_training_curves", "plot_confusion_matrix", "plot_feature_maps"]
@@ -50,7 +51,7 @@ def _new_figure(width_inches: float, height_inches: float, dpi: float) -> Any:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as error:
-        raise ImportError("fastnet's plots need matplotlib: pip install 'fastnet[plot]'") from error
+        raise ImportError(f"fastnet's plots need matplotlib: {install_hint('plot')}") from error
     figure = Figure(figsize=(width_inches, height_inches), dpi=dpi, layout="constrained")
     FigureCanvasAgg(figure)
     return figure

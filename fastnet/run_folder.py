@@ -1,5 +1,5 @@
 """The files a training run keeps in its folder beside the checkpoint (see :class:`RunFolder`);
-TensorBoard events need the optional tensorboardX (``pip install "fastnet[tensorboard]"``)."""
+TensorBoard events need the optional tensorboardX (the ``tensorboard`` extra)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class RunFolder:
       rewritten after every epoch;
     * ``steps.csv``: ``epoch,step,loss,lr`` of every training step;
     * ``tensorboard/``: the same numbers as TensorBoard events, when tensorboardX is installed
-      (``pip install "fastnet[tensorboard]"``), written by its ``SummaryWriter``.
+      (the ``tensorboard`` extra), written by its ``SummaryWriter``.
 
     A run resumed after ``start_epoch`` keeps the steps of the epochs up to it and drops those
     of an epoch it is about to train again."""

@@ -175,9 +175,27 @@ def _kernel_argument(value: Any) -> Any:
     return value
 
 
+def _check_kernel_argument(kernel: Callable, position: int, argument: Any) -> None:
+    """Refuse, in the simulator, what numba-cuda's real launcher refuses (None among others: the
+    simulator would run it): device arrays (NumPy arrays here), integers, floats, booleans and
+    tuples of these are all a kernel may take."""
+    if isinstance(argument, tuple):
+        for item in argument:
+            _check_kernel_argument(kernel, position, item)
+        return
+    if not isinstance(argument, (np.ndarray, int, float, bool, np.number, np.bool_)):
+        name = getattr(kernel, "__name__", None) or getattr(kernel, "py_func", kernel).__name__
+        raise TypeError(
+            f"{name}: kernel argument {position} is a {type(argument).__name__}; a CUDA launch "
+            "takes only device arrays, integers, floats, booleans and tuples of these"
+        )
+
+
 def launch(kernel: Callable, blocks: int | tuple, threads: int | tuple, *args: Any) -> None:
     """Launch ``kernel[blocks, threads]`` on the current stream (CuPy's on a GPU)."""
     if simulating():
+        for position, argument in enumerate(args):
+            _check_kernel_argument(kernel, position, argument)
         # the simulator copies every array argument back after the launch, which fails for
         # read-only views (np.broadcast_to): hand it a writable copy instead
         kernel[blocks, threads](

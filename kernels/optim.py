@@ -83,7 +83,7 @@ class AdamCoefficients(NamedTuple):
 
 
 class SgdCoefficients(NamedTuple):
-    """Per-step constants of the SGD update: four in the buffers' dtype, two flags."""
+    """Per-step constants of the SGD update: four in the buffers' dtype, three flags."""
 
     lr: Any
     weight_decay: Any
@@ -91,6 +91,7 @@ class SgdCoefficients(NamedTuple):
     one_minus_dampening: Any
     nesterov: bool
     first_step: bool
+    has_momentum: bool
 
 
 # --------------------------------------------------------------------------- validation
@@ -187,13 +188,16 @@ def _sgd_coefficients(
         one_minus_dampening=as_dtype(1.0 - dampening),
         nesterov=bool(nesterov),
         first_step=bool(first_step),
+        has_momentum=momentum != 0.0,
     )
 
 
 def _sgd_buffers(param: Any, grad: Any, momentum_buffer: Any, momentum: float) -> list:
-    """Raveled ``[param, grad, momentum_buffer]``; the buffer is None when momentum is 0."""
+    """Raveled ``[param, grad, momentum_buffer]``. Without momentum the kernels never touch the
+    buffer, and grad stands in for it: a real CUDA launch takes arrays, never None."""
     if momentum == 0.0:
-        return _flat_buffers("sgd_step", param, grad=grad) + [None]
+        flat = _flat_buffers("sgd_step", param, grad=grad)
+        return flat + [flat[1]]
     if momentum_buffer is None:
         raise ValueError(f"momentum={momentum} needs a momentum_buffer, got None")
     return _flat_buffers("sgd_step", param, grad=grad, momentum_buffer=momentum_buffer)
@@ -218,11 +222,10 @@ def _adam_update(index, param, grad, exp_avg, exp_avg_sq, coefficients):
 
 @register_jitable
 def _sgd_update(index, param, grad, momentum_buffer, coefficients):
-    # A None buffer (momentum 0) is a separate specialisation whose momentum branch is pruned.
     c = coefficients
     p = param[index]
     g = grad[index] + c.weight_decay * p
-    if momentum_buffer is not None:
+    if c.has_momentum:  # else momentum_buffer is a stand-in, never read or written
         # On the first step the buffer holds nothing yet (maybe not even numbers): never read it.
         buffer = (
             g if c.first_step else c.momentum * momentum_buffer[index] + c.one_minus_dampening * g
@@ -414,7 +417,7 @@ def cuda_kernels() -> list[KernelSpec]:
     zero = np.float32(0.0)
     adam_coefficients = numba.typeof(AdamCoefficients(*[zero] * len(AdamCoefficients._fields)))
     sgd_coefficients = numba.typeof(
-        SgdCoefficients(zero, zero, zero, zero, nesterov=False, first_step=False)
+        SgdCoefficients(zero, zero, zero, zero, nesterov=False, first_step=False, has_momentum=True)
     )
     return [
         KernelSpec(

@@ -6,6 +6,8 @@ Before issue #15 most of these printed a traceback, ran anyway (``--epochs 0``, 
 patched) except where the data folder itself is under test.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -155,3 +157,15 @@ def test_finetune_from_weights_of_another_architecture(workdir, capsys):
         workdir,
         "--from mlp.safetensors",
     )
+
+
+def test_no_hint_installs_the_unrelated_fastnet_from_pypi():
+    # `pip install "fastnet[cuda]"` installs another project of that name (issue 16): every
+    # hint names the checkout's own command, from one helper
+    from fastnet.extras import install_hint
+
+    root = Path(__file__).resolve().parents[1]
+    sources = [*(root / "fastnet").rglob("*.py"), root / "README.md", *(root / "scripts").glob("*")]
+    offenders = [str(path) for path in sources if "fastnet[" in path.read_text()]
+    assert offenders == []
+    assert install_hint("cuda").startswith("bash scripts/setup.sh cuda")

@@ -25,6 +25,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from ..extras import install_hint
 from ..kernels import _cpu, _cuda
 from ..kernels._contract import families
 from ..kernels._cpu import images_per_chunk  # noqa: F401 - re-exported for the layers above
@@ -107,9 +108,10 @@ def _make_cuda_device() -> Device:
     if not _cuda.gpu_available():
         raise RuntimeError(
             "device 'cuda' is not available: no CUDA GPU was found (CuPy missing or "
-            "cupy.is_available() is False). Install fastnet[cuda] on a machine with an NVIDIA GPU, "
-            "or set NUMBA_ENABLE_CUDASIM=1 before importing fastnet to run the CUDA kernels in "
-            "Numba's simulator."
+            "cupy.is_available() is False). Install the cuda extra "
+            f"({install_hint('cuda')}) on a machine with an NVIDIA GPU, or set "
+            "NUMBA_ENABLE_CUDASIM=1 before importing fastnet to run the CUDA kernels in Numba's "
+            "simulator."
         )
     import cupy
     from cupyx.scipy.special import erf

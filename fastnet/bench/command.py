@@ -22,6 +22,7 @@ import numba
 import numpy as np
 
 from ..backend import get_device, get_num_threads
+from ..extras import install_hint
 from .cases import run_kernels
 from .harness import cuda_refusal, format_table, measure_ceilings, optional_torch, pinned_threads
 from .race import format_training_table, run_training
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if args.train and (args.device != "cpu" or optional_torch() is None):
         print(
             "fastnet bench --train: races PyTorch on the CPU: needs --device cpu and PyTorch "
-            "(pip install 'fastnet[bench]')",
+            f"({install_hint('bench')})",
             file=sys.stderr,
         )
         return 2

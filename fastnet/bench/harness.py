@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..backend import Device, get_num_threads, set_num_threads, to_numpy
+from ..extras import install_hint
 from ..kernels import _cuda
 from ..kernels._contract import FLOAT32_BYTES, OURS, BenchContext, Case, CaseInfo, CaseSpec
 
@@ -30,7 +31,7 @@ RELATIVE_TOLERANCE = 1e-4  # float32 results computed in different orders agree 
 
 def optional_torch() -> Any:
     """The ``torch`` module, or None when PyTorch is not installed
-    (``pip install 'fastnet[bench]'``)."""
+    (the ``bench`` extra)."""
     try:
         import torch
     except ImportError:
@@ -217,7 +218,7 @@ def cuda_refusal() -> str | None:
     if not _cuda.gpu_available():
         return (
             "fastnet bench: no CUDA GPU found (CuPy missing or cupy.is_available() is False): "
-            "--device cuda needs an NVIDIA GPU and 'pip install fastnet[cuda]'."
+            f"--device cuda needs an NVIDIA GPU and the cuda extra: {install_hint('cuda')}."
         )
     return None
 

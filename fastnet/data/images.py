@@ -6,7 +6,7 @@ takes them after the same normalisation. Grayscale files give one channel, every
 three (RGB; an alpha channel is dropped), unless `channels` asks for 1 or 3, in which case
 Pillow converts (RGB to grayscale by ITU-R 601 luma, grayscale to RGB by repetition).
 
-Pillow decodes (the optional extra `image`: `pip install "fastnet[image]"`); it is imported when
+Pillow decodes (the optional extra ``image``); it is imported when
 the first image is read, so the rest of fastnet works without it.
 
     root/cat/001.png          ImageFolder(root).classes == ["cat", "dog"]
@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..extras import install_hint
 from .dataset import Transform
 
 IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -40,9 +41,7 @@ def _pillow() -> Any:
     try:
         from PIL import Image
     except ImportError:
-        raise ImportError(
-            'reading image files needs Pillow: pip install "fastnet[image]" (or pillow)'
-        ) from None
+        raise ImportError(f"reading image files needs Pillow: {install_hint('image')}") from None
     return Image
 
 
