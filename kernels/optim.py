@@ -83,7 +83,7 @@ class AdamCoefficients(NamedTuple):
 
 
 class SgdCoefficients(NamedTuple):
-    """Per-step constants of the SGD update: four in the buffers' dtype, three flags."""
+    """Per-step constants of the SGD update: four in the buffers' dtype, two flags."""
 
     lr: Any
     weight_decay: Any
@@ -91,7 +91,6 @@ class SgdCoefficients(NamedTuple):
     one_minus_dampening: Any
     nesterov: bool
     first_step: bool
-    has_momentum: bool
 
 
 # --------------------------------------------------------------------------- validation
@@ -188,16 +187,13 @@ def _sgd_coefficients(
         one_minus_dampening=as_dtype(1.0 - dampening),
         nesterov=bool(nesterov),
         first_step=bool(first_step),
-        has_momentum=momentum != 0.0,
     )
 
 
 def _sgd_buffers(param: Any, grad: Any, momentum_buffer: Any, momentum: float) -> list:
-    """Raveled ``[param, grad, momentum_buffer]``. Without momentum the kernels never touch the
-    buffer, and grad stands in for it: a real CUDA launch takes arrays, never None."""
+    """Raveled ``[param, grad, momentum_buffer]``; the buffer is None when momentum is 0."""
     if momentum == 0.0:
-        flat = _flat_buffers("sgd_step", param, grad=grad)
-        return flat + [flat[1]]
+        return _flat_buffers("sgd_step", param, grad=grad) + [None]
     if momentum_buffer is None:
         raise ValueError(f"momentum={momentum} needs a momentum_buffer, got None")
     return _flat_buffers("sgd_step", param, grad=grad, momentum_buffer=momentum_buffer)
@@ -222,10 +218,11 @@ def _adam_update(index, param, grad, exp_avg, exp_avg_sq, coefficients):
 
 @register_jitable
 def _sgd_update(index, param, grad, momentum_buffer, coefficients):
+    # A None buffer (momentum 0) is a separate specialisation whose momentum branch is pruned.
     c = coefficients
     p = param[index]
     g = grad[index] + c.weight_decay * p
-    if c.has_momentum:  # else momentum_buffer is a stand-in, never read or written
+    if momentum_buffer is not None:
         # On the first step the buffer holds nothing yet (maybe not even numbers): never read it.
         buffer = (
             g if c.first_step else c.momentum * momentum_buffer[index] + c.one_minus_dampening * g
@@ -364,9 +361,14 @@ def _adam_cuda_kernel(param, grad, exp_avg, exp_avg_sq, coefficients):
 
 
 @cuda.jit
-def _sgd_cuda_kernel(param, grad, momentum_buffer, coefficients):
+def _sgd_cuda_kernel(param, grad, momentum_buffer, has_momentum, coefficients):
+    # A real launch takes no None: without momentum the buffer is a stand-in, never touched, and
+    # the update gets the None that prunes its momentum branch (as on the CPU).
     for index in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        _sgd_update(index, param, grad, momentum_buffer, coefficients)
+        if has_momentum:
+            _sgd_update(index, param, grad, momentum_buffer, coefficients)
+        else:
+            _sgd_update(index, param, grad, None, coefficients)
 
 
 def adam_step_cuda(
@@ -408,7 +410,18 @@ def sgd_step_cuda(
     coefficients = _sgd_coefficients(
         param.dtype, lr, momentum, dampening, weight_decay, nesterov, first_step
     )
-    launch(_sgd_cuda_kernel, stride_grid(param.size, THREADS), THREADS, *flat, coefficients)
+    param, grad, momentum_buffer = flat
+    has_momentum = momentum_buffer is not None
+    launch(
+        _sgd_cuda_kernel,
+        stride_grid(param.size, THREADS),
+        THREADS,
+        param,
+        grad,
+        momentum_buffer if has_momentum else grad,
+        has_momentum,
+        coefficients,
+    )
 
 
 def cuda_kernels() -> list[KernelSpec]:
@@ -417,7 +430,7 @@ def cuda_kernels() -> list[KernelSpec]:
     zero = np.float32(0.0)
     adam_coefficients = numba.typeof(AdamCoefficients(*[zero] * len(AdamCoefficients._fields)))
     sgd_coefficients = numba.typeof(
-        SgdCoefficients(zero, zero, zero, zero, nesterov=False, first_step=False, has_momentum=True)
+        SgdCoefficients(zero, zero, zero, zero, nesterov=False, first_step=False)
     )
     return [
         KernelSpec(
@@ -427,7 +440,10 @@ def cuda_kernels() -> list[KernelSpec]:
             THREADS,
         ),
         KernelSpec(
-            "sgd_step", _sgd_cuda_kernel, (vector, vector, vector, sgd_coefficients), THREADS
+            "sgd_step",
+            _sgd_cuda_kernel,
+            (vector, vector, vector, numba.boolean, sgd_coefficients),
+            THREADS,
         ),
     ]
 
