@@ -8,7 +8,8 @@ forward + backward (seeded with ones), fastnet then PyTorch, same threads.
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/cnn_layers.py
         [--batch 256] [--threads 1]
 
-Needs PyTorch (``pip install 'fastnet[bench]'``). Timings are for reading, not for asserting.
+Needs PyTorch (the ``bench`` extra: ``bash scripts/setup.sh bench``). Timings are for reading,
+not for asserting.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def main() -> None:
         # allocated before (its mmap threshold grows with the largest block freed).
         step_costs(args.batch, rng)
         if torch is None:
-            print("PyTorch is not installed: no layer race (pip install 'fastnet[bench]')")
+            print("PyTorch is not installed: no layer race (bash scripts/setup.sh bench)")
         else:
             layer_race(torch, args.batch, rng)
 

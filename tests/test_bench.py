@@ -18,7 +18,7 @@ from fastnet.cli import main as cli_main
 
 torch = bench.optional_torch()
 needs_torch = pytest.mark.skipif(
-    torch is None, reason="PyTorch is not installed (pip install 'fastnet[bench]')"
+    torch is None, reason="PyTorch is not installed (bash scripts/setup.sh bench)"
 )
 QUICK_SPECS = bench.case_specs(quick=True)
 REPOSITORY = Path(__file__).resolve().parents[1]

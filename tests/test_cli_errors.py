@@ -165,7 +165,13 @@ def test_no_hint_installs_the_unrelated_fastnet_from_pypi():
     from fastnet.extras import install_hint
 
     root = Path(__file__).resolve().parents[1]
-    sources = [*(root / "fastnet").rglob("*.py"), root / "README.md", *(root / "scripts").glob("*")]
+    sources = [
+        *(root / "fastnet").rglob("*.py"),
+        *(root / "benchmarks").glob("*.py"),
+        root / "README.md",
+        root / "benchmarks" / "README.md",
+        *(root / "scripts").glob("*"),
+    ]
     offenders = [str(path) for path in sources if "fastnet[" in path.read_text()]
     assert offenders == []
     assert install_hint("cuda").startswith("bash scripts/setup.sh cuda")

@@ -183,7 +183,7 @@ def test_plots_never_load_pyplot(tmp_path):
 def test_missing_matplotlib_says_how_to_install_it(tmp_path, monkeypatch, plot):
     for module in [name for name in sys.modules if name.split(".")[0] == "matplotlib"]:
         monkeypatch.setitem(sys.modules, module, None)  # None in sys.modules makes import fail
-    with pytest.raises(ImportError, match=r"pip install 'fastnet\[plot\]'"):
+    with pytest.raises(ImportError, match=r"bash scripts/setup\.sh plot"):
         plot(tmp_path / "plot.png")
     assert list(tmp_path.iterdir()) == []
 
