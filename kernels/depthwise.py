@@ -338,6 +338,19 @@ def _add_products(target, first, grad, source, start, count):
         target[at + k] += grad[k] * source[origin + k]
 
 
+@register_jitable
+def _layout(x_shape, y_shape, w_shape, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
+    """What every CPU kernel derives from the shapes: (channel multiplier M, taps KH·KW, rows and
+    columns of each phase plane, each tap's offset into the phase planes)."""
+    height, width = x_shape[2], x_shape[3]
+    kernel_h, kernel_w = w_shape[1], w_shape[2]
+    rows, columns = _phase_shape(height, width, stride_h, stride_w, pad_h, pad_w)
+    offsets = _tap_offsets(
+        kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, rows, columns
+    )
+    return y_shape[1] // x_shape[1], kernel_h * kernel_w, rows, columns, offsets
+
+
 # The kernels index flat arrays at computed offsets: a view (x[n, c]) inside a loop would cost an
 # atomic reference-count update each time.
 
@@ -346,11 +359,8 @@ def _add_products(target, first, grad, source, start, count):
 def _forward_kernel_cpu(x, w, y, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
     batch, channels, height, width = x.shape
     out_channels, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
-    kernel_h, kernel_w = w.shape[1], w.shape[2]
-    multiplier, taps = out_channels // channels, kernel_h * kernel_w
-    rows, columns = _phase_shape(height, width, stride_h, stride_w, pad_h, pad_w)
-    offsets = _tap_offsets(
-        kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, rows, columns
+    multiplier, taps, rows, columns, offsets = _layout(
+        x.shape, y.shape, w.shape, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w
     )
     geometry = (stride_h, stride_w, pad_h, pad_w)
     pixels, weights, outputs = x.reshape(-1), w.reshape(-1), y.reshape(-1)
@@ -376,11 +386,8 @@ def _forward_kernel_cpu(x, w, y, stride_h, stride_w, pad_h, pad_w, dilation_h, d
 def _input_grad_kernel_cpu(dy, w, dx, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
     batch, channels, height, width = dx.shape
     out_channels, out_h, out_w = dy.shape[1], dy.shape[2], dy.shape[3]
-    kernel_h, kernel_w = w.shape[1], w.shape[2]
-    multiplier, taps = out_channels // channels, kernel_h * kernel_w
-    rows, columns = _phase_shape(height, width, stride_h, stride_w, pad_h, pad_w)
-    offsets = _tap_offsets(
-        kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, rows, columns
+    multiplier, taps, rows, columns, offsets = _layout(
+        dx.shape, dy.shape, w.shape, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w
     )
     geometry = (stride_h, stride_w, pad_h, pad_w)
     grads, weights, pixels = dy.reshape(-1), w.reshape(-1), dx.reshape(-1)
@@ -406,13 +413,11 @@ def _input_grad_kernel_cpu(dy, w, dx, stride_h, stride_w, pad_h, pad_w, dilation
 def _weight_grad_kernel_cpu(dy, x, dw, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
     batch, channels, height, width = x.shape
     out_channels, out_h, out_w = dy.shape[1], dy.shape[2], dy.shape[3]
-    kernel_h, kernel_w = dw.shape[1], dw.shape[2]
-    multiplier, taps = out_channels // channels, kernel_h * kernel_w
-    rows, columns = _phase_shape(height, width, stride_h, stride_w, pad_h, pad_w)
-    offsets = _tap_offsets(
-        kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, rows, columns
+    multiplier, taps, rows, columns, offsets = _layout(
+        x.shape, dy.shape, dw.shape, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w
     )
     geometry = (stride_h, stride_w, pad_h, pad_w)
+    kernel_w = dw.shape[2]
     grads, pixels = dy.reshape(-1), x.reshape(-1)
     extent = out_h * columns
     # A task owns one output channel's taps: race-free, and each sum runs in a fixed order.
