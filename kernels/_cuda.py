@@ -7,9 +7,15 @@ they allocate with :func:`empty` and launch with :func:`launch`.
 
 Launch path on a GPU, and why:
 
+* Kernels are compiled once per machine, not at every start: :data:`cuda_kernel` and
+  :data:`device_function` are ``cuda.jit`` with ``cache=True`` (the cache sits beside each
+  module, or under ``NUMBA_CACHE_DIR``).
 * Kernels run on CuPy's *current* stream, so they order correctly with the CuPy elementwise ops
   around them without any device synchronisation. The Numba stream object wrapping a CuPy stream
-  is built once per stream pointer and cached.
+  is built once per stream pointer and cached, and so is each configured launch
+  (``kernel[blocks, threads, stream]``): building one costs Python time on every launch, and
+  Numba warns at each build whose grid has under 128 blocks. Our small grids are deliberate
+  (a grid-stride loop, a small layer), so that warning is silenced for our launches only.
 * Each CuPy argument is handed to Numba through ``cuda.as_cuda_array(x, sync=False)``: by default
   Numba would synchronise on every array argument of every launch, which serialises the GPU with
   the Python thread. Ordering is already guaranteed by launching on the same stream.
@@ -24,16 +30,23 @@ from __future__ import annotations
 import math
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from numba import cuda
+from numba.core.errors import NumbaPerformanceWarning
 
 try:  # CuPy is optional: absent on CPU-only installs, present without a GPU on some.
     import cupy as _cupy
 except ImportError:  # pragma: no cover - depends on the install
     _cupy = None
+
+
+# The decorators every family uses: compiled code is cached on disk like the CPU kernels'.
+cuda_kernel = cuda.jit(cache=True)
+device_function = cuda.jit(device=True, cache=True)
 
 
 def simulating() -> bool:
@@ -157,6 +170,8 @@ def check_out(
 
 
 _streams: dict[int, Any] = {}
+_configured: dict[tuple, Any] = {}
+MAX_CONFIGURED_LAUNCHES = 4096  # a bound on the cache; real programs use a few hundred shapes
 
 
 def _current_stream():
@@ -167,6 +182,20 @@ def _current_stream():
             cuda.external_stream(pointer) if pointer else cuda.default_stream()
         )
     return stream
+
+
+def _configured_launch(kernel: Callable, blocks: Any, threads: Any) -> Any:
+    """``kernel[blocks, threads, stream]`` on the current stream, built once per key."""
+    stream = _current_stream()
+    key = (kernel, blocks, threads, stream)
+    configured = _configured.get(key)
+    if configured is None:
+        if len(_configured) >= MAX_CONFIGURED_LAUNCHES:
+            _configured.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NumbaPerformanceWarning)
+            configured = _configured[key] = kernel[blocks, threads, stream]
+    return configured
 
 
 def _kernel_argument(value: Any) -> Any:
@@ -191,8 +220,20 @@ def _check_kernel_argument(kernel: Callable, position: int, argument: Any) -> No
         )
 
 
+class LaunchCounter:
+    """How many kernels :func:`launch` has started in this process (``launches.count``), so a
+    test or a benchmark can count the launches of a training step."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+launches = LaunchCounter()
+
+
 def launch(kernel: Callable, blocks: int | tuple, threads: int | tuple, *args: Any) -> None:
     """Launch ``kernel[blocks, threads]`` on the current stream (CuPy's on a GPU)."""
+    launches.count += 1
     if simulating():
         for position, argument in enumerate(args):
             _check_kernel_argument(kernel, position, argument)
@@ -205,7 +246,7 @@ def launch(kernel: Callable, blocks: int | tuple, threads: int | tuple, *args: A
             )
         )
         return
-    kernel[blocks, threads, _current_stream()](*(_kernel_argument(a) for a in args))
+    _configured_launch(kernel, blocks, threads)(*(_kernel_argument(a) for a in args))
 
 
 # Simulator tests launch a handful of blocks; a GPU gets enough blocks to fill every SM a few times.

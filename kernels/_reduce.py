@@ -22,6 +22,8 @@ import math
 
 from numba import cuda
 
+from ._cuda import device_function
+
 MAX_BLOCK_THREADS = 256
 VALUES_PER_THREAD = 4
 
@@ -36,7 +38,7 @@ def reduction_threads(length: int) -> int:
     return threads
 
 
-@cuda.jit(device=True)
+@device_function
 def merge_softmax_partials(max_a, sum_a, max_b, sum_b):
     """Merge two softmax normalisers (max m, sum of exp(v - m)) of disjoint sets of values.
 
@@ -49,7 +51,7 @@ def merge_softmax_partials(max_a, sum_a, max_b, sum_b):
     return max_b, sum_b + sum_a * math.exp(max_a - max_b)
 
 
-@cuda.jit(device=True)
+@device_function
 def block_reduce_pair(scratch, first, second, merge_softmax):
     """Reduce one pair of values a thread over the whole block; every thread gets the result.
 

@@ -49,7 +49,7 @@ from ._contract import (
     KernelSpec,
 )
 from ._cpu import cpu_kernel
-from ._cuda import empty, launch, stride_grid
+from ._cuda import cuda_kernel, empty, launch, stride_grid
 
 THREADS = 256
 
@@ -115,13 +115,13 @@ def relu_backward_cpu(dy: np.ndarray, y: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- CUDA
 
 
-@cuda.jit
+@cuda_kernel
 def _relu_forward_kernel_cuda(x, y):
     for index in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         _relu(x, y, index)
 
 
-@cuda.jit
+@cuda_kernel
 def _relu_backward_kernel_cuda(dy, y, dx):
     for index in range(cuda.grid(1), dy.size, cuda.gridsize(1)):
         _relu_grad(dy, y, dx, index)

@@ -73,7 +73,7 @@ from ._contract import (
     KernelSpec,
 )
 from ._cpu import cpu_kernel, images_per_chunk
-from ._cuda import array_module, check_out, empty, launch, stride_grid
+from ._cuda import array_module, check_out, cuda_kernel, empty, launch, stride_grid
 from ._geometry import (
     IntPair,
     WindowGeometry,
@@ -437,7 +437,7 @@ def col2im_cpu(
 # CUDA
 
 
-@cuda.jit
+@cuda_kernel
 def _im2col_kernel_cuda(
     x,
     cols,
@@ -470,7 +470,7 @@ def _im2col_kernel_cuda(
             cols[col_row, col] = 0
 
 
-@cuda.jit
+@cuda_kernel
 def _col2im_kernel_cuda(
     cols,
     dx,

@@ -79,7 +79,7 @@ from ._contract import (
     KernelSpec,
 )
 from ._cpu import cpu_kernel
-from ._cuda import array_module, empty, launch, stride_grid
+from ._cuda import array_module, cuda_kernel, empty, launch, stride_grid
 from ._geometry import IntPair, WindowGeometry, inside_range, int_pair, window_geometry
 from ._reduce import MAX_BLOCK_THREADS, block_reduce_pair, reduction_threads
 
@@ -488,7 +488,7 @@ def depthwise_conv2d_backward_weight_cpu(
 # CUDA
 
 
-@cuda.jit
+@cuda_kernel
 def _forward_kernel_cuda(x, w, y, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     out_channels, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
@@ -511,7 +511,7 @@ def _forward_kernel_cuda(x, w, y, stride_h, stride_w, pad_h, pad_w, dilation_h, 
         y[n, oc, oh, ow] = total
 
 
-@cuda.jit
+@cuda_kernel
 def _input_grad_kernel_cuda(dy, w, dx, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
     channels, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
     out_channels, out_h, out_w = dy.shape[1], dy.shape[2], dy.shape[3]
@@ -539,7 +539,7 @@ def _input_grad_kernel_cuda(dy, w, dx, stride_h, stride_w, pad_h, pad_w, dilatio
         dx[n, c, row, col] = total
 
 
-@cuda.jit
+@cuda_kernel
 def _weight_grad_kernel_cuda(dy, x, dw, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
     scratch = cuda.shared.array((2, MAX_BLOCK_THREADS), dw.dtype)
     batch, channels, height, width = x.shape

@@ -61,7 +61,7 @@ from ._contract import (
     Implementation,
     KernelSpec,
 )
-from ._cuda import array_module, check_out, empty, launch
+from ._cuda import array_module, check_out, cuda_kernel, device_function, empty, launch
 
 # Tiled kernel geometry. TILE is both the M and the N extent of a block's output tile, so one
 # loader serves both operands.
@@ -149,7 +149,7 @@ def matmul_cpu(
     )
 
 
-@cuda.jit(device=True)
+@device_function
 def _load_slab(slab, source, batch, outer0, k0, outer_size, k_size, k_contiguous, thread):
     """Stage ``slab[kk, o] = op(source)[outer0 + o, k0 + kk]`` (zero past the edges).
 
@@ -176,7 +176,7 @@ def _load_slab(slab, source, batch, outer0, k0, outer_size, k_size, k_contiguous
 def _make_tiled_kernel(trans_a: bool, trans_b: bool):
     """The tiled kernel for one ``(trans_a, trans_b)``; the flags are compile-time constants."""
 
-    @cuda.jit
+    @cuda_kernel
     def matmul_tiled(a, b, c):
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
@@ -226,7 +226,7 @@ _TILED_KERNELS = {
 }
 
 
-@cuda.jit
+@cuda_kernel
 def _matmul_naive(a, b, c, trans_a, trans_b):
     col = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
     row = cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y

@@ -88,7 +88,7 @@ from ._contract import (
     KernelSpec,
 )
 from ._cpu import CpuKernel, cpu_kernel
-from ._cuda import array_module, empty, launch, stride_grid
+from ._cuda import array_module, cuda_kernel, empty, launch, stride_grid
 from ._fastmath import VECTORISING_FASTMATH
 from ._reduce import MAX_BLOCK_THREADS, block_reduce_pair, reduction_threads
 
@@ -443,7 +443,7 @@ def _column_param_grads_cpu(dy, x, mean, rstd, dweight, dbias) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@cuda.jit
+@cuda_kernel
 def _group_statistics_kernel(x, eps, momentum, mean, rstd, running_mean, running_var):
     scratch = cuda.shared.array((2, MAX_BLOCK_THREADS), x.dtype)
     batch, groups, length = x.shape
@@ -474,7 +474,7 @@ def _group_statistics_kernel(x, eps, momentum, mean, rstd, running_mean, running
         )
 
 
-@cuda.jit
+@cuda_kernel
 def _normalise_kernel(x, mean, rstd, weight, bias, affine_per_group, y):
     batch, groups, length = x.shape
     for index in range(cuda.grid(1), batch * groups * length, cuda.gridsize(1)):
@@ -488,7 +488,7 @@ def _normalise_kernel(x, mean, rstd, weight, bias, affine_per_group, y):
         ] * scale + shift
 
 
-@cuda.jit
+@cuda_kernel
 def _group_backward_kernel(
     dy, x, weight, mean, rstd, affine_per_group, training, dx, dweight, dbias
 ):
@@ -527,7 +527,7 @@ def _group_backward_kernel(
         )
 
 
-@cuda.jit
+@cuda_kernel
 def _column_param_grads_kernel(dy, x, mean, rstd, dweight, dbias):
     n_rows, width = x.shape
     for col in range(cuda.grid(1), width, cuda.gridsize(1)):

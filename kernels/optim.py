@@ -63,7 +63,7 @@ from ._contract import (
     KernelSpec,
 )
 from ._cpu import cpu_kernel
-from ._cuda import array_module, launch, stride_grid
+from ._cuda import array_module, cuda_kernel, launch, stride_grid
 
 THREADS = 256
 
@@ -354,13 +354,13 @@ def sgd_step_cpu(
 # --------------------------------------------------------------------------- CUDA
 
 
-@cuda.jit
+@cuda_kernel
 def _adam_cuda_kernel(param, grad, exp_avg, exp_avg_sq, coefficients):
     for index in range(cuda.grid(1), param.size, cuda.gridsize(1)):
         _adam_update(index, param, grad, exp_avg, exp_avg_sq, coefficients)
 
 
-@cuda.jit
+@cuda_kernel
 def _sgd_cuda_kernel(param, grad, momentum_buffer, has_momentum, coefficients):
     # A real launch takes no None: without momentum the buffer is a stand-in, never touched, and
     # the update gets the None that prunes its momentum branch (as on the CPU).

@@ -63,7 +63,7 @@ from ._contract import (
     KernelSpec,
 )
 from ._cpu import cpu_kernel
-from ._cuda import array_module, empty, launch, stride_grid
+from ._cuda import array_module, cuda_kernel, empty, launch, stride_grid
 from ._geometry import IntPair, WindowGeometry, window_geometry
 
 THREADS_PER_BLOCK = 256
@@ -386,7 +386,7 @@ def maxpool2d_backward_cpu(
 # CUDA
 
 
-@cuda.jit
+@cuda_kernel
 def _forward_kernel_cuda(
     x, y, argmax, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w
 ):
@@ -400,7 +400,7 @@ def _forward_kernel_cuda(
         argmax[plane, oh, ow] = index
 
 
-@cuda.jit
+@cuda_kernel
 def _backward_kernel_cuda(
     dy, argmax, dx, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w
 ):

@@ -66,7 +66,7 @@ from ._contract import (
     KernelSpec,
 )
 from ._cpu import cpu_kernel
-from ._cuda import array_module, empty, launch, stride_grid
+from ._cuda import array_module, cuda_kernel, empty, launch, stride_grid
 
 THREADS_PER_BLOCK = 256
 _INDEX = np.int32
@@ -379,7 +379,7 @@ def _backward_cpu(dy, dx, row_start, row_target, row_weight, column_taps, column
 # CUDA: grid-stride loops, one thread per output (forward) or input pixel (backward)
 
 
-@cuda.jit
+@cuda_kernel
 def _nearest_forward_cuda(x, y, row_taps, column_taps):
     out_h, out_w = y.shape[1], y.shape[2]
     for output in range(cuda.grid(1), y.size, cuda.gridsize(1)):
@@ -388,7 +388,7 @@ def _nearest_forward_cuda(x, y, row_taps, column_taps):
         y[plane, oh, ow] = x[plane, row_taps[0, oh], column_taps[0, ow]]
 
 
-@cuda.jit
+@cuda_kernel
 def _bilinear_forward_cuda(x, y, row_taps, row_weights, column_taps, column_weights):
     out_h, out_w = y.shape[1], y.shape[2]
     for output in range(cuda.grid(1), y.size, cuda.gridsize(1)):
@@ -399,7 +399,7 @@ def _bilinear_forward_cuda(x, y, row_taps, row_weights, column_taps, column_weig
         )
 
 
-@cuda.jit
+@cuda_kernel
 def _backward_cuda(
     dy, dx, row_start, row_target, row_weight, column_start, column_target, column_weight
 ):

@@ -62,7 +62,7 @@ from ._contract import (
     KernelSpec,
 )
 from ._cpu import cpu_kernel
-from ._cuda import array_module, empty, launch
+from ._cuda import array_module, cuda_kernel, empty, launch
 from ._fastmath import VECTORISING_FASTMATH, fast_exp, maxnum
 from ._reduce import MAX_BLOCK_THREADS, block_reduce_pair, merge_softmax_partials, reduction_threads
 
@@ -246,7 +246,7 @@ def softmax_backward_cpu(y: np.ndarray, dy: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-@cuda.jit
+@cuda_kernel
 def _softmax_forward_kernel(x, mask, causal_query_len, y):
     scratch = cuda.shared.array((2, MAX_BLOCK_THREADS), x.dtype)
     zero = x.dtype.type(0)
@@ -272,7 +272,7 @@ def _softmax_forward_kernel(x, mask, causal_query_len, y):
             y[row, col] = zero
 
 
-@cuda.jit
+@cuda_kernel
 def _softmax_backward_kernel(y, dy, dx):
     scratch = cuda.shared.array((2, MAX_BLOCK_THREADS), y.dtype)
     row = cuda.blockIdx.x

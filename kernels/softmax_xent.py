@@ -79,7 +79,7 @@ from ._contract import (
     KernelSpec,
 )
 from ._cpu import cpu_kernel
-from ._cuda import array_module, empty, launch, stride_grid
+from ._cuda import array_module, cuda_kernel, empty, launch, stride_grid
 from ._fastmath import VECTORISING_FASTMATH, fast_exp, maxnum, zero_of
 
 MAX_THREADS = 256
@@ -385,7 +385,7 @@ def softmax_xent_cpu(
 # --------------------------------------------------------------------------- CUDA
 
 
-@cuda.jit
+@cuda_kernel
 def _softmax_xent_cuda_kernel(
     logits, labels, label_smoothing, weight, weighted, ignore_index, ignoring, row_losses, dlogits
 ):

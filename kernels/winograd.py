@@ -75,6 +75,7 @@ from ._cpu import cpu_kernel
 from ._cuda import (
     array_module,
     check_out,
+    cuda_kernel,
     empty,
     launch,
     matrices_contiguous,
@@ -727,21 +728,21 @@ def _b_row(r):
     return 0, 0, 0, -1
 
 
-@cuda.jit
+@cuda_kernel
 def _weights_kernel_cuda(weight, tiles):
     channels = weight.shape[1]
     for index in range(cuda.grid(1), weight.shape[0] * channels, cuda.gridsize(1)):
         _weights_one(weight, tiles, index // channels, index % channels)
 
 
-@cuda.jit
+@cuda_kernel
 def _weights_grad_kernel_cuda(tiles_grad, dweight):
     channels = dweight.shape[1]
     for index in range(cuda.grid(1), dweight.shape[0] * channels, cuda.gridsize(1)):
         _weights_grad_one(tiles_grad, dweight, index // channels, index % channels)
 
 
-@cuda.jit
+@cuda_kernel
 def _input_kernel_cuda(x, tiles, pad_h, pad_w, tiles_h, tiles_w):
     count = tiles.shape[2]
     patch = cuda.local.array((4, 4), x.dtype)
@@ -756,7 +757,7 @@ def _input_kernel_cuda(x, tiles, pad_h, pad_w, tiles_h, tiles_w):
         _input_tile(patch[0], patch[1], patch[2], patch[3], 0, tiles, c, t)
 
 
-@cuda.jit
+@cuda_kernel
 def _input_grad_kernel_cuda(tiles_grad, dx, pad_h, pad_w, tiles_h, tiles_w):
     channels, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
     for index in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
@@ -780,7 +781,7 @@ def _input_grad_kernel_cuda(tiles_grad, dx, pad_h, pad_w, tiles_h, tiles_w):
         dx[n, c, h, w] = total
 
 
-@cuda.jit
+@cuda_kernel
 def _output_kernel_cuda(tiles, bias, y):
     out_h, out_w = y.shape[2], y.shape[3]
     tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
@@ -800,7 +801,7 @@ def _output_kernel_cuda(tiles, bias, y):
                 y[n, k, row + 1, col + 1] = y11 + b
 
 
-@cuda.jit
+@cuda_kernel
 def _output_grad_kernel_cuda(dy, tiles_grad):
     channels, out_h, out_w = dy.shape[1], dy.shape[2], dy.shape[3]
     tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
