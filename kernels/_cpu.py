@@ -20,7 +20,6 @@ Both are measured, serial against parallel driver per kernel and size and on con
 
 from __future__ import annotations
 
-import sys
 import types
 from collections.abc import Callable
 from typing import Any
@@ -84,10 +83,7 @@ def cpu_kernel(function: Callable[..., Any] | None = None, **options: Any) -> An
     return CpuKernel(function, options)
 
 
-def images_per_chunk(bytes_per_image: int, workspace: int | None = CONV_WORKSPACE_BYTES) -> int:
+def images_per_chunk(bytes_per_image: int, workspace: int = CONV_WORKSPACE_BYTES) -> int:
     """How many images of ``bytes_per_image`` working set a convolution takes at a time: as many
-    as fit ``workspace`` bytes, at least one; ``workspace`` None means no limit (a GPU), and the
-    answer is then larger than any batch."""
-    if workspace is None:
-        return sys.maxsize
+    as fit ``workspace`` bytes, at least one."""
     return max(1, workspace // max(bytes_per_image, 1))

@@ -75,6 +75,11 @@ def array_module(x: Any):
     return np
 
 
+# The most bytes of im2col columns and output planes a GPU convolution works on at once: the batch
+# goes in chunks of as many images as fit (a whole-batch im2col of a ResNet at batch 512 would take
+# gigabytes); at this size a chunk's GEMM is still large enough to fill the GPU.
+CONV_WORKSPACE_BYTES = 256 << 20
+
 # Host buffers of at least this many bytes come from a cache (see :class:`_HostBufferCache`).
 CACHED_BUFFER_BYTES = 1 << 20
 CACHE_LIMIT_BYTES = 1 << 30

@@ -95,6 +95,29 @@ def test_conv2d_in_chunks_equals_one_chunk(rng, small_conv_workspace):
             )
 
 
+def test_cuda_conv2d_works_in_a_bounded_workspace(rng, monkeypatch):
+    """On the cuda device a batch larger than the conv workspace goes in chunks (no whole-batch
+    im2col buffer), each chunk one GEMM, with the result of the CPU's float64 reference."""
+    cuda = fn.backend.get_device("cuda")
+    assert cuda.conv_workspace_bytes == fn.kernels._cuda.CONV_WORKSPACE_BYTES
+    x_values, w_values = rng.standard_normal((5, 2, 5, 4)), rng.standard_normal((3, 2, 3, 3))
+    b_values, upstream = rng.standard_normal(3), rng.standard_normal((5, 3, 5, 4))
+    monkeypatch.setattr(cuda, "conv_workspace_bytes", 2 * (2 * 9 + 3) * 20 * 4)
+    x, w, b = (
+        fn.tensor(v, dtype=np.float32, device="cuda", requires_grad=True)
+        for v in (x_values, w_values, b_values)
+    )
+    y = F.conv2d(x, w, b, padding=1)
+    assert y._ctx.chunks == [(0, 2), (2, 4), (4, 5)] and not y._ctx.per_image
+    (y * fn.tensor(upstream, dtype=np.float32, device="cuda")).sum().backward()
+    x64, w64, b64 = (fn.tensor(v, requires_grad=True) for v in (x_values, w_values, b_values))
+    y64 = F.conv2d(x64, w64, b64, padding=1)
+    (y64 * fn.tensor(upstream)).sum().backward()
+    for got, expected in ((y, y64), (x.grad, x64.grad), (w.grad, w64.grad), (b.grad, b64.grad)):
+        expected = expected.numpy()
+        assert np.abs(got.numpy() - expected).max() / np.abs(expected).max() < 1e-5
+
+
 def test_first_layer_weight_gradient_in_chunks(rng, small_conv_workspace):
     """Without an input gradient the CPU takes the weight gradient from per-image GEMMs: it must
     agree with the path that also computes the input gradient, and with the float64 gradcheck."""

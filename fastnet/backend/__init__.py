@@ -41,13 +41,12 @@ class Device:
     """One place tensors can live: ``cpu`` or ``cuda``. Compares equal to its name."""
 
     def __init__(
-        self, name: str, xp: Any, variant: str, erf: Any, conv_workspace_bytes: int | None
+        self, name: str, xp: Any, variant: str, erf: Any, conv_workspace_bytes: int
     ) -> None:
         self.name = name
         self.xp = xp
         self.erf = erf
-        # How many bytes of im2col columns and output planes a convolution works on at once
-        # (None: the whole batch).
+        # How many bytes of im2col columns and output planes a convolution works on at once.
         self.conv_workspace_bytes = conv_workspace_bytes
         for family in families():
             for op in family.ops:
@@ -104,7 +103,7 @@ _cuda_device: Device | None = None
 
 def _make_cuda_device() -> Device:
     if _cuda.simulating():
-        return Device("cuda", np, "cuda", _erf_cpu, None)
+        return Device("cuda", np, "cuda", _erf_cpu, _cuda.CONV_WORKSPACE_BYTES)
     if not _cuda.gpu_available():
         raise RuntimeError(
             "device 'cuda' is not available: no CUDA GPU was found (CuPy missing or "
@@ -116,7 +115,7 @@ def _make_cuda_device() -> Device:
     import cupy
     from cupyx.scipy.special import erf
 
-    return Device("cuda", cupy, "cuda", erf, None)
+    return Device("cuda", cupy, "cuda", erf, _cuda.CONV_WORKSPACE_BYTES)
 
 
 def get_device(device: str | Device | None) -> Device:

@@ -138,10 +138,10 @@ class Conv2d(Function):
         self.chunks = conv_image_chunks(
             device, n, self.w2.shape[1] * groups, out_channels, oh * ow, x.itemsize
         )
-        # Without a workspace limit (GPU) the batch is one chunk and each step one GEMM; with one
-        # (CPU) and one group, GEMMs per image on the cached columns, which BLAS reads as strided
-        # views (per image and group they would be too small: groups take one GEMM a chunk).
-        self.per_image = device.conv_workspace_bytes is not None and groups == 1
+        # On a GPU each chunk is one GEMM (its workspace is large, so a chunk is many images); on
+        # the CPU with one group, GEMMs per image on the cached columns, which BLAS reads as
+        # strided views (per image and group they would be too small: groups take one a chunk).
+        self.per_image = device.name == "cpu" and groups == 1
         y = device.empty((n, out_channels, oh * ow), x.dtype)
         for start, stop in self.chunks:
             if start == stop:  # an empty batch: nothing to compute
