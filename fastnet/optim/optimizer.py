@@ -86,7 +86,12 @@ class Optimizer:
                     parameter.grad.data = parameter.device.xp.zeros_like(parameter.grad.data)
 
     @no_grad()
-    def step(self) -> None:
+    def step(self, *, skip_if: Any = None) -> None:
+        """Update every parameter that has a gradient. ``skip_if``: a one-element array on the
+        parameters' device; when it holds a non-zero value the update is skipped (the training
+        loop passes "this or an earlier loss was not finite", so a NaN never reaches a weight)."""
+        if skip_if is not None and bool(to_numpy(skip_if).reshape(-1)[0]):
+            return
         for group in self.param_groups:
             for parameter in group["params"]:
                 if parameter.grad is None or not parameter.requires_grad:
