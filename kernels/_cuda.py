@@ -23,6 +23,10 @@ Launch path on a GPU, and why:
   of being faulted in afresh each step (:class:`_HostBufferCache`); CuPy pools device memory.
 * Grids of grid-stride kernels are capped (:func:`stride_grid`), so the simulator can run them with
   a few blocks and a GPU is not flooded with tiny blocks.
+* Every launch is checked against CUDA's grid and block limits (``gridDim.y`` and ``.z`` at most
+  65,535, 1,024 threads a block), in the simulator too, which enforces none of them. A kernel
+  whose natural grid could pass a limit folds it into another dimension (matmul's tiles all go
+  in x; one block per row: :func:`row_grid`).
 """
 
 from __future__ import annotations
@@ -218,11 +222,86 @@ def _check_kernel_argument(kernel: Callable, position: int, argument: Any) -> No
             _check_kernel_argument(kernel, position, item)
         return
     if not isinstance(argument, (np.ndarray, int, float, bool, np.number, np.bool_)):
-        name = getattr(kernel, "__name__", None) or getattr(kernel, "py_func", kernel).__name__
         raise TypeError(
-            f"{name}: kernel argument {position} is a {type(argument).__name__}; a CUDA launch "
-            "takes only device arrays, integers, floats, booleans and tuples of these"
+            f"{_kernel_name(kernel)}: kernel argument {position} is a "
+            f"{type(argument).__name__}; a CUDA launch takes only device arrays, integers, "
+            "floats, booleans and tuples of these"
         )
+
+
+def _kernel_name(kernel: Callable) -> str:
+    return getattr(kernel, "__name__", None) or getattr(kernel, "py_func", kernel).__name__
+
+
+# CUDA's launch limits (every GPU from compute capability 3.0 on). A launch past one fails on a
+# GPU and runs in the simulator, so launch() checks every launch against them in both. They are
+# read at each call, so a test can lower them to drive a launcher's looping path on tiny inputs.
+MAX_GRID_X = 2**31 - 1
+MAX_GRID_Y = 65535
+MAX_GRID_Z = 65535
+MAX_THREADS_PER_BLOCK = 1024
+MAX_BLOCK_Z = 64  # blockDim.x and .y may reach 1024, within MAX_THREADS_PER_BLOCK
+
+
+def row_grid(rows: int) -> tuple[int, int]:
+    """The grid of a kernel with one block per row (or group) and more rows than ``gridDim.x``
+    holds: x up to its limit, y as many times as needed; the kernel finds its row with
+    :func:`block_row` and a block past the last row returns at once. (A loop over rows inside
+    the kernel would do too, but costs the reduction kernels 8 to 24 registers a thread.)"""
+    return min(rows, MAX_GRID_X), -(-rows // MAX_GRID_X)
+
+
+@device_function
+def block_row():
+    """The row of this block in a :func:`row_grid`."""
+    return cuda.blockIdx.y * cuda.gridDim.x + cuda.blockIdx.x
+
+
+def _check_launch_shape(kernel: Callable, blocks: int | tuple, threads: int | tuple) -> None:
+    """Refuse a grid or a block that a GPU would refuse; a few comparisons on every launch."""
+    grid = blocks if isinstance(blocks, tuple) else (blocks,)
+    block = threads if isinstance(threads, tuple) else (threads,)
+    if len(grid) <= 3 and len(block) <= 3:
+        grid_x, grid_y, grid_z = grid + (1,) * (3 - len(grid))
+        block_x, block_y, block_z = block + (1,) * (3 - len(block))
+        if (
+            0 < grid_x <= MAX_GRID_X
+            and 0 < grid_y <= MAX_GRID_Y
+            and 0 < grid_z <= MAX_GRID_Z
+            and block_x > 0
+            and block_y > 0
+            and 0 < block_z <= MAX_BLOCK_Z
+            and block_x * block_y * block_z <= MAX_THREADS_PER_BLOCK
+        ):
+            return
+    raise ValueError(
+        f"{_kernel_name(kernel)}: a launch of grid {blocks}, block {threads} is past CUDA's "
+        f"launch limits: {_launch_limits_broken(grid, block)}"
+    )
+
+
+def _launch_limits_broken(grid: tuple, block: tuple) -> str:
+    """Which limits a launch breaks, in words (for the error only)."""
+    if len(grid) > 3 or len(block) > 3:
+        return "a grid and a block have at most 3 dimensions"
+    broken = [
+        f"{kind}Dim.{axis} = {size} must be at least 1"
+        for kind, sizes in (("grid", grid), ("block", block))
+        for axis, size in zip("xyz", sizes, strict=False)
+        if size < 1
+    ]
+    broken += [
+        f"gridDim.{axis} = {size} > {limit}"
+        for axis, size, limit in zip(
+            "xyz", grid, (MAX_GRID_X, MAX_GRID_Y, MAX_GRID_Z), strict=False
+        )
+        if size > limit
+    ]
+    if len(block) == 3 and block[2] > MAX_BLOCK_Z:
+        broken.append(f"blockDim.z = {block[2]} > {MAX_BLOCK_Z}")
+    if math.prod(block) > MAX_THREADS_PER_BLOCK:
+        broken.append(f"{math.prod(block)} threads a block > {MAX_THREADS_PER_BLOCK}")
+    return "; ".join(broken)
 
 
 class LaunchCounter:
@@ -237,7 +316,9 @@ launches = LaunchCounter()
 
 
 def launch(kernel: Callable, blocks: int | tuple, threads: int | tuple, *args: Any) -> None:
-    """Launch ``kernel[blocks, threads]`` on the current stream (CuPy's on a GPU)."""
+    """Launch ``kernel[blocks, threads]`` on the current stream (CuPy's on a GPU), after checking
+    the grid and the block against CUDA's limits (a ValueError names the kernel and the limit)."""
+    _check_launch_shape(kernel, blocks, threads)
     launches.count += 1
     if simulating():
         for position, argument in enumerate(args):

@@ -11,6 +11,9 @@ Buffers (M, N, K are the sizes of ``c`` and of the summed axis; B the batch size
   array, or ``out`` when one is given: C-contiguous, or for a batch each matrix C-contiguous
   with any stride between matrices (conv2d passes a slice of its output, and Winograd tile
   buffers whose matrices are spaced apart; see kernels/winograd.py).
+* split-K workspace (:func:`matmul_cuda_split_k` only): ``(B·S, M, N)`` partial products, one
+  per slice of K, in the operands' dtype (float32 partials for float32, float64 for float64);
+  matrix ``b·S + s`` holds product ``b``'s slice ``s``.
 
 Variants, simplest first:
 
@@ -29,12 +32,27 @@ Variants, simplest first:
    ``syncthreads()``: one before the slabs are read, one before they are overwritten. Each thread
    then accumulates a 4×4 block of outputs in registers, rows ``ty + 16 i`` and columns
    ``tx + 16 j`` (strided, so a warp reads 16 consecutive shared-memory words and writes
-   16 consecutive outputs). The batch is ``blockIdx.z``.
+   16 consecutive outputs). The grid is 1-D, one block per tile of every matrix, decoded in the
+   kernel (:func:`_tile_of_block`): ``gridDim.y`` and ``.z`` stop at 65,535, so a Linear over
+   more than 4.2M rows or a batch of more than 65,535 matrices would not launch there.
 
    The transposes are compile-time constants here: one kernel per ``(trans_a, trans_b)``, built by
    one factory. They decide which axis consecutive threads walk while loading a slab (always the
    operand's contiguous axis, so global loads coalesce), and NVVM folds the index arithmetic for
    each form; a runtime flag would keep both mappings and their division/modulo in the loop.
+5. :func:`matmul_cuda_split_k`: the same tiled kernel over a slice of K per block: S slices of
+   ``k_slice`` values (whole 16-value slab steps), each block writing its partial tile into the
+   workspace, then :func:`_sum_slices`, a grid-stride kernel, adds each output's S partials left
+   to right into ``c``. No atomics: the order is fixed, so results are equal bit for bit from
+   run to run. Why: a skinny GEMM (conv1's weight gradient, M = 10, N = 32, K = 784 per image)
+   is one 64 × 64 output tile, so the plain kernel runs it on one block of one SM.
+
+   The choice (:func:`split_k_slices`, made by :func:`matmul_cuda` on every call): split when
+   the output has fewer than ``SPLIT_BELOW_TILES`` = 2 × ``NOMINAL_SM_COUNT`` tiles (counting
+   every matrix of a batch) and K holds at least two slices of ``MIN_SLICE_K``; then
+   ``S = min(ceil(SPLIT_BELOW_TILES / tiles), K // MIN_SLICE_K)``, which brings the blocks to
+   about ``SPLIT_BELOW_TILES`` with no slice under ``MIN_SLICE_K`` values. The workspace is then
+   at most about ``(SPLIT_BELOW_TILES + tiles) × 64 × 64`` values (a few MB).
 
 cuBLAS (through CuPy) is the yardstick :func:`matmul_cuda` is benchmarked against; it is not used.
 :func:`bench_cases` times the A·Bᵀ products of the shipped models against it and PyTorch.
@@ -61,7 +79,15 @@ from ._contract import (
     Implementation,
     KernelSpec,
 )
-from ._cuda import array_module, check_out, cuda_kernel, device_function, empty, launch
+from ._cuda import (
+    array_module,
+    check_out,
+    cuda_kernel,
+    device_function,
+    empty,
+    launch,
+    stride_grid,
+)
 
 # Tiled kernel geometry. TILE is both the M and the N extent of a block's output tile, so one
 # loader serves both operands.
@@ -77,7 +103,15 @@ LOADS_PER_THREAD = TILE * TILE_K // THREADS
 TILE_ROW_STRIDE = TILE + 2
 
 NAIVE_THREADS = (16, 16)  # one output per thread: the block covers a 16 × 16 tile
-MAX_GRID_Z = 65535
+
+# Split-K choice (see :func:`split_k_slices`). An output of fewer tiles than SPLIT_BELOW_TILES
+# leaves SMs idle; 132 is an H100's SM count, and the rule needs only its order of magnitude.
+NOMINAL_SM_COUNT = 132
+SPLIT_BELOW_TILES = 2 * NOMINAL_SM_COUNT
+# The shortest K a slice gets: 16 slab steps, enough that staging and storing a partial tile
+# (64 × 64 values written, then read again by the sum) stay small beside the slice's FMAs.
+MIN_SLICE_K = 256
+SUM_THREADS = 256  # the slice-summing kernel is elementwise: a grid-stride loop
 
 
 def _op_shape(shape: tuple, transposed: bool) -> str:
@@ -150,8 +184,9 @@ def matmul_cpu(
 
 
 @device_function
-def _load_slab(slab, source, batch, outer0, k0, outer_size, k_size, k_contiguous, thread):
-    """Stage ``slab[kk, o] = op(source)[outer0 + o, k0 + kk]`` (zero past the edges).
+def _load_slab(slab, source, batch, outer0, k0, outer_size, k_end, k_contiguous, thread):
+    """Stage ``slab[kk, o] = op(source)[outer0 + o, k0 + kk]`` (zero past the edges: outer indices
+    from ``outer_size`` on, k from ``k_end`` on, the end of the block's K slice).
 
     ``source[batch]`` is ``(outer, K)`` when ``k_contiguous``, else ``(K, outer)``; consecutive
     threads take consecutive elements along whichever axis is contiguous in memory, so the
@@ -167,26 +202,54 @@ def _load_slab(slab, source, batch, outer0, k0, outer_size, k_size, k_contiguous
             o = element % TILE
         outer = outer0 + o
         k = k0 + kk
-        if outer < outer_size and k < k_size:
+        if outer < outer_size and k < k_end:
             slab[kk, o] = source[batch, outer, k] if k_contiguous else source[batch, k, outer]
         else:
             slab[kk, o] = 0
 
 
+@device_function
+def _tile_of_block(tile_size, m, n):
+    """``(matrix, row0, col0)``: the first row and column of the ``tile_size`` × ``tile_size``
+    output tile this block computes, and which matrix of ``c`` it is in.
+
+    Every tile of every matrix is one block of a 1-D grid, column tiles fastest, then row tiles,
+    then matrices: the order a (columns, rows, matrices) 3-D grid runs in, without its 65,535
+    limit on y and z (a Linear over millions of rows, a batch of more than 65,535 products).
+    Unsigned 32-bit arithmetic: a block index is below 2³¹, and 64-bit division would cost the
+    tiled kernel 24 registers a thread on sm_80 (120 instead of 96).
+    """
+    col_tiles = numba.uint32((n + tile_size - 1) // tile_size)
+    row_tiles = numba.uint32((m + tile_size - 1) // tile_size)
+    block = numba.uint32(cuda.blockIdx.x)
+    tiles_per_matrix = col_tiles * row_tiles  # below 2³¹, or the grid would be refused
+    return (
+        block // tiles_per_matrix,
+        block // col_tiles % row_tiles * tile_size,
+        block % col_tiles * tile_size,
+    )
+
+
 def _make_tiled_kernel(trans_a: bool, trans_b: bool):
-    """The tiled kernel for one ``(trans_a, trans_b)``; the flags are compile-time constants."""
+    """The tiled kernel for one ``(trans_a, trans_b)``; the flags are compile-time constants.
+
+    ``c`` is ``(B·S, M, N)`` for ``S`` slices of K of ``k_slice`` values each (``S = 1``,
+    ``k_slice >= K``: the whole product): matrix ``z`` of ``c`` is slice ``z % S`` of product
+    ``z // S``.
+    """
 
     @cuda_kernel
-    def matmul_tiled(a, b, c):
+    def matmul_tiled(a, b, c, k_slice):
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         thread = ty * THREADS_X + tx
-        batch = cuda.blockIdx.z
-        row0 = cuda.blockIdx.y * TILE
-        col0 = cuda.blockIdx.x * TILE
         m = c.shape[1]
         n = c.shape[2]
-        k_size = a.shape[1] if trans_a else a.shape[2]
+        matrix, row0, col0 = _tile_of_block(TILE, m, n)
+        slices = c.shape[0] // a.shape[0]
+        batch = matrix // slices
+        k_begin = (matrix - batch * slices) * k_slice
+        k_end = min(k_begin + k_slice, a.shape[1] if trans_a else a.shape[2])
 
         a_slab = cuda.shared.array((TILE_K, TILE_ROW_STRIDE), a.dtype)  # [kk, i] = op(a)[i, kk]
         b_slab = cuda.shared.array((TILE_K, TILE_ROW_STRIDE), b.dtype)  # [kk, j] = op(b)[kk, j]
@@ -197,9 +260,9 @@ def _make_tiled_kernel(trans_a: bool, trans_b: bool):
             for j in range(PER_THREAD):
                 acc[i, j] = 0
 
-        for k0 in range(0, k_size, TILE_K):
-            _load_slab(a_slab, a, batch, row0, k0, m, k_size, not trans_a, thread)
-            _load_slab(b_slab, b, batch, col0, k0, n, k_size, trans_b, thread)
+        for k0 in range(k_begin, k_end, TILE_K):
+            _load_slab(a_slab, a, batch, row0, k0, m, k_end, not trans_a, thread)
+            _load_slab(b_slab, b, batch, col0, k0, n, k_end, trans_b, thread)
             cuda.syncthreads()
             for kk in range(TILE_K):
                 for i in range(PER_THREAD):
@@ -216,7 +279,7 @@ def _make_tiled_kernel(trans_a: bool, trans_b: bool):
             for j in range(PER_THREAD):
                 col = col0 + tx + j * THREADS_X
                 if row < m and col < n:
-                    c[batch, row, col] = acc[i, j]
+                    c[matrix, row, col] = acc[i, j]
 
     return matmul_tiled
 
@@ -227,10 +290,26 @@ _TILED_KERNELS = {
 
 
 @cuda_kernel
+def _sum_slices(partials, c):
+    """``c[p] = partials[p·S] + partials[p·S + 1] + … + partials[p·S + S - 1]``, left to right:
+    a fixed order, so the result is the same bit for bit at every run (atomics would not be)."""
+    products, m, n = c.shape
+    slices = partials.shape[0] // products
+    for index in range(cuda.grid(1), products * m * n, cuda.gridsize(1)):
+        col = index % n
+        row = index // n % m
+        first = index // (m * n) * slices
+        total = partials[first, row, col]
+        for offset in range(1, slices):
+            total += partials[first + offset, row, col]
+        c[index // (m * n), row, col] = total
+
+
+@cuda_kernel
 def _matmul_naive(a, b, c, trans_a, trans_b):
-    col = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    row = cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y
-    batch = cuda.blockIdx.z
+    batch, row0, col0 = _tile_of_block(cuda.blockDim.x, c.shape[1], c.shape[2])
+    row = row0 + cuda.threadIdx.y
+    col = col0 + cuda.threadIdx.x
     if row >= c.shape[1] or col >= c.shape[2]:
         return
     k_size = a.shape[1] if trans_a else a.shape[2]
@@ -243,60 +322,101 @@ def _matmul_naive(a, b, c, trans_a, trans_b):
     c[batch, row, col] = total[0]
 
 
-def _launch_matmul(
-    a: Any,
-    b: Any,
-    trans_a: bool,
-    trans_b: bool,
-    out: Any,
-    kernel,
-    block_tile: int,
-    threads: tuple[int, int],
-    *flags: bool,
-) -> Any:
-    """Validate, view both operands as C-contiguous batches, launch one block per
-    ``block_tile`` × ``block_tile`` tile of each output matrix."""
-    m, n, _ = _check_operands(a, b, trans_a, trans_b)
-    batched = a.ndim == 3
-    batch = a.shape[0] if batched else 1
-    if batch > MAX_GRID_Z:
-        raise ValueError(f"matmul: batch size {batch} exceeds the CUDA grid limit {MAX_GRID_Z}")
+def _batches(a: Any, b: Any, m: int, n: int, out: Any) -> tuple[Any, Any, Any]:
+    """Both operands as C-contiguous batches ``(B, ., .)`` and the output ``c`` as ``(B, M, N)``
+    (``out``, or a new array)."""
     xp = array_module(a)
+    batched = a.ndim == 3
     a3 = xp.ascontiguousarray(a if batched else a[None])
     b3 = xp.ascontiguousarray(b if batched else b[None])
     c = _out(a, m, n, out)
-    if not batched:
-        c = c[None]
-    if c.size:
-        blocks = (-(-n // block_tile), -(-m // block_tile), batch)
-        launch(kernel, blocks, threads, a3, b3, c, *flags)
-    return c if batched else c[0]
+    return a3, b3, c if batched else c[None]
+
+
+def _tile_blocks(m: int, n: int, matrices: int, tile_size: int) -> int:
+    """One block per ``tile_size`` × ``tile_size`` tile of each of ``matrices`` outputs, in the
+    1-D grid :func:`_tile_of_block` decodes."""
+    return -(-n // tile_size) * -(-m // tile_size) * matrices
+
+
+def split_k_slices(m: int, n: int, k: int, batch: int = 1) -> int:
+    """How many slices of K :func:`matmul_cuda` splits a product into (1: no split).
+
+    Split when the output has fewer than ``SPLIT_BELOW_TILES`` 64 × 64 tiles (too few blocks for
+    the GPU) and K is long: enough slices to bring the blocks to about ``SPLIT_BELOW_TILES``, none
+    shorter than ``MIN_SLICE_K``.
+    """
+    tiles = -(-m // TILE) * -(-n // TILE) * batch
+    if not 0 < tiles < SPLIT_BELOW_TILES:
+        return 1
+    return max(1, min(-(-SPLIT_BELOW_TILES // tiles), k // MIN_SLICE_K))
+
+
+def _slice_length(k: int, slices: int) -> int:
+    """K values a slice when K is cut into (at most) ``slices``: whole slab steps of TILE_K."""
+    return max(TILE_K, -(-k // (slices * TILE_K)) * TILE_K)
 
 
 def matmul_cuda(
     a: Any, b: Any, trans_a: bool = False, trans_b: bool = False, out: Any = None
 ) -> Any:
-    """``op(a) @ op(b)`` by the tiled, register-blocked CUDA kernel (ours, not cuBLAS)."""
+    """``op(a) @ op(b)`` by the tiled, register-blocked CUDA kernel (ours, not cuBLAS); split
+    over K (:func:`matmul_cuda_split_k`) when :func:`split_k_slices` says the output is too
+    small to fill the GPU."""
+    m, n, k = _check_operands(a, b, trans_a, trans_b)
+    slices = split_k_slices(m, n, k, a.shape[0] if a.ndim == 3 else 1)
+    a3, b3, c = _batches(a, b, m, n, out)
     kernel = _TILED_KERNELS[bool(trans_a), bool(trans_b)]
-    return _launch_matmul(a, b, trans_a, trans_b, out, kernel, TILE, (THREADS_X, THREADS_Y))
+    if slices > 1:
+        _launch_split_k(kernel, a3, b3, c, k, slices)
+    elif c.size:
+        blocks = _tile_blocks(m, n, c.shape[0], TILE)
+        launch(kernel, blocks, (THREADS_X, THREADS_Y), a3, b3, c, max(k, 1))
+    return c if a.ndim == 3 else c[0]
+
+
+def matmul_cuda_split_k(
+    a: Any,
+    b: Any,
+    trans_a: bool = False,
+    trans_b: bool = False,
+    out: Any = None,
+    slices: int = 2,
+) -> Any:
+    """``op(a) @ op(b)`` with K cut into (at most) ``slices`` slices of whole slab steps: the
+    tiled kernel writes each slice's product into a workspace ``(B·S, M, N)`` of the operands'
+    dtype, and :func:`_sum_slices` adds the S partials of each output in a fixed order."""
+    m, n, k = _check_operands(a, b, trans_a, trans_b)
+    if slices < 1:
+        raise ValueError(f"matmul: split-K needs at least one slice, got {slices}")
+    a3, b3, c = _batches(a, b, m, n, out)
+    _launch_split_k(_TILED_KERNELS[bool(trans_a), bool(trans_b)], a3, b3, c, k, slices)
+    return c if a.ndim == 3 else c[0]
+
+
+def _launch_split_k(kernel, a3: Any, b3: Any, c: Any, k: int, slices: int) -> None:
+    """The two launches of split-K into ``c`` (B, M, N), the operands already checked."""
+    if not c.size:
+        return
+    k_slice = _slice_length(k, slices)
+    slices = max(1, -(-k // k_slice))  # rounding k_slice up may leave fewer slices
+    products, m, n = c.shape
+    partials = empty((products * slices, m, n), c.dtype, like=c)
+    blocks = _tile_blocks(m, n, partials.shape[0], TILE)
+    launch(kernel, blocks, (THREADS_X, THREADS_Y), a3, b3, partials, k_slice)
+    launch(_sum_slices, stride_grid(c.size, SUM_THREADS), SUM_THREADS, partials, c)
 
 
 def matmul_cuda_naive(
     a: Any, b: Any, trans_a: bool = False, trans_b: bool = False, out: Any = None
 ) -> Any:
     """``op(a) @ op(b)`` with one CUDA thread per output: the baseline for the tiled kernel."""
-    return _launch_matmul(
-        a,
-        b,
-        trans_a,
-        trans_b,
-        out,
-        _matmul_naive,
-        NAIVE_THREADS[0],
-        NAIVE_THREADS,
-        bool(trans_a),
-        bool(trans_b),
-    )
+    m, n, _ = _check_operands(a, b, trans_a, trans_b)
+    a3, b3, c = _batches(a, b, m, n, out)
+    if c.size:
+        blocks = _tile_blocks(m, n, c.shape[0], NAIVE_THREADS[0])
+        launch(_matmul_naive, blocks, NAIVE_THREADS, a3, b3, c, bool(trans_a), bool(trans_b))
+    return c if a.ndim == 3 else c[0]
 
 
 def cuda_kernels() -> list[KernelSpec]:
@@ -307,11 +427,12 @@ def cuda_kernels() -> list[KernelSpec]:
         KernelSpec(
             f"matmul_tiled_{'t' if ta else 'n'}{'t' if tb else 'n'}",
             kernel,
-            operands,
+            operands + (numba.int64,),
             (THREADS_X, THREADS_Y),
         )
         for (ta, tb), kernel in _TILED_KERNELS.items()
     ]
+    specs.append(KernelSpec("matmul_sum_slices", _sum_slices, operands[:2], SUM_THREADS))
     specs.append(
         KernelSpec(
             "matmul_naive", _matmul_naive, operands + (numba.boolean, numba.boolean), NAIVE_THREADS
@@ -344,13 +465,17 @@ def _matmul_case(context: BenchContext, key: str, m: int, n: int, k: int) -> Cas
 
 
 def bench_cases(quick: bool) -> list[CaseSpec]:
-    """The GEMMs of MNIST's conv2 and fc1 and of a ResNet convolution (tiny with ``quick``)."""
+    """The GEMMs of MNIST's conv2 and fc1, of conv1's weight gradient (one output tile, K of
+    784 per image: the skinny GEMM split-K is for) and of a ResNet convolution (tiny with
+    ``quick``)."""
     shapes = (
         (("tiny", 9, 5, 7),)
         if quick
         else (
             ("mnist.conv2.b256", 256 * 14 * 14, 64, 32 * 9),
             ("mnist.fc1.b256", 256, 128, 64 * 7 * 7),
+            # dWᵀ = cols · dYᵀ: cols (1·3·3 + a ones row for the bias, 64·28·28), dY (32, 64·28·28)
+            ("mnist.conv1.dw.b64", 1 * 3 * 3 + 1, 32, 64 * 28 * 28),
             ("resnet.conv.b128", 128 * 16 * 16, 64, 64 * 9),
         )
     )

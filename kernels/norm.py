@@ -51,7 +51,8 @@ Variants, simplest first:
 * ``*_cpu``: Numba, one body per step over the rows (channels), serial or with rows (channels)
   in parallel as ``_cpu.parallel_pays`` decides. The layer-norm backward sums dweight and dbias
   in a fixed number of row chunks, so the result does not depend on the thread count.
-* ``*_cuda``: the statistics in one block per row (layer norm) or channel (batch norm), a
+* ``*_cuda``: the statistics in one block per row (layer norm) or channel (batch norm), in a
+  ``row_grid`` (rows past 2³¹ - 1 continue in gridDim.y), a
   shared-memory tree reduction over its values (``_reduce``); then a grid-stride normalisation. The
   backward is one block per row or channel (a tree reduction of the two sums, then dx), plus, for
   layer norm, a column-parallel kernel for dweight and dbias (one thread a column looping over the
@@ -88,7 +89,7 @@ from ._contract import (
     KernelSpec,
 )
 from ._cpu import CpuKernel, cpu_kernel
-from ._cuda import array_module, cuda_kernel, empty, launch, stride_grid
+from ._cuda import array_module, block_row, cuda_kernel, empty, launch, row_grid, stride_grid
 from ._fastmath import VECTORISING_FASTMATH
 from ._reduce import MAX_BLOCK_THREADS, block_reduce_pair, reduction_threads
 
@@ -447,7 +448,9 @@ def _column_param_grads_cpu(dy, x, mean, rstd, dweight, dbias) -> None:
 def _group_statistics_kernel(x, eps, momentum, mean, rstd, running_mean, running_var):
     scratch = cuda.shared.array((2, MAX_BLOCK_THREADS), x.dtype)
     batch, groups, length = x.shape
-    group = cuda.blockIdx.x
+    group = block_row()
+    if group >= groups:  # a block past the last group (the whole block returns)
+        return
     shift = x[0, group, 0]
     total = x.dtype.type(0)
     total_sq = x.dtype.type(0)
@@ -496,7 +499,9 @@ def _group_backward_kernel(
     zero = x.dtype.type(0)
     one = x.dtype.type(1)
     batch, groups, length = x.shape
-    group = cuda.blockIdx.x
+    group = block_row()
+    if group >= groups:  # a block past the last group (the whole block returns)
+        return
     group_mean = mean[group]
     group_rstd = rstd[group]
     sum_upstream = zero
@@ -548,7 +553,7 @@ def _launch_group_statistics(x3, eps, momentum, mean, rstd, running_mean, runnin
     if x3.shape[1]:
         launch(
             _group_statistics_kernel,
-            x3.shape[1],
+            row_grid(x3.shape[1]),
             _group_threads(x3),
             x3,
             eps,
@@ -582,7 +587,7 @@ def _launch_group_backward(
     if x3.shape[1]:
         launch(
             _group_backward_kernel,
-            x3.shape[1],
+            row_grid(x3.shape[1]),
             _group_threads(x3),
             dy3,
             x3,

@@ -30,8 +30,9 @@ Variants, simplest first:
   with rows in parallel as ``_cpu.parallel_pays`` decides; per row the max, then the
   exponentials in x's dtype (``_fastmath.fast_exp``: a vectorised polynomial for float32, at
   most 1.44 ulp), their sum in float64, then the scaling.
-* ``softmax_forward_cuda`` / ``softmax_backward_cuda``: one block per row, 32-256 threads (one
-  warp for C <= 128), each thread striding over the columns. The forward keeps an online
+* ``softmax_forward_cuda`` / ``softmax_backward_cuda``: one block per row (in a ``row_grid``:
+  past 2³¹ - 1 rows, gridDim.x's limit, the rows continue in y), 32-256 threads (one warp for
+  C <= 128), each thread striding over the columns. The forward keeps an online
   normaliser per thread (running max and sum of exp relative to it), merges them in one
   shared-memory tree reduction and writes y in a second pass: x is read twice. The backward
   reduces sum(y * dy) and writes dx.
@@ -62,7 +63,7 @@ from ._contract import (
     KernelSpec,
 )
 from ._cpu import cpu_kernel
-from ._cuda import array_module, cuda_kernel, empty, launch
+from ._cuda import array_module, block_row, cuda_kernel, empty, launch, row_grid
 from ._fastmath import VECTORISING_FASTMATH, fast_exp, maxnum
 from ._reduce import MAX_BLOCK_THREADS, block_reduce_pair, merge_softmax_partials, reduction_threads
 
@@ -251,7 +252,9 @@ def _softmax_forward_kernel(x, mask, causal_query_len, y):
     scratch = cuda.shared.array((2, MAX_BLOCK_THREADS), x.dtype)
     zero = x.dtype.type(0)
     one = x.dtype.type(1)
-    row = cuda.blockIdx.x
+    row = block_row()
+    if row >= x.shape[0]:  # a block past the last row (the whole block returns)
+        return
     n_cols = x.shape[1]
     visible = n_cols
     if causal_query_len > 0:
@@ -275,7 +278,9 @@ def _softmax_forward_kernel(x, mask, causal_query_len, y):
 @cuda_kernel
 def _softmax_backward_kernel(y, dy, dx):
     scratch = cuda.shared.array((2, MAX_BLOCK_THREADS), y.dtype)
-    row = cuda.blockIdx.x
+    row = block_row()
+    if row >= y.shape[0]:  # a block past the last row (the whole block returns)
+        return
     dot = y.dtype.type(0)
     for col in range(cuda.threadIdx.x, y.shape[1], cuda.blockDim.x):
         dot += y[row, col] * dy[row, col]
@@ -291,7 +296,7 @@ def softmax_forward_cuda(x: Any, mask: Any = None, causal_query_len: int | None 
     if x.shape[0]:
         launch(
             _softmax_forward_kernel,
-            x.shape[0],
+            row_grid(x.shape[0]),
             reduction_threads(x.shape[1]),
             x,
             mask,
@@ -306,7 +311,8 @@ def softmax_backward_cuda(y: Any, dy: Any) -> Any:
     y, dy = _check_backward(y, dy)
     dx = empty(y.shape, y.dtype, like=y)
     if y.shape[0]:
-        launch(_softmax_backward_kernel, y.shape[0], reduction_threads(y.shape[1]), y, dy, dx)
+        blocks = row_grid(y.shape[0])
+        launch(_softmax_backward_kernel, blocks, reduction_threads(y.shape[1]), y, dy, dx)
     return dx
 
 

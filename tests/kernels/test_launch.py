@@ -1,5 +1,6 @@
-"""What a kernel launch accepts (issue 16): the simulator runs kernels with arguments that
-numba-cuda's real launcher refuses, so launch() refuses them in the simulator too."""
+"""What a kernel launch accepts (issue 16): the simulator runs kernels with arguments, grids and
+blocks that a real launch refuses, so launch() refuses them in the simulator too (and checks the
+grid and block on a GPU as well, where the driver's error would not name the kernel)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import numpy as np
 import pytest
 from numba import cuda
 
-from fastnet.kernels._cuda import launch, simulating
+from fastnet.kernels import _cuda
+from fastnet.kernels._cuda import launch, row_grid, simulating
 
-pytestmark = pytest.mark.skipif(not simulating(), reason="the check guards the simulator")
+simulator_only = pytest.mark.skipif(not simulating(), reason="the check guards the simulator")
 
 
 @cuda.jit
@@ -18,6 +20,7 @@ def _copy(source, target, scale):
         target[index] = source[index] * scale[0]
 
 
+@simulator_only
 @pytest.mark.parametrize("bad", [None, "1.0", [1.0], {"scale": 1.0}, object()])
 def test_launch_refuses_what_a_real_launch_refuses(bad):
     source, target = np.arange(5.0), np.full(5, np.nan)
@@ -26,9 +29,66 @@ def test_launch_refuses_what_a_real_launch_refuses(bad):
     assert np.isnan(target).all()  # refused before anything ran
 
 
+@simulator_only
 def test_launch_takes_arrays_numbers_booleans_and_tuples_of_them():
     source, target = np.arange(5.0), np.full(5, np.nan)
     launch(_copy, 1, 8, source, target, np.array([2.0]))
     np.testing.assert_array_equal(target, 2 * source)
     with pytest.raises(TypeError, match="kernel argument 2 is a NoneType"):
         launch(_copy, 1, 8, source, target, (1, 2.0, True, None))
+
+
+# --- grid and block limits (checked in both modes, before anything runs) -------------------------
+
+
+@pytest.mark.parametrize(
+    "blocks, threads, broken",
+    [
+        ((1, 65536), 8, r"gridDim\.y = 65536 > 65535"),
+        ((1, 1, 65536), 8, r"gridDim\.z = 65536 > 65535"),
+        (1, 1025, r"1025 threads a block > 1024"),
+        (1, (32, 33), r"1056 threads a block > 1024"),
+        (1, (1, 1, 65), r"blockDim\.z = 65 > 64"),
+        (0, 8, r"gridDim\.x = 0 must be at least 1"),
+        ((2, 0), (8, 0), r"gridDim\.y = 0 must be at least 1; blockDim\.y = 0 must be at least 1"),
+        ((1, 1, 1, 1), 8, r"a grid and a block have at most 3 dimensions"),
+    ],
+)
+def test_launch_refuses_a_grid_or_block_past_the_limits(blocks, threads, broken):
+    source, target = np.arange(5.0), np.full(5, np.nan)
+    before = _cuda.launches.count
+    # an empty scale: were the launch not refused, its first thread would fail at once (in the
+    # simulator, instead of running up to 2³¹ blocks)
+    with pytest.raises(ValueError, match=rf"^_copy: a launch of grid .* is past .*: {broken}$"):
+        launch(_copy, blocks, threads, source, target, np.empty(0))
+    assert np.isnan(target).all()  # refused before anything ran
+    assert _cuda.launches.count == before  # and not counted as a launch
+
+
+def test_grid_x_limit():
+    # checked without a launch: the simulator would take hours over a grid this size
+    with pytest.raises(ValueError, match=r"gridDim\.x = 2147483648 > 2147483647$"):
+        _cuda._check_launch_shape(_copy, (2**31, 1), 8)
+
+
+@pytest.mark.parametrize(
+    "blocks, threads",
+    [((2**31 - 1, 65535, 65535), (16, 1, 64)), (1, 1024), ((3, 1), (32, 32)), ((1, 1, 1), (1,))],
+)
+def test_the_limits_themselves_pass(blocks, threads):
+    _cuda._check_launch_shape(_copy, blocks, threads)  # no launch: these grids are huge
+
+
+def test_the_limits_are_read_at_each_launch(monkeypatch):
+    """Tests lower them to drive a launcher's path for grids past a limit on tiny inputs."""
+    monkeypatch.setattr(_cuda, "MAX_GRID_Y", 2)
+    with pytest.raises(ValueError, match=r"gridDim\.y = 3 > 2"):
+        launch(_copy, (1, 3), 8, np.arange(5.0), np.full(5, np.nan), np.array([2.0]))
+
+
+def test_row_grid_continues_rows_past_the_x_limit_in_y(monkeypatch):
+    assert row_grid(5) == (5, 1)
+    assert row_grid(2**31) == (2**31 - 1, 2)
+    monkeypatch.setattr(_cuda, "MAX_GRID_X", 2)
+    assert row_grid(5) == (2, 3)  # 6 blocks: the last one has no row and returns
+    assert row_grid(4) == (2, 2)

@@ -20,6 +20,7 @@ import numba
 import numpy as np
 import pytest
 
+from fastnet.kernels import _cuda
 from fastnet.kernels.norm import (
     batchnorm_backward_cpu,
     batchnorm_backward_cuda,
@@ -340,6 +341,18 @@ def test_batchnorm_cuda_matches_reference(rng, shape, training, dtype):
     )
     assert_all_close(outputs, ref, dtype)
     assert_all_close(grads, ref_grads, dtype)
+
+
+def test_cuda_rows_and_channels_past_the_grid_x_limit_continue_in_y(rng, monkeypatch):
+    """One block per layer-norm row or batch-norm channel: with gridDim.x lowered from 2³¹ - 1
+    to 2, 5 rows (channels) take a grid of 2 × 3 blocks, the last one with nothing to do."""
+    monkeypatch.setattr(_cuda, "MAX_GRID_X", 2)
+    outputs, grads, (x, weight, bias, dy) = layernorm_round_trip("cuda", rng, (5, 6), np.float32)
+    assert_all_close(outputs, reference_layernorm_forward(x, weight, bias, 1e-5), np.float32)
+    assert_all_close(grads, reference_layernorm_backward(dy, x, weight, 1e-5), np.float32)
+    outputs, ref, grads, ref_grads = batchnorm_round_trip("cuda", rng, (3, 5, 2), np.float32, True)
+    assert_all_close(outputs, ref, np.float32)
+    assert_all_close(grads, ref_grads, np.float32)
 
 
 @DEVICES

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import numerics
+from fastnet.kernels import _cuda
 from fastnet.kernels._reduce import reduction_threads
 from fastnet.kernels.softmax import (
     reference_softmax_backward,
@@ -187,6 +188,18 @@ def test_cuda_backward_matches_reference(rng, shape, dtype):
     y = reference_softmax_forward(4 * rng.standard_normal(shape)).astype(dtype)
     dy = rng.standard_normal(shape).astype(dtype)
     assert_close(softmax_backward_cuda(y, dy), reference_softmax_backward(y, dy), dtype)
+
+
+def test_cuda_rows_past_the_grid_x_limit_continue_in_y(rng, monkeypatch):
+    """gridDim.x stops at 2³¹ - 1 blocks; lowered to 2 here, 5 rows take a grid of 2 × 3 blocks
+    (the last block has no row), and every row, causal mask included, is computed once."""
+    monkeypatch.setattr(_cuda, "MAX_GRID_X", 2)
+    x = (4 * rng.standard_normal((5, 7))).astype(np.float32)
+    mask = random_mask(rng, (5, 7)).astype(np.float32)
+    got = softmax_forward_cuda(x, mask, causal_query_len=5)
+    assert_close(got, reference_softmax_forward(x, mask, causal_query_len=5), np.float32)
+    dy = rng.standard_normal((5, 7)).astype(np.float32)
+    assert_close(softmax_backward_cuda(got, dy), reference_softmax_backward(got, dy), np.float32)
 
 
 @DEVICES
