@@ -30,6 +30,18 @@ Variants, simplest first:
 * ``sgd_step_cpu``, ``adam_step_cpu``: Numba, one loop over the elements, serial or in parallel
   as ``_cpu.parallel_pays`` decides.
 * ``sgd_step_cuda``, ``adam_step_cuda``: Numba CUDA, grid-stride loops.
+* ``sgd_flat_step``, ``adam_flat_step`` (``_cpu`` and ``_cuda``): the same update over flat
+  buffers that hold many parameters end to end (an optimizer's multi-tensor step: one launch for
+  all of them), with the step count and a skip flag kept where the buffers live, so a GPU step
+  never waits on the host. Two more buffers, one element each: ``skip`` (bool or any number;
+  non-zero skips the call) and ``skipped_steps`` (int64, the calls skipped so far). The host
+  passes ``calls``, the 1-based count of calls on these buffers including this one, and the step
+  is ``t = calls - skipped_steps[0]`` (SGD: the first step is ``t == 1``). A skipped call changes
+  nothing but ``skipped_steps[0] += 1``. On the GPU one thread reads and bumps the counter when
+  skipping and every thread only reads it otherwise, so one launch needs no grid-wide barrier; the
+  kernel computes the bias corrections of step ``t`` in float64 and rounds them to the buffers'
+  dtype, as the host does for the other variants. The CPU variants read both on the host (free
+  there) and call ``adam_step_cpu`` / ``sgd_step_cpu``.
 
 The per-element update is one ``register_jitable`` function shared by the CPU and CUDA kernels.
 The host turns the hyperparameters into a named tuple of coefficients in the buffers' dtype
@@ -199,6 +211,51 @@ def _sgd_buffers(param: Any, grad: Any, momentum_buffer: Any, momentum: float) -
     return _flat_buffers("sgd_step", param, grad=grad, momentum_buffer=momentum_buffer)
 
 
+class AdamSchedule(NamedTuple):
+    """What Adam's step-dependent coefficients are made of, in float64: the flat CUDA kernel
+    computes ``step_size`` and ``bias_correction2_sqrt`` from the step count it reads on the
+    device."""
+
+    lr: float
+    beta1: float
+    beta2: float
+
+
+def _check_step_counters(op: str, param: Any, skip: Any, skipped_steps: Any, calls: int) -> int:
+    """Check the flat variants' ``skip`` flag, ``skipped_steps`` counter and ``calls``; returns
+    ``calls`` as an int."""
+    module = array_module(param)
+    for name, counter in (("skip", skip), ("skipped_steps", skipped_steps)):
+        if array_module(counter) is not module:
+            raise TypeError(
+                f"{op}: {name} is a {type(counter).__name__} but param is a {type(param).__name__}"
+                " (it must live on the parameters' device)"
+            )
+        if counter.size != 1:
+            raise ValueError(f"{op}: {name} must hold one element, got shape {counter.shape}")
+    if skip.dtype.kind not in "biuf":
+        raise TypeError(f"{op}: skip must be a bool or numeric flag, got dtype {skip.dtype}")
+    if skipped_steps.dtype != np.int64 or skipped_steps.shape != (1,):
+        raise TypeError(
+            f"{op}: skipped_steps must be an int64 array of shape (1,), got "
+            f"{skipped_steps.dtype} of shape {skipped_steps.shape}"
+        )
+    calls = operator.index(calls)
+    if calls < 1:
+        raise ValueError(f"{op}: calls must count this call too (>= 1), got {calls}")
+    return calls
+
+
+def _host_step(op: str, param: Any, skip: Any, skipped_steps: Any, calls: int) -> int:
+    """The CPU variants' step count, read on the host: 0 (after counting the skip) when ``skip``
+    is set, else ``calls - skipped_steps[0]``."""
+    calls = _check_step_counters(op, param, skip, skipped_steps, calls)
+    if skip.reshape(-1)[0]:
+        skipped_steps[0] += 1
+        return 0
+    return calls - int(skipped_steps[0])
+
+
 # ------------------------------------------------------------------------ the update of one element
 
 
@@ -351,6 +408,72 @@ def sgd_step_cpu(
     _sgd_cpu_kernel(param.size, *flat, coefficients)
 
 
+def adam_flat_step_cpu(
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    skip: np.ndarray,
+    skipped_steps: np.ndarray,
+    *,
+    calls: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled: bool,
+) -> None:
+    """:func:`adam_step_cpu` at step ``calls - skipped_steps[0]``, or only ``skipped_steps[0] +=
+    1`` when ``skip`` is set (module docstring)."""
+    step = _host_step("adam_flat_step", param, skip, skipped_steps, calls)
+    if step:
+        adam_step_cpu(
+            param,
+            grad,
+            exp_avg,
+            exp_avg_sq,
+            step=step,
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            eps=eps,
+            weight_decay=weight_decay,
+            decoupled=decoupled,
+        )
+
+
+def sgd_flat_step_cpu(
+    param: np.ndarray,
+    grad: np.ndarray,
+    momentum_buffer: np.ndarray | None,
+    skip: np.ndarray,
+    skipped_steps: np.ndarray,
+    *,
+    calls: int,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+) -> None:
+    """:func:`sgd_step_cpu`, its first step being step 1 of ``calls - skipped_steps[0]``, or only
+    ``skipped_steps[0] += 1`` when ``skip`` is set (module docstring)."""
+    step = _host_step("sgd_flat_step", param, skip, skipped_steps, calls)
+    if step:
+        sgd_step_cpu(
+            param,
+            grad,
+            momentum_buffer,
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            first_step=step == 1,
+        )
+
+
 # --------------------------------------------------------------------------- CUDA
 
 
@@ -424,14 +547,144 @@ def sgd_step_cuda(
     )
 
 
+@cuda_kernel
+def _adam_flat_cuda_kernel(
+    param, grad, exp_avg, exp_avg_sq, skip, skipped_steps, calls, coefficients, schedule
+):
+    # Skipping: one thread counts the skip and no thread reads the counter, so no thread of this
+    # launch can see it half-updated; otherwise every thread only reads it.
+    if skip[0] != 0:
+        if cuda.grid(1) == 0:
+            skipped_steps[0] += 1
+        return
+    step = calls - skipped_steps[0]
+    c = coefficients
+    at_step = AdamCoefficients(
+        c.beta1,
+        c.one_minus_beta1,
+        c.beta2,
+        c.one_minus_beta2,
+        c.eps,
+        c.coupled_weight_decay,
+        c.param_scale,
+        param.dtype.type(schedule.lr / (1.0 - schedule.beta1**step)),
+        param.dtype.type(math.sqrt(1.0 - schedule.beta2**step)),
+    )
+    for index in range(cuda.grid(1), param.size, cuda.gridsize(1)):
+        _adam_update(index, param, grad, exp_avg, exp_avg_sq, at_step)
+
+
+@cuda_kernel
+def _sgd_flat_cuda_kernel(
+    param, grad, momentum_buffer, has_momentum, skip, skipped_steps, calls, coefficients
+):
+    # The skip and the counter as in _adam_flat_cuda_kernel; the buffer as in _sgd_cuda_kernel.
+    if skip[0] != 0:
+        if cuda.grid(1) == 0:
+            skipped_steps[0] += 1
+        return
+    c = coefficients
+    at_step = SgdCoefficients(
+        c.lr,
+        c.weight_decay,
+        c.momentum,
+        c.one_minus_dampening,
+        c.nesterov,
+        calls - skipped_steps[0] == 1,
+    )
+    for index in range(cuda.grid(1), param.size, cuda.gridsize(1)):
+        if has_momentum:
+            _sgd_update(index, param, grad, momentum_buffer, at_step)
+        else:
+            _sgd_update(index, param, grad, None, at_step)
+
+
+def adam_flat_step_cuda(
+    param: Any,
+    grad: Any,
+    exp_avg: Any,
+    exp_avg_sq: Any,
+    skip: Any,
+    skipped_steps: Any,
+    *,
+    calls: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled: bool,
+) -> None:
+    """:func:`adam_flat_step_cpu` on the GPU, one launch, the host never reading ``skip`` or
+    ``skipped_steps``."""
+    flat = _flat_buffers("adam_flat_step", param, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
+    calls = _check_step_counters("adam_flat_step", param, skip, skipped_steps, calls)
+    # validates the hyperparameters; the kernel replaces the fields of step 1 with its step's
+    coefficients = _adam_coefficients(
+        param.dtype, 1, lr, beta1, beta2, eps, weight_decay, decoupled
+    )
+    launch(
+        _adam_flat_cuda_kernel,
+        stride_grid(param.size, THREADS),
+        THREADS,
+        *flat,
+        skip.reshape(-1),
+        skipped_steps,
+        calls,
+        coefficients,
+        AdamSchedule(float(lr), float(beta1), float(beta2)),
+    )
+
+
+def sgd_flat_step_cuda(
+    param: Any,
+    grad: Any,
+    momentum_buffer: Any,
+    skip: Any,
+    skipped_steps: Any,
+    *,
+    calls: int,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+) -> None:
+    """:func:`sgd_flat_step_cpu` on the GPU, one launch, the host never reading ``skip`` or
+    ``skipped_steps``."""
+    param, grad, momentum_buffer = _sgd_buffers(param, grad, momentum_buffer, momentum)
+    calls = _check_step_counters("sgd_flat_step", param, skip, skipped_steps, calls)
+    # the kernel decides first_step from the counter
+    coefficients = _sgd_coefficients(
+        param.dtype, lr, momentum, dampening, weight_decay, nesterov, False
+    )
+    has_momentum = momentum_buffer is not None
+    launch(
+        _sgd_flat_cuda_kernel,
+        stride_grid(param.size, THREADS),
+        THREADS,
+        param,
+        grad,
+        momentum_buffer if has_momentum else grad,
+        has_momentum,
+        skip.reshape(-1),
+        skipped_steps,
+        calls,
+        coefficients,
+    )
+
+
 def cuda_kernels() -> list[KernelSpec]:
-    """Every CUDA kernel of this module, specialised for float32 buffers with momentum."""
+    """Every CUDA kernel of this module, specialised for float32 buffers with momentum (the flat
+    ones with a float32 skip flag)."""
     vector = numba.float32[::1]
     zero = np.float32(0.0)
     adam_coefficients = numba.typeof(AdamCoefficients(*[zero] * len(AdamCoefficients._fields)))
     sgd_coefficients = numba.typeof(
         SgdCoefficients(zero, zero, zero, zero, nesterov=False, first_step=False)
     )
+    counters = (vector, numba.int64[::1], numba.int64)  # skip, skipped_steps, calls
+    schedule = numba.typeof(AdamSchedule(0.0, 0.0, 0.0))
     return [
         KernelSpec(
             "adam_step",
@@ -443,6 +696,18 @@ def cuda_kernels() -> list[KernelSpec]:
             "sgd_step",
             _sgd_cuda_kernel,
             (vector, vector, vector, numba.boolean, sgd_coefficients),
+            THREADS,
+        ),
+        KernelSpec(
+            "adam_flat_step",
+            _adam_flat_cuda_kernel,
+            (vector, vector, vector, vector, *counters, adam_coefficients, schedule),
+            THREADS,
+        ),
+        KernelSpec(
+            "sgd_flat_step",
+            _sgd_flat_cuda_kernel,
+            (vector, vector, vector, numba.boolean, *counters, sgd_coefficients),
             THREADS,
         ),
     ]
@@ -635,10 +900,13 @@ def bench_cases(quick: bool) -> list[CaseSpec]:
 FAMILY = Family(
     name="optim",
     module=__name__,
-    ops=("adam_step", "sgd_step"),
+    ops=("adam_step", "sgd_step", "adam_flat_step", "sgd_flat_step"),
     references={
         "adam_step": reference_adam_step,
         "sgd_step": reference_sgd_step,
+        # the flat variants compute the same update (over many parameters, with a device step count)
+        "adam_flat_step": reference_adam_step,
+        "sgd_flat_step": reference_sgd_step,
     },
     cuda_kernels=cuda_kernels,
     bench_cases=bench_cases,

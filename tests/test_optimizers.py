@@ -8,6 +8,7 @@ import pytest
 import fastnet as fn
 from fastnet import nn, optim
 from fastnet.kernels import optim as optim_kernels
+from numerics import relative_error
 
 
 def quadratic_step(model, rng):
@@ -152,6 +153,49 @@ def test_one_cycle_warms_up_then_anneals():
     assert math.isclose(lrs[0], 0.1 / 25)
     assert all(np.diff(lrs[:21]) > 0) and all(np.diff(lrs[20:]) <= 0)
     assert lrs[-1] < 1e-5
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.5, math.inf])
+@pytest.mark.parametrize("max_norm", [0.05, 1e3])
+def test_clip_grad_norm_matches_pytorch(rng, norm_type, max_norm):
+    """The returned 0-d norm and the clipped gradients, as torch.nn.utils.clip_grad_norm_ gives
+    them (max_norm 1e3 clips nothing)."""
+    torch = pytest.importorskip("torch")
+    shapes = [(3, 5), (7,), (2, 3, 2)]
+    values = [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
+    ours = [fn.tensor(v, requires_grad=True) for v in values]
+    theirs = [torch.tensor(v, requires_grad=True) for v in values]
+    grads = [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
+    for mine, their, grad in zip(ours, theirs, grads, strict=True):
+        mine.grad, their.grad = fn.tensor(grad), torch.tensor(grad)
+    got = optim.clip_grad_norm_(ours, max_norm, norm_type)
+    expected = torch.nn.utils.clip_grad_norm_(theirs, max_norm, norm_type)
+    assert isinstance(got, fn.Tensor) and got.shape == () and got.dtype == np.float32
+    assert relative_error(got.numpy(), expected.numpy()) < 1e-6
+    for mine, their in zip(ours, theirs, strict=True):
+        assert relative_error(mine.grad.numpy(), their.grad.numpy()) < 1e-6
+
+
+def test_clip_grad_norm_refuses_a_nonfinite_norm_when_asked():
+    weight = fn.tensor(np.ones(3, np.float32), requires_grad=True)
+    weight.grad = fn.tensor(np.array([1.0, np.inf, 2.0], np.float32))
+    with pytest.raises(RuntimeError, match="non-finite"):
+        optim.clip_grad_norm_(weight, 1.0, error_if_nonfinite=True)
+    assert math.isinf(optim.clip_grad_norm_(weight, 1.0).item())
+
+
+@pytest.mark.skipif(not fn.backend.cuda_is_available(), reason="needs the cuda device")
+def test_clip_grad_norm_on_the_cuda_device_reads_nothing_back(rng):
+    cuda = fn.backend.get_device("cuda")
+    weight = fn.tensor(rng.standard_normal((4, 3)), device="cuda", requires_grad=True)
+    grad = rng.standard_normal((4, 3)).astype(np.float32)
+    weight.grad = fn.tensor(grad, device="cuda")
+    cuda.transfers.reset()
+    norm = optim.clip_grad_norm_([weight], 0.5)
+    assert cuda.transfers.to_host == 0
+    expected = np.sqrt((grad.astype(np.float64) ** 2).sum())
+    assert relative_error(norm.numpy(), expected) < 1e-6
+    assert relative_error(weight.grad.numpy(), grad * (0.5 / (expected + 1e-6))) < 1e-6
 
 
 def test_clip_grad_norm(rng):

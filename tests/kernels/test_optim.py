@@ -21,10 +21,14 @@ import numpy as np
 import pytest
 
 from fastnet.kernels.optim import (
+    adam_flat_step_cpu,
+    adam_flat_step_cuda,
     adam_step_cpu,
     adam_step_cuda,
     reference_adam_step,
     reference_sgd_step,
+    sgd_flat_step_cpu,
+    sgd_flat_step_cuda,
     sgd_step_cpu,
     sgd_step_cuda,
 )
@@ -310,3 +314,95 @@ def test_other_bad_arguments_raise(rng):
     exp_avg.flags.writeable = False
     with pytest.raises(ValueError, match="momentum_buffer is read-only"):
         sgd_step_cpu(param, grad, exp_avg, **SGD_MOMENTUM)
+
+
+# --- flat variants: the step count and the skip flag where the buffers live ----------------------
+
+ADAM_FLAT = {"cpu": adam_flat_step_cpu, "cuda": adam_flat_step_cuda}
+SGD_FLAT = {"cpu": sgd_flat_step_cpu, "cuda": sgd_flat_step_cuda}
+# Calls 2 and 4 are skipped (a bool flag, then a float32 one): the steps taken are 1, 2, 3.
+SKIPPED_CALLS = {2: np.array([True]), 4: np.array([np.float32(1.0)])}
+NO_SKIP = [np.array([False]), np.array([np.float32(0.0)])]
+
+
+@pytest.mark.parametrize("variant", ["cpu", "cuda"])
+@pytest.mark.parametrize("decoupled, weight_decay", [(False, 0.1), (True, 0.1)])
+def test_flat_adam_counts_steps_and_skips_on_the_device(rng, variant, decoupled, weight_decay):
+    """Five calls, two skipped: each skip changes nothing but the counter (bit for bit), and the
+    three others are the reference's steps 1, 2, 3 (the bias corrections of the steps taken)."""
+    size = 1001
+    param = random_array(rng, size, np.float32)
+    exp_avg, exp_avg_sq = np.zeros(size, np.float32), np.zeros(size, np.float32)
+    skipped_steps = np.zeros(1, np.int64)
+    start = param.copy()
+    ref = [param.astype(np.float64), np.zeros(size), np.zeros(size)]
+    steps_taken = 0
+    for calls in range(1, 6):
+        grad = random_array(rng, size, np.float32, 0.01)
+        skip = SKIPPED_CALLS.get(calls, NO_SKIP[calls % 2])
+        before = [a.copy() for a in (param, exp_avg, exp_avg_sq)]
+        hyper = dict(ADAM, weight_decay=weight_decay, decoupled=decoupled)
+        ADAM_FLAT[variant](
+            param, grad, exp_avg, exp_avg_sq, skip, skipped_steps, calls=calls, **hyper
+        )
+        if calls in SKIPPED_CALLS:
+            for got, was in zip((param, exp_avg, exp_avg_sq), before, strict=True):
+                np.testing.assert_array_equal(got, was)
+        else:
+            steps_taken += 1
+            ref = list(reference_adam_step(ref[0], grad, ref[1], ref[2], step=steps_taken, **hyper))
+        assert skipped_steps[0] == calls - steps_taken
+    assert_steps_close(param - start, ref[0] - start, np.float32, "param displacement")
+    assert_steps_close(exp_avg, ref[1], np.float32, "exp_avg")
+    assert_steps_close(exp_avg_sq, ref[2], np.float32, "exp_avg_sq")
+
+
+@pytest.mark.parametrize("variant", ["cpu", "cuda"])
+@pytest.mark.parametrize("momentum, dampening, nesterov, weight_decay", SGD_VARIANTS[1:])
+def test_flat_sgd_first_step_is_the_first_one_not_skipped(
+    rng, variant, momentum, dampening, nesterov, weight_decay
+):
+    """A skipped first call leaves the (NaN) momentum buffer unread and unwritten; the next call
+    is the first step (the buffer starts as the gradient, no dampening)."""
+    size = 257
+    param = random_array(rng, size, np.float32)
+    buffer = np.full(size, np.nan, np.float32) if momentum else None
+    skipped_steps = np.zeros(1, np.int64)
+    start = param.copy()
+    hyper = dict(
+        lr=0.1, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov
+    )
+    ref_param, ref_buffer, steps_taken = param.astype(np.float64), None, 0
+    for calls in range(1, 5):
+        grad = random_array(rng, size, np.float32, 0.1)
+        skip = np.array([calls in (1, 3)])
+        before = param.copy()
+        SGD_FLAT[variant](param, grad, buffer, skip, skipped_steps, calls=calls, **hyper)
+        if skip[0]:
+            np.testing.assert_array_equal(param, before)
+            if momentum and calls == 1:
+                assert np.isnan(buffer).all()
+            continue
+        steps_taken += 1
+        ref_param, ref_buffer = reference_sgd_step(
+            ref_param, grad, ref_buffer, **hyper, first_step=steps_taken == 1
+        )
+    assert skipped_steps[0] == 2
+    assert_steps_close(param - start, ref_param - start, np.float32, "param displacement")
+    if momentum:
+        assert_steps_close(buffer, ref_buffer, np.float32, "momentum_buffer")
+
+
+@pytest.mark.parametrize("adam", [adam_flat_step_cpu, adam_flat_step_cuda])
+def test_flat_step_counters_are_checked(rng, adam):
+    param, grad, exp_avg, exp_avg_sq = adam_state(rng)
+    hyper = dict(ADAM, weight_decay=0.0, decoupled=False)
+    skip, counter = np.zeros(1, bool), np.zeros(1, np.int64)
+    with pytest.raises(ValueError, match=r"skip must hold one element, got shape \(2,\)"):
+        adam(param, grad, exp_avg, exp_avg_sq, np.zeros(2, bool), counter, calls=1, **hyper)
+    with pytest.raises(TypeError, match="skipped_steps must be an int64 array of shape"):
+        adam(param, grad, exp_avg, exp_avg_sq, skip, np.zeros(1, np.int32), calls=1, **hyper)
+    with pytest.raises(TypeError, match="skip must be a bool or numeric flag"):
+        adam(param, grad, exp_avg, exp_avg_sq, np.array(["x"]), counter, calls=1, **hyper)
+    with pytest.raises(ValueError, match="calls must count this call too"):
+        adam(param, grad, exp_avg, exp_avg_sq, skip, counter, calls=0, **hyper)
