@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 
 from . import checkpoint
-from .backend import to_numpy
 from .functional import dropout as _dropout
 from .functional import linear as _linear
 from .nn import Linear, Module, MultiheadAttention, Parameter, init
@@ -199,7 +198,7 @@ class LowRankAdapter:
             self.lora_A,
             self.lora_B,
         ):  # initialised on the CPU, moved to the weight's device
-            parameter.data = weight.device.asarray(to_numpy(parameter.data))
+            parameter.data = weight.device.upload(parameter.data)
             parameter.device = weight.device
 
     def adapted(self) -> Parameter:  # pragma: no cover - abstract
@@ -376,7 +375,7 @@ def merged_state_dict(model: Module) -> dict[str, np.ndarray]:
         if isinstance(layer, LowRankAdapter) and not layer.merged:
             name = next(n for n, p in layer._parameters.items() if p is layer.adapted())
             key = f"{prefix}.{name}" if prefix else name
-            state[key] = state[key] + to_numpy(layer._delta())
+            state[key] = state[key] + layer.lora_B.device.to_host(layer._delta())
     return state
 
 

@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .backend import to_numpy
 from .tensor import Tensor
 
 
@@ -24,7 +23,7 @@ def numerical_gradients(
         if not tensor.requires_grad:
             gradients.append(None)
             continue
-        values = to_numpy(tensor.data).copy()
+        values = tensor.numpy().copy()
         gradient = np.zeros_like(values)
         for index in np.ndindex(values.shape):
             original = values[index]
@@ -32,7 +31,7 @@ def numerical_gradients(
             for delta in (step, -step):
                 values[index] = original + delta
                 tensor.data = tensor.device.asarray(values.copy())
-                losses.append(float((to_numpy(fn(*inputs).data) * weights).sum()))
+                losses.append(float((fn(*inputs).numpy() * weights).sum()))
             values[index] = original
             gradient[index] = (losses[0] - losses[1]) / (2 * step)
         tensor.data = tensor.device.asarray(values)
@@ -65,7 +64,7 @@ def gradcheck(
             continue
         if tensor.grad is None:
             raise AssertionError(f"gradcheck: input {position} received no gradient")
-        analytic = to_numpy(tensor.grad.data)
+        analytic = tensor.grad.numpy()
         error = np.abs(analytic - expected)
         tolerance = atol + rtol * max(np.abs(expected).max(), 1e-12)
         if error.max() > tolerance:

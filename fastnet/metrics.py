@@ -38,8 +38,8 @@ __all__ = [
 def _as_numpy(x: Any) -> np.ndarray:
     """``x`` as a NumPy array: through ``x.numpy()`` where it has one (a Tensor), else
     np.asarray."""
-    to_numpy = getattr(x, "numpy", None)
-    return np.asarray(to_numpy() if callable(to_numpy) else x)
+    numpy = getattr(x, "numpy", None)
+    return np.asarray(numpy() if callable(numpy) else x)
 
 
 def _class_indices(x: Any, name: str) -> np.ndarray:

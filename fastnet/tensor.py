@@ -28,7 +28,7 @@ from .autograd import (
     no_grad,
     unbroadcast,
 )
-from .backend import Device, get_device, to_numpy
+from .backend import Device, get_device
 from .dtypes import CATEGORY, DEFAULT_DTYPE, promoted, scalar_dtype
 from .tensor_ops import (
     Add,
@@ -46,7 +46,7 @@ from .tensor_ops import (
 )
 from .tensor_pointwise import Pointwise
 from .tensor_reductions import Reductions, ValuesIndices
-from .tensor_selection import Selection
+from .tensor_selection import Selection, host_range, is_host_data
 from .tensor_shaping import Shaping
 
 __all__ = [
@@ -95,7 +95,7 @@ def _as_operand(value: Any, device: Device) -> Any:
     (floating data as float32)."""
     if isinstance(value, Tensor) or scalar_dtype(value) is not None:
         return value
-    array = device.xp.asarray(value)
+    array = device.asarray(value)
     if array.dtype.kind == "f" and array.dtype != DEFAULT_DTYPE:
         array = array.astype(DEFAULT_DTYPE)
     return Tensor._wrap(array, device)
@@ -111,7 +111,7 @@ def _promote(a: Any, b: Any, floating: bool = False) -> tuple[Tensor, Tensor]:
             if dtype is b.data.dtype and (dtype.kind == "f" or not floating):
                 return a, b  # the hot path: two tensors of one dtype
         elif dtype.kind == "f" and isinstance(b, (int, float)):
-            return a, Tensor._wrap(device.xp.asarray(b, dtype=dtype), device)
+            return a, Tensor._wrap(device.constant(b, dtype), device)
     else:
         device = b.device
     a, b = _as_operand(a, device), _as_operand(b, device)
@@ -124,13 +124,22 @@ def _promote(a: Any, b: Any, floating: bool = False) -> tuple[Tensor, Tensor]:
 def _cast(value: Any, dtype: np.dtype, device: Device) -> Tensor:
     if isinstance(value, Tensor):
         return value if value.data.dtype == dtype else value.to(dtype=dtype)
-    return Tensor._wrap(device.xp.asarray(value, dtype=dtype), device)
+    return Tensor._wrap(device.constant(value, dtype), device)
 
 
 class Tensor(Reductions, Shaping, Selection, Pointwise):
     """An n-dimensional array on a device, with reverse-mode autograd."""
 
-    __slots__ = ("data", "device", "requires_grad", "grad", "_ctx", "_version", "__weakref__")
+    __slots__ = (
+        "data",
+        "device",
+        "requires_grad",
+        "grad",
+        "_ctx",
+        "_version",
+        "_value_range",
+        "__weakref__",
+    )
     __array_priority__ = 1000  # so ndarray <op> Tensor defers to Tensor's reflected operators
     # == is elementwise, yet tensors stay hashable by identity (dicts and sets of parameters)
     __hash__ = object.__hash__
@@ -142,14 +151,22 @@ class Tensor(Reductions, Shaping, Selection, Pointwise):
         device: str | Device | None = None,
         requires_grad: bool = False,
     ) -> None:
-        if isinstance(data, Tensor):
+        from_tensor = isinstance(data, Tensor)
+        if from_tensor:
             device = data.device if device is None else device
             data = data.data
         elif dtype is None:  # floating-point data defaults to float32, whatever its precision
             kind = data.dtype.kind if hasattr(data, "dtype") else np.asarray(data).dtype.kind
             dtype = DEFAULT_DTYPE if kind == "f" else None
         self.device = get_device(device) if device is not None else _device_of_array(data)
-        self.data = self.device.asarray(data, dtype=None if dtype is None else _dtype_of(dtype))
+        dtype = None if dtype is None else _dtype_of(dtype)
+        self._value_range = None  # set by an upload of host integers (see Selection._index_range)
+        if self.device != "cpu" and not from_tensor and is_host_data(data, self.device):
+            host = np.asarray(data, dtype=dtype)
+            self.data = self.device.upload(host)
+            self._value_range = host_range(host)
+        else:
+            self.data = self.device.asarray(data, dtype=dtype)
         if requires_grad and self.data.dtype.kind != "f":
             raise TypeError(
                 f"only floating-point tensors can require gradients, got {self.data.dtype}"
@@ -165,14 +182,8 @@ class Tensor(Reductions, Shaping, Selection, Pointwise):
         A plain Tensor even when called on a Parameter: op outputs and gradients are not
         parameters."""
         out = Tensor.__new__(Tensor)
-        out.data, out.device, out.requires_grad, out.grad, out._ctx, out._version = (
-            data,
-            device,
-            False,
-            None,
-            None,
-            0,
-        )
+        out.data, out.device, out.requires_grad, out.grad = data, device, False, None
+        out._ctx, out._version, out._value_range = None, 0, None
         return out
 
     # ----------------------------------------------------------------- properties, conversion
@@ -203,9 +214,8 @@ class Tensor(Reductions, Shaping, Selection, Pointwise):
 
     def numpy(self) -> np.ndarray:
         """The values as a NumPy array (copied from the GPU; shares memory on the CPU)."""
-        if self.requires_grad:
-            return to_numpy(self.data).copy()
-        return to_numpy(self.data)
+        values = self.device.to_host(self.data)
+        return values.copy() if self.requires_grad and self.device == "cpu" else values
 
     def item(self) -> Any:
         if self.data.size != 1:
@@ -213,10 +223,10 @@ class Tensor(Reductions, Shaping, Selection, Pointwise):
                 "item(): only a one-element tensor converts to a Python number, "
                 f"shape is {self.shape}"
             )
-        return to_numpy(self.data).reshape(()).item()
+        return self.device.to_host(self.data).reshape(()).item()
 
     def tolist(self) -> Any:
-        return to_numpy(self.data).tolist()
+        return self.device.to_host(self.data).tolist()
 
     def detach(self) -> Tensor:
         """The same values, cut from the graph (shares memory)."""
@@ -245,9 +255,11 @@ class Tensor(Reductions, Shaping, Selection, Pointwise):
         dtype = None if dtype is None else _dtype_of(dtype)
         if target is self.device and (dtype is None or dtype == self.dtype):
             return self
-        if dtype is not None and dtype.kind != "f" and self.requires_grad:
-            return ToDevice.apply(self.detach(), device=target, dtype=dtype)
-        return ToDevice.apply(self, device=target, dtype=dtype)
+        source = self.detach() if dtype is not None and dtype.kind != "f" else self
+        moved = ToDevice.apply(source, device=target, dtype=dtype)
+        if self.device == "cpu" and target != "cpu" and moved.dtype == self.dtype:
+            moved._value_range = host_range(self.data)  # an upload: see __init__
+        return moved
 
     def cpu(self) -> Tensor:
         return self.to("cpu")
@@ -263,7 +275,9 @@ class Tensor(Reductions, Shaping, Selection, Pointwise):
 
     def __repr__(self) -> str:
         grad = ", requires_grad=True" if self.requires_grad else ""
-        values = np.array2string(to_numpy(self.data), precision=4, separator=", ", threshold=50)
+        values = np.array2string(
+            self.device.to_host(self.data), precision=4, separator=", ", threshold=50
+        )
         return f"tensor({values}, dtype={self.dtype}, device='{self.device}'{grad})"
 
     # ----------------------------------------------------------------- autograd
@@ -361,6 +375,7 @@ class Tensor(Reductions, Shaping, Selection, Pointwise):
                 f"tensor of shape {self.shape} changed in place"
             ) from None
         self._version += 1
+        self._value_range = None
         return self
 
     def _check_writable(self, op: str) -> None:
@@ -395,8 +410,9 @@ class Tensor(Reductions, Shaping, Selection, Pointwise):
         devices)."""
         self._write("copy_", source)
         if isinstance(source, Tensor):
-            source = source.data if source.device is self.device else to_numpy(source.data)
-        self.data[...] = self.device.xp.asarray(source)
+            moved = source.device is not self.device
+            source = self.device.upload(source.numpy()) if moved else source.data
+        self.data[...] = self.device.asarray(source)
         return self
 
     def fill_(self, value: Any) -> Tensor:
@@ -418,6 +434,7 @@ class Tensor(Reductions, Shaping, Selection, Pointwise):
                     "under fastnet.no_grad()"
                 )
         self._version += 1
+        self._value_range = None
 
     # ----------------------------------------------------------------- comparisons
     # elementwise, giving boolean tensors outside the graph (as PyTorch's)

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from .autograd import Function
-from .backend import to_numpy
 
 __all__ = [
     "Abs",
@@ -66,12 +65,18 @@ class ToDevice(Function):
     def forward(self, a, device, dtype):
         self.source, self.source_dtype = self.device, a.dtype
         self.device = device  # the output lives on the target device
-        data = device.asarray(to_numpy(a) if device.xp is not self.source.xp else a)
+        data = _moved(a, self.source, device)
         return data.astype(dtype) if dtype is not None else data.copy() if data is a else data
 
     def backward(self, grad):
-        back = self.source.asarray(to_numpy(grad) if self.device.xp is not self.source.xp else grad)
+        back = _moved(grad, self.device, self.source)
         return (back.astype(self.source_dtype, copy=False),)
+
+
+def _moved(array, source, target):
+    """``array`` of device ``source`` on device ``target``: through the host, each side's copy
+    counted (a GPU's device-to-host copy waits for its queue)."""
+    return array if target is source else target.upload(source.to_host(array))
 
 
 class Add(Function):

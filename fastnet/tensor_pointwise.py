@@ -394,7 +394,7 @@ class Pointwise:
         from .tensor import Tensor
 
         if not isinstance(other, Tensor):
-            other = self._wrap(self.device.xp.asarray(other), self.device)
+            other = self._wrap(self.device.asarray(other), self.device)
         return self._wrap(getattr(self.device.xp, ufunc)(self.data, other.data), self.device)
 
     def logical_and(self: Tensor, other: Tensor) -> Tensor:

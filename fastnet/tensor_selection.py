@@ -10,8 +10,10 @@ concern. It checks arguments and promotes dtypes; the Functions of
 Tensor's in-place rules (refused inside a graph, the version bumped otherwise).
 
 An index for gather/scatter is an int64 (or int32) tensor with as many dimensions as the input
-(a 0-d tensor counts as 1-d); its entries must lie in ``[0, size)`` along ``dim`` (checked with
-one device-to-host read, as PyTorch checks: a negative index never wraps around).
+(a 0-d tensor counts as 1-d); its entries must lie in ``[0, size)`` along ``dim`` (as PyTorch
+checks: a negative index never wraps around). The check trusts the value range an index tensor
+made from host data recorded before its upload (:meth:`Selection._index_range`); without one it
+reads the range from the device, in one counted transfer.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .autograd import _check_devices
-from .backend import to_numpy
+from .backend import Device
 from .dtypes import CATEGORY, scalar_dtype
 from .selection_ops import Clamp, Gather, Maximum, Scatter, Where
 from .tensor_ops import GetItem
@@ -53,6 +55,19 @@ __all__ = [
 _INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 _BOOL = np.dtype(np.bool_)
 _LEGACY_MASK = np.dtype(np.uint8)  # where() still takes PyTorch's old uint8 masks
+
+
+def is_host_data(data: Any, device: Device) -> bool:
+    """Whether array-like ``data`` is on the host. NumPy arrays are, even in the simulator where
+    they double as the device's: a Tensor made from one is an upload there too."""
+    return device.xp is np or not isinstance(data, device.xp.ndarray)
+
+
+def host_range(array: np.ndarray) -> tuple[int, int] | None:
+    """(min, max) of a host integer array as Python ints; None for other dtypes or no values."""
+    if array.dtype.kind not in "iu" or array.size == 0:
+        return None
+    return int(array.min()), int(array.max())
 
 
 class Selection:
@@ -147,7 +162,7 @@ class Selection:
         (axis,) = _normalize_axes(dim, source.ndim)
         idx = index.data.reshape(-1).astype(np.int64)  # a copy: backward keeps its own
         if idx.size:
-            low, high = (int(v) for v in to_numpy(source.device.xp.stack((idx.min(), idx.max()))))
+            low, high = index._index_range()
             if low < 0 or high >= source.shape[axis]:
                 raise IndexError(
                     f"index_select(): index {low if low < 0 else high} is out of range for "
@@ -191,6 +206,21 @@ class Selection:
         return _triangle("triu", self, diagonal, upper=True)
 
     # ----------------------------------------------------------------- in place
+    def _index_range(self: Tensor) -> tuple[int, int]:
+        """(min, max) of this non-empty integer tensor as Python ints.
+
+        A tensor made from host integers for a device (``Tensor(labels, device="cuda")``,
+        ``labels.to("cuda")``, a device data loader's labels) recorded them on the host before
+        the upload, in ``_value_range``: trusted, no device read. Only construction records a
+        range: op outputs have none, and an in-place write clears it (a write through a view
+        of the tensor is not seen: do not record a range on a tensor whose views are written).
+        Otherwise the range is read from the device in one counted transfer (free on the CPU)."""
+        if self._value_range is not None:
+            return self._value_range
+        xp = self.device.xp
+        low, high = self.device.to_host(xp.stack((self.data.min(), self.data.max()))).tolist()
+        return int(low), int(high)
+
     def _store_in_place(self, op: str, result: Tensor) -> Tensor:
         """Write ``result`` (the op computed out of place) into self, under Tensor's in-place
         rules: ``result`` requires grad exactly when autograd would have to record the write."""
@@ -328,7 +358,7 @@ def _fill_value(op: str, value: Any, like: Tensor) -> Tensor:
     if scalar_dtype(value) is None or isinstance(value, complex):
         raise TypeError(f"{op}(): value must be a real number or a 0-d tensor, got {value!r}")
     converted = _converted(op, value, like.dtype)
-    return like._wrap(like.device.xp.asarray(converted, dtype=like.dtype), like.device)
+    return like._wrap(like.device.constant(converted, like.dtype), like.device)
 
 
 def _converted(op: str, value: Any, dtype: np.dtype) -> Any:
@@ -397,7 +427,7 @@ def _positions(op: str, source: Tensor, dim: Any, index: Any, src: Tensor | None
     else:
         idx = idx.reshape(1) if idx.ndim == 0 else idx
         _check_index_shape(op, source.shape, axis, idx.shape, None if src is None else src.shape)
-        low, high = (int(v) for v in to_numpy(source.device.xp.stack((idx.min(), idx.max()))))
+        low, high = index._index_range()
         size = source.shape[axis]
         if low < 0 or high >= size:
             raise RuntimeError(

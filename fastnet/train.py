@@ -1,18 +1,26 @@
 """The training loop the CLI uses.
 
 * ``train_epoch``: one pass with a progress bar (running-mean loss, throughput); a NaN or
-  infinite loss raises :class:`NonFiniteLossError` before that step's update.
+  infinite loss raises :class:`NonFiniteLossError`, and no weight ever sees it.
 * ``fit``: epochs of ``train_epoch`` and evaluation; into a run folder it writes the checkpoint
   after every epoch (and snapshots every N), ``best.safetensors`` with keep-best, and the
   :class:`RunFolder` files (``config.json``, ``history.json``, ``steps.csv``, TensorBoard).
 * ``evaluate``: loss and accuracy over a loader.
 * ``run``: everything built from a config dict (``validate_config`` checks it), with resume
-  (``resumed_config`` says what a resumed run continues with).
+  (``resumed_config`` says what a resumed run continues with). The config's rules and builders
+  live in :mod:`fastnet.run_config` (importable from here too).
+
+The host never waits for the device inside a training step. Each step's loss and count of correct
+predictions stay on the device; a device flag, set by the first loss that is not finite, makes
+that and every later ``optimizer.step(skip_if=flag)`` skip its update on the device. The host
+reads what accumulated in one transfer when the progress display refreshes (every
+``refresh_seconds``) and at the end of the epoch: that read raises the error, names the first
+bad step, and feeds the ``on_step`` callbacks of the steps since the last read. On the CPU a
+"transfer" is free and the numbers are the same as a per-step read would give.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -26,14 +34,33 @@ from tqdm.auto import tqdm
 
 from . import functional as F
 from . import random as fn_random
-from .backend import get_device, to_numpy
+from .backend import Device, get_device
 from .checkpoint import load, save, save_checkpoint
+from .optim import Optimizer
+from .run_config import (  # noqa: F401 - fastnet.train.<name> for the CLI and the tests
+    DATASETS,
+    NORMALIZATION,
+    RESUME_OVERRIDES,
+    SETTING_RULES,
+    build_datasets,
+    build_optimizer,
+    build_scheduler,
+    check_setting,
+    eval_transform,
+    model_kwargs,
+    resumed_config,
+    train_transform,
+    validate_config,
+)
 from .run_folder import RunFolder
 from .tensor import Tensor, no_grad
 
+# How often the host reads the step losses (and redraws the progress bar): a few times a second.
+REFRESH_SECONDS = 0.25
+
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or infinite: a training loss is caught before that step's update, a
+    """A loss became NaN or infinite: a training loss is caught before any weight sees it, a
     validation or test loss before that epoch's files are written, so the files (and, for a
     training loss, the weights) stay those of the last good step."""
 
@@ -50,7 +77,25 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def _to(batch: Any, device: Any) -> Tensor:
+    """A batch on ``device``: host data is uploaded (integer labels record their value range on
+    the host on the way, so the loss need not read it back from the device)."""
     return batch.to(device) if isinstance(batch, Tensor) else Tensor(batch, device=device)
+
+
+def _read(device: Device, *columns: list) -> list[list[float]]:
+    """Columns of 0-d device values (one list per quantity, one value per step or batch) as
+    float64 host lists, all in ONE device-to-host transfer."""
+    if not columns[0]:
+        return [[] for _ in columns]
+    xp = device.xp
+    stacked = xp.stack([xp.stack(column).astype(np.float64) for column in columns])
+    return device.to_host(stacked).tolist()
+
+
+def _correct(predicted: Any, labels: Tensor) -> Any:
+    """How many ``predicted`` classes (a device array) are the labels: a 0-d count on the
+    device."""
+    return (predicted == labels.data).sum()
 
 
 def evaluate(
@@ -60,36 +105,80 @@ def evaluate(
     loss_fn: Callable = F.cross_entropy,
     return_predictions: bool = False,
 ) -> dict[str, Any]:
-    """Mean loss and accuracy of ``model`` over ``loader`` in eval mode (no graph recorded)."""
+    """Mean loss and accuracy of ``model`` over ``loader`` in eval mode (no graph recorded).
+
+    Losses and counts stay on the device until the end: one transfer reads them all, and one
+    more the predictions and labels when ``return_predictions``."""
     device = get_device(device)
     was_training = model.training
     model.eval()
-    total_loss, correct, count = 0.0, 0, 0
-    predictions, labels = [], []
+    losses, right, predictions, labels = [], [], [], []
+    count = 0
     with no_grad():
         for x, y in loader:
             x, y = _to(x, device), _to(y, device)
             logits = model(x)
-            total_loss += float(loss_fn(logits, y, reduction="sum").item())
-            predicted = to_numpy(logits.data.argmax(axis=1))
-            truth = to_numpy(y.data)
-            correct += int((predicted == truth).sum())
-            count += len(truth)
+            losses.append(loss_fn(logits, y, reduction="sum").data.reshape(()))
+            predicted = logits.data.argmax(axis=1)
+            right.append(_correct(predicted, y))
+            count += len(y)
             if return_predictions:
                 predictions.append(predicted)
-                labels.append(truth)
+                labels.append(y.data)
     model.train(was_training)
+    losses, right = _read(device, losses, right)
+    total_loss = 0.0
+    for loss in losses:  # in order, as the host always summed them (the CPU's numbers stay)
+        total_loss += loss
     result: dict[str, Any] = {
         "loss": total_loss / max(count, 1),
-        "accuracy": correct / max(count, 1),
+        "accuracy": int(sum(right)) / max(count, 1),
         "count": count,
     }
     if return_predictions:
-        result["predictions"] = (
-            np.concatenate(predictions) if predictions else np.empty(0, np.int64)
-        )
-        result["labels"] = np.concatenate(labels) if labels else np.empty(0, np.int64)
+        both = np.empty((2, 0), np.int64)
+        if predictions:
+            xp = device.xp
+            truth = xp.concatenate(labels).astype(np.int64, copy=False)
+            both = device.to_host(xp.stack((xp.concatenate(predictions), truth)))
+        result["predictions"], result["labels"] = both
     return result
+
+
+class _StepReadout:
+    """The host's side of a training epoch: what each step left on the device, read in one
+    transfer per :meth:`read`, which adds it to the totals, calls ``on_step`` for each step and
+    raises :class:`NonFiniteLossError` at the first loss that is not finite."""
+
+    def __init__(self, device: Device, epoch: int | None, on_step: Callable | None) -> None:
+        self.device, self.epoch, self.on_step = device, epoch, on_step
+        self.losses: list = []  # per step not yet read: the loss (0-d, on the device)
+        self.right: list = []  # ... its count of correct predictions (0-d, on the device)
+        self.sizes: list[int] = []  # ... and, on the host, its batch size and learning rate
+        self.lrs: list[float] = []
+        self.steps, self.total_loss, self.correct, self.count = 0, 0.0, 0, 0
+        self.last_read = time.perf_counter()
+
+    def add(self, loss: Any, right: Any, size: int, lr: float) -> None:
+        self.losses.append(loss)
+        self.right.append(right)
+        self.sizes.append(size)
+        self.lrs.append(lr)
+
+    def read(self) -> None:
+        self.last_read = time.perf_counter()
+        losses, right = _read(self.device, self.losses, self.right)
+        for loss, step_right, size, lr in zip(losses, right, self.sizes, self.lrs, strict=True):
+            self.steps += 1
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(loss, self.epoch, self.steps)
+            self.total_loss += loss * size
+            self.correct += int(step_right)
+            self.count += size
+            if self.on_step is not None:
+                self.on_step(self.steps, loss, lr)
+        for pending in (self.losses, self.right, self.sizes, self.lrs):
+            pending.clear()
 
 
 def train_epoch(
@@ -105,13 +194,22 @@ def train_epoch(
     max_batches: int | None = None,
     epoch: int | None = None,
     on_step: Callable[[int, float, float], None] | None = None,
+    refresh_seconds: float = REFRESH_SECONDS,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns mean loss, accuracy, images/s, seconds and the last
-    learning rate. ``on_step(step, loss, lr)`` is called after each step (steps count from 1).
-    Raises :class:`NonFiniteLossError` (naming ``epoch`` and the step) on a NaN or inf loss."""
+    learning rate. ``on_step(step, loss, lr)`` is called for each step (steps count from 1), at
+    the host's reads: every ``refresh_seconds`` (0: after every step) and at the end.
+
+    Raises :class:`NonFiniteLossError` (naming ``epoch`` and the first bad step) on a NaN or inf
+    loss, at the first read after it; that step's update and every later one are skipped on the
+    device, so the weights stay those of the step before. An optimizer that is not a
+    :class:`fastnet.optim.Optimizer` (no ``skip_if``) is guarded by a read before each update."""
     device = get_device(device)
+    xp = device.xp
     model.train()
-    total_loss, correct, count, batches = 0.0, 0, 0, 0
+    skips_on_device = isinstance(optimizer, Optimizer)
+    readout = _StepReadout(device, epoch, on_step)
+    bad = xp.zeros(1, dtype=bool)  # this or an earlier step's loss was not finite
     lr = float(optimizer.param_groups[0]["lr"])
     start = time.perf_counter()
     total = len(loader) if hasattr(loader, "__len__") else None
@@ -124,46 +222,54 @@ def train_epoch(
         disable=not progress,
         leave=False,
         dynamic_ncols=True,
-        mininterval=0.25,  # a few redraws a second: drawing on every batch slows small models
+        mininterval=REFRESH_SECONDS,  # drawing on every batch would slow small models
         file=sys.stderr,
     )
-    for x, y in bar:
-        x, y = _to(x, device), _to(y, device)
-        logits = model(x)
-        loss = loss_fn(logits, y)
-        batch_loss = float(loss.item())  # read before the update, so NaN never reaches a weight
-        if not math.isfinite(batch_loss):
-            bar.close()
-            raise NonFiniteLossError(batch_loss, epoch, batches + 1)
-        lr = float(optimizer.param_groups[0]["lr"])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        total_loss += batch_loss * len(y)
-        correct += int((to_numpy(logits.data.argmax(axis=1)) == to_numpy(y.data)).sum())
-        count += len(y)
-        batches += 1
-        if on_step is not None:
-            on_step(batches, batch_loss, lr)
-        elapsed = time.perf_counter() - start
-        bar.set_postfix(  # shown at the bar's next redraw, not forced now
-            loss=f"{total_loss / count:.4f}",
-            img_s=f"{count / max(elapsed, 1e-9):.0f}",
-            refresh=False,
-        )
-        if max_batches is not None and batches >= max_batches:
-            break
-    bar.close()
+    batches = 0
+    try:
+        for x, y in bar:
+            x, y = _to(x, device), _to(y, device)
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            value = loss.data.reshape(())
+            lr = float(optimizer.param_groups[0]["lr"])
+            readout.add(value, _correct(logits.data.argmax(axis=1), y), len(y), lr)
+            if skips_on_device:
+                bad = bad | ~xp.isfinite(value)
+            else:
+                readout.read()  # raises before a NaN reaches this optimizer's weights
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step(**({"skip_if": bad} if skips_on_device else {}))
+            if scheduler is not None:
+                scheduler.step()
+            batches += 1
+            if time.perf_counter() - readout.last_read >= refresh_seconds:
+                readout.read()
+                _show(bar, readout, start)
+            if max_batches is not None and batches >= max_batches:
+                break
+        readout.read()
+    finally:
+        bar.close()
     seconds = time.perf_counter() - start
     return {
-        "loss": total_loss / max(count, 1),
-        "accuracy": correct / max(count, 1),
-        "images_per_second": count / max(seconds, 1e-9),
+        "loss": readout.total_loss / max(readout.count, 1),
+        "accuracy": readout.correct / max(readout.count, 1),
+        "images_per_second": readout.count / max(seconds, 1e-9),
         "seconds": seconds,
         "lr": lr,
     }
+
+
+def _show(bar: Any, readout: _StepReadout, start: float) -> None:
+    """The running-mean loss and throughput, shown at the bar's next redraw (not forced now)."""
+    elapsed = time.perf_counter() - start
+    bar.set_postfix(
+        loss=f"{readout.total_loss / max(readout.count, 1):.4f}",
+        img_s=f"{readout.count / max(elapsed, 1e-9):.0f}",
+        refresh=False,
+    )
 
 
 def fit(
@@ -266,10 +372,7 @@ def fit(
                 history.setdefault(key, []).append(value)
             log(line)
             if improved:
-                best_state = (
-                    epoch,
-                    {k: np.array(to_numpy(v)) for k, v in model.state_dict().items()},
-                )
+                best_state = (epoch, model.state_dict())  # copies on the host
                 if folder is not None:
                     save(best_state[1], folder / "best.safetensors")
             if folder is not None:
@@ -325,182 +428,6 @@ def _restore_best(
     )
 
 
-# ===================================================================== a whole run from a config
-DATASETS = ("mnist", "fashion-mnist", "cifar10")
-
-
-def build_datasets(name: str, data_dir: str | None, download: bool = True) -> tuple[Any, Any]:
-    """The (train, test) sets of dataset ``name``, looked up under ``data_dir`` (see
-    fastnet.data), downloaded into the cache when missing and ``download`` allows."""
-    from . import data
-
-    classes = {"mnist": data.MNIST, "fashion-mnist": data.FashionMNIST, "cifar10": data.CIFAR10}
-    if name not in classes:
-        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(classes)}")
-    return tuple(
-        classes[name](root=data_dir, train=train, download=download) for train in (True, False)
-    )
-
-
-def build_optimizer(config: dict, parameters: Any) -> Any:
-    from . import optim
-
-    name, lr, decay = config["optimizer"], config["lr"], config.get("weight_decay", 0.0)
-    if name == "adam":
-        return optim.Adam(parameters, lr=lr, weight_decay=decay)
-    if name == "adamw":
-        return optim.AdamW(parameters, lr=lr, weight_decay=decay)
-    if name == "sgd":
-        momentum = config.get("momentum", 0.9)
-        return optim.SGD(
-            parameters, lr=lr, momentum=momentum, weight_decay=decay, nesterov=momentum > 0
-        )
-    raise ValueError(f"unknown optimizer {name!r}; choose from adam, adamw, sgd")
-
-
-NORMALIZATION = {"mnist": "MNIST", "fashion-mnist": "FASHION_MNIST", "cifar10": "CIFAR10"}
-
-
-def eval_transform(config: dict) -> Any:
-    """Per-channel normalisation with the dataset's statistics (what the model sees at test
-    time)."""
-    from . import data
-
-    prefix = NORMALIZATION.get(config["dataset"])
-    if prefix is None:
-        return None
-    return data.Normalize(getattr(data, f"{prefix}_MEAN"), getattr(data, f"{prefix}_STD"))
-
-
-def train_transform(config: dict) -> Any:
-    """eval_transform, after random crops (padding 4 on 32×32 images, 2 on 28×28) and, for
-    CIFAR-10, horizontal flips, when the config asks for ``augment``."""
-    from . import data
-
-    normalize = eval_transform(config)
-    if not config.get("augment"):
-        return normalize
-    cifar = config["dataset"] == "cifar10"
-    steps = [data.RandomCrop(32 if cifar else 28, padding=4 if cifar else 2)]
-    if cifar:  # digits and clothes are not mirror-symmetric in the same way; CIFAR objects are
-        steps.append(data.RandomHorizontalFlip())
-    return data.Compose(steps + ([normalize] if normalize is not None else []))
-
-
-def build_scheduler(config: dict, optimizer: Any, epochs: int, batches_per_epoch: int) -> Any:
-    """none; cosine (stepped per epoch); onecycle (warm-up + cosine, stepped per batch)."""
-    from . import optim
-
-    schedule = config.get("schedule", "none")
-    if schedule == "none":
-        return None
-    if schedule == "cosine":
-        return optim.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
-    if schedule == "onecycle":
-        return optim.OneCycleLR(
-            optimizer, max_lr=config["lr"], total_steps=max(2, epochs * batches_per_epoch)
-        )
-    raise ValueError(f"unknown schedule {schedule!r}; choose from none, cosine, onecycle")
-
-
-def model_kwargs(model: str, images: Any, classes: int = 10) -> dict:
-    """The builder arguments that fit a dataset's image shape (N, C, H, W)."""
-    channels, side = int(images.shape[1]), int(images.shape[-1])
-    if model == "mlp":
-        return {"in_features": channels * side * side, "classes": classes}
-    return {"channels": channels, "image_size": side, "classes": classes}
-
-
-# ===================================================================== the config of a run
-def _whole(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _real(value: Any) -> bool:
-    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
-
-
-_AT_LEAST_1 = (lambda v: _whole(v) and v >= 1, "an integer >= 1")
-_AT_LEAST_0 = (lambda v: _whole(v) and v >= 0, "an integer >= 0")
-_UNIT = (lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1)")
-SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "epochs": _AT_LEAST_1,
-    "batch_size": _AT_LEAST_1,
-    "lr": (lambda v: _real(v) and 0 < v < math.inf, "a number > 0"),
-    "weight_decay": (lambda v: _real(v) and 0 <= v < math.inf, "a number >= 0"),
-    "momentum": _UNIT,
-    "label_smoothing": _UNIT,
-    "val_fraction": _UNIT,
-    "patience": (lambda v: v is None or _AT_LEAST_0[0](v), "an integer >= 0"),
-    "labels_per_class": _AT_LEAST_0,
-    "checkpoint_every": _AT_LEAST_0,
-    "seed": (lambda v: v is None or _AT_LEAST_0[0](v), "an integer >= 0"),
-}
-
-
-def check_setting(key: str, value: Any) -> Any:
-    """``value`` if it is allowed for config ``key`` (see SETTING_RULES), else ValueError."""
-    rule = SETTING_RULES.get(key)
-    if rule is not None and not rule[0](value):
-        raise ValueError(f"{key} must be {rule[1]}, got {value!r}")
-    return value
-
-
-def validate_config(config: dict) -> None:
-    """Raise ValueError naming the first setting of ``config`` out of its range."""
-    for key, value in config.items():
-        check_setting(key, value)
-    if config.get("keep_best") and not config.get("val_fraction"):
-        raise ValueError("keep_best needs a validation split (val_fraction > 0)")
-
-
-# settings a resumed run may change: they steer what is kept, not what is learned
-RESUME_OVERRIDES = ("patience", "keep_best", "checkpoint_every")
-
-
-def resumed_config(saved: dict, epochs: int | None, given: dict) -> tuple[dict, int]:
-    """The config and the last epoch of a run resumed from checkpoint ``saved``.
-
-    The saved config wins; ``given`` may change the RESUME_OVERRIDES and must otherwise agree
-    with it. ``epochs`` (default: the run's planned epochs) must lie beyond the saved epoch. A
-    learning-rate schedule (onecycle, cosine) spans the planned epochs, saved as
-    ``config["epochs"]``: stretching it would send the learning rate back up mid-run, so only a
-    run without one (``schedule`` none) can be extended past its plan; the others refuse."""
-    config, done = dict(saved["config"]), saved["epoch"]
-    for key, value in given.items():
-        if key in RESUME_OVERRIDES:
-            config[key] = value
-        elif key != "epochs" and value is not None and _json(value) != _json(config.get(key)):
-            raise ValueError(
-                f"cannot change {key} to {value!r} on resume: the run was trained with "
-                f"{key} {config.get(key)!r} (start a new run to change it)"
-            )
-    # a checkpoint from before the plan was saved takes the asked-for epochs as its plan
-    planned = config.get("epochs") or epochs or done
-    target = planned if epochs is None else check_setting("epochs", epochs)
-    if target <= done:
-        raise ValueError(
-            f"the checkpoint is already at epoch {done}"
-            + (f" of its {planned} planned" if epochs is None else "")
-            + f": ask for more epochs than {done} to train on"
-        )
-    schedule = config.get("schedule", "none")
-    if target > planned and schedule != "none":
-        raise ValueError(
-            f"cannot extend this run to {target} epochs: its {schedule} learning-rate schedule "
-            f"spans the {planned} epochs it was planned for, and stretching it would send the "
-            f"learning rate back up; "
-            + (f"resume with epochs <= {planned}, or " if planned > done else "")
-            + "start a new run"
-        )
-    config["epochs"] = max(planned, target)
-    return config, target
-
-
-def _json(value: Any) -> Any:
-    return json.loads(json.dumps(value))  # tuples and lists compare as a checkpoint saved them
-
-
 def run(
     config: dict,
     epochs: int | None,
@@ -523,6 +450,7 @@ def run(
     from .checkpoint import load_checkpoint
     from .data import DataLoader
 
+    loader = DataLoader
     saved = load_checkpoint(resume) if resume is not None else None
     if saved is not None:
         config, epochs = resumed_config(saved, epochs, config)
@@ -550,15 +478,15 @@ def run(
         train_set, val_set = random_split(
             train_set, [len(train_set) - holdout, holdout], seed=config["seed"]
         )
-        val_loader = DataLoader(val_set, batch_size=512, transform=eval_transform(config))
-    train_loader = DataLoader(
+        val_loader = loader(val_set, batch_size=512, transform=eval_transform(config))
+    train_loader = loader(
         train_set,
         batch_size=config["batch_size"],
         shuffle=True,
         seed=config["seed"],
         transform=train_transform(config),
     )
-    test_loader = DataLoader(test_set, batch_size=512, transform=eval_transform(config))
+    test_loader = loader(test_set, batch_size=512, transform=eval_transform(config))
     scheduler = build_scheduler(config, optimizer, config["epochs"], len(train_loader))
     smoothing = config.get("label_smoothing", 0.0)
     loss_fn = (

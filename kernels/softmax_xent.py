@@ -363,8 +363,12 @@ def softmax_xent_cpu(
     label_smoothing: float = 0.0,
     weight: np.ndarray | None = None,
     ignore_index: int | None = None,
+    label_range: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Row losses (B,) and the gradient of their mean w.r.t. ``logits`` (B, C)."""
+    """Row losses (B,) and the gradient of their mean w.r.t. ``logits`` (B, C).
+
+    ``label_range``: the (lowest, highest) kept label when the caller has proven it; the CPU kernel
+    finds the range in the same pass at no cost and checks that instead."""
     logits, labels, weight, weighted = _checked_inputs(logits, labels, label_smoothing, weight)
     row_losses, dlogits = _outputs(logits)
     label_range = _softmax_xent_blocks(
@@ -406,6 +410,12 @@ def _softmax_xent_cuda_kernel(
                 row_losses[row] = 0.0
             for col in range(thread, classes, threads):
                 dlogits[row, col] = 0.0
+            continue
+        if label < 0 or label >= classes:  # a range proven wrong: NaN, never a stray read
+            if thread == 0:
+                row_losses[row] = math.nan
+            for col in range(thread, classes, threads):
+                dlogits[row, col] = math.nan
             continue
         # Every thread starts from the same real logit with zero mass, so a thread without
         # columns merges harmlessly and no -inf - -inf NaN can arise.
@@ -485,13 +495,21 @@ def softmax_xent_cuda(
     label_smoothing: float = 0.0,
     weight: Any = None,
     ignore_index: int | None = None,
+    label_range: tuple[int, int] | None = None,
 ) -> tuple[Any, Any]:
-    """:func:`softmax_xent_cpu` on the GPU (CuPy arrays), or in the simulator (NumPy arrays)."""
+    """:func:`softmax_xent_cpu` on the GPU (CuPy arrays), or in the simulator (NumPy arrays).
+
+    With ``label_range`` (the kept labels' (lowest, highest), proven by the caller) the check
+    needs nothing from the device; without it the range is read back, which waits for the GPU.
+    A label outside [0, C) that reaches the kernel anyway gives its row a NaN loss and gradient."""
     logits, labels, weight, weighted = _checked_inputs(logits, labels, label_smoothing, weight)
     xp = array_module(logits)
     ignore_index, ignoring = _ignoring(ignore_index)
-    checked = xp.where(labels == ignore_index, 0, labels) if ignoring else labels
-    _check_label_range(*xp.stack((checked.min(), checked.max())).tolist(), logits.shape[1])
+    if label_range is None and labels.size:
+        checked = xp.where(labels == ignore_index, 0, labels) if ignoring else labels
+        label_range = xp.stack((checked.min(), checked.max())).tolist()
+    if label_range is not None:
+        _check_label_range(*label_range, logits.shape[1])
     labels = xp.ascontiguousarray(labels, dtype=np.int64)
     row_losses, dlogits = _outputs(logits)
     batch, classes = logits.shape

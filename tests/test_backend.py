@@ -1,7 +1,9 @@
-"""The CPU backend's thread pool: started at import with OpenMP's idle threads asleep.
+"""The backend: the CPU's thread pool, its buffer cache, and the transfer functions.
 
-Each check runs in a fresh interpreter, because the pool starts (and OpenMP reads its settings)
-once per process, at ``import fastnet``.
+The thread-pool checks run in a fresh interpreter, because the pool starts (and OpenMP reads its
+settings) once per process, at ``import fastnet``. The transfer checks: every host-device copy
+goes through ``Device.to_host`` / ``Device.upload``, counted on the cuda device and free on the
+cpu, and a Python scalar operand is uploaded once per (value, dtype) (``Device.constant``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import sys
 import numba
 import numpy as np
 import pytest
+
+import fastnet
 
 # 200 small parallel Adam updates at 2 threads, each followed by a 2 ms sleep; prints the layer,
 # the process's CPU time over the loop's wall time, and what OMP_WAIT_POLICY is after the import.
@@ -101,3 +105,74 @@ def test_device_empty_recycles_large_host_buffers_and_not_small_ones():
     assert kept.ctypes.data != again.ctypes.data  # in use: never handed out twice
     small = CPU.empty((3, 5), np.float64)
     assert small.shape == (3, 5) and small.dtype == np.float64 and small.base is None
+
+
+needs_cuda = pytest.mark.skipif(
+    not fastnet.backend.cuda_is_available(), reason="needs the cuda device (GPU or simulator)"
+)
+
+
+def test_cpu_transfers_are_free_views_and_not_counted(rng):
+    from fastnet.backend import CPU
+
+    values = rng.standard_normal((3, 5))
+    assert CPU.to_host(values) is values
+    assert CPU.upload(values) is values  # already a C-contiguous host array: nothing to copy
+    assert CPU.to_host(np.float32(2.5)).shape == ()
+    assert CPU.transfers.to_host == CPU.transfers.to_device == 0
+
+
+@needs_cuda
+def test_cuda_transfers_copy_and_count(rng):
+    cuda = fastnet.backend.get_device("cuda")
+    cuda.transfers.reset()
+    host = rng.standard_normal((3, 5)).astype(np.float32)
+    on_device = cuda.upload(host)
+    assert cuda.transfers.to_device == 1 and cuda.transfers.to_host == 0
+    back = cuda.to_host(on_device)
+    assert cuda.transfers.to_host == 1
+    np.testing.assert_array_equal(back, host)
+    back[0, 0] = np.nan  # copies both ways (on a GPU they must be), even in the simulator
+    host[0, 1] = np.nan
+    assert not np.isnan(cuda.to_host(on_device)).any()
+    cuda.asarray(on_device)  # an array of the device: converted there, no transfer
+    cuda.asarray([1.5, 2.5])  # a list is host data: uploaded
+    assert (cuda.transfers.to_host, cuda.transfers.to_device) == (2, 2)
+    cuda.transfers.reset()
+    assert (cuda.transfers.to_host, cuda.transfers.to_device) == (0, 0)
+
+
+@needs_cuda
+def test_a_scalar_constant_is_uploaded_once_per_value_and_dtype(monkeypatch):
+    cuda = fastnet.backend.get_device("cuda")
+    monkeypatch.setattr(cuda, "_constants", {})  # none cached by earlier tests
+    cuda.transfers.reset()
+    two = cuda.constant(2.0, np.float32)
+    assert cuda.constant(2.0, np.float32) is two and cuda.constant(2, np.float32) is not two
+    assert cuda.constant(2.0, np.float64) is not two
+    assert two.shape == () and two.dtype == np.float32 and float(cuda.to_host(two)) == 2.0
+    assert cuda.transfers.to_device == 3
+    # keyed by the bits: -0.0 keeps its sign (1/x tells them apart), every NaN is one entry
+    negative_zero = cuda.to_host(cuda.constant(-0.0, np.float32))
+    assert np.signbit(negative_zero) and not np.signbit(
+        cuda.to_host(cuda.constant(0.0, np.float32))
+    )
+    assert cuda.constant(float("nan"), np.float32) is cuda.constant(float("nan"), np.float32)
+    if isinstance(two, np.ndarray):  # the simulator: a shared constant refuses writes
+        with pytest.raises(ValueError, match="read-only"):
+            two[...] = 3.0
+
+
+@needs_cuda
+def test_the_constant_cache_is_bounded(monkeypatch):
+    from fastnet import backend
+
+    cuda = backend.get_device("cuda")
+    monkeypatch.setattr(backend, "MAX_CONSTANTS", 4)
+    monkeypatch.setattr(cuda, "_constants", {})
+    first = cuda.constant(0.5, np.float32)
+    for value in range(1, 5):
+        cuda.constant(value + 0.5, np.float32)
+    assert len(cuda._constants) == 4  # the oldest, 0.5, made room
+    assert cuda.constant(0.5, np.float32) is not first
+    assert float(cuda.to_host(cuda.constant(4.5, np.float32))) == 4.5

@@ -5,7 +5,16 @@ contract that the CPU and CUDA variants both implement is the union of every ker
 ``ops`` (``fastnet.kernels._contract``): for each op a family module defines ``<op>_cpu`` and
 ``<op>_cuda`` with one signature, and each device has the op as a method. The math and the
 buffer shapes of each op are in its family's module docstring. Besides the ops, a device has
-``empty`` (an uninitialised array; large host ones recycled) and ``asarray``.
+``empty`` (an uninitialised array; large host ones recycled), ``asarray``, ``constant`` (a Python
+scalar as a 0-d array) and the two transfer functions.
+
+Every copy between the host and a device goes through one of two methods, so that tests can count
+them (``device.transfers``): ``to_host`` (device to host: on a GPU it waits for the device's queue
+to drain, so a training step must make none) and ``upload`` (host to device; ``asarray`` and
+``constant`` upload through it). On the cpu both are free and not counted; on the cuda device,
+real or simulated, each call counts one. Nothing else in fastnet's layers calls CuPy's ``get``
+or ``asnumpy`` or reads an ``xp`` expression with ``tolist``/``item``/``float``
+(tests/test_host_transfers.py checks), and CuPy refuses the implicit conversion ``np.asarray``.
 
 ``cpu`` runs NumPy arrays through the ``@njit`` kernels. ``cuda`` runs CuPy arrays through the
 ``@cuda.jit`` kernels on a GPU; with ``NUMBA_ENABLE_CUDASIM=1`` set before ``numba.cuda`` is
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import numba
@@ -35,6 +45,23 @@ from ..kernels._geometry import conv_output_shape  # noqa: F401 - re-exported fo
 @numba.vectorize(["float32(float32)", "float64(float64)"], cache=True)
 def _erf_cpu(x):
     return math.erf(x)
+
+
+@dataclass
+class TransferCounts:
+    """Copies between the host and a device since the last :meth:`reset` (only the cuda device
+    counts: the cpu's "transfers" are free views)."""
+
+    to_host: int = 0
+    to_device: int = 0
+
+    def reset(self) -> None:
+        self.to_host = self.to_device = 0
+
+
+# How many (value, dtype) constants a device keeps uploaded: a model uses a handful; the bound
+# keeps a loop over many distinct scalars from growing the cache without end.
+MAX_CONSTANTS = 256
 
 
 class Device:
@@ -57,6 +84,9 @@ class Device:
                     )
                 setattr(self, op, family.entry_point(op, variant))
         self._prototype = xp.empty(0, np.float32)  # tells the kernels' allocator which device
+        self.transfers = TransferCounts()
+        self._counts_transfers = name != "cpu"
+        self._constants: dict[tuple, Any] = {}
 
     def empty(self, shape: Any, dtype: Any) -> Any:
         """An uninitialised array of this device. Large host arrays come from the kernels' buffer
@@ -65,12 +95,62 @@ class Device:
         return _cuda.empty(shape, dtype, like=self._prototype)
 
     def asarray(self, data: Any, dtype: Any = None) -> Any:
-        """``data`` as a C-contiguous array of this device (copied only when it must be).
+        """``data`` as a C-contiguous array of this device (copied only when it must be): an
+        array of the device is converted there; anything else is host data, uploaded.
 
-        Contiguous because kernels and in-place optimizer updates need it; 0-d stays 0-d."""
-        if self.xp is not np and not isinstance(data, self.xp.ndarray):
-            data = to_numpy(data)
-        return self.xp.asarray(data, dtype=dtype, order="C")
+        Contiguous because kernels and in-place optimizer updates need it; 0-d stays 0-d. In the
+        simulator, whose device arrays are NumPy's, a NumPy array counts as the device's (callers
+        that know they hold host data call :meth:`upload`)."""
+        if isinstance(data, self.xp.ndarray):
+            return self.xp.asarray(data, dtype=dtype, order="C")
+        return self.upload(data, dtype)
+
+    def upload(self, data: Any, dtype: Any = None) -> Any:
+        """Host data (a NumPy array, a list, a number) as a new C-contiguous array of this
+        device: the one host-to-device copy, counted on the cuda device."""
+        if not self._counts_transfers:
+            return np.asarray(data, dtype=dtype, order="C")
+        self.transfers.to_device += 1
+        host = data if isinstance(data, np.ndarray) else np.asarray(data)
+        return self.xp.array(host, dtype=dtype, order="C")  # a copy in the simulator too
+
+    def to_host(self, array: Any) -> np.ndarray:
+        """``array`` (of this device) as a NumPy array: the one device-to-host copy. On the cuda
+        device it is counted and a copy (in the simulator too, so that no code there can come to
+        rely on sharing memory with the device), and on a GPU it waits until the queue has
+        computed ``array``; on the cpu it is the array itself (0-d for a NumPy scalar), free."""
+        if not self._counts_transfers:
+            return np.asarray(array)
+        self.transfers.to_host += 1
+        if self.xp is not np and isinstance(array, self.xp.ndarray):
+            return array.get()
+        return np.array(array)
+
+    def constant(self, value: bool | int | float, dtype: Any) -> Any:
+        """``value`` as a 0-d array of ``dtype`` for an op with a Python scalar operand.
+
+        On the cuda device each (value, dtype) is uploaded once and kept (the last
+        :data:`MAX_CONSTANTS`), so ``x * 2.0`` in a training step makes no host-to-device copy.
+        The array is shared: it is an operand only, never an output or written in place (the
+        simulator's are read-only, so a write raises). The cpu makes a fresh one, as NumPy
+        does for any scalar operand."""
+        if not self._counts_transfers:
+            return np.asarray(value, dtype=dtype)
+        if isinstance(value, float):  # by its bits: -0.0 is not 0.0, and every NaN is one NaN
+            key = (np.dtype(dtype), value.hex())
+        elif isinstance(value, int):
+            key = (np.dtype(dtype), int(value))
+        else:  # a NumPy scalar: rare in an op, uploaded as it is
+            return self.upload(value, dtype)
+        cached = self._constants.get(key)
+        if cached is None:
+            if len(self._constants) >= MAX_CONSTANTS:
+                del self._constants[next(iter(self._constants))]  # the oldest
+            cached = self.upload(value, dtype)
+            if isinstance(cached, np.ndarray):
+                cached.flags.writeable = False
+            self._constants[key] = cached
+        return cached
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Device):
@@ -88,11 +168,15 @@ class Device:
 
 
 def to_numpy(array: Any) -> np.ndarray:
-    """A NumPy array holding ``array``'s values (a copy from the GPU, a view on the CPU)."""
+    """A NumPy array holding the values of ``array``, an array of unknown origin (a state dict's
+    values): host data as it is, a CuPy array through the cuda device's counted
+    :meth:`Device.to_host`. Code that holds a Tensor calls ``tensor.device.to_host`` instead,
+    which the simulator counts too (its device arrays are NumPy's, which this cannot tell
+    apart)."""
     if isinstance(array, np.ndarray):
         return array
-    if hasattr(array, "get"):  # CuPy
-        return array.get()
+    if _cuda.array_module(array) is not np:  # CuPy's
+        return get_device("cuda").to_host(array)
     return np.asarray(array)
 
 

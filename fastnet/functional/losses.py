@@ -18,7 +18,10 @@ ignored, with a zero gradient, as PyTorch), or Σ_b L_b / rows for probability t
 
 Shapes: input (N, C) with target (N,); (N, C, d1, ...) with target (N, d1, ...), whose class axis
 moves last and whose rows are flattened to (N·d1·..., C); (C,) with a 0-d target. Out-of-range
-labels raise IndexError (as PyTorch) naming the label; ``ignore_index`` may be out of range.
+labels raise IndexError (as PyTorch) naming the label; ``ignore_index`` may be out of range. The
+check trusts the range a label tensor recorded on the host before its upload (``_value_range``:
+``Tensor(labels, device="cuda")``, ``labels.to("cuda")``, a device data loader) when it lies in
+[0, C); otherwise it reads the labels' range from the device, in one counted transfer.
 The elementwise losses (mse, l1, smooth L1, Huber, binary cross-entropy, KL divergence) are in
 :mod:`.pointwise_losses`, beside the reduction helpers both modules share.
 """
@@ -88,10 +91,17 @@ def _kept_weight(xp: Any, labels: Any, ignored: Any, weight: Any) -> Any:
 
 
 class CrossEntropy(_RowLoss):
-    def forward(self, logits, labels, weight, ignore_index, label_smoothing, reduction):
+    def forward(
+        self, logits, labels, weight, ignore_index, label_smoothing, reduction, label_range
+    ):
         xp = self.device.xp
+        if self.device.name != "cpu":  # the CPU kernel finds the range in its pass; a GPU's can't
+            kept = xp.where(labels == ignore_index, 0, labels)
+            label_range = _check_label_range(
+                "cross_entropy", self.device, kept, logits.shape[1], label_range
+            )
         row_losses, self.dlogits = self.device.softmax_xent(
-            xp.ascontiguousarray(logits), labels, label_smoothing, weight, ignore_index
+            xp.ascontiguousarray(logits), labels, label_smoothing, weight, ignore_index, label_range
         )
         self.rows = logits.shape[0]
         ignored = labels == ignore_index
@@ -105,12 +115,12 @@ class CrossEntropy(_RowLoss):
 
 
 class NLLLoss(_RowLoss):
-    def forward(self, log_probs, labels, weight, ignore_index, reduction):
+    def forward(self, log_probs, labels, weight, ignore_index, reduction, label_range):
         xp = self.device.xp
         rows, classes = log_probs.shape
         ignored = labels == ignore_index
         self.labels = xp.where(ignored, 0, labels)
-        _check_label_range("nll_loss", xp, self.labels, classes)
+        _check_label_range("nll_loss", self.device, self.labels, classes, label_range)
         kept = (~ignored).astype(log_probs.dtype)
         self.coefficients = kept if weight is None else kept * weight[self.labels]
         self.shape = log_probs.shape
@@ -127,16 +137,24 @@ class NLLLoss(_RowLoss):
         return dlog_probs, None
 
 
-def _check_label_range(op: str, xp: Any, labels: Any, classes: int) -> None:
+def _check_label_range(
+    op: str, device: Any, labels: Any, classes: int, recorded: tuple[int, int] | None
+) -> tuple[int, int] | None:
+    """The labels' (lowest, highest), after an IndexError unless every label lies in
+    [0, classes): proven by the ``recorded`` range when it lies inside, else read from the device
+    (the ignored labels zeroed). None for no labels."""
     if labels.size == 0:
-        return
-    lowest, highest = xp.stack((labels.min(), labels.max())).tolist()
+        return None
+    if recorded is not None and 0 <= recorded[0] <= recorded[1] < classes:
+        return recorded
+    lowest, highest = device.to_host(device.xp.stack((labels.min(), labels.max()))).tolist()
     if lowest < 0 or highest >= classes:
         bad = lowest if lowest < 0 else highest
         raise IndexError(
             f"{op}: target {bad} is out of bounds: outside [0, {classes}) for input with "
             f"C={classes} classes"
         )
+    return lowest, highest
 
 
 def _class_weight(op: str, weight: Tensor | None, input: Tensor) -> Any:
@@ -205,6 +223,7 @@ def nll_loss(
         weight=_class_weight("nll_loss", weight, input),
         ignore_index=int(ignore_index),
         reduction=reduction,
+        label_range=target._value_range if isinstance(target, Tensor) else None,
     )
     return loss.reshape(shape) if reduction == "none" else loss
 
@@ -251,6 +270,7 @@ def cross_entropy(
         ignore_index=int(ignore_index),
         label_smoothing=label_smoothing,
         reduction=reduction,
+        label_range=target._value_range if isinstance(target, Tensor) else None,
     )
     return loss.reshape(shape) if reduction == "none" else loss
 

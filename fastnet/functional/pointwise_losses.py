@@ -247,9 +247,10 @@ def binary_cross_entropy(
     op = "binary_cross_entropy"
     reduction = legacy_reduction(op, reduction, size_average, reduce)
     target = _as_target(op, target, input)
-    if input.numel():
-        xp = input.device.xp
-        lowest, highest = xp.stack((input.data.min(), input.data.max())).tolist()
+    if input.numel():  # a value check of the device's data: one counted transfer on a GPU
+        lowest, highest = input.device.to_host(
+            input.device.xp.stack((input.data.min(), input.data.max()))
+        ).tolist()
         if not 0 <= lowest <= highest <= 1:  # NaN fails too
             raise ValueError(f"{op}: all elements of input should be between 0 and 1")
     loss = BinaryCrossEntropy.apply(input, target, weight=_weight_array(op, weight, input))

@@ -48,15 +48,16 @@ class Embedding(Function):
         return (scatter_add(xp.zeros(self.weight_shape, grad.dtype), (indices,), rows),)
 
 
-def _index_array(op: str, indices: Any, reference: Tensor) -> Any:
-    """``indices`` as an integer array on ``reference``'s device."""
+def _index_tensor(op: str, indices: Any, reference: Tensor) -> Tensor:
+    """``indices`` as an integer tensor on ``reference``'s device (host data uploaded as a Tensor
+    records its range, so checking it reads nothing back from a GPU)."""
     if isinstance(indices, Tensor):
         if indices.device is not reference.device:
             raise RuntimeError(
                 f"{op}: indices are on {indices.device} but weight on {reference.device}"
             )
-        indices = indices.data
-    indices = reference.device.asarray(indices)
+    else:
+        indices = Tensor(indices, device=reference.device)
     if indices.dtype.kind not in "iu":
         raise TypeError(f"{op}: indices must be integers, got {indices.dtype}")
     return indices
@@ -88,10 +89,10 @@ def embedding(
         raise ValueError(
             f"embedding: weight must be (num_embeddings, dim), got shape {weight.shape}"
         )
-    indices = _index_array("embedding", input, weight)
-    count = weight.shape[0]
+    index = _index_tensor("embedding", input, weight)
+    indices, count = index.data, weight.shape[0]
     if indices.size:
-        low, high = int(indices.min()), int(indices.max())
+        low, high = index._index_range()
         if low < 0 or high >= count:
             bad = low if low < 0 else high
             raise IndexOutOfRangeError(
@@ -122,11 +123,12 @@ def one_hot(tensor: Any, num_classes: int = -1) -> Tensor:
             f"one_hot is only applicable to index tensor of type LongTensor, got {kind}"
         )
     xp, indices = tensor.device.xp, tensor.data
-    if num_classes == -1:
-        if not indices.size:
-            raise RuntimeError("one_hot: can not infer total number of classes from empty tensor")
-        num_classes = int(indices.max()) + 1
-    if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= num_classes):
-        raise RuntimeError(f"one_hot: class values must be in [0, {num_classes})")
+    if num_classes == -1 and not indices.size:
+        raise RuntimeError("one_hot: can not infer total number of classes from empty tensor")
+    if indices.size:
+        low, high = tensor._index_range()
+        num_classes = high + 1 if num_classes == -1 else num_classes
+        if low < 0 or high >= num_classes:
+            raise RuntimeError(f"one_hot: class values must be in [0, {num_classes})")
     classes = xp.arange(num_classes, dtype=np.int64)
     return Tensor._wrap((indices[..., None] == classes).astype(np.int64), tensor.device)

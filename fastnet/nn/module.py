@@ -206,7 +206,7 @@ class Module:
             raise TypeError(f"Module.to: only floating point dtypes are accepted, got {dtype}")
         for tensor in list(self.parameters()) + [b for _, b in self.named_buffers()]:
             if target is not None and tensor.device is not target:
-                tensor.data = target.asarray(to_numpy(tensor.data))
+                tensor.data = target.upload(tensor.device.to_host(tensor.data))
                 if tensor.grad is not None:
                     tensor.grad = Tensor(tensor.grad.data, device=target)
                 tensor.device = target
@@ -232,9 +232,9 @@ class Module:
         """Parameters and buffers by PyTorch-style dotted name, as NumPy arrays (copies)."""
         state: OrderedDict[str, np.ndarray] = OrderedDict()
         for name, parameter in self.named_parameters():
-            state[name] = to_numpy(parameter.data).copy()
+            state[name] = parameter.detach().numpy().copy()
         for name, buffer in self.named_buffers():
-            state[name] = to_numpy(buffer.data).copy()
+            state[name] = buffer.detach().numpy().copy()
         return state
 
     def load_state_dict(self, state: dict, strict: bool = True) -> LoadReport:
@@ -251,9 +251,9 @@ class Module:
         mismatched = []
         for name, value in state.items():
             if name in own:
-                array = to_numpy(value.data if isinstance(value, Tensor) else value)
-                if tuple(array.shape) != own[name].shape:
-                    mismatched.append((name, own[name].shape, tuple(array.shape)))
+                shape = tuple(np.shape(value.data if isinstance(value, Tensor) else value))
+                if shape != own[name].shape:
+                    mismatched.append((name, own[name].shape, shape))
         report = LoadReport(missing, unexpected, mismatched)
         if strict and (missing or unexpected or mismatched):
             raise RuntimeError(
@@ -263,8 +263,8 @@ class Module:
         for name, value in state.items():
             if name in own and name not in bad:
                 target = own[name]
-                array = to_numpy(value.data if isinstance(value, Tensor) else value)
-                target.data = target.device.asarray(array.astype(target.dtype))
+                array = value.numpy() if isinstance(value, Tensor) else to_numpy(value)
+                target.data = target.device.upload(array.astype(target.dtype))
         return report
 
     # ----------------------------------------------------------------- calling, printing

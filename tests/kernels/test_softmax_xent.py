@@ -284,6 +284,24 @@ def test_label_out_of_range_raises_naming_label_and_classes(rng, kernel, bad):
     assert issubclass(LabelOutOfRangeError, IndexError)
 
 
+def test_cuda_trusts_a_given_label_range_and_never_reads_past_a_wrong_one(rng):
+    """A range the caller proved replaces the read-back of the labels (which waits for the GPU):
+    a range outside [0, C) raises as the labels would; a range that lies about a label still
+    cannot make the kernel read past the row: that row's loss and gradient are NaN, the others
+    exact."""
+    logits, labels = problem(rng, 3, 7)
+    with pytest.raises(LabelOutOfRangeError, match=r"label 7 is out of bounds.*C=7"):
+        softmax_xent_cuda(logits, labels, label_range=(0, 7))
+    labels[1] = 9
+    row_losses, dlogits = softmax_xent_cuda(logits, labels, label_range=(0, 6))
+    assert np.isnan(row_losses[1]) and np.isnan(dlogits[1]).all()
+    kept = [0, 2]
+    expected_losses, expected_grad = reference_softmax_xent(logits[kept], labels[kept])
+    assert_close(row_losses[kept], expected_losses, np.float32)
+    # the reference's gradient is of the mean over its 2 rows, the kernel's over 3
+    assert_close(dlogits[kept] * 3, expected_grad * 2, np.float32)
+
+
 @pytest.mark.parametrize("bad", [-3, 9])
 def test_cpu_entries_check_labels_before_computing(rng, cpu_entry, bad):
     """Both CPU drivers check the labels themselves, first: the error names the label."""
