@@ -21,6 +21,7 @@ bad step, and feeds the ``on_step`` callbacks of the steps since the last read. 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -448,9 +449,13 @@ def run(
     run bit for bit. Raises ValueError for a setting out of range."""
     from . import models
     from .checkpoint import load_checkpoint
-    from .data import DataLoader
+    from .data import DataLoader, DeviceDataLoader
 
-    loader = DataLoader
+    device = get_device(device)
+    if device.name == "cpu":
+        loader = DataLoader
+    else:  # the dataset lives on the GPU: batches are made there, nothing is copied per step
+        loader = functools.partial(DeviceDataLoader, device=device)
     saved = load_checkpoint(resume) if resume is not None else None
     if saved is not None:
         config, epochs = resumed_config(saved, epochs, config)

@@ -29,7 +29,7 @@ import pytest
 
 import fastnet as fn
 import fastnet.functional as F
-from fastnet import backend, data, models, optim
+from fastnet import backend, data, models, optim, train
 from fastnet.kernels._contract import families
 from fastnet.kernels._cuda import simulating
 from fastnet.train import NonFiniteLossError, evaluate, train_epoch
@@ -422,3 +422,50 @@ def test_evaluate_reads_the_device_once_and_once_more_for_predictions(cuda, rng)
     np.testing.assert_array_equal(with_predictions["predictions"], np.concatenate(predicted))
     assert with_predictions["predictions"].dtype == np.int64
 
+
+@needs_cuda
+def test_a_run_on_the_cuda_device_keeps_its_data_there(cuda, rng, tmp_path, monkeypatch):
+    """``train.run`` on the cuda device serves every split from a DeviceDataLoader (uploaded
+    once, batches made on the device: no upload per step) and learns what the CPU learns."""
+    made = []
+
+    class Recorded(data.DeviceDataLoader):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(data, "DeviceDataLoader", Recorded)
+    labels = rng.integers(0, 4, 96)
+    images = rng.integers(0, 256, (96, 1, 6, 6)).astype(np.uint8)
+    sets = data.ArrayDataset(images[:64], labels[:64]), data.ArrayDataset(images[64:], labels[64:])
+    config = {
+        "dataset": "synthetic",
+        "model": "mlp",
+        "optimizer": "sgd",
+        "lr": 0.05,
+        "batch_size": 4,
+        "seed": 3,
+        "val_fraction": 0.25,
+        "kwargs": {"in_features": 36, "hidden": (8,), "classes": 4, "dropout": 0.0},
+    }
+    histories = {}
+    for device in ("cpu", "cuda"):
+        cuda.transfers.reset()
+        result = train.run(
+            dict(config),
+            2,
+            tmp_path / device,
+            device=device,
+            datasets=sets,
+            progress=False,
+            log=lambda line: None,
+        )
+        histories[device] = result["history"]
+        if device == "cuda":
+            # the datasets and each epoch's draws: a handful of uploads, none per step
+            # per split: images, labels, mean and std, then per split and epoch its draws; the
+            # model's 4 parameters; nothing per step (24 training steps, 4 evaluation batches)
+            assert cuda.transfers.to_device == 3 * 3 + 3 * 2 + 4
+    assert len(made) == 3  # train, validation and test splits
+    for key in ("train_loss", "val_loss", "test_loss", "train_acc", "test_acc"):
+        np.testing.assert_allclose(histories["cuda"][key], histories["cpu"][key], rtol=1e-5)

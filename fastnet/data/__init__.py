@@ -11,6 +11,10 @@ transforms, and the DataLoader.
 such as `ImageFolder(root)` for images in `root/<class>/<file>` (Pillow decodes: the optional
 extra `image`).
 
+`DeviceDataLoader` takes DataLoader's arguments for the whole-array datasets, plus a `device`:
+it keeps the images on that device and builds each batch there (crop, flip, normalise in one
+kernel): the same batches, with no host-device copy per step.
+
 The published datasets hold whole uint8 arrays and are found, in order, under `root=` or
 `$FASTNET_DATA` (a folder holding `mnist/`, `fashion-mnist/`, `cifar-10-batches-py/`, or the
 files directly), in the user cache `~/.cache/fastnet/` (honouring XDG_CACHE_HOME), then on the
@@ -30,6 +34,7 @@ from ._fetch import DatasetNotFoundError, DownloadError, cache_root
 from ._integrity import ChecksumError, CorruptFileError
 from .cifar import CIFAR10, extract_cifar10
 from .dataset import ArrayDataset, random_split, subset
+from .device_loader import DeviceDataLoader, EpochDraws
 from .idx import decode_idx, encode_idx, read_idx
 from .images import IMG_EXTENSIONS, ImageFolder, decode_image
 from .loader import DataLoader, batch_indices, collate, collate_items
@@ -62,7 +67,9 @@ __all__ = [
     "DATASET_CLASSES",
     "DataLoader",
     "DatasetNotFoundError",
+    "DeviceDataLoader",
     "DownloadError",
+    "EpochDraws",
     "FASHION_MNIST_MEAN",
     "FASHION_MNIST_STD",
     "FashionMNIST",
