@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create (or reuse) the project's virtual environment in .venv and install fastnet into it.
-# Usage: source scripts/setup.sh [EXTRAS]      e.g. EXTRAS=dev for the test tools
+# Usage: bash scripts/setup.sh [EXTRAS]   EXTRAS: comma-separated, e.g. dev (the test tools),
+#        cuda (CuPy and the CUDA 13.0 wheels, for a GPU), dev,cuda (the tests on a GPU host)
 # Reinstalls only when pyproject.toml or the extras changed since the last install.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

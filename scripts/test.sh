@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Quick start 2: run the test suite (CUDA kernels run in Numba's simulator when there is no GPU).
+# Quick start 2: run the test suite (CUDA kernels in Numba's simulator when there is no GPU).
+# On a GPU host the CUDA tests run real kernels, which need CuPy: the cuda extra is installed too.
 # Extra arguments go to pytest (e.g. -k conv, -x).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$root/scripts/setup.sh" dev
+extras=dev
+if bash "$root/scripts/gpu_host.sh"; then
+    extras=dev,cuda
+fi
+bash "$root/scripts/setup.sh" "$extras"
 cd "$root"
 exec .venv/bin/python -m pytest "$@"

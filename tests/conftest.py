@@ -5,6 +5,9 @@
 * In the simulator, new shared and local arrays are filled with NaN (or an absurd integer),
   so a kernel that reads shared memory before a ``syncthreads()`` made it valid produces NaN
   instead of passing by luck.
+* With a GPU (``nvidia-smi -L`` works, or ``NUMBA_ENABLE_CUDASIM=0``) the CUDA tests run real
+  kernels on CuPy arrays (tests/kernels/conftest.py uploads the kernel tests' NumPy arrays): the
+  session stops at once, with the command that fixes it, when CuPy cannot reach the GPU.
 * The PTX compile checks cannot run in a simulating process; they run in a subprocess
   (see tests/kernels/test_ptx.py).
 """
@@ -39,6 +42,35 @@ if "NUMBA_ENABLE_CUDASIM" not in os.environ and not _gpu_present():
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
 SIMULATING = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+
+def _why_cupy_cannot_run() -> str | None:
+    """What stops CuPy from running kernels on this machine's GPU and what to do, or None."""
+    install = "install the cuda extra: bash scripts/setup.sh dev,cuda"
+    try:
+        import cupy
+    except ImportError:
+        return f"CuPy is not installed: {install} (bash scripts/test.sh does it on a GPU host)"
+    try:
+        if cupy.is_available():
+            return None
+    except Exception as error:  # noqa: BLE001 - any driver error: report it as it is
+        return f"cupy.is_available() raised {error!r}: check the driver (nvidia-smi)"
+    return (
+        "cupy.is_available() is False (CuPy sees no usable GPU): check the driver (nvidia-smi) "
+        f"and {install}"
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Without CuPy every CUDA test would fail on its own; one message says why and what to run.
+    problem = None if SIMULATING else _why_cupy_cannot_run()
+    if problem is not None:
+        raise pytest.UsageError(
+            "the CUDA tests run on the GPU here (nvidia-smi lists one, or NUMBA_ENABLE_CUDASIM "
+            f"is not 1), but {problem}; or run the CUDA kernels in Numba's simulator: "
+            "NUMBA_ENABLE_CUDASIM=1"
+        )
 
 
 def _poisoned(shape, dtype):

@@ -1,4 +1,9 @@
-"""Fixtures shared by the kernel tests."""
+"""Fixtures shared by the kernel tests, and the kernel tests on a GPU host.
+
+On a GPU host (not simulating), every CUDA entry point the tests import is wrapped here, at
+import, before the test modules import it: the tests' NumPy arrays then go to the GPU and the
+results come back, as the simulator's own launches do (see device_roundtrip.py).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,23 @@ import importlib
 
 import numpy as np
 import pytest
+from device_roundtrip import cupy_arrays, run_entry_points_on
 
 from fastnet.kernels import _cpu
 from fastnet.kernels._contract import family_module_names
+from fastnet.kernels._cuda import array_module, gpu_available
+
+# The simulator takes the tests' NumPy arrays as they are; a GPU gets them uploaded. (A GPU host
+# where CuPy cannot run kernels never gets here: tests/conftest.py stops the session first.)
+if gpu_available():
+    run_entry_points_on(cupy_arrays())
 
 
 def poisoned_empty(shape, dtype, like):
-    """An allocation filled with NaN (floats) or -1 (integers), so an element a kernel never
-    writes shows in the result instead of passing by luck."""
+    """An allocation on ``like``'s device filled with NaN (floats) or -1 (integers), so an
+    element a kernel never writes shows in the result instead of passing by luck."""
     dtype = np.dtype(dtype)
-    return np.full(shape, np.nan if dtype.kind == "f" else -1, dtype=dtype)
+    return array_module(like).full(shape, np.nan if dtype.kind == "f" else -1, dtype=dtype)
 
 
 @pytest.fixture(autouse=True)
