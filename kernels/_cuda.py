@@ -16,9 +16,13 @@ Launch path on a GPU, and why:
   (``kernel[blocks, threads, stream]``): building one costs Python time on every launch, and
   Numba warns at each build whose grid has under 128 blocks. Our small grids are deliberate
   (a grid-stride loop, a small layer), so that warning is silenced for our launches only.
-* Each CuPy argument is handed to Numba through ``cuda.as_cuda_array(x, sync=False)``: by default
-  Numba would synchronise on every array argument of every launch, which serialises the GPU with
-  the Python thread. Ordering is already guaranteed by launching on the same stream.
+* Each CuPy argument is handed to Numba as a device-array view built without synchronising
+  (by default Numba would synchronise on every array argument of every launch, which serialises
+  the GPU with the Python thread; ordering is already guaranteed by launching on the same
+  stream). The view is only a pointer and a layout, so it is built once per (pointer, shape,
+  strides, dtype) and reused (:func:`_kernel_argument`): an array CuPy's pool hands out again at
+  the same address with the same layout is the same view. The view holds no reference to the
+  CuPy array: memory freed to CuPy's pool is reused in stream order, as without the cache.
 * Large host outputs (NumPy: the CPU, and the simulator) are recycled by a buffer cache instead
   of being faulted in afresh each step (:class:`_HostBufferCache`); CuPy pools device memory.
 * Grids of grid-stride kernels are capped (:func:`stride_grid`), so the simulator can run them with
@@ -207,10 +211,24 @@ def _configured_launch(kernel: Callable, blocks: Any, threads: Any) -> Any:
     return configured
 
 
+_device_views: dict[tuple, Any] = {}
+MAX_DEVICE_VIEWS = 4096  # a bound on the cache: a training step uses a few hundred arrays
+
+
 def _kernel_argument(value: Any) -> Any:
-    if _cupy is not None and isinstance(value, _cupy.ndarray):
-        return cuda.as_cuda_array(value, sync=False)
-    return value
+    """A CuPy array as the Numba device array a launch takes (cached; see the module docstring);
+    anything else as it is."""
+    if _cupy is None or not isinstance(value, _cupy.ndarray):
+        return value
+    key = (value.data.ptr, value.shape, value.strides, value.dtype)
+    view = _device_views.get(key)
+    if view is None:
+        if len(_device_views) >= MAX_DEVICE_VIEWS:
+            _device_views.clear()
+        view = _device_views[key] = cuda.from_cuda_array_interface(
+            value.__cuda_array_interface__, owner=None, sync=False
+        )
+    return view
 
 
 def _check_kernel_argument(kernel: Callable, position: int, argument: Any) -> None:

@@ -92,3 +92,45 @@ def test_row_grid_continues_rows_past_the_x_limit_in_y(monkeypatch):
     monkeypatch.setattr(_cuda, "MAX_GRID_X", 2)
     assert row_grid(5) == (2, 3)  # 6 blocks: the last one has no row and returns
     assert row_grid(4) == (2, 2)
+
+
+class _FakeCupyArray:
+    """What _kernel_argument reads of a CuPy array: its pointer, layout and interface."""
+
+    def __init__(self, pointer, shape, strides, dtype):
+        self.data = type("Memory", (), {"ptr": pointer})()
+        self.shape, self.strides, self.dtype = shape, strides, np.dtype(dtype)
+        self.__cuda_array_interface__ = {"data": (pointer, False), "shape": shape}
+
+
+def test_device_views_are_built_once_per_pointer_and_layout(monkeypatch):
+    """A CuPy argument's Numba view is built once per (pointer, shape, strides, dtype), without a
+    reference to the CuPy array (the cache must not keep memory alive) and without a sync; any
+    other layout at the same pointer is a new view; the cache stays bounded."""
+    fake_cupy = type("FakeCupy", (), {"ndarray": _FakeCupyArray})
+    built = []
+
+    def from_interface(interface, owner, sync):
+        assert owner is None and sync is False
+        built.append(interface)
+        return ("view", len(built))
+
+    monkeypatch.setattr(_cuda, "_cupy", fake_cupy)
+    # raising=False: the simulator's numba.cuda has no such function (a GPU's has)
+    monkeypatch.setattr(_cuda.cuda, "from_cuda_array_interface", from_interface, raising=False)
+    monkeypatch.setattr(_cuda, "_device_views", {})
+    first = _cuda._kernel_argument(_FakeCupyArray(4096, (3, 5), (20, 4), np.float32))
+    again = _cuda._kernel_argument(_FakeCupyArray(4096, (3, 5), (20, 4), np.float32))
+    assert first == again == ("view", 1) and len(built) == 1
+    for other in (
+        _FakeCupyArray(8192, (3, 5), (20, 4), np.float32),
+        _FakeCupyArray(4096, (5, 3), (12, 4), np.float32),
+        _FakeCupyArray(4096, (3, 5), (4, 12), np.float32),
+        _FakeCupyArray(4096, (3, 5), (20, 4), np.int32),
+    ):
+        assert _cuda._kernel_argument(other) == ("view", len(built))
+    assert len(built) == 5
+    assert _cuda._kernel_argument(2.5) == 2.5 and len(built) == 5
+    monkeypatch.setattr(_cuda, "MAX_DEVICE_VIEWS", 5)
+    _cuda._kernel_argument(_FakeCupyArray(1 << 20, (1,), (4,), np.float32))
+    assert len(_cuda._device_views) == 1  # full: cleared before the new view went in
