@@ -216,8 +216,10 @@ MAX_DEVICE_VIEWS = 4096  # a bound on the cache: a training step uses a few hund
 
 
 def _kernel_argument(value: Any) -> Any:
-    """A CuPy array as the Numba device array a launch takes (cached; see the module docstring);
-    anything else as it is."""
+    """A CuPy array as the Numba device array a launch takes (cached; see the module docstring),
+    inside tuples too; anything else as it is."""
+    if isinstance(value, tuple):
+        return tuple(_kernel_argument(item) for item in value)
     if _cupy is None or not isinstance(value, _cupy.ndarray):
         return value
     key = (value.data.ptr, value.shape, value.strides, value.dtype)

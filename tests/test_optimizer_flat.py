@@ -16,6 +16,8 @@ import pytest
 import fastnet as fn
 from fastnet import nn, optim
 from fastnet.kernels import _cuda
+from fastnet.kernels import gather as gather_kernels
+from fastnet.kernels import optim as optim_kernels
 from fastnet.kernels.optim import reference_adam_step, reference_sgd_step
 from fastnet.optim import optimizer as optimizer_module
 from numerics import assert_close
@@ -156,7 +158,7 @@ def test_flat_steps_match_per_parameter_references(rng, device, name):
         assert opt.state[id(params[1])]["step"] == 3 and int(opt.state[id(params[0])]["step"]) == 2
 
 
-def test_cuda_group_is_one_flat_buffer_updated_by_one_launch(rng):
+def test_cuda_group_is_one_flat_buffer_updated_by_two_launches(rng, monkeypatch):
     params = parameters(rng, "cuda")
     opt = two_groups("adam", params)
     set_gradients(rng, params)
@@ -168,9 +170,20 @@ def test_cuda_group_is_one_flat_buffer_updated_by_one_launch(rng):
             assert p.data.base is flat
             assert opt.state[id(p)]["exp_avg"].base is opt.state[id(group[0])]["exp_avg"].base
     set_gradients(rng, params)
+    launched = []
+    for module in (gather_kernels, optim_kernels):
+
+        def recorded(kernel, *args, launch=module.launch):
+            launched.append(kernel)
+            return launch(kernel, *args)
+
+        monkeypatch.setattr(module, "launch", recorded)
     before = _cuda.launches.count
     opt.step()
-    assert _cuda.launches.count - before == 2  # one per group; the gather is a concatenate
+    assert _cuda.launches.count - before == 4
+    # per group: the gradients gathered by one kernel, then one update kernel
+    names = [getattr(kernel, "__name__", None) or kernel.py_func.__name__ for kernel in launched]
+    assert names == ["_gather_flat_cuda", "_adam_flat_cuda_kernel"] * 2
 
 
 @pytest.mark.parametrize("device", DEVICES)

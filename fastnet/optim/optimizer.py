@@ -7,14 +7,13 @@ state.
 **Multi-tensor steps.** The parameters of a group that have a gradient live as views into flat
 buffers, one per device and dtype (a :class:`_Bucket`), and their state (``momentum_buffer``,
 ``exp_avg``, ``exp_avg_sq``) in flat buffers of the same layout; ``optimizer.state[id(p)]`` holds
-per-parameter views of them. A step gathers the gradients into a flat buffer with one
-``concatenate`` (CuPy runs it as one kernel for more than 8 arrays of under 2 MiB on average, else
-one copy per array) and updates each bucket with one kernel call (``adam_flat_step`` /
-``sgd_flat_step``, ``fastnet.kernels.optim``): on cuda one launch per group, not one per
-parameter. On the CPU, where a call costs ~15 us rather than a launch, only parameters of up to
-:data:`CPU_OWN_BUCKET_ELEMENTS` share a bucket; a larger one has its own and its gradient is not
-copied (measured on the MNIST CNN: the optimizer step is faster than with one call per parameter,
-and faster than one bucket for all).
+per-parameter views of them. A step gathers the gradients into a flat buffer with one kernel
+(``gather_flat``, ``fastnet.kernels.gather``) and updates each bucket with one kernel call
+(``adam_flat_step`` / ``sgd_flat_step``, ``fastnet.kernels.optim``): on cuda two launches per
+group, not one or two per parameter. On the CPU, where a call costs ~15 us rather than a launch,
+only parameters of up to :data:`CPU_OWN_BUCKET_ELEMENTS` share a bucket; a larger one has its own
+and its gradient is not copied (measured on the MNIST CNN: the optimizer step is faster than with
+one call per parameter, and faster than one bucket for all).
 
 The layout is checked at every step, one identity test per parameter. When a parameter's
 ``.data`` is no longer its view (``module.to()``, ``load_state_dict``, an assignment), or the set
@@ -100,6 +99,7 @@ class _Bucket:
         sizes = [int(p.data.size) for p in members]
         bounds = np.cumsum([0, *sizes]).tolist()
         self.spans = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        self.offsets = tuple(bounds[:-1])
         self.param = xp.empty(bounds[-1], self.dtype)
         # one member's gradient is used as it is: nothing to gather
         self.grad = xp.empty(bounds[-1], self.dtype) if len(members) > 1 else None
@@ -116,8 +116,8 @@ class _Bucket:
         xp = self.device.xp
         if self.grad is None:
             return xp.ascontiguousarray(self.members[0].grad.data, dtype=self.dtype).reshape(-1)
-        xp.concatenate([p.grad.data.ravel() for p in self.members], out=self.grad)
-        return self.grad
+        sources = [xp.ascontiguousarray(p.grad.data, self.dtype).reshape(-1) for p in self.members]
+        return self.device.gather_flat(sources, self.offsets, self.grad)
 
 
 class _Layout:
