@@ -208,13 +208,14 @@ def test_one_upload_an_epoch_and_one_launch_a_batch(monkeypatch):
     then an epoch uploads its draws once and each batch is one kernel launch, nothing else."""
     device = get_device("cuda")
     uploads = []
-    upload = device.asarray
+    upload = device.upload
 
     def counted(data, dtype=None):
         uploads.append((np.asarray(data).dtype, np.shape(data)))
         return upload(data, dtype)
 
-    monkeypatch.setattr(device, "asarray", counted)
+    monkeypatch.setattr(device, "upload", counted)
+    monkeypatch.setattr(device, "asarray", lambda *args: pytest.fail("host data not uploaded"))
     dataset = make_dataset(count=10)
     loader = DeviceDataLoader(
         dataset, batch_size=4, shuffle=True, seed=0, transform=cifar_like(), device="cuda"
