@@ -17,6 +17,7 @@ composition of Tensor ops), one module per topic:
   softsign, tanhshrink, prelu, glu, softmin.
 * ``losses``: cross_entropy (the fused softmax + cross-entropy kernel, or probability targets),
   nll_loss.
+* ``contrastive``: nt_xent_loss (SimCLR's NT-Xent over (2N, D) embeddings).
 * ``pointwise_losses``: mse_loss, l1_loss, smooth_l1_loss, huber_loss, binary_cross_entropy,
   binary_cross_entropy_with_logits, kl_div.
 * ``normalization``: batch_norm, layer_norm, group_norm, instance_norm, rms_norm.
@@ -61,6 +62,7 @@ from .activations import (
 )
 from .arguments import Pair
 from .attention import attention_weights, scaled_dot_product_attention
+from .contrastive import nt_xent_loss
 from .conv import conv2d
 from .conv_transpose import conv_transpose2d
 from .dense import linear
@@ -131,6 +133,7 @@ __all__ = [
     "glu",
     "cross_entropy",
     "nll_loss",
+    "nt_xent_loss",
     "mse_loss",
     "l1_loss",
     "smooth_l1_loss",
