@@ -15,6 +15,9 @@ extra `image`).
 it keeps the images on that device and builds each batch there (crop, flip, normalise in one
 kernel): the same batches, with no host-device copy per step.
 
+`ViewAugment` makes random views of a batch of images on their own device, for contrastive
+pretraining: `view1, view2 = ViewAugment.for_dataset("mnist").two_views(images, rng)`.
+
 The published datasets hold whole uint8 arrays and are found, in order, under `root=` or
 `$FASTNET_DATA` (a folder holding `mnist/`, `fashion-mnist/`, `cifar-10-batches-py/`, or the
 files directly), in the user cache `~/.cache/fastnet/` (honouring XDG_CACHE_HOME), then on the
@@ -52,6 +55,7 @@ from .transforms import (
     RandomCrop,
     RandomHorizontalFlip,
 )
+from .views import ViewAugment, ViewDraws
 
 DATASET_CLASSES = {"mnist": MNIST, "fashion-mnist": FashionMNIST, "cifar10": CIFAR10}
 """The published datasets by the names the command line and checkpoint configs use."""
@@ -81,6 +85,8 @@ __all__ = [
     "Normalize",
     "RandomCrop",
     "RandomHorizontalFlip",
+    "ViewAugment",
+    "ViewDraws",
     "batch_indices",
     "cache_root",
     "collate",
