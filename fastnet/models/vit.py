@@ -69,6 +69,16 @@ class ViTFeatures(nn.Module):
         )
 
     def forward(self, images: Tensor) -> Tensor:
+        return self.encode(images)[:, 0]
+
+    def encode(self, images: Tensor, keep: Tensor | None = None) -> Tensor:
+        """The encoder's output tokens (B, 1 + K, dim): the class token's first, then those of
+        the patches ``keep`` names, or of all K = P patches when ``keep`` is None.
+
+        ``keep`` (B, K) holds integer patch indices in [0, P) (row-major over the patch grid),
+        on the images' device: a masked autoencoder encodes only its visible patches. Each kept
+        patch gets its own position before the others are dropped, so the encoder sees where
+        it came from."""
         expected = (self.channels, self.image_size, self.image_size)
         if images.ndim != 4 or images.shape[1:] != expected:
             raise ValueError(
@@ -76,12 +86,27 @@ class ViTFeatures(nn.Module):
                 f"(B, {', '.join(map(str, expected))})"
             )
         patches = self.patch_embedding(images)
-        batch, _, dim = patches.shape
+        batch, count, dim = patches.shape
+        xp = patches.device.xp
         class_tokens = self.class_token + Tensor._wrap(
-            patches.device.xp.zeros((batch, 1, dim), patches.dtype), patches.device
+            xp.zeros((batch, 1, dim), patches.dtype), patches.device
         )
-        tokens = self.dropout(self.positions(cat([class_tokens, patches], axis=1)))
-        return self.encoder(tokens)[:, 0]
+        tokens = self.positions(cat([class_tokens, patches], axis=1))
+        if keep is not None:
+            if keep.ndim != 2 or keep.shape[0] != batch or not 0 < keep.shape[1] <= count:
+                raise ValueError(
+                    f"ViT: keep of shape {keep.shape} must be (B, K) = ({batch}, K) patch "
+                    f"indices with 0 < K <= {count}"
+                )
+            if keep.dtype.kind not in "iu" or keep.device != images.device:
+                raise TypeError(
+                    f"ViT: keep must hold integer patch indices on the images' device "
+                    f"({images.device}), got {keep.dtype} on {keep.device}"
+                )
+            # token 0 is the class token, so patch i is token i + 1
+            columns = xp.concatenate([xp.zeros((batch, 1), np.int64), keep.data + 1], axis=1)
+            tokens = tokens[xp.arange(batch)[:, None], columns]
+        return self.encoder(self.dropout(tokens))
 
 
 class ViT(Classifier):
