@@ -1,4 +1,4 @@
-"""The ``fastnet`` command line: train, finetune, predict, eval, bench, info.
+"""The ``fastnet`` command line: train, pretrain, finetune, predict, eval, bench, info.
 
 Every subcommand validates its options before it writes anything: a user error (a value out of
 range, a missing file, an unknown name, a device that is not there, a folder that cannot be
@@ -207,7 +207,7 @@ def finetune_command(args: argparse.Namespace) -> int:
 
     import fastnet as fn
 
-    from . import data, finetune
+    from . import finetune, finetune_table
     from .train import NonFiniteLossError, eval_transform, model_kwargs
 
     device = _device(args.device)
@@ -215,51 +215,44 @@ def finetune_command(args: argparse.Namespace) -> int:
     with _user_errors(prefix="--from: "):
         pretrained = fn.load(source)
     try:
-        config = fn.load_checkpoint(source)["config"]
+        saved = fn.load_checkpoint(source)["config"]
     except ValueError:  # a plain state dict: the architecture comes from --model
-        config = {}
+        saved = {}
     train_set, test_set = _datasets(args.dataset, args.data_dir)
-    config = {
-        "model": config.get("model", args.model),
-        "kwargs": config.get("kwargs") or model_kwargs(args.model, train_set.images),
-    }
-    if args.labels_per_class:
-        _check_labels_per_class(args.labels_per_class, train_set, args.dataset)
-        train_set = data.subset(train_set, args.labels_per_class, seed=args.seed)
-    modes = (
-        finetune.MODES
-        if args.mode == "all"
-        else (args.mode,)
-        if args.mode == "scratch"
-        else (args.mode, "scratch")
-    )
+    name = saved.get("model", args.model)
+    config = {"model": name, "kwargs": saved.get("kwargs") or model_kwargs(name, train_set.images)}
+    _check_labels_per_class(max(args.labels_per_class), train_set, args.dataset)
+    modes = tuple(mode for mode in args.mode if mode != "scratch")
     classes = int(train_set.labels.max()) + 1
     sample = fn.tensor(train_set.images[:1].astype(np.float32) / 255)
-    for mode in modes:  # each mode set up once now, so a mismatch fails before any training
+    for mode in (*modes, "scratch"):  # each mode set up now, so a mismatch fails before training
         preview = fn.models.create(config["model"], **config["kwargs"])
         with _user_errors(ValueError, RuntimeError, prefix=f"--from {source} ({mode}): "):
-            if mode != "scratch":
-                preview.load_state_dict(pretrained)
-            finetune.prepare(preview, mode, classes, lr=args.lr)
+            loaded = (
+                None if mode == "scratch" else finetune_table.load_pretrained(preview, pretrained)
+            )
+            finetune.prepare(preview, mode, classes, lr=args.lr, pretrained=loaded)
             preview(sample)
-        if mode == args.mode:
-            shown = preview
+        if len(modes) == 1 and mode == modes[0]:
+            shown = preview  # the trainable and frozen parameters of the one mode, shown below
     if args.out is not None:
         _check_writable(Path(args.out))
+    budgets = ", ".join(str(b) if b else "all" for b in args.labels_per_class)
     print(
-        f"fastnet: fine-tuning {config['model']} from {source} on {args.dataset} "
-        f"({len(train_set):,} training images)"
-        f", {args.epochs} epochs, batch {args.batch_size}, AdamW lr {args.lr}",
+        f"fastnet: fine-tuning {config['model']} from {source} on {args.dataset}: "
+        f"{', '.join((*modes, 'scratch'))}; labels per class {budgets}; "
+        f"{args.epochs} epochs, batch {args.batch_size}, AdamW lr {args.lr}",
         flush=True,
     )
-    if args.mode not in ("all", "scratch"):
+    if len(modes) == 1:
         print(finetune.summary(shown))
     try:
-        rows = finetune.transfer(
+        rows = finetune_table.label_budget_table(
             pretrained,
             config,
             train_set,
             test_set,
+            budgets=args.labels_per_class,
             modes=modes,
             epochs=args.epochs,
             batch_size=args.batch_size,
@@ -273,10 +266,60 @@ def finetune_command(args: argparse.Namespace) -> int:
     except NonFiniteLossError as error:
         print(f"fastnet finetune: {error}", file=sys.stderr)
         return 1
-    print(finetune.format_table(rows))
-    for row in rows:
-        if row.get("files"):
-            print(f"fastnet: {row['mode']}: " + ", ".join(row["files"]))
+    print(finetune_table.format_table(rows))
+    if args.out is not None:
+        settings = {
+            "source": str(source),
+            **config,
+            "pretrain": saved.get("pretrain"),
+            **{
+                key: getattr(args, key) for key in ("dataset", "epochs", "batch_size", "lr", "seed")
+            },
+        }
+        written = finetune_table.write_table(rows, args.out, settings)
+        print(f"fastnet: table in {written[0]} and {written[1]}; models in {args.out}/BUDGET/MODE/")
+    return 0
+
+
+# ===================================================================== pretrain
+@command("pretrain")
+def pretrain_command(args: argparse.Namespace) -> int:
+    from . import pretrain
+    from .train import NonFiniteLossError
+
+    with _user_errors():
+        pretrain.check_method(args.method, args.model)
+    if args.temperature is not None and args.method != "simclr":
+        raise UsageError(f"--temperature is SimCLR's: method {args.method} has none")
+    device = _device(args.device)
+    train_set, test_set = _datasets(args.dataset, args.data_dir)
+    out = Path(args.out or f"runs/{args.dataset}-{args.model}-{args.method}")
+    _check_writable(out)
+    _announce_compilation()
+    print(
+        f"fastnet: pretraining {args.model} by {args.method} on the {len(train_set):,} "
+        f"{args.dataset} training images (no labels) on {device}; run folder {out}",
+        flush=True,
+    )
+    try:
+        pretrain.pretrain(
+            args.method,
+            args.model,
+            train_set,
+            test_set,
+            dataset=args.dataset,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            temperature=args.temperature,
+            seed=args.seed,
+            device=device,
+            out=out,
+            progress=not args.no_progress,
+        )
+    except NonFiniteLossError as error:
+        print(f"fastnet pretrain: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -200,26 +200,49 @@ def _add_train_arguments(train: argparse.ArgumentParser) -> None:
     _add_common(train)
 
 
+def _fine_tuning_modes(text: str) -> tuple[str, ...]:
+    from .finetune import parse_modes
+
+    try:
+        return parse_modes(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _label_budgets(text: str) -> tuple[int, ...]:
+    """A comma-separated list of labels per class (0: all), each once."""
+    budgets = tuple(_setting("labels_per_class", int)(part.strip()) for part in text.split(","))
+    if len(set(budgets)) < len(budgets):
+        raise argparse.ArgumentTypeError(f"a budget is given twice in {text!r}")
+    return budgets
+
+
 def _add_finetune_arguments(tune: argparse.ArgumentParser) -> None:
     tune.add_argument(
         "--from",
         dest="source",
         required=True,
         metavar="WEIGHTS",
-        help="a model.safetensors state dict or a checkpoint from fastnet train",
+        help="a model.safetensors state dict or a checkpoint from fastnet train, or the "
+        "encoder.safetensors of fastnet pretrain (its features; the head is new)",
     )
     tune.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
     tune.add_argument(
         "--mode",
+        type=_fine_tuning_modes,
         default="all",
-        choices=("head", "full", "lora", "scratch", "all"),
-        help="what trains (each mode is reported next to training from scratch)",
+        metavar="MODES",
+        help="comma-separated modes: linear (frozen pretrained part, new head; alias head), "
+        "full, lora, or all; scratch (the same network from scratch on the same labels) is "
+        "always trained once per budget and reported beside each",
     )
     tune.add_argument(
         "--labels-per-class",
-        type=_setting("labels_per_class", int),
-        default=100,
-        help="training labels per class (0: all)",
+        type=_label_budgets,
+        default="100",
+        metavar="BUDGETS",
+        help="comma-separated label budgets, training images per class (0: all), e.g. 1,10,100; "
+        "class-balanced, drawn with --seed, the same subset for every mode of a budget",
     )
     tune.add_argument(
         "--model",
@@ -241,11 +264,72 @@ def _add_finetune_arguments(tune: argparse.ArgumentParser) -> None:
     tune.add_argument(
         "--out",
         default=None,
-        help="write each mode's model to OUT/MODE/model.safetensors (and, for lora, the "
-        "adapter alone to OUT/lora/adapter.safetensors)",
+        help="write the table to OUT/finetune_table.json and .txt, and each model to "
+        "OUT/BUDGET/MODE/model.safetensors, BUDGET being N-per-class or all-labels (and, for "
+        "lora, the adapter alone to OUT/BUDGET/lora/adapter.safetensors)",
     )
     tune.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_common(tune)
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
+    from .pretrain import METHOD_DEFAULTS, METHODS
+
+    def per_method(key: str) -> str:
+        shown = [f"{m} {d[key]}" for m, d in METHOD_DEFAULTS.items() if d[key] is not None]
+        return f" (default: {', '.join(shown)})"
+
+    parser.add_argument(
+        "--method",
+        required=True,
+        choices=METHODS,
+        help="simclr (contrastive, any model), mae (masked patches, vit), denoise (convolutional "
+        "models)",
+    )
+    parser.add_argument("--dataset", default="mnist", choices=DATASETS, help="training images")
+    parser.add_argument("--model", default="cnn", choices=models.names(), help="whose features")
+    parser.add_argument(
+        "--epochs", type=_setting("epochs", int), help="epochs" + per_method("epochs")
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_setting("batch_size", int),
+        help="images per step" + per_method("batch_size"),
+    )
+    parser.add_argument(
+        "--lr",
+        type=_setting("lr", float),
+        help="AdamW peak learning rate (linear warm-up, then cosine)" + per_method("lr"),
+    )
+    parser.add_argument(
+        "--temperature",
+        type=_positive_number,
+        help="NT-Xent temperature, simclr only" + per_method("temperature"),
+    )
+    parser.add_argument(
+        "--seed", type=_setting("seed", int), default=0, help="random seed (init, order, views)"
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="run folder for encoder.safetensors, history.json, config.json and steps.csv "
+        "(default runs/DATASET-MODEL-METHOD)",
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="folder with the dataset files, used alone"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_common(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -269,6 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_finetune_arguments(
         subcommand(
             "finetune", "fine-tune saved weights on a new dataset, next to training from scratch"
+        )
+    )
+    _add_pretrain_arguments(
+        subcommand(
+            "pretrain",
+            "pretrain a model's features without labels (SimCLR, masked or denoising "
+            "reconstruction), for fastnet finetune --from",
         )
     )
     predict = subcommand("predict", "the top classes of images, by a trained model")

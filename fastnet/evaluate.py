@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from . import models
+from . import models, train
 from .checkpoint import load_checkpoint
 from .data import DataLoader
 from .extras import install_hint
@@ -42,7 +42,7 @@ from .nn import Conv2d, Module
 from .nn.summary import eval_mode, forward_hooks
 from .plots import plot_confusion_matrix, plot_feature_maps
 from .tensor import Tensor, no_grad
-from .train import DATASETS, build_datasets, eval_transform, evaluate
+from .train import DATASETS, eval_transform, evaluate
 
 __all__ = ["add_arguments", "run", "evaluate_checkpoint", "load_model", "conv_feature_maps"]
 
@@ -118,7 +118,7 @@ def evaluate_checkpoint(
                 f"{path}: the checkpoint does not say which dataset it was trained on; "
                 f"name one ({', '.join(DATASETS)})"
             )
-        _, test_set = build_datasets(name, data_dir)
+        _, test_set = train.build_datasets(name, data_dir)  # looked up now: tests stand it in
     if show_features is not None and not 0 <= show_features < len(test_set):
         raise ValueError(
             f"--show-features {show_features} is not an index of the {len(test_set)} test images"

@@ -12,12 +12,17 @@
 Patterns are shell-style globs over parameter names (``features.*``, ``*.bias``); a pattern
 that names a module (``features.0``) also covers that module's parameters.
 
-LoRA (low-rank adaptation), on Linear layers and on attention's packed input projection,
-replaces a frozen Linear's ``y = x·Wᵀ + b`` with ``y = x·Wᵀ + b + (α/r)·dropout(x)·Aᵀ·Bᵀ``,
-A (r, in) and B (out, r) trainable, B starting at zero so the adapted model starts equal to the
-original. ``merge`` folds ``(α/r)·B·A`` into W (the model then runs at the original cost);
-``unmerge`` takes it out again. ``save_lora`` writes the adapters alone; ``save_finetuned``
-writes a fine-tuned model (adapters merged) and, with LoRA, its adapter file.
+LoRA (low-rank adaptation), on Linear layers, on attention's packed input projection and on
+Conv2d layers, replaces a frozen Linear's ``y = x·Wᵀ + b`` with
+``y = x·Wᵀ + b + (α/r)·dropout(x)·Aᵀ·Bᵀ``, A (r, in) and B (out, r) trainable, B starting at zero
+so the adapted model starts equal to the original; a Conv2d's weight (out, in/groups, kh, kw)
+gets (α/r)·B·A with A (r, in/groups·kh·kw), reshaped to the weight's shape (loralib's ConvLoRA).
+``merge`` folds ``(α/r)·B·A`` into W (the model then runs at the original cost); ``unmerge``
+takes it out again. ``save_lora`` writes the adapters alone; ``save_finetuned`` writes a
+fine-tuned model (adapters merged) and, with LoRA, its adapter file.
+
+:func:`prepare` sets a model up for one fine-tuning mode (:data:`MODES`); the experiment that
+runs them over label budgets, next to training from scratch, is in ``fastnet.finetune_table``.
 """
 
 from __future__ import annotations
@@ -32,9 +37,10 @@ from typing import Any
 import numpy as np
 
 from . import checkpoint
+from .functional import conv2d as _conv2d
 from .functional import dropout as _dropout
 from .functional import linear as _linear
-from .nn import Linear, Module, MultiheadAttention, Parameter, init
+from .nn import Conv2d, Linear, Module, MultiheadAttention, Parameter, init
 from .nn.summary import register_flops
 
 
@@ -181,14 +187,15 @@ def summary(model: Module) -> str:
 # ===================================================================== LoRA
 class LowRankAdapter:
     """What every LoRA layer shares: the adapter parameters lora_A (r, in) and lora_B (out, r)
-    for a frozen weight ``adapted()``, and folding (α/r)·B·A into that weight and back out."""
+    for a frozen weight ``adapted()`` (out, in) (a convolution's (out, in/groups, kh, kw) counts
+    in/groups·kh·kw inputs), and folding (α/r)·B·A into that weight and back out."""
 
     def _attach_adapter(self, weight: Parameter, rank: int, alpha: float) -> None:
         if rank < 1:
             raise ValueError(f"LoRA rank must be at least 1, got {rank}")
         self.rank, self.alpha, self.scaling, self.merged = rank, alpha, alpha / rank, False
         weight.requires_grad = False
-        out_features, in_features = weight.shape
+        out_features, in_features = weight.shape[0], math.prod(weight.shape[1:])
         self.lora_A = Parameter(np.empty((rank, in_features), np.float32))
         self.lora_B = Parameter(
             np.zeros((out_features, rank), np.float32)
@@ -205,7 +212,10 @@ class LowRankAdapter:
         raise NotImplementedError
 
     def _delta(self) -> Any:
-        return (self.lora_B.data @ self.lora_A.data) * self.adapted().dtype.type(self.scaling)
+        weight = self.adapted()
+        return (self.lora_B.data @ self.lora_A.data).reshape(weight.shape) * weight.dtype.type(
+            self.scaling
+        )
 
     def merge(self) -> None:
         """Fold the adapter into the weight: the forward pass then costs what the base layer's
@@ -293,6 +303,43 @@ class LoRAMultiheadAttention(LowRankAdapter, MultiheadAttention):
         ).transpose(1, 2)
 
 
+class LoRAConv2d(LowRankAdapter, Conv2d):
+    """A Conv2d (zero padding) whose weight carries a low-rank update (α/r)·B·A, A (r,
+    in/groups·kh·kw) and B (out, r), reshaped to the weight's shape: the convolution runs once,
+    with the sum. Made in place from an existing layer by :func:`add_lora` (``Conv2d`` as a
+    target), so ``weight`` and ``bias`` keep their names."""
+
+    def adapted(self) -> Parameter:
+        return self.weight
+
+    def forward(self, input):
+        if self.merged:
+            return super().forward(input)
+        update = (self.lora_B @ self.lora_A).reshape(self.weight.shape) * self.scaling
+        return _conv2d(
+            input,
+            self.weight + update,
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+        )
+
+
+def _adaptable_weight(module: Module) -> str | None:
+    """The name of the weight LoRA adapts in ``module``, or None if it cannot adapt it (again)."""
+    if isinstance(module, LowRankAdapter):
+        return None
+    if isinstance(module, MultiheadAttention):
+        return "in_proj_weight"
+    if isinstance(module, Linear) or (
+        isinstance(module, Conv2d) and module.padding_mode == "zeros"
+    ):
+        return "weight"
+    return None
+
+
 def add_lora(
     model: Module,
     targets: Iterable[str] = ("Linear",),
@@ -301,32 +348,35 @@ def add_lora(
     dropout: float = 0.0,
     trainable: Iterable[str] = (),
 ) -> list[str]:
-    """Adapt the layers named by ``targets`` (class names ``"Linear"`` / ``"MultiheadAttention"``,
-    or glob patterns over module names): Linears are wrapped in :class:`LoRALinear`, attention
-    layers get an adapter on their packed input projection (:class:`LoRAMultiheadAttention`).
+    """Adapt the layers named by ``targets`` (class names ``"Linear"`` / ``"MultiheadAttention"``
+    / ``"Conv2d"``, or glob patterns over module names): Linears are wrapped in
+    :class:`LoRALinear`, attention layers get an adapter on their packed input projection
+    (:class:`LoRAMultiheadAttention`), Conv2d layers with zero padding on their weight
+    (:class:`LoRAConv2d`).
     Everything else is frozen except the parameters matched by ``trainable`` (e.g. a new head).
     Returns the adapted module names."""
     targets = list(targets)
     wrapped = []
     for name, module in list(model.named_modules()):
-        if (
-            not isinstance(module, (Linear, MultiheadAttention))
-            or isinstance(module, LoRAMultiheadAttention)
-            or not name
-        ):
+        weight_name = _adaptable_weight(module)
+        if weight_name is None or not name:
             continue
         if not any(t == type(module).__name__ or fnmatch.fnmatchcase(name, t) for t in targets):
             continue
-        if isinstance(module, MultiheadAttention):
-            module.__class__ = LoRAMultiheadAttention  # same object, same parameter names
-            module._attach_adapter(module.in_proj_weight, rank, alpha)
+        if isinstance(module, (MultiheadAttention, Conv2d)):  # same object, same parameter names
+            module.__class__ = (
+                LoRAMultiheadAttention if isinstance(module, MultiheadAttention) else LoRAConv2d
+            )
+            module._attach_adapter(getattr(module, weight_name), rank, alpha)
         else:
             *prefix, leaf = name.split(".")
             parent = model.get_submodule(".".join(prefix))
             parent._modules[leaf] = LoRALinear(module, rank, alpha, dropout)
         wrapped.append(name)
     if not wrapped:
-        raise ValueError(f"add_lora: no Linear or MultiheadAttention layer matches {targets}")
+        raise ValueError(
+            f"add_lora: no Linear, MultiheadAttention or Conv2d layer matches {targets}"
+        )
     for parameter_name, parameter in model.named_parameters():
         keep = _is_adapter(parameter_name) or any(_matches(parameter_name, t) for t in trainable)
         parameter.requires_grad = keep
@@ -392,118 +442,83 @@ def save_finetuned(model: Module, folder: str | os.PathLike) -> list[Path]:
     return written
 
 
-# ===================================================================== the transfer experiment
-MODES = ("head", "full", "lora", "scratch")
+# ===================================================================== fine-tuning modes
+MODES = ("linear", "full", "lora", "scratch")
+MODE_ALIASES = {"head": "linear"}  # ``head`` was the name of ``linear`` before issue 17
+
+
+def parse_modes(text: str) -> tuple[str, ...]:
+    """The modes of a comma-separated list (``linear,full,lora``), aliases resolved, in the order
+    given; ``all`` alone is every mode. ValueError for an unknown, repeated or empty entry."""
+    names = [name.strip() for name in text.split(",")]
+    if names == ["all"]:
+        return MODES
+    modes: list[str] = []
+    for name in names:
+        mode = MODE_ALIASES.get(name, name)
+        if mode not in MODES:
+            raise ValueError(
+                f"unknown mode {name!r} in {text!r}: choose from {', '.join(MODES)} "
+                f"(or all alone; head means linear)"
+            )
+        if mode in modes:
+            raise ValueError(f"mode {mode!r} is given twice in {text!r}")
+        modes.append(mode)
+    return tuple(modes)
 
 
 def prepare(
-    model: Module, mode: str, num_classes: int, *, lr: float, rank: int = 4, alpha: float = 8.0
+    model: Module,
+    mode: str,
+    num_classes: int,
+    *,
+    lr: float,
+    rank: int = 4,
+    alpha: float = 8.0,
+    pretrained: Iterable[str] | None = None,
 ) -> list[dict]:
     """Set ``model`` up for one fine-tuning mode and return its optimizer parameter groups.
 
-    head: new head, everything else frozen. full: new head, everything trains at ``lr`` (the
-    trunk at a tenth of it scored lower on MNIST → Fashion-MNIST; re-measure with
-    ``fastnet finetune --from runs/mnist-cnn/model.safetensors --mode full``). lora: new head
-    trainable, LoRA adapters on the other Linear layers, the rest frozen. scratch: the model as
-    built (the caller does not load weights).
+    ``pretrained`` names the state-dict entries that hold pretrained weights (default: all of
+    them, a whole model was loaded); the rest, such as the head an encoder file lacks, is new.
+    Every mode replaces the last Linear by a new one (``num_classes`` outputs).
+
+    linear (alias head): the pretrained part frozen, BatchNorm statistics included (the probe
+    of a fixed encoder); the new parts train. full: everything trains at ``lr`` (the trunk at a
+    tenth of it scored lower on MNIST → Fashion-MNIST; re-measure with ``fastnet finetune
+    --from runs/mnist-cnn/model.safetensors --mode full``). lora: LoRA adapters on every
+    pretrained Linear, Conv2d and attention layer, the new parts trainable, the rest frozen.
+    scratch: the model as built (the caller loads no weights) with a new last Linear, all
+    of it trains.
     """
+    mode = MODE_ALIASES.get(mode, mode)
     if mode not in MODES:
         raise ValueError(f"unknown fine-tuning mode {mode!r}; choose from {', '.join(MODES)}")
+    replace_head(model, num_classes)
     if mode == "scratch":
         return [{"params": list(model.parameters()), "lr": lr}]
-    replace_head(model, num_classes)
     head_name = [n for n, m in model.named_modules() if isinstance(m, Linear)][-1]
-    if mode == "head":
+    loaded = set(model.state_dict() if pretrained is None else pretrained)
+    loaded = {name for name in loaded if not _matches(name, head_name)}
+    new = [n for n, _ in model.named_parameters() if n not in loaded]
+    if mode == "linear":
         freeze(model)
-        unfreeze(model, head_name)
-        return param_groups(model, {f"{head_name}.*": lr})
+        unfreeze(model, *new)
+        for name, module in model.named_modules():
+            if f"{name}.running_mean" in loaded and hasattr(module, "freeze_statistics"):
+                module.freeze_statistics = True
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
     if mode == "full":
         return param_groups(model, {f"{head_name}.*": lr}, default_lr=lr)
-    others = [n for n, m in model.named_modules() if isinstance(m, Linear) and n != head_name]
-    if not others:
-        raise ValueError("lora mode needs a Linear layer besides the head to adapt")
-    add_lora(model, targets=others, rank=rank, alpha=alpha, trainable=[f"{head_name}.*"])
-    return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
-
-
-def transfer(
-    pretrained: dict,
-    config: dict,
-    train_set: Any,
-    test_set: Any,
-    *,
-    modes: Sequence[str] = MODES,
-    epochs: int = 10,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    seed: int = 0,
-    device: Any = "cpu",
-    transform: Any = None,
-    progress: bool = False,
-    log: Any = print,
-    out: str | os.PathLike | None = None,
-) -> list[dict]:
-    """Fine-tune ``pretrained`` weights (model ``config``) on ``train_set`` in each mode, and train
-    the same architecture from scratch on the same data and budget; returns one row per mode.
-    ``transform`` (e.g. the target dataset's normalisation) is applied to every batch. With
-    ``out``, each mode's model is saved by :func:`save_finetuned` into ``out/<mode>/`` (the row's
-    ``files`` lists what was written)."""
-    import time
-
-    from . import models, optim
-    from . import random as fn_random
-    from .data import DataLoader
-    from .train import evaluate, train_epoch
-
-    classes = int(np.max(train_set.labels)) + 1
-    rows = []
-    for mode in modes:
-        fn_random.manual_seed(seed)
-        model = models.create(config["model"], **config["kwargs"])
-        if mode != "scratch":
-            model.load_state_dict(pretrained)
-        groups = prepare(model, mode, classes, lr=lr)
-        model.to(device)
-        optimizer = optim.AdamW(groups, lr=lr, weight_decay=1e-4)
-        loader = DataLoader(
-            train_set, batch_size=batch_size, shuffle=True, seed=seed, transform=transform
-        )
-        start = time.perf_counter()
-        for epoch in range(epochs):
-            train_epoch(
-                model,
-                loader,
-                optimizer,
-                device,
-                description=f"{mode} {epoch + 1}/{epochs}",
-                progress=progress,
-                epoch=epoch + 1,
-            )
-        seconds = time.perf_counter() - start
-        result = evaluate(model, DataLoader(test_set, batch_size=512, transform=transform), device)
-        row = {
-            "mode": mode,
-            "accuracy": result["accuracy"],
-            "trainable": model.num_parameters(trainable_only=True),
-            "total": model.num_parameters(),
-            "seconds": seconds,
-        }
-        if out is not None:
-            row["files"] = [str(p) for p in save_finetuned(model, Path(out) / mode)]
-        log(
-            f"{mode:>8}: test accuracy {100 * row['accuracy']:.2f}%, "
-            f"{row['trainable']:,} trainable of {row['total']:,} parameters, {seconds:.1f}s"
-        )
-        rows.append(row)
-    return rows
-
-
-def format_table(rows: Sequence[dict]) -> str:
-    """The transfer results as a Markdown table."""
-    lines = ["| mode | test accuracy | trainable parameters | train time |", "|---|---:|---:|---:|"]
-    lines += [
-        f"| {r['mode']} | {100 * r['accuracy']:.2f}% | {r['trainable']:,} of {r['total']:,} "
-        f"| {r['seconds']:.1f} s |"
-        for r in rows
+    targets = [
+        name
+        for name, module in model.named_modules()
+        if _adaptable_weight(module) is not None and f"{name}.{_adaptable_weight(module)}" in loaded
     ]
-    return "\n".join(lines)
+    if not targets:
+        raise ValueError(
+            "lora mode needs a pretrained Linear, Conv2d or attention layer besides the head "
+            "to adapt"
+        )
+    add_lora(model, targets=targets, rank=rank, alpha=alpha, trainable=new)
+    return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]

@@ -94,9 +94,9 @@ def test_train_then_resume_then_finetune(data_env, shared_data, tmp_path, capsys
     assert "| lora |" in printed and "| scratch |" in printed and "trainable" in printed
     for mode in ("lora", "scratch"):  # the fine-tuned weights load into the plain architecture
         fn.models.mlp(in_features=784, classes=10).load_state_dict(
-            fn.load(tmp_path / "tuned" / mode / "model.safetensors")
+            fn.load(tmp_path / "tuned" / "5-per-class" / mode / "model.safetensors")
         )
-    assert (tmp_path / "tuned" / "lora" / "adapter.safetensors").is_file()
+    assert (tmp_path / "tuned" / "5-per-class" / "lora" / "adapter.safetensors").is_file()
 
 
 def test_info_reports_devices(capsys):

@@ -65,7 +65,7 @@ def test_eval_prints_the_accuracy_of_evaluate_and_writes_both_plots(
         requested.append((name, data_dir))
         return sets
 
-    monkeypatch.setattr(fn_eval, "build_datasets", test_split_of)
+    monkeypatch.setattr(fn_eval.train, "build_datasets", test_split_of)
     figures = []
     write_png = fastnet.plots._write_png
     monkeypatch.setattr(
