@@ -15,10 +15,14 @@ Each family module holds, side by side:
 * ``FAMILY``: the declaration (``_contract.Family``) of all of the above, which the backend, the
   PTX check (``ptx``) and the benchmarks discover; adding a family touches nothing else.
 
-Families: ``matmul``, ``conv`` (im2col / col2im), ``winograd`` (F(2x2, 3x3) convolution
-transforms), ``pool`` (max-pool), ``softmax_xent`` (fused softmax + cross-entropy), ``optim``
-(fused Adam/AdamW and SGD updates), ``norm`` (layer and batch norm), ``softmax`` (row softmax
-with masks, for attention), ``activation`` (ReLU).
+Families: ``matmul`` (tiled, and split-K for skinny products), ``conv`` (im2col / col2im),
+``winograd`` (F(2x2, 3x3) convolution transforms), ``depthwise`` (per-channel convolution),
+``pool`` (max- and average-pool), ``resample`` (nearest and bilinear), ``softmax_xent`` (fused
+softmax + cross-entropy), ``contrastive`` (the NT-Xent loss's row kernels), ``optim`` (fused
+Adam/AdamW and SGD updates, per parameter and over flat multi-parameter buffers), ``gather``
+(many arrays into one flat buffer), ``norm`` (layer and batch norm), ``softmax`` (row softmax with
+masks, for attention), ``activation`` (ReLU), ``augment`` (a batch gathered, cropped, flipped and
+normalised from a uint8 image store), ``warp`` (batched affine warps, for augmented views).
 
 Shared helpers, one concern each: ``_contract`` (the family declaration and the benchmark
 vocabulary), ``_cpu`` (when a CPU kernel runs serial or parallel), ``_cuda`` (the launch path and
