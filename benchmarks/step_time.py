@@ -8,7 +8,8 @@ results log's "before and after" entries.
 Imports fastnet from ROOT and prints the best (and median) of 5 rounds of: one MNIST CNN
 training step at batch 64 (forward, cross-entropy, backward, Adam), ``(a + a).sum().backward()``
 on 8 floats (the per-op overhead), a 256x256 matmul forward and backward, cross-entropy over
-256x10 logits forward and backward, and an SGD step over 1M floats with and without momentum.
+256x10 logits forward and backward, an SGD step over 1M floats with and without momentum, and
+an Adam step over the MNIST CNN's parameters (its gradients from the training step).
 
 A script, not a test: timings are for reading. The machine should be otherwise idle; alternate
 the two checkouts and repeat.
@@ -96,6 +97,7 @@ def main() -> None:
         ),
         ("SGD step, 1M floats, no momentum", sgd(0.0), 50),
         ("SGD step, 1M floats, momentum 0.9", sgd(0.9), 50),
+        ("Adam step over the MNIST CNN's 8 parameters", adam.step, 500),
     ]
     print(f"fastnet from {root}, 1 thread")
     for name, step, calls in cases:

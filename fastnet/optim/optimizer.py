@@ -10,10 +10,10 @@ buffers, one per device and dtype (a :class:`_Bucket`), and their state (``momen
 per-parameter views of them. A step gathers the gradients into a flat buffer with one kernel
 (``gather_flat``, ``fastnet.kernels.gather``) and updates each bucket with one kernel call
 (``adam_flat_step`` / ``sgd_flat_step``, ``fastnet.kernels.optim``): on cuda two launches per
-group, not one or two per parameter. On the CPU, where a call costs ~15 us rather than a launch,
-only parameters of up to :data:`CPU_OWN_BUCKET_ELEMENTS` share a bucket; a larger one has its own
-and its gradient is not copied (measured on the MNIST CNN: the optimizer step is faster than with
-one call per parameter, and faster than one bucket for all).
+group, not one or two per parameter. On the CPU, where a call costs Python time rather than a
+launch, only parameters of up to :data:`CPU_OWN_BUCKET_ELEMENTS` share a bucket; a larger one has
+its own and its gradient is not copied (on the MNIST CNN the optimizer step is faster this way than
+with one call per parameter or one bucket for all: results log, "the CPU's bucket policy").
 
 The layout is checked at every step, one identity test per parameter. When a parameter's
 ``.data`` is no longer its view (``module.to()``, ``load_state_dict``, an assignment), or the set
@@ -46,9 +46,10 @@ import numpy as np
 from ..backend import Device, to_numpy
 from ..tensor import Tensor, enable_grad, no_grad
 
-# On the CPU a kernel call costs ~15 us of Python, about the time it takes to gather 64k floats:
-# a larger parameter gets a bucket of its own there (its gradient used where it lies, no copy),
-# the smaller ones share one. On cuda a launch costs far more than a copy: one bucket for all.
+# On the CPU a kernel call's Python cost is about that of gathering a parameter of this size, so
+# a larger parameter gets a bucket of its own there (its gradient used where it lies, no copy)
+# and the smaller ones share one; on cuda a launch costs far more than a copy: one bucket for
+# all. Re-measure with benchmarks/step_time.py's Adam line, this threshold changed.
 CPU_OWN_BUCKET_ELEMENTS = 1 << 16
 
 
