@@ -96,9 +96,8 @@ class CrossEntropy(_RowLoss):
     ):
         xp = self.device.xp
         if self.device.name != "cpu":  # the CPU kernel finds the range in its pass; a GPU's can't
-            kept = xp.where(labels == ignore_index, 0, labels)
             label_range = _check_label_range(
-                "cross_entropy", self.device, kept, logits.shape[1], label_range
+                "cross_entropy", self.device, labels, logits.shape[1], label_range, ignore_index
             )
         row_losses, self.dlogits = self.device.softmax_xent(
             xp.ascontiguousarray(logits), labels, label_smoothing, weight, ignore_index, label_range
@@ -138,15 +137,22 @@ class NLLLoss(_RowLoss):
 
 
 def _check_label_range(
-    op: str, device: Any, labels: Any, classes: int, recorded: tuple[int, int] | None
+    op: str,
+    device: Any,
+    labels: Any,
+    classes: int,
+    recorded: tuple[int, int] | None,
+    ignore_index: int | None = None,
 ) -> tuple[int, int] | None:
     """The labels' (lowest, highest), after an IndexError unless every label lies in
     [0, classes): proven by the ``recorded`` range when it lies inside, else read from the device
-    (the ignored labels zeroed). None for no labels."""
+    (labels equal to ``ignore_index`` counted as 0). None for no labels."""
     if labels.size == 0:
         return None
     if recorded is not None and 0 <= recorded[0] <= recorded[1] < classes:
         return recorded
+    if ignore_index is not None:  # only on this path: a proven range costs no pass over labels
+        labels = device.xp.where(labels == ignore_index, 0, labels)
     lowest, highest = device.to_host(device.xp.stack((labels.min(), labels.max()))).tolist()
     if lowest < 0 or highest >= classes:
         bad = lowest if lowest < 0 else highest
