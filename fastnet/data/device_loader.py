@@ -86,14 +86,13 @@ class DeviceAugmentation:
         flip = np.zeros(count, bool)
         for step in self.random_steps:
             if isinstance(step, RandomCrop):
-                rows, columns = (
+                offsets = tuple(
                     self.image_hw[axis] + 2 * self.padding - self.out_hw[axis] + 1
                     for axis in (0, 1)
                 )
-                top = rng.integers(0, rows, size=count)
-                left = rng.integers(0, columns, size=count)
+                top, left = step.draw(count, offsets, rng)
             else:
-                flip = rng.random(count) < step.p
+                flip = step.draw(count, rng)
         return top, left, flip
 
 

@@ -95,10 +95,15 @@ class RandomCrop:
         windows = sliding_window_view(
             padded, (height, width), axis=(2, 3)
         )  # (B, C, rows, cols, h, w)
-        count = len(batch)
-        top = rng.integers(0, windows.shape[2], size=count)
-        left = rng.integers(0, windows.shape[3], size=count)
-        return windows[np.arange(count), :, top, left]
+        top, left = self.draw(len(batch), windows.shape[2:4], rng)
+        return windows[np.arange(len(batch)), :, top, left]
+
+    def draw(
+        self, count: int, offsets: tuple[int, int], rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The (top, left) corners of `count` crops, each in range(offsets[axis]): the draws
+        every loader makes (the device loader too), so one seed gives one set of crops."""
+        return rng.integers(0, offsets[0], size=count), rng.integers(0, offsets[1], size=count)
 
     def __repr__(self) -> str:
         return f"RandomCrop(size={self.size}, padding={self.padding})"
@@ -115,8 +120,12 @@ class RandomHorizontalFlip:
     def __call__(self, batch: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         _check_batch(batch, "RandomHorizontalFlip")
         rng = rng if rng is not None else default_generator()
-        flip = rng.random(len(batch)) < self.p
+        flip = self.draw(len(batch), rng)
         return np.where(flip[:, None, None, None], batch[..., ::-1], batch)
+
+    def draw(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        """Which of `count` images are mirrored (the draw every loader makes)."""
+        return rng.random(count) < self.p
 
     def __repr__(self) -> str:
         return f"RandomHorizontalFlip(p={self.p})"
