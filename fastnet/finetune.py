@@ -40,7 +40,7 @@ from . import checkpoint
 from .functional import conv2d as _conv2d
 from .functional import dropout as _dropout
 from .functional import linear as _linear
-from .nn import Conv2d, Linear, Module, MultiheadAttention, Parameter, init
+from .nn import Conv2d, Identity, Linear, Module, MultiheadAttention, Parameter, init
 from .nn.summary import register_flops
 
 
@@ -101,24 +101,46 @@ def freeze_batchnorm_statistics(model: Module) -> int:
 
 
 # ===================================================================== heads and groups
-def replace_head(model: Module, num_classes: int) -> Linear:
-    """Swap the last Linear of ``model.head`` (or the head itself) for a freshly initialised one
-    with ``num_classes`` outputs, on the model's device. Returns the new layer."""
+def _head_layer(model: Module) -> tuple[Module, str, str, Linear]:
+    """Where the last Linear of ``model.head`` (or the head itself) sits: its parent module, its
+    name there, its full name in ``model`` (``head.3``, ``head``) and the layer."""
     if "head" not in model._modules:
         raise ValueError(f"{type(model).__name__} has no 'head' submodule to replace")
-    parent, name = model, "head"
     linears = [(n, m) for n, m in model.head.named_modules() if isinstance(m, Linear)]
     if not linears:
         raise ValueError("the model's head holds no Linear layer")
-    path, old = linears[-1]
-    if path:
-        *prefix, name = path.split(".")
-        parent = model.head.get_submodule(".".join(prefix))
+    path, layer = linears[-1]
+    if not path:
+        return model, "head", "head", layer
+    *prefix, name = path.split(".")
+    return model.head.get_submodule(".".join(prefix)), name, f"head.{path}", layer
+
+
+def head_layer_name(model: Module) -> str:
+    """The name of the head's last Linear in ``model`` (``head.3`` for the MNIST CNN, ``head``
+    where the head is one Linear): the layer every fine-tuning mode replaces."""
+    return _head_layer(model)[2]
+
+
+def replace_head(model: Module, num_classes: int) -> Linear:
+    """Swap the last Linear of ``model.head`` (or the head itself) for a freshly initialised one
+    with ``num_classes`` outputs, on the model's device. Returns the new layer."""
+    parent, name, _, old = _head_layer(model)
     new = Linear(old.in_features, num_classes, bias=old.bias is not None)
     if old.weight.device is not None:
         new.to(old.weight.device)
     parent._modules[name] = new
     return new
+
+
+def drop_head(model: Module) -> Module:
+    """``model`` with the last Linear of its head replaced by Identity, in place: it then maps
+    an input to what a new last layer reads (the MNIST CNN: 128 features after the hidden
+    Linear and its ReLU), and its state dict holds every name but the last layer's, as a
+    pretrained encoder file does. Returns ``model``."""
+    parent, name, _, _ = _head_layer(model)
+    parent._modules[name] = Identity()
+    return model
 
 
 def param_groups(
@@ -467,6 +489,18 @@ def parse_modes(text: str) -> tuple[str, ...]:
     return tuple(modes)
 
 
+# How the label-budget experiment (fastnet.finetune_table) trains a mode on pretrained weights,
+# as phases of (mode, share of the epochs, learning-rate factor). full and lora start as linear
+# probing (LP-FT, Kumar et al. 2022): the new head first learns on the frozen pretrained part,
+# so the pretrained part's first updates do not follow the gradient of a random head; full then
+# trains everything at a hundredth of the learning rate. Re-measure: fastnet finetune --from
+# runs/mnist-simclr/encoder.safetensors --labels-per-class 10 --mode all --epochs 60 --lr 3e-3
+PHASES: dict[str, tuple[tuple[str, float, float], ...]] = {
+    "full": (("linear", 0.5, 1.0), ("full", 0.5, 0.01)),
+    "lora": (("linear", 0.5, 1.0), ("lora", 0.5, 0.1)),
+}
+
+
 def prepare(
     model: Module,
     mode: str,
@@ -476,6 +510,7 @@ def prepare(
     rank: int = 4,
     alpha: float = 8.0,
     pretrained: Iterable[str] | None = None,
+    new_head: bool = True,
 ) -> list[dict]:
     """Set ``model`` up for one fine-tuning mode and return its optimizer parameter groups.
 
@@ -484,20 +519,23 @@ def prepare(
     Every mode replaces the last Linear by a new one (``num_classes`` outputs).
 
     linear (alias head): the pretrained part frozen, BatchNorm statistics included (the probe
-    of a fixed encoder); the new parts train. full: everything trains at ``lr`` (the trunk at a
-    tenth of it scored lower on MNIST → Fashion-MNIST; re-measure with ``fastnet finetune
-    --from runs/mnist-cnn/model.safetensors --mode full``). lora: LoRA adapters on every
+    of a fixed encoder); the new parts train. full: everything trains at ``lr``, BatchNorm
+    statistics update. lora: LoRA adapters on every
     pretrained Linear, Conv2d and attention layer, the new parts trainable, the rest frozen.
     scratch: the model as built (the caller loads no weights) with a new last Linear, all
     of it trains.
+
+    With ``new_head=False`` the last Linear stays as it is: a later phase of a model already
+    prepared (see :data:`PHASES`; a linear phase's frozen parts thaw for full).
     """
     mode = MODE_ALIASES.get(mode, mode)
     if mode not in MODES:
         raise ValueError(f"unknown fine-tuning mode {mode!r}; choose from {', '.join(MODES)}")
-    replace_head(model, num_classes)
+    if new_head:
+        replace_head(model, num_classes)
     if mode == "scratch":
         return [{"params": list(model.parameters()), "lr": lr}]
-    head_name = [n for n, m in model.named_modules() if isinstance(m, Linear)][-1]
+    head_name = head_layer_name(model)
     loaded = set(model.state_dict() if pretrained is None else pretrained)
     loaded = {name for name in loaded if not _matches(name, head_name)}
     new = [n for n, _ in model.named_parameters() if n not in loaded]
@@ -509,6 +547,10 @@ def prepare(
                 module.freeze_statistics = True
         return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
     if mode == "full":
+        unfreeze(model)
+        for module in model.modules():
+            if hasattr(module, "freeze_statistics"):
+                module.freeze_statistics = False
         return param_groups(model, {f"{head_name}.*": lr}, default_lr=lr)
     targets = [
         name

@@ -8,10 +8,12 @@ same network from scratch on the same labels, and the table of what pretraining 
     print(format_table(rows))
 
 The pretrained weights are a whole model's state dict (``fastnet train``'s model.safetensors or
-checkpoint) or an encoder's: every name ``features.*``, as ``fastnet pretrain`` writes it
-(:func:`load_pretrained`). A label budget is a number of labelled training images per class
-(0: all of them), drawn class-balanced with the seed, the same subset for every mode of the
-budget. Scratch trains once per budget and its accuracy stands beside each mode's.
+checkpoint) or an encoder's, as ``fastnet pretrain`` writes it: the model's names without its
+head's last Linear (:func:`load_pretrained`). A label budget is a number of labelled training
+images per class (0: all of them), drawn class-balanced with the seed, the same subset for
+every mode of the budget. Scratch trains once per budget and its accuracy stands beside each
+mode's. On pretrained weights, full and lora train the new head alone first
+(:data:`fastnet.finetune.PHASES`).
 
 Files, with ``out``: ``out/<budget>/<mode>/model.safetensors`` (and ``adapter.safetensors`` for
 lora; see :func:`fastnet.finetune.save_finetuned`), where ``<budget>`` is ``10-per-class`` or
@@ -31,8 +33,16 @@ from typing import Any
 
 import numpy as np
 
-from .finetune import MODE_ALIASES, prepare, save_finetuned
+from .finetune import (
+    MODE_ALIASES,
+    PHASES,
+    head_layer_name,
+    prepare,
+    save_finetuned,
+)
 from .nn import Module
+from .nn.module import LoadReport
+from .nn.module import _describe as describe_load
 from .run_folder import _replace_text  # written whole or not at all
 
 TABLE_FILES = ("finetune_table.json", "finetune_table.txt")
@@ -41,23 +51,46 @@ TABLE_FILES = ("finetune_table.json", "finetune_table.txt")
 def load_pretrained(model: Module, state: dict) -> list[str]:
     """Load ``state`` into ``model`` and return the names loaded.
 
-    A whole model's state dict loads strictly. An encoder's (every name ``features.*``) must
-    hold every ``features.*`` tensor of ``model`` with its shape and nothing else; the head
-    stays as built. Anything else raises (RuntimeError naming the tensors): never a partial
-    load."""
-    if state and all(name.startswith("features.") for name in state):
-        encoder = Module()  # the shape of the file: a module whose only child is features
-        encoder.features = model.features
-        try:
-            encoder.load_state_dict(state)
-        except RuntimeError as error:
-            raise RuntimeError(
-                f"the encoder file does not fit the features of {type(model).__name__}: "
-                + str(error).split(": ", 1)[-1]
-            ) from None
-    else:
+    A whole model's state dict loads strictly. An encoder's, as ``fastnet pretrain`` writes it,
+    lacks the head's last Linear (:func:`fastnet.finetune.head_layer_name`): it must hold every
+    ``features.*`` tensor of ``model``, and may hold head layers before the last one (SimCLR
+    pretrains the MNIST CNN's hidden Linear too), each with its shape, and nothing else; what it
+    lacks stays as built. Anything else raises (RuntimeError naming the tensors): never a
+    partial load."""
+    head = head_layer_name(model)
+    if not state or any(name == head or name.startswith(f"{head}.") for name in state):
         model.load_state_dict(state)
+        return list(state)
+    own = model.state_dict()
+    report = LoadReport(
+        [name for name in own if name.startswith("features.") and name not in state],
+        [name for name in state if name not in own],
+        [
+            (name, own[name].shape, tuple(np.shape(value)))
+            for name, value in state.items()
+            if name in own and tuple(np.shape(value)) != own[name].shape
+        ],
+    )
+    if any(report):
+        raise RuntimeError(
+            f"the encoder file does not fit the features of {type(model).__name__}: "
+            + describe_load(report)
+        )
+    model.load_state_dict(state, strict=False)
     return list(state)
+
+
+def _phases(mode: str, epochs: int) -> list[tuple[str, int, float]]:
+    """How ``transfer`` trains ``mode`` for ``epochs``: (prepare's mode, epochs, learning-rate
+    factor) in order, as :data:`fastnet.finetune.PHASES` says (each phase but the last at least
+    one epoch, the last the rest); one phase for a mode it does not list."""
+    phases = PHASES.get(mode, ((mode, 1.0, 1.0),))
+    plan, left = [], epochs
+    for index, (phase, share, factor) in enumerate(phases):
+        count = left if index == len(phases) - 1 else min(left, max(1, round(share * epochs)))
+        plan.append((phase, count, factor))
+        left -= count
+    return plan
 
 
 def budget_folder(labels_per_class: int) -> str:
@@ -102,23 +135,28 @@ def transfer(
         fn_random.manual_seed(seed)
         model = models.create(config["model"], **config["kwargs"])
         loaded = None if mode == "scratch" else load_pretrained(model, pretrained)
-        groups = prepare(model, mode, classes, lr=lr, pretrained=loaded)
-        model.to(device)
-        optimizer = optim.AdamW(groups, lr=lr, weight_decay=1e-4)
         loader = DataLoader(
             train_set, batch_size=batch_size, shuffle=True, seed=seed, transform=transform
         )
         start = time.perf_counter()
-        for epoch in range(epochs):
-            train_epoch(
-                model,
-                loader,
-                optimizer,
-                device,
-                description=f"{budget}, {mode} {epoch + 1}/{epochs}",
-                progress=progress,
-                epoch=epoch + 1,
+        done = 0
+        for index, (phase, share, factor) in enumerate(_phases(mode, epochs)):
+            groups = prepare(
+                model, phase, classes, lr=lr * factor, pretrained=loaded, new_head=index == 0
             )
+            model.to(device)
+            optimizer = optim.AdamW(groups, lr=lr * factor, weight_decay=1e-4)
+            for epoch in range(done, done + share):
+                train_epoch(
+                    model,
+                    loader,
+                    optimizer,
+                    device,
+                    description=f"{budget}, {mode} {epoch + 1}/{epochs}",
+                    progress=progress,
+                    epoch=epoch + 1,
+                )
+            done += share
         seconds = time.perf_counter() - start
         result = evaluate(model, DataLoader(test_set, batch_size=512, transform=transform), device)
         row = {

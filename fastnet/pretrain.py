@@ -1,4 +1,5 @@
-"""Self-supervised pretraining: learn an encoder (a classifier's ``features``) from images alone.
+"""Self-supervised pretraining: learn an encoder (a classifier without its last layer, or its
+``features``: :func:`pretrained_part`) from images alone.
 
 * :class:`SimCLR` (Chen et al. 2020): two random views of each image (:class:`ViewAugment`),
   both encoded in one batch, a projection head (Linear → BatchNorm1d → ReLU → Linear, the
@@ -15,11 +16,11 @@
   (the monitors read the labels of the memory bank and of the probe set, and the test labels);
   AdamW under a per-step linear warm-up (the first ``WARMUP_FRACTION`` of the steps) then cosine
   decay to zero. The images are uploaded to the device once, as stored; each step gathers a
-  batch there. Into ``out`` it writes ``encoder.safetensors`` (the encoder alone, as
-  ``features.*`` under a checkpoint config that ``fastnet finetune --from`` rebuilds the model
-  from), ``config.json``, ``steps.csv``, ``history.json`` (per epoch: loss, kNN accuracy, seconds;
-  and the final linear-probe accuracy) and, when matplotlib is installed, the pictures of
-  :mod:`fastnet.pretrain_plots` (embedding map, retrievals, reconstructions).
+  batch there. Into ``out`` it writes ``encoder.safetensors`` (the encoder alone, under the
+  classifier's names, with a checkpoint config that ``fastnet finetune --from`` rebuilds the
+  model from), ``config.json``, ``steps.csv``, ``history.json`` (per epoch: loss, kNN
+  accuracy, seconds; and the final linear-probe accuracy) and, when matplotlib is installed,
+  the pictures of :mod:`fastnet.pretrain_plots` (embedding map, retrievals, reconstructions).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ __all__ = [
     "METHODS",
     "METHOD_DEFAULTS",
     "SimCLR",
-    "EncoderOnly",
+    "pretrained_part",
     "check_method",
     "pretrain",
 ]
@@ -72,7 +73,7 @@ class SimCLR(nn.Module):
     """SimCLR: ``encoder`` (images → features, flattened to ``feature_dim``), a projection head
     Linear(feature_dim, hidden) → BatchNorm1d → ReLU → Linear(hidden, projection_dim), and
     :meth:`loss`. ``hidden`` defaults to min(feature_dim, 512) (the paper's head is as wide as
-    the features, 2048; the CNN's flattened maps are 3,136 wide); ``augment`` (a
+    the features, 2048); ``augment`` (a
     :class:`~fastnet.data.ViewAugment`, which takes normalised images, as the loaders give
     them) to ViewAugment's defaults for the images' size and channels."""
 
@@ -115,16 +116,21 @@ class SimCLR(nn.Module):
         return F.nt_xent_loss(self(cat([first, second], dim=0)), self.temperature)
 
 
-class EncoderOnly(nn.Module):
-    """The module saved as ``encoder.safetensors``: its only child is ``features``, so the
-    state dict's names are the classifier's (``features.*``) and nothing of any head."""
+def pretrained_part(method: str, classifier: nn.Module) -> nn.Module:
+    """The part of ``classifier`` (a :class:`~fastnet.models.Classifier`) that ``method``
+    trains, after removing from ``classifier`` what it does not: SimCLR trains everything but
+    the head's last Linear (:func:`fastnet.finetune.drop_head`; for the MNIST CNN the hidden
+    Linear too, as SimCLRv2 fine-tunes from the projection head's first layer); the
+    reconstruction methods train ``features`` (the MAE drops patch tokens inside the ViT's
+    features; the denoiser decodes from them), and the head goes. ``classifier`` is then
+    what ``encoder.safetensors`` holds: its names are the classifier's, without the last
+    Linear's."""
+    from .finetune import drop_head
 
-    def __init__(self, features: nn.Module) -> None:
-        super().__init__()
-        self.features = features
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.features(images)
+    if method == "simclr":
+        return drop_head(classifier)
+    classifier.head = nn.Identity()
+    return classifier.features
 
 
 def _reconstruction(method: str, encoder: nn.Module, images: np.ndarray) -> nn.Module:
@@ -398,7 +404,8 @@ def pretrain(
     probe_size: int = 0,
     probe_epochs: int = 10,
 ) -> dict[str, Any]:
-    """Pretrain the ``features`` of model ``model_name`` by ``method`` on ``train_set``'s images.
+    """Pretrain model ``model_name`` (its :func:`pretrained_part`) by ``method`` on
+    ``train_set``'s images.
 
     ``dataset`` (mnist, fashion-mnist, cifar10) picks the normalisation and the augmentation
     preset; ``epochs``, ``batch_size``, ``lr`` and ``temperature`` default to
@@ -418,7 +425,8 @@ def pretrain(
     images = train_set.images  # the training loop's only view of train_set: never its labels
     model_config = model_config or model_kwargs(model_name, images)
     fn_random.manual_seed(seed)
-    encoder = models.create(model_name, **model_config).features.to(device)
+    classifier = models.create(model_name, **model_config)
+    encoder = pretrained_part(method, classifier).to(device)
     prepare = _input_preparation(dataset, device)
     model = _build(method, encoder, images, dataset, prepare, device, settings["temperature"])
     model.to(device)
@@ -497,7 +505,7 @@ def pretrain(
         written.append(
             save_checkpoint(
                 folder / "encoder.safetensors",
-                EncoderOnly(encoder),
+                classifier,
                 epoch=settings["epochs"],
                 config=config,
             )

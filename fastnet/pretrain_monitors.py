@@ -158,7 +158,7 @@ def linear_probe(
     *,
     epochs: int = 10,
     batch_size: int = 256,
-    lr: float = 1e-3,
+    lr: float = 1e-2,
     weight_decay: float = 1e-4,
     seed: int = 0,
     device: Any = "cpu",

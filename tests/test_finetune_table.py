@@ -158,6 +158,67 @@ def test_an_encoder_missing_or_misshapen_tensor_raises_and_loads_nothing(tmp_pat
         np.testing.assert_array_equal(value, before[name])
 
 
+def test_an_encoder_with_the_hidden_head_layer_loads_it_and_keeps_the_last(tmp_path):
+    fn.manual_seed(3)
+    trunk = finetune.drop_head(models.create("cnn", **CNN))  # as SimCLR pretrains the CNN
+    state = trunk.state_dict()
+    assert sorted(n for n in state if n.startswith("head.")) == ["head.1.bias", "head.1.weight"]
+    fn.manual_seed(4)
+    model = models.create("cnn", **CNN)
+    last = {n: v.copy() for n, v in model.state_dict().items() if n.startswith("head.3.")}
+    assert sorted(finetune_table.load_pretrained(model, state)) == sorted(state)
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, state[name] if name in state else last[name])
+    groups = finetune.prepare(model, "linear", CLASSES, lr=1e-3, pretrained=list(state))
+    assert [p.shape for p in groups[0]["params"]] == [(CLASSES, 128), (CLASSES,)]
+    extra = {**state, "head.2.weight": np.ones(3, np.float32)}  # the CNN's head.2 is a ReLU
+    with pytest.raises(RuntimeError, match=r"unexpected keys \['head\.2\.weight'\]"):
+        finetune_table.load_pretrained(models.create("cnn", **CNN), extra)
+
+
+def test_drop_head_leaves_what_a_new_last_layer_reads(rng):
+    fn.manual_seed(6)
+    cnn = models.create("cnn", **CNN)
+    x = fn.tensor(rng.standard_normal((3, 1, SIDE, SIDE)))
+    hidden = cnn.head[2](cnn.head[1](cnn.head[0](cnn.features(x)))).numpy()
+    assert finetune.head_layer_name(cnn) == "head.3"
+    np.testing.assert_array_equal(finetune.drop_head(cnn)(x).numpy(), hidden)
+    assert not any(name.startswith("head.3") for name in cnn.state_dict())
+    vit = models.create("vit", image_size=SIDE, patch_size=4, dim=16, depth=1, heads=2)
+    assert finetune.head_layer_name(vit) == "head"
+    features = vit.features(x).numpy()
+    np.testing.assert_array_equal(finetune.drop_head(vit)(x).numpy(), features)
+
+
+@pytest.mark.parametrize(
+    "mode, epochs, plan",
+    [
+        ("full", 10, [("linear", 5, 1.0), ("full", 5, 0.01)]),
+        ("full", 1, [("linear", 1, 1.0), ("full", 0, 0.01)]),
+        ("lora", 7, [("linear", 4, 1.0), ("lora", 3, 0.1)]),
+        ("linear", 7, [("linear", 7, 1.0)]),
+        ("scratch", 3, [("scratch", 3, 1.0)]),
+    ],
+)
+def test_full_and_lora_train_the_new_head_alone_first(mode, epochs, plan):
+    assert finetune_table._phases(mode, epochs) == plan
+
+
+def test_a_later_phase_keeps_the_trained_head_and_thaws_for_full():
+    fn.manual_seed(7)
+    model = models.create("cifar_cnn", classes=10, width=4, channels=1, image_size=SIDE)
+    encoder = [n for n in model.state_dict() if not n.startswith("head.")]
+    finetune.prepare(model, "linear", CLASSES, lr=1e-3, pretrained=encoder)
+    head = {n: v.copy() for n, v in model.state_dict().items() if n.startswith("head.")}
+    groups = finetune.prepare(model, "full", CLASSES, lr=1e-5, pretrained=encoder, new_head=False)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    assert all(p.requires_grad for p in model.parameters())
+    norms = [m for m in model.modules() if hasattr(m, "freeze_statistics")]
+    assert norms and not any(m.freeze_statistics for m in norms)
+    for name, value in head.items():  # the head the linear phase trained, not a new one
+        np.testing.assert_array_equal(model.state_dict()[name], value)
+
+
 # ===================================================================== modes on an encoder
 def test_linear_trains_what_the_encoder_lacks_and_freezes_its_statistics():
     fn.manual_seed(1)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastnet as fn
-from fastnet import data, models, pretrain
+from fastnet import data, finetune, finetune_table, models, pretrain
 from fastnet import train as train_module
 from fastnet.cli import main
 from fastnet.pretrain_monitors import knn_accuracy, linear_probe, warmup_cosine
@@ -65,13 +65,16 @@ def test_simclr_run_from_the_command_line(mnist, tmp_path, monkeypatch, capsys):
     assert saved["config"] == config
     weights = fn.load(out / "encoder.safetensors")
     model = models.create(saved["config"]["model"], **saved["config"]["kwargs"])
-    expected = {name for name in model.state_dict() if name.startswith("features.")}
-    assert set(weights) == expected  # the whole trunk, no head, no projection
-    model.load_state_dict(weights, strict=False)
+    # the whole trunk (the CNN's hidden Linear too), no last layer, no projection head
+    expected = {name for name in model.state_dict() if not name.startswith("head.3.")}
+    assert set(weights) == expected
+    assert set(finetune_table.load_pretrained(model, weights)) == expected
     images = fn.tensor(mnist[1].float_images()[:5])
     trained = fn.models.create("cnn", **saved["config"]["kwargs"])
     trained.load_state_dict({**trained.state_dict(), **weights})
-    np.testing.assert_array_equal(model.features(images).numpy(), trained.features(images).numpy())
+    features = [finetune.drop_head(m)(images).numpy() for m in (model, trained)]
+    assert features[0].shape == (5, 128)
+    np.testing.assert_array_equal(*features)
 
 
 def test_the_training_loop_reads_no_training_label(mnist):
@@ -115,6 +118,8 @@ def test_reconstruction_methods_are_dispatched_by_name(method, mnist, tmp_path):
     assert result["model"].encoder is result["encoder"]
     assert np.isfinite(result["history"]["loss"]).all()
     assert (tmp_path / "reconstructions.png").read_bytes().startswith(b"\x89PNG")
+    weights = fn.load(tmp_path / "encoder.safetensors")  # the features alone: they were trained
+    assert set(weights) == {f"features.{name}" for name in result["encoder"].state_dict()}
 
 
 def test_method_and_model_must_match():
