@@ -329,7 +329,9 @@ def _pictures(
     )
     try:
         written = [
-            plots.embedding_map(queries, monitor.query_labels, folder / "embedding.png"),
+            plots.embedding_map(
+                queries, monitor.query_labels, folder / "embedding.png", method="tsne"
+            ),
             plots.retrievals(
                 query_pixels,
                 bank_pixels,
@@ -351,6 +353,11 @@ def _pictures(
                     folder / "reconstructions.png",
                     mean=mean,
                     std=std,
+                    row_names=(
+                        "input",
+                        model.input_name,
+                        "reconstructed",
+                    ),
                 )
             )
     except ImportError as error:  # matplotlib is an optional extra

@@ -88,6 +88,8 @@ class MaskedAutoencoder(nn.Module):
     one hidden.
     """
 
+    input_name = "masked"  # what the encoder sees, as the reconstruction grid names it
+
     def __init__(
         self,
         vit_features: ViTFeatures,
@@ -250,6 +252,8 @@ class DenoisingAutoencoder(nn.Module):
     or a map per image; its output size is read once from one forward pass in eval mode (so
     batch-norm statistics are untouched). The decoder is created on the trunk's device.
     """
+
+    input_name = "corrupted"  # what the encoder sees, as the reconstruction grid names it
 
     def __init__(
         self,
