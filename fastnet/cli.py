@@ -288,7 +288,7 @@ def pretrain_command(args: argparse.Namespace) -> int:
     from .train import NonFiniteLossError
 
     with _user_errors():
-        pretrain.check_method(args.method, args.model)
+        pretrain.check_method(args.method, args.model, args.encoder)
     if args.temperature is not None and args.method != "simclr":
         raise UsageError(f"--temperature is SimCLR's: method {args.method} has none")
     device = _device(args.device)
@@ -312,6 +312,7 @@ def pretrain_command(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             lr=args.lr,
             temperature=args.temperature,
+            encoder=args.encoder,
             seed=args.seed,
             device=device,
             out=out,

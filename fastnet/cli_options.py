@@ -283,7 +283,7 @@ def _positive_number(text: str) -> float:
 
 
 def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
-    from .pretrain import METHOD_DEFAULTS, METHODS
+    from .pretrain import ENCODERS, METHOD_DEFAULTS, METHODS
 
     def per_method(key: str) -> str:
         shown = [f"{m} {d[key]}" for m, d in METHOD_DEFAULTS.items() if d[key] is not None]
@@ -315,6 +315,12 @@ def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
         "--temperature",
         type=_positive_number,
         help="NT-Xent temperature, simclr only" + per_method("temperature"),
+    )
+    parser.add_argument(
+        "--encoder",
+        choices=ENCODERS,
+        help="the part of the model pretrained, simclr's choice: trunk (all but the last Linear) "
+        "or features (the convolutional or transformer features alone)" + per_method("encoder"),
     )
     parser.add_argument(
         "--seed", type=_setting("seed", int), default=0, help="random seed (init, order, views)"

@@ -51,6 +51,7 @@ __all__ = [
     "METHODS",
     "METHOD_DEFAULTS",
     "SimCLR",
+    "ENCODERS",
     "pretrained_part",
     "check_method",
     "pretrain",
@@ -60,9 +61,21 @@ METHODS = ("simclr", "mae", "denoise")
 
 # What a run uses when the caller gives nothing else (`fastnet pretrain` shows these).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "simclr": {"epochs": 20, "batch_size": 256, "lr": 1e-3, "temperature": 0.5},
-    "mae": {"epochs": 20, "batch_size": 256, "lr": 1e-3, "temperature": None},
-    "denoise": {"epochs": 20, "batch_size": 256, "lr": 1e-3, "temperature": None},
+    "simclr": {"epochs": 20, "batch_size": 256, "lr": 1e-3, "temperature": 0.5, "encoder": "trunk"},
+    "mae": {
+        "epochs": 20,
+        "batch_size": 256,
+        "lr": 1e-3,
+        "temperature": None,
+        "encoder": "features",
+    },
+    "denoise": {
+        "epochs": 20,
+        "batch_size": 256,
+        "lr": 1e-3,
+        "temperature": None,
+        "encoder": "features",
+    },
 }
 
 WARMUP_FRACTION = 0.1  # of all steps, at least one step
@@ -116,18 +129,23 @@ class SimCLR(nn.Module):
         return F.nt_xent_loss(self(cat([first, second], dim=0)), self.temperature)
 
 
-def pretrained_part(method: str, classifier: nn.Module) -> nn.Module:
-    """The part of ``classifier`` (a :class:`~fastnet.models.Classifier`) that ``method``
-    trains, after removing from ``classifier`` what it does not: SimCLR trains everything but
-    the head's last Linear (:func:`fastnet.finetune.drop_head`; for the MNIST CNN the hidden
-    Linear too, as SimCLRv2 fine-tunes from the projection head's first layer); the
-    reconstruction methods train ``features`` (the MAE drops patch tokens inside the ViT's
-    features; the denoiser decodes from them), and the head goes. ``classifier`` is then
-    what ``encoder.safetensors`` holds: its names are the classifier's, without the last
-    Linear's."""
+ENCODERS = ("trunk", "features")
+
+
+def pretrained_part(encoder: str, classifier: nn.Module) -> nn.Module:
+    """The part of ``classifier`` (a :class:`~fastnet.models.Classifier`) that pretraining
+    trains, after removing from ``classifier`` what it does not. ``trunk``: everything but the
+    head's last Linear (:func:`fastnet.finetune.drop_head`; for the MNIST CNN the hidden Linear
+    too, as SimCLRv2 fine-tunes from the projection head's first layer). ``features``: the
+    classifier's ``features`` (the reconstruction methods' only choice: the MAE drops patch
+    tokens inside the ViT's features, the denoiser decodes from them), and the head goes.
+    ``classifier`` is then what ``encoder.safetensors`` holds: its names are the classifier's,
+    without the last Linear's."""
     from .finetune import drop_head
 
-    if method == "simclr":
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r}; choose from {', '.join(ENCODERS)}")
+    if encoder == "trunk":
         return drop_head(classifier)
     classifier.head = nn.Identity()
     return classifier.features
@@ -145,10 +163,11 @@ def _reconstruction(method: str, encoder: nn.Module, images: np.ndarray) -> nn.M
     return reconstruction.DenoisingAutoencoder(encoder, side, channels)
 
 
-def check_method(method: str, model_name: str) -> None:
+def check_method(method: str, model_name: str, encoder: str | None = None) -> None:
     """ValueError unless ``method`` is known and can pretrain model ``model_name``: mae needs
     the ViT (it drops patch tokens), denoise a convolutional model (not vit or mlp); simclr
-    takes any model."""
+    takes any model, and is the one method with a choice of ``encoder`` (see
+    :func:`pretrained_part`)."""
     if method not in METHODS:
         raise ValueError(f"unknown pretraining method {method!r}; choose from {', '.join(METHODS)}")
     if model_name not in models.names():
@@ -157,6 +176,11 @@ def check_method(method: str, model_name: str) -> None:
         raise ValueError(
             f"method mae masks the patch tokens of a ViT: it cannot pretrain model {model_name} "
             f"(use --model vit, or --method denoise or simclr)"
+        )
+    if encoder not in (None, "features") and method != "simclr":
+        raise ValueError(
+            f"method {method} pretrains the features of a model: --encoder {encoder} is "
+            f"SimCLR's choice"
         )
     if method == "denoise" and model_name in ("vit", "mlp"):
         raise ValueError(
@@ -399,6 +423,7 @@ def pretrain(
     batch_size: int | None = None,
     lr: float | None = None,
     temperature: float | None = None,
+    encoder: str | None = None,
     weight_decay: float = 1e-4,
     seed: int = 0,
     device: Any = "cpu",
@@ -415,7 +440,8 @@ def pretrain(
     ``train_set``'s images.
 
     ``dataset`` (mnist, fashion-mnist, cifar10) picks the normalisation and the augmentation
-    preset; ``epochs``, ``batch_size``, ``lr`` and ``temperature`` default to
+    preset; ``encoder`` the part of the model trained (:func:`pretrained_part`); ``epochs``,
+    ``batch_size``, ``lr``, ``temperature`` and ``encoder`` default to
     ``METHOD_DEFAULTS[method]``; ``model_config`` to the builder arguments that fit the images.
     The training loop reads ``train_set.images`` only. The monitors read ``labelled`` (default
     ``train_set``; anything with ``images`` and ``labels``) and ``test_set``: each epoch, a kNN
@@ -424,16 +450,22 @@ def pretrain(
     Returns the encoder, the pretraining module, the history and the config; with ``out``,
     writes the files listed in the module docstring. Raises ValueError for an unknown method or
     a method that cannot pretrain the model, NonFiniteLossError when the loss becomes NaN."""
-    check_method(method, model_name)
+    check_method(method, model_name, encoder)
     settings = dict(METHOD_DEFAULTS[method])
-    given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "temperature": temperature}
+    given = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "temperature": temperature,
+        "encoder": encoder,
+    }
     settings.update({key: value for key, value in given.items() if value is not None})
     device = get_device(device)
     images = train_set.images  # the training loop's only view of train_set: never its labels
     model_config = model_config or model_kwargs(model_name, images)
     fn_random.manual_seed(seed)
     classifier = models.create(model_name, **model_config)
-    encoder = pretrained_part(method, classifier).to(device)
+    encoder = pretrained_part(settings["encoder"], classifier).to(device)
     prepare = _input_preparation(dataset, device)
     model = _build(method, encoder, images, dataset, prepare, device, settings["temperature"])
     model.to(device)

@@ -59,6 +59,7 @@ def test_simclr_run_from_the_command_line(mnist, tmp_path, monkeypatch, capsys):
         "batch_size": 128,
         "lr": 2e-3,
         "temperature": 0.5,
+        "encoder": "trunk",
     }
 
     saved = fn.load_checkpoint(out / "encoder.safetensors")
@@ -131,6 +132,33 @@ def test_method_and_model_must_match():
         pretrain.check_method("denoise", "vit")
     for model in models.names():
         pretrain.check_method("simclr", model)
+        pretrain.check_method("simclr", model, "features")
+    with pytest.raises(ValueError, match="--encoder trunk is SimCLR's choice"):
+        pretrain.check_method("denoise", "cnn", "trunk")
+    with pytest.raises(ValueError, match="unknown encoder 'head'"):
+        pretrain.pretrained_part("head", models.create("cnn"))
+
+
+def test_simclr_on_the_features_alone_saves_them_alone(mnist, tmp_path):
+    train, test = mnist
+    result = pretrain.pretrain(
+        "simclr",
+        "cnn",
+        train.take(np.arange(64)),
+        test.take(np.arange(40)),
+        dataset="mnist",
+        encoder="features",
+        epochs=1,
+        batch_size=32,
+        progress=False,
+        log=lambda line: None,
+        probe_epochs=1,
+        out=tmp_path,
+    )
+    assert result["config"]["pretrain"]["encoder"] == "features"
+    names = set(fn.load(tmp_path / "encoder.safetensors"))
+    assert names == {f"features.{name}" for name in result["encoder"].state_dict()}
+    assert result["model"].projection[1].in_features == 64 * 7 * 7  # the flattened maps
 
 
 def test_weighted_knn_against_a_plain_loop(rng):
@@ -174,6 +202,8 @@ def test_warmup_then_cosine():
         (["--method", "mae", "--model", "cnn"], "mae masks the patch tokens of a ViT"),
         (["--method", "denoise", "--model", "vit"], "not vit"),
         (["--method", "mae", "--model", "vit", "--temperature", "0.2"], "--temperature"),
+        (["--method", "denoise", "--encoder", "trunk"], "--encoder trunk is SimCLR's choice"),
+        (["--method", "simclr", "--encoder", "head"], "invalid choice: 'head'"),
         (["--method", "simclr", "--temperature", "0"], "expected a number > 0"),
         (["--method", "simclr", "--epochs", "0"], "epochs must be an integer >= 1"),
         (["--method", "simclr", "--labels-per-class", "10"], "unrecognized arguments"),
