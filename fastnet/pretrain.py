@@ -86,9 +86,9 @@ class SimCLR(nn.Module):
     """SimCLR: ``encoder`` (images → features, flattened to ``feature_dim``), a projection head
     Linear(feature_dim, hidden) → BatchNorm1d → ReLU → Linear(hidden, projection_dim), and
     :meth:`loss`. ``hidden`` defaults to min(feature_dim, 512) (the paper's head is as wide as
-    the features, 2048); ``augment`` (a
-    :class:`~fastnet.data.ViewAugment`, which takes normalised images, as the loaders give
-    them) to ViewAugment's defaults for the images' size and channels."""
+    the features, 2048); ``augment`` (a :class:`~fastnet.data.ViewAugment`, which takes
+    normalised images, as the loaders give them) to ViewAugment's defaults for the images'
+    size and channels."""
 
     def __init__(
         self,
