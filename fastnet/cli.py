@@ -241,7 +241,12 @@ def finetune_command(args: argparse.Namespace) -> int:
     print(
         f"fastnet: fine-tuning {config['model']} from {source} on {args.dataset}: "
         f"{', '.join((*modes, 'scratch'))}; labels per class {budgets}; "
-        f"{args.epochs} epochs, batch {args.batch_size}, AdamW lr {args.lr}",
+        f"{args.epochs} epochs, batch {args.batch_size}, AdamW lr {args.lr}"
+        + (
+            ""
+            if args.pretrained_lr_factor is None
+            else f", the pretrained part at {args.pretrained_lr_factor} of it after the head"
+        ),
         flush=True,
     )
     if len(modes) == 1:
@@ -257,6 +262,7 @@ def finetune_command(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             batch_size=args.batch_size,
             lr=args.lr,
+            pretrained_lr_factor=args.pretrained_lr_factor,
             seed=args.seed,
             device=device,
             transform=eval_transform({"dataset": args.dataset}),
@@ -273,7 +279,15 @@ def finetune_command(args: argparse.Namespace) -> int:
             **config,
             "pretrain": saved.get("pretrain"),
             **{
-                key: getattr(args, key) for key in ("dataset", "epochs", "batch_size", "lr", "seed")
+                key: getattr(args, key)
+                for key in (
+                    "dataset",
+                    "epochs",
+                    "batch_size",
+                    "lr",
+                    "pretrained_lr_factor",
+                    "seed",
+                )
             },
         }
         written = finetune_table.write_table(rows, args.out, settings)

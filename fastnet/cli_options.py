@@ -258,6 +258,14 @@ def _add_finetune_arguments(tune: argparse.ArgumentParser) -> None:
     )
     tune.add_argument("--lr", type=_setting("lr", float), default=1e-3, help="AdamW learning rate")
     tune.add_argument(
+        "--pretrained-lr-factor",
+        type=_positive_number,
+        default=None,
+        help="full and lora train the new head alone for half the epochs, then the pretrained "
+        "part too at this fraction of --lr (default: full 0.01, lora 0.1, for self-supervised "
+        "encoders; 1 for a model from another task, which must change more)",
+    )
+    tune.add_argument(
         "--seed", type=_setting("seed", int), default=0, help="random seed (subset, data order)"
     )
     tune.add_argument("--data-dir", default=None, help="folder with the dataset files, used alone")

@@ -493,7 +493,9 @@ def parse_modes(text: str) -> tuple[str, ...]:
 # as phases of (mode, share of the epochs, learning-rate factor). full and lora start as linear
 # probing (LP-FT, Kumar et al. 2022): the new head first learns on the frozen pretrained part,
 # so the pretrained part's first updates do not follow the gradient of a random head; full then
-# trains everything at a hundredth of the learning rate. Re-measure: fastnet finetune --from
+# trains everything at a hundredth of the learning rate. That suits an encoder pretrained on the
+# same images; a model from another task must change more (`fastnet finetune
+# --pretrained-lr-factor 1`). Re-measure: fastnet finetune --from
 # runs/mnist-simclr/encoder.safetensors --labels-per-class 10 --mode all --epochs 60 --lr 3e-3
 PHASES: dict[str, tuple[tuple[str, float, float], ...]] = {
     "full": (("linear", 0.5, 1.0), ("full", 0.5, 0.01)),

@@ -80,14 +80,19 @@ def load_pretrained(model: Module, state: dict) -> list[str]:
     return list(state)
 
 
-def _phases(mode: str, epochs: int) -> list[tuple[str, int, float]]:
+def _phases(
+    mode: str, epochs: int, pretrained_lr_factor: float | None = None
+) -> list[tuple[str, int, float]]:
     """How ``transfer`` trains ``mode`` for ``epochs``: (prepare's mode, epochs, learning-rate
     factor) in order, as :data:`fastnet.finetune.PHASES` says (each phase but the last at least
-    one epoch, the last the rest); one phase for a mode it does not list."""
+    one epoch, the last the rest; ``pretrained_lr_factor``, if given, the factor of the phases
+    after the first); one phase for a mode it does not list."""
     phases = PHASES.get(mode, ((mode, 1.0, 1.0),))
     plan, left = [], epochs
     for index, (phase, share, factor) in enumerate(phases):
         count = left if index == len(phases) - 1 else min(left, max(1, round(share * epochs)))
+        if index and pretrained_lr_factor is not None:
+            factor = pretrained_lr_factor
         plan.append((phase, count, factor))
         left -= count
     return plan
@@ -108,6 +113,7 @@ def transfer(
     epochs: int = 10,
     batch_size: int = 64,
     lr: float = 1e-3,
+    pretrained_lr_factor: float | None = None,
     seed: int = 0,
     device: Any = "cpu",
     transform: Any = None,
@@ -119,6 +125,8 @@ def transfer(
     ``kwargs``) in each mode on ``labels_per_class`` images per class of ``train_set`` (0: all),
     and train the same architecture from scratch on the same images once; one row per mode,
     scratch last. ``transform`` (e.g. the dataset's normalisation) is applied to every batch.
+    ``pretrained_lr_factor`` replaces :data:`fastnet.finetune.PHASES`' learning-rate factor of
+    the phases after the head's (1 suits a model from another task, which must change more).
     With ``out``, each mode's model is saved into ``out/<mode>/`` (the row's ``files``)."""
     from . import data, models, optim
     from . import random as fn_random
@@ -140,7 +148,7 @@ def transfer(
         )
         start = time.perf_counter()
         done = 0
-        for index, (phase, share, factor) in enumerate(_phases(mode, epochs)):
+        for index, (phase, share, factor) in enumerate(_phases(mode, epochs, pretrained_lr_factor)):
             groups = prepare(
                 model, phase, classes, lr=lr * factor, pretrained=loaded, new_head=index == 0
             )

@@ -100,6 +100,7 @@ def test_parse_modes_lists_aliases_and_all():
         (["--labels-per-class", "10,-1"], "labels_per_class must be an integer >= 0"),
         (["--labels-per-class", "1,10,1"], "a budget is given twice"),
         (["--labels-per-class", "1,58"], "--labels-per-class 58: the smallest class"),
+        (["--pretrained-lr-factor", "0"], "expected a number > 0"),
     ],
 )
 def test_bad_modes_and_budgets_are_one_line_exit_2(option, fragment, workdir, capsys):
@@ -202,6 +203,11 @@ def test_drop_head_leaves_what_a_new_last_layer_reads(rng):
 )
 def test_full_and_lora_train_the_new_head_alone_first(mode, epochs, plan):
     assert finetune_table._phases(mode, epochs) == plan
+    later = [
+        (phase, count, 0.5 if index else factor)
+        for index, (phase, count, factor) in enumerate(plan)
+    ]
+    assert finetune_table._phases(mode, epochs, pretrained_lr_factor=0.5) == later
 
 
 def test_a_later_phase_keeps_the_trained_head_and_thaws_for_full():
@@ -360,11 +366,15 @@ def test_a_tiny_run_prints_and_saves_the_table_beside_the_models(workdir, capsys
         "--out",
         "tuned",
         "--no-progress",
+        "--pretrained-lr-factor",
+        "0.5",
     ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
+    assert "the pretrained part at 0.5 of it after the head" in printed
     table = json.loads((workdir / "tuned" / "finetune_table.json").read_text())
     assert {"source", "model", "kwargs", "pretrain", "dataset", "epochs", "seed"} <= set(table)
+    assert table["pretrained_lr_factor"] == 0.5
     assert table["model"] == "cnn" and table["pretrain"]["method"] == "simclr"
     rows = table["rows"]
     assert [(r["labels_per_class"], r["mode"]) for r in rows] == [
