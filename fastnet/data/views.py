@@ -69,26 +69,13 @@ _ERASE, _ERASE_AREA, _ERASE_ASPECT, _ERASE_X, _ERASE_Y = range(9, 14)
 _JITTER = slice(14, 17)  # brightness, contrast, saturation
 UNIFORMS_PER_IMAGE = 17
 
+# digits and clothes are not mirror-symmetric, and grey: no flip, no colour jitter
+_GREY_VIEWS: dict[str, Any] = dict(
+    crop_scale=(0.35, 1.0), rotation=15.0, translate=0.1, noise=0.05, erase=0.25
+)
 PRESETS: dict[str, dict[str, Any]] = {
-    # digits and clothes are not mirror-symmetric, and grey: no flip, no colour jitter
-    "mnist": dict(
-        crop_scale=(0.35, 1.0),
-        rotation=15.0,
-        translate=0.1,
-        noise=0.05,
-        erase=0.25,
-        mean=MNIST_MEAN,
-        std=MNIST_STD,
-    ),
-    "fashion-mnist": dict(
-        crop_scale=(0.35, 1.0),
-        rotation=15.0,
-        translate=0.1,
-        noise=0.05,
-        erase=0.25,
-        mean=FASHION_MNIST_MEAN,
-        std=FASHION_MNIST_STD,
-    ),
+    "mnist": dict(_GREY_VIEWS, mean=MNIST_MEAN, std=MNIST_STD),
+    "fashion-mnist": dict(_GREY_VIEWS, mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD),
     # SimCLR's CIFAR-10 recipe: crops, flips, strong colour jitter, no rotation
     "cifar10": dict(
         crop_scale=(0.2, 1.0),
