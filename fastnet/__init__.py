@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 import numpy as _np
 
-from . import data, functional, linalg, models, nn, optim
+from . import data, distributed, functional, linalg, models, nn, optim
 from .backend import Device, cuda_is_available, get_num_threads, set_num_threads
 from .backend import get_device as device
 from .checkpoint import load, load_checkpoint, save, save_checkpoint
@@ -229,6 +229,7 @@ __all__ = [
     "nn",
     "optim",
     "data",
+    "distributed",
     "models",
     "float32",
     "float64",

@@ -12,6 +12,12 @@ tensors. :func:`backward` orders that graph topologically once, walks it in reve
 each gradient, reduces broadcast gradients back to their input's shape (:func:`unbroadcast`),
 stores the results in the leaves' ``.grad`` and frees the graph.
 
+Two hooks let data-parallel training overlap communication with the walk (PyTorch's names): a
+leaf's ``register_post_accumulate_grad_hook(hook)`` calls ``hook(leaf)`` as soon as the walk
+has finished the leaf's ``.grad`` (every path to it is summed by then), and
+:func:`queue_callback`, called from such a hook, runs a function once the walk is done, before
+``backward()`` returns.
+
 Autograd is never silently wrong. Freeing a node drops what it saved and marks it freed: a later
 walk that reaches it (a second ``backward()``, or a new loss built on part of the old graph)
 raises unless the first walk passed ``retain_graph=True``. Every tensor carries ``_version``,
@@ -38,6 +44,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Function",
+    "LeafHooks",
+    "RemovableHandle",
+    "queue_callback",
     "backward",
     "enable_grad",
     "inference_mode",
@@ -199,6 +208,17 @@ def backward(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
     Raises before touching any gradient when the graph was freed or a saved value changed."""
     xp = root.device.xp
     order = _topological_order(root)
+    outer, _walk.callbacks = _walk.callbacks, []  # a hook may run a backward of its own
+    try:
+        _walk_graph(root, seed, retain_graph, xp, order)
+        callbacks = _walk.callbacks
+    finally:
+        _walk.callbacks = outer
+    for callback in callbacks:
+        callback()
+
+
+def _walk_graph(root: Tensor, seed: Any, retain_graph: bool, xp: Any, order: list) -> None:
     grads: dict[int, Any] = {id(root): seed}
     stored: set[int] = set()  # arrays already handed to a leaf: a second leaf gets a copy
     for node in reversed(order):
@@ -221,6 +241,10 @@ def backward(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
                 node.grad = node._wrap(grad, node.device)
             else:
                 node.grad.data += grad  # in place, as PyTorch accumulates: no new array a step
+            hooks = getattr(node, "_post_accumulate_grad_hooks", None)
+            if hooks:
+                for hook in list(hooks.values()):
+                    hook(node)
             continue
         input_grads = fn.backward(grad)
         for parent, parent_grad in zip(fn.inputs, input_grads, strict=False):
@@ -231,6 +255,58 @@ def backward(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
             grads[key] = parent_grad if key not in grads else grads[key] + parent_grad
         if not retain_graph:
             fn.__dict__.clear()  # free the node (see Function._freed)
+
+
+class _Walk(threading.local):
+    callbacks: list | None = None  # a list while this thread's backward walk runs
+
+
+_walk = _Walk()
+
+
+def queue_callback(callback: Any) -> None:
+    """Run ``callback()`` once the backward walk in progress on this thread has finished every
+    gradient, before ``backward()`` returns (from a hook; RuntimeError outside a walk)."""
+    if _walk.callbacks is None:
+        raise RuntimeError("queue_callback() can only be called during a backward walk")
+    _walk.callbacks.append(callback)
+
+
+class RemovableHandle:
+    """What registering a hook returns: ``remove()`` unregisters it."""
+
+    _next_id = 0
+
+    def __init__(self, hooks: dict) -> None:
+        self._hooks = hooks
+        self.id = RemovableHandle._next_id
+        RemovableHandle._next_id += 1
+
+    def remove(self) -> None:
+        self._hooks.pop(self.id, None)
+
+
+class LeafHooks:
+    """Tensor's hooks on a leaf's finished gradient (a mixin: Tensor's one slot for them)."""
+
+    __slots__ = ("_post_accumulate_grad_hooks",)
+
+    def register_post_accumulate_grad_hook(self, hook: Any) -> RemovableHandle:
+        """Call ``hook(tensor)`` each time a backward walk has accumulated this leaf's
+        ``.grad`` (PyTorch's hook of that name). Only leaves that require a gradient have one."""
+        if not self.requires_grad or self._ctx is not None:
+            raise RuntimeError(
+                "register_post_accumulate_grad_hook: only leaf tensors that require grad "
+                "accumulate a gradient"
+            )
+        if not callable(hook):
+            raise TypeError(f"the hook must be callable, got {type(hook).__name__}")
+        hooks = getattr(self, "_post_accumulate_grad_hooks", None)
+        if hooks is None:
+            hooks = self._post_accumulate_grad_hooks = {}
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
 
 
 def _topological_order(root: Tensor) -> list[Tensor]:

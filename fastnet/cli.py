@@ -46,9 +46,16 @@ def _user_errors(*kinds: type[BaseException], prefix: str = "") -> Iterator[None
         raise UsageError(prefix + " ".join(str(error).split())) from None
 
 
-def _device(name: str) -> Any:
+def _device(name: str, ranks: bool = False) -> Any:
+    """The device ``--device`` names; with ``ranks``, after joining the run's other ranks (when
+    mpiexec started several), before anything touches a GPU: NCCL gives each rank its own."""
     from . import backend
 
+    if ranks:
+        from . import distributed
+
+        with _user_errors(ImportError, prefix="mpiexec: "):
+            distributed.init_process_group(device=name)
     if name.startswith("cuda") and not backend.cuda_is_available():
         raise UsageError(
             f"--device {name}: no CUDA GPU found (install the cuda extra, {install_hint('cuda')}, "
@@ -56,6 +63,19 @@ def _device(name: str) -> Any:
         )
     with _user_errors(ValueError, RuntimeError, prefix="--device: "):
         return backend.get_device(name)
+
+
+def _check_global_batch(batch_size: int) -> None:
+    """Under mpiexec --batch-size is the global batch: each rank takes an equal part of it.
+    Checked before the ranks join, where every rank meets the same error."""
+    from . import distributed
+
+    ranks = distributed.launched_ranks() or 1
+    if batch_size % ranks:
+        raise UsageError(
+            f"--batch-size {batch_size} is the global batch: it must divide evenly over the "
+            f"{ranks} ranks"
+        )
 
 
 def _datasets(name: str, data_dir: str | None) -> tuple[Any, Any]:
@@ -119,8 +139,13 @@ def _announce_compilation() -> None:
 
 # ===================================================================== train
 def _describe(config: dict, device: Any) -> str:
+    from . import distributed
+
+    batch, ranks = config["batch_size"], distributed.get_world_size()
+    if ranks > 1:
+        batch = f"{batch} ({ranks} ranks x {batch // ranks})"
     return (
-        f"{config['model']} on {config['dataset']} on {device}, batch {config['batch_size']}, "
+        f"{config['model']} on {config['dataset']} on {device}, batch {batch}, "
         f"{config['optimizer']} lr {config['lr']}, {config.get('schedule', 'none')} schedule"
     )
 
@@ -149,7 +174,8 @@ def train_command(args: argparse.Namespace) -> int:
         plan = f"training for {epochs} epoch" + ("s" if epochs > 1 else "")
     with _user_errors():
         train.validate_config(dict(config, epochs=epochs))
-    device = _device(args.device)
+    _check_global_batch(config["batch_size"])
+    device = _device(args.device, ranks=True)
     datasets = _datasets(config["dataset"], args.data_dir)
     if config.get("labels_per_class"):
         _check_labels_per_class(config["labels_per_class"], datasets[0], config["dataset"])
@@ -173,6 +199,8 @@ def train_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if not fn.distributed.is_main_process():
+        return 0  # rank 0 writes the weights and the plot
     history = result["history"]
     fn.save(result["model"].state_dict(), out / "model.safetensors")
     try:
@@ -305,7 +333,8 @@ def pretrain_command(args: argparse.Namespace) -> int:
         pretrain.check_method(args.method, args.model, args.encoder)
     if args.temperature is not None and args.method != "simclr":
         raise UsageError(f"--temperature is SimCLR's: method {args.method} has none")
-    device = _device(args.device)
+    _check_global_batch(args.batch_size or pretrain.METHOD_DEFAULTS[args.method]["batch_size"])
+    device = _device(args.device, ranks=True)
     train_set, test_set = _datasets(args.dataset, args.data_dir)
     out = Path(args.out or f"runs/{args.dataset}-{args.model}-{args.method}")
     _check_writable(out)
@@ -331,6 +360,7 @@ def pretrain_command(args: argparse.Namespace) -> int:
             device=device,
             out=out,
             progress=not args.no_progress,
+            sync_batchnorm=args.sync_batchnorm,
         )
     except NonFiniteLossError as error:
         print(f"fastnet pretrain: {error}", file=sys.stderr)
@@ -396,7 +426,22 @@ def info_command(args: argparse.Namespace) -> int:
         mode = "not available (no GPU found)"
     print("devices: cpu" + (", cuda" if cuda_is_available() else ""))
     print(f"cuda: {mode}")
+    print(f"ranks: {_ranks_line()}")
     return 0
+
+
+def _ranks_line() -> str:
+    """How many processes run this program, and over what (``fastnet info``)."""
+    from . import distributed
+
+    if distributed.launched_ranks() is None:
+        try:
+            import mpi4py
+        except ImportError:
+            return f"1 (no MPI: {install_hint('mpi')})"
+        return f"1 (not started by mpiexec; mpi4py {mpi4py.__version__} installed)"
+    with _user_errors(ImportError, prefix="mpiexec: "):
+        return distributed.init_process_group("mpi").describe()
 
 
 # =================================================================== eval and bench (loaded on use)
@@ -415,20 +460,37 @@ def bench_command(args: argparse.Namespace) -> int:
 
 
 # ===================================================================== entry point
+# the commands that run as several ranks under mpiexec (info reports them)
+PARALLEL_COMMANDS = ("train", "pretrain", "info")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (2: a user error, reported in one line)."""
+    from . import distributed
+
     prog = "fastnet"
+    rank, ranks = distributed.launched_rank(), distributed.launched_ranks() or 1
+    if rank != 0:  # under mpiexec rank 0 alone reports; errors still reach stderr
+        sys.stdout = open(os.devnull, "w")  # for the life of the process
     try:
         args = build_parser().parse_args(argv)
         prog = f"fastnet {args.command}"
+        if ranks > 1 and args.command not in PARALLEL_COMMANDS:
+            raise UsageError("runs in one process; under mpiexec, run train, pretrain or info")
         if args.threads is not None:
             from .backend import set_num_threads
 
             set_num_threads(args.threads)
-        return _COMMANDS[args.command](args)
+        code = _COMMANDS[args.command](args)
     except UsageError as error:
-        print(f"{error.prog or prog}: error: {error}", file=sys.stderr)
-        return 2
+        joined = distributed.is_initialized() and distributed.get_world_size() > 1
+        if rank == 0 or joined:  # before joining, every rank meets the same error
+            where = f"[rank {rank} of {ranks}] " if joined else ""
+            print(f"{where}{error.prog or prog}: error: {error}", file=sys.stderr)
+        code = 2
+    if code and distributed.is_initialized() and distributed.get_world_size() > 1:
+        distributed.get_communicator().abort(code)  # the other ranks may wait in a collective
+    return code
 
 
 if __name__ == "__main__":

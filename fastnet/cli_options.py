@@ -42,7 +42,12 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "checkpoint_every": 0,
     "seed": 0,
     "labels_per_class": 0,
+    "sync_batchnorm": False,
 }
+
+SYNC_BATCHNORM_HELP = (
+    "under mpiexec: batch statistics over every rank's images (SyncBatchNorm), not each rank's own"
+)
 
 
 def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -177,6 +182,7 @@ def _add_train_arguments(train: argparse.ArgumentParser) -> None:
     option("--checkpoint-every", "also keep checkpoint_epochN.safetensors every N epochs", int)
     option("--seed", "random seed (data order, initialisation, dropout)", int)
     option("--labels-per-class", "train on this many images of each class (0: the whole set)", int)
+    option("--sync-batchnorm", SYNC_BATCHNORM_HELP, action="store_true")
     train.add_argument(
         "--resume",
         default=None,
@@ -333,6 +339,7 @@ def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=_setting("seed", int), default=0, help="random seed (init, order, views)"
     )
+    parser.add_argument("--sync-batchnorm", action="store_true", help=SYNC_BATCHNORM_HELP)
     parser.add_argument(
         "--out",
         default=None,

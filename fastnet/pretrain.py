@@ -1,10 +1,8 @@
 """Self-supervised pretraining: learn an encoder (a classifier without its last layer, or its
 ``features``: :func:`pretrained_part`) from images alone.
 
-* :class:`SimCLR` (Chen et al. 2020): two random views of each image (:class:`ViewAugment`),
-  both encoded in one batch, a projection head (Linear → BatchNorm1d → ReLU → Linear, the
-  head of the paper's CIFAR experiments and SimCLR v2), and the NT-Xent loss over the 2N
-  projections (:func:`fastnet.functional.nt_xent_loss`).
+* :class:`SimCLR` (Chen et al. 2020; :mod:`fastnet.pretrain_contrastive`): two random views of
+  each image, a projection head, and the NT-Xent loss over the 2N projections.
 * Reconstruction methods (``mae`` for the ViT, ``denoise`` for the CNNs) come from
   :mod:`fastnet.pretrain_reconstruction`; :func:`pretrain` picks one by name.
 * The monitors (:mod:`fastnet.pretrain_monitors`): each epoch, the weighted kNN accuracy of
@@ -26,6 +24,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 import time
@@ -36,16 +35,16 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import functional as F
-from . import models, nn, optim
+from . import distributed, models, nn, optim
 from . import random as fn_random
 from .backend import Device, get_device
 from .checkpoint import save_checkpoint
+from .pretrain_contrastive import SimCLR
 from .pretrain_monitors import encode, knn_accuracy, linear_probe, unit_pixels, warmup_cosine
 from .run_config import NORMALIZATION, model_kwargs
 from .run_folder import RunFolder, _write_json
-from .tensor import Tensor, cat
-from .train import REFRESH_SECONDS, _show, _StepReadout
+from .tensor import Tensor
+from .train import REFRESH_SECONDS, _quiet, _show, _StepReadout
 
 __all__ = [
     "METHODS",
@@ -79,54 +78,6 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 WARMUP_FRACTION = 0.1  # of all steps, at least one step
-
-
-# ===================================================================== SimCLR
-class SimCLR(nn.Module):
-    """SimCLR: ``encoder`` (images → features, flattened to ``feature_dim``), a projection head
-    Linear(feature_dim, hidden) → BatchNorm1d → ReLU → Linear(hidden, projection_dim), and
-    :meth:`loss`. ``hidden`` defaults to min(feature_dim, 512) (the paper's head is as wide as
-    the features, 2048); ``augment`` (a :class:`~fastnet.data.ViewAugment`, which takes
-    normalised images, as the loaders give them) to ViewAugment's defaults for the images'
-    size and channels."""
-
-    def __init__(
-        self,
-        encoder: nn.Module,
-        feature_dim: int,
-        projection_dim: int = 64,
-        hidden: int | None = None,
-        *,
-        temperature: float = 0.5,
-        augment: Any = None,
-    ) -> None:
-        super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"SimCLR: temperature must be positive, got {temperature}")
-        hidden = hidden or min(feature_dim, 512)
-        self.encoder = encoder
-        self.projection = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(feature_dim, hidden),
-            nn.BatchNorm1d(hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, projection_dim),
-        )
-        self.temperature, self.augment = float(temperature), augment
-
-    def forward(self, images: Tensor) -> Tensor:
-        """The projections (B, projection_dim) of already augmented, normalised images."""
-        return self.projection(self.encoder(images))
-
-    def loss(self, images: Tensor, rng: np.random.Generator) -> Tensor:
-        """NT-Xent of two random views of each of the normalised (B, C, H, W) ``images``, both
-        views encoded in one batch of 2B (rows i and i + B: the views of image i)."""
-        if self.augment is None:
-            from .data import ViewAugment
-
-            self.augment = ViewAugment(images.shape[-1], images.shape[1])
-        first, second = self.augment.two_views(images, rng)
-        return F.nt_xent_loss(self(cat([first, second], dim=0)), self.temperature)
 
 
 ENCODERS = ("trunk", "features")
@@ -227,18 +178,26 @@ def _pretrain_epoch(
     epochs: int,
     progress: bool,
     on_step: Callable[[int, float, float], None],
+    parallel: nn.DistributedDataParallel | None = None,
 ) -> dict[str, float]:
     """One pass over the stored ``images`` (a device array) in a seeded order, ``model.loss`` of
     each batch as ``prepare`` makes it the model's input; the last partial batch is dropped
     (every step contrasts the same number of images). Losses stay on the device until a
     progress refresh (see fastnet.train): a NaN or infinite loss skips its update on the device
-    and raises NonFiniteLossError at the read."""
+    and raises NonFiniteLossError at the read.
+
+    With ``parallel`` (the model's DistributedDataParallel over R ranks) ``batch_size`` is the
+    global batch: every rank draws the same order and takes its 1/R of each step's images (the
+    r-th part), its views from its own generator, and the loss shown is the ranks' mean."""
     xp = device.xp
+    group = parallel.communicator if parallel is not None else distributed.SingleProcess()
     size = min(batch_size, len(images))
     steps = len(images) // size
+    share = size // group.size
     order = np.random.default_rng([seed, epoch]).permutation(len(images))[: steps * size]
     order = device.upload(order)
-    views = np.random.default_rng([seed, epoch, 1])  # the augmentations' draws
+    rank = [group.rank] if group.size > 1 else []  # one process keeps its draws
+    views = np.random.default_rng([seed, epoch, 1, *rank])  # the augmentations' draws
     readout = _StepReadout(device, epoch, on_step)
     bad = xp.zeros(1, dtype=bool)  # this or an earlier step's loss was not finite
     nothing_counted = xp.zeros((), np.int64)  # the readout's correct-prediction column
@@ -256,15 +215,21 @@ def _pretrain_epoch(
     )
     try:
         for step in bar:
-            rows = order[step * size : (step + 1) * size]
-            batch = Tensor(prepare(images[rows]), device=device)
+            first = step * size + group.rank * share
+            batch = Tensor(prepare(images[order[first : first + share]]), device=device)
+            if parallel is not None:  # the forward is model.loss, not the wrapper's
+                parallel.sync_buffers()
             loss = model.loss(batch, views)
             value = loss.data.reshape(())
             lr = float(optimizer.param_groups[0]["lr"])
-            readout.add(value, nothing_counted, size, lr)
-            bad = bad | ~xp.isfinite(value)
+            if group.size > 1:  # every rank's loss, sent during backward
+                stats = group.iallreduce(value.astype(np.float64).reshape(1), "mean")
             optimizer.zero_grad()
             loss.backward()
+            if group.size > 1:
+                value = stats.wait()[0]
+            readout.add(value, nothing_counted, size, lr)
+            bad = bad | ~xp.isfinite(value)
             optimizer.step(skip_if=bad)
             scheduler.step()
             if time.perf_counter() - readout.last_read >= REFRESH_SECONDS:
@@ -435,6 +400,7 @@ def pretrain(
     monitor_size: int = 5000,
     probe_size: int = 0,
     probe_epochs: int = 10,
+    sync_batchnorm: bool = False,
 ) -> dict[str, Any]:
     """Pretrain model ``model_name`` (its :func:`pretrained_part`) by ``method`` on
     ``train_set``'s images.
@@ -449,7 +415,12 @@ def pretrain(
     linear probe trained ``probe_epochs`` epochs on ``probe_size`` (0: all) labelled images.
     Returns the encoder, the pretraining module, the history and the config; with ``out``,
     writes the files listed in the module docstring. Raises ValueError for an unknown method or
-    a method that cannot pretrain the model, NonFiniteLossError when the loss becomes NaN."""
+    a method that cannot pretrain the model, NonFiniteLossError when the loss becomes NaN.
+
+    Under ``mpiexec -n R`` the ranks pretrain one model (DistributedDataParallel; SimCLR
+    contrasts the global batch, gathered from every rank; ``sync_batchnorm``: batch statistics
+    of the global batch too); ``batch_size`` is the global batch. Rank 0 alone runs the
+    monitors, writes the files and logs; the other ranks return after the last epoch."""
     check_method(method, model_name, encoder)
     settings = dict(METHOD_DEFAULTS[method])
     given = {
@@ -460,6 +431,15 @@ def pretrain(
         "encoder": encoder,
     }
     settings.update({key: value for key, value in given.items() if value is not None})
+    group = distributed.init_process_group(device=device)
+    if settings["batch_size"] % group.size:
+        raise ValueError(
+            f"batch_size {settings['batch_size']} is the global batch: it must divide evenly "
+            f"over the {group.size} ranks"
+        )
+    main = group.rank == 0
+    if not main:
+        log, progress = _quiet, False
     device = get_device(device)
     images = train_set.images  # the training loop's only view of train_set: never its labels
     model_config = model_config or model_kwargs(model_name, images)
@@ -469,6 +449,9 @@ def pretrain(
     prepare = _input_preparation(dataset, device)
     model = _build(method, encoder, images, dataset, prepare, device, settings["temperature"])
     model.to(device)
+    if sync_batchnorm:  # in place: the encoder and the classifier holding it see it too
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    parallel = nn.DistributedDataParallel(model, group) if group.size > 1 else None
     optimizer = optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=weight_decay)
     steps = len(images) // min(settings["batch_size"], len(images))
     scheduler = _scheduler(optimizer, settings["epochs"] * steps)
@@ -476,12 +459,14 @@ def pretrain(
         "model": model_name,
         "kwargs": model_config,
         "pretrain": {"method": method, "dataset": dataset, "seed": seed, **settings},
+        "ranks": group.size,
+        "sync_batchnorm": sync_batchnorm,
     }
     labelled = train_set if labelled is None else labelled
     monitor = _KnnMonitor(labelled, test_set, monitor_size, seed, device, prepare)
-    initial_knn = monitor(encoder)
+    initial_knn = monitor(encoder) if main else math.nan
     log(f"kNN accuracy before pretraining: {100 * initial_knn:.2f}%")
-    folder = Path(out) if out is not None else None
+    folder = Path(out) if out is not None and main else None
     files = RunFolder(folder, config) if folder is not None else None
     history: dict[str, list] = {}
     stored = device.upload(images)
@@ -506,8 +491,11 @@ def pretrain(
                 epochs=settings["epochs"],
                 progress=progress,
                 on_step=on_step,
+                parallel=parallel,
             )
-            record = {"epoch": epoch, **trained, "knn_acc": monitor(encoder)}
+            if parallel is not None:  # rank 0's running statistics, as the encoder file keeps
+                parallel.sync_buffers()
+            record = {"epoch": epoch, **trained, "knn_acc": monitor(encoder) if main else math.nan}
             record["elapsed"] = time.perf_counter() - start
             for key, value in record.items():
                 history.setdefault(key, []).append(value)
@@ -521,7 +509,8 @@ def pretrain(
     finally:
         if files is not None:
             files.close()
-
+    if not main:
+        return {"encoder": encoder, "model": model, "history": history, "config": config}
     probe_rows = _sample(len(labelled.images), probe_size, [seed, 4])
     probe = linear_probe(
         encode(encoder, labelled.images[probe_rows], device, prepare),

@@ -127,7 +127,7 @@ def _cast(value: Any, dtype: np.dtype, device: Device) -> Tensor:
     return Tensor._wrap(device.constant(value, dtype), device)
 
 
-class Tensor(Reductions, Shaping, Selection, Pointwise):
+class Tensor(Reductions, Shaping, Selection, Pointwise, autograd.LeafHooks):
     """An n-dimensional array on a device, with reverse-mode autograd."""
 
     __slots__ = (

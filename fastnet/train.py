@@ -33,10 +33,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import distributed
 from . import functional as F
 from . import random as fn_random
 from .backend import Device, get_device
 from .checkpoint import load, save, save_checkpoint
+from .nn.parallel import DistributedDataParallel
 from .optim import Optimizer
 from .run_config import (  # noqa: F401 - fastnet.train.<name> for the CLI and the tests
     DATASETS,
@@ -109,8 +111,13 @@ def evaluate(
     """Mean loss and accuracy of ``model`` over ``loader`` in eval mode (no graph recorded).
 
     Losses and counts stay on the device until the end: one transfer reads them all, and one
-    more the predictions and labels when ``return_predictions``."""
+    more the predictions and labels when ``return_predictions``. A loader whose sampler shards
+    the set over several ranks (``DistributedSampler``) gives the numbers of the whole set, the
+    same on every rank (every rank must call this, as it is a collective)."""
     device = get_device(device)
+    sharded = getattr(getattr(loader, "sampler", None), "num_replicas", 1) > 1
+    if sharded and return_predictions:
+        raise ValueError("return_predictions needs the whole set: evaluate it on one rank")
     was_training = model.training
     model.eval()
     losses, right, predictions, labels = [], [], [], []
@@ -131,9 +138,14 @@ def evaluate(
     total_loss = 0.0
     for loss in losses:  # in order, as the host always summed them (the CPU's numbers stay)
         total_loss += loss
+    correct = int(sum(right))
+    if sharded:  # this rank saw its shard: the numbers of the whole set are the ranks' sums
+        totals = np.array([total_loss, correct, count], np.float64)
+        total_loss, correct, count = distributed.get_communicator().control.allreduce(totals)
+        correct, count = int(correct), int(count)
     result: dict[str, Any] = {
         "loss": total_loss / max(count, 1),
-        "accuracy": int(sum(right)) / max(count, 1),
+        "accuracy": correct / max(count, 1),
         "count": count,
     }
     if return_predictions:
@@ -208,6 +220,8 @@ def train_epoch(
     device = get_device(device)
     xp = device.xp
     model.train()
+    parallel = isinstance(model, DistributedDataParallel) and model.communicator.size > 1
+    ranks = model.communicator if parallel else None
     skips_on_device = isinstance(optimizer, Optimizer)
     readout = _StepReadout(device, epoch, on_step)
     bad = xp.zeros(1, dtype=bool)  # this or an earlier step's loss was not finite
@@ -233,14 +247,26 @@ def train_epoch(
             logits = model(x)
             loss = loss_fn(logits, y)
             value = loss.data.reshape(())
+            right, size = _correct(logits.data.argmax(axis=1), y), len(y)
             lr = float(optimizer.param_groups[0]["lr"])
-            readout.add(value, _correct(logits.data.argmax(axis=1), y), len(y), lr)
-            if skips_on_device:
-                bad = bad | ~xp.isfinite(value)
+            if ranks is not None:  # the step's numbers over every rank, sent during backward
+                stats = ranks.iallreduce(xp.stack([value, right]).astype(np.float64), "sum")
             else:
-                readout.read()  # raises before a NaN reaches this optimizer's weights
+                readout.add(value, right, size, lr)
+                if skips_on_device:
+                    bad = bad | ~xp.isfinite(value)
+                else:
+                    readout.read()  # raises before a NaN reaches this optimizer's weights
             optimizer.zero_grad()
             loss.backward()
+            if ranks is not None:  # equal shards: the global mean loss is the ranks' mean
+                total = stats.wait()
+                value, right, size = total[0] / ranks.size, total[1], size * ranks.size
+                readout.add(value, right, size, lr)
+                if skips_on_device:  # any rank's non-finite loss skips the update on all
+                    bad = bad | ~xp.isfinite(value)
+                else:
+                    readout.read()
             optimizer.step(**({"skip_if": bad} if skips_on_device else {}))
             if scheduler is not None:
                 scheduler.step()
@@ -312,12 +338,14 @@ def fit(
     if keep_best and val_loader is None:
         raise ValueError("keep_best needs a validation set (val_loader)")
     folder = Path(out) if out is not None else None
+    # Under DistributedDataParallel every rank trains and evaluates; rank 0 alone writes files.
+    parallel = model if isinstance(model, DistributedDataParallel) else None
+    bare = parallel.module if parallel is not None else model  # what checkpoints hold
+    writes = folder is not None and (parallel is None or parallel.communicator.rank == 0)
     batches = len(train_loader) if hasattr(train_loader, "__len__") else 0
     global_step = start_epoch * batches
     run_start = time.perf_counter() - (history["elapsed"][-1] if history.get("elapsed") else 0.0)
-    files = (
-        RunFolder(folder, config or {}, start_epoch, global_step) if folder is not None else None
-    )
+    files = RunFolder(folder, config or {}, start_epoch, global_step) if writes else None
     best_state: tuple[int, dict] | None = None
     try:
         for epoch in range(start_epoch + 1, epochs + 1):
@@ -356,6 +384,8 @@ def fit(
                 f"acc {100 * train['accuracy']:.2f}% "
                 f"| {train['seconds']:.1f}s, {train['images_per_second']:.0f} img/s"
             )
+            if parallel is not None:  # rank 0's running statistics, as the checkpoint keeps
+                parallel.sync_buffers()
             for split, loader in (("val", val_loader), ("test", test_loader)):
                 if loader is not None:
                     result = evaluate(model, loader, device, loss_fn)
@@ -373,17 +403,17 @@ def fit(
                 history.setdefault(key, []).append(value)
             log(line)
             if improved:
-                best_state = (epoch, model.state_dict())  # copies on the host
-                if folder is not None:
+                best_state = (epoch, bare.state_dict())  # copies on the host
+                if writes:
                     save(best_state[1], folder / "best.safetensors")
-            if folder is not None:
+            if writes:
                 paths = [folder / "checkpoint.safetensors"]
                 if checkpoint_every and epoch % checkpoint_every == 0:
                     paths.append(folder / f"checkpoint_epoch{epoch}.safetensors")
                 for path in paths:
                     save_checkpoint(
                         path,
-                        model,
+                        bare,
                         optimizer,
                         scheduler,
                         epoch=epoch,
@@ -404,7 +434,7 @@ def fit(
         if files is not None:
             files.close()
     if keep_best and history.get("val_acc"):
-        _restore_best(model, history, best_state, folder, log)
+        _restore_best(bare, history, best_state, folder, log)
     return history
 
 
@@ -446,11 +476,19 @@ def run(
     ``out`` (see :func:`fit`). With ``resume`` (a checkpoint path) the model, optimizer, RNG state
     and data order continue where that run stopped, with the config :func:`resumed_config` gives
     (``epochs`` None: the run's planned epochs); on the CPU the result equals an uninterrupted
-    run bit for bit. Raises ValueError for a setting out of range."""
-    from . import models
-    from .checkpoint import load_checkpoint
-    from .data import DataLoader, DeviceDataLoader
+    run bit for bit. Raises ValueError for a setting out of range.
 
+    Under ``mpiexec -n R`` (:mod:`fastnet.distributed`) R ranks train one model: ``batch_size``
+    is the global batch, each rank takes 1/R of it from its shard (``DistributedSampler``), the
+    model is wrapped in ``DistributedDataParallel`` (returned bare), the metrics are those of
+    every rank together; rank 0 alone writes files and logs."""
+    from . import models, nn
+    from .checkpoint import load_checkpoint
+    from .data import DataLoader, DeviceDataLoader, DistributedSampler
+
+    group = distributed.init_process_group(device=device)
+    if group.rank != 0:
+        log, progress = _quiet, False
     device = get_device(device)
     if device.name == "cpu":
         loader = DataLoader
@@ -462,8 +500,17 @@ def run(
     else:
         config = dict(config, epochs=epochs)
     validate_config(config)
+    if config["batch_size"] % group.size:
+        raise ValueError(
+            f"batch_size {config['batch_size']} is the global batch: it must divide evenly "
+            f"over the {group.size} ranks"
+        )
+    if saved is not None and config.get("ranks", 1) != group.size:  # same global batches
+        log(f"note: resuming a {config.get('ranks', 1)}-rank run on {group.size}: not bit-exact")
+    config["ranks"] = group.size
     if config.get("seed") is None:  # a resumed run needs the seed that ordered its data
-        config["seed"] = int(np.random.default_rng().integers(2**31))
+        seed = np.array([np.random.default_rng().integers(2**31)], np.int64)
+        config["seed"] = int(group.control.broadcast(seed)[0])  # one seed for every rank
     fn_random.manual_seed(config["seed"])
     train_set, test_set = (
         datasets if datasets is not None else build_datasets(config["dataset"], data_dir)
@@ -473,8 +520,21 @@ def run(
 
         train_set = subset(train_set, config["labels_per_class"], seed=config["seed"])
     config.setdefault("kwargs", model_kwargs(config["model"], train_set.images))
-    model = models.create(config["model"], **config["kwargs"]).to(device)
+    bare = models.create(config["model"], **config["kwargs"]).to(device)
+    if config.get("sync_batchnorm"):
+        bare = nn.SyncBatchNorm.convert_sync_batchnorm(bare)
+    model = DistributedDataParallel(bare, group) if group.size > 1 else bare
     optimizer = build_optimizer(config, model.parameters())
+
+    def shard(dataset: Any, evaluation: bool) -> dict[str, Any]:
+        """The loader arguments that give this rank its shard (none for one process)."""
+        if group.size == 1:
+            return {"shuffle": not evaluation}
+        sampler = DistributedSampler(
+            dataset, shuffle=not evaluation, seed=config["seed"], pad=not evaluation
+        )
+        return {"sampler": sampler}
+
     val_loader = None
     if config.get("val_fraction"):
         from .data import random_split
@@ -483,15 +543,19 @@ def run(
         train_set, val_set = random_split(
             train_set, [len(train_set) - holdout, holdout], seed=config["seed"]
         )
-        val_loader = loader(val_set, batch_size=512, transform=eval_transform(config))
+        val_loader = loader(
+            val_set, batch_size=512, transform=eval_transform(config), **shard(val_set, True)
+        )
     train_loader = loader(
         train_set,
-        batch_size=config["batch_size"],
-        shuffle=True,
+        batch_size=config["batch_size"] // group.size,
         seed=config["seed"],
         transform=train_transform(config),
+        **shard(train_set, False),
     )
-    test_loader = loader(test_set, batch_size=512, transform=eval_transform(config))
+    test_loader = loader(
+        test_set, batch_size=512, transform=eval_transform(config), **shard(test_set, True)
+    )
     scheduler = build_scheduler(config, optimizer, config["epochs"], len(train_loader))
     smoothing = config.get("label_smoothing", 0.0)
     loss_fn = (
@@ -501,7 +565,7 @@ def run(
     )
     start_epoch, history = 0, {}
     if saved is not None:
-        model.load_state_dict(saved["model"])
+        bare.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None and saved["scheduler"] is not None:
             scheduler.load_state_dict(saved["scheduler"])
@@ -529,4 +593,8 @@ def run(
         progress=progress,
         log=log,
     )
-    return {"model": model, "optimizer": optimizer, "history": history, "config": config}
+    return {"model": bare, "optimizer": optimizer, "history": history, "config": config}
+
+
+def _quiet(line: str) -> None:
+    """The log of every rank but 0."""

@@ -2,8 +2,9 @@
 # The GPU path proved on hardware in one command (issue 16), under 8 minutes on one H100: sets up
 # the environment with the dev and cuda extras, then runs `python -m fastnet.bench.gpu_check`: the
 # CUDA tests on the device, the MNIST CNN trained on the GPU (accuracy per epoch, images/s, seconds
-# to 99%), every kernel against the device's ceilings and the tiled matmul against cuBLAS, and the
-# launch cost; one JSON report (default runs/gpu_check.json) and a short summary.
+# to 99%), every kernel against the device's ceilings and the tiled matmul against cuBLAS, the
+# launch cost, and the NCCL backend of fastnet.distributed on one rank (under MPI, without
+# mpiexec); one JSON report (default runs/gpu_check.json) and a short summary.
 #
 # Usage: bash scripts/gpu_check.sh [--simulate] [--out PATH] [--python PY] [--budget SECONDS]
 #                                  [--only STAGES] [--epochs N] [--batch-size N] [--data-dir DIR]

@@ -44,6 +44,7 @@ def test_simulated_run_of_the_fast_stages_writes_the_report(tmp_path):
         "train": "skipped",
         "bench": "skipped",
         "launch": "ok",
+        "nccl": "skipped",
     }
     assert report["device"]["simulated"] and report["versions"]["numba_cuda"]
     launch = report["stages"]["launch"]

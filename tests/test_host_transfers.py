@@ -97,8 +97,10 @@ def test_no_device_copy_outside_the_transfer_function():
         if "to_numpy(" in source.replace("def to_numpy(", ""):
             to_numpy_users.add(name)
         for number in _uncounted_copies(ast.parse(source)):
-            # the one CuPy get() is Device.to_host's; the data loader's get() is a queue's
-            if name != "backend/__init__.py" and "ready.get()" not in lines[number - 1]:
+            # the one CuPy get() is Device.to_host's; the data loader's get() is a queue's; the
+            # GPU check's NCCL stage runs no training step and reads each result on purpose
+            exempt = name in ("backend/__init__.py", "bench/gpu_nccl.py")
+            if not exempt and "ready.get()" not in lines[number - 1]:
                 offending.append(f"{name}:{number}: {lines[number - 1].strip()}")
     assert not offending, "device-to-host copies that bypass Device.to_host:\n" + "\n".join(
         offending

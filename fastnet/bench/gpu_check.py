@@ -2,10 +2,10 @@
 
     python -m fastnet.bench.gpu_check [--simulate] [--out runs/gpu_check.json] [--budget S]
 
-(``scripts/gpu_check.sh`` sets up the environment first, then runs this.) Five stages, each in a
+(``scripts/gpu_check.sh`` sets up the environment first, then runs this.) Six stages, each in a
 process of its own under a time limit (:mod:`fastnet.bench.gpu_stages` says what each does):
-``environment``, ``tests``, ``train``, ``bench``, ``launch``. A stage that fails, raises or
-overruns is recorded with its error (and whatever it had measured) and the next one runs; the
+``environment``, ``tests``, ``train``, ``bench``, ``launch``, ``nccl``. A stage that fails, raises
+or overruns is recorded with its error (and whatever it had measured) and the next one runs; the
 report is rewritten at every stage's start and end and whenever a running stage saves progress,
 so a run killed from outside still leaves what it had. Stage limits fit within ``--budget``
 (default 450 s on a GPU: the whole run stays under 8 minutes on one H100).
@@ -38,9 +38,9 @@ from .gpu_stages import STAGES
 
 SCHEMA = "fastnet-gpu-check/1"
 STAGE_LIMITS_S = {  # each stage's own limit; the run's --budget caps them all
-    False: {"environment": 30, "tests": 150, "train": 120, "bench": 150, "launch": 60},
+    False: {"environment": 30, "tests": 150, "train": 120, "bench": 150, "launch": 60, "nccl": 45},
     # simulated: generous, for a busy CI machine (the whole run takes ~1.5 minutes on 2 idle cores)
-    True: {"environment": 60, "tests": 120, "train": 120, "bench": 180, "launch": 120},
+    True: {"environment": 60, "tests": 120, "train": 120, "bench": 180, "launch": 120, "nccl": 60},
 }
 DEFAULT_BUDGET_S = {False: 450.0, True: 600.0}
 RESERVE_S = 30.0  # kept back for each stage still to come, so a slow stage cannot starve them
@@ -275,6 +275,9 @@ def _stage_line(name: str, stage: dict) -> str:
             f"a training step"
             + (f" ({every['count']} kernels in all)" if every.get("count") else "")
         )
+    if name == "nccl" and "checks" in stage:
+        good = sum(check["ok"] for check in stage["checks"])
+        return head + f"{stage['communicator']}; {good} of {len(stage['checks'])} checks passed"
     return head.rstrip()
 
 

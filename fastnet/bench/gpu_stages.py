@@ -14,6 +14,8 @@ its own with ``NUMBA_ENABLE_CUDASIM`` set for it: 1 under ``--simulate``, 0 on a
   a matmul's launch with three CuPy arrays), the launches of one MNIST CNN training step
   (``launches.count``) and, where PyTorch with CUDA is importable, every kernel the GPU ran in
   that step, CuPy's included (CUPTI through ``torch.profiler``).
+* ``nccl``: the NCCL backend of ``fastnet.distributed`` on one rank, checked against NumPy
+  (:mod:`fastnet.bench.gpu_nccl`; under ``--simulate``, on the tests' stand-ins).
 
 Under ``--simulate`` the same code runs in Numba's CUDA simulator at tiny sizes (a one-block
 matmul, a linear classifier of 8×8 crops instead of the CNN, whose ~30 blocks of 256 threads take
@@ -50,6 +52,7 @@ from ..kernels import _cuda
 from ..kernels._contract import FLOAT32_BYTES, OURS, Case, CaseInfo, Implementation
 from .cases import case_specs
 from .command import machine
+from .gpu_nccl import nccl
 from .harness import (
     Timing,
     build_and_verify,
@@ -580,4 +583,5 @@ STAGES: dict[str, Callable[[argparse.Namespace, Record], str]] = {
     "train": train,
     "bench": bench,
     "launch": launch,
+    "nccl": nccl,
 }

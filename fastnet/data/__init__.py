@@ -43,6 +43,7 @@ from .images import IMG_EXTENSIONS, ImageFolder, decode_image
 from .loader import DataLoader, batch_indices, collate, collate_items
 from .mnist import MNIST, FashionMNIST
 from .pypi_mnist import fetch_mnist_from_pypi
+from .sampler import DistributedSampler
 from .transforms import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -72,6 +73,7 @@ __all__ = [
     "DataLoader",
     "DatasetNotFoundError",
     "DeviceDataLoader",
+    "DistributedSampler",
     "DownloadError",
     "EpochDraws",
     "FASHION_MNIST_MEAN",

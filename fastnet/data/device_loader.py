@@ -49,7 +49,7 @@ import numpy as np
 
 from ._random import draw_seed
 from .dataset import ArrayDataset, Transform
-from .loader import _check_batch_size, batch_indices
+from .loader import _check_batch_size, check_sampler, epoch_plan, loader_length
 from .transforms import Compose, Normalize, RandomCrop, RandomHorizontalFlip
 
 SUPPORTED_TRANSFORMS = (RandomCrop, RandomHorizontalFlip, Normalize)
@@ -182,6 +182,7 @@ class DeviceDataLoader:
         seed: int | None = None,
         transform: Transform | None = None,
         device: Any = "cuda",
+        sampler: Any = None,
     ) -> None:
         from fastnet.backend import get_device  # here: the data layer imports without a backend
 
@@ -193,6 +194,7 @@ class DeviceDataLoader:
                 f"DeviceDataLoader needs a whole-array dataset (ArrayDataset, MNIST, CIFAR10, "
                 f"...), got {type(dataset).__name__}; DataLoader takes any map-style dataset"
             )
+        self.sampler = check_sampler(sampler, shuffle)
         self.dataset = dataset
         self.shuffle = shuffle
         self.drop_last = drop_last
@@ -212,15 +214,11 @@ class DeviceDataLoader:
         self._mean, self._std = mean_std[0], mean_std[1]
 
     def __len__(self) -> int:
-        count = len(self.dataset)
-        return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
+        return loader_length(self)
 
     def draws(self, epoch: int | None = None) -> EpochDraws:
         """The random choices of `epoch` (default: the next one, `self.epoch`), on the host."""
-        rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch])
-        batches = batch_indices(
-            len(self.dataset), self.batch_size, self.shuffle, self.drop_last, rng
-        )
+        batches, rng = epoch_plan(self, self.epoch if epoch is None else epoch)
         if not batches:
             nothing = np.empty(0, np.int64)
             return EpochDraws(nothing, nothing, nothing, np.empty(0, bool))

@@ -43,6 +43,51 @@ def batch_indices(
     return [order[start : start + batch_size] for start in range(0, stop, batch_size)]
 
 
+def epoch_plan(loader: Any, epoch: int) -> tuple[list[np.ndarray], np.random.Generator]:
+    """Epoch ``epoch`` of a loader (``DataLoader`` or ``DeviceDataLoader``): its batches of item
+    indices, and the generator of its random transforms (drawn batch by batch after that).
+
+    Without a sampler both come from ``default_rng([seed, epoch])``, the permutation first. With
+    one, the indices are the sampler's for the epoch (``set_epoch`` first), and the transforms
+    draw from ``default_rng([seed, epoch, rank])`` (the sampler's rank), so that ranks crop and
+    flip their shards independently."""
+    sampler = loader.sampler
+    if sampler is None:
+        rng = np.random.default_rng([loader.seed, epoch])
+        count = len(loader.dataset)
+        return batch_indices(count, loader.batch_size, loader.shuffle, loader.drop_last, rng), rng
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    order = np.fromiter(iter(sampler), dtype=np.int64)
+    rng = np.random.default_rng([loader.seed, epoch, getattr(sampler, "rank", 0)])
+    size = loader.batch_size
+    stop = len(order) - len(order) % size if loader.drop_last else len(order)
+    return [order[start : start + size] for start in range(0, stop, size)], rng
+
+
+def check_sampler(sampler: Any, shuffle: bool) -> Any:
+    """``sampler`` if a loader can take it (None, or iterable with a length); as PyTorch, a
+    sampler and ``shuffle=True`` exclude each other."""
+    if sampler is None:
+        return None
+    if shuffle:
+        raise ValueError(
+            "sampler and shuffle=True exclude each other: the sampler orders the items"
+        )
+    if not (hasattr(sampler, "__iter__") and hasattr(sampler, "__len__")):
+        raise TypeError(
+            f"sampler must be iterable with a length (e.g. DistributedSampler), got "
+            f"{type(sampler).__name__}"
+        )
+    return sampler
+
+
+def loader_length(loader: Any) -> int:
+    """Batches per epoch of a loader (its dataset or sampler, batch_size and drop_last)."""
+    count = len(loader.dataset) if loader.sampler is None else len(loader.sampler)
+    return count // loader.batch_size if loader.drop_last else -(-count // loader.batch_size)
+
+
 def collate(
     dataset: ArrayDataset,
     indices: np.ndarray,
@@ -132,7 +177,8 @@ class DataLoader:
     `transform` is a batched transform applied after the dataset's own (to the first field of a
     map-style dataset's batches). `prefetch` is how many batches a background thread prepares
     ahead (0: none, every batch is made in the iterating thread; `True` means 1).
-    `numpy_batches()` gives an epoch as NumPy arrays instead of Tensors.
+    `numpy_batches()` gives an epoch as NumPy arrays instead of Tensors. `sampler` (e.g.
+    `DistributedSampler`) chooses the items of each epoch instead of `shuffle`.
     """
 
     def __init__(
@@ -144,8 +190,10 @@ class DataLoader:
         seed: int | None = None,
         transform: Transform | None = None,
         prefetch: int = 0,
+        sampler: Any = None,
     ) -> None:
         self.batch_size = _check_batch_size(batch_size)
+        self.sampler = check_sampler(sampler, shuffle)
         if seed is not None and seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed}")
         if not isinstance(prefetch, (int, np.integer)):
@@ -162,24 +210,22 @@ class DataLoader:
         self.epoch = 0
 
     def __len__(self) -> int:
-        count = len(self.dataset)
-        return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
+        return loader_length(self)
 
     def numpy_batches(self) -> Iterator[tuple[np.ndarray, ...]]:
         """The next epoch as NumPy batches; advances `epoch` when iteration starts (not when the
         iterator is made: progress bars make iterators they never use)."""
-        rng = np.random.default_rng([self.seed, self.epoch])
+        indices, rng = epoch_plan(self, self.epoch)
         self.epoch += 1
-        batches = self._batches(rng)
+        batches = self._batches(indices, rng)
         if self.prefetch:
             yield from _prefetched(batches, self.prefetch)
         else:
             yield from batches
 
-    def _batches(self, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, ...]]:
-        indices = batch_indices(
-            len(self.dataset), self.batch_size, self.shuffle, self.drop_last, rng
-        )
+    def _batches(
+        self, indices: list[np.ndarray], rng: np.random.Generator
+    ) -> Iterator[tuple[np.ndarray, ...]]:
         for batch in indices:
             if self._whole_arrays:
                 yield collate(self.dataset, batch, self.transform, rng)

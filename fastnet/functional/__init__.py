@@ -24,6 +24,8 @@ composition of Tensor ops), one module per topic:
 * ``distance``: normalize, cosine_similarity, pairwise_distance.
 * ``attention``: scaled_dot_product_attention, attention_weights.
 * ``sparse``: embedding, one_hot.
+* ``sync_batch_norm``: sync_batch_norm (batch norm over every rank's batch).
+* ``collectives``: all_gather (every rank's rows, differentiable).
 * ``regularization``: dropout, dropout1d, dropout2d, dropout3d.
 * ``shape``: flatten, pad (constant, reflect, replicate, circular).
 * ``arguments``: ``Pair`` and ``to_pair``, the int-or-pair arguments the ops and layers take.
@@ -62,6 +64,7 @@ from .activations import (
 )
 from .arguments import Pair
 from .attention import attention_weights, scaled_dot_product_attention
+from .collectives import all_gather
 from .contrastive import nt_xent_loss
 from .conv import conv2d
 from .conv_transpose import conv_transpose2d
@@ -85,6 +88,7 @@ from .regularization import dropout, dropout1d, dropout2d, dropout3d
 from .resample import interpolate
 from .shape import flatten, pad
 from .sparse import embedding, one_hot
+from .sync_batch_norm import sync_batch_norm
 
 __all__ = [
     "Mask",
@@ -159,4 +163,6 @@ __all__ = [
     "dropout3d",
     "flatten",
     "pad",
+    "sync_batch_norm",
+    "all_gather",
 ]

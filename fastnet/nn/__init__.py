@@ -90,6 +90,7 @@ from .normalization import (
     InstanceNorm2d,
     RMSNorm,
 )
+from .parallel import DistributedDataParallel
 from .patches import (
     CircularPad1d,
     CircularPad2d,
@@ -116,6 +117,7 @@ from .pooling import (
     MaxPool1d,
 )
 from .resample import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
+from .sync_batchnorm import SyncBatchNorm
 from .transformer import (
     Embedding,
     LayerNorm,
@@ -126,6 +128,7 @@ from .transformer import (
 )
 
 __all__ = [
+    "DistributedDataParallel",
     "init",
     "functional",
     "Module",
@@ -184,6 +187,7 @@ __all__ = [
     "Unflatten",
     "BatchNorm1d",
     "BatchNorm2d",
+    "SyncBatchNorm",
     "AvgPool2d",
     "AdaptiveAvgPool2d",
     "AdaptiveMaxPool2d",

@@ -100,19 +100,24 @@ class _BatchNorm(Module):
         momentum = self.momentum
         if updating and momentum is None:  # the cumulative average of all batches so far
             momentum = 1.0 / (float(self.num_batches_tracked.item()) + 1.0)
-        out = F.batch_norm(
+        out = self._normalise(x, batch_statistics, momentum if updating else 0.0)
+        if updating:  # counted only once the batch was accepted
+            self.num_batches_tracked.data += 1
+        return out
+
+    def _normalise(self, x: Tensor, batch_statistics: bool, momentum: float) -> Tensor:
+        """The functional op, given the mode and momentum forward() decided (SyncBatchNorm's
+        takes its batch statistics over every rank)."""
+        return F.batch_norm(
             x,
             self.running_mean,
             self.running_var,
             self.weight,
             self.bias,
             training=batch_statistics,
-            momentum=momentum if updating else 0.0,
+            momentum=momentum,
             eps=self.eps,
         )
-        if updating:  # counted only once the batch was accepted
-            self.num_batches_tracked.data += 1
-        return out
 
     def extra_repr(self) -> str:
         return (
