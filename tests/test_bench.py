@@ -265,7 +265,7 @@ def test_the_benchmark_suite_times_every_case_of_every_implementation():
             sys.executable,
             "-m",
             "pytest",
-            "benchmarks",
+            "benchmarks/test_bench_cases.py",
             "--quick",
             "--collect-only",
             "-q",

@@ -80,10 +80,10 @@ def launched_rank() -> int:
 def _choose_backend(device: Any) -> str:
     if launched_ranks() is None:
         return "single"
+    from ..kernels._cuda import simulating
+
     name = getattr(device, "name", device)
-    if name == "cuda" and os.environ.get("NUMBA_ENABLE_CUDASIM", "0") != "1":
-        return "nccl"
-    return "mpi"
+    return "nccl" if str(name).startswith("cuda") and not simulating() else "mpi"
 
 
 def init_process_group(backend: str | None = None, device: Any = None) -> Communicator:
