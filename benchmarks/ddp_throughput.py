@@ -25,7 +25,9 @@ either check exits non-zero and nothing is reported.
 Printed: the 1-thread ceilings, then per model the medians and the best of all rounds of both
 frameworks at 1 process and 2 ranks, each framework's scaling (2 ranks / 1 process) and fastnet's
 ratio to PyTorch, against the issue's goals (scaling >= 1.8x, fastnet/torch >= 1.0x at 2 ranks),
-and the GFLOP/s of one rank as a fraction of the GEMM ceiling. ``--quick`` proves that every path
+the machine's own ceiling for 2 processes (2 bare fastnet processes side by side, no
+communication, timed in the same 2-rank jobs) and the fraction of it fastnet's DDP keeps, and the
+GFLOP/s of one rank as a fraction of the GEMM ceiling. ``--quick`` proves that every path
 runs (tiny batch, one pair of jobs, two steps a round), not how fast.
 """
 
@@ -39,7 +41,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ddp_worker import DEFAULT_BATCHES, FRAMEWORKS, run_under_mpiexec
+from ddp_worker import ALONE, DEFAULT_BATCHES, FRAMEWORKS, run_under_mpiexec
 
 WORKER = Path(__file__).resolve().parent / "ddp_worker.py"
 RANKS = (1, 2)
@@ -128,6 +130,14 @@ def summarise(samples: dict[int, dict[str, list[float]]], detail: dict, ceilings
             for ranks in RANKS
         },
     }
+    alone = samples[max(RANKS)][ALONE]
+    summary["independent_processes"] = {
+        "samples_per_second": alone,
+        # the machine's own scaling with no communication: R bare processes over one
+        "scaling": statistics.median(alone) / stats["median"]["fastnet"][1],
+        # how much of that ceiling fastnet's data parallelism keeps
+        "ddp_fraction": stats["median"]["fastnet"][2] / statistics.median(alone),
+    }
     if ceilings:
         # one rank's achieved training GFLOP/s (matmuls and convolutions counted) against the
         # 1-thread GEMM ceiling: how far each rank is from what its core can do
@@ -176,6 +186,13 @@ def format_model(name: str, summary: dict, strong: bool) -> str:
         + verdict(summary["scaling"]["fastnet"]["median"], SCALING_GOAL)
         + "; median fastnet/torch at 2 ranks "
         + verdict(summary["fastnet_over_torch"][2]["median"], PEER_GOAL)
+    )
+    alone = summary["independent_processes"]
+    text.append(
+        f"  {max(RANKS)} bare fastnet processes side by side, no communication (the machine's "
+        f"ceiling): median {statistics.median(alone['samples_per_second']):.0f} samples/s, "
+        f"{alone['scaling']:.2f}x one process; fastnet's DDP keeps "
+        f"{100 * alone['ddp_fraction']:.0f}%"
     )
     percent = summary.get("percent_of_gemm_ceiling_per_rank")
     if percent:

@@ -20,6 +20,8 @@ Per model:
    frameworks (a CRC of their bytes, its minimum and maximum over the ranks compared).
 4. Rounds: each framework in turn (the order alternates round by round) runs barrier, N steps,
    barrier; the slowest rank's time counts. Throughput = ranks x per-rank batch x N / seconds.
+   With several ranks a third contestant, ``fastnet_alone``, trains a bare copy of the model on
+   every rank with no communication: the machine's ceiling for that many processes.
 
 Rank 0 writes the JSON that ``ddp_throughput.py`` reads. ``training_flops`` (training FLOPs per
 sample, counted by PyTorch on the mirror) and ``run_under_mpiexec`` also serve
@@ -47,6 +49,9 @@ import numpy as np
 # ``train_models`` (the one its training race reports first).
 DEFAULT_BATCHES = {"mnist_cnn": 64, "transformer": 32}
 FRAMEWORKS = ("fastnet", "torch")
+# With several ranks, each also trains a bare copy of fastnet's model, with no communication at
+# all: what R processes get from this machine side by side, the ceiling of any data parallelism.
+ALONE = "fastnet_alone"
 
 
 def workload(name: str) -> Any:
@@ -186,9 +191,22 @@ def training_steps(
     ]
     first = compare_first_step(model, torch_model, *batches[0])
     fastnet_run, torch_run = model, torch_model
+    steps: dict[str, Callable[[int], None]] = {}
     if size > 1:
         fastnet_run = fnn.DistributedDataParallel(model)
         torch_run = torch.nn.parallel.DistributedDataParallel(torch_model)
+        fastnet.manual_seed(seed)
+        alone = entry.build()
+        alone_optimizer = fastnet.optim.Adam(alone.parameters(), lr=1e-3)
+
+        def alone_step(index: int) -> None:
+            x, y = fastnet_batches[index % len(fastnet_batches)]
+            loss = cross_entropy(alone(x), y)
+            alone_optimizer.zero_grad()
+            loss.backward()
+            alone_optimizer.step()
+
+        steps[ALONE] = alone_step
     optimizer = fastnet.optim.Adam(fastnet_run.parameters(), lr=1e-3)
     torch_optimizer = torch.optim.Adam(torch_run.parameters(), lr=1e-3)
     fastnet_batches = [(Tensor(x), Tensor(y)) for x, y in batches]
@@ -212,7 +230,7 @@ def training_steps(
         "fastnet": lambda: checksum(host_copy(p.data) for p in model.parameters()),
         "torch": lambda: checksum(host_copy(p) for p in torch_model.parameters()),
     }
-    return {"fastnet": fastnet_step, "torch": torch_step}, checksums, first
+    return {"fastnet": fastnet_step, "torch": torch_step, **steps}, checksums, first
 
 
 def race(communicator: Any, name: str, batch: int, options: argparse.Namespace) -> dict[str, Any]:
@@ -223,8 +241,9 @@ def race(communicator: Any, name: str, batch: int, options: argparse.Namespace) 
     steps, checksums, first = training_steps(entry, batch, rank, size, options.seed)
     refuse_unless_all_agree(communicator, first.problems(), f"{name} batch {batch}: first step")
 
-    step_seconds = np.zeros(len(FRAMEWORKS))
-    for index, framework in enumerate(FRAMEWORKS):  # compiles, allocates; the last step sizes N
+    contestants = list(steps)
+    step_seconds = np.zeros(len(contestants))
+    for index, framework in enumerate(contestants):  # compiles, allocates; the last step sizes N
         for step in range(options.warmup):
             start = time.perf_counter()
             steps[framework](step)
@@ -236,12 +255,12 @@ def race(communicator: Any, name: str, batch: int, options: argparse.Namespace) 
     refuse_unless_all_agree(communicator, differing, f"{name} batch {batch}: after warm-up")
     per_round = {
         framework: options.steps or max(2, round(options.seconds / seconds))
-        for framework, seconds in zip(FRAMEWORKS, step_seconds, strict=True)
+        for framework, seconds in zip(contestants, step_seconds, strict=True)
     }
 
-    samples: dict[str, list[float]] = {framework: [] for framework in FRAMEWORKS}
+    samples: dict[str, list[float]] = {framework: [] for framework in contestants}
     for round_index in range(options.rounds):
-        order = FRAMEWORKS if round_index % 2 == 0 else FRAMEWORKS[::-1]
+        order = contestants if round_index % 2 == 0 else contestants[::-1]
         for framework in order:
             communicator.barrier()
             start = time.perf_counter()

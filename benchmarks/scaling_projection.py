@@ -276,8 +276,10 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _percent(fraction: float) -> str:
-    """Two significant digits: the projections at scale fall far below 1%."""
-    return f"{100 * fraction:.2g}%"
+    """Two significant digits (the projections at scale fall far below 1%), whole percents
+    from 10% up."""
+    percent = 100 * fraction
+    return f"{percent:.0f}%" if percent >= 10 else f"{percent:.2g}%"
 
 
 def _time(seconds: float) -> str:
