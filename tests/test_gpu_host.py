@@ -54,7 +54,10 @@ def test_the_test_command_adds_the_cuda_extra_on_a_gpu_host_only(tmp_path, nvidi
         check=True,
     )
     extras = "dev,cuda" if gpu_host else "dev"
-    assert result.stdout.splitlines() == [f"setup {extras}", "python -m pytest -q -k conv"]
+    assert result.stdout.splitlines() == [
+        f"setup {extras}",
+        "python -m pytest --numprocesses auto --maxprocesses 4 -q -k conv",
+    ]
 
 
 @pytest.mark.parametrize(
