@@ -4,6 +4,9 @@ in test_ddp_ranks.py hold against one process (``python ddp_ranks.py SCENARIO OU
 * ``steps OUT``: 5 steps of SGD with momentum and 5 of Adam on a small CNN, every rank with 32
   items per step from its DistributedSampler shard; each rank writes its parameters to
   ``OUT/<optimizer>-rank<r>.npz``.
+* ``devices OUT``: 2 Adam steps of a tiny MLP (the simulator runs CUDA kernels slowly) with
+  batches of 4 a rank, on the cpu and on the cuda device (batches from the DeviceDataLoader):
+  ``OUT/<device>-rank<r>.npz``.
 * ``accumulate OUT``: one step's gradients made of two ``no_sync`` half-batches of 16 and a
   synchronising backward of nothing more: ``OUT/grads-rank<r>.npz``.
 * ``fail OUT``: rank 1 raises during its third step while rank 0 goes on training.
@@ -20,7 +23,7 @@ import numpy as np
 
 import fastnet as fn
 from fastnet import distributed, nn
-from fastnet.data import ArrayDataset, DataLoader, DistributedSampler
+from fastnet.data import ArrayDataset, DataLoader, DeviceDataLoader, DistributedSampler
 
 ITEMS, CLASSES, SAMPLER_SEED, STEPS = 200, 5, 3, 5
 
@@ -48,7 +51,7 @@ def optimizer_for(name: str, params: object) -> fn.optim.Optimizer:
     return fn.optim.Adam(params, lr=0.01)
 
 
-def train_steps(model: nn.Module, loader: DataLoader, optimizer: fn.optim.Optimizer) -> None:
+def train_steps(model: nn.Module, loader: object, optimizer: fn.optim.Optimizer) -> None:
     for step, (x, y) in enumerate(loader):
         if step == STEPS:
             break
@@ -79,6 +82,20 @@ def main() -> None:
             loader = DataLoader(data, batch_size=32, sampler=sampler)
             train_steps(ddp, loader, optimizer_for(name, ddp.parameters()))
             save(model, out / f"{name}-rank{rank}.npz")
+    elif scenario == "devices":
+        tiny = ArrayDataset(data.images[:16, :, :2, :3].copy(), data.labels[:16] % 3)
+        sampler = DistributedSampler(tiny, seed=SAMPLER_SEED)
+        for device in ("cpu", "cuda"):
+            fn.manual_seed(rank)
+            mlp = nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
+            ddp = nn.DistributedDataParallel(mlp.to(device))
+            loader = DeviceDataLoader(tiny, batch_size=4, sampler=sampler, device=device)
+            optimizer = optimizer_for("adam", ddp.parameters())
+            for _, (x, y) in zip(range(2), loader, strict=False):
+                optimizer.zero_grad()
+                fn.functional.cross_entropy(ddp(x), y).backward()
+                optimizer.step()
+            save(mlp, out / f"{device}-rank{rank}.npz")
     elif scenario == "accumulate":
         x, y = next(iter(DataLoader(data, batch_size=32, sampler=sampler)))
         with ddp.no_sync():

@@ -69,6 +69,18 @@ def test_two_rank_runs_are_bit_identical_and_ranks_agree(
         assert np.array_equal(first[0][name], second[0][name]), name  # runs agree
 
 
+def test_two_ranks_on_the_cuda_device_train_what_they_train_on_the_cpu(tmp_path) -> None:
+    run_ranks(2, "ddp_ranks.py", "devices", tmp_path)  # Numba's simulator without a GPU
+    files = {
+        (device, rank): np.load(tmp_path / f"{device}-rank{rank}.npz")
+        for device in ("cpu", "cuda")
+        for rank in (0, 1)
+    }
+    for name in files["cpu", 0]:
+        assert np.array_equal(files["cuda", 0][name], files["cuda", 1][name]), name
+        assert relative_error(files["cuda", 0][name], files["cpu", 0][name]) < 1e-5, name
+
+
 def test_no_sync_accumulates_locally_and_the_next_backward_averages(tmp_path) -> None:
     run_ranks(2, "ddp_ranks.py", "accumulate", tmp_path)
     model, data = case(model_seed=0)
