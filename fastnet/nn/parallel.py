@@ -109,9 +109,8 @@ class DistributedDataParallel(Module):
         }
         self._next_bucket = 0  # the first bucket whose all-reduce has not started
         self._syncing = False  # a synchronising backward walk is under way
-        self._handles = [
-            param.register_post_accumulate_grad_hook(self._gradient_ready) for param in trainable
-        ]
+        for param in trainable:
+            param.register_post_accumulate_grad_hook(self._gradient_ready)
 
     # ------------------------------------------------------------------ forward, buffers
     def forward(self, *args: Any, **kwargs: Any) -> Any:
