@@ -190,34 +190,31 @@ def training_steps(
         for _ in range(4)
     ]
     first = compare_first_step(model, torch_model, *batches[0])
+    fastnet_batches = [(Tensor(x), Tensor(y)) for x, y in batches]
+    torch_batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches]
+
+    def fastnet_training(run: Any) -> Callable[[int], None]:
+        """The step of ``run`` (a model, or its DDP wrapper) under its own Adam."""
+        optimizer = fastnet.optim.Adam(run.parameters(), lr=1e-3)
+
+        def step(index: int) -> None:
+            x, y = fastnet_batches[index % len(fastnet_batches)]
+            loss = cross_entropy(run(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        return step
+
     fastnet_run, torch_run = model, torch_model
     steps: dict[str, Callable[[int], None]] = {}
     if size > 1:
         fastnet_run = fnn.DistributedDataParallel(model)
         torch_run = torch.nn.parallel.DistributedDataParallel(torch_model)
         fastnet.manual_seed(seed)
-        alone = entry.build()
-        alone_optimizer = fastnet.optim.Adam(alone.parameters(), lr=1e-3)
-
-        def alone_step(index: int) -> None:
-            x, y = fastnet_batches[index % len(fastnet_batches)]
-            loss = cross_entropy(alone(x), y)
-            alone_optimizer.zero_grad()
-            loss.backward()
-            alone_optimizer.step()
-
-        steps[ALONE] = alone_step
-    optimizer = fastnet.optim.Adam(fastnet_run.parameters(), lr=1e-3)
+        steps[ALONE] = fastnet_training(entry.build())
+    fastnet_step = fastnet_training(fastnet_run)
     torch_optimizer = torch.optim.Adam(torch_run.parameters(), lr=1e-3)
-    fastnet_batches = [(Tensor(x), Tensor(y)) for x, y in batches]
-    torch_batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches]
-
-    def fastnet_step(index: int) -> None:
-        x, y = fastnet_batches[index % len(fastnet_batches)]
-        loss = cross_entropy(fastnet_run(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
 
     def torch_step(index: int) -> None:
         x, y = torch_batches[index % len(torch_batches)]
