@@ -9,7 +9,9 @@ after ``loss.backward()`` every rank's gradient is the mean over the ranks,
 which, with equal shard sizes, is the gradient of the mean loss over the global batch, so every
 rank's optimizer makes the same step from the same weights and the copies never drift apart.
 
-* At construction, rank 0's parameters and buffers are broadcast to every rank.
+* At construction the ranks check that they built the same model (names, shapes and dtypes of
+  every parameter and buffer; RuntimeError on every rank otherwise, as PyTorch's check), then
+  rank 0's parameters and buffers are broadcast to every rank.
 * The parameters are grouped into buckets of at most ``bucket_cap_mb`` (one dtype each; the
   first at most 1 MB, as PyTorch's, so that communication starts early), in the reverse of their
   registration order, which is roughly the order backward finishes them. A
@@ -34,9 +36,12 @@ for a checkpoint that loads into a bare model.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+import numpy as np
 
 from .. import autograd, distributed
 from ..autograd import is_grad_enabled
@@ -98,6 +103,7 @@ class DistributedDataParallel(Module):
         self.broadcast_buffers = broadcast_buffers
         self.bucket_cap_mb = bucket_cap_mb
         self.require_backward_grad_sync = True
+        self._check_same_model()
         self._sync_from_rank0([*module.parameters(), *(b for _, b in module.named_buffers())])
         trainable = [p for p in module.parameters() if p.requires_grad and p.data.size]
         cap = int(bucket_cap_mb * 2**20)
@@ -111,6 +117,26 @@ class DistributedDataParallel(Module):
         self._syncing = False  # a synchronising backward walk is under way
         for param in trainable:
             param.register_post_accumulate_grad_hook(self._gradient_ready)
+
+    def _check_same_model(self) -> None:
+        """Raise on every rank when the ranks' models differ in their parameters' or buffers'
+        names, shapes or dtypes (the broadcasts and buckets would not line up)."""
+        if self.communicator.size == 1:
+            return
+        layout = [
+            f"{name}:{tuple(tensor.shape)}:{tensor.dtype}"
+            for name, tensor in [*self.module.named_parameters(), *self.module.named_buffers()]
+            if tensor is not None
+        ]
+        mine = zlib.crc32(";".join(layout).encode())
+        every = self.communicator.control.allgather(np.array([mine], np.int64))[:, 0]
+        if len(set(every.tolist())) > 1:
+            differing = [rank for rank, value in enumerate(every.tolist()) if value != every[0]]
+            raise RuntimeError(
+                f"DistributedDataParallel: the ranks built different models (rank 0's parameters "
+                f"and buffers differ from those of rank(s) {differing} in names, shapes or "
+                f"dtypes); every rank must build the same model"
+            )
 
     # ------------------------------------------------------------------ forward, buffers
     def forward(self, *args: Any, **kwargs: Any) -> Any:

@@ -10,6 +10,7 @@ in test_ddp_ranks.py hold against one process (``python ddp_ranks.py SCENARIO OU
 * ``accumulate OUT``: one step's gradients made of two ``no_sync`` half-batches of 16 and a
   synchronising backward of nothing more: ``OUT/grads-rank<r>.npz``.
 * ``fail OUT``: rank 1 raises during its third step while rank 0 goes on training.
+* ``mismatch OUT``: rank 1 builds a wider model than rank 0.
 
 The model, data and sampler seed come from ``case()``, which the tests share.
 """
@@ -102,6 +103,9 @@ def main() -> None:
             fn.functional.cross_entropy(ddp(x[:16]), y[:16]).backward()
         fn.functional.cross_entropy(ddp(x[16:]), y[16:]).backward()
         save(model, out / f"grads-rank{rank}.npz", grads=True)
+    elif scenario == "mismatch":
+        wider = nn.Sequential(nn.Flatten(), nn.Linear(49, 8 + rank))
+        nn.DistributedDataParallel(wider)
     elif scenario == "fail":
         optimizer = optimizer_for("sgd", ddp.parameters())
         for step in range(10_000):  # rank 0 would wait in the all-reduce forever

@@ -103,6 +103,13 @@ def test_an_exception_on_one_rank_ends_every_rank_promptly(tmp_path) -> None:
     assert elapsed < 10, f"the ranks took {elapsed:.1f}s to end"
 
 
+def test_ranks_that_built_different_models_are_told_so(tmp_path) -> None:
+    done = run_ranks(2, "ddp_ranks.py", "mismatch", tmp_path, timeout=60, check=False)
+    assert done.returncode != 0
+    assert "the ranks built different models" in done.stderr
+    assert "rank(s) [1]" in done.stderr
+
+
 def test_one_process_wrapper_changes_nothing() -> None:
     model, data = case(model_seed=0)
     wrapped = DistributedDataParallel(model)
