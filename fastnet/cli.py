@@ -1,4 +1,4 @@
-"""The ``fastnet`` command line: train, pretrain, finetune, predict, eval, bench, info.
+"""The ``fastnet`` command line: train, pretrain, finetune, predict, export, eval, bench, info.
 
 Every subcommand validates its options before it writes anything: a user error (a value out of
 range, a missing file, an unknown name, a device that is not there, a folder that cannot be
@@ -138,6 +138,14 @@ def _announce_compilation() -> None:
 
 
 # ===================================================================== train
+def _ranks_text() -> str:
+    """ ", on R ranks" when mpiexec started several, else nothing."""
+    from . import distributed
+
+    ranks = distributed.get_world_size()
+    return f", on {ranks} ranks" if ranks > 1 else ""
+
+
 def _describe(config: dict, device: Any) -> str:
     from . import distributed
 
@@ -341,7 +349,7 @@ def pretrain_command(args: argparse.Namespace) -> int:
     _announce_compilation()
     print(
         f"fastnet: pretraining {args.model} by {args.method} on the {len(train_set):,} "
-        f"{args.dataset} training images (no labels) on {device}; run folder {out}",
+        f"{args.dataset} training images (no labels) on {device}{_ranks_text()}; run folder {out}",
         flush=True,
     )
     try:
@@ -442,6 +450,47 @@ def _ranks_line() -> str:
         return f"1 (not started by mpiexec; mpi4py {mpi4py.__version__} installed)"
     with _user_errors(ImportError, prefix="mpiexec: "):
         return distributed.init_process_group("mpi").describe()
+
+
+# ===================================================================== export
+@command("export")
+def export_command(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import export
+    from .predict import input_shape
+
+    source = Path(args.model_file)
+    if not source.is_file():
+        raise UsageError(f"{source}: no such file")
+    # RuntimeError: weights that do not fit the model the config names
+    with _user_errors(ValueError, FileNotFoundError, RuntimeError):
+        model, config = export.load_model_file(source)
+    shape = args.input_shape
+    if shape is None:
+        try:
+            shape = input_shape(config)
+        except ValueError as error:
+            raise UsageError(f"{error}: give it with --input-shape") from None
+    out = Path(args.out) if args.out else source.with_suffix(".onnx")
+    _check_writable(out.parent)
+    with _user_errors(ValueError, ImportError):  # an unsupported layer, a wrong shape, no onnx
+        path = export.export_onnx(model, out, shape)
+    described = f"fastnet: wrote {path} ({args.format}, {path.stat().st_size:,} bytes)"
+    inputs = np.random.default_rng(0).standard_normal((4, *shape))
+    try:
+        error = export.check_with_onnxruntime(model, path, inputs)
+    except ImportError:
+        print(f"{described}; not checked: onnxruntime missing ({install_hint('onnx')})")
+        return 0
+    print(f"{described}; onnxruntime max relative error {error:.1e} on 4 random inputs")
+    if not error <= export.TOLERANCE:
+        print(
+            f"fastnet export: onnxruntime differs from fastnet by over {export.TOLERANCE:.0e}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 # =================================================================== eval and bench (loaded on use)

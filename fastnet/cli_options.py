@@ -128,6 +128,17 @@ def _positive(text: str) -> int:
     return value
 
 
+def _shape(text: str) -> tuple[int, ...]:
+    """Comma-separated positive sizes: "1,28,28"."""
+    try:
+        sizes = tuple(int(size) for size in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected sizes >= 1 such as 1,28,28, got {text!r}")
+    return sizes
+
+
 def _add_common(parser: argparse.ArgumentParser, device: bool = True) -> None:
     """--threads (also accepted after the subcommand) and --device."""
     parser.add_argument(
@@ -393,6 +404,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="resize (bilinear) an image whose size differs from the model's input (else refused)",
     )
     _add_common(predict)
+
+    export = subcommand(
+        "export", "write a trained model as an ONNX file, checked against fastnet by onnxruntime"
+    )
+    export.add_argument(
+        "model_file",
+        help="a checkpoint, or a run's model.safetensors (its config.json names the model)",
+    )
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="the file format")
+    export.add_argument(
+        "--out", metavar="PATH", help="the file to write (default: MODEL_FILE with suffix .onnx)"
+    )
+    export.add_argument(
+        "--input-shape",
+        type=_shape,
+        metavar="C,H,W",
+        help="one input's shape, C,H,W for images (default: from the model's config)",
+    )
+    _add_common(export, device=False)
 
     from . import evaluate
 

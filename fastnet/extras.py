@@ -7,5 +7,6 @@ __all__ = ["install_hint"]
 
 
 def install_hint(extra: str) -> str:
-    """The command that installs ``extra`` (plot, image, tensorboard, bench, cuda, dev)."""
+    """The command that installs ``extra`` (plot, image, tensorboard, tsne, bench, mpi, onnx,
+    cuda, dev)."""
     return f'bash scripts/setup.sh {extra} (or pip install -e ".[{extra}]") in the fastnet checkout'
