@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from ..autograd import RemovableHandle
 from ..backend import Device, to_numpy
 from ..tensor import Tensor, enable_grad, no_grad
 
@@ -156,6 +157,7 @@ class Optimizer:
         self.param_groups: list[dict] = []
         self._layouts: dict[int, _Layout] = {}  # group index -> its buckets
         self._never_skip: dict[str, Any] = {}  # device name -> a zero flag
+        self._step_post_hooks: dict[int, Callable[[Optimizer, tuple, dict], None]] = {}
         groups = list(params)
         if not groups:
             raise ValueError("optimizer got an empty parameter list")
@@ -208,6 +210,16 @@ class Optimizer:
         if group.get("weight_decay", 0.0) < 0:
             raise ValueError(f"invalid weight_decay {group['weight_decay']}")
 
+    def register_step_post_hook(
+        self, hook: Callable[[Optimizer, tuple, dict], None]
+    ) -> RemovableHandle:
+        """Call ``hook(optimizer, args, kwargs)`` after every ``step()`` (PyTorch's hook), also one
+        skipped on the device (its outcome is not read back); ``args`` is ``(closure,)`` when one
+        was given, ``kwargs`` holds ``skip_if`` when given. ``handle.remove()`` unregisters it."""
+        handle = RemovableHandle(self._step_post_hooks)
+        self._step_post_hooks[handle.id] = hook
+        return handle
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         for group in self.param_groups:
             for parameter in group["params"]:
@@ -250,6 +262,10 @@ class Optimizer:
                 # updated in place (or maybe, when skipped on the device): a graph that saved it
                 # is stale for autograd
                 parameter._version += 1
+        args = () if closure is None else (closure,)
+        kwargs = {} if skip_if is None else {"skip_if": skip_if}
+        for hook in list(self._step_post_hooks.values()):
+            hook(self, args, kwargs)
         return loss
 
     @staticmethod
