@@ -150,11 +150,24 @@ class DistributedDataParallel(Module):
         self._sync_from_rank0([buffer for _, buffer in self.module.named_buffers()])
 
     def _sync_from_rank0(self, tensors: list[Tensor]) -> None:
+        """Rank 0's values of ``tensors`` on every rank: one broadcast per dtype of all of them
+        flattened together (a ResNet has a hundred small buffers; a broadcast each would cost a
+        latency each, every step)."""
         if self.communicator.size == 1:
             return
+        groups: dict[Any, list[Tensor]] = {}
         for tensor in tensors:
             if tensor is not None and tensor.data.size:
-                self.communicator.broadcast(tensor.data, 0)
+                groups.setdefault(tensor.data.dtype, []).append(tensor)
+        for group in groups.values():
+            xp = group[0].device.xp
+            flat = xp.concatenate([tensor.data.reshape(-1) for tensor in group])
+            self.communicator.broadcast(flat, 0)
+            start = 0
+            for tensor in group:
+                size = tensor.data.size
+                tensor.data[...] = flat[start : start + size].reshape(tensor.data.shape)
+                start += size
 
     @contextmanager
     def no_sync(self) -> Iterator[None]:

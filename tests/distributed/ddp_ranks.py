@@ -11,6 +11,8 @@ in test_ddp_ranks.py hold against one process (``python ddp_ranks.py SCENARIO OU
   synchronising backward of nothing more: ``OUT/grads-rank<r>.npz``.
 * ``fail OUT``: rank 1 raises during its third step while rank 0 goes on training.
 * ``mismatch OUT``: rank 1 builds a wider model than rank 0.
+* ``buffers OUT``: a model with BatchNorm whose running statistics differ by rank, wrapped, then
+  after one training forward: ``OUT/buffers-rank<r>.npz`` (the buffers at both moments).
 
 The model, data and sampler seed come from ``case()``, which the tests share.
 """
@@ -103,6 +105,20 @@ def main() -> None:
             fn.functional.cross_entropy(ddp(x[:16]), y[:16]).backward()
         fn.functional.cross_entropy(ddp(x[16:]), y[16:]).backward()
         save(model, out / f"grads-rank{rank}.npz", grads=True)
+    elif scenario == "buffers":
+        fn.manual_seed(rank)
+        norm = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(75, 2))
+        rng = np.random.default_rng(rank + 20)
+        for _, buffer in norm.named_buffers():
+            buffer.data[...] = (
+                rng.integers(1, 9, buffer.shape) if buffer.ndim == 0 else rng.random(buffer.shape)
+            )
+        ddp = nn.DistributedDataParallel(norm)
+        start = {f"start.{n}": b.numpy().copy() for n, b in norm.named_buffers()}
+        x = fn.tensor(rng.standard_normal((4, 1, 7, 7)).astype(np.float32))
+        ddp(x)
+        after = {f"after.{n}": b.numpy().copy() for n, b in norm.named_buffers()}
+        np.savez(out / f"buffers-rank{rank}.npz", **start, **after)
     elif scenario == "mismatch":
         wider = nn.Sequential(nn.Flatten(), nn.Linear(49, 8 + rank))
         nn.DistributedDataParallel(wider)

@@ -103,6 +103,19 @@ def test_an_exception_on_one_rank_ends_every_rank_promptly(tmp_path) -> None:
     assert elapsed < 10, f"the ranks took {elapsed:.1f}s to end"
 
 
+def test_rank_0s_buffers_reach_every_rank_and_batch_statistics_stay_each_ranks(tmp_path) -> None:
+    run_ranks(2, "ddp_ranks.py", "buffers", tmp_path)
+    ranks = [np.load(tmp_path / f"buffers-rank{rank}.npz") for rank in (0, 1)]
+    names = [name for name in ranks[0] if name.startswith("start.")]
+    assert len(names) == 3  # running mean and variance, batches tracked
+    for name in names:
+        assert np.array_equal(ranks[0][name], ranks[1][name]), name
+    # each rank's batch moved its running mean its own way (different inputs)
+    moved = "after.1.running_mean"
+    assert not np.array_equal(ranks[0][moved], ranks[1][moved])
+    assert not np.array_equal(ranks[0][moved], ranks[0]["start.1.running_mean"])
+
+
 def test_ranks_that_built_different_models_are_told_so(tmp_path) -> None:
     done = run_ranks(2, "ddp_ranks.py", "mismatch", tmp_path, timeout=60, check=False)
     assert done.returncode != 0
