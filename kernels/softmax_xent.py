@@ -45,6 +45,21 @@ Variants, simplest first:
   shuffles, which Numba's simulator does not implement. An ignored row (the same for every thread
   of its block, so no barrier diverges) writes zeros.
 
+Soft targets (knowledge distillation), ``soft_target_xent(z, t, T)``: for student logits ``z``
+and teacher logits ``t`` (B, C) and a temperature T > 0, p_b = softmax(t_b/T), q_b = softmax(z_b/T):
+
+* row loss:  L_b = KL(p_b ‖ q_b) = Σ_c p_bc·(log p_bc - log q_bc) (the soft-target cross-entropy
+  minus the teacher's entropy), = D_b/S_p - log S_p + log S_q with a_c = (t_c - max t)/T,
+  b_c = (z_c - max z)/T, S_p = Σ exp(a_c), S_q = Σ exp(b_c), D_b = Σ exp(a_c)·(a_c - b_c)
+* gradient of the mean loss w.r.t. z:  dz_bc = (q_bc - p_bc) / (T·B)
+
+(the caller scales by α·T² for Hinton's distillation loss). Variants: ``reference_soft_target_xent``
+(float64 through explicit log-softmaxes), ``soft_target_xent_cpu`` (Numba, rows in ``prange``, a
+max pass and two passes, all in float64: distillation rows are short, and accuracy beats width),
+``soft_target_xent_cuda`` (one block of 32..256 threads per row, a shared-memory tree for the two
+maxima, then one for the three float64 sums, then the gradient, in one launch). Outputs in the
+student's dtype; the teacher is taken in it.
+
 Label range: both variants check every label but ``ignore_index`` before computing anything,
 with one min/max reduction: on the CPU in the jitted driver itself (which then returns the range
 for the caller to raise on, and computes nothing when a label is out of range); on the GPU on the
@@ -530,8 +545,186 @@ def softmax_xent_cuda(
     return row_losses, dlogits
 
 
+# --------------------------------------------------------------------------- soft targets
+
+
+def _checked_soft_inputs(student: Any, teacher: Any, temperature: float) -> tuple[Any, Any, float]:
+    """C-contiguous student logits, the teacher's in the student's dtype, and 1/T as a float."""
+    xp = array_module(student)
+    if array_module(teacher) is not xp:
+        raise TypeError(
+            f"teacher_logits is a {type(teacher).__name__} but student_logits is a "
+            f"{type(student).__name__}"
+        )
+    check_float_dtype(student, "student_logits", "soft_target_xent")
+    check_float_dtype(teacher, "teacher_logits", "soft_target_xent")
+    if student.ndim != 2 or student.shape[0] == 0 or student.shape[1] == 0:
+        raise ValueError(
+            f"soft_target_xent: student_logits must be 2-D (batch, classes) with at least one "
+            f"row and one class, got shape {tuple(student.shape)}"
+        )
+    if teacher.shape != student.shape:
+        raise ValueError(
+            f"soft_target_xent: teacher_logits shape {tuple(teacher.shape)} does not match "
+            f"student_logits shape {tuple(student.shape)}"
+        )
+    temperature = float(temperature)
+    if not (temperature > 0.0 and math.isfinite(temperature)):
+        raise ValueError(f"soft_target_xent: temperature must be > 0 and finite, got {temperature}")
+    return (
+        xp.ascontiguousarray(student),
+        xp.ascontiguousarray(teacher, dtype=student.dtype),
+        1.0 / temperature,
+    )
+
+
+def reference_soft_target_xent(
+    student_logits: Any, teacher_logits: Any, temperature: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row losses KL(p_b ‖ q_b) and the gradient of their mean, in float64, through explicit
+    log-softmaxes: p = softmax(t/T), q = softmax(z/T), dz = (q - p) / (T·B)."""
+    z = np.array(student_logits, dtype=np.float64) / temperature
+    t = np.array(teacher_logits, dtype=np.float64) / temperature
+
+    def log_softmax(x: np.ndarray) -> np.ndarray:
+        shifted = x - x.max(axis=1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+    log_p, log_q = log_softmax(t), log_softmax(z)
+    p = np.exp(log_p)
+    row_losses = (p * (log_p - log_q)).sum(axis=1)
+    return row_losses, (np.exp(log_q) - p) / (temperature * z.shape[0])
+
+
+@cpu_kernel
+def _soft_target_rows(student, teacher, inverse_t, row_losses, dlogits):
+    batch, classes = student.shape
+    scale = inverse_t / batch
+    for row in prange(batch):
+        z = student[row]
+        t = teacher[row]
+        gradient = dlogits[row]
+        max_z = z[0]
+        max_t = t[0]
+        for col in range(1, classes):
+            max_z = max(max_z, z[col])
+            max_t = max(max_t, t[col])
+        sum_p = 0.0
+        sum_q = 0.0
+        weighted = 0.0  # Σ exp(a - A)·(a - b), a = t/T and b = z/T shifted by their maxima
+        for col in range(classes):
+            a = (np.float64(t[col]) - max_t) * inverse_t
+            b = (np.float64(z[col]) - max_z) * inverse_t
+            e_p = math.exp(a)
+            sum_p += e_p
+            sum_q += math.exp(b)
+            weighted += e_p * (a - b)
+        row_losses[row] = weighted / sum_p - math.log(sum_p) + math.log(sum_q)
+        p_scale = scale / sum_p
+        q_scale = scale / sum_q
+        for col in range(classes):
+            a = (np.float64(t[col]) - max_t) * inverse_t
+            b = (np.float64(z[col]) - max_z) * inverse_t
+            gradient[col] = math.exp(b) * q_scale - math.exp(a) * p_scale
+
+
+def soft_target_xent_cpu(
+    student_logits: np.ndarray, teacher_logits: np.ndarray, temperature: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row losses KL(softmax(t/T) ‖ softmax(z/T)) (B,) and the gradient of their mean w.r.t. the
+    student's logits (B, C), (q - p)/(T·B), in one call; the math in float64."""
+    student, teacher, inverse_t = _checked_soft_inputs(student_logits, teacher_logits, temperature)
+    row_losses, dlogits = _outputs(student)
+    _soft_target_rows(student.size, student, teacher, inverse_t, row_losses, dlogits)
+    return row_losses, dlogits
+
+
+@cuda_kernel
+def _soft_target_cuda_kernel(student, teacher, inverse_t, row_losses, dlogits):
+    # Maxima in the logits' dtype, then the three sums in float64, each by a shared-memory tree.
+    maxima = cuda.shared.array((2, MAX_THREADS), dtype=student.dtype)
+    sums = cuda.shared.array((3, MAX_THREADS), dtype=numba.float64)
+    thread = cuda.threadIdx.x
+    threads = cuda.blockDim.x
+    batch, classes = student.shape
+    scale = inverse_t / batch
+    for row in range(cuda.blockIdx.x, batch, cuda.gridDim.x):
+        max_z = student[row, 0]
+        max_t = teacher[row, 0]
+        for col in range(thread, classes, threads):
+            max_z = max(max_z, student[row, col])
+            max_t = max(max_t, teacher[row, col])
+        maxima[0, thread] = max_z
+        maxima[1, thread] = max_t
+        cuda.syncthreads()
+        half = threads // 2
+        while half > 0:
+            if thread < half:
+                maxima[0, thread] = max(maxima[0, thread], maxima[0, thread + half])
+                maxima[1, thread] = max(maxima[1, thread], maxima[1, thread + half])
+            cuda.syncthreads()
+            half //= 2
+        max_z = maxima[0, 0]
+        max_t = maxima[1, 0]
+        sum_p = 0.0
+        sum_q = 0.0
+        weighted = 0.0
+        for col in range(thread, classes, threads):
+            a = (numba.float64(teacher[row, col]) - max_t) * inverse_t
+            b = (numba.float64(student[row, col]) - max_z) * inverse_t
+            e_p = math.exp(a)
+            sum_p += e_p
+            sum_q += math.exp(b)
+            weighted += e_p * (a - b)
+        sums[0, thread] = sum_p
+        sums[1, thread] = sum_q
+        sums[2, thread] = weighted
+        cuda.syncthreads()
+        half = threads // 2
+        while half > 0:
+            if thread < half:
+                sums[0, thread] += sums[0, thread + half]
+                sums[1, thread] += sums[1, thread + half]
+                sums[2, thread] += sums[2, thread + half]
+            cuda.syncthreads()
+            half //= 2
+        sum_p = sums[0, 0]
+        sum_q = sums[1, 0]
+        if thread == 0:
+            row_losses[row] = sums[2, 0] / sum_p - math.log(sum_p) + math.log(sum_q)
+        p_scale = scale / sum_p
+        q_scale = scale / sum_q
+        for col in range(thread, classes, threads):
+            a = (numba.float64(teacher[row, col]) - max_t) * inverse_t
+            b = (numba.float64(student[row, col]) - max_z) * inverse_t
+            dlogits[row, col] = math.exp(b) * q_scale - math.exp(a) * p_scale
+        # Slot 0 of both trees must be read by every thread before the next row overwrites it.
+        cuda.syncthreads()
+
+
+def soft_target_xent_cuda(
+    student_logits: Any, teacher_logits: Any, temperature: float = 1.0
+) -> tuple[Any, Any]:
+    """:func:`soft_target_xent_cpu` on the GPU (CuPy arrays), or in the simulator (NumPy
+    arrays): one block of 32 to 256 threads per row, blocks striding over the rows."""
+    student, teacher, inverse_t = _checked_soft_inputs(student_logits, teacher_logits, temperature)
+    row_losses, dlogits = _outputs(student)
+    batch, classes = student.shape
+    launch(
+        _soft_target_cuda_kernel,
+        stride_grid(batch, 1),
+        _threads_for(classes),
+        student,
+        teacher,
+        inverse_t,
+        row_losses,
+        dlogits,
+    )
+    return row_losses, dlogits
+
+
 def cuda_kernels() -> list[KernelSpec]:
-    """The CUDA kernel, specialised for float32 logits, with its largest block."""
+    """The CUDA kernels, specialised for float32 logits, with their largest block."""
     argtypes = (
         numba.float32[:, ::1],
         numba.int64[::1],
@@ -543,7 +736,17 @@ def cuda_kernels() -> list[KernelSpec]:
         numba.float32[::1],
         numba.float32[:, ::1],
     )
-    return [KernelSpec("softmax_xent", _softmax_xent_cuda_kernel, argtypes, MAX_THREADS)]
+    soft_argtypes = (
+        numba.float32[:, ::1],
+        numba.float32[:, ::1],
+        numba.float64,
+        numba.float32[::1],
+        numba.float32[:, ::1],
+    )
+    return [
+        KernelSpec("softmax_xent", _softmax_xent_cuda_kernel, argtypes, MAX_THREADS),
+        KernelSpec("soft_target_xent", _soft_target_cuda_kernel, soft_argtypes, MAX_THREADS),
+    ]
 
 
 # --------------------------------------------------------------------------- benchmark cases
@@ -601,16 +804,70 @@ def _softmax_xent_case(context: BenchContext, key: str, batch: int, classes: int
     return Case(info, implementations)
 
 
+def _soft_target_case(context: BenchContext, key: str, batch: int, classes: int) -> Case:
+    student = context.xp.asarray(context.random((batch, classes)) * 8)
+    teacher = context.xp.asarray(context.random((batch, classes), seed=1) * 8)
+    temperature = 4.0
+
+    def mean_and_gradient(result: tuple) -> tuple:
+        return result[0].mean(), result[1]
+
+    def plain() -> tuple:  # two log-softmaxes, as a NumPy user writes it
+        xp = context.xp
+        scaled_z, scaled_t = student / temperature, teacher / temperature
+        log_q = scaled_z - scaled_z.max(axis=1, keepdims=True)
+        log_q -= xp.log(xp.exp(log_q).sum(axis=1, keepdims=True))
+        log_p = scaled_t - scaled_t.max(axis=1, keepdims=True)
+        log_p -= xp.log(xp.exp(log_p).sum(axis=1, keepdims=True))
+        p = xp.exp(log_p)
+        return (p * (log_p - log_q)).sum(axis=1), (xp.exp(log_q) - p) / (temperature * batch)
+
+    implementations = {
+        OURS: Implementation(
+            lambda: context.ops.soft_target_xent(student, teacher, temperature), mean_and_gradient
+        ),
+        context.plain: Implementation(plain, mean_and_gradient),
+    }
+    torch = context.torch
+    if torch:
+        student_torch = torch.from_numpy(student).requires_grad_()
+        teacher_torch = torch.from_numpy(teacher)
+
+        def torch_loss_and_gradient() -> tuple:
+            loss = torch.nn.functional.kl_div(
+                torch.log_softmax(student_torch / temperature, 1),
+                torch.softmax(teacher_torch / temperature, 1),
+                reduction="batchmean",
+            )
+            return (loss, *torch.autograd.grad(loss, student_torch))
+
+        implementations["torch"] = Implementation(torch_loss_and_gradient)
+    size = batch * classes
+    # per element: two maxima, two scalings, two exps, three sums, two more exps, the gradient
+    info = CaseInfo(
+        "soft_target_xent",
+        f"{key} {batch}x{classes}",
+        14.0 * size,
+        FLOAT32_BYTES * (3 * size + batch),
+    )
+    return Case(info, implementations)
+
+
 def bench_cases(quick: bool) -> list[CaseSpec]:
-    """MNIST's 10 classes at batch 256 and ImageNet's 1000 at batch 128 (tiny with ``quick``)."""
+    """MNIST's 10 classes at batch 256 and ImageNet's 1000 at batch 128 (tiny with ``quick``),
+    for the hard-label and the soft-target (distillation) ops."""
     shapes = (("tiny", 5, 7),) if quick else (("b256.c10", 256, 10), ("b128.c1000", 128, 1000))
     return [
         CaseSpec(
-            "softmax_xent",
+            name,
             key,
             f"{batch}x{classes}",
-            functools.partial(_softmax_xent_case, key=key, batch=batch, classes=classes),
+            functools.partial(build, key=key, batch=batch, classes=classes),
             (OURS, "numpy", "torch"),
+        )
+        for name, build in (
+            ("softmax_xent", _softmax_xent_case),
+            ("soft_target_xent", _soft_target_case),
         )
         for key, batch, classes in shapes
     ]
@@ -619,9 +876,10 @@ def bench_cases(quick: bool) -> list[CaseSpec]:
 FAMILY = Family(
     name="softmax_xent",
     module=__name__,
-    ops=("softmax_xent",),
+    ops=("softmax_xent", "soft_target_xent"),
     references={
         "softmax_xent": reference_softmax_xent,
+        "soft_target_xent": reference_soft_target_xent,
     },
     cuda_kernels=cuda_kernels,
     bench_cases=bench_cases,

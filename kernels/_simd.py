@@ -1,0 +1,157 @@
+"""SIMD micro-kernels that plain Numba loops do not compile well, written as Numba intrinsics in
+LLVM IR.
+
+:func:`gemm_int16_pairs_4x16` (and its 6-row twin) is the int8 GEMM's inner kernel
+(kernels/quant.py). It computes a tile of 4 rows x 16 columns of int32 sums over K = 2 * k2::
+
+    acc[c_off + i * c_stride + j] = sum_p a[a_i + 2p] * b[b_off + p * b_stride + 2j]
+                                        + a[a_i + 2p + 1] * b[b_off + p * b_stride + 2j + 1]
+
+for i < 4, j < 16, a_i = a_off + i * a_stride
+
+with a and b int16 (int8 values widened), the pair (k = 2p, 2p + 1) adjacent in both operands:
+a row holds its K values in order, b holds for each pair p the 16 columns' pairs, interleaved.
+Per pair: one 32-bit load of each of the 4 rows' pair, broadcast to 8 lanes; two loads of 16
+int16 from b; 8 pairwise multiply-adds into 8 vectors of 8 int32 that stay in registers for the
+whole loop (no horizontal sums). The multiply-add is written in generic LLVM IR (sign-extend both
+<16 x i16> to <16 x i32>, multiply, add the even and odd lanes), which LLVM's x86 backend
+selects as one ``vpmaddwd`` (AVX2) and other targets lower to their own widening multiplies.
+int16 * int16 pairs of int8 values cannot overflow: |a*b + c*d| <= 2 * 128 * 128 = 2**15.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+COLS = 16  # a tile's width: two 8-lane int32 vectors (one AVX2 register each)
+
+_I16, _I32, _I64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
+_V16I16 = ir.VectorType(_I16, 16)
+_V16I32 = ir.VectorType(_I32, 16)
+_V8I32 = ir.VectorType(_I32, 8)
+
+
+def _const_vector(values):
+    values = list(values)
+    return ir.Constant(ir.VectorType(_I32, len(values)), values)
+
+
+_EVEN = _const_vector(range(0, 16, 2))
+_ODD = _const_vector(range(1, 16, 2))
+_ZEROS8 = _const_vector([0] * 8)
+
+
+def _madd_pairs(builder, x, y):
+    """<8 x i32>: x[2i] * y[2i] + x[2i+1] * y[2i+1] for <16 x i16> x and y (vpmaddwd)."""
+    products = builder.mul(builder.sext(x, _V16I32), builder.sext(y, _V16I32))
+    even = builder.shuffle_vector(products, products, _EVEN)
+    odd = builder.shuffle_vector(products, products, _ODD)
+    return builder.add(even, odd)
+
+
+def _data(context, builder, array_type, value):
+    return cgutils.create_struct_proxy(array_type)(context, builder, value=value).data
+
+
+def _tile_intrinsic(ROWS):
+    """The intrinsic for tiles of ROWS x COLS."""
+
+    @intrinsic
+    def gemm_tile(typingctx, a, a_off, a_stride, b, b_off, b_stride, k2, acc, c_off, c_stride):
+        return _tile_signature(
+            ROWS, a, a_off, a_stride, b, b_off, b_stride, k2, acc, c_off, c_stride
+        )
+
+    return gemm_tile
+
+
+def _tile_signature(ROWS, a, a_off, a_stride, b, b_off, b_stride, k2, acc, c_off, c_stride):
+    for array, dtype in ((a, types.int16), (b, types.int16), (acc, types.int32)):
+        if not isinstance(array, types.Array) or array.dtype != dtype:
+            return None
+    sig = types.void(a, a_off, a_stride, b, b_off, b_stride, k2, acc, c_off, c_stride)
+
+    def codegen(context, builder, signature, args):
+        a_arr, _, _, b_arr, _, _, _, acc_arr, _, _ = args
+        arg_types = signature.args
+
+        def intp(index):
+            return context.cast(builder, args[index], arg_types[index], types.intp)
+
+        a_off_v, a_stride_v = intp(1), intp(2)
+        b_off_v, b_stride_v, k2_v = intp(4), intp(5), intp(6)
+        c_off_v, c_stride_v = intp(8), intp(9)
+        a_data = _data(context, builder, arg_types[0], a_arr)
+        b_data = _data(context, builder, arg_types[3], b_arr)
+        acc_data = _data(context, builder, arg_types[7], acc_arr)
+        # each row's pairs as i32 (two adjacent int16)
+        rows = []
+        for i in range(ROWS):
+            offset = builder.add(a_off_v, builder.mul(a_stride_v, ir.Constant(_I64, i)))
+            rows.append(builder.bitcast(builder.gep(a_data, [offset]), _I32.as_pointer()))
+        b_base = builder.gep(b_data, [b_off_v])
+
+        entry = builder.block
+        loop = builder.append_basic_block("pairs.loop")
+        done = builder.append_basic_block("pairs.done")
+        zero = ir.Constant(_I64, 0)
+        builder.cbranch(builder.icmp_signed(">", k2_v, zero), loop, done)
+
+        builder.position_at_end(loop)
+        p = builder.phi(_I64)
+        p.add_incoming(zero, entry)
+        sums = []
+        for _ in range(2 * ROWS):
+            phi = builder.phi(_V8I32)
+            phi.add_incoming(_ZEROS8, entry)
+            sums.append(phi)
+        b_pair = builder.gep(b_base, [builder.mul(p, b_stride_v)])
+        halves = []
+        for h in range(2):
+            pointer = builder.bitcast(
+                builder.gep(b_pair, [ir.Constant(_I64, 16 * h)]), _V16I16.as_pointer()
+            )
+            halves.append(builder.load(pointer, align=2))
+        new_sums = []
+        for i in range(ROWS):
+            pair = builder.load(builder.gep(rows[i], [p]), align=2)
+            splat = builder.insert_element(
+                ir.Constant(_V8I32, ir.Undefined), pair, ir.Constant(_I32, 0)
+            )
+            splat = builder.shuffle_vector(splat, splat, _ZEROS8)
+            splat = builder.bitcast(splat, _V16I16)
+            for h in range(2):
+                new_sums.append(
+                    builder.add(sums[2 * i + h], _madd_pairs(builder, splat, halves[h]))
+                )
+        p_next = builder.add(p, ir.Constant(_I64, 1))
+        p.add_incoming(p_next, builder.block)
+        for phi, value in zip(sums, new_sums, strict=True):
+            phi.add_incoming(value, builder.block)
+        builder.cbranch(builder.icmp_signed("<", p_next, k2_v), loop, done)
+
+        builder.position_at_end(done)
+        finals = []
+        for index in range(2 * ROWS):  # phis first: LLVM wants them at the top of the block
+            final = builder.phi(_V8I32)
+            final.add_incoming(_ZEROS8, entry)
+            final.add_incoming(new_sums[index], loop)
+            finals.append(final)
+        for index, final in enumerate(finals):
+            i, h = divmod(index, 2)
+            offset = builder.add(c_off_v, builder.mul(c_stride_v, ir.Constant(_I64, i)))
+            offset = builder.add(offset, ir.Constant(_I64, 8 * h))
+            pointer = builder.bitcast(builder.gep(acc_data, [offset]), _V8I32.as_pointer())
+            builder.store(final, pointer, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+#: The ROWS x 16 tile described in the module docstring into acc (int32): row i of the tile at
+#: acc[c_off + i * c_stride:][:16]; offsets and strides count elements; a and b int16 arrays.
+gemm_int16_pairs_4x16 = _tile_intrinsic(4)
+gemm_int16_pairs_6x16 = _tile_intrinsic(6)
