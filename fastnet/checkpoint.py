@@ -198,9 +198,23 @@ def _check_digest(
         )
 
 
-def save(state_dict: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write a state dict (name → array or Tensor) as a plain safetensors file, atomically."""
-    return _atomic_save({name: getattr(v, "data", v) for name, v in state_dict.items()}, path, {})
+def save(
+    state_dict: dict[str, Any], path: str | os.PathLike, metadata: dict[str, str] | None = None
+) -> Path:
+    """Write a state dict (name → array or Tensor) as a plain safetensors file, atomically, with
+    ``metadata`` (strings) in its header."""
+    tensors = {name: getattr(v, "data", v) for name, v in state_dict.items()}
+    return _atomic_save(tensors, path, dict(metadata or {}))
+
+
+def load_with_metadata(
+    path: str | os.PathLike, *, verify: bool = True
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The tensors of a file :func:`save` wrote and its header's metadata (digest checked)."""
+    path, tensors, metadata = _read(path)
+    if verify:
+        _check_digest(path, tensors, metadata, foreign_ok=True)
+    return tensors, metadata
 
 
 def load(path: str | os.PathLike, *, verify: bool = True) -> dict[str, np.ndarray]:

@@ -1,4 +1,5 @@
-"""The ``fastnet`` command line: train, pretrain, finetune, predict, export, eval, bench, info.
+"""The ``fastnet`` command line: train, pretrain, finetune, predict, export, compress, distill,
+eval, bench, info.
 
 Every subcommand validates its options before it writes anything: a user error (a value out of
 range, a missing file, an unknown name, a device that is not there, a folder that cannot be
@@ -457,12 +458,14 @@ def _ranks_line() -> str:
 def export_command(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from . import export
+    from . import export, quantize
     from .predict import input_shape
 
     source = Path(args.model_file)
     if not source.is_file():
         raise UsageError(f"{source}: no such file")
+    if quantize.is_quantized_file(source):
+        return _export_int8(args, source)
     # RuntimeError: weights that do not fit the model the config names
     with _user_errors(ValueError, FileNotFoundError, RuntimeError):
         model, config = export.load_model_file(source)
@@ -493,7 +496,57 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
-# =================================================================== eval and bench (loaded on use)
+def _export_int8(args: argparse.Namespace, source: Path) -> int:
+    """``fastnet export`` of an int8 model (``fastnet compress --quantize int8``): a QDQ graph."""
+    import numpy as np
+
+    from . import export_int8, quantize
+    from .predict import input_shape
+
+    with _user_errors(ValueError, FileNotFoundError):
+        model = quantize.load_quantized(source)
+    try:
+        shape = args.input_shape or input_shape(model.config)
+    except (ValueError, KeyError):
+        raise UsageError(
+            "the int8 model's config gives no input shape: give --input-shape"
+        ) from None
+    out = Path(args.out) if args.out else source.with_suffix(".onnx")
+    _check_writable(out.parent)
+    with _user_errors(ValueError, ImportError):
+        path = export_int8.export_quantized_onnx(model, out, shape)
+    described = f"fastnet: wrote {path} (onnx, int8 QDQ, {path.stat().st_size:,} bytes)"
+    inputs = np.random.default_rng(0).random((32, *shape))
+    try:
+        errors = export_int8.check_quantized_with_onnxruntime(model, path, inputs)
+    except ImportError:
+        print(f"{described}; not checked: onnxruntime missing ({install_hint('onnx')})")
+        return 0
+    print(
+        f"{described}; onnxruntime on 32 random inputs, max relative error: "
+        f"{errors['unfused']:.1e} as written ({errors['unfused_equal']:.0%} of inputs equal to "
+        f"float32 rounding), {errors['fused']:.1e} with its int8 fusions"
+    )
+    return 0
+
+
+# ============================================= compress, distill, eval and bench (loaded on use)
+@command("compress")
+def compress_command(args: argparse.Namespace) -> int:
+    from . import compress
+
+    _device(args.device)
+    return compress.run(args)
+
+
+@command("distill")
+def distill_command(args: argparse.Namespace) -> int:
+    from . import distill
+
+    _device(args.device)
+    return distill.run(args)
+
+
 @command("eval")
 def eval_command(args: argparse.Namespace) -> int:
     from . import evaluate

@@ -424,7 +424,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(export, device=False)
 
-    from . import evaluate
+    from . import compress, distill, evaluate
+
+    compress_parser = subcommand(
+        "compress",
+        "quantize to int8, prune or remove channels of a trained model; a table against it",
+    )
+    compress.add_arguments(compress_parser)
+    _add_common(compress_parser)
+    distill_parser = subcommand(
+        "distill", "train a small student from a trained teacher, beside the student alone"
+    )
+    distill.add_arguments(distill_parser)
+    _add_common(distill_parser, device=False)  # its own --device
 
     evaluate_parser = subcommand(
         "eval",

@@ -481,20 +481,32 @@ def export_onnx(
     graph = _Graph(onnx)
     with eval_mode(model), no_grad():
         out = _emit(graph, model, _Value("input", Tensor(sample, device=model.device)))
+    return save_graph(graph, out.name, input_shape, out.tensor.shape[1:], opset, path)
+
+
+def save_graph(
+    graph: _Graph,
+    output: str,
+    input_shape: tuple[int, ...],
+    output_shape: tuple[int, ...],
+    opset: int,
+    path: str | os.PathLike,
+    name: str = "fastnet",
+) -> Path:
+    """Write ``graph`` as an ONNX model whose float32 input ``input`` is (batch, *input_shape) and
+    whose output ``output`` (the value named ``output`` in the graph) is (batch, *output_shape),
+    after ``onnx.checker``'s full check."""
+    onnx = _onnx()
     # the graph's output under a fixed name, whatever node made it
-    graph.nodes.append(onnx.helper.make_node("Identity", [out.name], ["output"]))
+    graph.nodes.append(onnx.helper.make_node("Identity", [output], ["output"]))
     float_type = onnx.TensorProto.FLOAT
     opsets = [onnx.helper.make_opsetid("", opset)]
     proto = onnx.helper.make_model(
         onnx.helper.make_graph(
             graph.nodes,
-            "fastnet",
+            name,
             [onnx.helper.make_tensor_value_info("input", float_type, ["batch", *input_shape])],
-            [
-                onnx.helper.make_tensor_value_info(
-                    "output", float_type, ["batch", *out.tensor.shape[1:]]
-                )
-            ],
+            [onnx.helper.make_tensor_value_info("output", float_type, ["batch", *output_shape])],
             graph.initializers,
         ),
         opset_imports=opsets,

@@ -47,14 +47,13 @@ a different order).
 
 from __future__ import annotations
 
-import copy
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import nn
 from .autograd import RemovableHandle
-from .models.base import Classifier
+from .models.base import ChainLayer, chain_layers, copy_model
 from .optim.optimizer import Optimizer
 from .tensor import Tensor
 
@@ -255,33 +254,6 @@ class Pruner:
 
 
 # ----------------------------------------------------------------- structured channel pruning
-class _Layer(NamedTuple):
-    name: str  # qualified, as in named_modules()
-    parent: nn.Module
-    key: str  # the child's name in parent
-    module: nn.Module
-
-
-def _layers(model: nn.Module) -> list[_Layer]:
-    """The leaf layers of a model made of Sequentials and Classifiers, in call order."""
-    if not isinstance(model, (nn.Sequential, Classifier)):
-        raise ValueError(
-            f"channel pruning needs a Sequential or Classifier model, got {type(model).__name__}"
-        )
-    found: list[_Layer] = []
-
-    def walk(container: nn.Module, prefix: str) -> None:
-        for key, child in container.named_children():
-            name = f"{prefix}{key}"
-            if isinstance(child, (nn.Sequential, Classifier)):
-                walk(child, f"{name}.")
-            else:
-                found.append(_Layer(name, container, key, child))
-
-    walk(model, "")
-    return found
-
-
 class _Plan(NamedTuple):
     """One prunable Conv2d: the BatchNorm2d layers on its channels and the layer consuming them
     (``spatial`` inputs per channel for a Linear after Flatten, 0 for a Conv2d)."""
@@ -292,11 +264,11 @@ class _Plan(NamedTuple):
     spatial: int
 
 
-def _refuse(layer: _Layer, why: str) -> ValueError:
+def _refuse(layer: ChainLayer, why: str) -> ValueError:
     return ValueError(f"channel pruning: layer {layer.name} ({type(layer.module).__name__}) {why}")
 
 
-def _plans(layers: list[_Layer]) -> list[_Plan]:
+def _plans(layers: list[ChainLayer]) -> list[_Plan]:
     plans = []
     for index, layer in enumerate(layers):
         conv = layer.module
@@ -344,20 +316,6 @@ def _kept_channels(conv: nn.Conv2d, fraction: float) -> np.ndarray:
     return np.sort(order[:count])
 
 
-def _copy(model: nn.Module) -> nn.Module:
-    """A deep copy sharing only the Device objects (tensors on different Device instances refuse to
-    mix), without hooks (a pruner's hooks belong to the original) or gradients."""
-    tensors = list(model.parameters()) + [buffer for _, buffer in model.named_buffers()]
-    memo: dict[int, Any] = {id(t.device): t.device for t in tensors}
-    for tensor in tensors:
-        hooks = getattr(tensor, "_post_accumulate_grad_hooks", None)
-        if hooks is not None:
-            memo[id(hooks)] = {}
-        if tensor.grad is not None:
-            memo[id(tensor.grad)] = None
-    return copy.deepcopy(model, memo)
-
-
 def _select(tensor: Tensor | None, index: np.ndarray, axis: int) -> None:
     """Keep ``index`` along ``axis`` of ``tensor``'s data (None: nothing to do)."""
     if tensor is not None:
@@ -370,8 +328,8 @@ def prune_channels(model: nn.Module, fraction: float) -> tuple[nn.Module, dict[s
     smallest filter L1 norm, and the kept channel indices by Conv2d name (module docstring);
     ``model`` is left untouched."""
     _check_fraction(fraction, "fraction")
-    smaller = _copy(model)
-    layers = _layers(smaller)
+    smaller = copy_model(model)
+    layers = chain_layers(smaller, "channel pruning")
     kept = {}
     for plan in _plans(layers):
         conv = layers[plan.conv].module
@@ -399,8 +357,8 @@ def prune_channels(model: nn.Module, fraction: float) -> tuple[nn.Module, dict[s
 def mask_channels(model: nn.Module, kept: dict[str, np.ndarray]) -> nn.Module:
     """A copy of ``model`` whose channels outside ``kept`` (as :func:`prune_channels` returns it)
     output exactly zero: filter, bias and BatchNorm2d zeroed (module docstring)."""
-    masked = _copy(model)
-    layers = _layers(masked)
+    masked = copy_model(model)
+    layers = chain_layers(masked, "channel pruning")
     by_name = {layer.name: index for index, layer in enumerate(layers)}
     plans = {layers[plan.conv].name: plan for plan in _plans(layers)}
     for name, keep in kept.items():

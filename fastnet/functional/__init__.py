@@ -17,6 +17,7 @@ composition of Tensor ops), one module per topic:
   softsign, tanhshrink, prelu, glu, softmin.
 * ``losses``: cross_entropy (the fused softmax + cross-entropy kernel, or probability targets),
   nll_loss.
+* ``distillation``: distillation_loss, soft_target_loss (the fused soft-target kernel).
 * ``contrastive``: nt_xent_loss (SimCLR's NT-Xent over (2N, D) embeddings).
 * ``pointwise_losses``: mse_loss, l1_loss, smooth_l1_loss, huber_loss, binary_cross_entropy,
   binary_cross_entropy_with_logits, kl_div.
@@ -24,6 +25,9 @@ composition of Tensor ops), one module per topic:
 * ``distance``: normalize, cosine_similarity, pairwise_distance.
 * ``attention``: scaled_dot_product_attention, attention_weights.
 * ``sparse``: embedding, one_hot.
+* ``sparse_dense``: csr_linear (x·Wᵀ + b with W in CSR form: pruned layers).
+* ``quantization``: fake_quantize_per_tensor_affine, fake_quantize_per_channel_affine
+  (quantization-aware training's rounding, straight-through gradient).
 * ``sync_batch_norm``: sync_batch_norm (batch norm over every rank's batch).
 * ``collectives``: all_gather (every rank's rows, differentiable).
 * ``regularization``: dropout, dropout1d, dropout2d, dropout3d.
@@ -70,6 +74,7 @@ from .conv import conv2d
 from .conv_transpose import conv_transpose2d
 from .dense import linear
 from .distance import cosine_similarity, normalize, pairwise_distance
+from .distillation import distillation_loss, soft_target_loss
 from .losses import cross_entropy, nll_loss
 from .normalization import batch_norm, group_norm, instance_norm, layer_norm, rms_norm
 from .patches import fold, pixel_shuffle, pixel_unshuffle, unfold
@@ -84,14 +89,19 @@ from .pointwise_losses import (
 )
 from .pooling import adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, max_pool2d
 from .pooling1d import adaptive_avg_pool1d, adaptive_max_pool1d, avg_pool1d, max_pool1d
+from .quantization import fake_quantize_per_channel_affine, fake_quantize_per_tensor_affine
 from .regularization import dropout, dropout1d, dropout2d, dropout3d
 from .resample import interpolate
 from .shape import flatten, pad
 from .sparse import embedding, one_hot
+from .sparse_dense import csr_linear
 from .sync_batch_norm import sync_batch_norm
 
 __all__ = [
     "Mask",
+    "csr_linear",
+    "fake_quantize_per_tensor_affine",
+    "fake_quantize_per_channel_affine",
     "Pair",
     "linear",
     "conv2d",
@@ -138,6 +148,8 @@ __all__ = [
     "cross_entropy",
     "nll_loss",
     "nt_xent_loss",
+    "distillation_loss",
+    "soft_target_loss",
     "mse_loss",
     "l1_loss",
     "smooth_l1_loss",

@@ -6,6 +6,7 @@ checkpoints can rebuild it from its saved config (:func:`create`).
 * ``mnist``: mlp, mnist_cnn.
 * ``resnet``: cifar_resnet, resnet18_cifar, cifar_cnn.
 * ``vit``: ViT.
+* ``students``: small_cnn, dw_cnn (distillation students).
 
 Importing this package imports every model module, and each registers its builders.
 """
@@ -13,6 +14,7 @@ Importing this package imports every model module, and each registers its builde
 from .base import Classifier, create, names, register
 from .mnist import mlp, mnist_cnn
 from .resnet import cifar_cnn, cifar_resnet, resnet18_cifar
+from .students import dw_cnn, small_cnn
 from .vit import ViT
 
 __all__ = [
@@ -23,6 +25,8 @@ __all__ = [
     "cifar_resnet",
     "resnet18_cifar",
     "ViT",
+    "small_cnn",
+    "dw_cnn",
     "create",
     "register",
     "names",

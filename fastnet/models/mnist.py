@@ -30,19 +30,27 @@ def mlp(
     return Classifier(nn.Sequential(*layers), nn.Linear(width, classes))
 
 
-def mnist_cnn(channels: int = 1, classes: int = 10, image_size: int = 28) -> Classifier:
-    """Two 3×3 conv + ReLU + 2×2 max-pool stages (32, 64 channels), then 128 hidden units."""
+def mnist_cnn(
+    channels: int = 1,
+    classes: int = 10,
+    image_size: int = 28,
+    widths: tuple[int, int] = (32, 64),
+    hidden: int = 128,
+) -> Classifier:
+    """Two 3×3 conv + ReLU + 2×2 max-pool stages (``widths``: 32, 64 channels), then ``hidden``
+    (128) units; other widths describe a channel-pruned CNN (``fastnet compress``)."""
+    first, second = widths
     features = nn.Sequential(
-        nn.Conv2d(channels, 32, 3, padding=1),
+        nn.Conv2d(channels, first, 3, padding=1),
         nn.ReLU(),
         nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1),
+        nn.Conv2d(first, second, 3, padding=1),
         nn.ReLU(),
         nn.MaxPool2d(2),
     )
     side = image_size // 4
     head = nn.Sequential(
-        nn.Flatten(), nn.Linear(64 * side * side, 128), nn.ReLU(), nn.Linear(128, classes)
+        nn.Flatten(), nn.Linear(second * side * side, hidden), nn.ReLU(), nn.Linear(hidden, classes)
     )
     return Classifier(features, head)
 

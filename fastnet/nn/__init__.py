@@ -51,6 +51,7 @@ from .activations import (
 )
 from .containers import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from .convolution import ConvTranspose2d
+from .distillation import DistillationLoss
 from .layers import (
     GELU,
     Conv2d,
@@ -117,6 +118,7 @@ from .pooling import (
     MaxPool1d,
 )
 from .resample import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
+from .sparse_linear import SparseLinear  # noqa: F401
 from .sync_batchnorm import SyncBatchNorm
 from .transformer import (
     Embedding,
@@ -172,6 +174,7 @@ __all__ = [
     "Softmin",
     "CrossEntropyLoss",
     "NLLLoss",
+    "DistillationLoss",
     "MSELoss",
     "L1Loss",
     "BCEWithLogitsLoss",
