@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from . import nn
-from .backend import Device, get_device, to_numpy
+from .backend import Device, get_device
 from .checkpoint import load_with_metadata, save
 from .models.base import chain_layers
 from .tensor import Tensor, no_grad
@@ -170,14 +170,14 @@ def _single(value: Any, layer: str, what: str) -> int:
 def _folded(conv: nn.Conv2d, norm: nn.BatchNorm2d | None) -> tuple[np.ndarray, np.ndarray]:
     """The convolution's weight and bias with a following BatchNorm2d (eval statistics) folded
     in: y = γ·(conv(x) − μ)/√(σ² + ε) + β."""
-    weight = to_numpy(conv.weight.data).astype(np.float64)
-    bias = np.zeros(len(weight)) if conv.bias is None else to_numpy(conv.bias.data)
+    weight = conv.weight.numpy().astype(np.float64)
+    bias = np.zeros(len(weight)) if conv.bias is None else conv.bias.numpy()
     if norm is None:
         return weight.astype(np.float32), np.asarray(bias, np.float32)
-    gain = to_numpy(norm.weight.data) if norm.weight is not None else np.ones(len(weight))
-    shift = to_numpy(norm.bias.data) if norm.bias is not None else np.zeros(len(weight))
-    factor = gain / np.sqrt(to_numpy(norm.running_var.data).astype(np.float64) + norm.eps)
-    folded_bias = (bias - to_numpy(norm.running_mean.data)) * factor + shift
+    gain = norm.weight.numpy() if norm.weight is not None else np.ones(len(weight))
+    shift = norm.bias.numpy() if norm.bias is not None else np.zeros(len(weight))
+    factor = gain / np.sqrt(norm.running_var.numpy().astype(np.float64) + norm.eps)
+    folded_bias = (bias - norm.running_mean.numpy()) * factor + shift
     return (weight * factor[:, None, None, None]).astype(np.float32), folded_bias.astype(np.float32)
 
 
@@ -217,14 +217,12 @@ def _steps(model: nn.Module) -> list[_Step]:
                 )
             )
         elif kind is nn.Linear:
-            bias = (
-                np.zeros(module.out_features) if module.bias is None else to_numpy(module.bias.data)
-            )
+            bias = np.zeros(module.out_features) if module.bias is None else module.bias.numpy()
             steps.append(
                 _Step(
                     "affine",
                     name,
-                    float_weight=to_numpy(module.weight.data).astype(np.float32),
+                    float_weight=module.weight.numpy().astype(np.float32),
                     bias=np.asarray(bias, np.float32),
                 )
             )
@@ -278,15 +276,17 @@ def _float_step(step: _Step, x: np.ndarray) -> np.ndarray:
         if step.float_weight.ndim == 2:
             y = x @ step.float_weight.T.astype(np.float64) + step.bias
         else:
-            y = to_numpy(
+            y = (
                 nn.functional.conv2d(
                     Tensor(x.astype(np.float32)),
                     Tensor(step.float_weight),
                     Tensor(step.bias),
                     step.stride,
                     step.padding,
-                ).data
-            ).astype(np.float64)
+                )
+                .numpy()
+                .astype(np.float64)
+            )
         y = np.maximum(y, 0.0) if step.relu else y
         return _pool(y, step.pool) if step.pool else y
     return _host_step(step, x)
@@ -328,7 +328,9 @@ def calibrate(
     seen = 0
     for batch in batches:
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        x = to_numpy(getattr(images, "data", images)).astype(np.float64)
+        x = (images.numpy() if isinstance(images, Tensor) else np.asarray(images)).astype(
+            np.float64
+        )
         for step in steps:
             if step.kind == "affine":
                 observers[step.name].observe(x)

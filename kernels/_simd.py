@@ -17,6 +17,12 @@ whole loop (no horizontal sums). The multiply-add is written in generic LLVM IR 
 <16 x i16> to <16 x i32>, multiply, add the even and odd lanes), which LLVM's x86 backend
 selects as one ``vpmaddwd`` (AVX2) and other targets lower to their own widening multiplies.
 int16 * int16 pairs of int8 values cannot overflow: |a*b + c*d| <= 2 * 128 * 128 = 2**15.
+
+:data:`gemm_u8s8_4x16_rows_unsigned` and :data:`gemm_u8s8_4x16_rows_signed` are the same tile
+on int8 operands in quads of K values (fbgemm's AVX2 scheme): ``vpmaddubsw`` (one operand read
+as unsigned, pair sums saturating to int16) + ``vpmaddwd`` with a vector of ones + ``vpaddd``,
+through the x86 intrinsics themselves (generic IR for the saturating pair sum is not matched);
+compiled only where :data:`HAS_AVX2`.
 """
 
 from __future__ import annotations
@@ -155,3 +161,144 @@ def _tile_signature(ROWS, a, a_off, a_stride, b, b_off, b_stride, k2, acc, c_off
 #: acc[c_off + i * c_stride:][:16]; offsets and strides count elements; a and b int16 arrays.
 gemm_int16_pairs_4x16 = _tile_intrinsic(4)
 gemm_int16_pairs_6x16 = _tile_intrinsic(6)
+
+
+# ---------------------------------------------------------------------------------------------
+# The u8 x s8 tile (AVX2 only): fbgemm's vpmaddubsw + vpmaddwd(ones) + vpaddd, four k at a time.
+
+_I8 = ir.IntType(8)
+_V32I8 = ir.VectorType(_I8, 32)
+_ONES16 = ir.Constant(_V16I16, [1] * 16)
+
+
+def _host_has_avx2() -> bool:
+    """True when Numba compiles for this host and the host has AVX2 (the x86 intrinsics below
+    cannot be selected for another target)."""
+    import numba
+
+    if numba.config.CPU_NAME not in (None, "host") or numba.config.CPU_FEATURES:
+        return False
+    try:
+        from llvmlite import binding
+
+        return bool(binding.get_host_cpu_features().get("avx2", False))
+    except Exception:  # noqa: BLE001 -- no feature map (not x86): the portable path runs
+        return False
+
+
+#: Whether :data:`gemm_u8s8_4x16_rows_signed` and :data:`gemm_u8s8_4x16_rows_unsigned` may be
+#: compiled on this host.
+HAS_AVX2 = _host_has_avx2()
+
+
+def _x86(builder, name, return_type, *args):
+    function_type = ir.FunctionType(return_type, [arg.type for arg in args])
+    function = cgutils.get_or_insert_function(builder.module, function_type, name)
+    return builder.call(function, list(args))
+
+
+def _u8s8_tile_intrinsic(ROWS, rows_unsigned):
+    """ROWS x COLS int32 sums over K = 4 * k4 of int8 operands in quads:
+
+        acc[c_off + i * c_stride + j] =
+            sum_q sum_h a[a_i + 4q + h] * b[b_off + q * b_stride + 4j + h]
+
+    the rows operand a (row i at a_off + i * a_stride) broadcast one quad (an i32) at a time,
+    b's quad q the 16 columns' 4 bytes each (two 32-byte loads). One operand is read as unsigned
+    (vpmaddubsw's first): the rows when ``rows_unsigned`` (the linear layer: a's activations),
+    else the columns (the convolution: im2col'd activations). Exact when the unsigned operand is
+    in [0, 127] and the signed one in [-127, 127] (a pair sum stays below 2**15 - 1)."""
+
+    @intrinsic
+    def gemm_tile(typingctx, a, a_off, a_stride, b, b_off, b_stride, k4, acc, c_off, c_stride):
+        for array, dtype in ((a, types.int8), (b, types.int8), (acc, types.int32)):
+            if not isinstance(array, types.Array) or array.dtype != dtype:
+                return None
+        sig = types.void(a, a_off, a_stride, b, b_off, b_stride, k4, acc, c_off, c_stride)
+        return sig, codegen
+
+    def codegen(context, builder, signature, args):
+        return _u8s8_codegen(ROWS, rows_unsigned, context, builder, signature, args)
+
+    return gemm_tile
+
+
+def _u8s8_codegen(ROWS, rows_unsigned, context, builder, signature, args):
+    a_arr, _, _, b_arr, _, _, _, acc_arr, _, _ = args
+    arg_types = signature.args
+
+    def intp(index):
+        return context.cast(builder, args[index], arg_types[index], types.intp)
+
+    a_off_v, a_stride_v = intp(1), intp(2)
+    b_off_v, b_stride_v, k4_v = intp(4), intp(5), intp(6)
+    c_off_v, c_stride_v = intp(8), intp(9)
+    a_data = _data(context, builder, arg_types[0], a_arr)
+    b_data = _data(context, builder, arg_types[3], b_arr)
+    acc_data = _data(context, builder, arg_types[7], acc_arr)
+    rows = []
+    for i in range(ROWS):
+        offset = builder.add(a_off_v, builder.mul(a_stride_v, ir.Constant(_I64, i)))
+        rows.append(builder.bitcast(builder.gep(a_data, [offset]), _I32.as_pointer()))
+    b_base = builder.gep(b_data, [b_off_v])
+
+    entry = builder.block
+    loop = builder.append_basic_block("quads.loop")
+    done = builder.append_basic_block("quads.done")
+    zero = ir.Constant(_I64, 0)
+    builder.cbranch(builder.icmp_signed(">", k4_v, zero), loop, done)
+
+    builder.position_at_end(loop)
+    q = builder.phi(_I64)
+    q.add_incoming(zero, entry)
+    sums = []
+    for _ in range(2 * ROWS):
+        phi = builder.phi(_V8I32)
+        phi.add_incoming(_ZEROS8, entry)
+        sums.append(phi)
+    b_quad = builder.gep(b_base, [builder.mul(q, b_stride_v)])
+    halves = []
+    for h in range(2):
+        pointer = builder.bitcast(
+            builder.gep(b_quad, [ir.Constant(_I64, 32 * h)]), _V32I8.as_pointer()
+        )
+        halves.append(builder.load(pointer, align=1))
+    new_sums = []
+    for i in range(ROWS):
+        quad = builder.load(builder.gep(rows[i], [q]), align=1)
+        splat = builder.insert_element(
+            ir.Constant(_V8I32, ir.Undefined), quad, ir.Constant(_I32, 0)
+        )
+        splat = builder.shuffle_vector(splat, splat, _ZEROS8)
+        splat = builder.bitcast(splat, _V32I8)
+        for h in range(2):
+            unsigned, signed = (splat, halves[h]) if rows_unsigned else (halves[h], splat)
+            pairs = _x86(builder, "llvm.x86.avx2.pmadd.ub.sw", _V16I16, unsigned, signed)
+            quads = _x86(builder, "llvm.x86.avx2.pmadd.wd", _V8I32, pairs, _ONES16)
+            new_sums.append(builder.add(sums[2 * i + h], quads))
+    q_next = builder.add(q, ir.Constant(_I64, 1))
+    q.add_incoming(q_next, builder.block)
+    for phi, value in zip(sums, new_sums, strict=True):
+        phi.add_incoming(value, builder.block)
+    builder.cbranch(builder.icmp_signed("<", q_next, k4_v), loop, done)
+
+    builder.position_at_end(done)
+    finals = []
+    for index in range(2 * ROWS):
+        final = builder.phi(_V8I32)
+        final.add_incoming(_ZEROS8, entry)
+        final.add_incoming(new_sums[index], loop)
+        finals.append(final)
+    for index, final in enumerate(finals):
+        i, h = divmod(index, 2)
+        offset = builder.add(c_off_v, builder.mul(c_stride_v, ir.Constant(_I64, i)))
+        offset = builder.add(offset, ir.Constant(_I64, 8 * h))
+        pointer = builder.bitcast(builder.gep(acc_data, [offset]), _V8I32.as_pointer())
+        builder.store(final, pointer, align=4)
+    return context.get_dummy_value()
+
+
+#: The u8 x s8 ROWS x 16 tiles (see :func:`_u8s8_tile_intrinsic`); offsets and strides count
+#: bytes, a and b int8 arrays. Compile them only where :data:`HAS_AVX2`.
+gemm_u8s8_4x16_rows_unsigned = _u8s8_tile_intrinsic(4, True)
+gemm_u8s8_4x16_rows_signed = _u8s8_tile_intrinsic(4, False)

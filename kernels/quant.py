@@ -53,7 +53,12 @@ Variants, simplest first:
   column of C*kh*kw values per output pixel) packed in the same panels as the linear layer's w,
   so out[b] (Cout, Ho*Wo) is the GEMM's output; with pool > 1 each band of 4 channels' sums is
   pooled, then goes through the epilogue. Images go in chunks that fit
-  ``_cpu.images_per_chunk``, parallel over the images of a chunk.
+  ``_cpu.images_per_chunk``, parallel over the images of a chunk. On an AVX2 host (``U8S8``),
+  when the activations (a, x) are all >= 0 (int8 codes after a ReLU) and the weights all >= -127,
+  both layers take fbgemm's u8 x s8 path instead: int8 operands in quads of K values,
+  ``vpmaddubsw`` (activations unsigned) + ``vpmaddwd`` with ones + ``vpaddd`` per 8 lanes, the
+  same tiles, epilogue and pooling; exact, as no pair sum reaches vpmaddubsw's saturation
+  (2 * 127 * 127 < 2**15). The first layer (signed pixels) keeps the int16 pairs.
 * ``*_cuda``: a shared-memory tiled int8 GEMM with int32 accumulators; the convolution is an
   im2col kernel into a workspace + the same GEMM; with pool > 1 the GEMM writes the raw int32
   sums (B, Cout, Ho, Wo) into a scratch, and a grid-stride kernel pools them and runs the
@@ -331,62 +336,164 @@ def dequantize_cpu(q: np.ndarray, scale: float, out: np.ndarray) -> np.ndarray:
 # stored.
 
 TILE_M, TILE_N = 4, _simd.COLS
-_gemm_tile = _simd.gemm_int16_pairs_4x16
 
 
-@register_jitable
-def _gemm_tiles(
-    a16, a_stride, m_count, b16, panel_step, b_stride, k2,
-    multiplier, bias, relu, out_scale, per_row, mode, m0, out, acc,
-):  # fmt: skip
-    """out[m0 + m, n] = epilogue(sum_k a[m, k] * b[n, k]) for m < m_count and n < out.shape[1],
-    a16 the rows operand (row m at m * a_stride), b16 the pairs operand (the pairs of columns
-    n0 .. n0 + TILE_N - 1 at (n0 // TILE_N) * panel_step, one pair p after another b_stride
-    apart), the epilogue's channel being m (``per_row``, the convolution) or n (the linear layer).
+def _gemm_functions(_gemm_tile):
+    """The GEMM drivers :func:`_gemm_tiles` and :func:`_gemm_pooled` around one tile intrinsic
+    (the int16-pair tile or a u8 x s8 one, :mod:`kernels._simd`): the same loops, offsets and
+    strides in the tile's elements, k2 its count of K groups."""
 
-    One call covers many tiles, everything inline: Numba does not inline the functions it calls
-    (each call also pays reference counts on its array arguments), and a per-tile or per-element
-    call costs more than the tile's arithmetic. acc (int32, TILE_M rows of out.shape[1] rounded
-    up to TILE_N) takes a band of TILE_M rows of tiles; the epilogue then runs along whole rows
-    of the band, loops long enough for LLVM to vectorize. The int8 epilogue is
-    clip(rint(y / out_scale), -128, 127) in float32: clamp, then round half to even by adding and
-    subtracting 1.5 * 2**23 (exact for |y| < 2**22 in float32's round-to-nearest-even), inline
-    where np.rint is a libm call."""
-    n_count = out.shape[1]
-    width = acc.shape[0] // TILE_M
-    for m in range(0, m_count, TILE_M):
-        rows = min(TILE_M, m_count - m)
-        for n in range(0, n_count, TILE_N):
-            _gemm_tile(
-                a16, m * a_stride, a_stride, b16, (n // TILE_N) * panel_step, b_stride, k2,
-                acc, n, width,
-            )  # fmt: skip
-        for i in range(rows):
-            row, base = m0 + m + i, i * width
-            if mode == 0:
-                for j in range(n_count):
-                    out[row, j] = acc[base + j]
-            elif per_row:
-                scale, shift = multiplier[m + i], bias[m + i]
-                for j in range(n_count):
-                    y = np.float32(acc[base + j]) * scale + shift
-                    if relu:
-                        y = max(y, np.float32(0.0))
-                    if mode == 2:
-                        y = min(max(y / out_scale, np.float32(-256.0)), np.float32(256.0))
-                        y = (y + np.float32(12582912.0)) - np.float32(12582912.0)
-                        y = min(max(y, np.float32(INT8_MIN)), np.float32(INT8_MAX))
-                    out[row, j] = y
-            else:
-                for j in range(n_count):
-                    y = np.float32(acc[base + j]) * multiplier[j] + bias[j]
-                    if relu:
-                        y = max(y, np.float32(0.0))
-                    if mode == 2:  # as above
-                        y = min(max(y / out_scale, np.float32(-256.0)), np.float32(256.0))
-                        y = (y + np.float32(12582912.0)) - np.float32(12582912.0)
-                        y = min(max(y, np.float32(INT8_MIN)), np.float32(INT8_MAX))
-                    out[row, j] = y
+    @register_jitable
+    def _gemm_tiles(
+        a16, a_stride, m_count, b16, panel_step, b_stride, k2,
+        multiplier, bias, relu, out_scale, per_row, mode, m0, out, acc,
+    ):  # fmt: skip
+        """out[m0 + m, n] = epilogue(sum_k a[m, k] * b[n, k]) for m < m_count and n < out.shape[1],
+        a16 the rows operand (row m at m * a_stride), b16 the pairs operand (the pairs of
+        columns n0 .. n0 + TILE_N - 1 at (n0 // TILE_N) * panel_step, one pair p after another
+        b_stride apart), the epilogue's channel being m (``per_row``, the convolution) or n (the
+        linear layer).
+
+        One call covers many tiles, everything inline: Numba does not inline the functions it calls
+        (each call also pays reference counts on its array arguments), and a per-tile or per-element
+        call costs more than the tile's arithmetic. acc (int32, TILE_M rows of out.shape[1] rounded
+        up to TILE_N) takes a band of TILE_M rows of tiles; the epilogue then runs along whole rows
+        of the band, loops long enough for LLVM to vectorize. The int8 epilogue is
+        clip(rint(y / out_scale), -128, 127) in float32: clamp, then round half to even by adding
+        and subtracting 1.5 * 2**23 (exact for |y| < 2**22 in float32's round-to-nearest-even),
+        inline where np.rint is a libm call."""
+        n_count = out.shape[1]
+        width = acc.shape[0] // TILE_M
+        for m in range(0, m_count, TILE_M):
+            rows = min(TILE_M, m_count - m)
+            for n in range(0, n_count, TILE_N):
+                _gemm_tile(
+                    a16, m * a_stride, a_stride, b16, (n // TILE_N) * panel_step, b_stride, k2,
+                    acc, n, width,
+                )  # fmt: skip
+            for i in range(rows):
+                row, base = m0 + m + i, i * width
+                if mode == 0:
+                    for j in range(n_count):
+                        out[row, j] = acc[base + j]
+                elif per_row:
+                    scale, shift = multiplier[m + i], bias[m + i]
+                    for j in range(n_count):
+                        y = np.float32(acc[base + j]) * scale + shift
+                        if relu:
+                            y = max(y, np.float32(0.0))
+                        if mode == 2:
+                            y = min(max(y / out_scale, np.float32(-256.0)), np.float32(256.0))
+                            y = (y + np.float32(12582912.0)) - np.float32(12582912.0)
+                            y = min(max(y, np.float32(INT8_MIN)), np.float32(INT8_MAX))
+                        out[row, j] = y
+                else:
+                    for j in range(n_count):
+                        y = np.float32(acc[base + j]) * multiplier[j] + bias[j]
+                        if relu:
+                            y = max(y, np.float32(0.0))
+                        if mode == 2:  # as above
+                            y = min(max(y / out_scale, np.float32(-256.0)), np.float32(256.0))
+                            y = (y + np.float32(12582912.0)) - np.float32(12582912.0)
+                            y = min(max(y, np.float32(INT8_MIN)), np.float32(INT8_MAX))
+                        out[row, j] = y
+
+    @register_jitable
+    def _gemm_pooled(
+        a16, a_stride, m_count, b16, panel_step, b_stride, k2,
+        multiplier, bias, relu, out_scale, mode, pool, out_h, out_w, out, acc,
+    ):  # fmt: skip
+        """As :func:`_gemm_tiles` with the convolution's per-row epilogue, the columns being the
+        out_h x out_w pixels of an image, and out (Cout, (out_h // pool) * (out_w // pool)) their
+        max over pool x pool windows: each band of TILE_M rows' int32 sums (acc) is max-pooled, then
+        goes through the epilogue (non-decreasing in acc, every multiplier being > 0)."""
+        width = acc.shape[0] // TILE_M
+        pixels = out_h * out_w
+        pooled_h, pooled_w = out_h // pool, out_w // pool
+        rows_max = np.empty(out_w, np.int32)
+        pooled = pooled_h * pooled_w
+        maxima = np.empty(pooled, np.int32)
+        for m in range(0, m_count, TILE_M):
+            for n in range(0, pixels, TILE_N):
+                _gemm_tile(
+                    a16, m * a_stride, a_stride, b16, (n // TILE_N) * panel_step, b_stride, k2,
+                    acc, n, width,
+                )  # fmt: skip
+            for i in range(min(TILE_M, m_count - m)):
+                row = m + i
+                scale, shift = multiplier[row], bias[row]
+                for ph in range(pooled_h):
+                    # the max over the window's rows, one contiguous loop a row; then along columns
+                    top = i * width + ph * pool * out_w
+                    for col in range(out_w):
+                        rows_max[col] = acc[np.uint64(top + col)]
+                    for di in range(1, pool):
+                        start = top + di * out_w
+                        for col in range(out_w):
+                            rows_max[col] = max(rows_max[col], acc[np.uint64(start + col)])
+                    for pw in range(pooled_w):
+                        best = rows_max[pw * pool]
+                        for dj in range(1, pool):
+                            best = max(best, rows_max[pw * pool + dj])
+                        maxima[ph * pooled_w + pw] = best
+                # the epilogue of _gemm_tiles along the channel's pooled plane: one loop that
+                # LLVM vectorizes (inside the pooling loops above it ran 3x slower, measured)
+                if mode == 0:
+                    for j in range(pooled):
+                        out[row, j] = maxima[j]
+                else:
+                    for j in range(pooled):
+                        y = np.float32(maxima[j]) * scale + shift
+                        if relu:
+                            y = max(y, np.float32(0.0))
+                        if mode == 2:
+                            y = min(max(y / out_scale, np.float32(-256.0)), np.float32(256.0))
+                            y = (y + np.float32(12582912.0)) - np.float32(12582912.0)
+                            y = min(max(y, np.float32(INT8_MIN)), np.float32(INT8_MAX))
+                        out[row, j] = y
+
+    return _gemm_tiles, _gemm_pooled
+
+
+_gemm_tiles, _gemm_pooled = _gemm_functions(_simd.gemm_int16_pairs_4x16)
+
+# The u8 x s8 path (AVX2 only, kernels/_simd.py: vpmaddubsw + vpmaddwd with ones): int8 operands
+# in quads of K values (k4 = ceil(K / 4), zero-padded), the same panels of TILE_N columns with 4
+# bytes a column per quad ((panels, k4, TILE_N, 4)), rows of 4 * k4 bytes. vpmaddubsw reads one
+# operand as unsigned and saturates its pair sums at 2**15 - 1, so the path is exact, and taken,
+# only when the activations are >= 0 (int8 codes after a ReLU: [0, 127]) and the weights >= -127:
+# |a0 * w0 + a1 * w1| <= 2 * 127 * 127 < 2**15. Otherwise (or without AVX2) the int16 pairs run.
+U8S8 = _simd.HAS_AVX2
+# the linear layer's activations are the rows (unsigned); the convolution's are the columns
+_gemm_tiles_u8a, _ = _gemm_functions(_simd.gemm_u8s8_4x16_rows_unsigned)
+_gemm_tiles_u8b, _gemm_pooled_u8b = _gemm_functions(_simd.gemm_u8s8_4x16_rows_signed)
+
+
+@numba.njit(cache=True)
+def _min_int8(x):
+    """The minimum of a flat int8 array (127 when empty)."""
+    low = np.int8(INT8_MAX)
+    for value in x:
+        low = min(low, value)
+    return low
+
+
+@numba.njit(cache=True)
+def _pack_quads(b, k4):
+    """b (N, K) int8 as the u8 x s8 columns operand in panels of TILE_N rows: a flat int8 array
+    of (ceil(N / TILE_N), k4, TILE_N, 4), b8[((panel * k4 + q) * TILE_N + j) * 4 + h] =
+    b[panel * TILE_N + j, 4q + h], 0 past N and K; and b's minimum (127 when empty)."""
+    n_size, k_size = b.shape
+    panels = (n_size + TILE_N - 1) // TILE_N
+    packed = np.zeros(panels * k4 * TILE_N * 4, np.int8)
+    low = np.int8(INT8_MAX)
+    for n in range(n_size):
+        panel, j = n // TILE_N, n % TILE_N
+        for k in range(k_size):
+            value = b[n, k]
+            low = min(low, value)
+            packed[((panel * k4 + k // 4) * TILE_N + j) * 4 + k % 4] = value
+    return packed, low
 
 
 @numba.njit(cache=True)
@@ -438,6 +545,28 @@ def _linear_kernel_cpu(a, packed, k2, multiplier, bias, relu, out_scale, mode, o
         )  # fmt: skip
 
 
+@cpu_kernel
+def _linear_kernel_u8_cpu(a, packed, k4, multiplier, bias, relu, out_scale, mode, out):
+    """:func:`_linear_kernel_cpu` on the u8 x s8 path: a's rows (>= 0) copied into int8 rows of
+    4 * k4 bytes, packed from :func:`_pack_quads`."""
+    m_size, k_size = a.shape
+    row_stride = 4 * k4
+    panels = (out.shape[1] + TILE_N - 1) // TILE_N
+    tasks = (m_size + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    for task in prange(tasks):
+        rows8 = np.zeros(ROWS_PER_TASK * row_stride, np.int8)
+        acc = np.empty(TILE_M * panels * TILE_N, np.int32)
+        start = task * ROWS_PER_TASK
+        rows = min(ROWS_PER_TASK, m_size - start)
+        for i in range(rows):
+            for k in range(k_size):
+                rows8[i * row_stride + k] = a[start + i, k]
+        _gemm_tiles_u8a(
+            rows8, row_stride, rows, packed, k4 * 4 * TILE_N, 4 * TILE_N, k4,
+            multiplier, bias, relu, out_scale, False, mode, start, out, acc,
+        )  # fmt: skip
+
+
 def linear_int8_cpu(
     a: np.ndarray,
     w: np.ndarray,
@@ -450,9 +579,18 @@ def linear_int8_cpu(
     """out (M, N) = epilogue(a @ w.T) with an int32 accumulator (see the module docstring)."""
     mode, out_scale = _linear_arguments(a, w, multiplier, bias, relu, out_scale, out)
     if out.size:
+        work = a.shape[0] * w.shape[0] * max(a.shape[1], 1) // 64
+        if U8S8 and _min_int8(a.reshape(-1)) >= 0:
+            k4 = (a.shape[1] + 3) // 4
+            packed8, low = _pack_quads(w, k4)
+            if low >= -INT8_MAX:
+                _linear_kernel_u8_cpu(
+                    work, a, packed8, k4, multiplier, bias, bool(relu), np.float32(out_scale),
+                    mode, out,
+                )  # fmt: skip
+                return out
         k2 = (a.shape[1] + 1) // 2
         packed = _pack_pairs(w, k2)
-        work = a.shape[0] * w.shape[0] * max(a.shape[1], 1) // 64
         _linear_kernel_cpu(
             work, a, packed, k2, multiplier, bias, bool(relu), np.float32(out_scale), mode, out
         )
@@ -504,55 +642,6 @@ def _im2col_pairs(x, image, cols, k_size, kernel_h, kernel_w, stride, padding, o
                 cols[np.uint64(target + 2 * j + 1)] = plane[np.uint64(tap1 + where)]
 
 
-@register_jitable
-def _gemm_pooled(
-    a16, a_stride, m_count, b16, panel_step, b_stride, k2,
-    multiplier, bias, relu, out_scale, mode, pool, out_h, out_w, out, acc,
-):  # fmt: skip
-    """As :func:`_gemm_tiles` with the convolution's per-row epilogue, the columns being the
-    out_h x out_w pixels of an image, and out (Cout, (out_h // pool) * (out_w // pool)) their
-    max over pool x pool windows: each band of TILE_M rows' int32 sums (acc) is max-pooled, then
-    goes through the epilogue (non-decreasing in acc, every multiplier being > 0)."""
-    width = acc.shape[0] // TILE_M
-    pixels = out_h * out_w
-    pooled_h, pooled_w = out_h // pool, out_w // pool
-    rows_max = np.empty(out_w, np.int32)
-    for m in range(0, m_count, TILE_M):
-        for n in range(0, pixels, TILE_N):
-            _gemm_tile(
-                a16, m * a_stride, a_stride, b16, (n // TILE_N) * panel_step, b_stride, k2,
-                acc, n, width,
-            )  # fmt: skip
-        for i in range(min(TILE_M, m_count - m)):
-            row = m + i
-            scale, shift = multiplier[row], bias[row]
-            for ph in range(pooled_h):
-                # the max over the window's rows, one contiguous loop a row; then along columns
-                top = i * width + ph * pool * out_w
-                for col in range(out_w):
-                    rows_max[col] = acc[np.uint64(top + col)]
-                for di in range(1, pool):
-                    start = top + di * out_w
-                    for col in range(out_w):
-                        rows_max[col] = max(rows_max[col], acc[np.uint64(start + col)])
-                for pw in range(pooled_w):
-                    best = rows_max[pw * pool]
-                    for dj in range(1, pool):
-                        best = max(best, rows_max[pw * pool + dj])
-                    target = ph * pooled_w + pw
-                    if mode == 0:
-                        out[row, target] = best
-                    else:  # the epilogue of _gemm_tiles
-                        y = np.float32(best) * scale + shift
-                        if relu:
-                            y = max(y, np.float32(0.0))
-                        if mode == 2:
-                            y = min(max(y / out_scale, np.float32(-256.0)), np.float32(256.0))
-                            y = (y + np.float32(12582912.0)) - np.float32(12582912.0)
-                            y = min(max(y, np.float32(INT8_MIN)), np.float32(INT8_MAX))
-                        out[row, target] = y
-
-
 @cpu_kernel
 def _conv_kernel_cpu(
     x, w16, k2, multiplier, bias, relu, out_scale, mode, kernel_h, kernel_w, stride, padding,
@@ -590,6 +679,78 @@ def _conv_kernel_cpu(
             )  # fmt: skip
 
 
+@register_jitable
+def _im2col_quads(x, image, cols, k_size, kernel_h, kernel_w, stride, padding, out_h, out_w, width):
+    """:func:`_im2col_pairs` for the u8 x s8 path: int8 cols in quads, as :func:`_pack_quads`
+    lays out w: cols[((panel * k4 + k // 4) * TILE_N + j) * 4 + k % 4] = value k of pixel
+    p = panel * TILE_N + j (0 in the padding and past K and the last pixel), k4 = ceil(K / 4)."""
+    channels, height = x.shape[1], x.shape[2]
+    high, wide = height + 2 * padding, width + 2 * padding
+    zero = channels * high * wide
+    plane = np.zeros(2 * zero + 1, np.int8)
+    for c in range(channels):
+        for row in range(height):
+            target = (c * high + row + padding) * wide + padding
+            for col in range(width):
+                plane[np.uint64(target + col)] = x[image, c, row, col]
+    k4 = (k_size + 3) // 4
+    padded = cols.shape[0] // (4 * k4)
+    taps = kernel_h * kernel_w
+    tap = np.full(4 * k4, zero, np.int64)
+    for k in range(k_size):
+        c, t = k // taps, k % taps
+        tap[k] = (c * high + t // kernel_w) * wide + t % kernel_w
+    source = np.full(padded, zero, np.int64)
+    for oh in range(out_h):
+        for ow in range(out_w):
+            source[oh * out_w + ow] = (oh * wide + ow) * stride
+    for panel in range(padded // TILE_N):
+        first = panel * TILE_N
+        for quad in range(k4):
+            tap0, tap1 = tap[4 * quad], tap[4 * quad + 1]
+            tap2, tap3 = tap[4 * quad + 2], tap[4 * quad + 3]
+            target = ((panel * k4 + quad) * TILE_N) * 4
+            for j in range(TILE_N):
+                where = source[first + j]
+                at = np.uint64(target + 4 * j)
+                cols[at] = plane[np.uint64(tap0 + where)]
+                cols[at + np.uint64(1)] = plane[np.uint64(tap1 + where)]
+                cols[at + np.uint64(2)] = plane[np.uint64(tap2 + where)]
+                cols[at + np.uint64(3)] = plane[np.uint64(tap3 + where)]
+
+
+@cpu_kernel
+def _conv_kernel_u8_cpu(
+    x, w8, k4, multiplier, bias, relu, out_scale, mode, kernel_h, kernel_w, stride, padding,
+    pool, out_h, out_w, first, cols, out,
+):  # fmt: skip
+    """:func:`_conv_kernel_cpu` on the u8 x s8 path: x >= 0 (the unsigned columns, im2col'd by
+    :func:`_im2col_quads`), w8 the weights (>= -127) as int8 rows of 4 * k4 bytes."""
+    out_channels = out.shape[1]
+    k_size = x.shape[1] * kernel_h * kernel_w
+    padded = cols.shape[1] // (4 * k4)
+    row_stride = 4 * k4
+    panel_step, b_stride = k4 * 4 * TILE_N, 4 * TILE_N
+    for index in prange(cols.shape[0]):
+        image = first + index
+        column = cols[index]
+        _im2col_quads(
+            x, image, column, k_size, kernel_h, kernel_w, stride, padding, out_h, out_w,
+            x.shape[3],
+        )  # fmt: skip
+        acc = np.empty(TILE_M * padded, np.int32)
+        if pool == 1:
+            _gemm_tiles_u8b(
+                w8, row_stride, out_channels, column, panel_step, b_stride, k4,
+                multiplier, bias, relu, out_scale, True, mode, 0, out[image], acc,
+            )  # fmt: skip
+        else:
+            _gemm_pooled_u8b(
+                w8, row_stride, out_channels, column, panel_step, b_stride, k4,
+                multiplier, bias, relu, out_scale, mode, pool, out_h, out_w, out[image], acc,
+            )  # fmt: skip
+
+
 def conv2d_int8_cpu(
     x: np.ndarray,
     w: np.ndarray,
@@ -613,15 +774,30 @@ def conv2d_int8_cpu(
     kernel_h, kernel_w = w.shape[2:]
     w2 = w.reshape(out_channels, -1)
     pixels, patch = out_h * out_w, w2.shape[1]
+    padded = -(-pixels // TILE_N) * TILE_N
+    relu, out_scale = bool(relu), np.float32(out_scale)
+    planes = out.reshape(batch, out_channels, -1)
+    if U8S8 and _min_int8(w2.reshape(-1)) >= -INT8_MAX and _min_int8(x.reshape(-1)) >= 0:
+        k4 = (patch + 3) // 4
+        rows = -(-out_channels // TILE_M) * TILE_M
+        w8 = np.zeros((rows, 4 * k4), np.int8)
+        w8[:out_channels, :patch] = w2
+        chunk = min(batch, images_per_chunk(pixels * (patch + 4 * out_channels // pool**2)))
+        cols8 = np.empty((chunk, padded * 4 * k4), np.int8)  # _im2col_quads writes every byte
+        for first in range(0, batch, chunk):
+            images = min(chunk, batch - first)
+            _conv_kernel_u8_cpu(
+                images * pixels * patch * out_channels // 64,
+                x, w8.reshape(-1), k4, multiplier, bias, relu, out_scale, mode, kernel_h,
+                kernel_w, stride, padding, pool, out_h, out_w, first, cols8[:images], planes,
+            )  # fmt: skip
+        return out
     k2 = (patch + 1) // 2
     w16 = _widen_rows(w2, k2)
-    padded = -(-pixels // TILE_N) * TILE_N
     # As many images as keep their columns and output planes in cache between im2col and GEMM.
     chunk = min(batch, images_per_chunk(pixels * (2 * patch + 4 * out_channels // pool**2)))
     # every value, pads included, is written by _im2col_pairs
     cols = np.empty((chunk, padded * 2 * k2), np.int16)
-    planes = out.reshape(batch, out_channels, -1)
-    relu, out_scale = bool(relu), np.float32(out_scale)
     for first in range(0, batch, chunk):
         images = min(chunk, batch - first)
         _conv_kernel_cpu(

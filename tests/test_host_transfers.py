@@ -41,8 +41,10 @@ FASTNET = Path(fn.__file__).resolve().parent
 
 # Modules that may still convert arrays of unknown origin with backend.to_numpy (it routes a
 # CuPy array through the cuda device's counted to_host): values handed in by users (state dicts,
-# checkpoints) and the optimizer state and benchmark modules of other owners.
+# checkpoints, the scales given to F.fake_quantize_per_channel_affine) and the optimizer state
+# and benchmark modules of other owners.
 TO_NUMPY_USERS = {
+    "functional/quantization.py",
     "backend/__init__.py",
     "nn/module.py",
     "checkpoint.py",

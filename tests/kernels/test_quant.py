@@ -457,3 +457,182 @@ def test_conv_cpu_wide_output(rng):
     """More than one tile of pixels and of channels, with tails in both."""
     run_conv(rng, CPU, (2, 3, 13, 11, 19, 3, 1, 1), np.int8, True)
     run_conv(rng, CPU, (1, 2, 9, 10, 5, 2, 1, 0), np.int32, False)
+
+
+# ---------------------------------------------------------------------------------------------
+# the u8 x s8 path (AVX2: vpmaddubsw): activations in [0, 127], weights in [-127, 127]
+
+U8S8 = pytest.mark.skipif(not quant.U8S8, reason="the u8 x s8 path needs AVX2")
+
+
+def codes(rng, shape, low, high):
+    """Uniform over [low, high] without 0 (a kernel that skips work cannot pass); at least one
+    value at each end."""
+    values = rng.integers(low, high, shape, endpoint=True, dtype=np.int16)
+    values[values == 0] = high
+    flat = values.reshape(-1)
+    flat[0], flat[-1] = low if low else high, high
+    return values.astype(np.int8)
+
+
+@pytest.fixture
+def paths(monkeypatch):
+    """Counts the calls of the u8 x s8 and the int16-pair kernels."""
+    calls = {"u8s8": 0, "int16": 0}
+    for name, path in (
+        ("_linear_kernel_u8_cpu", "u8s8"),
+        ("_conv_kernel_u8_cpu", "u8s8"),
+        ("_linear_kernel_cpu", "int16"),
+        ("_conv_kernel_cpu", "int16"),
+    ):
+        kernel = getattr(quant, name)
+
+        def counted(*args, kernel=kernel, path=path):
+            calls[path] += 1
+            return kernel(*args)
+
+        monkeypatch.setattr(quant, name, counted)
+    return calls
+
+
+def linear_of(rng, a, w, dtype):
+    m, n = a.shape[0], w.shape[0]
+    multiplier, bias = epilogue_of(rng, n, a.shape[1])
+    out = np.full((m, n), np.nan if dtype == np.float32 else -1, dtype)
+    quant.linear_int8_cpu(a, w, multiplier, bias, True, 0.05, out)
+    expected = quant.reference_linear_int8(a, w, multiplier, bias, True, 0.05, out)
+    y = quant.reference_linear_int8(a, w, multiplier, bias, True, 0.05, out.astype(np.float32))
+    check_epilogue(out, expected, y, 0.05)
+
+
+def conv_of(rng, x, w, dtype, stride, padding, pool):
+    out_channels, _, kernel, _ = w.shape
+    batch, _, height, width = x.shape
+    multiplier, bias = epilogue_of(rng, out_channels, w[0].size)
+    out_h = (height + 2 * padding - kernel) // stride + 1
+    out_w = (width + 2 * padding - kernel) // stride + 1
+    shape = (batch, out_channels, out_h // pool, out_w // pool)
+    out = np.full(shape, np.nan if dtype == np.float32 else -1, dtype)
+    args = (x, w, multiplier, bias, True, 0.05, stride, padding, pool)
+    quant.conv2d_int8_cpu(*args, out)
+    expected = quant.reference_conv2d_int8(*args, out)
+    y = quant.reference_conv2d_int8(*args, out.astype(np.float32))
+    check_epilogue(out, expected, y, 0.05)
+
+
+@U8S8
+@pytest.mark.parametrize("k", [1, 3, 5, 7, 33, 301])
+@pytest.mark.parametrize("m, n", [(1, 1), (5, 17), (37, 33)], ids=str)
+@pytest.mark.parametrize("dtype", EPILOGUE_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("driver", ["serial", "parallel"])
+def test_linear_u8s8_is_exact(rng, force_driver, paths, k, m, n, dtype, driver):
+    force_driver(driver)
+    linear_of(rng, codes(rng, (m, k), 0, 127), codes(rng, (n, k), -127, 127), dtype)
+    assert paths == {"u8s8": 1, "int16": 0}
+
+
+@U8S8
+def test_linear_u8s8_at_the_limits_does_not_saturate(paths):
+    """Every pair at 2 * 127 * 127 = 32258 (vpmaddubsw saturates past 32767), either sign."""
+    k = 4099
+    a = np.full((5, k), 127, np.int8)
+    a[1, ::2] = 0
+    w = np.full((3, k), -127, np.int8)
+    w[1] = 127
+    out = np.full((5, 3), -1, np.int32)
+    ones = np.ones(3, np.float32)
+    quant.linear_int8_cpu(a, w, ones, np.zeros(3, np.float32), False, 1.0, out)
+    expected = quant.reference_linear_int8(a, w, ones, None, False, 1.0, out)
+    assert expected[0, 1] == 127 * 127 * k
+    np.testing.assert_array_equal(out.astype(np.int64), expected)
+    assert paths == {"u8s8": 1, "int16": 0}
+
+
+# (batch, channels, height, width, out channels, kernel, stride, padding): K = 1, 3, 5, 7, 33,
+# 301 (channels * kernel**2), Cout and pixel tails
+CONV_U8S8_GEOMETRIES = [
+    (2, 1, 6, 6, 4, 1, 1, 0),
+    (3, 3, 7, 5, 5, 1, 1, 0),
+    (2, 5, 9, 8, 3, 1, 2, 1),
+    (1, 7, 5, 6, 7, 1, 1, 0),
+    (2, 33, 6, 7, 6, 1, 1, 1),
+    (2, 301, 5, 5, 9, 1, 1, 0),
+    (3, 32, 14, 14, 9, 3, 1, 1),
+    (2, 3, 13, 11, 19, 3, 1, 1),
+    (1, 2, 9, 10, 5, 2, 1, 0),
+]
+
+
+@U8S8
+@pytest.mark.parametrize("geometry", CONV_U8S8_GEOMETRIES, ids=str)
+@pytest.mark.parametrize("pool", [1, 2])
+@pytest.mark.parametrize("dtype", EPILOGUE_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_conv_u8s8_is_exact(rng, force_driver, paths, geometry, pool, dtype):
+    force_driver("parallel" if dtype == np.int8 else "serial")
+    batch, channels, height, width, out_channels, kernel, stride, padding = geometry
+    x = codes(rng, (batch, channels, height, width), 0, 127)
+    w = codes(rng, (out_channels, channels, kernel, kernel), -127, 127)
+    conv_of(rng, x, w, dtype, stride, padding, pool)
+    assert paths == {"u8s8": 1, "int16": 0}
+
+
+@U8S8
+def test_conv_u8s8_in_several_chunks(rng, monkeypatch, paths):
+    monkeypatch.setattr(quant, "images_per_chunk", lambda size: 1)
+    x = codes(rng, (3, 2, 7, 7), 0, 127)
+    conv_of(rng, x, codes(rng, (3, 2, 3, 3), -127, 127), np.int8, 1, 1, 2)
+    assert paths == {"u8s8": 3, "int16": 0}
+
+
+@pytest.mark.parametrize("culprit", ["activation", "weight"])
+def test_fallback_to_int16_pairs_is_exact(rng, paths, culprit):
+    """One activation < 0 or one weight at -128 (either would break vpmaddubsw's exactness):
+    the int16 pairs run, exactly."""
+    a, w = codes(rng, (9, 37), 0, 127), codes(rng, (18, 37), -127, 127)
+    x, wc = codes(rng, (2, 3, 6, 6), 0, 127), codes(rng, (5, 3, 3, 3), -127, 127)
+    if culprit == "activation":
+        a[4, 20], x[1, 2, 3, 3] = -1, -128
+    else:
+        w[17, 36], wc[4, 2, 2, 2] = -128, -128
+    linear_of(rng, a, w, np.int32)
+    conv_of(rng, x, wc, np.int32, 1, 1, 2)
+    assert paths == {"u8s8": 0, "int16": 2}
+
+
+@pytest.mark.parametrize("n, k", [(1, 1), (16, 4), (19, 7), (33, 301)], ids=str)
+def test_pack_quads_layout(rng, n, k):
+    w = int8s(rng, (n, k))
+    k4 = (k + 3) // 4
+    packed, low = quant._pack_quads(w, k4)
+    assert low == w.min()
+    panels = -(-n // quant.TILE_N)
+    expected = np.zeros((panels * quant.TILE_N, 4 * k4), np.int8)
+    expected[:n, :k] = w
+    # (panel, quad, column of the panel, byte of the quad)
+    expected = expected.reshape(panels, quant.TILE_N, k4, 4).transpose(0, 2, 1, 3)
+    np.testing.assert_array_equal(packed, expected.reshape(-1))
+
+
+@pytest.mark.parametrize(
+    "geometry", [(3, 6, 5, 3, 1, 1), (2, 7, 9, 3, 2, 0), (1, 4, 4, 2, 3, 2), (5, 3, 3, 1, 1, 0)]
+)
+def test_im2col_quads_layout(rng, geometry):
+    """(channels, height, width, kernel, stride, padding): K of every residue mod 4."""
+    channels, height, width, kernel, stride, padding = geometry
+    x = int8s(rng, (2, channels, height, width))
+    out_h = (height + 2 * padding - kernel) // stride + 1
+    out_w = (width + 2 * padding - kernel) // stride + 1
+    k = channels * kernel * kernel
+    k4, pixels = (k + 3) // 4, out_h * out_w
+    padded = -(-pixels // quant.TILE_N) * quant.TILE_N
+    cols = np.full(padded * 4 * k4, 7, np.int8)  # every value written, the pads with 0
+    quant._im2col_quads(x, 1, cols, k, kernel, kernel, stride, padding, out_h, out_w, width)
+    xp = np.pad(x[1], ((0, 0), (padding, padding), (padding, padding)))
+    expected = np.zeros((4 * k4, padded), np.int8)
+    for oh in range(out_h):
+        for ow in range(out_w):
+            window = xp[:, oh * stride : oh * stride + kernel, ow * stride : ow * stride + kernel]
+            expected[:k, oh * out_w + ow] = window.reshape(-1)
+    panels = padded // quant.TILE_N
+    got = cols.reshape(panels, k4, quant.TILE_N, 4).transpose(1, 3, 0, 2).reshape(4 * k4, padded)
+    np.testing.assert_array_equal(got, expected)
