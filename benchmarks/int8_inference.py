@@ -18,6 +18,7 @@ Needs PyTorch (the ``bench`` extra). Timings are for reading, not for asserting.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 
@@ -117,12 +118,16 @@ def measure(torch, args: argparse.Namespace) -> dict:
     test = None
     if args.model:
         model, config = export.load_model_file(args.model)
-        _, test_set = build_datasets("mnist", args.data_dir)
+        train_set, test_set = build_datasets("mnist", args.data_dir)
         from fastnet.data import DataLoader
 
-        loader = DataLoader(test_set, batch_size=args.batch, transform=eval_transform(config))
-        test = list(loader.numpy_batches())
-        calibration = [images for images, _ in test[:8]]
+        def batches(dataset, count=None, **options):
+            loader = DataLoader(dataset, args.batch, transform=eval_transform(config), **options)
+            return list(itertools.islice(loader.numpy_batches(), count))
+
+        test = batches(test_set)
+        # calibration on 8 batches of training images, as fastnet compress does
+        calibration = [images for images, _ in batches(train_set, 8, shuffle=True, seed=0)]
     else:
         model = models.mnist_cnn()
         calibration = [rng.random((args.batch, 1, 28, 28), np.float32) for _ in range(2)]
@@ -154,7 +159,7 @@ def measure(torch, args: argparse.Namespace) -> dict:
         "pytorch float32": torch_runner(theirs_float),
         "pytorch int8": torch_runner(theirs_int8),
     }
-    batch = calibration[0][: args.batch]
+    batch = test[0][0][: args.batch] if test else calibration[0][: args.batch]
     throughput = race(contenders, batch, args.rounds)
     latency = race(contenders, batch[:1], args.rounds * 5)
     results: dict = {"batch": args.batch, "threads": args.threads, "contenders": {}}

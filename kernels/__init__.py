@@ -18,14 +18,18 @@ Each family module holds, side by side:
 Families: ``matmul`` (tiled, and split-K for skinny products), ``conv`` (im2col / col2im),
 ``winograd`` (F(2x2, 3x3) convolution transforms), ``depthwise`` (per-channel convolution),
 ``pool`` (max- and average-pool), ``resample`` (nearest and bilinear), ``softmax_xent`` (fused
-softmax + cross-entropy), ``contrastive`` (the NT-Xent loss's row kernels), ``optim`` (fused
-Adam/AdamW and SGD updates, per parameter and over flat multi-parameter buffers), ``gather``
+softmax + cross-entropy, and the soft-target KL of distillation), ``contrastive`` (the NT-Xent
+loss's row kernels), ``optim`` (fused Adam/AdamW and SGD updates, per parameter and over flat
+multi-parameter buffers), ``gather``
 (many arrays into one flat buffer), ``norm`` (layer and batch norm), ``softmax`` (row softmax with
 masks, for attention), ``activation`` (ReLU), ``augment`` (a batch gathered, cropped, flipped and
-normalised from a uint8 image store), ``warp`` (batched affine warps, for augmented views).
+normalised from a uint8 image store), ``warp`` (batched affine warps, for augmented views),
+``quant`` (int8 quantize / dequantize, int8 linear and convolution with int32 accumulators and a
+fused epilogue), ``sparse`` (CSR sparse x dense products, for pruned layers).
 
 Shared helpers, one concern each: ``_contract`` (the family declaration and the benchmark
 vocabulary), ``_cpu`` (when a CPU kernel runs serial or parallel), ``_cuda`` (the launch path and
 allocation), ``_checks`` (argument checks), ``_geometry`` (sliding windows), ``_fastmath``
-(vectorisable exp and max, fastmath flags), ``_reduce`` (CUDA block reductions).
+(vectorisable exp and max, fastmath flags), ``_reduce`` (CUDA block reductions), ``_simd`` (CPU
+SIMD micro-kernels as Numba intrinsics: the int8 GEMM tiles).
 """
