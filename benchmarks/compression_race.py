@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
+from int8_inference import race  # beside this script: the same interleaved timing
 
 from fastnet import export, quantize
 from fastnet.bench import pinned_threads
@@ -52,18 +52,6 @@ def runner(model):
             return model(Tensor(x)).numpy()
 
     return run
-
-
-def race(runs: dict, batch: np.ndarray, rounds: int) -> dict[str, float]:
-    best = dict.fromkeys(runs, float("inf"))
-    for run in runs.values():
-        run(batch)
-    for _ in range(rounds):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run(batch)
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
 
 
 def main() -> None:
