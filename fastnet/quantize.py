@@ -362,10 +362,6 @@ class QuantizedModel:
             for s in steps
         ]
 
-    @property
-    def input_scale(self) -> float:
-        return next(step.input_scale for step in self.steps if step.kind == "affine")
-
     def eval(self) -> QuantizedModel:
         return self
 
