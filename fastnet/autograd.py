@@ -8,9 +8,11 @@ next to each other and work on raw arrays of the device:
 
 ``Function.apply(*tensors, **params)`` runs ``forward`` on the tensors' arrays and, when grad mode
 is on and an input requires a gradient, records itself as the output's ``_ctx`` with the input
-tensors. :func:`backward` orders that graph topologically once, walks it in reverse, accumulates
-each gradient, reduces broadcast gradients back to their input's shape (:func:`unbroadcast`),
-stores the results in the leaves' ``.grad`` and frees the graph.
+tensors. :func:`backward` counts, once, how many ops consumed each tensor of that graph, then
+walks it from the output as PyTorch's engine does (a node runs when its last consumer has run,
+so its gradient is final), accumulates each gradient, reduces broadcast gradients back to their
+input's shape (:func:`unbroadcast`), stores the results in the leaves' ``.grad`` and frees the
+graph.
 
 Two hooks let data-parallel training overlap communication with the walk (PyTorch's names): a
 leaf's ``register_post_accumulate_grad_hook(hook)`` calls ``hook(leaf)`` as soon as the walk
@@ -32,9 +34,9 @@ imports nothing from :mod:`fastnet.tensor` (which builds on it) and the two have
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
 from .backend import Device
@@ -56,22 +58,33 @@ __all__ = [
     "unbroadcast",
 ]
 
-_state = threading.local()
+# The grad mode of each thread where it is off (PyTorch's grad mode is per thread, on by default),
+# by thread id: an empty dict, the usual case, answers is_grad_enabled() with one global lookup
+# (a threading.local attribute costs several times a whole small op's bookkeeping).
+_grad_off: dict[int, bool] = {}
 
 
 def is_grad_enabled() -> bool:
-    return getattr(_state, "grad_enabled", True)
+    return not _grad_off or get_ident() not in _grad_off
+
+
+def _set_grad_enabled(key: int, enabled: bool) -> None:
+    if enabled:
+        _grad_off.pop(key, None)
+    else:
+        _grad_off[key] = True
 
 
 @contextmanager
 def no_grad() -> Iterator[None]:
     """Within this block, ops record no graph (evaluation, optimizer updates)."""
-    previous = is_grad_enabled()
-    _state.grad_enabled = False
+    key = get_ident()  # restored for this thread even if the block ends on another
+    previous = key not in _grad_off
+    _set_grad_enabled(key, False)
     try:
         yield
     finally:
-        _state.grad_enabled = previous
+        _set_grad_enabled(key, previous)
 
 
 def inference_mode() -> AbstractContextManager[None]:
@@ -82,12 +95,13 @@ def inference_mode() -> AbstractContextManager[None]:
 
 @contextmanager
 def enable_grad() -> Iterator[None]:
-    previous = is_grad_enabled()
-    _state.grad_enabled = True
+    key = get_ident()
+    previous = key not in _grad_off
+    _set_grad_enabled(key, True)
     try:
         yield
     finally:
-        _state.grad_enabled = previous
+        _set_grad_enabled(key, previous)
 
 
 def unbroadcast(grad: Any, shape: tuple) -> Any:
@@ -157,11 +171,35 @@ class Function:
     @classmethod
     def apply(cls, *inputs: Tensor, **params: Any) -> Tensor:
         fn = cls()
-        fn.device = _check_devices(cls.__name__.lower(), inputs)
-        data = fn.forward(*(t.data for t in inputs), **params)
+        # the hot paths, one and two inputs, check the devices and read the arrays inline; any
+        # doubt (a non-tensor, two devices, no input) goes to _check_devices, which raises
+        if len(inputs) == 2:
+            a, b = inputs
+            try:
+                device = a.device
+                same = device.__class__ is Device and b.device is device
+            except AttributeError:
+                same = False
+            fn.device = device if same else _check_devices(cls.__name__.lower(), inputs)
+            data = fn.forward(a.data, b.data, **params) if params else fn.forward(a.data, b.data)
+            record = a.requires_grad or b.requires_grad
+        elif len(inputs) == 1:
+            a = inputs[0]
+            device = getattr(a, "device", None)
+            fn.device = (
+                device
+                if device.__class__ is Device
+                else _check_devices(cls.__name__.lower(), inputs)
+            )
+            data = fn.forward(a.data, **params)
+            record = a.requires_grad
+        else:
+            fn.device = _check_devices(cls.__name__.lower(), inputs)
+            data = fn.forward(*[t.data for t in inputs], **params)
+            record = any([t.requires_grad for t in inputs])
         out = inputs[0]._wrap(data, fn.device)
-        # requires_grad first: it is an attribute, grad mode a thread-local lookup
-        if any([t.requires_grad for t in inputs]) and is_grad_enabled():
+        # requires_grad first: it is an attribute, grad mode a lookup
+        if record and (not _grad_off or get_ident() not in _grad_off):
             fn.inputs = inputs
             if cls.saves_inputs:
                 fn._versions = tuple([t._version for t in inputs])
@@ -206,29 +244,63 @@ def backward(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
     """Accumulate d(root)/d(leaf), with ``seed`` as d(root), into every leaf's ``.grad``; free
     the graph unless ``retain_graph``. ``Tensor.backward`` checks the arguments and calls this.
     Raises before touching any gradient when the graph was freed or a saved value changed."""
-    xp = root.device.xp
-    order = _topological_order(root)
-    outer, _walk.callbacks = _walk.callbacks, []  # a hook may run a backward of its own
+    consumers = _count_consumers(root)
+    key = get_ident()
+    outer = _callbacks.get(key)  # a hook may run a backward of its own
+    _callbacks[key] = callbacks = []
     try:
-        _walk_graph(root, seed, retain_graph, xp, order)
-        callbacks = _walk.callbacks
+        _walk_graph(root, seed, retain_graph, consumers)
     finally:
-        _walk.callbacks = outer
+        if outer is None:
+            del _callbacks[key]
+        else:
+            _callbacks[key] = outer
     for callback in callbacks:
         callback()
 
 
-def _walk_graph(root: Tensor, seed: Any, retain_graph: bool, xp: Any, order: list) -> None:
+def _count_consumers(root: Tensor) -> dict[int, int]:
+    """For each tensor below ``root`` that needs a gradient (by id): how many graph edges lead
+    from it to an op, i.e. how many gradients it sums before it is final. Checks every node's
+    saved values on the way, so that the walk raises before it touches any gradient."""
+    consumers: dict[int, int] = {}
+    stack = [root]
+    while stack:  # iterative: deep graphs must not hit the recursion limit
+        node = stack.pop()
+        fn = node._ctx
+        try:
+            inputs = fn.inputs
+        except AttributeError:  # None (a leaf root), or freed by an earlier walk
+            if fn is None:
+                continue
+            _check_saved(node, fn)
+        if fn._versions or node._version:
+            _check_saved(node, fn)
+        for parent in inputs:
+            if parent.requires_grad:
+                key = id(parent)
+                if key in consumers:
+                    consumers[key] += 1
+                else:
+                    consumers[key] = 1
+                    if parent._ctx is not None:  # a leaf has nothing to look into
+                        stack.append(parent)
+    return consumers
+
+
+def _walk_graph(root: Tensor, seed: Any, retain_graph: bool, consumers: dict[int, int]) -> None:
+    """Walk from ``root`` in an order where a node comes after every op that consumed it (it is
+    ready when its last consumer is done, so its gradient is final), as PyTorch's engine."""
     grads: dict[int, Any] = {id(root): seed}
     stored: set[int] = set()  # arrays already handed to a leaf: a second leaf gets a copy
-    for node in reversed(order):
+    ready = [root]
+    while ready:
+        node = ready.pop()
         grad = grads.pop(id(node), None)
         fn = node._ctx
-        if grad is None:
-            if fn is not None and not retain_graph:
-                fn.__dict__.clear()  # free the node (see Function._freed)
-            continue
         if fn is None:  # a leaf
+            if grad is None:
+                continue
             if node.grad is None:
                 if (
                     id(grad) in stored
@@ -236,40 +308,54 @@ def _walk_graph(root: Tensor, seed: Any, retain_graph: bool, xp: Any, order: lis
                     or not grad.flags.c_contiguous
                     or grad.base is not None
                 ):
-                    grad = xp.array(grad)  # own, contiguous, writable: optimizers update from it
+                    # own, C-contiguous (a broadcast view's copy keeps its layout unless told),
+                    # writable: optimizers update from it
+                    grad = node.device.xp.array(grad, order="C")
                 stored.add(id(grad))
                 node.grad = node._wrap(grad, node.device)
             else:
                 node.grad.data += grad  # in place, as PyTorch accumulates: no new array a step
-            hooks = getattr(node, "_post_accumulate_grad_hooks", None)
-            if hooks:
-                for hook in list(hooks.values()):
-                    hook(node)
+            if _leaf_hooks_registered:
+                hooks = getattr(node, "_post_accumulate_grad_hooks", None)
+                if hooks:
+                    for hook in list(hooks.values()):
+                        hook(node)
             continue
-        input_grads = fn.backward(grad)
-        for parent, parent_grad in zip(fn.inputs, input_grads, strict=False):
-            if parent_grad is None or not parent.requires_grad:
-                continue
-            parent_grad = unbroadcast(parent_grad, parent.shape)
-            key = id(parent)
-            grads[key] = parent_grad if key not in grads else grads[key] + parent_grad
+        inputs = fn.inputs
+        if grad is None:  # no gradient reached this node: none flows on, but it still counts
+            parent_grads: Any = (None,) * len(inputs)
+        else:
+            parent_grads = fn.backward(grad)
+            if len(parent_grads) < len(inputs):  # the inputs past them get no gradient
+                parent_grads = (*parent_grads, *(None,) * (len(inputs) - len(parent_grads)))
+        for parent, parent_grad in zip(inputs, parent_grads):  # noqa: B905 (lengths match)
+            if parent.requires_grad:
+                key = id(parent)
+                if parent_grad is not None:
+                    if parent_grad.shape != parent.data.shape:
+                        parent_grad = unbroadcast(parent_grad, parent.data.shape)
+                    grads[key] = parent_grad if key not in grads else grads[key] + parent_grad
+                count = consumers[key] - 1
+                if count:
+                    consumers[key] = count
+                else:
+                    ready.append(parent)
         if not retain_graph:
             fn.__dict__.clear()  # free the node (see Function._freed)
 
 
-class _Walk(threading.local):
-    callbacks: list | None = None  # a list while this thread's backward walk runs
-
-
-_walk = _Walk()
+# By thread id: the callbacks queued during the backward walk running on that thread.
+_callbacks: dict[int, list] = {}
+_leaf_hooks_registered = False  # until a hook is registered, the walk never looks for one
 
 
 def queue_callback(callback: Any) -> None:
     """Run ``callback()`` once the backward walk in progress on this thread has finished every
     gradient, before ``backward()`` returns (from a hook; RuntimeError outside a walk)."""
-    if _walk.callbacks is None:
+    callbacks = _callbacks.get(get_ident())
+    if callbacks is None:
         raise RuntimeError("queue_callback() can only be called during a backward walk")
-    _walk.callbacks.append(callback)
+    callbacks.append(callback)
 
 
 class RemovableHandle:
@@ -304,27 +390,8 @@ class LeafHooks:
         hooks = getattr(self, "_post_accumulate_grad_hooks", None)
         if hooks is None:
             hooks = self._post_accumulate_grad_hooks = {}
+        global _leaf_hooks_registered
+        _leaf_hooks_registered = True
         handle = RemovableHandle(hooks)
         hooks[handle.id] = hook
         return handle
-
-
-def _topological_order(root: Tensor) -> list[Tensor]:
-    order: list[Tensor] = []
-    visited: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
-    while stack:  # iterative depth-first search: deep graphs must not hit the recursion limit
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
-            continue
-        if id(node) in visited:
-            continue
-        visited.add(id(node))
-        stack.append((node, True))
-        fn = node._ctx
-        if fn is not None:
-            if fn._versions or node._version or "inputs" not in fn.__dict__:
-                _check_saved(node, fn)
-            stack.extend((p, False) for p in fn.inputs if p.requires_grad and id(p) not in visited)
-    return order

@@ -66,12 +66,11 @@ __all__ = [
 ]
 
 
+_DTYPE_NAMES = {"float": np.float32, "double": np.float64, "long": np.int64, "int": np.int32}
+
+
 def _dtype_of(dtype: Any) -> np.dtype:
-    if isinstance(dtype, str) and dtype in ("float", "double", "long", "int"):
-        dtype = {"float": np.float32, "double": np.float64, "long": np.int64, "int": np.int32}[
-            dtype
-        ]
-    return np.dtype(dtype)
+    return np.dtype(_DTYPE_NAMES.get(dtype, dtype) if isinstance(dtype, str) else dtype)
 
 
 def result_dtype(*values: Any) -> np.dtype:
@@ -175,6 +174,7 @@ class Tensor(Reductions, Shaping, Selection, Pointwise, autograd.LeafHooks):
         self.grad: Tensor | None = None
         self._ctx: Function | None = None
         self._version = 0  # bumped by every in-place change: backward checks what ops saved
+        self._post_accumulate_grad_hooks = None  # set: the backward walk finds it at once
 
     @staticmethod
     def _wrap(data: Any, device: Device) -> Tensor:
@@ -285,20 +285,18 @@ class Tensor(Reductions, Shaping, Selection, Pointwise, autograd.LeafHooks):
         """Accumulate d(self)/d(leaf) into every leaf's ``.grad``, then free the graph."""
         if not self.requires_grad:
             raise RuntimeError("backward(): this tensor does not require grad and has no graph")
-        xp = self.device.xp
         if gradient is None:
             if self.data.size != 1:
                 raise RuntimeError(
                     "backward(): a gradient must be given for a non-scalar output "
                     f"(shape {self.shape}); call .sum().backward() or pass gradient="
                 )
-            seed = xp.ones_like(self.data)
+            seed = self.device.xp.empty(self.data.shape, self.data.dtype)  # ones_like costs 3x
+            seed.fill(1)
         else:
-            if isinstance(gradient, Tensor):
-                seed = gradient.data
-            else:
-                seed = self.device.asarray(gradient, self.dtype)
-            if tuple(seed.shape) != self.shape:
+            as_tensor = isinstance(gradient, Tensor)
+            seed = gradient.data if as_tensor else self.device.asarray(gradient, self.dtype)
+            if seed.shape != self.data.shape and tuple(seed.shape) != self.shape:
                 raise ValueError(
                     f"backward(): gradient shape {tuple(seed.shape)} does not match output shape "
                     f"{self.shape}"
@@ -307,20 +305,27 @@ class Tensor(Reductions, Shaping, Selection, Pointwise, autograd.LeafHooks):
         autograd.backward(self, seed, retain_graph)
 
     # ----------------------------------------------------------------- arithmetic
-    # every binary op takes its operands through _promote: PyTorch's type promotion
+    # every binary op promotes through _promote (PyTorch's rule); + - * skip it for two tensors
+    # of one dtype, which it would return as they are (a call costs as much as the check)
     def __add__(self, other: Any) -> Tensor:
+        if isinstance(other, Tensor) and other.data.dtype is self.data.dtype:
+            return Add.apply(self, other)
         return Add.apply(*_promote(self, other))
 
     def __radd__(self, other: Any) -> Tensor:
         return Add.apply(*_promote(other, self))
 
     def __sub__(self, other: Any) -> Tensor:
+        if isinstance(other, Tensor) and other.data.dtype is self.data.dtype:
+            return Sub.apply(self, other)
         return Sub.apply(*_promote(self, other))
 
     def __rsub__(self, other: Any) -> Tensor:
         return Sub.apply(*_promote(other, self))
 
     def __mul__(self, other: Any) -> Tensor:
+        if isinstance(other, Tensor) and other.data.dtype is self.data.dtype:
+            return Mul.apply(self, other)
         return Mul.apply(*_promote(self, other))
 
     def __rmul__(self, other: Any) -> Tensor:
@@ -463,11 +468,7 @@ class Tensor(Reductions, Shaping, Selection, Pointwise, autograd.LeafHooks):
     def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
         return self._compare(other, "__ne__")
 
-    def eq(self, other: Any) -> Tensor:
-        return self._compare(other, "__eq__")
-
-    def ne(self, other: Any) -> Tensor:
-        return self._compare(other, "__ne__")
+    eq, ne = __eq__, __ne__
 
     def __bool__(self) -> bool:
         if self.data.size != 1:

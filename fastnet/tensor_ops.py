@@ -50,13 +50,18 @@ def _broadcasting(op: str, compute: Any, a: Any, b: Any) -> Any:
     try:
         return compute(a, b)
     except ValueError:
-        try:
-            np.broadcast_shapes(a.shape, b.shape)
-        except ValueError:
-            raise ValueError(
-                f"{op}: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be broadcast together"
-            ) from None
+        _check_broadcast(op, a, b)
         raise
+
+
+def _check_broadcast(op: str, a: Any, b: Any) -> None:
+    """Raise the error naming ``op`` and both shapes when they cannot be broadcast together."""
+    try:
+        np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(
+            f"{op}: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be broadcast together"
+        ) from None
 
 
 class ToDevice(Function):
@@ -83,7 +88,11 @@ class Add(Function):
     saves_inputs = saves_output = False
 
     def forward(self, a, b):
-        return _broadcasting("add", operator.add, a, b)
+        try:  # inline, not through _broadcasting: the hottest ops
+            return a + b
+        except ValueError:
+            _check_broadcast("add", a, b)
+            raise
 
     def backward(self, grad):
         return grad, grad
@@ -93,7 +102,11 @@ class Sub(Function):
     saves_inputs = saves_output = False
 
     def forward(self, a, b):
-        return _broadcasting("sub", operator.sub, a, b)
+        try:  # inline, not through _broadcasting: the hottest ops
+            return a - b
+        except ValueError:
+            _check_broadcast("sub", a, b)
+            raise
 
     def backward(self, grad):
         return grad, -grad
@@ -104,7 +117,11 @@ class Mul(Function):
 
     def forward(self, a, b):
         self.a, self.b = a, b
-        return _broadcasting("mul", operator.mul, a, b)
+        try:  # inline, not through _broadcasting: the hottest ops
+            return a * b
+        except ValueError:
+            _check_broadcast("mul", a, b)
+            raise
 
     def backward(self, grad):
         return grad * self.b, grad * self.a
@@ -115,7 +132,11 @@ class Div(Function):
 
     def forward(self, a, b):
         self.a, self.b = a, b
-        return _broadcasting("div", operator.truediv, a, b)
+        try:  # inline, not through _broadcasting: the hottest ops
+            return a / b
+        except ValueError:
+            _check_broadcast("div", a, b)
+            raise
 
     def backward(self, grad):
         grad_a = grad / self.b
@@ -342,13 +363,22 @@ class Sum(Function):
     saves_inputs = saves_output = False
 
     def forward(self, a, axis, keepdims):
-        self.shape, self.axis, self.keepdims = a.shape, axis, keepdims
+        self.shape, self.size, self.axis, self.keepdims = a.shape, a.size, axis, keepdims
         return a.sum(axis=axis, keepdims=keepdims)
 
     def backward(self, grad):
+        xp = self.device.xp
         if self.axis is not None and not self.keepdims:
-            grad = self.device.xp.expand_dims(grad, self.axis)
-        return (self.device.xp.broadcast_to(grad, self.shape),)
+            grad = xp.expand_dims(grad, self.axis)
+        if self.size <= _FILLED_GRAD_SIZE:  # filled: broadcast_to costs more than a small op
+            out = xp.empty(self.shape, grad.dtype)
+            out[...] = grad
+            return (out,)
+        return (xp.broadcast_to(grad, self.shape),)
+
+
+# Up to this many values, Sum's gradient is a new array rather than a read-only broadcast view.
+_FILLED_GRAD_SIZE = 4096
 
 
 class Max(Function):
