@@ -16,7 +16,8 @@ Each family module holds, side by side:
   PTX check (``ptx``) and the benchmarks discover; adding a family touches nothing else.
 
 Families: ``matmul`` (tiled, and split-K for skinny products), ``conv`` (im2col / col2im),
-``winograd`` (F(2x2, 3x3) convolution transforms), ``depthwise`` (per-channel convolution),
+``winograd`` (F(2x2, 3x3) convolution: the transforms, and the whole convolution a chunk of
+images at a time), ``depthwise`` (per-channel convolution),
 ``pool`` (max- and average-pool), ``resample`` (nearest and bilinear), ``softmax_xent`` (fused
 softmax + cross-entropy, and the soft-target KL of distillation), ``contrastive`` (the NT-Xent
 loss's row kernels), ``optim`` (fused Adam/AdamW and SGD updates, per parameter and over flat
@@ -31,5 +32,7 @@ Shared helpers, one concern each: ``_contract`` (the family declaration and the 
 vocabulary), ``_cpu`` (when a CPU kernel runs serial or parallel), ``_cuda`` (the launch path and
 allocation), ``_checks`` (argument checks), ``_geometry`` (sliding windows), ``_fastmath``
 (vectorisable exp and max, fastmath flags), ``_reduce`` (CUDA block reductions), ``_simd`` (CPU
-SIMD micro-kernels as Numba intrinsics: the int8 GEMM tiles).
+SIMD micro-kernels as Numba intrinsics: the int8 GEMM tiles), ``_blas`` (NumPy's own BLAS GEMM,
+callable from inside Numba kernels, so that a kernel splitting its work over threads calls a
+single-threaded BLAS per piece).
 """

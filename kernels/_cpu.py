@@ -16,6 +16,11 @@ Winograd transforms run serially, and on chunks of that size serial is the faste
 
 Both are measured, serial against parallel driver per kernel and size and on conv2d's chunks, by
 ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/parallel_threshold.py``.
+
+A whole convolution in one kernel call (Winograd's, im2col's) runs its chunks of images in
+``groups`` runs (:func:`chunk_groups`), one per thread when parallel, each run with its own
+workspace and calling a single-threaded BLAS per product (``_blas``): the chunks, not the
+products inside them, are what the threads share out.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 
 import numba
 from numba import njit
+from numba.extending import register_jitable
 
 # Where the compute-bound kernels (Winograd, max-pool, col2im) start to gain at 2 threads; the
 # memory-bound ones (ReLU, the optimizer step) gain little at any size, so a lower bar buys nothing.
@@ -87,3 +93,19 @@ def images_per_chunk(bytes_per_image: int, workspace: int = CONV_WORKSPACE_BYTES
     """How many images of ``bytes_per_image`` working set a convolution takes at a time: as many
     as fit ``workspace`` bytes, at least one."""
     return max(1, workspace // max(bytes_per_image, 1))
+
+
+def chunk_groups(kernel: CpuKernel, elements: int, chunks: int) -> tuple[Any, int]:
+    """The driver of ``kernel`` for a call over ``elements`` entries in ``chunks`` chunks of
+    images, and how many runs of chunks it takes: one per thread when parallel, else one."""
+    driver = kernel.driver(elements)
+    groups = min(numba.get_num_threads(), chunks) if driver is kernel.parallel else 1
+    return driver, max(groups, 1)
+
+
+@register_jitable
+def chunk_range(group, groups, chunks, chunk_images, batch):
+    """Images [start, stop) of run ``group`` of ``groups``: its share of the ``chunks`` chunks of
+    ``chunk_images`` images (the last chunk may be short)."""
+    first, last = group * chunks // groups, (group + 1) * chunks // groups
+    return first * chunk_images, min(last * chunk_images, batch)

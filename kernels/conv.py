@@ -60,6 +60,7 @@ import numpy as np
 from numba import cuda, prange, uint64
 from numba.extending import register_jitable
 
+from ._blas import gemm
 from ._checks import as_shape, check_float_dtype
 from ._contract import (
     FLOAT32_BYTES,
@@ -72,7 +73,7 @@ from ._contract import (
     Implementation,
     KernelSpec,
 )
-from ._cpu import cpu_kernel, images_per_chunk
+from ._cpu import chunk_groups, chunk_range, cpu_kernel, images_per_chunk
 from ._cuda import array_module, check_out, cuda_kernel, empty, launch, stride_grid
 from ._geometry import (
     IntPair,
@@ -220,6 +221,65 @@ def reference_conv2d(
     if b is not None:
         y += np.asarray(b, np.float64)[None, :, None, None]
     return y
+
+
+def reference_conv2d_im2col(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    stride: IntPair,
+    padding: IntPair,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    chunk_images: int = 1,
+) -> np.ndarray:
+    """The direct convolution (chunking changes nothing)."""
+    return reference_conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
+def reference_conv2d_im2col_backward(
+    dy: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray,
+    stride: IntPair,
+    padding: IntPair,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    chunk_images: int = 1,
+    need_x: bool = True,
+    need_w: bool = True,
+    need_b: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """dx, dweight, dbias in float64 window by window, the transpose of the direct sum: each
+    output position's dy spreads back over its window (dx) and meets that window (dweight)."""
+    out_channels, group_channels, kh, kw = weight.shape
+    _, _, sh, sw, ph, pw, oh, ow = window_geometry(
+        x.shape, (kh, kw), stride, padding, "reference_conv2d_im2col_backward", dilation
+    )
+    dh, dw = int_pair(dilation, "dilation", 1)
+    batch = x.shape[0]
+    padded = np.pad(np.asarray(x, np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    grad_padded = np.zeros_like(padded)
+    weights = np.asarray(weight, np.float64).reshape(groups, out_channels // groups, -1, kh, kw)
+    grads = np.asarray(dy, np.float64).reshape(batch, groups, out_channels // groups, oh, ow)
+    dweight = np.zeros_like(weights)
+    for row in range(oh):
+        for col in range(ow):
+            rows = slice(row * sh, row * sh + dh * (kh - 1) + 1, dh)
+            cols = slice(col * sw, col * sw + dw * (kw - 1) + 1, dw)
+            window = padded[:, :, rows, cols].reshape(batch, groups, group_channels, kh, kw)
+            g = grads[:, :, :, row, col]  # (N, G, OC/G)
+            dweight += np.einsum("ngo,ngchw->gochw", g, window)
+            spread = np.einsum("ngo,gochw->ngchw", g, weights)
+            grad_padded[:, :, rows, cols] += spread.reshape(batch, -1, kh, kw)
+    height, width = x.shape[2:]
+    dx = grad_padded[:, :, ph : ph + height, pw : pw + width]
+    dbias = np.asarray(dy, np.float64).sum(axis=(0, 2, 3))
+    return (
+        dx if need_x else None,
+        dweight.reshape(weight.shape) if need_w else None,
+        dbias if need_b else None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -539,6 +599,374 @@ def col2im_cuda(
     return dx
 
 
+# ---------------------------------------------------------------------------------------------
+# The whole convolution, a chunk of images at a time: y = w · im2col(x) per image and group, and
+# its gradients. CPU: one call, the chunks shared out over the threads (_cpu.chunk_groups), each
+# run with its own columns and a single-threaded BLAS (_blas.gemm) per image and group; CUDA: a
+# loop over the chunks, each one im2col launch and one batched product (the array module's
+# matmul: a family does not call a sibling's).
+
+
+def _conv_arguments(
+    op: str,
+    x: Any,
+    weight: Any,
+    bias: Any,
+    stride: IntPair,
+    padding: IntPair,
+    dilation: IntPair,
+    groups: int,
+    chunk_images: int,
+):
+    """x C-contiguous, the weight as (OC, C/G·KH·KW), bias, the geometry, the dilation pair and
+    the number of chunks, after checking that they fit together."""
+    check_float_dtype(x, "x", op)
+    if weight.ndim != 4 or weight.dtype != x.dtype:
+        raise ValueError(
+            f"{op} expects a 4-D weight of x's dtype {x.dtype}, got {tuple(weight.shape)} "
+            f"{weight.dtype}"
+        )
+    geometry = window_geometry(x.shape, tuple(weight.shape[2:]), stride, padding, op, dilation)
+    out_channels = weight.shape[0]
+    if groups < 1 or out_channels % groups or weight.shape[1] * groups != x.shape[1]:
+        raise ValueError(
+            f"{op}: weight {tuple(weight.shape)} with groups={groups} does not fit x "
+            f"{tuple(x.shape)} (expected ({out_channels}, {x.shape[1]} / groups, KH, KW))"
+        )
+    if bias is not None and (tuple(bias.shape) != (out_channels,) or bias.dtype != x.dtype):
+        raise ValueError(
+            f"{op} expects bias of shape ({out_channels},) and dtype {x.dtype}, got "
+            f"{tuple(bias.shape)} {bias.dtype}"
+        )
+    if isinstance(chunk_images, bool) or not isinstance(chunk_images, (int, np.integer)):
+        raise TypeError(f"{op}: chunk_images must be an int, got {chunk_images!r}")
+    if chunk_images < 1:
+        raise ValueError(f"{op}: chunk_images must be positive, got {chunk_images}")
+    xp = array_module(x)
+    chunks = max(1, -(-x.shape[0] // int(chunk_images)))
+    weights = xp.ascontiguousarray(weight).reshape(out_channels, -1)
+    return (
+        xp.ascontiguousarray(x),
+        weights,
+        geometry,
+        int_pair(dilation, "dilation", 1),
+        chunks,
+    )
+
+
+def _with_bias_column(weights: Any, bias: Any, groups: int) -> tuple[Any, bool]:
+    """With one group the bias rides in the product: a last weight column against a last row of
+    ones in the columns (no pass over y for it); with groups it is added to y after."""
+    if bias is None or groups != 1:
+        return weights, False
+    return array_module(weights).concatenate([weights, bias[:, None]], axis=1), True
+
+
+@register_jitable
+def _image_products(weights, cols, y, image, plane, groups, ones):
+    """y[image] (OC, P) = weights · image's columns, one product per group."""
+    rows_g = (cols.shape[0] - ones) // groups
+    out_g = weights.shape[0] // groups
+    block = cols[:, image * plane : (image + 1) * plane]
+    for g in range(groups):
+        gemm(
+            weights[g * out_g : (g + 1) * out_g],
+            block[g * rows_g : (g + 1) * rows_g + ones],
+            y[g * out_g : (g + 1) * out_g],
+            False,
+            False,
+            0.0,
+        )
+
+
+@cpu_kernel
+def _conv_kernel_cpu(x, weights, y, cols_runs, geometry, dilation, groups, chunk_images):
+    """y (N, OC, P) per chunk of images: its columns, then each image's products."""
+    batch, rows = x.shape[0], x.shape[1] * geometry[0] * geometry[1]
+    plane, ones = geometry[6] * geometry[7], cols_runs.shape[1] - rows
+    runs, chunks = cols_runs.shape[0], (batch + chunk_images - 1) // chunk_images
+    for run in prange(runs):
+        first, last = chunk_range(run, runs, chunks, chunk_images, batch)
+        for start in range(first, last, chunk_images):
+            stop = min(start + chunk_images, batch)
+            cols, images = cols_runs[run, :, : (stop - start) * plane], x[start:stop]
+            for row in range(rows):
+                _im2col_row(images, cols, row, *geometry, *dilation)
+            if ones:
+                cols[rows] = 1
+            for image in range(stop - start):
+                _image_products(weights, cols, y[start + image], image, plane, groups, ones)
+
+
+@cpu_kernel
+def _conv_backward_kernel_cpu(
+    dy, x, weights, dx, dweights, db, cols_runs, grad_cols_runs, geometry, dilation, groups,
+    chunk_images, need_x, need_w, need_b,
+):  # fmt: skip
+    """Per chunk: dWᵀ[run, g] += cols·dYᵀ per image (a last row of ones in the columns gives Σ dY
+    as dWᵀ's last row), else Σ dY into db[run]; grad cols = Wᵀ·dY per image, then col2im into dx.
+    dweights (runs, G, C/G·KH·KW [+1], OC/G) and db (runs, OC) start zeroed."""
+    batch, channels = x.shape[0], x.shape[1]
+    rows = channels * geometry[0] * geometry[1]
+    plane, ones = geometry[6] * geometry[7], cols_runs.shape[1] - rows if need_w else 0
+    rows_g, out_g = rows // groups, dy.shape[1] // groups
+    runs, chunks = dweights.shape[0], (batch + chunk_images - 1) // chunk_images
+    for run in prange(runs):
+        first, last = chunk_range(run, runs, chunks, chunk_images, batch)
+        for start in range(first, last, chunk_images):
+            stop = min(start + chunk_images, batch)
+            count = (stop - start) * plane
+            if need_w:
+                cols, images = cols_runs[run, :, :count], x[start:stop]
+                for row in range(rows):
+                    _im2col_row(images, cols, row, *geometry, *dilation)
+                if ones:
+                    cols[rows] = 1
+                for image in range(stop - start):
+                    block = cols[:, image * plane : (image + 1) * plane]
+                    for g in range(groups):
+                        gemm(
+                            block[g * rows_g : (g + 1) * rows_g + ones],
+                            dy[start + image, g * out_g : (g + 1) * out_g],
+                            dweights[run, g],
+                            False,
+                            True,
+                            1.0,
+                        )
+            if need_b and not ones:
+                for image in range(start, stop):
+                    for k in range(dy.shape[1]):
+                        db[run, k] += dy[image, k].sum()
+            if need_x:
+                grad_cols = grad_cols_runs[run, :, :count]
+                for image in range(stop - start):
+                    block = grad_cols[:, image * plane : (image + 1) * plane]
+                    for g in range(groups):
+                        gemm(
+                            weights[g * out_g : (g + 1) * out_g],
+                            dy[start + image, g * out_g : (g + 1) * out_g],
+                            block[g * rows_g : (g + 1) * rows_g],
+                            True,
+                            False,
+                            0.0,
+                        )
+                inputs = dx[start:stop]
+                for plane_index in range((stop - start) * channels):
+                    _col2im_plane(grad_cols, inputs, plane_index, *geometry, *dilation)
+
+
+def conv2d_im2col_cpu(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    stride: IntPair,
+    padding: IntPair,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    chunk_images: int = 1,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """y (N, OC, OH, OW) = conv2d(x (N, C, H, W), weight (OC, C/G, KH, KW)) + bias, by im2col
+    and a product per image and group, ``chunk_images`` images' columns at a time."""
+    x, weights, geometry, dilation, chunks = _conv_arguments(
+        "conv2d_im2col", x, weight, bias, stride, padding, dilation, groups, chunk_images
+    )
+    weights, ones = _with_bias_column(weights, bias, groups)
+    batch, out_channels, plane = x.shape[0], weights.shape[0], geometry.out_h * geometry.out_w
+    y_shape = (batch, out_channels, geometry.out_h, geometry.out_w)
+    y = (
+        empty(y_shape, x.dtype, like=x)
+        if out is None
+        else check_out("conv2d_im2col", out, y_shape, x.dtype, x)
+    )
+    rows = weights.shape[1] * groups - (groups - 1) * ones
+    driver, runs = chunk_groups(_conv_kernel_cpu, (rows + out_channels) * plane * batch, chunks)
+    cols_runs = empty((runs, rows, chunk_images * plane), x.dtype, like=x)
+    driver(
+        x,
+        weights,
+        y.reshape(batch, out_channels, plane),
+        cols_runs,
+        tuple(geometry),
+        dilation,
+        groups,
+        chunk_images,
+    )
+    if bias is not None and not ones:
+        y += bias[:, None, None]
+    return y
+
+
+def conv2d_im2col_backward_cpu(
+    dy: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray,
+    stride: IntPair,
+    padding: IntPair,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    chunk_images: int = 1,
+    need_x: bool = True,
+    need_w: bool = True,
+    need_b: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """(dx, dweight, dbias) of :func:`conv2d_im2col_cpu` from dy (N, OC, OH, OW), each None when
+    not asked for; the columns recomputed per chunk (cheaper than keeping the batch's)."""
+    x, weights, geometry, dilation, chunks = _conv_arguments(
+        "conv2d_im2col_backward", x, weight, None, stride, padding, dilation, groups, chunk_images
+    )
+    batch, out_channels = x.shape[0], weights.shape[0]
+    plane, rows = (
+        geometry.out_h * geometry.out_w,
+        x.shape[1] * geometry.kernel_h * geometry.kernel_w,
+    )
+    dy = _conv_grad_argument(dy, (batch, out_channels, geometry.out_h, geometry.out_w), x)
+    ones = int(need_w and need_b and groups == 1)
+    driver, runs = chunk_groups(
+        _conv_backward_kernel_cpu, (rows + out_channels) * plane * batch, chunks
+    )
+    width = chunk_images * plane
+    cols_runs = empty((runs, rows + ones, width) if need_w else (runs, 0, 0), x.dtype, like=x)
+    grad_cols_runs = empty((runs, rows, width) if need_x else (runs, 0, 0), x.dtype, like=x)
+    dx = empty(x.shape, x.dtype, like=x) if need_x else np.empty((0, 0, 0, 0), x.dtype)
+    rows_g, out_g = rows // groups, out_channels // groups
+    dweights = np.zeros((runs, groups, rows_g + ones, out_g), x.dtype)
+    db = np.zeros((runs, out_channels), np.float64)
+    driver(
+        dy.reshape(batch, out_channels, plane), x, weights, dx, dweights, db, cols_runs,
+        grad_cols_runs, tuple(geometry), dilation, groups, chunk_images, need_x, need_w, need_b,
+    )  # fmt: skip
+    summed = dweights.sum(axis=0) if runs > 1 else dweights[0]  # (G, C/G·KH·KW [+1], OC/G)
+    dweight = (
+        np.ascontiguousarray(summed[:, :rows_g].transpose(0, 2, 1)).reshape(weight.shape)
+        if need_w
+        else None
+    )
+    if not need_b:
+        return dx if need_x else None, dweight, None
+    dbias = summed[0, rows_g].copy() if ones else db.sum(axis=0).astype(x.dtype)
+    return dx if need_x else None, dweight, dbias
+
+
+def _conv_grad_argument(dy: Any, shape: tuple, x: Any) -> Any:
+    """dy C-contiguous, after checking it has the convolution output's shape and x's dtype."""
+    if tuple(dy.shape) != shape or dy.dtype != x.dtype:
+        raise ValueError(
+            f"conv2d_im2col_backward expects dy of shape {shape} and dtype {x.dtype}, got "
+            f"{tuple(dy.shape)} {dy.dtype}"
+        )
+    return array_module(dy).ascontiguousarray(dy)
+
+
+def _by_group(matrix: Any, groups: int) -> Any:
+    """A (rows, columns) matrix as (groups, rows/groups, columns), group g's rows (a view)."""
+    return matrix.reshape(groups, -1, matrix.shape[-1])
+
+
+def _cuda_columns(x: Any, geometry: WindowGeometry, dilation: tuple, ones: bool) -> Any:
+    """im2col of x on the device, with a last row of ones when ``ones``."""
+    rows = x.shape[1] * geometry.kernel_h * geometry.kernel_w
+    cols = empty((rows + ones, x.shape[0] * geometry.out_h * geometry.out_w), x.dtype, like=x)
+    window = ((geometry.kernel_h, geometry.kernel_w), (geometry.stride_h, geometry.stride_w))
+    padding = (geometry.pad_h, geometry.pad_w)
+    im2col_cuda(x, *window, padding, dilation, out=cols[:rows])
+    if ones:
+        cols[rows] = 1
+    return cols
+
+
+def conv2d_im2col_cuda(
+    x: Any,
+    weight: Any,
+    bias: Any,
+    stride: IntPair,
+    padding: IntPair,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    chunk_images: int = 1,
+    out: Any = None,
+) -> Any:
+    """As :func:`conv2d_im2col_cpu`, on the GPU (CuPy arrays) or in the simulator: per chunk one
+    im2col and one (batched over groups) product of the whole chunk's columns."""
+    x, weights, geometry, dilation, _ = _conv_arguments(
+        "conv2d_im2col", x, weight, bias, stride, padding, dilation, groups, chunk_images
+    )
+    weights, ones = _with_bias_column(weights, bias, groups)
+    xp, (batch, out_channels) = array_module(x), (x.shape[0], weights.shape[0])
+    plane = geometry.out_h * geometry.out_w
+    y_shape = (batch, out_channels, geometry.out_h, geometry.out_w)
+    y = (
+        empty(y_shape, x.dtype, like=x)
+        if out is None
+        else check_out("conv2d_im2col", out, y_shape, x.dtype, x)
+    )
+    y3 = y.reshape(batch, out_channels, plane)
+    for start in range(0, batch, chunk_images):
+        stop = min(start + chunk_images, batch)
+        cols = _cuda_columns(x[start:stop], geometry, dilation, ones)
+        planes = xp.matmul(_by_group(weights, groups), _by_group(cols, groups))
+        y3[start:stop] = planes.reshape(out_channels, stop - start, plane).transpose(1, 0, 2)
+    if bias is not None and not ones:
+        y += bias[:, None, None]
+    return y
+
+
+def conv2d_im2col_backward_cuda(
+    dy: Any,
+    x: Any,
+    weight: Any,
+    stride: IntPair,
+    padding: IntPair,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    chunk_images: int = 1,
+    need_x: bool = True,
+    need_w: bool = True,
+    need_b: bool = True,
+) -> tuple[Any, Any, Any]:
+    """As :func:`conv2d_im2col_backward_cpu`, on the GPU (CuPy arrays) or in the simulator."""
+    x, weights, geometry, dilation, _ = _conv_arguments(
+        "conv2d_im2col_backward", x, weight, None, stride, padding, dilation, groups, chunk_images
+    )
+    xp, (batch, out_channels) = array_module(x), (x.shape[0], weights.shape[0])
+    plane, rows = geometry.out_h * geometry.out_w, weights.shape[1] * groups
+    dy3 = _conv_grad_argument(dy, (batch, out_channels, geometry.out_h, geometry.out_w), x)
+    dy3 = dy3.reshape(batch, out_channels, plane)
+    ones = need_w and need_b and groups == 1
+    dx = empty(x.shape, x.dtype, like=x) if need_x else None
+    dweights = dbias = None
+    window = ((geometry.kernel_h, geometry.kernel_w), (geometry.stride_h, geometry.stride_w))
+    for start in range(0, batch, chunk_images):
+        stop = min(start + chunk_images, batch)
+        # (OC, images·P): the chunk's output gradient in the layout of one product
+        grad = xp.ascontiguousarray(dy3[start:stop].transpose(1, 0, 2)).reshape(out_channels, -1)
+        if need_w:  # dWᵀ = cols·dYᵀ per group, (G, C/G·KH·KW [+1], OC/G)
+            cols = _cuda_columns(x[start:stop], geometry, dilation, ones)
+            term = xp.matmul(_by_group(cols, groups), _by_group(grad, groups).transpose(0, 2, 1))
+            dweights = term if dweights is None else dweights + term
+        if need_b and not ones:
+            term = dy3[start:stop].sum(axis=(0, 2))
+            dbias = term if dbias is None else dbias + term
+        if need_x:
+            grad_cols = xp.matmul(
+                _by_group(weights, groups).transpose(0, 2, 1), _by_group(grad, groups)
+            )
+            col2im_cuda(
+                grad_cols.reshape(rows, -1), dx[start:stop].shape, *window,
+                (geometry.pad_h, geometry.pad_w), dilation, out=dx[start:stop],
+            )  # fmt: skip
+    if batch == 0:  # no image contributed
+        dweights = xp.zeros((groups, rows // groups + ones, out_channels // groups), x.dtype)
+        dbias = xp.zeros(out_channels, x.dtype)
+    dweight = None
+    if need_w:
+        dweight = xp.ascontiguousarray(dweights[:, : rows // groups].transpose(0, 2, 1))
+        dweight = dweight.reshape(weight.shape)
+    if need_b and ones:
+        dbias = dweights[0, rows // groups].copy()
+    return dx, dweight, dbias if need_b else None
+
+
 def cuda_kernels() -> list[KernelSpec]:
     """The CUDA kernels of this module, each with one float32 specialisation, for the PTX check."""
     geometry = (numba.int64,) * (len(WindowGeometry._fields) + 2)  # and the dilation (h, w)
@@ -757,10 +1185,12 @@ def bench_cases(quick: bool) -> list[CaseSpec]:
 FAMILY = Family(
     name="conv",
     module=__name__,
-    ops=("im2col", "col2im"),
+    ops=("im2col", "col2im", "conv2d_im2col", "conv2d_im2col_backward"),
     references={
         "im2col": reference_im2col,
         "col2im": reference_col2im,
+        "conv2d_im2col": reference_conv2d_im2col,
+        "conv2d_im2col_backward": reference_conv2d_im2col_backward,
     },
     cuda_kernels=cuda_kernels,
     bench_cases=bench_cases,

@@ -21,7 +21,10 @@ Variants, simplest first:
    into its subscripts (NumPy's own summation loop, not BLAS).
 2. :func:`matmul_cpu`: NumPy's ``matmul`` on transposed *views*, which hands the strides to BLAS
    without copying. A hand-written CPU GEMM cannot beat a tuned BLAS (packing, vector
-   micro-kernels, cache blocking per CPU model), so the CPU path does not pretend to.
+   micro-kernels, cache blocking per CPU model), so the CPU path does not pretend to. On more
+   than one thread a large product runs as blocks of rows (or of columns, whichever side is
+   longer), one per thread of Numba's pool, each block a single-threaded call into the same BLAS
+   (``kernels/_blas.py``): fastnet's one pool of threads, BLAS's own kept at one.
 3. :func:`matmul_cuda_naive`: one CUDA thread per output element, reading ``K`` values of each
    operand straight from global memory. Obviously right; the baseline the tiled kernel is tested
    and benchmarked against. The transposes are kernel arguments: a branch on them is uniform
@@ -67,6 +70,8 @@ import numba
 import numpy as np
 from numba import cuda
 
+from . import _cpu
+from ._blas import gemm
 from ._checks import FLOAT_DTYPES
 from ._contract import (
     FLOAT32_BYTES,
@@ -175,12 +180,48 @@ def matmul_cpu(
 
     There is deliberately no hand-written CPU GEMM: a tuned BLAS beats anything Numba can emit.
     """
-    m, n, _ = _check_operands(a, b, trans_a, trans_b)
+    m, n, k = _check_operands(a, b, trans_a, trans_b)
+    batch = a.shape[0] if a.ndim == 3 else 1
+    if _cpu.parallel_pays(batch * m * n * k):
+        c = _out(a, m, n, out)
+        flat = (lambda x: x) if a.ndim == 3 else (lambda x: x[None])
+        a, b = (x if _rows_contiguous(x) else np.ascontiguousarray(x) for x in (a, b))
+        split_rows = m >= n
+        blocks = min(numba.get_num_threads(), m if split_rows else n)
+        _matmul_blocks_cpu(flat(a), flat(b), flat(c), trans_a, trans_b, split_rows, blocks)
+        return c
     return np.matmul(
         np.swapaxes(a, -1, -2) if trans_a else a,
         np.swapaxes(b, -1, -2) if trans_b else b,
         out=None if out is None else _out(a, m, n, out),
     )
+
+
+def _rows_contiguous(x: np.ndarray) -> bool:
+    """True when BLAS can read every matrix of ``x`` as it is: contiguous rows, each row starting
+    at least a row's length after the one before (no broadcast or reversed axes)."""
+    size, (rows, columns) = x.itemsize, x.shape[-2:]
+    return (
+        (columns <= 1 or x.strides[-1] == size)
+        and (rows <= 1 or x.strides[-2] >= columns * size)
+        and min(x.strides, default=0) >= 0
+    )
+
+
+@numba.njit(cache=True, parallel=True)
+def _matmul_blocks_cpu(a, b, c, trans_a, trans_b, split_rows, blocks):
+    """c[i] = op(a[i]) @ op(b[i]) for every matrix i, each cut into ``blocks`` blocks of rows
+    (``split_rows``) or of columns, one BLAS call a block, the blocks spread over the threads."""
+    extent = c.shape[1] if split_rows else c.shape[2]
+    for unit in numba.prange(c.shape[0] * blocks):
+        i, block = unit // blocks, unit % blocks
+        lo, hi = block * extent // blocks, (block + 1) * extent // blocks
+        if split_rows:  # rows lo:hi of op(a) and of c
+            part = a[i][:, lo:hi] if trans_a else a[i][lo:hi]
+            gemm(part, b[i], c[i][lo:hi], trans_a, trans_b, 0.0)
+        else:  # columns lo:hi of op(b) and of c
+            part = b[i][lo:hi] if trans_b else b[i][:, lo:hi]
+            gemm(a[i], part, c[i][:, lo:hi], trans_a, trans_b, 0.0)
 
 
 @device_function

@@ -69,9 +69,10 @@ import numpy as np
 from numba import cuda, prange
 from numba.extending import register_jitable
 
+from ._blas import gemm
 from ._checks import as_shape, check_float_dtype
 from ._contract import Family, KernelSpec
-from ._cpu import cpu_kernel
+from ._cpu import chunk_groups, chunk_range, cpu_kernel
 from ._cuda import (
     array_module,
     check_out,
@@ -116,13 +117,18 @@ def tile_geometry(height: int, width: int, padding: int | tuple[int, int]) -> Ti
     return TileGeometry(pad_h, pad_w, out_h, out_w, (out_h + 1) // 2, (out_w + 1) // 2)
 
 
+def _matrix_stride(rows: int, count: int, dtype: Any, spaced: bool) -> int:
+    """Elements from one (rows, count) tile matrix to the next: packed, or spaced an odd number of
+    cache lines apart (:func:`winograd_tiles_cpu` says why)."""
+    if not spaced:
+        return rows * count
+    line = max(1, 64 // np.dtype(dtype).itemsize)  # elements in a 64-byte cache line
+    stride = -(-rows * count // line) * line
+    return stride + line if (stride // line) % 2 == 0 else stride
+
+
 def _tiles_buffer(rows: int, count: int, dtype: Any, like: Any, spaced: bool) -> Any:
-    dtype = np.dtype(dtype)
-    line = max(1, 64 // dtype.itemsize)  # elements in a 64-byte cache line
-    stride = -(-rows * count // line) * line if spaced else rows * count
-    if spaced and (stride // line) % 2 == 0:
-        stride += line
-    buffer = empty((POSITIONS, stride), dtype, like=like)
+    buffer = empty((POSITIONS, _matrix_stride(rows, count, dtype, spaced)), dtype, like=like)
     return buffer[:, : rows * count].reshape(POSITIONS, rows, count)
 
 
@@ -255,6 +261,56 @@ def _output_grad_arguments(dy: Any, out: Any, host: bool):
     return array_module(dy).ascontiguousarray(dy), dm
 
 
+def _conv_arguments(
+    op: str, x: Any, tiles_weight: Any, bias: Any, padding: Any, chunk_images: int, host: bool
+):
+    """x C-contiguous, U as the kernels take it, bias (zeros when None), the tile geometry and the
+    number of chunks, after checking they fit together."""
+    check_float_dtype(x, "x", op)
+    if x.ndim != 4:
+        raise ValueError(f"{op} expects x of shape (N, C, H, W), got {tuple(x.shape)}")
+    channels = x.shape[1]
+    if tiles_weight.ndim != 3 or tiles_weight.shape[0] != POSITIONS:
+        raise ValueError(
+            f"{op} expects tiles_weight of shape (16, K, {channels}), got "
+            f"{tuple(tiles_weight.shape)}"
+        )
+    _check_tiles("tiles_weight", op, tiles_weight, tiles_weight.shape[1], channels)
+    if tiles_weight.dtype != x.dtype:
+        raise ValueError(f"{op}: tiles_weight is {tiles_weight.dtype}, x is {x.dtype}")
+    if isinstance(chunk_images, bool) or not isinstance(chunk_images, (int, np.integer)):
+        raise TypeError(f"{op}: chunk_images must be an int, got {chunk_images!r}")
+    if chunk_images < 1:
+        raise ValueError(f"{op}: chunk_images must be positive, got {chunk_images}")
+    geometry = tile_geometry(x.shape[2], x.shape[3], padding)
+    out_channels, xp = tiles_weight.shape[1], array_module(x)
+    if bias is None:
+        bias = xp.zeros(out_channels, x.dtype)
+    elif tuple(bias.shape) != (out_channels,) or bias.dtype != x.dtype:
+        raise ValueError(
+            f"{op} expects bias of shape ({out_channels},) and dtype {x.dtype}, got "
+            f"{tuple(bias.shape)} {bias.dtype}"
+        )
+    chunks = max(1, -(-x.shape[0] // int(chunk_images)))
+    return (
+        xp.ascontiguousarray(x),
+        _tiles_in(tiles_weight, host),
+        xp.ascontiguousarray(bias),
+        geometry,
+        chunks,
+    )
+
+
+def _conv_grad_argument(dy: Any, shape: tuple, x: Any) -> Any:
+    """dy C-contiguous, after checking it has the convolution output's shape and x's dtype."""
+    if tuple(dy.shape) != shape or dy.dtype != x.dtype:
+        raise ValueError(
+            f"winograd_conv2d_backward expects dy of shape {shape} and dtype {x.dtype}, got "
+            f"{tuple(dy.shape)} {dy.dtype}"
+        )
+    return array_module(dy).ascontiguousarray(dy)
+
+
 # ---------------------------------------------------------------------------------------------
 # References (float64)
 
@@ -352,6 +408,39 @@ def reference_output_grad(dy: np.ndarray) -> np.ndarray:
     whole[:, :, :out_h, :out_w] = dy
     per_tile = whole.reshape(batch, channels, tiles_h, 2, tiles_w, 2).transpose(0, 1, 2, 4, 3, 5)
     return _as_tiles(np.einsum("oa,nktjop,pb->nktjab", A_T, per_tile, A_T))
+
+
+def reference_conv2d(
+    x: np.ndarray,
+    tiles_weight: np.ndarray,
+    bias: np.ndarray | None,
+    padding: int | tuple[int, int],
+    chunk_images: int,
+) -> np.ndarray:
+    """y = Aᵀ (U[ξ]·V[ξ]) A (+ b) over the whole batch at once (chunking changes nothing)."""
+    v = reference_input(x, padding)
+    m = np.einsum("pkc,pct->pkt", np.asarray(tiles_weight, np.float64), v)
+    geometry = tile_geometry(x.shape[2], x.shape[3], padding)
+    shape = (x.shape[0], tiles_weight.shape[1], geometry.out_h, geometry.out_w)
+    return reference_output(m, bias, shape)
+
+
+def reference_conv2d_backward(
+    dy: np.ndarray,
+    x: np.ndarray,
+    tiles_weight: np.ndarray,
+    padding: int | tuple[int, int],
+    chunk_images: int,
+    need_x: bool = True,
+    need_w: bool = True,
+    need_b: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """dx = the input transform's adjoint of Uᵀ·dM, dU = dM·Vᵀ, Σ dY, with dM = A dY Aᵀ."""
+    u, dm = np.asarray(tiles_weight, np.float64), reference_output_grad(dy)
+    dx = reference_input_grad(np.einsum("pkc,pkt->pct", u, dm), x.shape, padding)
+    du = np.einsum("pkt,pct->pkc", dm, reference_input(x, padding))
+    db = np.asarray(dy, np.float64).sum(axis=(0, 2, 3))
+    return dx if need_x else None, du if need_w else None, db if need_b else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -648,6 +737,66 @@ def _output_grad_kernel_cpu(dy, tiles_grad):
         _output_grad_plane(dy, tiles_grad, plane)
 
 
+@cpu_kernel
+def _conv_kernel_cpu(x, u, bias, y, v_tiles, m_tiles, pad_h, pad_w, chunk_images):
+    """y = conv(x) a chunk at a time, each group of chunks on one thread with its own tiles."""
+    batch, channels = x.shape[0], x.shape[1]
+    tiles_h, tiles_w = (y.shape[2] + 1) // 2, (y.shape[3] + 1) // 2
+    groups, chunks = v_tiles.shape[0], (batch + chunk_images - 1) // chunk_images
+    for group in prange(groups):
+        padded = _padded_plane(tiles_h, tiles_w, x.dtype)
+        first, last = chunk_range(group, groups, chunks, chunk_images, batch)
+        for start in range(first, last, chunk_images):
+            stop = min(start + chunk_images, batch)
+            count = (stop - start) * tiles_h * tiles_w
+            v, m = v_tiles[group, :, :, :count], m_tiles[group, :, :, :count]
+            images = x[start:stop]
+            for plane in range((stop - start) * channels):
+                _input_plane(images, v, plane, padded, pad_h, pad_w, tiles_h, tiles_w)
+            for position in range(POSITIONS):  # M[ξ] = U[ξ]·V[ξ]
+                gemm(u[position], v[position], m[position], False, False, 0.0)
+            outputs = y[start:stop]
+            for plane in range((stop - start) * y.shape[1]):
+                _output_plane(m, bias, outputs, plane)
+
+
+@cpu_kernel
+def _conv_backward_kernel_cpu(
+    dy, x, u, dx, du, db, v_tiles, m_tiles, pad_h, pad_w, chunk_images, need_x, need_w, need_b
+):
+    """dx, and each group's dU and Σ dY (du[group], db[group], zeroed by the caller), a chunk at a
+    time: dM from dy; dU += dM·Vᵀ (V recomputed); dV = Uᵀ·dM into V's tiles; dx from dV."""
+    batch, channels, out_channels = x.shape[0], x.shape[1], dy.shape[1]
+    tiles_h, tiles_w = (dy.shape[2] + 1) // 2, (dy.shape[3] + 1) // 2
+    groups, chunks = v_tiles.shape[0], (batch + chunk_images - 1) // chunk_images
+    for group in prange(groups):
+        padded = _padded_plane(tiles_h, tiles_w, x.dtype)  # the input side; its border stays 0
+        scratch = _padded_plane(tiles_h, tiles_w, x.dtype)  # the input gradient's sums
+        first, last = chunk_range(group, groups, chunks, chunk_images, batch)
+        for start in range(first, last, chunk_images):
+            stop = min(start + chunk_images, batch)
+            count = (stop - start) * tiles_h * tiles_w
+            v, dm = v_tiles[group, :, :, :count], m_tiles[group, :, :, :count]
+            grads = dy[start:stop]
+            for plane in range((stop - start) * out_channels):
+                _output_grad_plane(grads, dm, plane)
+            if need_b:  # Σ dY: row sums of dM[5] (dM = A·dY·Aᵀ, A's second row is (1, 1))
+                for k in range(out_channels):
+                    db[group, k] += dm[5, k].sum()
+            if need_w:  # dU[ξ] += dM[ξ]·V[ξ]ᵀ
+                images = x[start:stop]
+                for plane in range((stop - start) * channels):
+                    _input_plane(images, v, plane, padded, pad_h, pad_w, tiles_h, tiles_w)
+                for position in range(POSITIONS):
+                    gemm(dm[position], v[position], du[group, position], False, True, 1.0)
+            if need_x:  # dV[ξ] = U[ξ]ᵀ·dM[ξ], into V's tiles (V is used up by then)
+                for position in range(POSITIONS):
+                    gemm(u[position], dm[position], v[position], True, False, 0.0)
+                inputs = dx[start:stop]
+                for plane in range((stop - start) * channels):
+                    _input_grad_plane(v, inputs, plane, scratch, pad_h, pad_w, tiles_h, tiles_w)
+
+
 def winograd_weights_cpu(weight: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """U (16, K, C) = G g Gᵀ of every filter of weight (K, C, 3, 3)."""
     weight, tiles = _weights_arguments(weight, out, True)
@@ -702,6 +851,80 @@ def winograd_output_grad_cpu(dy: np.ndarray, out: np.ndarray | None = None) -> n
     dy, tiles_grad = _output_grad_arguments(dy, out, True)
     _output_grad_kernel_cpu(tiles_grad.size, dy, tiles_grad)
     return tiles_grad
+
+
+def _group_tiles(groups: int, rows: int, count: int, dtype: Any, like: np.ndarray) -> np.ndarray:
+    """Uninitialised (groups, 16, rows, count) tile buffers, one per group of chunks, with every
+    one of the groups * 16 matrices C-contiguous and spaced as :func:`winograd_tiles_cpu` says."""
+    stride = _matrix_stride(rows, count, dtype, spaced=True)
+    buffer = empty((groups * POSITIONS, stride), dtype, like=like)
+    return buffer[:, : rows * count].reshape(groups, POSITIONS, rows, count)
+
+
+def winograd_conv2d_cpu(
+    x: np.ndarray,
+    tiles_weight: np.ndarray,
+    bias: np.ndarray | None,
+    padding: int | tuple[int, int],
+    chunk_images: int,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """y (N, K, OH, OW) = the 3x3 stride-1 convolution of x (N, C, H, W) whose filters' tiles are
+    ``tiles_weight`` U (16, K, C), plus bias, ``chunk_images`` images at a time: V, M = U·V (BLAS,
+    :mod:`._blas`) and y's tiles per chunk, in one call. On more than one thread the chunks split
+    into one run per thread, each with its own tile buffers."""
+    x, u, bias, geometry, chunks = _conv_arguments(
+        "winograd_conv2d", x, tiles_weight, bias, padding, chunk_images, True
+    )
+    batch, channels = x.shape[:2]
+    out_channels, count = u.shape[1], chunk_images * geometry.tiles_h * geometry.tiles_w
+    y_shape = (batch, out_channels, geometry.out_h, geometry.out_w)
+    y = _out("winograd_conv2d", out, y_shape, x.dtype, x)
+    elements = POSITIONS * (channels + out_channels) * count * chunks
+    driver, groups = chunk_groups(_conv_kernel_cpu, elements, chunks)
+    v_tiles = _group_tiles(groups, channels, count, x.dtype, x)
+    m_tiles = _group_tiles(groups, out_channels, count, x.dtype, x)
+    driver(x, u, bias, y, v_tiles, m_tiles, geometry.pad_h, geometry.pad_w, chunk_images)
+    return y
+
+
+def winograd_conv2d_backward_cpu(
+    dy: np.ndarray,
+    x: np.ndarray,
+    tiles_weight: np.ndarray,
+    padding: int | tuple[int, int],
+    chunk_images: int,
+    need_x: bool = True,
+    need_w: bool = True,
+    need_b: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """The gradients of :func:`winograd_conv2d_cpu` from dy (N, K, OH, OW): dx (N, C, H, W), dU
+    (16, K, C) (``winograd_weights_grad`` turns it into the filters' gradient) and Σ dY (K,), each
+    None when not asked for; in one call, chunk by chunk, V recomputed per chunk (cheaper than
+    keeping the batch's). On more than one thread each thread sums its own dU and Σ dY, added up
+    in a fixed order after."""
+    x, u, _, geometry, chunks = _conv_arguments(
+        "winograd_conv2d_backward", x, tiles_weight, None, padding, chunk_images, True
+    )
+    batch, channels = x.shape[:2]
+    out_channels, count = u.shape[1], chunk_images * geometry.tiles_h * geometry.tiles_w
+    dy = _conv_grad_argument(dy, (batch, out_channels, geometry.out_h, geometry.out_w), x)
+    elements = POSITIONS * (channels + out_channels) * count * chunks
+    driver, groups = chunk_groups(_conv_backward_kernel_cpu, elements, chunks)
+    v_tiles = _group_tiles(groups, channels, count, x.dtype, x)
+    m_tiles = _group_tiles(groups, out_channels, count, x.dtype, x)
+    dx = empty(x.shape, x.dtype, like=x) if need_x else np.empty((0, 0, 0, 0), x.dtype)
+    du = np.zeros((groups, POSITIONS, out_channels, channels), x.dtype)
+    db = np.zeros((groups, out_channels), np.float64)
+    driver(
+        dy, x, u, dx, du, db, v_tiles, m_tiles, geometry.pad_h, geometry.pad_w, chunk_images,
+        need_x, need_w, need_b,
+    )  # fmt: skip
+    return (
+        dx if need_x else None,
+        du.sum(axis=0) if need_w and groups > 1 else (du[0] if need_w else None),
+        db.sum(axis=0).astype(x.dtype) if need_b else None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -872,6 +1095,82 @@ def winograd_output_grad_cuda(dy: Any, out: Any = None) -> Any:
     return tiles_grad
 
 
+def _cuda_chunks(batch: int, chunk_images: int) -> list[tuple[int, int]]:
+    return [(start, min(start + chunk_images, batch)) for start in range(0, batch, chunk_images)]
+
+
+def winograd_conv2d_cuda(
+    x: Any, tiles_weight: Any, bias: Any, padding: Any, chunk_images: int, out: Any = None
+) -> Any:
+    """As :func:`winograd_conv2d_cpu`, on the GPU (CuPy arrays) or in the simulator: per chunk the
+    transforms above and the 16 products through the array module's batched matmul (cuBLAS on a
+    GPU; a kernel family does not call a sibling's, so not the matmul family's), the tile buffers
+    reused."""
+    x, u, bias, geometry, _ = _conv_arguments(
+        "winograd_conv2d", x, tiles_weight, bias, padding, chunk_images, False
+    )
+    batch, channels = x.shape[:2]
+    out_channels, per_image = u.shape[1], geometry.tiles_h * geometry.tiles_w
+    y_shape = (batch, out_channels, geometry.out_h, geometry.out_w)
+    y = _out("winograd_conv2d", out, y_shape, x.dtype, x)
+    xp, buffers = array_module(x), {}
+    for start, stop in _cuda_chunks(batch, chunk_images):
+        count = (stop - start) * per_image
+        v = winograd_input_cuda(
+            x[start:stop], padding, out=_reused(buffers, "v", channels, count, x)
+        )
+        m = xp.matmul(u, v, out=_reused(buffers, "m", out_channels, count, x))
+        winograd_output_cuda(m, bias, y[start:stop].shape, out=y[start:stop])
+    return y
+
+
+def winograd_conv2d_backward_cuda(
+    dy: Any,
+    x: Any,
+    tiles_weight: Any,
+    padding: Any,
+    chunk_images: int,
+    need_x: bool = True,
+    need_w: bool = True,
+    need_b: bool = True,
+) -> tuple[Any, Any, Any]:
+    """As :func:`winograd_conv2d_backward_cpu`, on the GPU (CuPy arrays) or in the simulator."""
+    x, u, _, geometry, _ = _conv_arguments(
+        "winograd_conv2d_backward", x, tiles_weight, None, padding, chunk_images, False
+    )
+    batch, channels = x.shape[:2]
+    out_channels, per_image = u.shape[1], geometry.tiles_h * geometry.tiles_w
+    dy = _conv_grad_argument(dy, (batch, out_channels, geometry.out_h, geometry.out_w), x)
+    xp, buffers = array_module(x), {}
+    dx = empty(x.shape, x.dtype, like=x) if need_x else None
+    du = xp.zeros((POSITIONS, out_channels, channels), x.dtype) if need_w else None
+    db = xp.zeros(out_channels, x.dtype) if need_b else None
+    for start, stop in _cuda_chunks(batch, chunk_images):
+        count = (stop - start) * per_image
+        dm = winograd_output_grad_cuda(
+            dy[start:stop], out=_reused(buffers, "m", out_channels, count, x)
+        )
+        if need_b:  # Σ dY: row sums of dM[5]
+            db += dm[5].sum(axis=1)
+        v = _reused(buffers, "v", channels, count, x)
+        if need_w:  # dU[ξ] += dM[ξ]·V[ξ]ᵀ
+            winograd_input_cuda(x[start:stop], padding, out=v)
+            term = _reused(buffers, "du", out_channels, channels, x)
+            du += xp.matmul(dm, v.transpose(0, 2, 1), out=term)
+        if need_x:  # dV[ξ] = U[ξ]ᵀ·dM[ξ], into V's buffer (V is used up by then)
+            xp.matmul(u.transpose(0, 2, 1), dm, out=v)
+            winograd_input_grad_cuda(v, dx[start:stop].shape, padding, out=dx[start:stop])
+    return dx, du, db
+
+
+def _reused(buffers: dict, name: str, rows: int, count: int, like: Any) -> Any:
+    """The (16, rows, count) tile buffer ``name`` of a chunk of this size, made once a call."""
+    key = (name, count)
+    if key not in buffers:
+        buffers[key] = winograd_tiles_cuda(rows, count, like.dtype, like)
+    return buffers[key]
+
+
 def cuda_kernels() -> list[KernelSpec]:
     """The CUDA kernels of this module, each with one float32 specialisation, for the PTX check."""
     image, tiles, filters = (
@@ -917,6 +1216,8 @@ FAMILY = Family(
         "winograd_input_grad",
         "winograd_output",
         "winograd_output_grad",
+        "winograd_conv2d",
+        "winograd_conv2d_backward",
     ),
     references={
         "winograd_weights": reference_weights,
@@ -925,6 +1226,8 @@ FAMILY = Family(
         "winograd_input_grad": reference_input_grad,
         "winograd_output": reference_output,
         "winograd_output_grad": reference_output_grad,
+        "winograd_conv2d": reference_conv2d,
+        "winograd_conv2d_backward": reference_conv2d_backward,
     },
     cuda_kernels=cuda_kernels,
 )

@@ -18,7 +18,7 @@ import pytest
 
 import fastnet
 
-# 200 small parallel Adam updates at 2 threads, each followed by a 2 ms sleep; prints the layer,
+# 100 small parallel Adam updates at 2 threads, each followed by a 20 ms sleep; prints the layer,
 # the process's CPU time over the loop's wall time, and what OMP_WAIT_POLICY is after the import.
 # The updates are as small as the CPU policy runs in parallel, so each one wakes Numba's pool.
 IDLE_CPU_SCRIPT = """
@@ -36,9 +36,9 @@ def step():
                         weight_decay=0.0, decoupled=False)
 step()
 before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-for _ in range(200):
+for _ in range(100):
     step()
-    time.sleep(0.002)
+    time.sleep(0.02)
 after, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - start
 cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 print(numba.threading_layer(), cpu / wall, policy_after_import)
@@ -63,8 +63,10 @@ def run_script(**env_changes: str) -> tuple[str, float, str]:
 )
 def test_idle_kernel_threads_sleep_and_the_environment_is_left_as_it_was():
     """Spinning OpenMP threads burn a core through every sleep (CPU/wall above 1, with ACTIVE);
-    sleeping ones cost only the updates, well below 1. A loaded machine lowers the ratio, never
-    raises it. IDLE_CPU_SCRIPT prints the ratio (run it with ``python -c``)."""
+    threads that spin a moment after each kernel and then sleep (the runtime's default, which
+    fastnet keeps) cost the updates and a few ms of spinning each, well below 1 over 20 ms pauses.
+    A loaded machine lowers the ratio, never raises it. IDLE_CPU_SCRIPT prints the ratio (run it
+    with ``python -c``)."""
     layer, cpu_per_wall, policy = run_script()
     if layer != "omp":
         pytest.skip(f"Numba runs its {layer} threading layer here, not OpenMP")

@@ -133,7 +133,7 @@ def test_grouped_conv2d_in_uneven_chunks(rng, monkeypatch):
     x = fn.tensor(rng.standard_normal(x_shape), dtype=np.float64, requires_grad=True)
     w = fn.tensor(rng.standard_normal(w_shape), dtype=np.float64, requires_grad=True)
     b = fn.tensor(rng.standard_normal(6), dtype=np.float64, requires_grad=True)
-    assert F.conv2d(x, w, b, **case[2])._ctx.chunks == [(0, 2), (2, 4), (4, 5)]
+    assert F.conv2d(x, w, b, **case[2])._ctx.chunk_images == 2  # chunks of 2, 2 and 1
     assert gradcheck(lambda x, w, b: F.conv2d(x, w, b, **case[2]), [x, w, b])
 
 

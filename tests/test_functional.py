@@ -108,7 +108,7 @@ def test_cuda_conv2d_works_in_a_bounded_workspace(rng, monkeypatch):
         for v in (x_values, w_values, b_values)
     )
     y = F.conv2d(x, w, b, padding=1)
-    assert y._ctx.chunks == [(0, 2), (2, 4), (4, 5)] and not y._ctx.per_image
+    assert y._ctx.chunk_images == 2  # chunks of 2, 2 and 1
     (y * fn.tensor(upstream, dtype=np.float32, device="cuda")).sum().backward()
     x64, w64, b64 = (fn.tensor(v, requires_grad=True) for v in (x_values, w_values, b_values))
     y64 = F.conv2d(x64, w64, b64, padding=1)
@@ -245,7 +245,7 @@ def test_winograd_agrees_with_im2col_in_uneven_chunks(rng, small_conv_workspace)
         )
         y = function.apply(x, w, b, **params)
         if name == "winograd":
-            assert y._ctx.chunks == [(0, 3), (3, 6), (6, 7)]
+            assert y._ctx.chunk_images == 3  # chunks of 3, 3 and 1
         (y * upstream).sum().backward()
         results[name] = [y.numpy(), x.grad.numpy(), w.grad.numpy(), b.grad.numpy()]
     for got, expected in zip(results["winograd"], results["im2col"], strict=True):

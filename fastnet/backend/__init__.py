@@ -36,7 +36,7 @@ import numba
 import numpy as np
 
 from ..extras import install_hint
-from ..kernels import _cpu, _cuda
+from ..kernels import _blas, _cpu, _cuda
 from ..kernels._contract import families
 from ..kernels._cpu import images_per_chunk  # noqa: F401 - re-exported for the layers above
 from ..kernels._geometry import conv_output_shape  # noqa: F401 - re-exported for the layers above
@@ -224,14 +224,16 @@ _threads = 1
 
 
 def set_num_threads(threads: int) -> None:
-    """Threads for fastnet's CPU kernels (Numba) and NumPy's BLAS alike.
+    """Threads for fastnet's CPU kernels: one pool, Numba's, runs everything in parallel.
 
-    The default is 1, or ``FASTNET_NUM_THREADS``. Why not every core: the Numba kernels and the
-    BLAS each keep a pool of threads that spin while waiting, and a training step alternates
-    between them many times, so two pools compete for the cores; and a pool waiting at a barrier
-    for a thread the OS has descheduled stalls whenever anything else runs on the machine, so on
-    a small machine a second thread gains little. Raise it on a machine with idle cores and large
-    batches, and measure: ``fastnet bench --train --only mnist_cnn --threads N``.
+    The kernels split their work over Numba's threads themselves (a convolution's chunks of
+    images, a large product's blocks of rows) and call NumPy's BLAS from inside, one thread each
+    (``fastnet.kernels._blas``), so NumPy's BLAS is held to one thread: two pools of spinning
+    threads taking turns through a training step competed for the cores. Where no BLAS could be
+    bound for the kernels, NumPy's BLAS gets ``threads`` instead.
+
+    The default is 1, or ``FASTNET_NUM_THREADS``. Measure a count with
+    ``fastnet bench --train --only mnist_cnn --threads N``.
     """
     global _threads
     if not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
@@ -242,7 +244,7 @@ def set_num_threads(threads: int) -> None:
     from threadpoolctl import threadpool_limits
 
     numba.set_num_threads(threads)
-    threadpool_limits(limits=threads, user_api="blas")
+    threadpool_limits(limits=1 if _blas.AVAILABLE else threads, user_api="blas")
     _threads = threads
 
 
@@ -259,17 +261,21 @@ def _default_threads() -> int:
 
 
 def _start_kernel_threads() -> None:
-    """Start Numba's thread pool, with its OpenMP threads set to sleep when they have no work.
+    """Start Numba's thread pool; where NumPy's BLAS keeps threads of its own, with its OpenMP
+    threads set to sleep when they have no work.
 
-    OpenMP threads spin after each parallel kernel by default, and then fight OpenBLAS's own
-    spinning pool for the cores, which slows training at 2 threads on 2 cores (re-measure with
-    ``OMP_WAIT_POLICY=ACTIVE fastnet bench --train --only mnist_cnn --threads 2``).
-    ``OMP_WAIT_POLICY`` is read once, when the OpenMP library is
+    With the kernels' BLAS binding (``kernels._blas``) NumPy's BLAS runs on the calling thread
+    only, and Numba's OpenMP threads keep the runtime's default: spin a moment after each parallel
+    kernel, then sleep. Put to sleep at once (``OMP_WAIT_POLICY=PASSIVE``) they pay a wake-up at
+    every kernel, which cost ResNet-20's step at 2 threads about a fifth of its speed (re-measure
+    with ``OMP_WAIT_POLICY=PASSIVE fastnet bench --train --only resnet20 --threads 2``). Without
+    the binding NumPy's BLAS has a spinning pool of its own, and two spinning pools fight for the
+    cores: then PASSIVE is set. ``OMP_WAIT_POLICY`` is read once, when the OpenMP library is
     loaded, which is when the pool starts, so it is set for that moment only: an OpenMP runtime
     loaded later (PyTorch's own) keeps its defaults. A policy the user set is left alone; a pool
     that is already running (Numba used before fastnet was imported) keeps its own.
     """
-    ours = "OMP_WAIT_POLICY" not in os.environ
+    ours = "OMP_WAIT_POLICY" not in os.environ and not _blas.AVAILABLE
     if ours:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     try:

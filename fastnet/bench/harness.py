@@ -122,14 +122,21 @@ def measure_ceilings(device: Device, threads: int, quick: bool = False) -> Ceili
     rng = np.random.default_rng(0)
     a, b = (xp.asarray(rng.standard_normal((side, side), dtype=np.float32)) for _ in range(2))
     product = xp.empty((side, side), np.float32)
-    gemm = timer({"gemm": lambda: xp.matmul(a, b, out=product)}, quick=quick)["gemm"].best
+    # BLAS's own threads, ``threads`` of them: fastnet holds NumPy's BLAS to one thread and runs
+    # its own blocks in parallel (fastnet.set_num_threads), but the ceiling is the library's best.
+    with contextlib.ExitStack() as stack:
+        if not on_gpu:
+            from threadpoolctl import threadpool_limits
+
+            stack.enter_context(threadpool_limits(limits=threads, user_api="blas"))
+        gemm = timer({"gemm": lambda: xp.matmul(a, b, out=product)}, quick=quick)["gemm"].best
+        library = f"cuBLAS via CuPy on {gpu_name()}" if on_gpu else blas_description()
     source = xp.asarray(rng.standard_normal(copy_bytes // FLOAT32_BYTES, dtype=np.float32))
     destination = xp.zeros_like(source)  # zeros, not empty: no page faults inside the timing
     copies = {"copyto": lambda: xp.copyto(destination, source)}
     if not on_gpu:
         copies["threaded"] = lambda: _threaded_copy(source, destination)
     copy = min(timing.best for timing in timer(copies, quick=quick).values())
-    library = f"cuBLAS via CuPy on {gpu_name()}" if on_gpu else blas_description()
     return Ceilings(
         device.name, threads, 2 * side**3 / gemm / 1e9, 2 * source.nbytes / copy / 1e9, library
     )

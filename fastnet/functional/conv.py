@@ -30,8 +30,10 @@ GEMM.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
+from ..autograd import is_grad_enabled
 from ..backend import conv_output_shape, images_per_chunk
 from ..tensor import Function, Tensor
 from .arguments import Pair, to_pair
@@ -58,16 +60,17 @@ def conv_image_chunks(
     GEMM that reads them, instead of one batch-sized buffer making a round trip through DRAM; the
     backward pass recomputes them rather than keeping them. The split depends on shapes only, so
     results do not depend on the thread count."""
-    bytes_per_image = (columns + out_channels) * plane * itemsize
-    per_chunk = max(1, min(batch, images_per_chunk(bytes_per_image, device.conv_workspace_bytes)))
+    per_chunk = _images_per_chunk(device, batch, columns, out_channels, plane, itemsize)
     chunks = [(start, min(start + per_chunk, batch)) for start in range(0, batch, per_chunk)]
     return chunks or [(0, 0)]
 
 
-def _per_image(cols: Any, images: int) -> Any:
-    """cols (C·KH·KW, images·OH·OW) as (images, C·KH·KW, OH·OW): image i's columns are the block
-    cols[:, i·OH·OW:(i+1)·OH·OW], a strided view that BLAS reads as it is."""
-    return cols.reshape(cols.shape[0], images, -1).transpose(1, 0, 2)
+def _images_per_chunk(
+    device: Any, batch: int, columns: int, out_channels: int, plane: int, itemsize: int
+) -> int:
+    """The images of one chunk of :func:`conv_image_chunks` (at least 1)."""
+    bytes_per_image = (columns + out_channels) * plane * itemsize
+    return max(1, min(batch, images_per_chunk(bytes_per_image, device.conv_workspace_bytes)))
 
 
 def _by_group(matrix: Any, groups: int) -> Any:
@@ -121,110 +124,30 @@ def _check_conv_shapes(op: str, x: Any, weight: Any, groups: int = 1) -> None:
 
 
 class Conv2d(Function):
+    """conv2d by im2col and GEMMs (kernels/conv.py's ``conv2d_im2col``): the device runs the
+    chunks of images, whose columns fit the workspace policy (:func:`conv_image_chunks`), in one
+    call each way; backward recomputes a chunk's columns rather than keeping the batch's."""
+
     def forward(self, x, weight, *bias, stride, padding, dilation=(1, 1), groups=1):
         _check_conv_shapes("conv2d", x, weight, groups)
-        xp, device = self.device.xp, self.device
-        n = x.shape[0]
-        out_channels, kernel_hw = weight.shape[0], tuple(weight.shape[2:])
+        kernel_hw = tuple(weight.shape[2:])
         oh, ow = _output_shape("conv2d", x.shape, kernel_hw, stride, padding, dilation)
-        self.x = xp.ascontiguousarray(x)
-        self.window, self.plane = (kernel_hw, stride, padding, dilation), oh * ow
-        self.w2, self.groups = weight.reshape(out_channels, -1), groups
-        # With a bias and one group, the GEMM adds it: the weights get the bias as a last column
-        # and the columns a last row of ones (no pass over y for the bias here, none over dY for
-        # its gradient). Groups would need a ones row per group: their bias is added to y.
-        ones_row = bool(bias) and groups == 1
-        weights = xp.concatenate([self.w2, bias[0][:, None]], axis=1) if ones_row else self.w2
-        self.chunks = conv_image_chunks(
-            device, n, self.w2.shape[1] * groups, out_channels, oh * ow, x.itemsize
+        self.x, self.weight = self.device.xp.ascontiguousarray(x), weight
+        self.window = (stride, padding, dilation, groups)
+        columns = weight.shape[1] * groups * kernel_hw[0] * kernel_hw[1]
+        self.chunk_images = _images_per_chunk(
+            self.device, x.shape[0], columns, weight.shape[0], oh * ow, x.itemsize
         )
-        # On a GPU each chunk is one GEMM (its workspace is large, so a chunk is many images); on
-        # the CPU with one group, GEMMs per image on the cached columns, which BLAS reads as
-        # strided views (per image and group they would be too small: groups take one a chunk).
-        self.per_image = device.name == "cpu" and groups == 1
-        y = device.empty((n, out_channels, oh * ow), x.dtype)
-        for start, stop in self.chunks:
-            if start == stop:  # an empty batch: nothing to compute
-                continue
-            cols, images = self._columns(start, stop, ones_row), stop - start
-            if not self.per_image:
-                # The chunk at once: (OC, n·OH·OW) in one (batched) GEMM, seen as NCHW planes.
-                planes = device.matmul(_by_group(weights, groups), _by_group(cols, groups))
-                y[start:stop] = planes.reshape(out_channels, images, -1).transpose(1, 0, 2)
-            else:
-                # Cached columns (CPU): one GEMM per image, each written straight into its planes.
-                device.matmul(
-                    xp.broadcast_to(weights, (images, *weights.shape)),
-                    _per_image(cols, images),
-                    out=y[start:stop],
-                )
-        if bias and not ones_row:
-            y += bias[0][:, None]
-        return y.reshape(n, out_channels, oh, ow)
-
-    def _columns(self, start: int, stop: int, ones_row: bool) -> Any:
-        """im2col of images [start, stop), with a last row of ones when ``ones_row``."""
-        x, device = self.x[start:stop], self.device
-        if not ones_row:
-            return device.im2col(x, *self.window)
-        rows = self.w2.shape[1]
-        cols = device.empty((rows + 1, x.shape[0] * self.plane), x.dtype)
-        device.im2col(x, *self.window, out=cols[:rows])
-        cols[rows] = 1
-        return cols
+        return self.device.conv2d_im2col(
+            self.x, weight, bias[0] if bias else None, *self.window, self.chunk_images
+        )
 
     def backward(self, grad):
-        xp, device = self.device.xp, self.device
-        n, out_channels = grad.shape[:2]
-        groups = self.groups
-        grad = xp.ascontiguousarray(grad).reshape(n, out_channels, self.plane)
         need_x, need_w = self.inputs[0].requires_grad, self.inputs[1].requires_grad
         need_b = len(self.inputs) == 3 and self.inputs[2].requires_grad
-        # With the ones row in the columns, the weight GEMM's last row is Σ dY: the bias gradient.
-        ones_row = need_w and need_b and groups == 1
-        grad_x = device.empty(self.x.shape, self.x.dtype) if need_x else None
-        grad_w = grad_b = None
-        for start, stop in self.chunks:
-            if start == stop:  # an empty batch: the gradients are zeros (below)
-                continue
-            images, grad_planes = stop - start, grad[start:stop]  # (images, OC, OH·OW)
-            # (OC, images·OH·OW): the chunk's output gradient in the layout of one GEMM
-            grad_chunk = None
-            if need_x or not self.per_image:
-                grad_chunk = _by_group(_channel_rows(xp, grad_planes), groups)
-            if need_w:
-                # dWᵀ = cols·dY2ᵀ (C/G·KH·KW [+1], OC/G) per group: BLAS runs this form faster
-                # than dY2·colsᵀ
-                cols = self._columns(start, stop, ones_row)
-                if grad_chunk is not None:
-                    chunk_w = device.matmul(_by_group(cols, groups), grad_chunk, False, True)
-                else:
-                    # A first layer (no input gradient) on the CPU: per-image GEMMs over views, no
-                    # copy of the output gradient at all (a first layer's is its largest).
-                    per_image = device.matmul(_per_image(cols, images), grad_planes, False, True)
-                    chunk_w = per_image.sum(axis=0)
-                grad_w = _accumulate(grad_w, chunk_w)
-            if need_b and not ones_row:
-                grad_b = _accumulate(grad_b, grad_planes.sum(axis=(0, 2)))
-            if need_x:
-                grad_cols = device.matmul(_by_group(self.w2, groups), grad_chunk, True, False)
-                device.col2im(
-                    grad_cols.reshape(-1, grad_cols.shape[-1]),
-                    grad_x[start:stop].shape,
-                    *self.window,
-                    out=grad_x[start:stop],
-                )
-        rows = self.w2.shape[1] + ones_row
-        if need_w and grad_w is None:  # no image contributed
-            grad_w = xp.zeros((groups, rows, out_channels // groups), self.x.dtype)
-        if need_b and not ones_row and grad_b is None:
-            grad_b = xp.zeros(out_channels, self.x.dtype)
-        if need_w:
-            grad_w = grad_w.reshape(groups, rows, -1)  # (G, C/G·KH·KW [+1], OC/G)
-            if ones_row:
-                grad_w, grad_b = grad_w[:, :-1], grad_w[0, -1].copy()
-            grad_w = xp.ascontiguousarray(grad_w.transpose(0, 2, 1)).reshape(self.inputs[1].shape)
-        return grad_x, grad_w, grad_b
+        return self.device.conv2d_im2col_backward(
+            grad, self.x, self.weight, *self.window, self.chunk_images, need_x, need_w, need_b
+        )
 
 
 class DepthwiseConv2d(Function):
@@ -260,93 +183,51 @@ class DepthwiseConv2d(Function):
 # Entries of a transformed 4x4 tile: each tile of each channel takes 16 values in V, M and their
 # gradients (kernels/winograd.py's POSITIONS; the layers above the backend do not import kernels).
 WINOGRAD_POSITIONS = 16
-# dM = A·dY·Aᵀ and A's second row is (1, 1): entry (1, 1) of every transformed output-gradient tile
-# is the sum of the tile's 2x2 output gradients, so row k of dM[4·1 + 1] sums to channel k's Σ dY.
-WINOGRAD_SUM_POSITION = 5
 
 
 class Conv2dWinograd(Function):
-    """conv2d for a 3x3 kernel at stride 1 by Winograd F(2x2, 3x3) (kernels/winograd.py), a chunk
-    of images at a time: per chunk V = input tiles (16, C, T), M = U·V (16, OC, T) with U the
-    weights' tiles (16, OC, C), y = output tiles of M. Backward, per chunk: dM = the output
-    gradient's tiles, dU += dM·Vᵀ (V recomputed, cheaper than keeping it for the batch),
-    dV = Uᵀ·dM, dX = input tiles' adjoint of dV, db += the row sums of dM[5]; dW = weights'
-    adjoint of dU."""
+    """conv2d for a 3x3 kernel at stride 1 by Winograd F(2x2, 3x3) (kernels/winograd.py): U = the
+    weights' tiles (16, OC, C), then the device's ``winograd_conv2d`` runs the chunks of images
+    (input tiles V, M = U·V, output tiles) in one call; backward, ``winograd_conv2d_backward``
+    gives dx, dU and Σ dY the same way, and dW = the weights' adjoint of dU. The chunk size is
+    the workspace policy's (:func:`conv_image_chunks`)."""
 
-    def forward(self, x, weight, *bias, padding):
+    def forward(self, x, weight, *bias, padding, tiles_weight=None):
         _check_conv_shapes("conv2d", x, weight)
-        xp, device = self.device.xp, self.device
-        n, channels = x.shape[:2]
-        out_channels = weight.shape[0]
-        oh, ow = _output_shape("conv2d", x.shape, 3, 1, padding)
-        self.x, self.padding = xp.ascontiguousarray(x), padding
-        self.tiles_per_image = ((oh + 1) // 2) * ((ow + 1) // 2)
-        self.chunks = conv_image_chunks(
-            device,
+        n, channels, h, w = x.shape
+        if h + 2 * padding[0] >= 3 and w + 2 * padding[1] >= 3:
+            oh, ow = h + 2 * padding[0] - 2, w + 2 * padding[1] - 2  # 3x3, stride 1
+        else:
+            oh, ow = _output_shape("conv2d", x.shape, 3, 1, padding)  # raises: too small
+        self.x, self.padding = self.device.xp.ascontiguousarray(x), padding
+        self.chunk_images = _images_per_chunk(
+            self.device,
             n,
             WINOGRAD_POSITIONS * channels,
-            WINOGRAD_POSITIONS * out_channels,
-            self.tiles_per_image,
+            WINOGRAD_POSITIONS * weight.shape[0],
+            ((oh + 1) // 2) * ((ow + 1) // 2),
             x.itemsize,
         )
-        self.workspace: dict[tuple[str, int], Any] = {}
-        self.u = device.winograd_weights(weight)  # (16, OC, C)
-        y = device.empty((n, out_channels, oh, ow), x.dtype)
-        for start, stop in self.chunks:
-            images = stop - start
-            v = device.winograd_input(
-                self.x[start:stop], padding, out=self._tiles("input", channels, images)
-            )
-            m = device.matmul(self.u, v, out=self._tiles("output", out_channels, images))
-            device.winograd_output(
-                m, bias[0] if bias else None, y[start:stop].shape, out=y[start:stop]
-            )
-        return y
-
-    def _tiles(self, side: str, rows: int, images: int) -> Any:
-        """The tile buffer of ``side`` ("input": V and dV, "output": M and dM) for ``images``
-        images, made once a layer and reused by every chunk, so each chunk writes into lines the
-        cache already holds (re-measure against fresh buffers with
-        ``fastnet bench --only conv2d_train``)."""
-        buffer = self.workspace.get((side, images))
-        if buffer is None:
-            buffer = self.workspace[side, images] = self.device.winograd_tiles(
-                rows, images * self.tiles_per_image, self.x.dtype, self.x
-            )
-        return buffer
+        # U (16, OC, C): given by conv2d from its cache when the weight takes no gradient
+        self.u = self.device.winograd_weights(weight) if tiles_weight is None else tiles_weight
+        return self.device.winograd_conv2d(
+            self.x, self.u, bias[0] if bias else None, padding, self.chunk_images
+        )
 
     def backward(self, grad):
-        xp, device = self.device.xp, self.device
-        grad = xp.ascontiguousarray(grad)
-        channels, out_channels = self.x.shape[1], grad.shape[1]
+        device = self.device
         need_x, need_w = self.inputs[0].requires_grad, self.inputs[1].requires_grad
         need_b = len(self.inputs) == 3 and self.inputs[2].requires_grad
-        grad_x = device.empty(self.x.shape, self.x.dtype) if need_x else None
-        grad_u = term = grad_b = None
-        for start, stop in self.chunks:
-            images = stop - start
-            grad_m = device.winograd_output_grad(
-                grad[start:stop], out=self._tiles("output", out_channels, images)
-            )
-            if need_b:  # Σ dY, a row sum of one tile matrix instead of a pass over dY
-                grad_b = _accumulate(grad_b, grad_m[WINOGRAD_SUM_POSITION].sum(axis=1))
-            if need_w:  # dU[ξ] += dM[ξ]·V[ξ]ᵀ
-                v = device.winograd_input(
-                    self.x[start:stop], self.padding, out=self._tiles("input", channels, images)
-                )
-                if grad_u is None:
-                    grad_u = device.matmul(grad_m, v, False, True)
-                else:
-                    term = device.matmul(grad_m, v, False, True, out=term)
-                    grad_u += term
-            if need_x:  # dV[ξ] = U[ξ]ᵀ·dM[ξ], into V's buffer (V is used up by then)
-                grad_v = device.matmul(
-                    self.u, grad_m, True, False, out=self._tiles("input", channels, images)
-                )
-                device.winograd_input_grad(
-                    grad_v, grad_x[start:stop].shape, self.padding, out=grad_x[start:stop]
-                )
-        self.workspace.clear()
+        grad_x, grad_u, grad_b = device.winograd_conv2d_backward(
+            device.xp.ascontiguousarray(grad),
+            self.x,
+            self.u,
+            self.padding,
+            self.chunk_images,
+            need_x,
+            need_w,
+            need_b,
+        )
         grad_w = device.winograd_weights_grad(grad_u) if need_w else None
         return grad_x, grad_w, grad_b
 
@@ -359,10 +240,94 @@ class Conv2dWinograd(Function):
 WINOGRAD_MIN_CHANNELS = 16
 
 
+class _WinogradWeightsCache:
+    """U = the Winograd tiles of a weight that takes no gradient, kept between calls: an eval-mode
+    model (or :func:`fastnet.inference.optimize_for_inference`'s copy) computes its weights' tiles
+    once instead of on every forward.
+
+    One entry per weight Tensor (dropped with it): the bytes of the values U was computed from,
+    and U. An entry is used only while the weight's array still holds exactly those bytes (same
+    shape, dtype and every bit, compared in full on each call), so it can never be stale:
+    not after ``weight.add_(...)``, ``weight.data[...] = ...``, an optimizer's step, a loaded
+    state dict or a new ``weight.data``, whether or not the write bumped the version counter
+    (raw writes into ``.data`` do not). U depends on the values alone, so equal bits give the
+    same U (bitwise: a NaN matches itself, -0.0 does not match 0.0). The comparison, one copy of
+    the weight's bytes and a memcmp, costs ~1 us for 16 channels and ~8 us for 64, against ~7
+    and ~45 us for computing U. Only on the CPU: on a GPU the comparison's answer would be a
+    device-to-host sync per call."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[Any, tuple, Any, bytes, Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def tiles(self, weight: Tensor) -> Any:
+        """U of ``weight`` (a CPU tensor), from the cache when its values are unchanged."""
+        key, array = id(weight), weight.data
+        entry = self._entries.get(key)
+        if entry is not None:
+            reference, shape, dtype, saved, u = entry
+            if (
+                reference() is weight
+                and array.shape == shape
+                and array.dtype == dtype
+                and array.tobytes() == saved  # C-order bytes: one copy and a memcmp
+            ):
+                return u
+        u = weight.device.winograd_weights(array)
+        if entry is None or entry[0]() is not weight:
+            reference = weakref.ref(weight, lambda dead, key=key: self._drop(key, dead))
+        else:
+            reference = entry[0]
+        self._entries[key] = (reference, array.shape, array.dtype, array.tobytes(), u)
+        return u
+
+    def _drop(self, key: int, reference: Any) -> None:
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is reference:
+            del self._entries[key]
+
+
+WINOGRAD_WEIGHTS_CACHE = _WinogradWeightsCache()
+
+
+def _winograd_tiles(weight: Tensor) -> Any:
+    """The cached U of a CPU weight that takes no gradient here (grad mode off, or the weight
+    does not require one); None otherwise (Conv2dWinograd computes it, and its backward needs
+    a fresh U of a weight being trained anyway)."""
+    if not isinstance(weight, Tensor) or weight.device.name != "cpu":
+        return None  # not a tensor: Function.apply names the error
+    if weight.requires_grad and is_grad_enabled():
+        return None
+    return WINOGRAD_WEIGHTS_CACHE.tiles(weight)
+
+
+def _int_pair(value: Any, smallest: int) -> tuple[int, int] | None:
+    """``value`` itself when it is already a pair of plain ints ≥ ``smallest`` (what the layers
+    pass); None sends it to the full normalisation and its errors."""
+    if (
+        value.__class__ is tuple
+        and len(value) == 2
+        and value[0].__class__ is int
+        and value[1].__class__ is int
+        and value[0] >= smallest
+        and value[1] >= smallest
+    ):
+        return value
+    return None
+
+
 def _window_arguments(
     op: str, stride: Pair, dilation: Pair, groups: int
 ) -> tuple[tuple[int, int], tuple[int, int]]:
     """stride and dilation as pairs of positive ints; groups a positive int."""
+    stride_pair, dilation_pair = _int_pair(stride, 1), _int_pair(dilation, 1)
+    if stride_pair and dilation_pair and groups.__class__ is int and groups >= 1:
+        return stride_pair, dilation_pair
     pairs = []
     for name, value in (("stride", stride), ("dilation", dilation)):
         pair = to_pair(value, name)
@@ -425,7 +390,7 @@ def conv2d(
         return conv2d(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
     stride, dilation = _window_arguments("conv2d", stride, dilation, groups)
     if not isinstance(padding, str):
-        padding = to_pair(padding, "padding")
+        padding = _int_pair(padding, 0) or to_pair(padding, "padding")
     elif padding == "same":
         x, padding = _same_padding(x, weight, stride, dilation, groups)
     elif padding == "valid":
@@ -442,7 +407,9 @@ def conv2d(
         and x.ndim == 4
         and x.shape[1] >= WINOGRAD_MIN_CHANNELS
     ):
-        return Conv2dWinograd.apply(*operands, padding=padding)
+        return Conv2dWinograd.apply(
+            *operands, padding=padding, tiles_weight=_winograd_tiles(weight)
+        )
     if _is_depthwise(x, weight, groups):
         return DepthwiseConv2d.apply(*operands, stride=stride, padding=padding, dilation=dilation)
     return Conv2d.apply(*operands, stride=stride, padding=padding, dilation=dilation, groups=groups)

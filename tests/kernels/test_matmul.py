@@ -77,6 +77,52 @@ def test_cpu_empty_inner_dimension_gives_zeros():
     np.testing.assert_array_equal(got, np.zeros((3, 2), np.float32))
 
 
+# --- CPU, in blocks over Numba's threads ---------------------------------------------------------
+
+
+@pytest.fixture
+def blocks_on_two_threads(monkeypatch):
+    """Every product takes the parallel path (blocks of rows or columns, one BLAS call each) on two
+    threads, whatever its size."""
+    import fastnet
+    from fastnet.kernels import _cpu
+
+    before = fastnet.get_num_threads()
+    fastnet.set_num_threads(2)
+    monkeypatch.setattr(_cpu, "parallel_pays", lambda work: True)
+    yield
+    fastnet.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch", [None, 3])
+@pytest.mark.parametrize("trans_a, trans_b", FLAGS)
+@pytest.mark.parametrize("m, n, k", [(37, 11, 29), (5, 41, 29), (1, 7, 3), (9, 1, 4)])
+def test_cpu_blocks_match_reference(
+    blocks_on_two_threads, rng, trans_a, trans_b, batch, dtype, m, n, k
+):
+    """Row blocks (M >= N) and column blocks (N > M), a single row or column, every transpose."""
+    a, b = operands(rng, m, n, k, trans_a, trans_b, batch, dtype)
+    assert_matches_reference(matmul_cpu(a, b, trans_a, trans_b), a, b, trans_a, trans_b)
+
+
+def test_cpu_blocks_read_strided_and_broadcast_operands(blocks_on_two_threads, rng):
+    """Rows of a wider buffer go to BLAS as they are; a column stride or a broadcast row (stride
+    0) is copied first, since BLAS reads neither."""
+    wide = rng.standard_normal((9, 20)).astype(np.float32)
+    b = rng.standard_normal((5, 7)).astype(np.float32)
+    for a in (wide[:, 3:10], wide[:, ::3][:, :7], np.broadcast_to(wide[0, :7], (9, 7))):
+        assert_matches_reference(matmul_cpu(a, b, trans_b=True), a, b, False, True)
+
+
+def test_cpu_blocks_write_into_out(blocks_on_two_threads, rng):
+    a, b = operands(rng, 37, 41, 29, False, True, 3, np.float32)
+    buffer = np.full((5, 37, 41), np.nan, np.float32)
+    assert np.shares_memory(matmul_cpu(a, b, False, True, out=buffer[1:-1]), buffer)
+    assert_matches_reference(buffer[1:-1], a, b, False, True)
+    assert np.isnan(buffer[0]).all() and np.isnan(buffer[-1]).all()
+
+
 SPLIT_IN_TWO = functools.partial(matmul_cuda_split_k, slices=2)
 
 

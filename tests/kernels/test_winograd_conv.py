@@ -1,0 +1,149 @@
+"""The whole Winograd convolution in one call (``winograd_conv2d`` and its backward) against the
+float64 references, on the CPU (serial, and parallel with each thread's own tile buffers) and in
+CUDA's simulator; the references against the direct convolution; errors.
+
+Tolerances as in test_winograd.py (the transforms' rounding), outputs poisoned (conftest.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastnet
+from fastnet.kernels import conv, winograd
+from fastnet.kernels.winograd import reference_conv2d, reference_conv2d_backward
+from numerics import TOLERANCE, relative_error
+
+# (x shape (N, C, H, W), output channels, padding, images a chunk): uneven last chunks, odd sides,
+# unequal padding, a plane smaller than a tile, one chunk for the whole batch
+CASES = [
+    ((5, 3, 7, 9), 4, 1, 2),
+    ((4, 2, 6, 5), 3, (0, 2), 3),
+    ((3, 4, 1, 2), 2, 1, 1),
+    ((2, 3, 4, 4), 5, 0, 8),
+]
+CUDA_CASES = [((3, 2, 4, 5), 2, 1, 2)]
+
+
+def case_id(case):
+    shape, out_channels, padding, chunk = case
+    return f"x{'x'.join(map(str, shape))}-k{out_channels}-p{padding}-chunk{chunk}"
+
+
+@pytest.fixture
+def two_threads():
+    before = fastnet.get_num_threads()
+    fastnet.set_num_threads(min(2, fastnet.backend.numba.config.NUMBA_NUM_THREADS))
+    yield
+    fastnet.set_num_threads(before)
+
+
+def operands(rng, case, dtype):
+    shape, out_channels, padding, chunk = case
+    x = rng.standard_normal(shape).astype(dtype)
+    weight = rng.standard_normal((out_channels, shape[1], 3, 3)).astype(dtype)
+    bias = rng.standard_normal(out_channels).astype(dtype)
+    return x, weight, bias, padding, chunk
+
+
+def runs():
+    for case in CASES:
+        for dtype in (np.float32, np.float64):
+            for driver in ("serial", "parallel"):
+                name = f"cpu-{driver}-{case_id(case)}-{np.dtype(dtype).name}"
+                yield pytest.param("cpu", driver, case, dtype, id=name)
+    for case in CUDA_CASES:
+        yield pytest.param("cuda", "grid", case, np.float32, id=f"cuda-{case_id(case)}")
+
+
+@pytest.mark.parametrize("variant, driver, case, dtype", list(runs()))
+def test_forward_and_backward_match_the_references(
+    force_driver, two_threads, rng, variant, driver, case, dtype
+):
+    if variant == "cpu":  # parallel: the chunks split over two threads, each with its own tiles
+        force_driver(driver)
+    x, weight, bias, padding, chunk = operands(rng, case, dtype)
+    conv2d = getattr(winograd, f"winograd_conv2d_{variant}")
+    backward = getattr(winograd, f"winograd_conv2d_backward_{variant}")
+    u = getattr(winograd, f"winograd_weights_{variant}")(weight)
+    y = conv2d(x, u, bias, padding, chunk)
+    expected = reference_conv2d(x, u, bias, padding, chunk)
+    assert y.dtype == dtype and y.shape == expected.shape
+    assert relative_error(y, expected) <= TOLERANCE[dtype]
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    got = backward(dy, x, u, padding, chunk)
+    for name, value, reference in zip(
+        ("dx", "dU", "db"), got, reference_conv2d_backward(dy, x, u, padding, chunk), strict=True
+    ):
+        assert value.dtype == dtype and value.shape == reference.shape, name
+        assert relative_error(value, reference) <= TOLERANCE[dtype], name
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_the_reference_is_the_direct_convolution(rng, case):
+    x, weight, bias, padding, chunk = operands(rng, case, np.float64)
+    u = winograd.reference_weights(weight)
+    direct = conv.reference_conv2d(x, weight, bias, 1, padding)
+    assert relative_error(reference_conv2d(x, u, bias, padding, chunk), direct) <= 1e-12
+
+
+def test_gradients_not_asked_for_are_none_and_the_rest_unchanged(rng):
+    x, weight, _, padding, chunk = operands(rng, CASES[0], np.float32)
+    u = winograd.winograd_weights_cpu(weight)
+    dy = rng.standard_normal(winograd.winograd_conv2d_cpu(x, u, None, padding, chunk).shape)
+    dy = dy.astype(np.float32)
+    full = winograd.winograd_conv2d_backward_cpu(dy, x, u, padding, chunk)
+    for need in ((True, False, False), (False, True, False), (False, False, True)):
+        got = winograd.winograd_conv2d_backward_cpu(dy, x, u, padding, chunk, *need)
+        for wanted, value, expected in zip(need, got, full, strict=True):
+            if wanted:
+                np.testing.assert_array_equal(value, expected)
+            else:
+                assert value is None
+
+
+def test_more_threads_than_chunks(force_driver, two_threads, rng):
+    """One image, one chunk, two threads: the second thread has nothing to do and adds nothing."""
+    force_driver("parallel")
+    x, weight, bias, padding, chunk = operands(rng, ((1, 3, 6, 6), 2, 1, 4), np.float32)
+    u = winograd.winograd_weights_cpu(weight)
+    y = winograd.winograd_conv2d_cpu(x, u, bias, padding, chunk)
+    assert relative_error(y, reference_conv2d(x, u, bias, padding, chunk)) <= 1e-5
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    got = winograd.winograd_conv2d_backward_cpu(dy, x, u, padding, chunk)
+    expected = reference_conv2d_backward(dy, x, u, padding, chunk)
+    for value, reference in zip(got, expected, strict=True):
+        assert relative_error(value, reference) <= 1e-5
+
+
+def test_written_into_a_slice_of_a_larger_output(rng):
+    x, weight, bias, padding, chunk = operands(rng, CASES[0], np.float32)
+    u = winograd.winograd_weights_cpu(weight)
+    expected = reference_conv2d(x, u, bias, padding, chunk)
+    big = np.full((7, *expected.shape[1:]), np.nan, np.float32)
+    assert winograd.winograd_conv2d_cpu(x, u, bias, padding, chunk, out=big[1:6]).base is big
+    assert relative_error(big[1:6], expected) <= 1e-5
+    assert np.isnan(big[[0, 6]]).all()
+
+
+@pytest.mark.parametrize("variant", ("cpu", "cuda"))
+def test_bad_arguments_name_what_is_wrong(variant):
+    conv2d = getattr(winograd, f"winograd_conv2d_{variant}")
+    backward = getattr(winograd, f"winograd_conv2d_backward_{variant}")
+    x = np.ones((2, 3, 5, 5), np.float32)
+    u = np.ones((16, 4, 3), np.float32)
+    with pytest.raises(ValueError, match="chunk_images must be positive"):
+        conv2d(x, u, None, 1, 0)
+    with pytest.raises(TypeError, match="chunk_images must be an int"):
+        conv2d(x, u, None, 1, True)
+    with pytest.raises(ValueError, match=r"tiles_weight of shape \(16, 4, 3\)"):
+        conv2d(x, np.ones((16, 4, 2), np.float32), None, 1, 1)
+    with pytest.raises(ValueError, match="tiles_weight is float64"):
+        conv2d(x, u.astype(np.float64), None, 1, 1)
+    with pytest.raises(ValueError, match=r"bias of shape \(4,\)"):
+        conv2d(x, u, np.ones(3, np.float32), 1, 1)
+    with pytest.raises(ValueError, match=r"dy of shape \(2, 4, 5, 5\)"):
+        backward(np.ones((2, 4, 5, 4), np.float32), x, u, 1, 1)
+    with pytest.raises(ValueError, match="does not fit"):
+        conv2d(np.ones((1, 3, 1, 1), np.float32), u, None, 0, 1)
