@@ -1,15 +1,19 @@
-"""ReLU forward and backward: one pass over memory each, no mask array.
+"""ReLU forward and backward: one pass over memory each, no mask array; and ReLU of a sum.
 
 Math, for every element of tensors of any shape::
 
     y  = max(x, 0)          (a NaN in x stays NaN in y, as in PyTorch)
     dx = dy · [y > 0]       (the subgradient 0 at x = 0; where y is NaN, dx is 0)
+    add_relu:  y = max(a + b, 0), whose gradient is dx above for a and for b alike
+
+``add_relu_forward`` is a residual block's end (ReLU of the block's output plus its shortcut) in
+one pass, where the sum alone would allocate and write a whole activation first.
 
 The backward reads the forward's *output*: y > 0 exactly where x > 0, so the layer keeps y (which
 the next layer holds anyway) instead of a separate mask of x.
 
-Buffers: ``x``, ``y``, ``dy``, ``dx`` share one shape and one dtype (float32 or float64). Outputs
-are new C-contiguous arrays; inputs that are not contiguous are copied first.
+Buffers: ``x``, ``a``, ``b``, ``y``, ``dy``, ``dx`` share one shape and one dtype (float32 or
+float64). Outputs are new C-contiguous arrays; inputs that are not contiguous are copied first.
 
 Why a kernel for an elementwise op: NumPy needs three passes and a boolean temporary
 (``x > 0``, ``maximum``, then ``dy * mask``, whose bool-to-float cast runs slowly). These make one
@@ -18,7 +22,8 @@ against NumPy and PyTorch on the MNIST CNN's largest activation.
 
 Variants, simplest first:
 
-* ``reference_relu_forward``, ``reference_relu_backward``: float64 NumPy.
+* ``reference_relu_forward``, ``reference_relu_backward``, ``reference_add_relu_forward``: float64
+  NumPy.
 * ``relu_forward_cpu``, ``relu_backward_cpu``: Numba, one loop over the elements, serial or
   parallel as the CPU policy (``_cpu.parallel_pays``) decides for the tensor's size.
 * ``relu_forward_cuda``, ``relu_backward_cuda``: Numba CUDA, grid-stride loops.
@@ -66,6 +71,10 @@ def reference_relu_backward(dy: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where(np.asarray(y) > 0, np.asarray(dy, np.float64), 0.0)
 
 
+def reference_add_relu_forward(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return reference_relu_forward(np.asarray(a, np.float64) + np.asarray(b, np.float64))
+
+
 # --------------------------------------------------------------------------- per element
 
 
@@ -73,6 +82,12 @@ def reference_relu_backward(dy: np.ndarray, y: np.ndarray) -> np.ndarray:
 def _relu(x, y, index):
     value = x[index]
     # "not <=" rather than ">" so that a NaN is kept, as np.maximum and PyTorch keep it
+    y[index] = value if not value <= 0 else 0
+
+
+@register_jitable
+def _add_relu(a, b, y, index):
+    value = a[index] + b[index]
     y[index] = value if not value <= 0 else 0
 
 
@@ -91,6 +106,12 @@ def _relu_forward_kernel_cpu(x, y):
 
 
 @cpu_kernel
+def _add_relu_kernel_cpu(a, b, y):
+    for index in prange(a.size):
+        _add_relu(a, b, y, index)
+
+
+@cpu_kernel
 def _relu_backward_kernel_cpu(dy, y, dx):
     for index in prange(dy.size):
         _relu_grad(dy, y, dx, index)
@@ -101,6 +122,14 @@ def relu_forward_cpu(x: np.ndarray) -> np.ndarray:
     (flat_x,) = flat_matching("relu_forward", x=x)
     y = empty(x.shape, x.dtype, like=x)
     _relu_forward_kernel_cpu(flat_x.size, flat_x, y.reshape(-1))
+    return y
+
+
+def add_relu_forward_cpu(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """y = max(a + b, 0), of a's shape and dtype (b's must match)."""
+    flat_a, flat_b = flat_matching("add_relu_forward", a=a, b=b)
+    y = empty(a.shape, a.dtype, like=a)
+    _add_relu_kernel_cpu(flat_a.size, flat_a, flat_b, y.reshape(-1))
     return y
 
 
@@ -122,6 +151,12 @@ def _relu_forward_kernel_cuda(x, y):
 
 
 @cuda_kernel
+def _add_relu_kernel_cuda(a, b, y):
+    for index in range(cuda.grid(1), a.size, cuda.gridsize(1)):
+        _add_relu(a, b, y, index)
+
+
+@cuda_kernel
 def _relu_backward_kernel_cuda(dy, y, dx):
     for index in range(cuda.grid(1), dy.size, cuda.gridsize(1)):
         _relu_grad(dy, y, dx, index)
@@ -134,6 +169,15 @@ def relu_forward_cuda(x: Any) -> Any:
     launch(
         _relu_forward_kernel_cuda, stride_grid(flat_x.size, THREADS), THREADS, flat_x, y.reshape(-1)
     )
+    return y
+
+
+def add_relu_forward_cuda(a: Any, b: Any) -> Any:
+    """:func:`add_relu_forward_cpu` on the GPU (CuPy arrays), or in the simulator."""
+    flat_a, flat_b = flat_matching("add_relu_forward", a=a, b=b)
+    y = empty(a.shape, a.dtype, like=a)
+    grid = stride_grid(flat_a.size, THREADS)
+    launch(_add_relu_kernel_cuda, grid, THREADS, flat_a, flat_b, y.reshape(-1))
     return y
 
 
@@ -158,6 +202,7 @@ def cuda_kernels() -> list[KernelSpec]:
     return [
         KernelSpec("relu_forward", _relu_forward_kernel_cuda, (vector, vector), THREADS),
         KernelSpec("relu_backward", _relu_backward_kernel_cuda, (vector, vector, vector), THREADS),
+        KernelSpec("add_relu_forward", _add_relu_kernel_cuda, (vector, vector, vector), THREADS),
     ]
 
 
@@ -229,10 +274,11 @@ def bench_cases(quick: bool) -> list[CaseSpec]:
 FAMILY = Family(
     name="activation",
     module=__name__,
-    ops=("relu_forward", "relu_backward"),
+    ops=("relu_forward", "relu_backward", "add_relu_forward"),
     references={
         "relu_forward": reference_relu_forward,
         "relu_backward": reference_relu_backward,
+        "add_relu_forward": reference_add_relu_forward,
     },
     cuda_kernels=cuda_kernels,
     bench_cases=bench_cases,

@@ -188,3 +188,29 @@ def test_activation_modules_match_torch(rng, ours, theirs, text):
     assert relative_error(x.grad.numpy(), t.grad.numpy()) <= 1e-5
     assert repr(ours) == repr(theirs) == text
     assert list(ours.state_dict()) == []
+
+
+def test_add_relu_is_relu_of_the_sum_with_its_gradients(rng):
+    a, b = (
+        fn.tensor(rng.standard_normal((3, 4, 5, 7)), dtype=fn.float64, requires_grad=True)
+        for _ in range(2)
+    )
+    y = F.add_relu(a, b)
+    expected = (a + b).relu()
+    np.testing.assert_array_equal(y.numpy(), expected.numpy())
+    upstream = fn.tensor(rng.standard_normal(y.shape))
+    (y * upstream).sum().backward()
+    mask = (a.numpy() + b.numpy()) > 0
+    np.testing.assert_array_equal(a.grad.numpy(), upstream.numpy() * mask)
+    np.testing.assert_array_equal(b.grad.numpy(), upstream.numpy() * mask)
+    assert gradcheck(F.add_relu, [a, b])
+
+
+def test_add_relu_of_broadcast_operands_takes_the_two_ops(rng):
+    a = fn.tensor(rng.standard_normal((2, 3)).astype(np.float32), requires_grad=True)
+    b = fn.tensor(rng.standard_normal(3).astype(np.float32), requires_grad=True)
+    y = F.add_relu(a, b)
+    np.testing.assert_array_equal(y.numpy(), np.maximum(a.numpy() + b.numpy(), 0))
+    y.sum().backward()
+    assert b.grad.shape == (3,)
+    np.testing.assert_array_equal(b.grad.numpy(), ((a.numpy() + b.numpy()) > 0).sum(axis=0))

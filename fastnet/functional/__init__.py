@@ -10,7 +10,7 @@ composition of Tensor ops), one module per topic:
 * ``pooling1d``: max_pool1d, avg_pool1d, adaptive_avg_pool1d, adaptive_max_pool1d.
 * ``patches``: unfold, fold (im2col / col2im), pixel_shuffle, pixel_unshuffle.
 * ``resample``: interpolate (nearest, nearest-exact, bilinear, linear, area).
-* ``activations``: relu, tanh, sigmoid, leaky_relu, gelu, silu, softplus, elu, hardswish,
+* ``activations``: relu, add_relu, tanh, sigmoid, leaky_relu, gelu, silu, softplus, elu, hardswish,
   hardsigmoid, mish, logsigmoid, softmax (the kernel one, with masks and ``causal``),
   log_softmax.
 * ``activation_variants``: hardtanh, relu6, threshold, hardshrink, softshrink, selu, celu,
@@ -51,6 +51,7 @@ from .activation_variants import (
 )
 from .activations import (
     Mask,
+    add_relu,
     elu,
     gelu,
     hardsigmoid,
@@ -120,6 +121,7 @@ __all__ = [
     "pixel_unshuffle",
     "interpolate",
     "relu",
+    "add_relu",
     "tanh",
     "sigmoid",
     "leaky_relu",

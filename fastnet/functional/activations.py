@@ -2,6 +2,8 @@
 hardsigmoid, mish, logsigmoid, softmax, log_softmax.
 
 * ``relu``, ``tanh``, ``sigmoid``: the Tensor's own elementwise ops (relu takes ``inplace``).
+* ``add_relu(a, b)``: relu(a + b) in one pass (a residual block's end); dx = dy·[y > 0] for a
+  and b alike. Operands of different shapes or dtypes take relu(a + b) as two ops.
 * ``leaky_relu``: y = x·s with s = 1 where x > 0, else ``negative_slope``; dx = dy·s.
 * ``gelu``: y = x·Φ(x) with Φ the normal CDF through erf (PyTorch's default), or the tanh
   approximation Φ(x) ≈ (1 + tanh(√(2/π)·(x + 0.044715·x³)))/2; dx = dy·(Φ(x) + x·φ(x)).
@@ -47,6 +49,7 @@ from ..tensor import Function, Tensor, is_grad_enabled
 __all__ = [
     "Mask",
     "relu",
+    "add_relu",
     "tanh",
     "sigmoid",
     "leaky_relu",
@@ -70,6 +73,31 @@ def relu(input: Tensor, inplace: bool = False) -> Tensor:
     if not inplace:
         return input.relu()
     return _in_place("relu", input, input.relu())
+
+
+class AddReLU(Function):
+    saves_inputs = False
+
+    def forward(self, a, b):
+        self.out = self.device.add_relu_forward(a, b)  # > 0 exactly where a + b > 0
+        return self.out
+
+    def backward(self, grad):
+        grad_input = self.device.relu_backward(grad, self.out)
+        return grad_input, grad_input
+
+
+def add_relu(a: Tensor, b: Tensor) -> Tensor:
+    """relu(a + b), one pass over memory where the sum alone would write a whole new tensor."""
+    if (
+        isinstance(a, Tensor)
+        and isinstance(b, Tensor)
+        and a.shape == b.shape
+        and a.dtype == b.dtype
+        and a.dtype.kind == "f"
+    ):
+        return AddReLU.apply(a, b)
+    return (a + b).relu()
 
 
 def tanh(input: Tensor) -> Tensor:

@@ -61,8 +61,7 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return F.add_relu(self.bn2(self.conv2(out)), self.shortcut(x))
 
 
 def _resnet(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fastnet.kernels import activation
 from fastnet.kernels.activation import (
     reference_relu_backward,
     reference_relu_forward,
@@ -90,3 +91,29 @@ def test_bad_arguments_are_named(rng, variant):
         FORWARD[variant](np.arange(4, dtype=np.int32))
     with pytest.raises(TypeError, match="relu_forward: x must be an array, got list"):
         FORWARD[variant]([1.0, -1.0])
+
+
+@pytest.mark.parametrize("variant", ["cpu", "cuda"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_add_relu_matches_reference(rng, variant, dtype, shape):
+    """max(a + b, 0) in one pass: the sum rounds once to the dtype, as the reference's float64 sum
+    rounded to it does, so the outputs are equal exactly; a NaN in either operand stays NaN."""
+    a, b = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
+    a.reshape(-1)[0] = np.nan
+    y = getattr(activation, f"add_relu_forward_{variant}")(a, b)
+    assert_exact(y, activation.reference_add_relu_forward(a, b), dtype)
+    assert np.isnan(y.reshape(-1)[0])
+
+
+@pytest.mark.parametrize("driver", ["serial", "parallel"])
+def test_add_relu_drivers_and_argument_checks(force_driver, rng, driver):
+    force_driver(driver)
+    a, b = (rng.standard_normal(100_003).astype(np.float32) for _ in range(2))
+    assert_exact(
+        activation.add_relu_forward_cpu(a, b), activation.reference_add_relu_forward(a, b), a.dtype
+    )
+    with pytest.raises(ValueError, match=r"add_relu_forward: b shape \(3,\) does not match"):
+        activation.add_relu_forward_cpu(a, b[:3])
+    with pytest.raises(TypeError, match="b dtype float64 does not match a dtype float32"):
+        activation.add_relu_forward_cpu(a, b.astype(np.float64))
