@@ -67,12 +67,20 @@ def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="time the CPU kernels (default) or the CUDA kernels on a real GPU",
     )
     parser.add_argument(
-        "--only", metavar="TEXT", help="only the cases (or --train models) whose name contains TEXT"
+        "--only",
+        metavar="TEXT",
+        help="only the cases (or --train/--infer models) whose name contains TEXT",
     )
     parser.add_argument(
         "--train",
         action="store_true",
         help="race fastnet against PyTorch training the same models on the CPU (images/s)",
+    )
+    parser.add_argument(
+        "--infer",
+        action="store_true",
+        help="race fastnet against PyTorch predicting with the same models on the CPU (batch-1 "
+        "latency, batch-256 images/s)",
     )
     parser.add_argument(
         "--ptx",

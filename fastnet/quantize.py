@@ -52,6 +52,7 @@ import numpy as np
 from . import nn
 from .backend import Device, get_device
 from .checkpoint import load_with_metadata, save
+from .inference import folded_conv_weights
 from .models.base import chain_layers
 from .tensor import Tensor, no_grad
 
@@ -167,20 +168,6 @@ def _single(value: Any, layer: str, what: str) -> int:
     return int(pair[0])
 
 
-def _folded(conv: nn.Conv2d, norm: nn.BatchNorm2d | None) -> tuple[np.ndarray, np.ndarray]:
-    """The convolution's weight and bias with a following BatchNorm2d (eval statistics) folded
-    in: y = γ·(conv(x) − μ)/√(σ² + ε) + β."""
-    weight = conv.weight.numpy().astype(np.float64)
-    bias = np.zeros(len(weight)) if conv.bias is None else conv.bias.numpy()
-    if norm is None:
-        return weight.astype(np.float32), np.asarray(bias, np.float32)
-    gain = norm.weight.numpy() if norm.weight is not None else np.ones(len(weight))
-    shift = norm.bias.numpy() if norm.bias is not None else np.zeros(len(weight))
-    factor = gain / np.sqrt(norm.running_var.numpy().astype(np.float64) + norm.eps)
-    folded_bias = (bias - norm.running_mean.numpy()) * factor + shift
-    return (weight * factor[:, None, None, None]).astype(np.float32), folded_bias.astype(np.float32)
-
-
 def _steps(model: nn.Module) -> list[_Step]:
     """The model's chain as steps, weights quantized, scales not yet known."""
     layers = [layer for layer in chain_layers(model, "int8 quantization")]
@@ -205,7 +192,7 @@ def _steps(model: nn.Module) -> list[_Step]:
                 )
             norm = following if type(following) is nn.BatchNorm2d else None
             skip_next = norm is not None
-            weight, bias = _folded(module, norm)
+            weight, bias = folded_conv_weights(module, norm)
             steps.append(
                 _Step(
                     "affine",

@@ -189,3 +189,11 @@ def test_a_lora_linear_counts_its_base_and_adapter_products_until_merged():
     assert nn.Sequential(layer).summary((3, 8)).total_flops == base + adapter
     layer.merge()
     assert nn.Sequential(layer).summary((3, 8)).total_flops == base
+
+
+def test_pool_flops_count_the_whole_window():
+    """An int kernel_size is a square window for a 2-D pool (k² per output) and a run for 1-D."""
+    outputs_2d = 2 * 3 * 4 * 5  # (2, 3, 8, 10) pooled by 2
+    assert nn.MaxPool2d(2).summary((2, 3, 8, 10)).total_flops == outputs_2d * 4
+    assert nn.AvgPool2d((2, 3)).summary((2, 3, 8, 9)).total_flops == 2 * 3 * 4 * 3 * 6
+    assert nn.MaxPool1d(3).summary((2, 4, 12)).total_flops == 2 * 4 * 4 * 3

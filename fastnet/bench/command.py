@@ -1,5 +1,6 @@
 """fastnet bench: every kernel against its peers and the machine's own ceilings, or (--train)
-training throughput against PyTorch, or (--ptx) the CUDA compile report.
+training throughput against PyTorch, or (--infer) inference latency and throughput against
+PyTorch, or (--ptx) the CUDA compile report.
 
 One table goes to stdout, progress to stderr; ``--json PATH`` also writes the rows with the
 machine they were measured on. The exit status is 1 when any case or model disagreed with its
@@ -25,6 +26,7 @@ from ..backend import get_device, get_num_threads
 from ..extras import install_hint
 from .cases import run_kernels
 from .harness import cuda_refusal, format_table, measure_ceilings, optional_torch, pinned_threads
+from .infer import format_inference_table, run_inference
 from .race import format_training_table, run_training
 
 
@@ -76,8 +78,15 @@ def machine() -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``fastnet bench``: print one table (kernels, or ``--train`` throughput); 1 if anything
-    mismatched, 2 if it cannot run here."""
+    """``fastnet bench``: print one table (kernels, ``--train`` throughput or ``--infer`` speed);
+    1 if anything mismatched, 2 if it cannot run here."""
+    races = [flag for flag in ("train", "infer", "ptx") if getattr(args, flag)]
+    if len(races) > 1:
+        print(
+            f"fastnet bench: --{' and --'.join(races)} are alternatives: give one",
+            file=sys.stderr,
+        )
+        return 2
     if args.ptx:
         from ..kernels import ptx
 
@@ -87,9 +96,10 @@ def run(args: argparse.Namespace) -> int:
         if refusal:
             print(refusal, file=sys.stderr)
             return 2
-    if args.train and (args.device != "cpu" or optional_torch() is None):
+    race = "train" if args.train else "infer" if args.infer else None
+    if race and (args.device != "cpu" or optional_torch() is None):
         print(
-            "fastnet bench --train: races PyTorch on the CPU: needs --device cpu and PyTorch "
+            f"fastnet bench --{race}: races PyTorch on the CPU: needs --device cpu and PyTorch "
             f"({install_hint('bench')})",
             file=sys.stderr,
         )
@@ -101,10 +111,16 @@ def run(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr, flush=True)
 
     with pinned_threads(threads):
-        if args.train:
-            results, failures = run_training(args.quick, args.only, progress)
-            report["train"] = results
-            print(format_training_table(results, threads, failures))
+        if race == "train":
+            progress("ceilings ...")
+            ceilings = measure_ceilings(get_device("cpu"), threads, args.quick)
+            results, failures = run_training(args.quick, args.only, progress, ceilings)
+            report.update(ceilings=asdict(ceilings), train=results)
+            print(format_training_table(results, threads, failures, ceilings))
+        elif race == "infer":
+            results, failures = run_inference(args.quick, args.only, progress)
+            report["infer"] = results
+            print(format_inference_table(results, threads, failures))
         else:
             device = get_device(args.device)
             ceilings = measure_ceilings(device, threads, args.quick)

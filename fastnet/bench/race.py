@@ -23,7 +23,8 @@ import numpy as np
 from .. import nn as fnn
 from ..functional import cross_entropy
 from ..tensor import Tensor
-from .harness import MismatchError, aligned, host_copy, relative_error, threads_text
+from .flops import count_step_flops
+from .harness import Ceilings, MismatchError, aligned, host_copy, relative_error, threads_text
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,22 @@ def _encoder_layer(nn: Any, m: Any) -> Any:
     )
 
 
+def _positional_embedding(nn: Any, m: Any) -> Any:
+    import torch
+
+    class PositionalEmbedding(nn.Module):
+        """fastnet.nn.PositionalEmbedding: x (B, T, dim) + weight[:T]."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(m.max_positions, m.dim))
+
+        def forward(self, x: Any) -> Any:
+            return x + self.weight[: x.shape[-2]]
+
+    return PositionalEmbedding()
+
+
 # fastnet layer class name -> its PyTorch equivalent (given torch.nn), built from the fastnet layer
 TORCH_EQUIVALENTS: dict[str, Callable[[Any, Any], Any]] = {
     "Linear": lambda nn, m: nn.Linear(m.in_features, m.out_features, bias=m.bias is not None),
@@ -151,6 +168,7 @@ TORCH_EQUIVALENTS: dict[str, Callable[[Any, Any], Any]] = {
         m.normalized_shape, m.eps, m.elementwise_affine, bias=m.bias is not None
     ),
     "TransformerEncoderLayer": _encoder_layer,
+    "PositionalEmbedding": _positional_embedding,
 }
 
 
@@ -184,11 +202,43 @@ def _torch_containers() -> dict[str, Any]:
         def forward(self, x: Any) -> Any:
             return self.head(self.encoder(x).mean(1))
 
+    class PatchEmbedding(Chain):
+        """fastnet.models.vit.PatchEmbedding: (B, C, H, W) → (B, patches, dim)."""
+
+        def forward(self, x: Any) -> Any:
+            return self.projection(x).flatten(2).transpose(1, 2)
+
+    class TransformerEncoder(Chain):
+        """fastnet.nn.TransformerEncoder (without masks): the layers in turn, then ``norm``."""
+
+        def forward(self, x: Any) -> Any:
+            for layer in self.layers:
+                x = layer(x)
+            return self.norm(x) if hasattr(self, "norm") else x
+
+    class ViTFeatures(Chain):
+        """fastnet.models.vit.ViTFeatures: the class token's encoding, (B, dim)."""
+
+        def __init__(self, children: dict) -> None:
+            super().__init__(children)
+            dim = children["positions"].weight.shape[1]
+            self.class_token = torch.nn.Parameter(torch.zeros(1, 1, dim))
+
+        def forward(self, x: Any) -> Any:
+            patches = self.patch_embedding(x)
+            tokens = torch.cat([self.class_token.expand(len(x), -1, -1), patches], 1)
+            return self.encoder(self.dropout(self.positions(tokens)))[:, 0]
+
     return {
         "Sequential": Chain,
         "Classifier": Chain,
         "BasicBlock": BasicBlock,
         "SequenceClassifier": SequenceClassifier,
+        "ViT": Chain,
+        "ModuleList": lambda children: torch.nn.ModuleList(children.values()),
+        "PatchEmbedding": PatchEmbedding,
+        "TransformerEncoder": TransformerEncoder,
+        "ViTFeatures": ViTFeatures,
     }
 
 
@@ -323,6 +373,10 @@ def measure_training(
 
     The frameworks alternate, ``rounds`` rounds of about ``round_seconds`` each, after warm-up
     steps; the best round of each counts. Call inside :func:`pinned_threads`.
+
+    ``flops_per_step`` is :func:`fastnet.bench.flops.count_step_flops`'s count of the step (the
+    useful work: direct convolution FLOPs, 2 per multiply-add), and ``gflops`` each framework's
+    rate of it at its best round's speed.
     """
     import torch
 
@@ -333,6 +387,7 @@ def measure_training(
     fastnet.manual_seed(seed)
     model = entry.build()
     torch_model = to_torch(model)
+    flops = count_step_flops(model, entry.sample_shape, batch, entry.classes)
     rng = np.random.default_rng(seed)
     batches = [
         (
@@ -390,7 +445,21 @@ def measure_training(
         "samples_per_second": best,
         "median_samples_per_second": medians,
         "ratio": best["fastnet"] / best["torch"],
+        "flops_per_step": flops.as_dict(),
+        "gflops": {name: flops.total * speed / batch / 1e9 for name, speed in best.items()},
         "first_step": asdict(first),
+    }
+
+
+def against_ceiling(result: dict[str, Any], ceilings: Ceilings) -> dict[str, Any]:
+    """``result`` with each framework's GFLOP/s as a percentage of the GEMM ceiling
+    (``percent_of_ceiling``) and the ceiling itself (``gemm_ceiling_gflops``)."""
+    return {
+        **result,
+        "gemm_ceiling_gflops": ceilings.gemm_gflops,
+        "percent_of_ceiling": {
+            name: 100.0 * gflops / ceilings.gemm_gflops for name, gflops in result["gflops"].items()
+        },
     }
 
 
@@ -398,8 +467,11 @@ def run_training(
     quick: bool = False,
     only: str | None = None,
     progress: Callable[[str], None] = lambda line: None,
+    ceilings: Ceilings | None = None,
 ) -> tuple[list[dict], list[str]]:
-    """Every model of :func:`train_models` at each of its batch sizes (batch 4 with ``quick``)."""
+    """Every model of :func:`train_models` at each of its batch sizes (batch 4 with ``quick``);
+    with ``ceilings`` (measured in the same :func:`pinned_threads`), each result also holds its
+    fraction of the GEMM ceiling (:func:`against_ceiling`)."""
     results, failures = [], []
     for entry in train_models():
         if only and only not in entry.name:
@@ -407,21 +479,38 @@ def run_training(
         for batch in (4,) if quick else entry.batches:
             progress(f"train {entry.name} batch {batch} ...")
             try:
-                results.append(measure_training(entry, batch, quick=quick))
+                result = measure_training(entry, batch, quick=quick)
+                results.append(against_ceiling(result, ceilings) if ceilings else result)
             except MismatchError as error:
                 failures.append(str(error))
     return results, failures
 
 
+def _rate_text(row: dict[str, Any], name: str) -> str:
+    text = f"{row['gflops'][name]:.2f}"
+    if "percent_of_ceiling" in row:
+        text += f" ({row['percent_of_ceiling'][name]:.1f}%)"
+    return text
+
+
 def format_training_table(
-    results: list[dict[str, Any]], threads: int, failures: Sequence[str] = ()
+    results: list[dict[str, Any]],
+    threads: int,
+    failures: Sequence[str] = (),
+    ceilings: Ceilings | None = None,
 ) -> str:
+    """The ceilings line (when given) and one line per model and batch: speeds, the FLOPs of a
+    step, and each framework's GFLOP/s with its fraction of the GEMM ceiling in parentheses."""
+    rate = "GFLOP/s (% ceiling)" if ceilings else "GFLOP/s"
     header = [
         "model",
         "batch",
         "fastnet samples/s",
         "torch samples/s",
         "fastnet/torch",
+        "GFLOP/step",
+        f"fastnet {rate}",
+        f"torch {rate}",
         "first-step loss (fastnet, torch)",
         "grad err vs float64 (fastnet, torch)",
     ]
@@ -435,13 +524,24 @@ def format_training_table(
                 f"{speed['fastnet']:.0f}",
                 f"{speed['torch']:.0f}",
                 f"{row['ratio']:.2f}x",
+                f"{row['flops_per_step']['total'] / 1e9:.3f}",
+                _rate_text(row, "fastnet"),
+                _rate_text(row, "torch"),
                 f"{first['fastnet_loss']:.6f}, {first['torch_loss']:.6f}",
                 f"{first['fastnet_gradient_error']:.1e}, {first['torch_gradient_error']:.1e}",
             ]
         )
-    text = [
-        f"training throughput on the CPU, {threads_text(threads)} each, Adam lr 1e-3, random data:",
+    text = [f"ceilings: {ceilings.describe()}"] if ceilings else []
+    text += [
+        f"training throughput on the CPU, {threads_text(threads)} each, Adam lr 1e-3, random data "
+        "(a step's FLOPs: direct convolutions, 2 per multiply-add, fastnet.bench.flops):",
         aligned(header, lines),
+    ]
+    text += [
+        f"note: {row['model']}: no FLOP rule for {', '.join(row['flops_per_step']['uncounted'])}"
+        " (their work is missing from GFLOP/step)"
+        for row in results
+        if row["flops_per_step"]["uncounted"]
     ]
     text += [f"FAILED {failure}" for failure in failures]
     return "\n".join(text)

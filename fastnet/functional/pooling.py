@@ -8,7 +8,9 @@ past the padded edge, and the cells past it are not part of the window.
 
 * ``max_pool2d``: the pool kernel returns the output and the argmax that routes the gradient
   (dx gets each dy at the input position its window's maximum came from); ``return_indices``
-  also returns that argmax, as PyTorch's flat h·W + w of each plane, int64.
+  also returns that argmax, as PyTorch's flat h·W + w of each plane, int64. When the op will not
+  be recorded (no_grad, or an input that requires no gradient) and no indices are asked for, the
+  kernel skips the argmax (its forward-only path).
 * ``avg_pool2d``: the sum over each window of the zero-padded input divided by the window's size,
   as PyTorch counts it: with ``count_include_pad`` (the default) the window clipped to the padded
   edge (so the padding counts, and the cells ``ceil_mode`` hangs past it do not), without it the
@@ -37,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from ..autograd import is_grad_enabled
 from ..backend import conv_output_shape
 from ..tensor import Function, Tensor
 from .arguments import Pair, to_pair
@@ -76,11 +79,18 @@ def _window_arguments(
 
 
 # ===================================================================== max pooling
+def _records(x: Any) -> bool:
+    """Whether an op on ``x`` alone goes on the autograd graph (as ``Function.apply`` decides):
+    x requires a gradient and grad mode is on. A non-tensor answers True: apply raises on it."""
+    return getattr(x, "requires_grad", True) is not False and is_grad_enabled()
+
+
 class MaxPool2d(Function):
-    def forward(self, x, kernel_size, stride, padding, ceil_mode, indices):
+    def forward(self, x, kernel_size, stride, padding, ceil_mode, indices, with_argmax=True):
         self.x_shape, self.params = x.shape, (kernel_size, stride, padding, ceil_mode)
+        # without_argmax: no backward will run (max_pool2d knows the op is not recorded)
         out, self.argmax = self.device.maxpool2d_forward(
-            self.device.xp.ascontiguousarray(x), *self.params
+            self.device.xp.ascontiguousarray(x), *self.params, with_argmax=with_argmax
         )
         if indices is not None:  # return_indices: the caller collects the argmax
             indices.append(self.argmax)
@@ -116,6 +126,8 @@ def max_pool2d(
             padding=pad,
             ceil_mode=bool(ceil_mode),
             indices=indices,
+            # the argmax only routes the gradient: skip it when the op will not be recorded
+            with_argmax=return_indices or _records(images),
         )
         if indices is None:
             return out

@@ -116,45 +116,55 @@ def eval_mode(model: Module) -> Iterator[None]:
 
 
 # ===================================================================== FLOP counters
-def _numel(value: Any) -> int:
+def tensor_numel(value: Any) -> int:
     return math.prod(value.shape) if isinstance(value, Tensor) else 0
 
 
-def _first_tensor(value: Any) -> Any:
+def first_tensor(value: Any) -> Any:
     """The output itself, or the first tensor of a tuple output (attention's (output, weights))."""
     if isinstance(value, (tuple, list)):
         return next((item for item in value if isinstance(item, Tensor)), None)
     return value
 
 
-def _window(size: Any) -> int:
+def window_size(size: Any) -> int:
+    """Elements of a convolution's kernel, given as a tuple (or one int)."""
     return math.prod(size) if isinstance(size, (tuple, list)) else int(size)
 
 
+def pool_window(module: Module) -> int:
+    """Elements in a pooling layer's window: an int ``kernel_size`` is a square window for a 2-D
+    pool and a run of that many for a 1-D one."""
+    size = module.kernel_size
+    if isinstance(size, (tuple, list)):
+        return math.prod(size)
+    return int(size) ** (1 if type(module).__name__.endswith("1d") else 2)
+
+
 def _bias_adds(module: Module, output: Any) -> int:
-    return _numel(_first_tensor(output)) if getattr(module, "bias", None) is not None else 0
+    return tensor_numel(first_tensor(output)) if getattr(module, "bias", None) is not None else 0
 
 
 def _linear_flops(module: Module, args: tuple, kwargs: dict, output: Any) -> int:
-    rows = _numel(output) // module.out_features
+    rows = tensor_numel(output) // module.out_features
     return 2 * rows * module.in_features * module.out_features + _bias_adds(module, output)
 
 
 def _conv_flops(module: Module, args: tuple, kwargs: dict, output: Any) -> int:
-    taps = module.in_channels // module.groups * _window(module.kernel_size)
-    return 2 * _numel(output) * taps + _bias_adds(module, output)
+    taps = module.in_channels // module.groups * window_size(module.kernel_size)
+    return 2 * tensor_numel(output) * taps + _bias_adds(module, output)
 
 
 def _conv_transpose_flops(module: Module, args: tuple, kwargs: dict, output: Any) -> int:
-    scatter = module.out_channels // module.groups * _window(module.kernel_size)
-    return 2 * _numel(args[0]) * scatter + _bias_adds(module, output)
+    scatter = module.out_channels // module.groups * window_size(module.kernel_size)
+    return 2 * tensor_numel(args[0]) * scatter + _bias_adds(module, output)
 
 
 def _attention_flops(module: Module, args: tuple, kwargs: dict, output: Any) -> int:
     names = ("query", "key", "value")
     query, key, value = (args[i] if i < len(args) else kwargs[n] for i, n in enumerate(names))
     width = module.embed_dim
-    tokens = [_numel(tensor) // width for tensor in (query, key, value)]  # B·T, B·S, B·S
+    tokens = [tensor_numel(tensor) // width for tensor in (query, key, value)]  # B·T, B·S, B·S
     projections = sum(2 * count * width * width for count in tokens)
     if module.in_proj_bias is not None:
         projections += sum(tokens) * width
@@ -166,15 +176,15 @@ def _attention_flops(module: Module, args: tuple, kwargs: dict, output: Any) -> 
 
 def _norm_flops(module: Module, args: tuple, kwargs: dict, output: Any) -> int:
     affine = any(p is not None for p in module._parameters.values())
-    return (5 + (2 if affine else 0)) * _numel(_first_tensor(output))
+    return (5 + (2 if affine else 0)) * tensor_numel(first_tensor(output))
 
 
 def _pool_flops(module: Module, args: tuple, kwargs: dict, output: Any) -> int:
-    return _numel(_first_tensor(output)) * _window(module.kernel_size)
+    return tensor_numel(first_tensor(output)) * pool_window(module)
 
 
 def _adaptive_pool_flops(module: Module, args: tuple, kwargs: dict, output: Any) -> int:
-    return _numel(args[0])
+    return tensor_numel(args[0])
 
 
 _FLOP_COUNTERS: dict[type, FlopCounter] = {
