@@ -25,6 +25,7 @@ products inside them, are what the threads share out.
 
 from __future__ import annotations
 
+import os
 import types
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,8 @@ from typing import Any
 import numba
 from numba import njit
 from numba.extending import register_jitable
+
+from . import _blas
 
 # Where the compute-bound kernels (Winograd, max-pool, col2im) start to gain at 2 threads; the
 # memory-bound ones (ReLU, the optimizer step) gain little at any size, so a lower bar buys nothing.
@@ -42,9 +45,60 @@ PARALLEL_MIN_ELEMENTS = 1 << 20
 CONV_WORKSPACE_BYTES = 1 << 20
 
 
+_threads = 1  # what fastnet.set_num_threads asked for
+_pool_started = False
+
+
+def set_threads(threads: int) -> None:
+    """Record the thread count for the kernels (``fastnet.set_num_threads`` validates it); a
+    running pool is resized, a pool not yet started starts at this count when first needed."""
+    global _threads
+    _threads = threads
+    if _pool_started:
+        numba.set_num_threads(threads)
+
+
+def threads() -> int:
+    """The thread count the kernels run with."""
+    return _threads
+
+
+def _start_pool() -> None:
+    """Start Numba's OpenMP pool at :func:`threads` threads.
+
+    Not at import: only when a kernel first runs on more than one thread. OpenMP libraries share
+    one soname, so the first one loaded serves every later user: a process that starts Numba's
+    pool before importing PyTorch gives PyTorch the system's libgomp instead of the one it ships,
+    which halved its training speed at 2 threads here (``fastnet bench --train --threads 2``).
+
+    Where NumPy's BLAS keeps a pool of its own (no ``_blas`` binding), the OpenMP threads are set
+    to sleep as soon as they are idle (``OMP_WAIT_POLICY=PASSIVE``), since two spinning pools
+    fight for the cores; with the binding they keep the runtime's default, spinning a moment after
+    each kernel and then sleeping: put to sleep at once they pay a wake-up at every kernel, which
+    cost ResNet-20's step at 2 threads about a fifth of its speed (re-measure with
+    ``OMP_WAIT_POLICY=PASSIVE fastnet bench --train --only resnet20 --threads 2``).
+    ``OMP_WAIT_POLICY`` is read once, when the OpenMP library loads, which is now, so it is set
+    for this moment only; a policy the user set is left alone."""
+    global _pool_started
+    ours = "OMP_WAIT_POLICY" not in os.environ and not _blas.AVAILABLE
+    if ours:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        numba.set_num_threads(_threads)  # launches the pool
+    finally:
+        if ours:
+            del os.environ["OMP_WAIT_POLICY"]
+    _pool_started = True
+
+
 def parallel_pays(elements: int) -> bool:
-    """True when a kernel call over ``elements`` entries should run on Numba's threads."""
-    return elements >= PARALLEL_MIN_ELEMENTS and numba.get_num_threads() > 1
+    """True when a kernel call over ``elements`` entries should run on Numba's threads (starting
+    the pool the first time it does)."""
+    if elements < PARALLEL_MIN_ELEMENTS or _threads < 2:
+        return False
+    if not _pool_started:
+        _start_pool()
+    return True
 
 
 class CpuKernel:
@@ -99,7 +153,7 @@ def chunk_groups(kernel: CpuKernel, elements: int, chunks: int) -> tuple[Any, in
     """The driver of ``kernel`` for a call over ``elements`` entries in ``chunks`` chunks of
     images, and how many runs of chunks it takes: one per thread when parallel, else one."""
     driver = kernel.driver(elements)
-    groups = min(numba.get_num_threads(), chunks) if driver is kernel.parallel else 1
+    groups = min(_threads, chunks) if driver is kernel.parallel else 1
     return driver, max(groups, 1)
 
 

@@ -187,7 +187,7 @@ def matmul_cpu(
         flat = (lambda x: x) if a.ndim == 3 else (lambda x: x[None])
         a, b = (x if _rows_contiguous(x) else np.ascontiguousarray(x) for x in (a, b))
         split_rows = m >= n
-        blocks = min(numba.get_num_threads(), m if split_rows else n)
+        blocks = min(_cpu.threads(), m if split_rows else n)
         _matmul_blocks_cpu(flat(a), flat(b), flat(c), trans_a, trans_b, split_rows, blocks)
         return c
     return np.matmul(

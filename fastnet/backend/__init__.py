@@ -220,9 +220,6 @@ def get_device(device: str | Device | None) -> Device:
 
 
 # ----------------------------------------------------------------- CPU threads
-_threads = 1
-
-
 def set_num_threads(threads: int) -> None:
     """Threads for fastnet's CPU kernels: one pool, Numba's, runs everything in parallel.
 
@@ -230,12 +227,12 @@ def set_num_threads(threads: int) -> None:
     images, a large product's blocks of rows) and call NumPy's BLAS from inside, one thread each
     (``fastnet.kernels._blas``), so NumPy's BLAS is held to one thread: two pools of spinning
     threads taking turns through a training step competed for the cores. Where no BLAS could be
-    bound for the kernels, NumPy's BLAS gets ``threads`` instead.
+    bound for the kernels, NumPy's BLAS gets ``threads`` instead. Numba's pool itself starts when
+    a kernel first runs on more than one thread (``kernels/_cpu.py`` says why not at import).
 
     The default is 1, or ``FASTNET_NUM_THREADS``. Measure a count with
     ``fastnet bench --train --only mnist_cnn --threads N``.
     """
-    global _threads
     if not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
         raise ValueError(
             f"threads must be between 1 and {numba.config.NUMBA_NUM_THREADS} "
@@ -243,13 +240,12 @@ def set_num_threads(threads: int) -> None:
         )
     from threadpoolctl import threadpool_limits
 
-    numba.set_num_threads(threads)
+    _cpu.set_threads(threads)
     threadpool_limits(limits=1 if _blas.AVAILABLE else threads, user_api="blas")
-    _threads = threads
 
 
 def get_num_threads() -> int:
-    return _threads
+    return _cpu.threads()
 
 
 def _default_threads() -> int:
@@ -260,32 +256,7 @@ def _default_threads() -> int:
         raise ValueError(f"FASTNET_NUM_THREADS must be an integer, got {value!r}") from None
 
 
-def _start_kernel_threads() -> None:
-    """Start Numba's thread pool; where NumPy's BLAS keeps threads of its own, with its OpenMP
-    threads set to sleep when they have no work.
-
-    With the kernels' BLAS binding (``kernels._blas``) NumPy's BLAS runs on the calling thread
-    only, and Numba's OpenMP threads keep the runtime's default: spin a moment after each parallel
-    kernel, then sleep. Put to sleep at once (``OMP_WAIT_POLICY=PASSIVE``) they pay a wake-up at
-    every kernel, which cost ResNet-20's step at 2 threads about a fifth of its speed (re-measure
-    with ``OMP_WAIT_POLICY=PASSIVE fastnet bench --train --only resnet20 --threads 2``). Without
-    the binding NumPy's BLAS has a spinning pool of its own, and two spinning pools fight for the
-    cores: then PASSIVE is set. ``OMP_WAIT_POLICY`` is read once, when the OpenMP library is
-    loaded, which is when the pool starts, so it is set for that moment only: an OpenMP runtime
-    loaded later (PyTorch's own) keeps its defaults. A policy the user set is left alone; a pool
-    that is already running (Numba used before fastnet was imported) keeps its own.
-    """
-    ours = "OMP_WAIT_POLICY" not in os.environ and not _blas.AVAILABLE
-    if ours:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    try:
-        set_num_threads(_default_threads())  # starts the pool
-    finally:
-        if ours:
-            del os.environ["OMP_WAIT_POLICY"]
-
-
-_start_kernel_threads()
+set_num_threads(_default_threads())
 
 
 def cuda_is_available() -> bool:

@@ -23,7 +23,7 @@ from numba import njit, prange
 
 from ..backend import Device, get_num_threads, set_num_threads, to_numpy
 from ..extras import install_hint
-from ..kernels import _cuda
+from ..kernels import _cpu, _cuda
 from ..kernels._contract import FLOAT32_BYTES, OURS, BenchContext, Case, CaseInfo, CaseSpec
 
 RELATIVE_TOLERANCE = 1e-4  # float32 results computed in different orders agree to ~1e-6
@@ -59,6 +59,17 @@ def pinned_threads(threads: int) -> Iterator[None]:
         set_num_threads(fastnet_before)
         if torch:
             torch.set_num_threads(torch_before)
+
+
+# Between one framework's round and the other's: each OpenMP runtime's idle threads spin a few ms
+# after their last parallel region (libgomp's default, which fastnet's pool keeps) and would take
+# a core from the other framework's round at 2 threads on 2 cores.
+SETTLE_SECONDS = 0.05
+
+
+def settle() -> None:
+    """Wait until the last round's idle threads have stopped spinning (:data:`SETTLE_SECONDS`)."""
+    time.sleep(SETTLE_SECONDS)
 
 
 def blas_description() -> str:
@@ -113,7 +124,8 @@ def measure_ceilings(device: Device, threads: int, quick: bool = False) -> Ceili
 
     The GEMM is float32 ``n x n @ n x n`` (n = 2048 on the CPU, 8192 on a GPU); the copy moves a
     buffer far larger than the last-level cache (128 MiB on the CPU, 1 GiB on a GPU). On the CPU
-    the copy is the better of NumPy's single-threaded ``copyto`` and a ``threads``-wide Numba copy.
+    the copy is the better of NumPy's single-threaded ``copyto`` and, with more than one thread, a
+    ``threads``-wide Numba copy.
     """
     xp, on_gpu = device.xp, device.name == "cuda"
     timer = time_cuda if on_gpu else time_cpu
@@ -134,7 +146,8 @@ def measure_ceilings(device: Device, threads: int, quick: bool = False) -> Ceili
     source = xp.asarray(rng.standard_normal(copy_bytes // FLOAT32_BYTES, dtype=np.float32))
     destination = xp.zeros_like(source)  # zeros, not empty: no page faults inside the timing
     copies = {"copyto": lambda: xp.copyto(destination, source)}
-    if not on_gpu:
+    if not on_gpu and threads > 1:
+        _cpu.parallel_pays(_cpu.PARALLEL_MIN_ELEMENTS)  # starts Numba's pool at its count
         copies["threaded"] = lambda: _threaded_copy(source, destination)
     copy = min(timing.best for timing in timer(copies, quick=quick).values())
     return Ceilings(

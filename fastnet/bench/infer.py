@@ -26,7 +26,14 @@ from .. import nn as fnn
 from ..autograd import no_grad
 from ..inference import optimize_for_inference
 from ..tensor import Tensor
-from .harness import RELATIVE_TOLERANCE, MismatchError, aligned, relative_error, threads_text
+from .harness import (
+    RELATIVE_TOLERANCE,
+    MismatchError,
+    aligned,
+    relative_error,
+    settle,
+    threads_text,
+)
 from .race import to_torch
 
 LATENCY_BATCH, THROUGHPUT_BATCH = 1, 256
@@ -137,6 +144,7 @@ def measure_inference(
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
+            settle()
             for _ in range(calls_per_round[name]):
                 start = time.perf_counter()
                 call()

@@ -24,7 +24,15 @@ from .. import nn as fnn
 from ..functional import cross_entropy
 from ..tensor import Tensor
 from .flops import count_step_flops
-from .harness import Ceilings, MismatchError, aligned, host_copy, relative_error, threads_text
+from .harness import (
+    Ceilings,
+    MismatchError,
+    aligned,
+    host_copy,
+    relative_error,
+    settle,
+    threads_text,
+)
 
 
 @dataclass(frozen=True)
@@ -433,6 +441,7 @@ def measure_training(
     samples: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
+            settle()
             start = time.perf_counter()
             for index in range(steps_per_round[name]):
                 step(index)
