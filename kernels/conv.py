@@ -57,7 +57,7 @@ from typing import Any
 
 import numba
 import numpy as np
-from numba import cuda, prange, uint64
+from numba import cuda, njit, prange, uint64
 from numba.extending import register_jitable
 
 from ._blas import gemm
@@ -679,29 +679,28 @@ def _image_products(weights, cols, y, image, plane, groups, ones):
         )
 
 
-@cpu_kernel
-def _conv_kernel_cpu(x, weights, y, cols_runs, geometry, dilation, groups, chunk_images):
-    """y (N, OC, P) per chunk of images: its columns, then each image's products."""
+@njit(cache=True, error_model="numpy")
+def _conv_run(x, weights, y, cols_runs, geometry, dilation, groups, chunk_images, run):
+    """Run ``run`` of the chunks of images: per chunk its columns, then each image's products."""
     batch, rows = x.shape[0], x.shape[1] * geometry[0] * geometry[1]
     plane, ones = geometry[6] * geometry[7], cols_runs.shape[1] - rows
     runs, chunks = cols_runs.shape[0], (batch + chunk_images - 1) // chunk_images
-    for run in prange(runs):
-        first, last = chunk_range(run, runs, chunks, chunk_images, batch)
-        for start in range(first, last, chunk_images):
-            stop = min(start + chunk_images, batch)
-            cols, images = cols_runs[run, :, : (stop - start) * plane], x[start:stop]
-            for row in range(rows):
-                _im2col_row(images, cols, row, *geometry, *dilation)
-            if ones:
-                cols[rows] = 1
-            for image in range(stop - start):
-                _image_products(weights, cols, y[start + image], image, plane, groups, ones)
+    first, last = chunk_range(run, runs, chunks, chunk_images, batch)
+    for start in range(first, last, chunk_images):
+        stop = min(start + chunk_images, batch)
+        cols, images = cols_runs[run, :, : (stop - start) * plane], x[start:stop]
+        for row in range(rows):
+            _im2col_row(images, cols, row, *geometry, *dilation)
+        if ones:
+            cols[rows] = 1
+        for image in range(stop - start):
+            _image_products(weights, cols, y[start + image], image, plane, groups, ones)
 
 
-@cpu_kernel
-def _conv_backward_kernel_cpu(
+@njit(cache=True, error_model="numpy")
+def _conv_backward_run(
     dy, x, weights, dx, dweights, db, cols_runs, grad_cols_runs, geometry, dilation, groups,
-    chunk_images, need_x, need_w, need_b,
+    chunk_images, need_x, need_w, need_b, run,
 ):  # fmt: skip
     """Per chunk: dWᵀ[run, g] += cols·dYᵀ per image (a last row of ones in the columns gives Σ dY
     as dWᵀ's last row), else Σ dY into db[run]; grad cols = Wᵀ·dY per image, then col2im into dx.
@@ -711,48 +710,69 @@ def _conv_backward_kernel_cpu(
     plane, ones = geometry[6] * geometry[7], cols_runs.shape[1] - rows if need_w else 0
     rows_g, out_g = rows // groups, dy.shape[1] // groups
     runs, chunks = dweights.shape[0], (batch + chunk_images - 1) // chunk_images
-    for run in prange(runs):
-        first, last = chunk_range(run, runs, chunks, chunk_images, batch)
-        for start in range(first, last, chunk_images):
-            stop = min(start + chunk_images, batch)
-            count = (stop - start) * plane
-            if need_w:
-                cols, images = cols_runs[run, :, :count], x[start:stop]
-                for row in range(rows):
-                    _im2col_row(images, cols, row, *geometry, *dilation)
-                if ones:
-                    cols[rows] = 1
-                for image in range(stop - start):
-                    block = cols[:, image * plane : (image + 1) * plane]
-                    for g in range(groups):
-                        gemm(
-                            block[g * rows_g : (g + 1) * rows_g + ones],
-                            dy[start + image, g * out_g : (g + 1) * out_g],
-                            dweights[run, g],
-                            False,
-                            True,
-                            1.0,
-                        )
-            if need_b and not ones:
-                for image in range(start, stop):
-                    for k in range(dy.shape[1]):
-                        db[run, k] += dy[image, k].sum()
-            if need_x:
-                grad_cols = grad_cols_runs[run, :, :count]
-                for image in range(stop - start):
-                    block = grad_cols[:, image * plane : (image + 1) * plane]
-                    for g in range(groups):
-                        gemm(
-                            weights[g * out_g : (g + 1) * out_g],
-                            dy[start + image, g * out_g : (g + 1) * out_g],
-                            block[g * rows_g : (g + 1) * rows_g],
-                            True,
-                            False,
-                            0.0,
-                        )
-                inputs = dx[start:stop]
-                for plane_index in range((stop - start) * channels):
-                    _col2im_plane(grad_cols, inputs, plane_index, *geometry, *dilation)
+    first, last = chunk_range(run, runs, chunks, chunk_images, batch)
+    for start in range(first, last, chunk_images):
+        stop = min(start + chunk_images, batch)
+        count = (stop - start) * plane
+        if need_w:
+            cols, images = cols_runs[run, :, :count], x[start:stop]
+            for row in range(rows):
+                _im2col_row(images, cols, row, *geometry, *dilation)
+            if ones:
+                cols[rows] = 1
+            for image in range(stop - start):
+                block = cols[:, image * plane : (image + 1) * plane]
+                for g in range(groups):
+                    gemm(
+                        block[g * rows_g : (g + 1) * rows_g + ones],
+                        dy[start + image, g * out_g : (g + 1) * out_g],
+                        dweights[run, g],
+                        False,
+                        True,
+                        1.0,
+                    )
+        if need_b and not ones:
+            for image in range(start, stop):
+                for k in range(dy.shape[1]):
+                    db[run, k] += dy[image, k].sum()
+        if need_x:
+            grad_cols = grad_cols_runs[run, :, :count]
+            for image in range(stop - start):
+                block = grad_cols[:, image * plane : (image + 1) * plane]
+                for g in range(groups):
+                    gemm(
+                        weights[g * out_g : (g + 1) * out_g],
+                        dy[start + image, g * out_g : (g + 1) * out_g],
+                        block[g * rows_g : (g + 1) * rows_g],
+                        True,
+                        False,
+                        0.0,
+                    )
+            inputs = dx[start:stop]
+            for plane_index in range((stop - start) * channels):
+                _col2im_plane(grad_cols, inputs, plane_index, *geometry, *dilation)
+
+
+# The kernels are thin loops over runs of chunks, each run one call of a jitted function both
+# drivers share: the body is compiled once, not once a driver (as in kernels/winograd.py).
+@cpu_kernel
+def _conv_kernel_cpu(x, weights, y, cols_runs, geometry, dilation, groups, chunk_images):
+    """y (N, OC, P), each run of chunks on one thread with its own columns."""
+    for run in prange(cols_runs.shape[0]):
+        _conv_run(x, weights, y, cols_runs, geometry, dilation, groups, chunk_images, np.int64(run))
+
+
+@cpu_kernel
+def _conv_backward_kernel_cpu(
+    dy, x, weights, dx, dweights, db, cols_runs, grad_cols_runs, geometry, dilation, groups,
+    chunk_images, need_x, need_w, need_b,
+):  # fmt: skip
+    """dx, dWᵀ[run] and Σ dY[run] (zeroed by the caller), each run of chunks on one thread."""
+    for run in prange(dweights.shape[0]):
+        _conv_backward_run(
+            dy, x, weights, dx, dweights, db, cols_runs, grad_cols_runs, geometry, dilation,
+            groups, chunk_images, need_x, need_w, need_b, np.int64(run),
+        )  # fmt: skip
 
 
 def conv2d_im2col_cpu(

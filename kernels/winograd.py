@@ -66,7 +66,7 @@ from typing import Any, NamedTuple
 
 import numba
 import numpy as np
-from numba import cuda, prange
+from numba import cuda, njit, prange
 from numba.extending import register_jitable
 
 from ._blas import gemm
@@ -182,8 +182,12 @@ def _weights_arguments(weight: Any, out: Any, host: bool):
         raise ValueError(
             f"winograd_weights expects weight of shape (K, C, 3, 3), got {tuple(weight.shape)}"
         )
-    tiles = _tiles_out(
-        "winograd_weights", out, weight.shape[0], weight.shape[1], weight.dtype, weight, host
+    rows, count = weight.shape[0], weight.shape[1]
+    # U is read by GEMMs, never by the transforms' 16 streams: contiguous, not spaced.
+    tiles = (
+        _tiles_buffer(rows, count, weight.dtype, weight, spaced=False)
+        if out is None
+        else _tiles_out("winograd_weights", out, rows, count, weight.dtype, weight, host)
     )
     return array_module(weight).ascontiguousarray(weight), tiles
 
@@ -261,9 +265,7 @@ def _output_grad_arguments(dy: Any, out: Any, host: bool):
     return array_module(dy).ascontiguousarray(dy), dm
 
 
-def _conv_arguments(
-    op: str, x: Any, tiles_weight: Any, bias: Any, padding: Any, chunk_images: int, host: bool
-):
+def _conv_arguments(op: str, x: Any, tiles_weight: Any, bias: Any, padding: Any, chunk_images: int):
     """x C-contiguous, U as the kernels take it, bias (zeros when None), the tile geometry and the
     number of chunks, after checking they fit together."""
     check_float_dtype(x, "x", op)
@@ -294,7 +296,7 @@ def _conv_arguments(
     chunks = max(1, -(-x.shape[0] // int(chunk_images)))
     return (
         xp.ascontiguousarray(x),
-        _tiles_in(tiles_weight, host),
+        xp.ascontiguousarray(tiles_weight),  # one layout for the kernels (U is small)
         xp.ascontiguousarray(bias),
         geometry,
         chunks,
@@ -737,64 +739,86 @@ def _output_grad_kernel_cpu(dy, tiles_grad):
         _output_grad_plane(dy, tiles_grad, plane)
 
 
-@cpu_kernel
-def _conv_kernel_cpu(x, u, bias, y, v_tiles, m_tiles, pad_h, pad_w, chunk_images):
-    """y = conv(x) a chunk at a time, each group of chunks on one thread with its own tiles."""
+@njit(cache=True, error_model="numpy")
+def _conv_run(x, u, bias, y, v_tiles, m_tiles, pad_h, pad_w, chunk_images, group):
+    """Run ``group`` of the chunks: per chunk V, M = U·V (one GEMM a position), y's tiles."""
     batch, channels = x.shape[0], x.shape[1]
     tiles_h, tiles_w = (y.shape[2] + 1) // 2, (y.shape[3] + 1) // 2
     groups, chunks = v_tiles.shape[0], (batch + chunk_images - 1) // chunk_images
-    for group in prange(groups):
-        padded = _padded_plane(tiles_h, tiles_w, x.dtype)
-        first, last = chunk_range(group, groups, chunks, chunk_images, batch)
-        for start in range(first, last, chunk_images):
-            stop = min(start + chunk_images, batch)
-            count = (stop - start) * tiles_h * tiles_w
-            v, m = v_tiles[group, :, :, :count], m_tiles[group, :, :, :count]
+    padded = _padded_plane(tiles_h, tiles_w, x.dtype)
+    first, last = chunk_range(group, groups, chunks, chunk_images, batch)
+    for start in range(first, last, chunk_images):
+        stop = min(start + chunk_images, batch)
+        count = (stop - start) * tiles_h * tiles_w
+        v, m = v_tiles[group, :, :, :count], m_tiles[group, :, :, :count]
+        images = x[start:stop]
+        for plane in range((stop - start) * channels):
+            _input_plane(images, v, plane, padded, pad_h, pad_w, tiles_h, tiles_w)
+        for position in range(POSITIONS):  # M[ξ] = U[ξ]·V[ξ]
+            gemm(u[position], v[position], m[position], False, False, 0.0)
+        outputs = y[start:stop]
+        for plane in range((stop - start) * y.shape[1]):
+            _output_plane(m, bias, outputs, plane)
+
+
+# The whole-convolution kernels are thin loops over runs of chunks, each run one call of a jitted
+# function that both drivers share: the body is compiled once, not once a driver (a parallel
+# compile of the whole body took ~20 s).
+@cpu_kernel
+def _conv_kernel_cpu(x, u, bias, y, v_tiles, m_tiles, pad_h, pad_w, chunk_images):
+    """y = conv(x) a chunk at a time, each run of chunks on one thread with its own tiles."""
+    for group in prange(v_tiles.shape[0]):
+        _conv_run(x, u, bias, y, v_tiles, m_tiles, pad_h, pad_w, chunk_images, np.int64(group))
+
+
+@njit(cache=True, error_model="numpy")
+def _conv_backward_run(
+    dy, x, u, dx, du, db, v_tiles, m_tiles, pad_h, pad_w, chunk_images, need_x, need_w, need_b,
+    group,
+):  # fmt: skip
+    """Run ``group`` of the chunks: dM from dy; dU[group] += dM·Vᵀ (V recomputed); Σ dY into
+    db[group]; dV = Uᵀ·dM into V's tiles; dx from dV."""
+    batch, channels, out_channels = x.shape[0], x.shape[1], dy.shape[1]
+    tiles_h, tiles_w = (dy.shape[2] + 1) // 2, (dy.shape[3] + 1) // 2
+    groups, chunks = v_tiles.shape[0], (batch + chunk_images - 1) // chunk_images
+    padded = _padded_plane(tiles_h, tiles_w, x.dtype)  # the input side; its border stays 0
+    scratch = _padded_plane(tiles_h, tiles_w, x.dtype)  # the input gradient's sums
+    first, last = chunk_range(group, groups, chunks, chunk_images, batch)
+    for start in range(first, last, chunk_images):
+        stop = min(start + chunk_images, batch)
+        count = (stop - start) * tiles_h * tiles_w
+        v, dm = v_tiles[group, :, :, :count], m_tiles[group, :, :, :count]
+        grads = dy[start:stop]
+        for plane in range((stop - start) * out_channels):
+            _output_grad_plane(grads, dm, plane)
+        if need_b:  # Σ dY: row sums of dM[5] (dM = A·dY·Aᵀ, A's second row is (1, 1))
+            for k in range(out_channels):
+                db[group, k] += dm[5, k].sum()
+        if need_w:  # dU[ξ] += dM[ξ]·V[ξ]ᵀ
             images = x[start:stop]
             for plane in range((stop - start) * channels):
                 _input_plane(images, v, plane, padded, pad_h, pad_w, tiles_h, tiles_w)
-            for position in range(POSITIONS):  # M[ξ] = U[ξ]·V[ξ]
-                gemm(u[position], v[position], m[position], False, False, 0.0)
-            outputs = y[start:stop]
-            for plane in range((stop - start) * y.shape[1]):
-                _output_plane(m, bias, outputs, plane)
+            for position in range(POSITIONS):
+                gemm(dm[position], v[position], du[group, position], False, True, 1.0)
+        if need_x:  # dV[ξ] = U[ξ]ᵀ·dM[ξ], into V's tiles (V is used up by then)
+            for position in range(POSITIONS):
+                gemm(u[position], dm[position], v[position], True, False, 0.0)
+            inputs = dx[start:stop]
+            for plane in range((stop - start) * channels):
+                _input_grad_plane(v, inputs, plane, scratch, pad_h, pad_w, tiles_h, tiles_w)
 
 
 @cpu_kernel
 def _conv_backward_kernel_cpu(
     dy, x, u, dx, du, db, v_tiles, m_tiles, pad_h, pad_w, chunk_images, need_x, need_w, need_b
 ):
-    """dx, and each group's dU and Σ dY (du[group], db[group], zeroed by the caller), a chunk at a
-    time: dM from dy; dU += dM·Vᵀ (V recomputed); dV = Uᵀ·dM into V's tiles; dx from dV."""
-    batch, channels, out_channels = x.shape[0], x.shape[1], dy.shape[1]
-    tiles_h, tiles_w = (dy.shape[2] + 1) // 2, (dy.shape[3] + 1) // 2
-    groups, chunks = v_tiles.shape[0], (batch + chunk_images - 1) // chunk_images
-    for group in prange(groups):
-        padded = _padded_plane(tiles_h, tiles_w, x.dtype)  # the input side; its border stays 0
-        scratch = _padded_plane(tiles_h, tiles_w, x.dtype)  # the input gradient's sums
-        first, last = chunk_range(group, groups, chunks, chunk_images, batch)
-        for start in range(first, last, chunk_images):
-            stop = min(start + chunk_images, batch)
-            count = (stop - start) * tiles_h * tiles_w
-            v, dm = v_tiles[group, :, :, :count], m_tiles[group, :, :, :count]
-            grads = dy[start:stop]
-            for plane in range((stop - start) * out_channels):
-                _output_grad_plane(grads, dm, plane)
-            if need_b:  # Σ dY: row sums of dM[5] (dM = A·dY·Aᵀ, A's second row is (1, 1))
-                for k in range(out_channels):
-                    db[group, k] += dm[5, k].sum()
-            if need_w:  # dU[ξ] += dM[ξ]·V[ξ]ᵀ
-                images = x[start:stop]
-                for plane in range((stop - start) * channels):
-                    _input_plane(images, v, plane, padded, pad_h, pad_w, tiles_h, tiles_w)
-                for position in range(POSITIONS):
-                    gemm(dm[position], v[position], du[group, position], False, True, 1.0)
-            if need_x:  # dV[ξ] = U[ξ]ᵀ·dM[ξ], into V's tiles (V is used up by then)
-                for position in range(POSITIONS):
-                    gemm(u[position], dm[position], v[position], True, False, 0.0)
-                inputs = dx[start:stop]
-                for plane in range((stop - start) * channels):
-                    _input_grad_plane(v, inputs, plane, scratch, pad_h, pad_w, tiles_h, tiles_w)
+    """dx, and each run's dU and Σ dY (du[run], db[run], zeroed by the caller), a chunk at a
+    time, each run of chunks on one thread with its own tiles."""
+    for group in prange(v_tiles.shape[0]):
+        _conv_backward_run(
+            dy, x, u, dx, du, db, v_tiles, m_tiles, pad_h, pad_w, chunk_images, need_x, need_w,
+            need_b, np.int64(group),
+        )  # fmt: skip
 
 
 def winograd_weights_cpu(weight: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -857,6 +881,8 @@ def _group_tiles(groups: int, rows: int, count: int, dtype: Any, like: np.ndarra
     """Uninitialised (groups, 16, rows, count) tile buffers, one per group of chunks, with every
     one of the groups * 16 matrices C-contiguous and spaced as :func:`winograd_tiles_cpu` says."""
     stride = _matrix_stride(rows, count, dtype, spaced=True)
+    if stride == rows * count:  # keep a gap: the kernels then always see one array layout
+        stride += 2 * max(1, 64 // np.dtype(dtype).itemsize)
     buffer = empty((groups * POSITIONS, stride), dtype, like=like)
     return buffer[:, : rows * count].reshape(groups, POSITIONS, rows, count)
 
@@ -874,7 +900,7 @@ def winograd_conv2d_cpu(
     :mod:`._blas`) and y's tiles per chunk, in one call. On more than one thread the chunks split
     into one run per thread, each with its own tile buffers."""
     x, u, bias, geometry, chunks = _conv_arguments(
-        "winograd_conv2d", x, tiles_weight, bias, padding, chunk_images, True
+        "winograd_conv2d", x, tiles_weight, bias, padding, chunk_images
     )
     batch, channels = x.shape[:2]
     out_channels, count = u.shape[1], chunk_images * geometry.tiles_h * geometry.tiles_w
@@ -904,7 +930,7 @@ def winograd_conv2d_backward_cpu(
     keeping the batch's). On more than one thread each thread sums its own dU and Σ dY, added up
     in a fixed order after."""
     x, u, _, geometry, chunks = _conv_arguments(
-        "winograd_conv2d_backward", x, tiles_weight, None, padding, chunk_images, True
+        "winograd_conv2d_backward", x, tiles_weight, None, padding, chunk_images
     )
     batch, channels = x.shape[:2]
     out_channels, count = u.shape[1], chunk_images * geometry.tiles_h * geometry.tiles_w
@@ -1107,7 +1133,7 @@ def winograd_conv2d_cuda(
     GPU; a kernel family does not call a sibling's, so not the matmul family's), the tile buffers
     reused."""
     x, u, bias, geometry, _ = _conv_arguments(
-        "winograd_conv2d", x, tiles_weight, bias, padding, chunk_images, False
+        "winograd_conv2d", x, tiles_weight, bias, padding, chunk_images
     )
     batch, channels = x.shape[:2]
     out_channels, per_image = u.shape[1], geometry.tiles_h * geometry.tiles_w
@@ -1136,7 +1162,7 @@ def winograd_conv2d_backward_cuda(
 ) -> tuple[Any, Any, Any]:
     """As :func:`winograd_conv2d_backward_cpu`, on the GPU (CuPy arrays) or in the simulator."""
     x, u, _, geometry, _ = _conv_arguments(
-        "winograd_conv2d_backward", x, tiles_weight, None, padding, chunk_images, False
+        "winograd_conv2d_backward", x, tiles_weight, None, padding, chunk_images
     )
     batch, channels = x.shape[:2]
     out_channels, per_image = u.shape[1], geometry.tiles_h * geometry.tiles_w
