@@ -33,6 +33,7 @@ from typing import Any
 import numba
 from numba import njit
 from numba.extending import register_jitable
+from numba.np.ufunc import parallel as numba_parallel
 
 from . import _blas
 
@@ -46,7 +47,12 @@ CONV_WORKSPACE_BYTES = 1 << 20
 
 
 _threads = 1  # what fastnet.set_num_threads asked for
-_pool_started = False
+
+
+def _pool_running() -> bool:
+    """Whether Numba's pool has started, by fastnet or by anyone (``numba.get_num_threads``
+    starts it too, at every core)."""
+    return numba_parallel._is_initialized
 
 
 def set_threads(threads: int) -> None:
@@ -54,7 +60,7 @@ def set_threads(threads: int) -> None:
     running pool is resized, a pool not yet started starts at this count when first needed."""
     global _threads
     _threads = threads
-    if _pool_started:
+    if _pool_running():
         numba.set_num_threads(threads)
 
 
@@ -79,7 +85,6 @@ def _start_pool() -> None:
     ``OMP_WAIT_POLICY=PASSIVE fastnet bench --train --only resnet20 --threads 2``).
     ``OMP_WAIT_POLICY`` is read once, when the OpenMP library loads, which is now, so it is set
     for this moment only; a policy the user set is left alone."""
-    global _pool_started
     ours = "OMP_WAIT_POLICY" not in os.environ and not _blas.AVAILABLE
     if ours:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
@@ -88,7 +93,6 @@ def _start_pool() -> None:
     finally:
         if ours:
             del os.environ["OMP_WAIT_POLICY"]
-    _pool_started = True
 
 
 def parallel_pays(elements: int) -> bool:
@@ -96,8 +100,10 @@ def parallel_pays(elements: int) -> bool:
     the pool the first time it does)."""
     if elements < PARALLEL_MIN_ELEMENTS or _threads < 2:
         return False
-    if not _pool_started:
+    if not _pool_running():
         _start_pool()
+    elif numba.get_num_threads() != _threads:  # started by someone else, at their count
+        numba.set_num_threads(_threads)
     return True
 
 
