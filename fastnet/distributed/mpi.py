@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any, NoReturn
 
 import numpy as np
 
 from ..extras import install_hint
 from .communicator import Communicator, Work, check_array, check_reduction
+
+ABORT_GRACE_SECONDS = 0.2  # see MPICommunicator.abort
 
 
 def import_mpi() -> Any:
@@ -102,6 +105,10 @@ class MPICommunicator(Communicator):
     def abort(self, code: int = 1) -> NoReturn:
         sys.stdout.flush()
         sys.stderr.flush()
+        # mpiexec forwards a rank's output through a pipe: Abort tears the job down at once and
+        # the last lines (the traceback that says why) were sometimes lost in CI. A moment lets
+        # the forwarder read them; the failure path only.
+        time.sleep(ABORT_GRACE_SECONDS)
         self.comm.Abort(code)
         os._exit(code)  # not reached: Abort ends the process
 
