@@ -66,3 +66,36 @@ def flat_matching(op: str, **arrays: Any) -> list[Any]:
                 f"{op}: {name} dtype {array.dtype} does not match {first_name} dtype {first.dtype}"
             )
     return [xp.ascontiguousarray(array).reshape(-1) for array in arrays.values()]
+
+
+def chunks_of(op: str, batch: int, chunk_images: Any) -> int:
+    """How many chunks of ``chunk_images`` images a batch of ``batch`` makes (at least one), after
+    checking ``chunk_images`` is a positive int: the chunked convolutions' argument."""
+    if isinstance(chunk_images, bool) or not isinstance(chunk_images, (int, np.integer)):
+        raise TypeError(f"{op}: chunk_images must be an int, got {chunk_images!r}")
+    if chunk_images < 1:
+        raise ValueError(f"{op}: chunk_images must be positive, got {chunk_images}")
+    return max(1, -(-batch // int(chunk_images)))
+
+
+def output_gradient(op: str, dy: Any, shape: tuple, x: Any) -> Any:
+    """dy C-contiguous, after checking it has the forward output's ``shape`` and x's dtype."""
+    if tuple(dy.shape) != shape or dy.dtype != x.dtype:
+        raise ValueError(
+            f"{op} expects dy of shape {shape} and dtype {x.dtype}, got {tuple(dy.shape)} "
+            f"{dy.dtype}"
+        )
+    return array_module(dy).ascontiguousarray(dy)
+
+
+def bias_or_zeros(op: str, bias: Any, channels: int, x: Any) -> Any:
+    """bias C-contiguous after checking it is (channels,) of x's dtype, or zeros when None."""
+    xp = array_module(x)
+    if bias is None:
+        return xp.zeros(channels, x.dtype)
+    if tuple(bias.shape) != (channels,) or bias.dtype != x.dtype:
+        raise ValueError(
+            f"{op} expects bias of shape ({channels},) and dtype {x.dtype}, got "
+            f"{tuple(bias.shape)} {bias.dtype}"
+        )
+    return xp.ascontiguousarray(bias)

@@ -61,7 +61,7 @@ from numba import cuda, njit, prange, uint64
 from numba.extending import register_jitable
 
 from ._blas import gemm
-from ._checks import as_shape, check_float_dtype
+from ._checks import as_shape, bias_or_zeros, check_float_dtype, chunks_of, output_gradient
 from ._contract import (
     FLOAT32_BYTES,
     OURS,
@@ -633,17 +633,10 @@ def _conv_arguments(
             f"{op}: weight {tuple(weight.shape)} with groups={groups} does not fit x "
             f"{tuple(x.shape)} (expected ({out_channels}, {x.shape[1]} / groups, KH, KW))"
         )
-    if bias is not None and (tuple(bias.shape) != (out_channels,) or bias.dtype != x.dtype):
-        raise ValueError(
-            f"{op} expects bias of shape ({out_channels},) and dtype {x.dtype}, got "
-            f"{tuple(bias.shape)} {bias.dtype}"
-        )
-    if isinstance(chunk_images, bool) or not isinstance(chunk_images, (int, np.integer)):
-        raise TypeError(f"{op}: chunk_images must be an int, got {chunk_images!r}")
-    if chunk_images < 1:
-        raise ValueError(f"{op}: chunk_images must be positive, got {chunk_images}")
+    if bias is not None:
+        bias_or_zeros(op, bias, out_channels, x)  # the check (the caller keeps its own array)
+    chunks = chunks_of(op, x.shape[0], chunk_images)
     xp = array_module(x)
-    chunks = max(1, -(-x.shape[0] // int(chunk_images)))
     weights = xp.ascontiguousarray(weight).reshape(out_channels, -1)
     return (
         xp.ascontiguousarray(x),
@@ -840,7 +833,9 @@ def conv2d_im2col_backward_cpu(
         geometry.out_h * geometry.out_w,
         x.shape[1] * geometry.kernel_h * geometry.kernel_w,
     )
-    dy = _conv_grad_argument(dy, (batch, out_channels, geometry.out_h, geometry.out_w), x)
+    dy = output_gradient(
+        "conv2d_im2col_backward", dy, (batch, out_channels, geometry.out_h, geometry.out_w), x
+    )
     ones = int(need_w and need_b and groups == 1)
     driver, runs = chunk_groups(
         _conv_backward_kernel_cpu, (rows + out_channels) * plane * batch, chunks
@@ -866,16 +861,6 @@ def conv2d_im2col_backward_cpu(
         return dx if need_x else None, dweight, None
     dbias = summed[0, rows_g].copy() if ones else db.sum(axis=0).astype(x.dtype)
     return dx if need_x else None, dweight, dbias
-
-
-def _conv_grad_argument(dy: Any, shape: tuple, x: Any) -> Any:
-    """dy C-contiguous, after checking it has the convolution output's shape and x's dtype."""
-    if tuple(dy.shape) != shape or dy.dtype != x.dtype:
-        raise ValueError(
-            f"conv2d_im2col_backward expects dy of shape {shape} and dtype {x.dtype}, got "
-            f"{tuple(dy.shape)} {dy.dtype}"
-        )
-    return array_module(dy).ascontiguousarray(dy)
 
 
 def _by_group(matrix: Any, groups: int) -> Any:
@@ -950,7 +935,9 @@ def conv2d_im2col_backward_cuda(
     )
     xp, (batch, out_channels) = array_module(x), (x.shape[0], weights.shape[0])
     plane, rows = geometry.out_h * geometry.out_w, weights.shape[1] * groups
-    dy3 = _conv_grad_argument(dy, (batch, out_channels, geometry.out_h, geometry.out_w), x)
+    dy3 = output_gradient(
+        "conv2d_im2col_backward", dy, (batch, out_channels, geometry.out_h, geometry.out_w), x
+    )
     dy3 = dy3.reshape(batch, out_channels, plane)
     ones = need_w and need_b and groups == 1
     dx = empty(x.shape, x.dtype, like=x) if need_x else None

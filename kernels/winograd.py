@@ -70,7 +70,13 @@ from numba import cuda, njit, prange
 from numba.extending import register_jitable
 
 from ._blas import gemm
-from ._checks import as_shape, check_float_dtype
+from ._checks import (
+    as_shape,
+    bias_or_zeros,
+    check_float_dtype,
+    chunks_of,
+    output_gradient,
+)
 from ._contract import Family, KernelSpec
 from ._cpu import chunk_groups, chunk_range, cpu_kernel
 from ._cuda import (
@@ -280,37 +286,16 @@ def _conv_arguments(op: str, x: Any, tiles_weight: Any, bias: Any, padding: Any,
     _check_tiles("tiles_weight", op, tiles_weight, tiles_weight.shape[1], channels)
     if tiles_weight.dtype != x.dtype:
         raise ValueError(f"{op}: tiles_weight is {tiles_weight.dtype}, x is {x.dtype}")
-    if isinstance(chunk_images, bool) or not isinstance(chunk_images, (int, np.integer)):
-        raise TypeError(f"{op}: chunk_images must be an int, got {chunk_images!r}")
-    if chunk_images < 1:
-        raise ValueError(f"{op}: chunk_images must be positive, got {chunk_images}")
+    chunks = chunks_of(op, x.shape[0], chunk_images)
     geometry = tile_geometry(x.shape[2], x.shape[3], padding)
-    out_channels, xp = tiles_weight.shape[1], array_module(x)
-    if bias is None:
-        bias = xp.zeros(out_channels, x.dtype)
-    elif tuple(bias.shape) != (out_channels,) or bias.dtype != x.dtype:
-        raise ValueError(
-            f"{op} expects bias of shape ({out_channels},) and dtype {x.dtype}, got "
-            f"{tuple(bias.shape)} {bias.dtype}"
-        )
-    chunks = max(1, -(-x.shape[0] // int(chunk_images)))
+    xp = array_module(x)
     return (
         xp.ascontiguousarray(x),
         xp.ascontiguousarray(tiles_weight),  # one layout for the kernels (U is small)
-        xp.ascontiguousarray(bias),
+        bias_or_zeros(op, bias, tiles_weight.shape[1], x),
         geometry,
         chunks,
     )
-
-
-def _conv_grad_argument(dy: Any, shape: tuple, x: Any) -> Any:
-    """dy C-contiguous, after checking it has the convolution output's shape and x's dtype."""
-    if tuple(dy.shape) != shape or dy.dtype != x.dtype:
-        raise ValueError(
-            f"winograd_conv2d_backward expects dy of shape {shape} and dtype {x.dtype}, got "
-            f"{tuple(dy.shape)} {dy.dtype}"
-        )
-    return array_module(dy).ascontiguousarray(dy)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -934,7 +919,9 @@ def winograd_conv2d_backward_cpu(
     )
     batch, channels = x.shape[:2]
     out_channels, count = u.shape[1], chunk_images * geometry.tiles_h * geometry.tiles_w
-    dy = _conv_grad_argument(dy, (batch, out_channels, geometry.out_h, geometry.out_w), x)
+    dy = output_gradient(
+        "winograd_conv2d_backward", dy, (batch, out_channels, geometry.out_h, geometry.out_w), x
+    )
     elements = POSITIONS * (channels + out_channels) * count * chunks
     driver, groups = chunk_groups(_conv_backward_kernel_cpu, elements, chunks)
     v_tiles = _group_tiles(groups, channels, count, x.dtype, x)
@@ -1166,7 +1153,9 @@ def winograd_conv2d_backward_cuda(
     )
     batch, channels = x.shape[:2]
     out_channels, per_image = u.shape[1], geometry.tiles_h * geometry.tiles_w
-    dy = _conv_grad_argument(dy, (batch, out_channels, geometry.out_h, geometry.out_w), x)
+    dy = output_gradient(
+        "winograd_conv2d_backward", dy, (batch, out_channels, geometry.out_h, geometry.out_w), x
+    )
     xp, buffers = array_module(x), {}
     dx = empty(x.shape, x.dtype, like=x) if need_x else None
     du = xp.zeros((POSITIONS, out_channels, channels), x.dtype) if need_w else None
