@@ -86,6 +86,8 @@ def test_a_wait_policy_the_user_set_is_kept():
     sleeping."""
     layer, cpu_per_wall, policy = run_script(OMP_WAIT_POLICY="ACTIVE")
     assert policy == "ACTIVE"
+    if os.getloadavg()[0] > 1.0:  # other work (a parallel test run) takes the spinner's core
+        pytest.skip("the machine is busy: a spinning thread gets less than a core")
     if layer == "omp":
         assert cpu_per_wall > 0.8, (
             f"spinning threads measured only {cpu_per_wall:.2f} s of CPU a second"
