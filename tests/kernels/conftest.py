@@ -49,3 +49,14 @@ def force_driver(monkeypatch):
         monkeypatch.setattr(_cpu, "parallel_pays", lambda elements: driver == "parallel")
 
     return force
+
+
+@pytest.fixture
+def two_threads():
+    """fastnet's kernels on two threads (fewer where Numba has fewer) within the test."""
+    import fastnet
+
+    before = fastnet.get_num_threads()
+    fastnet.set_num_threads(min(2, fastnet.backend.numba.config.NUMBA_NUM_THREADS))
+    yield
+    fastnet.set_num_threads(before)

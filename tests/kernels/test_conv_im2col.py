@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import fastnet
 from fastnet.kernels import conv
 from numerics import TOLERANCE, relative_error
 
@@ -38,14 +37,6 @@ def operands(rng, case, dtype):
     w = rng.standard_normal((out_channels, shape[1] // groups, kh, kw)).astype(dtype)
     b = rng.standard_normal(out_channels).astype(dtype)
     return x, w, b, (stride, padding, dilation, groups, chunk)
-
-
-@pytest.fixture
-def two_threads():
-    before = fastnet.get_num_threads()
-    fastnet.set_num_threads(min(2, fastnet.backend.numba.config.NUMBA_NUM_THREADS))
-    yield
-    fastnet.set_num_threads(before)
 
 
 def runs():

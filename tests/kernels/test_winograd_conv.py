@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import fastnet
 from fastnet.kernels import conv, winograd
 from fastnet.kernels.winograd import reference_conv2d, reference_conv2d_backward
 from numerics import TOLERANCE, relative_error
@@ -29,14 +28,6 @@ CUDA_CASES = [((3, 2, 4, 5), 2, 1, 2)]
 def case_id(case):
     shape, out_channels, padding, chunk = case
     return f"x{'x'.join(map(str, shape))}-k{out_channels}-p{padding}-chunk{chunk}"
-
-
-@pytest.fixture
-def two_threads():
-    before = fastnet.get_num_threads()
-    fastnet.set_num_threads(min(2, fastnet.backend.numba.config.NUMBA_NUM_THREADS))
-    yield
-    fastnet.set_num_threads(before)
 
 
 def operands(rng, case, dtype):
