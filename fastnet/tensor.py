@@ -488,16 +488,6 @@ class Tensor(Reductions, Shaping, Selection, Pointwise, autograd.LeafHooks):
 
     view = reshape
 
-    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
-        start = start_dim % self.ndim if self.ndim else 0
-        end = end_dim % self.ndim if self.ndim else 0
-        shape = (
-            self.shape[:start]
-            + (int(np.prod(self.shape[start : end + 1])),)
-            + self.shape[end + 1 :]
-        )
-        return self.reshape(shape)
-
     def permute(self, *axes: Any, dims: Any = None) -> Tensor:
         axes = axes or dims
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):

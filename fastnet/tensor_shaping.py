@@ -26,6 +26,7 @@ dtype they give a tensor outside the graph, as in PyTorch, where such tensors ca
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -196,6 +197,12 @@ class Shaping:
         return self.reshape(other.shape)
 
     reshape_as = view_as
+
+    def flatten(self: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        start = start_dim % self.ndim if self.ndim else 0
+        end = end_dim % self.ndim if self.ndim else 0
+        merged = math.prod(self.shape[start : end + 1])  # np.prod costs more than the reshape
+        return self.reshape(self.shape[:start] + (merged,) + self.shape[end + 1 :])
 
     def ravel(self: Tensor) -> Tensor:
         return self.reshape(-1)

@@ -15,6 +15,7 @@ it there.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -68,6 +69,13 @@ def _out_size(padded: int, span: int, stride: int, pad: int, ceil_mode: bool) ->
     return out
 
 
+def _plain(value: Any) -> bool:
+    """An int or a pair of ints, exactly: not a bool or a float, which compare equal to one."""
+    return type(value) is int or (
+        type(value) is tuple and len(value) == 2 and type(value[0]) is type(value[1]) is int
+    )
+
+
 def _geometry(
     h: int,
     w: int,
@@ -76,6 +84,34 @@ def _geometry(
     padding: IntPair,
     dilation: IntPair = 1,
     ceil_mode: bool = False,
+) -> WindowGeometry:
+    arguments = (h, w, kernel_hw, stride, padding, dilation, ceil_mode)
+    if (
+        type(h) is type(w) is int
+        and _plain(kernel_hw)
+        and _plain(stride)
+        and _plain(padding)
+        and _plain(dilation)
+        and type(ceil_mode) is bool
+    ):
+        # a layer asks the same question on every call: ~5 us of checks, once per shape
+        return _known_geometry(*arguments)
+    return _new_geometry(*arguments)
+
+
+@functools.lru_cache(maxsize=1024)
+def _known_geometry(*arguments: Any) -> WindowGeometry:
+    return _new_geometry(*arguments)
+
+
+def _new_geometry(
+    h: int,
+    w: int,
+    kernel_hw: IntPair,
+    stride: IntPair,
+    padding: IntPair,
+    dilation: IntPair,
+    ceil_mode: bool,
 ) -> WindowGeometry:
     kernel_h, kernel_w = int_pair(kernel_hw, "kernel_hw", 1)
     stride_h, stride_w = int_pair(stride, "stride", 1)

@@ -70,6 +70,7 @@ from ._geometry import IntPair, WindowGeometry, window_geometry
 
 THREADS_PER_BLOCK = 256
 _INDEX_DTYPE = np.dtype(np.int32)
+_INDEX_MAX = int(np.iinfo(_INDEX_DTYPE).max)
 INDEX_BYTES = _INDEX_DTYPE.itemsize
 
 
@@ -87,7 +88,7 @@ def _pool_geometry(
             f"{op}: padding ({geometry.pad_h}, {geometry.pad_w}) must be at most half the kernel "
             f"{geometry.kernel_h}x{geometry.kernel_w}"
         )
-    if x_shape[2] * x_shape[3] > np.iinfo(_INDEX_DTYPE).max:
+    if x_shape[2] * x_shape[3] > _INDEX_MAX:
         raise ValueError(
             f"{op}: a {x_shape[2]}x{x_shape[3]} plane is too large for int32 argmax indices"
         )

@@ -67,6 +67,19 @@ def test_conv_output_shape():
     assert conv_output_shape(4, 4, 4, 3, 0) == (1, 1)
 
 
+@pytest.mark.parametrize("stride", [(True, 1), (1.0, 1), 1.0, (np.int64(2), 1)])
+def test_a_remembered_geometry_does_not_stand_in_for_arguments_that_only_compare_equal(stride):
+    # (1, 1) and (2, 1) are remembered first; True == 1 and 1.0 == 1 must still be refused,
+    # and a NumPy integer still accepted, as when nothing was remembered
+    assert conv_output_shape(11, 7, 3, (1, 1), 0) == (9, 5)
+    assert conv_output_shape(11, 7, 3, (2, 1), 0) == (5, 5)
+    if isinstance(stride, tuple) and isinstance(stride[0], np.integer):
+        assert conv_output_shape(11, 7, 3, stride, 0) == (5, 5)
+        return
+    with pytest.raises(TypeError, match="stride must be an int or a pair of ints"):
+        conv_output_shape(11, 7, 3, stride, 0)
+
+
 def test_reference_im2col_on_a_hand_example():
     """One row per kernel offset (i, j), one column per window position."""
     x = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)  # [[1 2 3] [4 5 6] [7 8 9]]
