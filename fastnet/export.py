@@ -240,6 +240,16 @@ def _elementwise(op: str) -> Emitter:
     return emit
 
 
+def _then_relu(emit: Emitter) -> Emitter:
+    """A fused layer (ConvReLU2d, LinearReLU): its layer's nodes, then a Relu."""
+
+    def emit_fused(graph: _Graph, module: Any, x: _Value) -> _Value:
+        layer = emit(graph, module, x)  # its tensor is already the fused layer's output
+        return graph.op("Relu", [layer.name], layer.tensor)
+
+    return emit_fused
+
+
 def _leaky_relu(graph: _Graph, module: Any, x: _Value) -> _Value:
     return graph.op("LeakyRelu", [x.name], module(x.tensor), alpha=module.negative_slope)
 
@@ -436,6 +446,8 @@ EMITTERS: dict[type, Emitter] = {
     nn.Dropout: _identity,
     nn.Linear: _linear,
     nn.Conv2d: _conv2d,
+    nn.LinearReLU: _then_relu(_linear),
+    nn.ConvReLU2d: _then_relu(_conv2d),
     _BatchNorm: _batch_norm,  # BatchNorm1d and BatchNorm2d, which keep its forward
     nn.LayerNorm: _layer_norm,
     nn.ReLU: _elementwise("Relu"),

@@ -15,6 +15,11 @@ and the BatchNorm becomes an Identity. The copy is in eval mode and its paramete
 gradient, so its forward records no graph even outside :func:`fastnet.no_grad`. The original
 model is left untouched.
 
+Then, in every Sequential, a Conv2d or Linear followed by a ReLU (folded BatchNorms, now
+Identities, in between) becomes one fused layer (:class:`~fastnet.nn.ConvReLU2d`,
+:class:`~fastnet.nn.LinearReLU`: the same values in one op) and the ReLU an Identity. A ReLU
+called as a function inside a module's forward (a residual block's) stays as it is.
+
 Forward-only work, for any model whose weights take no gradient (this copy's always): conv2d
 keeps each weight's Winograd tiles between calls (checked against the weight's bytes on every
 call, so a changed weight is never served stale tiles: :mod:`fastnet.functional.conv`), and
@@ -176,8 +181,9 @@ def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
 def optimize_for_inference(model: nn.Module, example: Any = None) -> nn.Module:
     """A copy of the eval-mode ``model`` for inference: every legal Conv2d → BatchNorm2d pair
     (:func:`fold_pairs`; pass ``example``, an input batch, to fold pairs outside Sequentials, as
-    in a residual block) folded into one Conv2d, its BatchNorm2d replaced by an Identity; in
-    eval mode, its parameters requiring no gradient. Outputs equal the model's in eval mode to
+    in a residual block) folded into one Conv2d, its BatchNorm2d replaced by an Identity; each
+    Sequential's Conv2d → ReLU and Linear → ReLU fused into one layer; in eval mode, its
+    parameters requiring no gradient. Outputs equal the model's in eval mode to
     float32 rounding.
 
     Raises ValueError for a model in training mode, as PyTorch's ``fuse_conv_bn_eval`` and
@@ -199,4 +205,24 @@ def optimize_for_inference(model: nn.Module, example: Any = None) -> nn.Module:
         conv.bias = nn.Parameter(Tensor(bias, device=device))
         parent, key = _parent(optimized, norm_name)
         setattr(parent, key, nn.Identity())
+    _fuse_relus(optimized)
     return optimized.eval().requires_grad_(False)
+
+
+# The layers a ReLU right after them joins, and the fused layer each becomes.
+_FUSED_WITH_RELU: dict[type, Any] = {nn.Conv2d: nn.ConvReLU2d, nn.Linear: nn.LinearReLU}
+
+
+def _fuse_relus(model: nn.Module) -> None:
+    """In every plain Sequential, each Conv2d or Linear whose next child (Identities, such as
+    folded BatchNorms, passed over) is a ReLU becomes its fused form, the ReLU an Identity."""
+    for module in list(model.modules()):
+        if type(module) is not nn.Sequential:
+            continue
+        children = [(key, child) for key, child in module.named_children()]
+        acting = [(key, child) for key, child in children if type(child) is not nn.Identity]
+        for (key, layer), (relu_key, relu) in zip(acting, acting[1:], strict=False):
+            fused = _FUSED_WITH_RELU.get(type(layer))
+            if fused is not None and type(relu) is nn.ReLU:
+                setattr(module, key, fused.fuse(layer))
+                setattr(module, relu_key, nn.Identity())

@@ -84,6 +84,8 @@ LAYERS = [
     (lambda: nn.Flatten(start_dim=2), (2, 3, 4)),
     (lambda: nn.Sequential(nn.Dropout(0.5), nn.Identity(), nn.Linear(5, 3)), (5,)),
     (lambda: nn.Linear(5, 3, bias=False), (4, 5)),
+    (lambda: nn.LinearReLU(5, 3), (5,)),
+    (lambda: nn.ConvReLU2d(3, 4, 3, padding=1, padding_mode="reflect"), (3, 7, 6)),
     (lambda: nn.LayerNorm(6), (3, 6)),
     (lambda: nn.LayerNorm((3, 6), elementwise_affine=False), (3, 6)),
     (lambda: nn.LayerNorm(6, bias=False), (6,)),
@@ -243,3 +245,14 @@ def test_export_command_user_errors(run_folder, tmp_path, monkeypatch, capsys):
     assert main(["export", weights]) == 2
     assert "does not match the model" in capsys.readouterr().err
     assert not list(run_folder.glob("*.onnx")) and not list(tmp_path.glob("*.onnx"))
+
+
+def test_an_inference_optimized_model_exports_with_its_fused_layers(tmp_path):
+    from fastnet.inference import optimize_for_inference
+
+    rng = np.random.default_rng(2)
+    model = trained_statistics(models.create("cnn"), rng).eval()
+    optimized = optimize_for_inference(model)
+    kinds = [type(module) for module in optimized.modules()]
+    assert kinds.count(nn.ConvReLU2d) == 2 and kinds.count(nn.LinearReLU) == 1
+    assert exported_error(optimized, (1, 28, 28), tmp_path, rng) < TOLERANCE

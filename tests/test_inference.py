@@ -76,7 +76,8 @@ def test_a_conv_with_a_bias_and_a_norm_without_affine_weights_fold():
     model = _eval_model(model)
     x = _images((2, 3, 7, 9))
     optimized = optimize_for_inference(model)
-    assert _count(optimized, nn.BatchNorm2d) == 0 and _count(optimized, nn.Identity) == 2
+    assert _count(optimized, nn.BatchNorm2d) == 0 and _count(optimized, nn.Identity) == 3
+    assert _count(optimized, nn.ConvReLU2d) == 1  # the first conv took the ReLU after its norm
     assert relative_error(_outputs(optimized, x), _outputs(model, x)) < TOLERANCE
 
 

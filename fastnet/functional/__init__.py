@@ -3,9 +3,9 @@
 Each op is a :class:`~fastnet.tensor.Function` with forward and backward side by side (or a
 composition of Tensor ops), one module per topic:
 
-* ``dense``: linear.
-* ``conv``: conv2d (im2col and GEMMs, Winograd F(2x2, 3x3), or the depthwise kernels), its
-  chunking of the batch; ``conv_transpose``: conv_transpose2d, its adjoint.
+* ``dense``: linear, linear_relu.
+* ``conv``: conv2d, conv2d_relu (im2col and GEMMs, Winograd F(2x2, 3x3), or the depthwise
+  kernels), its chunking of the batch; ``conv_transpose``: conv_transpose2d, its adjoint.
 * ``pooling``: max_pool2d, avg_pool2d, adaptive_avg_pool2d, adaptive_max_pool2d.
 * ``pooling1d``: max_pool1d, avg_pool1d, adaptive_avg_pool1d, adaptive_max_pool1d.
 * ``patches``: unfold, fold (im2col / col2im), pixel_shuffle, pixel_unshuffle.
@@ -71,9 +71,9 @@ from .arguments import Pair
 from .attention import attention_weights, scaled_dot_product_attention
 from .collectives import all_gather
 from .contrastive import nt_xent_loss
-from .conv import conv2d
+from .conv import conv2d, conv2d_relu
 from .conv_transpose import conv_transpose2d
-from .dense import linear
+from .dense import linear, linear_relu
 from .distance import cosine_similarity, normalize, pairwise_distance
 from .distillation import distillation_loss, soft_target_loss
 from .losses import cross_entropy, nll_loss
@@ -105,7 +105,9 @@ __all__ = [
     "fake_quantize_per_channel_affine",
     "Pair",
     "linear",
+    "linear_relu",
     "conv2d",
+    "conv2d_relu",
     "conv_transpose2d",
     "max_pool2d",
     "avg_pool2d",

@@ -2,6 +2,8 @@
 hardsigmoid, mish, logsigmoid, softmax, log_softmax.
 
 * ``relu``, ``tanh``, ``sigmoid``: the Tensor's own elementwise ops (relu takes ``inplace``).
+* ``ReLUAfter``: the mixin that makes an op's Function end in ReLU (``conv2d_relu``,
+  ``linear_relu``: inference's fused Conv2d → ReLU and Linear → ReLU).
 * ``add_relu(a, b)``: relu(a + b) in one pass (a residual block's end); dx = dy·[y > 0] for a
   and b alike. Operands of different shapes or dtypes take relu(a + b) as two ops.
 * ``leaky_relu``: y = x·s with s = 1 where x > 0, else ``negative_slope``; dx = dy·s.
@@ -73,6 +75,21 @@ def relu(input: Tensor, inplace: bool = False) -> Tensor:
     if not inplace:
         return input.relu()
     return _in_place("relu", input, input.relu())
+
+
+class ReLUAfter(Function):
+    """Mixin over an op's Function: the op's output through ReLU in the same graph node, without
+    a node, an output and the Python path of a separate relu (``conv2d_relu``, ``linear_relu``).
+    Backward masks the gradient by the kept output (dy·[y > 0]), then runs the op's backward."""
+
+    saves_output = True
+
+    def forward(self, *arrays, **params):
+        self.out = self.device.relu_forward(super().forward(*arrays, **params))
+        return self.out
+
+    def backward(self, grad):
+        return super().backward(self.device.relu_backward(grad, self.out))
 
 
 class AddReLU(Function):

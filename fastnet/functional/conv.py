@@ -26,6 +26,10 @@ GEMM.
 * Winograd (:class:`Conv2dWinograd`), for a 3x3 kernel at stride 1, dilation 1 and one group
   over ``WINOGRAD_MIN_CHANNELS`` or more input channels: 16 GEMMs of 2.25x fewer FLOPs in all
   between the transforms of kernels/winograd.py, in chunks sized the same way.
+
+``conv2d_relu`` is relu(conv2d(...)) as one graph node (each class above with
+:class:`~.activations.ReLUAfter`): the same values, one op's Python path and output fewer
+(inference fuses Conv2d → ReLU into it: :mod:`fastnet.inference`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from typing import Any
 from ..autograd import is_grad_enabled
 from ..backend import conv_output_shape, images_per_chunk
 from ..tensor import Function, Tensor
+from .activations import ReLUAfter
 from .arguments import Pair, to_pair
 from .shape import pad
 
@@ -45,6 +50,7 @@ __all__ = [
     "DepthwiseConv2d",
     "WINOGRAD_MIN_CHANNELS",
     "conv2d",
+    "conv2d_relu",
     "conv_image_chunks",
 ]
 
@@ -232,6 +238,18 @@ class Conv2dWinograd(Function):
         return grad_x, grad_w, grad_b
 
 
+class Conv2dReLU(ReLUAfter, Conv2d):
+    pass
+
+
+class Conv2dWinogradReLU(ReLUAfter, Conv2dWinograd):
+    pass
+
+
+class DepthwiseConv2dReLU(ReLUAfter, DepthwiseConv2d):
+    pass
+
+
 # Winograd takes over 3x3 stride-1 convolutions with at least this many input channels. Its 16
 # GEMMs a chunk have the input channels as their inner dimension (the forward) or their output
 # width (the weight gradient), where im2col's GEMMs have 9x that: with few channels its GEMMs are
@@ -385,9 +403,35 @@ def conv2d(
     input channels runs as Winograd F(2x2, 3x3), 2.25x fewer multiplications; a depthwise one
     (groups == C > 1, OC a multiple of C) on the depthwise kernels; any other through im2col and
     GEMMs. An unbatched x (C, H, W) gives y (OC, OH, OW), as in PyTorch."""
-    x = input
+    return _conv2d(input, weight, bias, stride, padding, dilation, groups, relu=False)
+
+
+def conv2d_relu(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: Pair = 1,
+    padding: Pair | str = 0,
+    dilation: Pair = 1,
+    groups: int = 1,
+) -> Tensor:
+    """relu(conv2d(input, weight, bias, ...)) as one op: the same values and gradients."""
+    return _conv2d(input, weight, bias, stride, padding, dilation, groups, relu=True)
+
+
+def _conv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: Pair,
+    padding: Pair | str,
+    dilation: Pair,
+    groups: int,
+    relu: bool,
+) -> Tensor:
     if x.ndim == 3:
-        return conv2d(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
+        y = _conv2d(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups, relu)
+        return y.squeeze(0)
     stride, dilation = _window_arguments("conv2d", stride, dilation, groups)
     if not isinstance(padding, str):
         padding = _int_pair(padding, 0) or to_pair(padding, "padding")
@@ -407,9 +451,10 @@ def conv2d(
         and x.ndim == 4
         and x.shape[1] >= WINOGRAD_MIN_CHANNELS
     ):
-        return Conv2dWinograd.apply(
-            *operands, padding=padding, tiles_weight=_winograd_tiles(weight)
-        )
+        winograd = Conv2dWinogradReLU if relu else Conv2dWinograd
+        return winograd.apply(*operands, padding=padding, tiles_weight=_winograd_tiles(weight))
     if _is_depthwise(x, weight, groups):
-        return DepthwiseConv2d.apply(*operands, stride=stride, padding=padding, dilation=dilation)
-    return Conv2d.apply(*operands, stride=stride, padding=padding, dilation=dilation, groups=groups)
+        depthwise = DepthwiseConv2dReLU if relu else DepthwiseConv2d
+        return depthwise.apply(*operands, stride=stride, padding=padding, dilation=dilation)
+    im2col = Conv2dReLU if relu else Conv2d
+    return im2col.apply(*operands, stride=stride, padding=padding, dilation=dilation, groups=groups)

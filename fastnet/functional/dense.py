@@ -2,7 +2,8 @@
 
 y = x·Wᵀ + b for x (..., in), W (out, in), b (out,), through the matmul kernel in its A·Bᵀ form
 on x viewed as (rows, in). Backward, with dY viewed as (rows, out): dX = dY·W, dW = dYᵀ·X (the
-Aᵀ·B form), db = Σ dY over the rows.
+Aᵀ·B form), db = Σ dY over the rows. ``linear_relu`` is relu(linear(...)) as one graph node
+(:class:`~.activations.ReLUAfter`; inference fuses Linear → ReLU into it).
 
 (The module is not named ``linear``: the package exports the function ``linear``, which would
 hide a submodule of the same name.)
@@ -11,8 +12,9 @@ hide a submodule of the same name.)
 from __future__ import annotations
 
 from ..tensor import Function, Tensor
+from .activations import ReLUAfter
 
-__all__ = ["linear"]
+__all__ = ["linear", "linear_relu"]
 
 
 class Linear(Function):
@@ -46,3 +48,12 @@ class Linear(Function):
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = x·Wᵀ + b, with W of shape (out_features, in_features) as in PyTorch."""
     return Linear.apply(input, weight, *([bias] if bias is not None else []))
+
+
+class LinearReLU(ReLUAfter, Linear):
+    pass
+
+
+def linear_relu(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """relu(linear(input, weight, bias)) as one op: the same values and gradients."""
+    return LinearReLU.apply(input, weight, *([bias] if bias is not None else []))

@@ -11,6 +11,7 @@
 * ``losses``: CrossEntropyLoss, NLLLoss, MSELoss, L1Loss, BCEWithLogitsLoss, BCELoss,
   SmoothL1Loss, HuberLoss, KLDivLoss.
 * ``convolution``: ConvTranspose2d (and what it shares with Conv2d).
+* ``fused``: ConvReLU2d, LinearReLU (a layer and the ReLU after it as one op: inference).
 * ``normalization``: BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d, GroupNorm,
   InstanceNorm1d/2d, RMSNorm.
 * ``pooling``: AdaptiveMaxPool2d, MaxPool1d, AvgPool1d, AdaptiveAvgPool1d, AdaptiveMaxPool1d.
@@ -52,6 +53,7 @@ from .activations import (
 from .containers import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from .convolution import ConvTranspose2d
 from .distillation import DistillationLoss
+from .fused import ConvReLU2d, LinearReLU
 from .layers import (
     GELU,
     Conv2d,
@@ -144,6 +146,8 @@ __all__ = [
     "Linear",
     "Conv2d",
     "ConvTranspose2d",
+    "ConvReLU2d",
+    "LinearReLU",
     "MaxPool2d",
     "ReLU",
     "LeakyReLU",

@@ -8,6 +8,7 @@ initialisations are PyTorch's.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -95,12 +96,16 @@ class Conv2d(_ConvNd):
         self._reversed_padding_repeated_twice = (*sides[1], *sides[0])
 
     def forward(self, input: Tensor) -> Tensor:
+        return self._convolve(F.conv2d, input)
+
+    def _convolve(self, conv: Callable[..., Tensor], input: Tensor) -> Tensor:
+        """``conv`` (``F.conv2d`` or a fused form of it) over input in this layer's settings."""
         if self.padding_mode == "zeros":
-            return F.conv2d(
+            return conv(
                 input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
             )
         padded = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-        return F.conv2d(padded, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return conv(padded, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
 class MaxPool2d(Module):
