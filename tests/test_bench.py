@@ -195,6 +195,31 @@ def test_training_race_reports_both_frameworks_after_an_identical_first_step():
     )
 
 
+@needs_torch
+def test_a_race_on_two_threads_also_races_fastnet_on_one_and_reports_the_scaling(monkeypatch):
+    from fastnet.backend import get_num_threads
+
+    seen = []  # fastnet's thread count at every step, by which contestant ran it
+    original = bench.race.cross_entropy
+
+    def recording(*args, **kwargs):
+        seen.append(get_num_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(bench.race, "cross_entropy", recording)
+    with bench.pinned_threads(2):
+        result = bench.measure_training(TINY_MLP, 4, quick=True)
+        assert get_num_threads() == 2  # restored after the 1-thread rounds
+    speeds = result["samples_per_second"]
+    assert set(speeds) == {"fastnet", "torch", bench.race.ONE_THREAD}
+    assert result["scaling"] == pytest.approx(speeds["fastnet"] / speeds[bench.race.ONE_THREAD])
+    assert 1 in seen and 2 in seen
+    table = bench.format_training_table([result], threads=2)
+    assert "fastnet 2/1 thread" in table and f"{result['scaling']:.2f}x" in table
+    with bench.pinned_threads(1):
+        assert "scaling" not in bench.measure_training(TINY_MLP, 4, quick=True)
+
+
 def test_first_step_gradients_are_judged_against_float64_and_pytorchs_own_rounding():
     def first_step(fastnet_error, torch_error, torch_loss=2.5):
         return bench.FirstStep(

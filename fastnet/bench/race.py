@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .. import nn as fnn
+from ..backend import get_num_threads, set_num_threads
 from ..functional import cross_entropy
 from ..tensor import Tensor
 from .flops import count_step_flops
@@ -367,6 +368,11 @@ def compare_first_step(
 
 
 # ===================================================================== the race
+# fastnet on one thread, a third contestant of a race on more threads: the N-thread / 1-thread
+# scaling then comes from one interleaved run, not from two runs minutes apart on a noisy machine.
+ONE_THREAD = "fastnet_1_thread"
+
+
 def measure_training(
     entry: TrainModel,
     batch: int,
@@ -380,7 +386,9 @@ def measure_training(
     :class:`MismatchError` (before timing anything) if the first-step losses or gradients differ.
 
     The frameworks alternate, ``rounds`` rounds of about ``round_seconds`` each, after warm-up
-    steps; the best round of each counts. Call inside :func:`pinned_threads`.
+    steps; the best round of each counts. Call inside :func:`pinned_threads`. On more than one
+    thread fastnet also races on one (:data:`ONE_THREAD`), and ``scaling`` is its N-thread speed
+    over its 1-thread speed.
 
     ``flops_per_step`` is :func:`fastnet.bench.flops.count_step_flops`'s count of the step (the
     useful work: direct convolution FLOPs, 2 per multiply-add), and ``gflops`` each framework's
@@ -431,29 +439,40 @@ def measure_training(
         loss.backward()
         torch_optimizer.step()
 
+    threads = get_num_threads()
     steps = {"fastnet": fastnet_step, "torch": torch_step}
+    if threads > 1:
+        steps[ONE_THREAD] = fastnet_step
     steps_per_round = {}
-    for name, step in steps.items():  # warm-up compiles and allocates; its last step sizes a round
-        for index in range(2):
-            start = time.perf_counter()
-            step(index)
-        steps_per_round[name] = max(2, round(round_seconds / (time.perf_counter() - start)))
     samples: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(rounds):
+    try:
+        # warm-up compiles and allocates; its last step sizes a round
         for name, step in steps.items():
-            settle()
-            start = time.perf_counter()
-            for index in range(steps_per_round[name]):
+            set_num_threads(1 if name == ONE_THREAD else threads)
+            for index in range(2):
+                start = time.perf_counter()
                 step(index)
-            samples[name].append(batch * steps_per_round[name] / (time.perf_counter() - start))
+            steps_per_round[name] = max(2, round(round_seconds / (time.perf_counter() - start)))
+        for _ in range(rounds):
+            for name, step in steps.items():
+                set_num_threads(1 if name == ONE_THREAD else threads)
+                settle()
+                start = time.perf_counter()
+                for index in range(steps_per_round[name]):
+                    step(index)
+                samples[name].append(batch * steps_per_round[name] / (time.perf_counter() - start))
+    finally:
+        set_num_threads(threads)
     best = {name: max(values) for name, values in samples.items()}
     medians = {name: statistics.median(values) for name, values in samples.items()}
+    scaling = {"scaling": best["fastnet"] / best[ONE_THREAD]} if ONE_THREAD in best else {}
     return {
         "model": entry.name,
         "batch": batch,
         "samples_per_second": best,
         "median_samples_per_second": medians,
         "ratio": best["fastnet"] / best["torch"],
+        **scaling,
         "flops_per_step": flops.as_dict(),
         "gflops": {name: flops.total * speed / batch / 1e9 for name, speed in best.items()},
         "first_step": asdict(first),
@@ -523,6 +542,9 @@ def format_training_table(
         "first-step loss (fastnet, torch)",
         "grad err vs float64 (fastnet, torch)",
     ]
+    scaled = any("scaling" in row for row in results)
+    if scaled:
+        header.insert(5, f"fastnet {threads}/1 thread")
     lines = []
     for row in results:
         speed, first = row["samples_per_second"], row["first_step"]
@@ -540,6 +562,8 @@ def format_training_table(
                 f"{first['fastnet_gradient_error']:.1e}, {first['torch_gradient_error']:.1e}",
             ]
         )
+        if scaled:
+            lines[-1].insert(5, f"{row['scaling']:.2f}x" if "scaling" in row else "-")
     text = [f"ceilings: {ceilings.describe()}"] if ceilings else []
     text += [
         f"training throughput on the CPU, {threads_text(threads)} each, Adam lr 1e-3, random data "
