@@ -171,18 +171,24 @@ class Function:
     @classmethod
     def apply(cls, *inputs: Tensor, **params: Any) -> Tensor:
         fn = cls()
-        # the hot paths, one and two inputs, check the devices and read the arrays inline; any
-        # doubt (a non-tensor, two devices, no input) goes to _check_devices, which raises
-        if len(inputs) == 2:
-            a, b = inputs
+        # the hot paths, one to three inputs (three: a layer with a bias), check the devices and
+        # read the arrays inline; any doubt (a non-tensor, two devices, no input) goes to
+        # _check_devices, which raises
+        if len(inputs) == 2 or len(inputs) == 3:
+            a, b, c = inputs[0], inputs[1], inputs[-1]
             try:
                 device = a.device
-                same = device.__class__ is Device and b.device is device
+                same = device.__class__ is Device and b.device is device and c.device is device
             except AttributeError:
                 same = False
             fn.device = device if same else _check_devices(cls.__name__.lower(), inputs)
-            data = fn.forward(a.data, b.data, **params) if params else fn.forward(a.data, b.data)
-            record = a.requires_grad or b.requires_grad
+            if len(inputs) == 3:
+                data = fn.forward(a.data, b.data, c.data, **params)
+            elif params:
+                data = fn.forward(a.data, b.data, **params)
+            else:
+                data = fn.forward(a.data, b.data)
+            record = a.requires_grad or b.requires_grad or c.requires_grad
         elif len(inputs) == 1:
             a = inputs[0]
             device = getattr(a, "device", None)
