@@ -66,6 +66,44 @@ def simulating() -> bool:
     return bool(config.ENABLE_CUDASIM)
 
 
+def simulate_shared_arrays(allocate: Callable[[Any, Any], Any] = np.empty) -> None:
+    """Give every thread of a simulated block the same ``cuda.shared.array`` (made by
+    ``allocate(shape, dtype)``; the tests pass one that poisons it with NaN).
+
+    The simulator keys a block's static shared arrays by the calling line and creates one on a
+    thread's first call: look up, create, store. A thread switch between its look-up and its
+    store lets two threads of one block each create "the" array, and the block then reduces over
+    memory half its threads never wrote (NaN or garbage, now and then, more often on a busy
+    machine: it made ``gpu_check --simulate``'s training stage fail). Here the store is one
+    ``dict.setdefault``, atomic under the GIL, so the first array stored is everyone's. The
+    replacement is written out, not wrapped: a wrapper would become the calling line that keys
+    every allocation. A GPU is unaffected."""
+    from numba.core import types
+    from numba.cuda.simulator.kernelapi import FakeCUDAShared
+    from numba.np import numpy_support
+
+    def array(self: Any, shape: Any, dtype: Any, alignment: Any = None) -> Any:
+        if alignment is not None:
+            raise RuntimeError("Array alignment is not supported in cudasim")
+        if isinstance(dtype, types.Type):
+            dtype = numpy_support.as_dtype(dtype)
+        if shape == 0:  # dynamic shared memory: one buffer that every such request shares
+            count = self._dynshared_size // np.dtype(dtype).itemsize
+            return np.frombuffer(self._dynshared.data, dtype=dtype, count=count)
+        caller = sys._getframe(1)  # the kernel's line, as the simulator keys it
+        key = (caller.f_code.co_filename, caller.f_lineno)
+        allocated = self._allocations.get(key)
+        if allocated is None:
+            allocated = self._allocations.setdefault(key, allocate(shape, dtype))
+        return allocated
+
+    FakeCUDAShared.array = array
+
+
+if simulating():
+    simulate_shared_arrays()
+
+
 def gpu_available() -> bool:
     """True when a real CUDA GPU can run kernels (CuPy installed and a device visible)."""
     if simulating() or _cupy is None:

@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import sys
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -83,31 +82,14 @@ def _poisoned(shape, dtype):
 
 
 def _install_shared_memory_poison() -> None:
-    """Make the simulator hand out NaN-filled shared and local arrays.
-
-    This re-implements ``FakeCUDAShared.array`` (numba-cuda 0.30) rather than wrapping it,
-    because the simulator keys each static allocation by its caller's file and line: a wrapper
-    would become that caller and make every allocation alias.
-    """
+    """Make the simulator hand out NaN-filled shared and local arrays: shared ones through
+    fastnet's own thread-safe replacement of the simulator's (``simulate_shared_arrays``), local
+    ones here."""
     from numba.core import types
     from numba.cuda.simulator import kernelapi
     from numba.np import numpy_support
 
-    def shared_array(self, shape, dtype, alignment=None):
-        if alignment is not None:
-            raise RuntimeError("Array alignment is not supported in cudasim")
-        if isinstance(dtype, types.Type):
-            dtype = numpy_support.as_dtype(dtype)
-        if shape == 0:  # dynamic shared memory: one buffer shared by every such request
-            count = self._dynshared_size // np.dtype(dtype).itemsize
-            return np.frombuffer(self._dynshared.data, dtype=dtype, count=count)
-        caller = tuple(traceback.extract_stack(sys._getframe())[-2][0:2])
-        array = self._allocations.get(caller)
-        if array is None:
-            # setdefault, not assignment: the block's threads race here, and all must share one
-            # array
-            array = self._allocations.setdefault(caller, _poisoned(shape, dtype))
-        return array
+    from fastnet.kernels._cuda import simulate_shared_arrays
 
     def local_array(self, shape, dtype, alignment=None):
         if alignment is not None:
@@ -116,7 +98,7 @@ def _install_shared_memory_poison() -> None:
             dtype = numpy_support.as_dtype(dtype)
         return _poisoned(shape, dtype)
 
-    kernelapi.FakeCUDAShared.array = shared_array
+    simulate_shared_arrays(_poisoned)
     kernelapi.FakeCUDALocal.array = local_array
 
 

@@ -134,3 +134,39 @@ def test_device_views_are_built_once_per_pointer_and_layout(monkeypatch):
     monkeypatch.setattr(_cuda, "MAX_DEVICE_VIEWS", 5)
     _cuda._kernel_argument(_FakeCupyArray(1 << 20, (1,), (4,), np.float32))
     assert len(_cuda._device_views) == 1  # full: cleared before the new view went in
+
+
+@simulator_only
+def test_every_thread_of_a_block_gets_the_one_shared_array():
+    import sys
+    import threading
+
+    from numba.cuda.simulator.kernelapi import FakeCUDAShared
+
+    # 64 threads of one simulated block ask for their shared arrays at once, switching as often
+    # as Python lets them: without fastnet's lock around the simulator's look-up-then-create,
+    # about one block in thirty got two different "shared" arrays from one line (measured).
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(200):
+            shared, first_line, second_line = FakeCUDAShared(0), [], []
+            start = threading.Barrier(64)
+
+            def thread(shared=shared, first=first_line, second=second_line, start=start):
+                start.wait()
+                first.append(shared.array((256,), np.float32))
+                second.append(shared.array(8, np.float64))
+
+            threads = [threading.Thread(target=thread) for _ in range(64)]
+            for each in threads:
+                each.start()
+            for each in threads:
+                each.join()
+            # the arrays themselves, not their ids: a discarded duplicate's id can be reused
+            assert len(first_line) == len(second_line) == 64
+            assert all(array is first_line[0] for array in first_line)
+            assert all(array is second_line[0] for array in second_line)
+            assert first_line[0] is not second_line[0]
+    finally:
+        sys.setswitchinterval(previous)
