@@ -175,7 +175,7 @@ class Function:
         # read the arrays inline; any doubt (a non-tensor, two devices, no input) goes to
         # _check_devices, which raises
         if len(inputs) == 2 or len(inputs) == 3:
-            a, b, c = inputs[0], inputs[1], inputs[-1]
+            a, b, c = inputs[0], inputs[1], inputs[-1]  # two inputs: c is b
             try:
                 device = a.device
                 same = device.__class__ is Device and b.device is device and c.device is device

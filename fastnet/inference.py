@@ -219,8 +219,9 @@ def _fuse_relus(model: nn.Module) -> None:
     for module in list(model.modules()):
         if type(module) is not nn.Sequential:
             continue
-        children = [(key, child) for key, child in module.named_children()]
-        acting = [(key, child) for key, child in children if type(child) is not nn.Identity]
+        acting = [
+            (key, child) for key, child in module.named_children() if type(child) is not nn.Identity
+        ]
         for (key, layer), (relu_key, relu) in zip(acting, acting[1:], strict=False):
             fused = _FUSED_WITH_RELU.get(type(layer))
             if fused is not None and type(relu) is nn.ReLU:
