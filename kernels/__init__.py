@@ -32,7 +32,8 @@ Shared helpers, one concern each: ``_contract`` (the family declaration and the 
 vocabulary), ``_cpu`` (when a CPU kernel runs serial or parallel), ``_cuda`` (the launch path and
 allocation), ``_checks`` (argument checks), ``_geometry`` (sliding windows), ``_fastmath``
 (vectorisable exp and max, fastmath flags), ``_reduce`` (CUDA block reductions), ``_simd`` (CPU
-SIMD micro-kernels as Numba intrinsics: the int8 GEMM tiles), ``_blas`` (NumPy's own BLAS GEMM,
+SIMD micro-kernels as Numba intrinsics: the int8 GEMM tiles), ``_winograd_simd`` (the Winograd
+transforms on groups of neighbouring tiles, as Numba intrinsics), ``_blas`` (NumPy's own BLAS GEMM,
 callable from inside Numba kernels, so that a kernel splitting its work over threads calls a
 single-threaded BLAS per piece).
 """

@@ -89,6 +89,16 @@ from ._cuda import (
     stride_grid,
 )
 from ._geometry import int_pair
+from ._winograd_simd import (
+    input_grad_tiles_4,
+    input_grad_tiles_8,
+    input_tiles_4,
+    input_tiles_8,
+    output_grad_tiles_4,
+    output_grad_tiles_8,
+    output_tiles_4,
+    output_tiles_8,
+)
 
 THREADS_PER_BLOCK = 256
 POSITIONS = 16  # entries of a transformed 4x4 tile: the ξ axis of U, V and M
@@ -598,7 +608,23 @@ def _input_grad_patch(tiles_grad, c, t):
 
 
 # ---------------------------------------------------------------------------------------------
-# CPU: one (image, channel) plane a task
+# CPU: one (image, channel) plane a task. Along a tile row, groups of 8 and then 4 neighbouring
+# tiles go through the vector transforms of kernels/_winograd_simd.py (bit for bit the scalar
+# helpers' results), the rest (and tiles clipped at the far edges) through the scalar helpers.
+
+
+@register_jitable
+def _vector_spans(tiles):
+    """Of ``tiles`` tiles in a row: the end of the groups of 8 and the end of the group of 4 after
+    them (equal when there is none); the scalar helpers take the tiles from there."""
+    eights = tiles - tiles % 8
+    return eights, eights + 4 if tiles - eights >= 4 else eights
+
+
+@register_jitable
+def _elements(array, axis):
+    """The stride of ``array`` along ``axis``, in elements."""
+    return array.strides[axis] // array.itemsize
 
 
 @register_jitable
@@ -609,9 +635,19 @@ def _input_plane(x, tiles, plane, padded, pad_h, pad_w, tiles_h, tiles_w):
     n, c = plane // channels, plane % channels
     padded[pad_h : pad_h + height, pad_w : pad_w + width] = x[n, c]
     first = n * tiles_h * tiles_w
+    eights, fours = _vector_spans(tiles_w)
+    row_stride, position_stride = _elements(padded, 0), _elements(tiles, 0)
+    row_of_c = c * _elements(tiles, 1) + first
     for i in range(tiles_h):
+        rows, tile_row = 2 * i * row_stride, row_of_c + i * tiles_w
+        for j in range(0, eights, 8):
+            input_tiles_8(padded, rows + 2 * j, row_stride, tiles, tile_row + j, position_stride)
+        if fours > eights:
+            input_tiles_4(
+                padded, rows + 2 * eights, row_stride, tiles, tile_row + eights, position_stride
+            )
         p0, p1, p2, p3 = padded[2 * i], padded[2 * i + 1], padded[2 * i + 2], padded[2 * i + 3]
-        for j in range(tiles_w):
+        for j in range(fours, tiles_w):
             _input_tile(p0, p1, p2, p3, 2 * j, tiles, c, first + i * tiles_w + j)
 
 
@@ -621,8 +657,21 @@ def _input_grad_plane(tiles_grad, dx, plane, padded, pad_h, pad_w, tiles_h, tile
     n, c = plane // channels, plane % channels
     padded[:] = 0
     first = n * tiles_h * tiles_w
+    eights, fours = _vector_spans(tiles_w)
+    row_stride, position_stride = _elements(padded, 0), _elements(tiles_grad, 0)
+    row_of_c = c * _elements(tiles_grad, 1) + first
     for i in range(tiles_h):
-        for j in range(tiles_w):
+        rows, tile_row = 2 * i * row_stride, row_of_c + i * tiles_w
+        for j in range(0, eights, 8):
+            input_grad_tiles_8(
+                tiles_grad, tile_row + j, position_stride, padded, rows + 2 * j, row_stride
+            )
+        if fours > eights:
+            input_grad_tiles_4(
+                tiles_grad, tile_row + eights, position_stride, padded, rows + 2 * eights,
+                row_stride,
+            )  # fmt: skip
+        for j in range(fours, tiles_w):
             patch = _input_grad_patch(tiles_grad, c, first + i * tiles_w + j)
             for r in range(4):
                 for s in range(4):
@@ -637,10 +686,22 @@ def _output_plane(tiles, bias, y, plane):
     tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
     first, b = n * tiles_h * tiles_w, bias[k]
     whole_w = out_w // 2  # tiles whose two columns both lie inside the plane
+    eights, fours = _vector_spans(whole_w)
+    row_stride, position_stride = _elements(y, 2), _elements(tiles, 0)
+    row_of_k = k * _elements(tiles, 1) + first
+    plane_start = n * _elements(y, 0) + k * _elements(y, 1)
     for i in range(tiles_h):
         row = 2 * i
         two_rows = row + 1 < out_h
-        for j in range(tiles_w):
+        vectors = fours if two_rows else 0  # a vector group writes both rows
+        rows, tile_row = plane_start + row * row_stride, row_of_k + i * tiles_w
+        for j in range(0, min(eights, vectors), 8):
+            output_tiles_8(tiles, tile_row + j, position_stride, b, y, rows + 2 * j, row_stride)
+        if vectors > eights:
+            output_tiles_4(
+                tiles, tile_row + eights, position_stride, b, y, rows + 2 * eights, row_stride
+            )
+        for j in range(vectors, tiles_w):
             y00, y01, y10, y11 = _output_tile(tiles, k, first + i * tiles_w + j)
             col = 2 * j
             y[n, k, row, col] = y00 + b
@@ -658,9 +719,23 @@ def _output_grad_plane(dy, tiles_grad, plane):
     n, k = plane // channels, plane % channels
     tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
     first, zero = n * tiles_h * tiles_w, dy.dtype.type(0)
+    eights, fours = _vector_spans(out_w // 2)  # whole tiles: both columns inside the plane
+    row_stride, position_stride = _elements(dy, 2), _elements(tiles_grad, 0)
+    row_of_k = k * _elements(tiles_grad, 1) + first
+    plane_start = n * _elements(dy, 0) + k * _elements(dy, 1)
     for i in range(tiles_h):
         row = 2 * i
-        for j in range(tiles_w):
+        vectors = fours if row + 1 < out_h else 0  # a vector group reads both rows
+        rows, tile_row = plane_start + row * row_stride, row_of_k + i * tiles_w
+        for j in range(0, min(eights, vectors), 8):
+            output_grad_tiles_8(
+                dy, rows + 2 * j, row_stride, tiles_grad, tile_row + j, position_stride
+            )
+        if vectors > eights:
+            output_grad_tiles_4(
+                dy, rows + 2 * eights, row_stride, tiles_grad, tile_row + eights, position_stride
+            )
+        for j in range(vectors, tiles_w):
             col = 2 * j
             g00 = dy[n, k, row, col]
             g01 = dy[n, k, row, col + 1] if col + 1 < out_w else zero
@@ -689,6 +764,13 @@ def _padded_plane(tiles_h, tiles_w, dtype):
     return np.zeros((2 * tiles_h + 2, 2 * tiles_w + 2), dtype)
 
 
+@register_jitable
+def _gradient_plane(tiles_h, tiles_w, dtype):
+    """The input gradient's scratch plane: :func:`_padded_plane` with the 14 columns of room the
+    vector groups' writes past their patches take (kernels/_winograd_simd.py)."""
+    return _padded_plane(tiles_h, tiles_w + 7, dtype)
+
+
 # Planes per task of the input-side transforms: a task zeroes its scratch plane once, not per plane.
 PLANES_PER_TASK = 16
 
@@ -707,7 +789,7 @@ def _input_grad_kernel_cpu(tiles_grad, dx, pad_h, pad_w, tiles_h, tiles_w):
     # A task owns its planes of dx: their overlapping adds are race-free and in a fixed order.
     planes = dx.shape[0] * dx.shape[1]
     for task in prange((planes + PLANES_PER_TASK - 1) // PLANES_PER_TASK):
-        padded = _padded_plane(tiles_h, tiles_w, dx.dtype)
+        padded = _gradient_plane(tiles_h, tiles_w, dx.dtype)
         for plane in range(task * PLANES_PER_TASK, min((task + 1) * PLANES_PER_TASK, planes)):
             _input_grad_plane(tiles_grad, dx, plane, padded, pad_h, pad_w, tiles_h, tiles_w)
 
@@ -767,7 +849,7 @@ def _conv_backward_run(
     tiles_h, tiles_w = (dy.shape[2] + 1) // 2, (dy.shape[3] + 1) // 2
     groups, chunks = v_tiles.shape[0], (batch + chunk_images - 1) // chunk_images
     padded = _padded_plane(tiles_h, tiles_w, x.dtype)  # the input side; its border stays 0
-    scratch = _padded_plane(tiles_h, tiles_w, x.dtype)  # the input gradient's sums
+    scratch = _gradient_plane(tiles_h, tiles_w, x.dtype)  # the input gradient's sums
     first, last = chunk_range(group, groups, chunks, chunk_images, batch)
     for start in range(first, last, chunk_images):
         stop = min(start + chunk_images, batch)

@@ -33,9 +33,11 @@ from fastnet.kernels.winograd import (
 from numerics import TOLERANCE, relative_error
 
 # (x shape (N, C, H, W), output channels, padding): odd sides (a clipped last tile row and
-# column), no padding, padding 2, unequal padding, a plane smaller than one tile
+# column), no padding, padding 2, unequal padding, a plane smaller than one tile, and a row of 14
+# tiles (the CPU's vector groups of 8 and 4, then single tiles, the last one clipped)
 CASES = [
     ((2, 3, 7, 9), 5, 1),
+    ((1, 2, 5, 27), 3, 1),
     ((1, 2, 6, 6), 4, 0),
     ((3, 4, 5, 8), 2, (1, 2)),
     ((2, 3, 4, 5), 3, 2),

@@ -18,6 +18,7 @@ from numerics import TOLERANCE, relative_error
 # unequal padding, a plane smaller than a tile, one chunk for the whole batch
 CASES = [
     ((5, 3, 7, 9), 4, 1, 2),
+    ((3, 2, 17, 18), 4, 1, 2),
     ((4, 2, 6, 5), 3, (0, 2), 3),
     ((3, 4, 1, 2), 2, 1, 1),
     ((2, 3, 4, 4), 5, 0, 8),
