@@ -51,7 +51,8 @@ Variants, simplest first:
   is the independent check of the whole pipeline.
 * ``*_cpu``: Numba. Every transform works one (image, channel) plane at a time: the input side
   through a zero-padded copy of the plane (no bounds tests per pixel), the output side clipping
-  the last tile row and column. A plane belongs to one task, so the overlapping adds of the input
+  the last tile row and column. Along a tile row, groups of 8 and then 4 tiles run as vector code
+  (kernels/_winograd_simd.py, bit for bit the scalar helpers' results), the rest tile by tile. A plane belongs to one task, so the overlapping adds of the input
   gradient are race-free and in a fixed order (deterministic); planes run serial or parallel as
   the CPU policy (``_cpu.parallel_pays``) decides for the number of tile entries.
 * ``*_cuda``: one thread per tile for the transforms that own their tile (input tiles, output
