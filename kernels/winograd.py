@@ -51,10 +51,11 @@ Variants, simplest first:
   is the independent check of the whole pipeline.
 * ``*_cpu``: Numba. Every transform works one (image, channel) plane at a time: the input side
   through a zero-padded copy of the plane (no bounds tests per pixel), the output side clipping
-  the last tile row and column. Along a tile row, groups of 8 and then 4 tiles run as vector code
-  (kernels/_winograd_simd.py, bit for bit the scalar helpers' results), the rest tile by tile. A plane belongs to one task, so the overlapping adds of the input
-  gradient are race-free and in a fixed order (deterministic); planes run serial or parallel as
-  the CPU policy (``_cpu.parallel_pays``) decides for the number of tile entries.
+  the last tile row and column. Along a tile row, groups of 8 or 4 tiles run as vector code
+  (kernels/_winograd_simd.py, bit for bit the scalar helpers' results), rows of under 4 tiles
+  and what the groups leave tile by tile. A plane belongs to one task, so the overlapping adds
+  of the input gradient are race-free and in a fixed order (deterministic); planes run serial or
+  parallel as the CPU policy (``_cpu.parallel_pays``) decides for the number of tile entries.
 * ``*_cuda``: one thread per tile for the transforms that own their tile (input tiles, output
   tiles and their transpose); the input gradient is a gather, one thread per input pixel summing
   the (up to 4) tiles that read it, in a fixed order: no atomics, deterministic. Grid-stride loops.
@@ -623,6 +624,20 @@ def _vector_spans(tiles):
 
 
 @register_jitable
+def _covering_groups(tiles):
+    """How a transform that only writes its own tiles (the input, the output and its gradient)
+    covers a row of ``tiles`` tiles: (groups of 8, groups of 4, first tile for the scalar
+    helpers). Group g of width w starts at min(g·w, tiles - w): where w does not divide the row,
+    the last group overlaps the one before and computes a few tiles again, to the same values.
+    The input gradient adds into its plane, so it takes :func:`_vector_spans` instead."""
+    if tiles >= 8:
+        return -(-tiles // 8), 0, tiles
+    if tiles >= 4:
+        return 0, -(-tiles // 4), tiles
+    return 0, 0, 0
+
+
+@register_jitable
 def _elements(array, axis):
     """The stride of ``array`` along ``axis``, in elements."""
     return array.strides[axis] // array.itemsize
@@ -636,19 +651,19 @@ def _input_plane(x, tiles, plane, padded, pad_h, pad_w, tiles_h, tiles_w):
     n, c = plane // channels, plane % channels
     padded[pad_h : pad_h + height, pad_w : pad_w + width] = x[n, c]
     first = n * tiles_h * tiles_w
-    eights, fours = _vector_spans(tiles_w)
+    eights, fours, scalar_from = _covering_groups(tiles_w)
     row_stride, position_stride = _elements(padded, 0), _elements(tiles, 0)
     row_of_c = c * _elements(tiles, 1) + first
     for i in range(tiles_h):
         rows, tile_row = 2 * i * row_stride, row_of_c + i * tiles_w
-        for j in range(0, eights, 8):
+        for group in range(eights):
+            j = min(8 * group, tiles_w - 8)
             input_tiles_8(padded, rows + 2 * j, row_stride, tiles, tile_row + j, position_stride)
-        if fours > eights:
-            input_tiles_4(
-                padded, rows + 2 * eights, row_stride, tiles, tile_row + eights, position_stride
-            )
+        for group in range(fours):
+            j = min(4 * group, tiles_w - 4)
+            input_tiles_4(padded, rows + 2 * j, row_stride, tiles, tile_row + j, position_stride)
         p0, p1, p2, p3 = padded[2 * i], padded[2 * i + 1], padded[2 * i + 2], padded[2 * i + 3]
-        for j in range(fours, tiles_w):
+        for j in range(scalar_from, tiles_w):
             _input_tile(p0, p1, p2, p3, 2 * j, tiles, c, first + i * tiles_w + j)
 
 
@@ -687,22 +702,21 @@ def _output_plane(tiles, bias, y, plane):
     tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
     first, b = n * tiles_h * tiles_w, bias[k]
     whole_w = out_w // 2  # tiles whose two columns both lie inside the plane
-    eights, fours = _vector_spans(whole_w)
+    eights, fours, scalar_from = _covering_groups(whole_w)
     row_stride, position_stride = _elements(y, 2), _elements(tiles, 0)
     row_of_k = k * _elements(tiles, 1) + first
     plane_start = n * _elements(y, 0) + k * _elements(y, 1)
     for i in range(tiles_h):
         row = 2 * i
-        two_rows = row + 1 < out_h
-        vectors = fours if two_rows else 0  # a vector group writes both rows
+        two_rows = row + 1 < out_h  # a vector group writes both rows
         rows, tile_row = plane_start + row * row_stride, row_of_k + i * tiles_w
-        for j in range(0, min(eights, vectors), 8):
+        for group in range(eights if two_rows else 0):
+            j = min(8 * group, whole_w - 8)
             output_tiles_8(tiles, tile_row + j, position_stride, b, y, rows + 2 * j, row_stride)
-        if vectors > eights:
-            output_tiles_4(
-                tiles, tile_row + eights, position_stride, b, y, rows + 2 * eights, row_stride
-            )
-        for j in range(vectors, tiles_w):
+        for group in range(fours if two_rows else 0):
+            j = min(4 * group, whole_w - 4)
+            output_tiles_4(tiles, tile_row + j, position_stride, b, y, rows + 2 * j, row_stride)
+        for j in range(scalar_from if two_rows else 0, tiles_w):
             y00, y01, y10, y11 = _output_tile(tiles, k, first + i * tiles_w + j)
             col = 2 * j
             y[n, k, row, col] = y00 + b
@@ -720,23 +734,26 @@ def _output_grad_plane(dy, tiles_grad, plane):
     n, k = plane // channels, plane % channels
     tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
     first, zero = n * tiles_h * tiles_w, dy.dtype.type(0)
-    eights, fours = _vector_spans(out_w // 2)  # whole tiles: both columns inside the plane
+    whole_w = out_w // 2  # tiles whose two columns both lie inside the plane
+    eights, fours, scalar_from = _covering_groups(whole_w)
     row_stride, position_stride = _elements(dy, 2), _elements(tiles_grad, 0)
     row_of_k = k * _elements(tiles_grad, 1) + first
     plane_start = n * _elements(dy, 0) + k * _elements(dy, 1)
     for i in range(tiles_h):
         row = 2 * i
-        vectors = fours if row + 1 < out_h else 0  # a vector group reads both rows
+        two_rows = row + 1 < out_h  # a vector group reads both rows
         rows, tile_row = plane_start + row * row_stride, row_of_k + i * tiles_w
-        for j in range(0, min(eights, vectors), 8):
+        for group in range(eights if two_rows else 0):
+            j = min(8 * group, whole_w - 8)
             output_grad_tiles_8(
                 dy, rows + 2 * j, row_stride, tiles_grad, tile_row + j, position_stride
             )
-        if vectors > eights:
+        for group in range(fours if two_rows else 0):
+            j = min(4 * group, whole_w - 4)
             output_grad_tiles_4(
-                dy, rows + 2 * eights, row_stride, tiles_grad, tile_row + eights, position_stride
+                dy, rows + 2 * j, row_stride, tiles_grad, tile_row + j, position_stride
             )
-        for j in range(vectors, tiles_w):
+        for j in range(scalar_from if two_rows else 0, tiles_w):
             col = 2 * j
             g00 = dy[n, k, row, col]
             g01 = dy[n, k, row, col + 1] if col + 1 < out_w else zero
