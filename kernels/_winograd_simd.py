@@ -16,18 +16,23 @@ Each intrinsic takes every array with an element offset (from its data pointer) 
 stride; rows of a plane and of a tile matrix are contiguous. Tile l (0 <= l < LANES) is the
 l-th of the group, its patch columns 2l .. 2l + 3 of the plane rows, its output columns 2l, 2l+1.
 
-* ``input_tiles[LANES](padded, offset, row_stride, tiles, t_offset, t_stride)``: tile l's
+One intrinsic a width L in LANES, named by it (Numba cannot pick from a dict):
+
+* ``input_tiles_L(padded, offset, row_stride, tiles, t_offset, t_stride)``: tile l's
   V[ξ] = (Bᵀ d B)[ξ] into tiles[t_offset + ξ·t_stride + l]; d is rows offset + r·row_stride
   (r < 4) of ``padded``, 2·LANES + 2 values read from each.
-* ``output_tiles[LANES](tiles, t_offset, t_stride, bias, y, offset, row_stride)``: Aᵀ M A + bias
+* ``output_tiles_L(tiles, t_offset, t_stride, bias, y, offset, row_stride)``: Aᵀ M A + bias
   of tile l's M (read as the input side writes V) into two rows of y, 2·LANES values each.
-* ``output_grad_tiles[LANES](dy, offset, row_stride, tiles, t_offset, t_stride)``: dM = A dY Aᵀ
+* ``output_grad_tiles_L(dy, offset, row_stride, tiles, t_offset, t_stride)``: dM = A dY Aᵀ
   of tile l's 2x2 gradient, read from two rows of dy as the output side writes them.
-* ``input_grad_tiles[LANES](tiles, t_offset, t_stride, padded, offset, row_stride)``: B dV Bᵀ of
+* ``input_grad_tiles_L(tiles, t_offset, t_stride, padded, offset, row_stride)``: B dV Bᵀ of
   tile l added onto its patch in four rows of ``padded``, in the scalar kernel's order (tile
   l - 1's patch columns 2, 3 before tile l's columns 0, 1, which they overlap); reads and writes
   4·LANES values a row (adding zero past the group's patches), so ``padded`` needs 2·LANES - 2
   columns of room past the last patch.
+
+The first three only write their own tiles, the same values whichever group computes them, so a
+caller may overlap groups; the input gradient adds, so its groups must not overlap.
 """
 
 from __future__ import annotations
