@@ -33,6 +33,11 @@ One intrinsic a width L in LANES, named by it (Numba cannot pick from a dict):
 
 The first three only write their own tiles, the same values whichever group computes them, so a
 caller may overlap groups; the input gradient adds, so its groups must not overlap.
+
+tests/kernels/test_winograd_vector_groups.py replays every transform tile by tile through the
+scalar helpers and compares bit for bit. Numba's on-disk cache of the kernels that call these
+intrinsics is keyed on kernels/winograd.py alone: after editing this file, delete the cached
+kernels (``kernels/__pycache__/winograd.*.nb*``) or set ``NUMBA_CACHE_DIR`` to a fresh folder.
 """
 
 from __future__ import annotations
