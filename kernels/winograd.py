@@ -610,9 +610,10 @@ def _input_grad_patch(tiles_grad, c, t):
 
 
 # ---------------------------------------------------------------------------------------------
-# CPU: one (image, channel) plane a task. Along a tile row, groups of 8 and then 4 neighbouring
-# tiles go through the vector transforms of kernels/_winograd_simd.py (bit for bit the scalar
-# helpers' results), the rest (and tiles clipped at the far edges) through the scalar helpers.
+# CPU: one (image, channel) plane a task. Along a tile row, groups of 8 or 4 neighbouring tiles go
+# through the vector transforms of kernels/_winograd_simd.py (bit for bit the scalar helpers'
+# results; :func:`_covering_groups`, :func:`_vector_spans`), the rest (rows of under 4 tiles,
+# tiles clipped at the far edges, the input gradient's last few) through the scalar helpers.
 
 
 @register_jitable
