@@ -89,10 +89,10 @@ def _pool_commutes(relu: Module, pool: Module) -> bool:
     """Whether Sequential may call ``pool`` before ``relu`` where it follows it: a ReLU followed
     by a 2-D max-pool gives the same values and the same gradients in either order (max and
     relu commute, NaN included; a window whose maximum is not positive passes no gradient either
-    way), and after the pool the ReLU has a quarter of the elements (2x2 windows) to read, write
-    and mask: the MNIST CNN trains some 6% faster a step (``fastnet bench --train --only
-    mnist``). Not when the ReLU works in place (its input would change) or when either has an
-    instance ``forward`` (a hook, as :func:`fastnet.nn.summary.forward_hooks` installs)."""
+    way), and after a 2x2 pool the ReLU has a quarter of the elements to read, write and mask
+    (the MNIST CNN's step before and after: the results log; ``fastnet bench --train --only
+    mnist_cnn``). Not when the ReLU works in place (its input would change) or when either has
+    an instance ``forward`` (a hook, as :func:`fastnet.nn.summary.forward_hooks` installs)."""
     return (
         type(relu) is ReLU
         and type(pool) is MaxPool2d
