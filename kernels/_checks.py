@@ -65,6 +65,8 @@ def flat_matching(op: str, **arrays: Any) -> list[Any]:
             raise TypeError(
                 f"{op}: {name} dtype {array.dtype} does not match {first_name} dtype {first.dtype}"
             )
+    if xp is np:  # NumPy's ravel is a view exactly when the array is C-contiguous
+        return [array.ravel() for array in arrays.values()]
     return [xp.ascontiguousarray(array).reshape(-1) for array in arrays.values()]
 
 

@@ -26,6 +26,7 @@ products inside them, are what the threads share out.
 from __future__ import annotations
 
 import os
+import threading
 import types
 from collections.abc import Callable
 from typing import Any
@@ -161,6 +162,38 @@ def chunk_groups(kernel: CpuKernel, elements: int, chunks: int) -> tuple[Any, in
     driver = kernel.driver(elements)
     groups = min(_threads, chunks) if driver is kernel.parallel else 1
     return driver, max(groups, 1)
+
+
+# A thread keeps at most this many bytes of kernel workspace between calls (scratch()).
+SCRATCH_LIMIT_BYTES = 16 << 20
+
+_scratch = threading.local()
+
+
+def scratch(key: tuple, build: Callable[[], Any]) -> Any:
+    """A kernel's workspace for ``key`` (the kernel's name and the shapes that fix the layout):
+    ``build()``'s array on this thread's first call with ``key``, the same array on every later
+    one while it stays cached. Why: a small call's time went into working out and allocating its
+    workspace (Winograd's tile buffers, im2col's columns), not into the kernel.
+
+    The caller writes it before reading it, and neither returns it nor keeps it past the call;
+    each Python thread has its own, so two threads never share one. Arrays over a quarter of
+    :data:`SCRATCH_LIMIT_BYTES` are built afresh (their kernel's time dwarfs the allocation);
+    past the limit, the oldest entries make room."""
+    cached = getattr(_scratch, "arrays", None)
+    if cached is None:
+        cached = _scratch.arrays = {}
+    array = cached.get(key)
+    if array is not None:
+        return array
+    array = build()
+    if array.nbytes * 4 <= SCRATCH_LIMIT_BYTES:
+        while cached and sum(kept.nbytes for kept in cached.values()) + array.nbytes > (
+            SCRATCH_LIMIT_BYTES
+        ):
+            del cached[next(iter(cached))]
+        cached[key] = array
+    return array
 
 
 @register_jitable

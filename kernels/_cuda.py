@@ -176,14 +176,15 @@ host_buffers = _HostBufferCache()
 
 def empty(shape: Sequence[int] | int, dtype: Any, like: Any) -> Any:
     """An uninitialised array on the same device as ``like`` (large host arrays: recycled)."""
-    xp = array_module(like)
     dtype = np.dtype(dtype)
     if isinstance(shape, (int, np.integer)):
         shape = (shape,)
-    # Small arrays (most calls, and the ones whose overhead shows) go straight to xp.empty.
-    if xp is np and math.prod(shape) * dtype.itemsize >= CACHED_BUFFER_BYTES:
+    # A NumPy array is asked for first: most calls, a small op's, and the ones whose overhead shows.
+    if like.__class__ is not np.ndarray and array_module(like) is not np:
+        return array_module(like).empty(shape, dtype=dtype)
+    if math.prod(shape) * dtype.itemsize >= CACHED_BUFFER_BYTES:
         return host_buffers.empty(tuple(int(size) for size in shape), dtype)
-    return xp.empty(shape, dtype=dtype)
+    return np.empty(shape, dtype=dtype)
 
 
 def matrices_contiguous(array: Any) -> bool:

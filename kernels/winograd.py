@@ -80,7 +80,7 @@ from ._checks import (
     output_gradient,
 )
 from ._contract import Family, KernelSpec
-from ._cpu import chunk_groups, chunk_range, cpu_kernel
+from ._cpu import chunk_groups, chunk_range, cpu_kernel, scratch
 from ._cuda import (
     array_module,
     check_out,
@@ -973,6 +973,17 @@ def _group_tiles(groups: int, rows: int, count: int, dtype: Any, like: np.ndarra
     return buffer[:, : rows * count].reshape(groups, POSITIONS, rows, count)
 
 
+def _workspace(groups: int, channels: int, out_channels: int, count: int, x: np.ndarray):
+    """V (groups, 16, C, count) and M (groups, 16, K, count), :func:`_group_tiles`' layout: this
+    thread's scratch for the shape (two buffers even when C = K)."""
+
+    def tiles(name: str, rows: int) -> np.ndarray:
+        key = (name, groups, rows, count, x.dtype)
+        return scratch(key, lambda: _group_tiles(groups, rows, count, x.dtype, x))
+
+    return tiles("winograd_v", channels), tiles("winograd_m", out_channels)
+
+
 def winograd_conv2d_cpu(
     x: np.ndarray,
     tiles_weight: np.ndarray,
@@ -994,8 +1005,7 @@ def winograd_conv2d_cpu(
     y = _out("winograd_conv2d", out, y_shape, x.dtype, x)
     elements = POSITIONS * (channels + out_channels) * count * chunks
     driver, groups = chunk_groups(_conv_kernel_cpu, elements, chunks)
-    v_tiles = _group_tiles(groups, channels, count, x.dtype, x)
-    m_tiles = _group_tiles(groups, out_channels, count, x.dtype, x)
+    v_tiles, m_tiles = _workspace(groups, channels, out_channels, count, x)
     driver(x, u, bias, y, v_tiles, m_tiles, geometry.pad_h, geometry.pad_w, chunk_images)
     return y
 
@@ -1025,8 +1035,7 @@ def winograd_conv2d_backward_cpu(
     )
     elements = POSITIONS * (channels + out_channels) * count * chunks
     driver, groups = chunk_groups(_conv_backward_kernel_cpu, elements, chunks)
-    v_tiles = _group_tiles(groups, channels, count, x.dtype, x)
-    m_tiles = _group_tiles(groups, out_channels, count, x.dtype, x)
+    v_tiles, m_tiles = _workspace(groups, channels, out_channels, count, x)
     dx = empty(x.shape, x.dtype, like=x) if need_x else np.empty((0, 0, 0, 0), x.dtype)
     du = np.zeros((groups, POSITIONS, out_channels, channels), x.dtype)
     db = np.zeros((groups, out_channels), np.float64)

@@ -33,6 +33,7 @@ past the padded edge, and the cells past it are not part of the window.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -237,24 +238,41 @@ def avg_pool2d(
 
 
 # ===================================================================== adaptive average pooling
+@functools.lru_cache(maxsize=64)
 def _bin_matrix(size: int, out_size: int, dtype: np.dtype) -> np.ndarray:
-    """(out_size, size): row i averages input positions [⌊i·size/out⌋, ⌈(i+1)·size/out⌉)."""
+    """(out_size, size): row i averages input positions [⌊i·size/out⌋, ⌈(i+1)·size/out⌉).
+    Cached, so read-only."""
     matrix = np.zeros((out_size, size), dtype=np.float64)
     for i in range(out_size):
         start, end = (i * size) // out_size, math.ceil((i + 1) * size / out_size)
         matrix[i, start:end] = 1.0 / (end - start)
-    return matrix.astype(dtype)
+    matrix = matrix.astype(dtype)
+    matrix.flags.writeable = False
+    return matrix
 
 
 class AdaptiveAvgPool2d(Function):
+    """Each bin's mean: y = R·x·Cᵀ with the bin matrices R (OH, H) and C (OW, W); the global pool
+    (1x1 bins) as one matrix-vector product of the (·, H·W) planes with 1/(H·W)."""
+
+    saves_inputs = saves_output = False
+
     def forward(self, x, output_size):
         _check_images("adaptive_avg_pool2d", x)
-        self.rows = self.device.asarray(_bin_matrix(x.shape[-2], output_size[0], x.dtype))
-        self.columns = self.device.asarray(_bin_matrix(x.shape[-1], output_size[1], x.dtype))
-        return self.device.xp.matmul(self.rows @ x, self.columns.T)
+        self.x_shape, (h, w), xp = x.shape, x.shape[-2:], self.device.xp
+        if output_size == (1, 1):
+            planes = xp.ascontiguousarray(x).reshape(-1, h * w)
+            mean = planes @ xp.full(h * w, 1 / (h * w), x.dtype)
+            return mean.reshape(*x.shape[:-2], 1, 1)
+        self.rows = self.device.asarray(_bin_matrix(h, output_size[0], x.dtype))
+        self.columns = self.device.asarray(_bin_matrix(w, output_size[1], x.dtype))
+        return xp.matmul(self.rows @ x, self.columns.T)
 
     def backward(self, grad):
-        return (self.device.xp.matmul(self.rows.T @ grad, self.columns),)
+        xp, (h, w) = self.device.xp, self.x_shape[-2:]
+        if grad.shape[-2:] == (1, 1):
+            return (xp.broadcast_to(grad * grad.dtype.type(1 / (h * w)), self.x_shape).copy(),)
+        return (xp.matmul(self.rows.T @ grad, self.columns),)
 
 
 def _adaptive_size(op: str, output_size: Any, x: Tensor) -> tuple[int, int]:

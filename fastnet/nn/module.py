@@ -90,10 +90,15 @@ class Module:
             object.__setattr__(self, name, value)
 
     def __getattr__(self, name: str) -> Any:
-        for registry in ("_parameters", "_buffers", "_modules"):
-            members = self.__dict__.get(registry)
-            if members is not None and name in members:
-                return members[name]
+        # called for every child and parameter read (self.conv1, self.weight): written out
+        attributes = self.__dict__
+        if "_modules" in attributes:  # set up by __init__, the three registries together
+            if name in attributes["_parameters"]:
+                return attributes["_parameters"][name]
+            if name in attributes["_buffers"]:
+                return attributes["_buffers"][name]
+            if name in attributes["_modules"]:
+                return attributes["_modules"][name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __delattr__(self, name: str) -> None:

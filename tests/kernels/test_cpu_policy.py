@@ -105,3 +105,38 @@ def test_images_per_chunk():
 
 def test_the_cpu_device_has_the_policy_workspace():
     assert fastnet.backend.CPU.conv_workspace_bytes == _cpu.CONV_WORKSPACE_BYTES
+
+
+def test_scratch_is_kept_per_key_and_per_thread():
+    import threading
+
+    built = []
+
+    def build(shape=(3, 5)):
+        built.append(np.empty(shape, np.float32))
+        return built[-1]
+
+    first = _cpu.scratch(("test_scratch", 3, 5), build)
+    assert _cpu.scratch(("test_scratch", 3, 5), build) is first and len(built) == 1
+    other = _cpu.scratch(("test_scratch", 5, 3), lambda: build((5, 3)))
+    assert other is not first and len(built) == 2
+    elsewhere = []
+    worker = threading.Thread(
+        target=lambda: elsewhere.append(_cpu.scratch(("test_scratch", 3, 5), build))
+    )
+    worker.start()
+    worker.join()
+    assert elsewhere[0] is not first and len(built) == 3  # another thread, its own array
+
+
+def test_scratch_builds_large_arrays_afresh_and_bounds_what_it_keeps(monkeypatch):
+    monkeypatch.setattr(_cpu, "SCRATCH_LIMIT_BYTES", 4096)
+    big = _cpu.scratch(("test_scratch_big",), lambda: np.empty(2048, np.uint8))
+    assert _cpu.scratch(("test_scratch_big",), lambda: np.empty(2048, np.uint8)) is not big
+    kept = [
+        _cpu.scratch(("test_scratch_small", i), lambda: np.empty(1024, np.uint8)) for i in range(6)
+    ]
+    cached = _cpu._scratch.arrays
+    assert sum(array.nbytes for array in cached.values()) <= 4096
+    assert ("test_scratch_small", 5) in cached and ("test_scratch_small", 0) not in cached
+    assert _cpu.scratch(("test_scratch_small", 5), lambda: np.empty(1024, np.uint8)) is kept[5]
