@@ -28,7 +28,8 @@ Variants, simplest first:
   parallel as the CPU policy (``_cpu.parallel_pays``) decides for the tensor's size.
 * ``relu_forward_cuda``, ``relu_backward_cuda``: Numba CUDA, grid-stride loops.
 
-The per-element rule is one ``register_jitable`` function each, shared by the CPU and CUDA kernels.
+The per-element rule is one ``register_jitable`` function each, shared by the CPU and CUDA kernels;
+ReLU's own is ``_relu.relu_value``, which the convolutions' fused ReLU applies too.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from ._contract import (
 )
 from ._cpu import cpu_kernel
 from ._cuda import cuda_kernel, empty, launch, stride_grid
+from ._relu import relu_value
 
 THREADS = 256
 
@@ -80,15 +82,12 @@ def reference_add_relu_forward(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @register_jitable
 def _relu(x, y, index):
-    value = x[index]
-    # "not <=" rather than ">" so that a NaN is kept, as np.maximum and PyTorch keep it
-    y[index] = value if not value <= 0 else 0
+    y[index] = relu_value(x[index], y.dtype.type(0))
 
 
 @register_jitable
 def _add_relu(a, b, y, index):
-    value = a[index] + b[index]
-    y[index] = value if not value <= 0 else 0
+    y[index] = relu_value(a[index] + b[index], y.dtype.type(0))
 
 
 @register_jitable

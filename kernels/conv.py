@@ -83,6 +83,7 @@ from ._geometry import (
     int_pair,
     window_geometry,
 )
+from ._relu import relu_span
 
 THREADS_PER_BLOCK = 256
 
@@ -673,8 +674,9 @@ def _image_products(weights, cols, y, image, plane, groups, ones):
 
 
 @njit(cache=True, error_model="numpy")
-def _conv_run(x, weights, y, cols_runs, geometry, dilation, groups, chunk_images, run):
-    """Run ``run`` of the chunks of images: per chunk its columns, then each image's products."""
+def _conv_run(x, weights, y, cols_runs, geometry, dilation, groups, chunk_images, relu, run):
+    """Run ``run`` of the chunks of images: per chunk its columns, then each image's products
+    (through ReLU while still in cache, with ``relu``)."""
     batch, rows = x.shape[0], x.shape[1] * geometry[0] * geometry[1]
     plane, ones = geometry[6] * geometry[7], cols_runs.shape[1] - rows
     runs, chunks = cols_runs.shape[0], (batch + chunk_images - 1) // chunk_images
@@ -688,6 +690,8 @@ def _conv_run(x, weights, y, cols_runs, geometry, dilation, groups, chunk_images
             cols[rows] = 1
         for image in range(stop - start):
             _image_products(weights, cols, y[start + image], image, plane, groups, ones)
+            if relu:
+                relu_span(y[start + image].reshape(-1), 0, y.shape[1] * plane)
 
 
 @njit(cache=True, error_model="numpy")
@@ -749,10 +753,12 @@ def _conv_backward_run(
 # The kernels are thin loops over runs of chunks, each run one call of a jitted function both
 # drivers share: the body is compiled once, not once a driver (as in kernels/winograd.py).
 @cpu_kernel
-def _conv_kernel_cpu(x, weights, y, cols_runs, geometry, dilation, groups, chunk_images):
+def _conv_kernel_cpu(x, weights, y, cols_runs, geometry, dilation, groups, chunk_images, relu):
     """y (N, OC, P), each run of chunks on one thread with its own columns."""
     for run in prange(cols_runs.shape[0]):
-        _conv_run(x, weights, y, cols_runs, geometry, dilation, groups, chunk_images, np.int64(run))
+        _conv_run(
+            x, weights, y, cols_runs, geometry, dilation, groups, chunk_images, relu, np.int64(run)
+        )
 
 
 @cpu_kernel
@@ -778,9 +784,11 @@ def conv2d_im2col_cpu(
     groups: int = 1,
     chunk_images: int = 1,
     out: np.ndarray | None = None,
+    relu: bool = False,
 ) -> np.ndarray:
     """y (N, OC, OH, OW) = conv2d(x (N, C, H, W), weight (OC, C/G, KH, KW)) + bias, by im2col
-    and a product per image and group, ``chunk_images`` images' columns at a time."""
+    and a product per image and group, ``chunk_images`` images' columns at a time; with
+    ``relu``, relu of all that."""
     x, weights, geometry, dilation, chunks = _conv_arguments(
         "conv2d_im2col", x, weight, bias, stride, padding, dilation, groups, chunk_images
     )
@@ -804,9 +812,12 @@ def conv2d_im2col_cpu(
         dilation,
         groups,
         chunk_images,
+        bool(relu) and (bias is None or ones),  # else the bias comes after the products
     )
     if bias is not None and not ones:
         y += bias[:, None, None]
+        if relu:
+            np.maximum(y, 0, out=y)  # NaN kept, as the kernels' ReLU keeps it
     return y
 
 
@@ -890,9 +901,11 @@ def conv2d_im2col_cuda(
     groups: int = 1,
     chunk_images: int = 1,
     out: Any = None,
+    relu: bool = False,
 ) -> Any:
     """As :func:`conv2d_im2col_cpu`, on the GPU (CuPy arrays) or in the simulator: per chunk one
-    im2col and one (batched over groups) product of the whole chunk's columns."""
+    im2col and one (batched over groups) product of the whole chunk's columns; ``relu`` as the
+    array module's maximum, NaN kept, over y."""
     x, weights, geometry, dilation, _ = _conv_arguments(
         "conv2d_im2col", x, weight, bias, stride, padding, dilation, groups, chunk_images
     )
@@ -913,6 +926,8 @@ def conv2d_im2col_cuda(
         y3[start:stop] = planes.reshape(out_channels, stop - start, plane).transpose(1, 0, 2)
     if bias is not None and not ones:
         y += bias[:, None, None]
+    if relu:
+        xp.maximum(y, 0, out=y)
     return y
 
 

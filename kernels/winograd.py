@@ -91,6 +91,7 @@ from ._cuda import (
     stride_grid,
 )
 from ._geometry import int_pair
+from ._relu import relu_span
 from ._winograd_simd import (
     input_grad_tiles_4,
     input_grad_tiles_8,
@@ -826,8 +827,9 @@ def _output_grad_kernel_cpu(dy, tiles_grad):
 
 
 @njit(cache=True, error_model="numpy")
-def _conv_run(x, u, bias, y, v_tiles, m_tiles, pad_h, pad_w, chunk_images, group):
-    """Run ``group`` of the chunks: per chunk V, M = U·V (one GEMM a position), y's tiles."""
+def _conv_run(x, u, bias, y, v_tiles, m_tiles, pad_h, pad_w, chunk_images, relu, group):
+    """Run ``group`` of the chunks: per chunk V, M = U·V (one GEMM a position), y's tiles (each
+    plane through ReLU as soon as it is written, with ``relu``)."""
     batch, channels = x.shape[0], x.shape[1]
     tiles_h, tiles_w = (y.shape[2] + 1) // 2, (y.shape[3] + 1) // 2
     groups, chunks = v_tiles.shape[0], (batch + chunk_images - 1) // chunk_images
@@ -843,18 +845,23 @@ def _conv_run(x, u, bias, y, v_tiles, m_tiles, pad_h, pad_w, chunk_images, group
         for position in range(POSITIONS):  # M[ξ] = U[ξ]·V[ξ]
             gemm(u[position], v[position], m[position], False, False, 0.0)
         outputs = y[start:stop]
+        flat, plane_size = outputs.reshape(-1), y.shape[2] * y.shape[3]
         for plane in range((stop - start) * y.shape[1]):
             _output_plane(m, bias, outputs, plane)
+            if relu:
+                relu_span(flat, plane * plane_size, (plane + 1) * plane_size)
 
 
 # The whole-convolution kernels are thin loops over runs of chunks, each run one call of a jitted
 # function that both drivers share: the body is compiled once, not once a driver (a parallel
 # compile of the whole body took ~20 s).
 @cpu_kernel
-def _conv_kernel_cpu(x, u, bias, y, v_tiles, m_tiles, pad_h, pad_w, chunk_images):
+def _conv_kernel_cpu(x, u, bias, y, v_tiles, m_tiles, pad_h, pad_w, chunk_images, relu):
     """y = conv(x) a chunk at a time, each run of chunks on one thread with its own tiles."""
     for group in prange(v_tiles.shape[0]):
-        _conv_run(x, u, bias, y, v_tiles, m_tiles, pad_h, pad_w, chunk_images, np.int64(group))
+        _conv_run(
+            x, u, bias, y, v_tiles, m_tiles, pad_h, pad_w, chunk_images, relu, np.int64(group)
+        )
 
 
 @njit(cache=True, error_model="numpy")
@@ -991,11 +998,12 @@ def winograd_conv2d_cpu(
     padding: int | tuple[int, int],
     chunk_images: int,
     out: np.ndarray | None = None,
+    relu: bool = False,
 ) -> np.ndarray:
     """y (N, K, OH, OW) = the 3x3 stride-1 convolution of x (N, C, H, W) whose filters' tiles are
     ``tiles_weight`` U (16, K, C), plus bias, ``chunk_images`` images at a time: V, M = U·V (BLAS,
-    :mod:`._blas`) and y's tiles per chunk, in one call. On more than one thread the chunks split
-    into one run per thread, each with its own tile buffers."""
+    :mod:`._blas`) and y's tiles per chunk, in one call; with ``relu``, relu of all that. On more
+    than one thread the chunks split into one run per thread, each with its own tile buffers."""
     x, u, bias, geometry, chunks = _conv_arguments(
         "winograd_conv2d", x, tiles_weight, bias, padding, chunk_images
     )
@@ -1006,7 +1014,9 @@ def winograd_conv2d_cpu(
     elements = POSITIONS * (channels + out_channels) * count * chunks
     driver, groups = chunk_groups(_conv_kernel_cpu, elements, chunks)
     v_tiles, m_tiles = _workspace(groups, channels, out_channels, count, x)
-    driver(x, u, bias, y, v_tiles, m_tiles, geometry.pad_h, geometry.pad_w, chunk_images)
+    driver(
+        x, u, bias, y, v_tiles, m_tiles, geometry.pad_h, geometry.pad_w, chunk_images, bool(relu)
+    )
     return y
 
 
@@ -1223,12 +1233,18 @@ def _cuda_chunks(batch: int, chunk_images: int) -> list[tuple[int, int]]:
 
 
 def winograd_conv2d_cuda(
-    x: Any, tiles_weight: Any, bias: Any, padding: Any, chunk_images: int, out: Any = None
+    x: Any,
+    tiles_weight: Any,
+    bias: Any,
+    padding: Any,
+    chunk_images: int,
+    out: Any = None,
+    relu: bool = False,
 ) -> Any:
     """As :func:`winograd_conv2d_cpu`, on the GPU (CuPy arrays) or in the simulator: per chunk the
     transforms above and the 16 products through the array module's batched matmul (cuBLAS on a
     GPU; a kernel family does not call a sibling's, so not the matmul family's), the tile buffers
-    reused."""
+    reused; ``relu`` as the array module's maximum, NaN kept, over y."""
     x, u, bias, geometry, _ = _conv_arguments(
         "winograd_conv2d", x, tiles_weight, bias, padding, chunk_images
     )
@@ -1244,6 +1260,8 @@ def winograd_conv2d_cuda(
         )
         m = xp.matmul(u, v, out=_reused(buffers, "m", out_channels, count, x))
         winograd_output_cuda(m, bias, y[start:stop].shape, out=y[start:stop])
+    if relu:
+        xp.maximum(y, 0, out=y)
     return y
 
 

@@ -80,12 +80,18 @@ def relu(input: Tensor, inplace: bool = False) -> Tensor:
 class ReLUAfter(Function):
     """Mixin over an op's Function: the op's output through ReLU in the same graph node, without
     a node, an output and the Python path of a separate relu (``conv2d_relu``, ``linear_relu``).
-    Backward masks the gradient by the kept output (dy·[y > 0]), then runs the op's backward."""
+    Backward masks the gradient by the kept output (dy·[y > 0]), then runs the op's backward.
+
+    An op whose kernel can apply the ReLU itself (the convolutions) reads ``relu``, True here,
+    and hands it to the kernel; the separate pass is then skipped."""
 
     saves_output = True
+    relu = True
+    relu_in_kernel = False  # set by the ops that pass ``relu`` to their kernel
 
     def forward(self, *arrays, **params):
-        self.out = self.device.relu_forward(super().forward(*arrays, **params))
+        out = super().forward(*arrays, **params)
+        self.out = out if self.relu_in_kernel else self.device.relu_forward(out)
         return self.out
 
     def backward(self, grad):

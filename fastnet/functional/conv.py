@@ -134,6 +134,8 @@ class Conv2d(Function):
     chunks of images, whose columns fit the workspace policy (:func:`conv_image_chunks`), in one
     call each way; backward recomputes a chunk's columns rather than keeping the batch's."""
 
+    relu = False  # True in Conv2dReLU, whose kernel applies it
+
     def forward(self, x, weight, *bias, stride, padding, dilation=(1, 1), groups=1):
         _check_conv_shapes("conv2d", x, weight, groups)
         kernel_hw = tuple(weight.shape[2:])
@@ -145,8 +147,9 @@ class Conv2d(Function):
             self.device, x.shape[0], columns, weight.shape[0], oh * ow, x.itemsize
         )
         return self.device.conv2d_im2col(
-            self.x, weight, bias[0] if bias else None, *self.window, self.chunk_images
-        )
+            self.x, weight, bias[0] if bias else None, *self.window, self.chunk_images,
+            relu=self.relu,
+        )  # fmt: skip
 
     def backward(self, grad):
         need_x, need_w = self.inputs[0].requires_grad, self.inputs[1].requires_grad
@@ -198,6 +201,8 @@ class Conv2dWinograd(Function):
     gives dx, dU and Σ dY the same way, and dW = the weights' adjoint of dU. The chunk size is
     the workspace policy's (:func:`conv_image_chunks`)."""
 
+    relu = False  # True in Conv2dWinogradReLU, whose kernel applies it
+
     def forward(self, x, weight, *bias, padding, tiles_weight=None):
         _check_conv_shapes("conv2d", x, weight)
         n, channels, h, w = x.shape
@@ -217,7 +222,7 @@ class Conv2dWinograd(Function):
         # U (16, OC, C): given by conv2d from its cache when the weight takes no gradient
         self.u = self.device.winograd_weights(weight) if tiles_weight is None else tiles_weight
         return self.device.winograd_conv2d(
-            self.x, self.u, bias[0] if bias else None, padding, self.chunk_images
+            self.x, self.u, bias[0] if bias else None, padding, self.chunk_images, relu=self.relu
         )
 
     def backward(self, grad):
@@ -239,11 +244,11 @@ class Conv2dWinograd(Function):
 
 
 class Conv2dReLU(ReLUAfter, Conv2d):
-    pass
+    relu_in_kernel = True
 
 
 class Conv2dWinogradReLU(ReLUAfter, Conv2dWinograd):
-    pass
+    relu_in_kernel = True
 
 
 class DepthwiseConv2dReLU(ReLUAfter, DepthwiseConv2d):

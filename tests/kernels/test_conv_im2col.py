@@ -140,3 +140,31 @@ def test_bad_arguments_name_what_is_wrong(variant):
         forward(x, w, None, 1, 1, 1, 2, 2.0)
     with pytest.raises(ValueError, match=r"dy of shape \(2, 6, 5, 5\)"):
         backward(np.ones((2, 6, 5, 4), np.float32), x, w, 1, 1, 1, 2)
+
+
+def _relu_rule(y):
+    return np.where(np.isnan(y) | (y > 0), y, 0).astype(y.dtype)
+
+
+@pytest.mark.parametrize(
+    "variant, driver, case",
+    [("cpu", "serial", CASES[0]), ("cpu", "parallel", CASES[0]), ("cpu", "serial", CASES[1])]
+    + [("cuda", "grid", CASES[0]), ("cuda", "grid", CASES[1])],
+    ids=lambda value: case_id(value) if isinstance(value, tuple) else value,
+)
+@pytest.mark.parametrize("with_bias", (True, False))
+def test_relu_is_the_rule_over_the_plain_output(
+    force_driver, two_threads, rng, variant, driver, case, with_bias
+):
+    """relu=True: bit for bit the ReLU rule (NaN kept) over relu=False's output, the bias inside
+    the products (one group) or added after (groups), a NaN input included."""
+    if variant == "cpu":
+        force_driver(driver)
+    x, w, b, window = operands(rng, case, np.float32)
+    x[0, 0, 2, 3] = np.nan
+    bias = b if with_bias else None
+    conv2d = getattr(conv, f"conv2d_im2col_{variant}")
+    plain = conv2d(x, w, bias, *window)
+    fused = conv2d(x, w, bias, *window, relu=True)
+    assert np.isnan(plain).any() and (plain < 0).any() and (plain > 0).any()
+    np.testing.assert_array_equal(fused, _relu_rule(plain))

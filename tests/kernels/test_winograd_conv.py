@@ -141,3 +141,27 @@ def test_bad_arguments_name_what_is_wrong(variant):
         backward(np.ones((2, 4, 5, 4), np.float32), x, u, 1, 1)
     with pytest.raises(ValueError, match="does not fit"):
         conv2d(np.ones((1, 3, 1, 1), np.float32), u, None, 0, 1)
+
+
+@pytest.mark.parametrize(
+    "variant, driver, case",
+    [("cpu", "serial", CASES[0]), ("cpu", "parallel", CASES[1]), ("cpu", "serial", CASES[2])]
+    + [("cuda", "grid", CUDA_CASES[0])],
+    ids=lambda value: case_id(value) if isinstance(value, tuple) else value,
+)
+def test_relu_is_the_rule_over_the_plain_output(
+    force_driver, two_threads, rng, variant, driver, case
+):
+    """relu=True: bit for bit the ReLU rule (NaN kept) over relu=False's output, each plane
+    clamped as it is written; a NaN input included."""
+    if variant == "cpu":
+        force_driver(driver)
+    x, weight, bias, padding, chunk = operands(rng, case, np.float32)
+    x[-1, 0, 1, 1] = np.nan
+    u = getattr(winograd, f"winograd_weights_{variant}")(weight)
+    conv2d = getattr(winograd, f"winograd_conv2d_{variant}")
+    plain = conv2d(x, u, bias, padding, chunk)
+    fused = conv2d(x, u, bias, padding, chunk, relu=True)
+    assert np.isnan(plain).any() and (plain < 0).any() and (plain > 0).any()
+    expected = np.where(np.isnan(plain) | (plain > 0), plain, 0).astype(plain.dtype)
+    np.testing.assert_array_equal(fused, expected)
