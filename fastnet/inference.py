@@ -17,8 +17,11 @@ model is left untouched.
 
 Then, in every Sequential, a Conv2d or Linear followed by a ReLU (folded BatchNorms, now
 Identities, in between) becomes one fused layer (:class:`~fastnet.nn.ConvReLU2d`,
-:class:`~fastnet.nn.LinearReLU`: the same values in one op) and the ReLU an Identity. A ReLU
-called as a function inside a module's forward (a residual block's) stays as it is.
+:class:`~fastnet.nn.LinearReLU`: the same values in one op, the convolutions' kernels applying
+the ReLU to each output plane as they write it) and the ReLU an Identity. Outside Sequentials, a
+ReLU module (not in place) fuses with the Conv2d before it when an ``example`` is given and the
+trace shows it legal (below), as a residual block's ``relu1(bn1(conv1(x)))`` does. A ReLU called
+as a function inside a module's forward stays as it is.
 
 Forward-only work, for any model whose weights take no gradient (this copy's always): conv2d
 keeps each weight's Winograd tiles between calls (checked against the weight's bytes on every
@@ -32,7 +35,9 @@ Where a pair may be folded:
 * anywhere else (a residual block's ``bn1(conv1(x))``), only when an ``example`` input is given:
   the model runs once on it, recording which BatchNorm2d received which Conv2d's output and, from
   the autograd graph, every op that read that output; the pair folds when the BatchNorm is its
-  only reader, each was called once, and the output is not the model's.
+  only reader, each was called once, and the output is not the model's. A ReLU module fuses on
+  the same terms: called once, the only reader of its input, which is a Conv2d's output or a
+  folded pair's.
 
 A BatchNorm without running statistics (``track_running_stats=False``) normalises with the
 batch's statistics even in eval mode and is never folded.
@@ -121,9 +126,13 @@ def _readers(output: Tensor) -> dict[int, int]:
     return counts
 
 
-def _traced_pairs(model: nn.Module, example: Any) -> list[tuple[str, str]]:
-    """(conv, norm) names where, running a copy of ``model`` on ``example``, the norm was called
-    once, on the output of a conv called once, and no other op read that output."""
+def _trace(model: nn.Module, example: Any) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Run a copy of ``model`` on ``example`` and read off, by module name:
+
+    * (conv, norm) pairs: the norm was called once, on the output of a conv called once, and no
+      other op read that output;
+    * (conv, relu) pairs: a ReLU module called once whose input only it read, and that input was
+      such a conv's output, or the output of such a pair's norm; neither is the model's output."""
     probe = copy_model(model).eval().requires_grad_(True)
     calls: dict[str, list[tuple[Any, Any]]] = {}
 
@@ -136,41 +145,64 @@ def _traced_pairs(model: nn.Module, example: Any) -> list[tuple[str, str]]:
         return forward
 
     for name, module in probe.named_modules():
-        if type(module) in (nn.Conv2d, nn.BatchNorm2d):
+        if type(module) in (nn.Conv2d, nn.BatchNorm2d) or _plain_relu(module):
             object.__setattr__(module, "forward", recording(name, module))
     example = example if isinstance(example, Tensor) else Tensor(np.asarray(example))
     with enable_grad():
         output = probe(example.to(probe.device) if probe.device is not None else example)
     if not isinstance(output, Tensor):
-        return []
+        return [], []
     readers = _readers(output)
     once = {name: pairs[0] for name, pairs in calls.items() if len(pairs) == 1}
-    conv_by_output = {
-        id(out): name
-        for name, (_, out) in once.items()
-        if type(probe.get_submodule(name)) is nn.Conv2d
-    }
-    found = []
-    for norm_name, (x, _) in once.items():
+
+    def read_once(x: Any) -> bool:
+        return x is not output and readers.get(id(x)) == 1
+
+    def of_kind(kind: Any) -> dict[int, str]:
+        return {id(out): name for name, (_, out) in once.items() if kind(probe.get_submodule(name))}
+
+    conv_by_output = of_kind(lambda module: type(module) is nn.Conv2d)
+    norm_by_output = of_kind(lambda module: type(module) is nn.BatchNorm2d)
+    pairs = []
+    for norm_name in norm_by_output.values():
+        x = once[norm_name][0]
         conv_name = conv_by_output.get(id(x))
         if (
             conv_name is not None
-            and x is not output
-            and readers.get(id(x)) == 1
+            and read_once(x)
             and _foldable(probe.get_submodule(conv_name), probe.get_submodule(norm_name))
         ):
-            found.append((conv_name, norm_name))
-    return found
+            pairs.append((conv_name, norm_name))
+    conv_of_norm = {norm: conv for conv, norm in pairs}
+    relus = []
+    for relu_name, (x, _) in once.items():
+        if not _plain_relu(probe.get_submodule(relu_name)) or not read_once(x):
+            continue
+        conv_name = conv_by_output.get(id(x)) or conv_of_norm.get(norm_by_output.get(id(x)))
+        if conv_name is not None:
+            relus.append((conv_name, relu_name))
+    return pairs, relus
+
+
+def _plain_relu(module: Any) -> bool:
+    return type(module) is nn.ReLU and not module.inplace
 
 
 def fold_pairs(model: nn.Module, example: Any = None) -> list[tuple[str, str]]:
     """The (Conv2d name, BatchNorm2d name) pairs of ``model`` that :func:`optimize_for_inference`
     folds: those of its Sequentials, and with ``example`` (an input batch) those the traced data
     flow shows legal (see the module docstring)."""
+    return _fusions(model, example)[0]
+
+
+def _fusions(model: nn.Module, example: Any) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """:func:`fold_pairs`, and the (Conv2d, ReLU) pairs outside Sequentials that the trace of
+    ``example`` shows legal to fuse (none without one)."""
     pairs = list(_sequential_pairs(model))
-    if example is not None:
-        pairs += [pair for pair in _traced_pairs(model, example) if pair not in pairs]
-    return pairs
+    if example is None:
+        return pairs, []
+    traced_pairs, relus = _trace(model, example)
+    return pairs + [pair for pair in traced_pairs if pair not in pairs], relus
 
 
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -195,7 +227,7 @@ def optimize_for_inference(model: nn.Module, example: Any = None) -> nn.Module:
             f"optimize_for_inference: the model is in training mode ({training[0]}"
             f"{' and others' if len(training) > 1 else ''}); call model.eval() first"
         )
-    pairs = fold_pairs(model, example)
+    pairs, relus = _fusions(model, example)
     optimized = copy_model(model).eval()
     for conv_name, norm_name in pairs:
         conv = optimized.get_submodule(conv_name)
@@ -206,6 +238,12 @@ def optimize_for_inference(model: nn.Module, example: Any = None) -> nn.Module:
         parent, key = _parent(optimized, norm_name)
         setattr(parent, key, nn.Identity())
     _fuse_relus(optimized)
+    for conv_name, relu_name in relus:  # those a Sequential's fusing has not taken already
+        conv, relu = optimized.get_submodule(conv_name), optimized.get_submodule(relu_name)
+        if type(conv) is nn.Conv2d and type(relu) is nn.ReLU:
+            for name, layer in ((conv_name, nn.ConvReLU2d.fuse(conv)), (relu_name, nn.Identity())):
+                parent, key = _parent(optimized, name)
+                setattr(parent, key, layer)
     return optimized.eval().requires_grad_(False)
 
 

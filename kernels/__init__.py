@@ -31,10 +31,10 @@ fused epilogue), ``sparse`` (CSR sparse x dense products, for pruned layers).
 Shared helpers, one concern each: ``_contract`` (the family declaration and the benchmark
 vocabulary), ``_cpu`` (when a CPU kernel runs serial or parallel, and a thread's kernel
 workspace), ``_cuda`` (the launch path and allocation), ``_relu`` (the ReLU rule the activation
-kernels and the convolutions' fused ReLU share), ``_checks`` (argument checks), ``_geometry`` (sliding windows), ``_fastmath``
-(vectorisable exp and max, fastmath flags), ``_reduce`` (CUDA block reductions), ``_simd`` (CPU
-SIMD micro-kernels as Numba intrinsics: the int8 GEMM tiles), ``_winograd_simd`` (the Winograd
-transforms on groups of neighbouring tiles, as Numba intrinsics), ``_blas`` (NumPy's own BLAS GEMM,
-callable from inside Numba kernels, so that a kernel splitting its work over threads calls a
-single-threaded BLAS per piece).
+kernels and the convolutions' fused ReLU share), ``_checks`` (argument checks), ``_geometry``
+(sliding windows), ``_fastmath`` (vectorisable exp and max, fastmath flags), ``_reduce`` (CUDA
+block reductions), ``_simd`` (CPU SIMD micro-kernels as Numba intrinsics: the int8 GEMM tiles),
+``_winograd_simd`` (the Winograd transforms on groups of neighbouring tiles, as Numba
+intrinsics), ``_blas`` (NumPy's own BLAS GEMM, callable from inside Numba kernels, so that a
+kernel splitting its work over threads calls a single-threaded BLAS per piece).
 """

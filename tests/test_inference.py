@@ -169,3 +169,58 @@ def test_folded_weights_match_the_float64_formula():
     np.testing.assert_allclose(bias, expected_bias, 1e-6)
     same_weight, zero_bias = folded_conv_weights(nn.Conv2d(2, 3, 3, bias=False), None)
     assert same_weight.dtype == np.float32 and np.all(zero_bias == 0)
+
+
+def test_the_blocks_first_relu_fuses_into_their_first_convolution():
+    model = _eval_model(models.create("resnet8", width=4))
+    x = _images((3, 3, 12, 12))
+    optimized = optimize_for_inference(model, x[:1])
+    blocks = [m for m in optimized.modules() if type(m) is models.resnet.BasicBlock]
+    assert len(blocks) == 3
+    for block in blocks:
+        assert type(block.conv1) is nn.ConvReLU2d and type(block.relu1) is nn.Identity
+        assert type(block.conv2) is nn.Conv2d  # its ReLU comes after the residual add
+    assert relative_error(_outputs(optimized, x), _outputs(model, x)) < TOLERANCE
+    # without an example, no trace: the blocks keep their ReLU modules
+    assert _count(optimize_for_inference(model), nn.ReLU) == 3
+
+
+class _ReLUAfter(nn.Module):
+    """conv → [bn] → relu, with one thing that makes fusing the ReLU illegal."""
+
+    def __init__(self, case: str) -> None:
+        super().__init__()
+        self.case = case
+        self.conv, self.bn = nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3)
+        self.relu = nn.ReLU(inplace=case == "in-place")
+
+    def forward(self, x):
+        y = self.bn(self.conv(x)) if self.case != "no-norm" else self.conv(x)
+        if self.case == "input-read-twice":
+            return self.relu(y) + y
+        if self.case == "relu-called-twice":
+            return self.relu(self.relu(y) - 1.0)
+        if self.case == "input-returned":
+            self.relu(y)  # its only reader, but y is also what the model returns
+            return y
+        return self.relu(y)
+
+
+@pytest.mark.parametrize(
+    "case, fuses",
+    [
+        ("plain", True),
+        ("no-norm", True),
+        ("input-read-twice", False),
+        ("relu-called-twice", False),
+        ("input-returned", False),
+        ("in-place", False),
+    ],
+)
+def test_a_relu_module_fuses_only_where_the_trace_shows_it_legal(case, fuses):
+    model = _eval_model(_ReLUAfter(case))
+    x = _images((2, 2, 6, 6))
+    optimized = optimize_for_inference(model, x[:1])
+    assert (type(optimized.conv) is nn.ConvReLU2d) == fuses
+    assert (type(optimized.relu) is nn.Identity) == fuses
+    assert relative_error(_outputs(optimized, x), _outputs(model, x)) < TOLERANCE

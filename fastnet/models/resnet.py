@@ -46,11 +46,14 @@ class BasicBlock(nn.Module):
     """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), both convolutions 3×3.
 
     ``conv1`` has the block's stride; the shortcut is the identity when the shape is kept, and a
-    strided 1×1 convolution + BatchNorm when the channels or the image size change."""
+    strided 1×1 convolution + BatchNorm when the channels or the image size change. The first
+    ReLU is a module, ``relu1``, so that :func:`fastnet.inference.optimize_for_inference` can fuse
+    it into ``conv1``; it holds no state, so state dicts are those of a functional ReLU."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__()
         self.conv1, self.bn1 = _conv_bn(in_channels, out_channels, 3, stride)
+        self.relu1 = nn.ReLU()
         self.conv2, self.bn2 = _conv_bn(out_channels, out_channels, 3)
         reshaping = stride != 1 or in_channels != out_channels
         self.shortcut = (
@@ -60,7 +63,7 @@ class BasicBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.relu1(self.bn1(self.conv1(x)))
         return F.add_relu(self.bn2(self.conv2(out)), self.shortcut(x))
 
 
