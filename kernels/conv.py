@@ -605,7 +605,8 @@ def col2im_cuda(
 # its gradients. CPU: one call, the chunks shared out over the threads (_cpu.chunk_groups), each
 # run with its own columns and a single-threaded BLAS (_blas.gemm) per image and group; CUDA: a
 # loop over the chunks, each one im2col launch and one batched product (the array module's
-# matmul: a family does not call a sibling's).
+# matmul: a family does not call a sibling's). With relu=True (conv2d_relu), y is relu(y), the CPU
+# applying it to each image's planes right after their products (kernels/_relu.py's rule).
 
 
 def _conv_arguments(

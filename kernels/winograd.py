@@ -17,7 +17,8 @@ the 4x4 transformed tile, and those go to BLAS:
     U[ξ] = (G g Gᵀ)[ξ]        (16, K, C)   weights, K output and C input channels
     V[ξ] = (Bᵀ d B)[ξ]        (16, C, T)   input tiles, T = N·TH·TW tiles
     M[ξ] = U[ξ] · V[ξ]        (16, K, T)
-    y    = Aᵀ M A (+ b)       (N, K, OH, OW)
+    y    = Aᵀ M A (+ b)       (N, K, OH, OW), or relu of that (``relu=True``: conv2d_relu's
+                                              fused ReLU, applied as each plane is written)
 
 For an input x (N, C, H, W) and zero padding (PH, PW): OH = H + 2·PH - 2, OW = W + 2·PW - 2,
 TH = ceil(OH / 2), TW = ceil(OW / 2); tile t = (n·TH + i)·TW + j covers output rows 2i, 2i+1
