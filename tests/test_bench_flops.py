@@ -85,6 +85,19 @@ def test_a_conv_batchnorm_relu_pool_linear_chain():
     assert counted.total == batch * (2 * conv + 3 * linear + 2 * elementwise) + ADAM * parameters
 
 
+def test_a_residual_block_counts_each_relu_once():
+    batch, channels, side = 3, 4, 6
+    block = models.resnet.BasicBlock(channels, channels)
+    maps = channels * side * side  # every conv, norm, ReLU and addition output per sample
+    conv = 2 * maps * channels * 3 * 3
+    # two batch norms (5 + 2 affine), relu1, the shortcut's addition and the last ReLU, the loss
+    elementwise = 2 * 7 * maps + maps + 2 * maps + LOSS * maps
+    counted = count_step_flops(block, (channels, side, side), batch)
+    assert counted.forward_gemm == batch * 2 * conv
+    assert counted.forward_other == batch * elementwise
+    assert counted.uncounted == []
+
+
 class SelfAttention(nn.Module):
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()

@@ -33,7 +33,7 @@ Elementwise terms (``forward_other``, ``backward_other``), per element:
   and the normalisation, +2 with an affine transform (as ``model.summary`` counts them);
   ReLU 1, LeakyReLU 2, Tanh/Sigmoid/SiLU 4, GELU 8; max/average pooling kh·kw per output
   element, adaptive pooling 1 per input element; the attention softmax 5 per score; residual
-  additions 1 (BasicBlock: two ReLUs and the addition it writes in its ``forward``;
+  additions 1 (BasicBlock: the addition and the last ReLU it writes in its ``forward``;
   TransformerEncoderLayer: its two residual additions and its activation); a mean 1 per input
   element; the cross-entropy loss 5 per logit.
 * Their backward is counted equal to their forward (one gradient per element, about as many
@@ -229,8 +229,9 @@ def _activation(tally: _Tally, module: Any, args: tuple, kwargs: dict, output: A
 
 
 def _basic_block(tally: _Tally, module: Any, args: tuple, kwargs: dict, output: Any) -> None:
-    # relu(bn1(conv1(x))), the addition of the shortcut and the last relu, all of output's size
-    tally.elementwise(3 * tensor_numel(output), _needs_grad(output))
+    # the addition of the shortcut and the last relu, both of output's size (the first relu is
+    # the block's relu1 module, counted as a module)
+    tally.elementwise(2 * tensor_numel(output), _needs_grad(output))
 
 
 def _encoder_layer(tally: _Tally, module: Any, args: tuple, kwargs: dict, output: Any) -> None:
