@@ -322,6 +322,18 @@ def test_adaptive_avg_pool2d_gradients(out_hw, rng):
     )
 
 
+def test_adaptive_avg_pool2d_global_over_empty_planes_and_integers_as_in_pytorch(rng):
+    x = fn.tensor(np.ones((2, 3, 0, 4), np.float32), requires_grad=True)
+    y = F.adaptive_avg_pool2d(x, 1)
+    assert y.shape == (2, 3, 1, 1) and np.isnan(y.numpy()).all()  # PyTorch: the mean of nothing
+    y.sum().backward()
+    assert x.grad.shape == (2, 3, 0, 4)
+    empty_batch = F.adaptive_avg_pool2d(fn.tensor(rng.standard_normal((0, 3, 4, 4))), 1)
+    assert empty_batch.shape == (0, 3, 1, 1)
+    with pytest.raises(TypeError, match="floating point, got int64"):
+        F.adaptive_avg_pool2d(fn.tensor(np.ones((1, 2, 3, 3), np.int64)), 1)
+
+
 def test_adaptive_avg_pool2d_errors(rng):
     with pytest.raises(ValueError, match="output_size must be positive"):
         F.adaptive_avg_pool2d(fn.tensor(rng.standard_normal((1, 1, 4, 4))), (0, 2))

@@ -259,8 +259,12 @@ class AdaptiveAvgPool2d(Function):
 
     def forward(self, x, output_size):
         _check_images("adaptive_avg_pool2d", x)
+        if x.dtype.kind != "f":  # a bin's mean of integers (PyTorch refuses them too)
+            raise TypeError(f"adaptive_avg_pool2d: input must be floating point, got {x.dtype}")
         self.x_shape, (h, w), xp = x.shape, x.shape[-2:], self.device.xp
         if output_size == (1, 1):
+            if h * w == 0:  # the mean of nothing, as PyTorch gives it
+                return xp.full((*x.shape[:-2], 1, 1), np.nan, x.dtype)
             planes = xp.ascontiguousarray(x).reshape(-1, h * w)
             mean = planes @ xp.full(h * w, 1 / (h * w), x.dtype)
             return mean.reshape(*x.shape[:-2], 1, 1)
@@ -271,6 +275,8 @@ class AdaptiveAvgPool2d(Function):
     def backward(self, grad):
         xp, (h, w) = self.device.xp, self.x_shape[-2:]
         if grad.shape[-2:] == (1, 1):
+            if h * w == 0:
+                return (xp.zeros(self.x_shape, grad.dtype),)
             return (xp.broadcast_to(grad * grad.dtype.type(1 / (h * w)), self.x_shape).copy(),)
         return (xp.matmul(self.rows.T @ grad, self.columns),)
 
