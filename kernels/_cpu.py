@@ -174,7 +174,7 @@ def scratch(key: tuple, build: Callable[[], Any]) -> Any:
     """A kernel's workspace for ``key`` (the kernel's name and the shapes that fix the layout):
     ``build()``'s array on this thread's first call with ``key``, the same array on every later
     one while it stays cached. Why: a small call's time went into working out and allocating its
-    workspace (Winograd's tile buffers, im2col's columns), not into the kernel.
+    workspace (the Winograd convolution's spaced tile buffers), not into the kernel.
 
     The caller writes it before reading it, and neither returns it nor keeps it past the call;
     each Python thread has its own, so two threads never share one. Arrays over a quarter of

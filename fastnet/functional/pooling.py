@@ -255,8 +255,6 @@ class AdaptiveAvgPool2d(Function):
     """Each bin's mean: y = R·x·Cᵀ with the bin matrices R (OH, H) and C (OW, W); the global pool
     (1x1 bins) as one matrix-vector product of the (·, H·W) planes with 1/(H·W)."""
 
-    saves_inputs = saves_output = False
-
     def forward(self, x, output_size):
         _check_images("adaptive_avg_pool2d", x)
         if x.dtype.kind != "f":  # a bin's mean of integers (PyTorch refuses them too)
