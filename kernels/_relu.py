@@ -7,6 +7,7 @@ Conv2d → ReLU into one op.
 
 from __future__ import annotations
 
+from numba import uint64
 from numba.extending import register_jitable
 
 
@@ -19,7 +20,11 @@ def relu_value(value, zero):
 
 @register_jitable
 def relu_span(y, start, stop):
-    """y[start:stop] = relu(y[start:stop]), in place (y 1-D)."""
+    """y[start:stop] = relu(y[start:stop]), in place (y 1-D, 0 <= start <= stop <= y.size)."""
     zero = y.dtype.type(0)
-    for index in range(start, stop):
-        y[index] = relu_value(y[index], zero)
+    # In place, "keep y[i] or store 0" becomes a masked store of the zeros (vmaskmovps), which
+    # AMD's cores microcode: ~8x slower than storing every value. Times a one the compiler does
+    # not fold (1 + 0·stop: 0·x may be -0.0 for all it knows), every value is stored, unchanged.
+    one = y.dtype.type(1) + y.dtype.type(0) * y.dtype.type(stop)
+    for index in range(uint64(start), uint64(stop)):  # unsigned: no wrap-around test
+        y[index] = relu_value(y[index], zero) * one

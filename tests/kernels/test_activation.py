@@ -117,3 +117,24 @@ def test_add_relu_drivers_and_argument_checks(force_driver, rng, driver):
         activation.add_relu_forward_cpu(a, b[:3])
     with pytest.raises(TypeError, match="b dtype float64 does not match a dtype float32"):
         activation.add_relu_forward_cpu(a, b.astype(np.float64))
+
+
+def test_the_in_place_relu_of_the_convolutions_is_the_rule_on_special_values():
+    """kernels/_relu.relu_span (the fused ReLU of conv2d_relu), bit for bit: NaN of either sign
+    kept, -inf and -0.0 to +0.0, denormals and +inf kept; only [start, stop) touched."""
+    from numba import njit
+
+    from fastnet.kernels._relu import relu_span
+
+    span = njit(lambda y, start, stop: relu_span(y, start, stop))
+    for dtype in (np.float32, np.float64):
+        values = np.array(
+            [np.nan, -np.nan, -np.inf, np.inf, -0.0, 0.0, -1.5, 2.5, 1e-300, -1e-300, 7.0, -7.0],
+            dtype,
+        )
+        y = values.copy()
+        span(y, 1, len(values) - 1)
+        expected = values.copy()
+        inner = values[1:-1]
+        expected[1:-1] = np.where(np.isnan(inner) | (inner > 0), inner, 0)
+        np.testing.assert_array_equal(y.view(f"u{y.itemsize}"), expected.view(f"u{y.itemsize}"))
