@@ -25,8 +25,9 @@ as a function inside a module's forward stays as it is.
 
 Forward-only work, for any model whose weights take no gradient (this copy's always): conv2d
 keeps each weight's Winograd tiles between calls (checked against the weight's bytes on every
-call, so a changed weight is never served stale tiles: :mod:`fastnet.functional.conv`), and
-max pooling skips the argmax that only a backward would read.
+call, so a changed weight is never served stale tiles) and works out the algorithm, the checks
+and the chunking once per input shape, then calls the kernel directly (its forward-only plans:
+:mod:`fastnet.functional.conv`); max pooling skips the argmax that only a backward would read.
 
 Where a pair may be folded:
 

@@ -27,6 +27,9 @@ GEMM.
   over ``WINOGRAD_MIN_CHANNELS`` or more input channels: 16 GEMMs of 2.25x fewer FLOPs in all
   between the transforms of kernels/winograd.py, in chunks sized the same way.
 
+A call that records no graph (inference) takes its signature's plan: the kernel call above,
+worked out once by the signature's first call (:class:`_ForwardPlans`).
+
 ``conv2d_relu`` is relu(conv2d(...)) as one graph node (each class above with
 :class:`~.activations.ReLUAfter`): the same values, one op's Python path and output fewer
 (inference fuses Conv2d → ReLU into it: :mod:`fastnet.inference`).
@@ -137,19 +140,28 @@ class Conv2d(Function):
     relu = False  # True in Conv2dReLU, whose kernel applies it
 
     def forward(self, x, weight, *bias, stride, padding, dilation=(1, 1), groups=1):
-        _check_conv_shapes("conv2d", x, weight, groups)
-        kernel_hw = tuple(weight.shape[2:])
-        oh, ow = _output_shape("conv2d", x.shape, kernel_hw, stride, padding, dilation)
-        self.x, self.weight = self.device.xp.ascontiguousarray(x), weight
         self.window = (stride, padding, dilation, groups)
-        columns = weight.shape[1] * groups * kernel_hw[0] * kernel_hw[1]
-        self.chunk_images = _images_per_chunk(
-            self.device, x.shape[0], columns, weight.shape[0], oh * ow, x.itemsize
-        )
+        self.chunk_images = _im2col_chunk_images(self.device, x, weight, *self.window)
+        self.x, self.weight = self.device.xp.ascontiguousarray(x), weight
         return self.device.conv2d_im2col(
             self.x, weight, bias[0] if bias else None, *self.window, self.chunk_images,
             relu=self.relu,
         )  # fmt: skip
+
+    @classmethod
+    def plan(cls, device, x, weight, *, stride, padding, dilation=(1, 1), groups=1):
+        """forward's kernel call for the shapes of x's and weight's arrays, checked once:
+        run(x, weight, bias), Tensors (bias None or one), gives the output's array and records
+        nothing (:class:`_ForwardPlans`)."""
+        window = (stride, padding, dilation, groups)
+        chunk_images = _im2col_chunk_images(device, x, weight, *window)
+        convolve, contiguous, relu = device.conv2d_im2col, device.xp.ascontiguousarray, cls.relu
+
+        def run(x, weight, bias):
+            bias = None if bias is None else bias.data
+            return convolve(contiguous(x.data), weight.data, bias, *window, chunk_images, relu=relu)
+
+        return run
 
     def backward(self, grad):
         need_x, need_w = self.inputs[0].requires_grad, self.inputs[1].requires_grad
@@ -157,6 +169,18 @@ class Conv2d(Function):
         return self.device.conv2d_im2col_backward(
             grad, self.x, self.weight, *self.window, self.chunk_images, need_x, need_w, need_b
         )
+
+
+def _im2col_chunk_images(
+    device: Any, x: Any, weight: Any, stride: Any, padding: Any, dilation: Any, groups: int
+) -> int:
+    """The images of one chunk of Conv2d over x (N, C, H, W) and weight, after checking that
+    they fit together and the window fits x."""
+    _check_conv_shapes("conv2d", x, weight, groups)
+    kernel_hw = tuple(weight.shape[2:])
+    oh, ow = _output_shape("conv2d", x.shape, kernel_hw, stride, padding, dilation)
+    columns = weight.shape[1] * groups * kernel_hw[0] * kernel_hw[1]
+    return _images_per_chunk(device, x.shape[0], columns, weight.shape[0], oh * ow, x.itemsize)
 
 
 class DepthwiseConv2d(Function):
@@ -204,26 +228,30 @@ class Conv2dWinograd(Function):
     relu = False  # True in Conv2dWinogradReLU, whose kernel applies it
 
     def forward(self, x, weight, *bias, padding, tiles_weight=None):
-        _check_conv_shapes("conv2d", x, weight)
-        n, channels, h, w = x.shape
-        if h + 2 * padding[0] >= 3 and w + 2 * padding[1] >= 3:
-            oh, ow = h + 2 * padding[0] - 2, w + 2 * padding[1] - 2  # 3x3, stride 1
-        else:
-            oh, ow = _output_shape("conv2d", x.shape, 3, 1, padding)  # raises: too small
+        self.chunk_images = _winograd_chunk_images(self.device, x, weight, padding)
         self.x, self.padding = self.device.xp.ascontiguousarray(x), padding
-        self.chunk_images = _images_per_chunk(
-            self.device,
-            n,
-            WINOGRAD_POSITIONS * channels,
-            WINOGRAD_POSITIONS * weight.shape[0],
-            ((oh + 1) // 2) * ((ow + 1) // 2),
-            x.itemsize,
-        )
         # U (16, OC, C): given by conv2d from its cache when the weight takes no gradient
         self.u = self.device.winograd_weights(weight) if tiles_weight is None else tiles_weight
         return self.device.winograd_conv2d(
             self.x, self.u, bias[0] if bias else None, padding, self.chunk_images, relu=self.relu
         )
+
+    @classmethod
+    def plan(cls, device, x, weight, *, padding, tiles_weight=None):
+        """As :meth:`Conv2d.plan`; run(x, weight, bias) takes the weight's tiles from conv2d's
+        cache (which checks the weight's values on every call) on the CPU, computes them on a
+        GPU."""
+        chunk_images = _winograd_chunk_images(device, x, weight, padding)
+        convolve, contiguous, relu = device.winograd_conv2d, device.xp.ascontiguousarray, cls.relu
+
+        def run(x, weight, bias):
+            u = _winograd_tiles(weight)
+            if u is None:
+                u = device.winograd_weights(weight.data)
+            bias = None if bias is None else bias.data
+            return convolve(contiguous(x.data), u, bias, padding, chunk_images, relu=relu)
+
+        return run
 
     def backward(self, grad):
         device = self.device
@@ -241,6 +269,25 @@ class Conv2dWinograd(Function):
         )
         grad_w = device.winograd_weights_grad(grad_u) if need_w else None
         return grad_x, grad_w, grad_b
+
+
+def _winograd_chunk_images(device: Any, x: Any, weight: Any, padding: tuple[int, int]) -> int:
+    """The images of one chunk of Conv2dWinograd over x (N, C, H, W) and a 3x3 weight, after
+    checking that they fit together and the padded x holds the window."""
+    _check_conv_shapes("conv2d", x, weight)
+    n, channels, h, w = x.shape
+    if h + 2 * padding[0] >= 3 and w + 2 * padding[1] >= 3:
+        oh, ow = h + 2 * padding[0] - 2, w + 2 * padding[1] - 2  # 3x3, stride 1
+    else:
+        oh, ow = _output_shape("conv2d", x.shape, 3, 1, padding)  # raises: too small
+    return _images_per_chunk(
+        device,
+        n,
+        WINOGRAD_POSITIONS * channels,
+        WINOGRAD_POSITIONS * weight.shape[0],
+        ((oh + 1) // 2) * ((ow + 1) // 2),
+        x.itemsize,
+    )
 
 
 class Conv2dReLU(ReLUAfter, Conv2d):
@@ -424,6 +471,68 @@ def conv2d_relu(
     return _conv2d(input, weight, bias, stride, padding, dilation, groups, relu=True)
 
 
+class _ForwardPlans:
+    """conv2d's kernel calls that record no graph, one per signature, checked once.
+
+    A signature is what conv2d's choices depend on: the device, the shapes and dtypes of x, the
+    weight and the bias, and the window arguments as the caller passed them. Its plan is the
+    chosen Function's kernel call with everything derived from the signature worked out (the
+    algorithm, the checks, the output shape, the chunk of images): batch-1 inference spends
+    more on that Python path than on the kernel of a small layer. A plan holds no values: each
+    call reads the tensors' arrays as they are then (on the CPU the Winograd tiles come from
+    :data:`WINOGRAD_WEIGHTS_CACHE`, which compares the weight's bytes). It is made after conv2d
+    succeeded on the signature once the general way, so every error is still raised there, and
+    used only when the call records no graph (grad mode off, or no operand requires a
+    gradient). The last :data:`MAX_PLANS` signatures are kept."""
+
+    def __init__(self) -> None:
+        self._plans: dict[tuple, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+    def clear(self) -> None:
+        self._plans.clear()
+
+    @staticmethod
+    def signature(x: Any, weight: Any, bias: Any, *window: Any) -> tuple | None:
+        """The key of a call that records no graph; None for any other (or arguments not to be
+        keyed: non-tensors, padding given as a string, unhashable window arguments)."""
+        if not (isinstance(x, Tensor) and isinstance(weight, Tensor)) or window[1].__class__ is str:
+            return None
+        if bias is not None and not isinstance(bias, Tensor):
+            return None
+        if is_grad_enabled() and (
+            x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+        ):
+            return None
+        x_data, w_data = x.data, weight.data
+        key = (
+            x.device.name, weight.device.name, None if bias is None else (bias.device.name,
+            bias.data.shape, bias.data.dtype), x_data.shape, x_data.dtype, w_data.shape,
+            w_data.dtype, *window,
+        )  # fmt: skip
+        try:
+            hash(key)
+        except TypeError:  # a list for a stride, say: left to the general path
+            return None
+        return key
+
+    def get(self, key: tuple) -> Any:
+        return self._plans.get(key)
+
+    def add(self, key: tuple, plan: Any) -> None:
+        if len(self._plans) >= MAX_PLANS:
+            self._plans.pop(next(iter(self._plans), None), None)  # the oldest
+        self._plans[key] = plan
+
+
+# How many conv2d signatures keep their plans: a model has a few per input shape; the bound keeps
+# a sweep over many shapes from growing the table without end.
+MAX_PLANS = 256
+FORWARD_PLANS = _ForwardPlans()
+
+
 def _conv2d(
     x: Tensor,
     weight: Tensor,
@@ -434,6 +543,11 @@ def _conv2d(
     groups: int,
     relu: bool,
 ) -> Tensor:
+    key = FORWARD_PLANS.signature(x, weight, bias, stride, padding, dilation, groups, relu)
+    if key is not None:
+        plan = FORWARD_PLANS.get(key)
+        if plan is not None:
+            return Tensor._wrap(plan(x, weight, bias), x.device)
     if x.ndim == 3:
         y = _conv2d(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups, relu)
         return y.squeeze(0)
@@ -456,10 +570,15 @@ def _conv2d(
         and x.ndim == 4
         and x.shape[1] >= WINOGRAD_MIN_CHANNELS
     ):
-        winograd = Conv2dWinogradReLU if relu else Conv2dWinograd
-        return winograd.apply(*operands, padding=padding, tiles_weight=_winograd_tiles(weight))
-    if _is_depthwise(x, weight, groups):
+        op, params = Conv2dWinogradReLU if relu else Conv2dWinograd, {"padding": padding}
+        y = op.apply(*operands, **params, tiles_weight=_winograd_tiles(weight))
+    elif _is_depthwise(x, weight, groups):
         depthwise = DepthwiseConv2dReLU if relu else DepthwiseConv2d
         return depthwise.apply(*operands, stride=stride, padding=padding, dilation=dilation)
-    im2col = Conv2dReLU if relu else Conv2d
-    return im2col.apply(*operands, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    else:
+        op = Conv2dReLU if relu else Conv2d
+        params = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+        y = op.apply(*operands, **params)
+    if key is not None:  # the general path took the signature: the next call takes the plan
+        FORWARD_PLANS.add(key, op.plan(x.device, x.data, weight.data, **params))
+    return y
