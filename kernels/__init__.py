@@ -37,4 +37,11 @@ block reductions), ``_simd`` (CPU SIMD micro-kernels as Numba intrinsics: the in
 ``_winograd_simd`` (the Winograd transforms on groups of neighbouring tiles, as Numba
 intrinsics), ``_blas`` (NumPy's own BLAS GEMM, callable from inside Numba kernels, so that a
 kernel splitting its work over threads calls a single-threaded BLAS per piece).
+
+Numba's on-disk cache (``cache=True``, beside each module or under ``NUMBA_CACHE_DIR``) keys a
+compiled kernel on its own source file only: after editing a helper module that kernels inline
+(``_relu``, ``_simd``, ``_winograd_simd``, ``_fastmath``, ``_reduce``, ``_blas``, ``_cpu``,
+``_geometry``), the kernels of the other modules keep their old machine code. Delete the cached
+kernels (``kernels/__pycache__/*.nbi`` and ``*.nbc``) or point ``NUMBA_CACHE_DIR`` at a fresh
+folder before testing or timing such an edit.
 """
