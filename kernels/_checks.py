@@ -101,3 +101,26 @@ def bias_or_zeros(op: str, bias: Any, channels: int, x: Any) -> Any:
             f"{tuple(bias.shape)} {bias.dtype}"
         )
     return xp.ascontiguousarray(bias)
+
+
+def planned_arrays(*arrays: Any) -> tuple:
+    """What a kernel's plan (a call checked once, then run many times) fixes of its arrays: each
+    one's type, shape and dtype; None stays None."""
+    return tuple(
+        None if array is None else (array.__class__, array.shape, array.dtype) for array in arrays
+    )
+
+
+def check_planned(op: str, names: Sequence[str], planned: tuple, arrays: Sequence[Any]) -> None:
+    """ValueError, naming every array, unless ``arrays`` have the ``planned`` types, shapes and
+    dtypes (:func:`planned_arrays`)."""
+    now = planned_arrays(*arrays)
+    if now != planned:
+
+        def described(entries: tuple) -> str:
+            return ", ".join(
+                f"{name} None" if entry is None else f"{name} {entry[1]} {entry[2]}"
+                for name, entry in zip(names, entries, strict=True)
+            )
+
+        raise ValueError(f"{op}: planned for {described(planned)}, called with {described(now)}")

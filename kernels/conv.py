@@ -51,7 +51,7 @@ Variants, simplest first:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -61,7 +61,15 @@ from numba import cuda, njit, prange, uint64
 from numba.extending import register_jitable
 
 from ._blas import gemm
-from ._checks import as_shape, bias_or_zeros, check_float_dtype, chunks_of, output_gradient
+from ._checks import (
+    as_shape,
+    bias_or_zeros,
+    check_float_dtype,
+    check_planned,
+    chunks_of,
+    output_gradient,
+    planned_arrays,
+)
 from ._contract import (
     FLOAT32_BYTES,
     OURS,
@@ -793,6 +801,43 @@ def conv2d_im2col_cpu(
     x, weights, geometry, dilation, chunks = _conv_arguments(
         "conv2d_im2col", x, weight, bias, stride, padding, dilation, groups, chunk_images
     )
+    return _conv_cpu(x, weights, bias, geometry, dilation, groups, chunks, chunk_images, relu, out)
+
+
+def conv2d_im2col_plan_cpu(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    stride: IntPair,
+    padding: IntPair,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    chunk_images: int = 1,
+    relu: bool = False,
+) -> Callable[..., np.ndarray]:
+    """:func:`conv2d_im2col_cpu` for arrays shaped as these, checked once: ``run(x, weight,
+    bias, out=None)`` gives y. A call checks only that its arrays have the planned types, shapes
+    and dtypes (else a ValueError) and reads their values; the other checks and the geometry
+    were worked out here."""
+    _, _, geometry, dilation_pair, chunks = _conv_arguments(
+        "conv2d_im2col", x, weight, bias, stride, padding, dilation, groups, chunk_images
+    )
+    planned = planned_arrays(x, weight, bias)
+
+    def run(x, weight, bias, out=None):
+        check_planned("conv2d_im2col", ("x", "weight", "bias"), planned, (x, weight, bias))
+        weights = np.ascontiguousarray(weight).reshape(weight.shape[0], -1)
+        return _conv_cpu(
+            np.ascontiguousarray(x), weights, bias, geometry, dilation_pair, groups, chunks,
+            chunk_images, relu, out,
+        )  # fmt: skip
+
+    return run
+
+
+def _conv_cpu(x, weights, bias, geometry, dilation, groups, chunks, chunk_images, relu, out):
+    """The convolution of checked arguments (x C-contiguous, the weight as (OC, C/G·KH·KW)):
+    y, into ``out`` when given; the driver and its runs follow the current thread count."""
     weights, ones = _with_bias_column(weights, bias, groups)
     batch, out_channels, plane = x.shape[0], weights.shape[0], geometry.out_h * geometry.out_w
     y_shape = (batch, out_channels, geometry.out_h, geometry.out_w)
@@ -930,6 +975,29 @@ def conv2d_im2col_cuda(
     if relu:
         xp.maximum(y, 0, out=y)
     return y
+
+
+def conv2d_im2col_plan_cuda(
+    x: Any,
+    weight: Any,
+    bias: Any,
+    stride: IntPair,
+    padding: IntPair,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    chunk_images: int = 1,
+    relu: bool = False,
+) -> Callable[..., Any]:
+    """As :func:`conv2d_im2col_plan_cpu`, on the GPU or in the simulator: the arguments are
+    checked now, and ``run`` calls :func:`conv2d_im2col_cuda`, which checks them again (a
+    launch's Python path is not what a GPU layer waits on)."""
+    window = (stride, padding, dilation, groups, chunk_images)
+    _conv_arguments("conv2d_im2col", x, weight, bias, *window)
+
+    def run(x, weight, bias, out=None):
+        return conv2d_im2col_cuda(x, weight, bias, *window, out, relu)
+
+    return run
 
 
 def conv2d_im2col_backward_cuda(
@@ -1208,7 +1276,7 @@ def bench_cases(quick: bool) -> list[CaseSpec]:
 FAMILY = Family(
     name="conv",
     module=__name__,
-    ops=("im2col", "col2im", "conv2d_im2col", "conv2d_im2col_backward"),
+    ops=("im2col", "col2im", "conv2d_im2col", "conv2d_im2col_plan", "conv2d_im2col_backward"),
     references={
         "im2col": reference_im2col,
         "col2im": reference_col2im,

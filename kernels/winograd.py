@@ -64,7 +64,7 @@ Variants, simplest first:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numba
@@ -77,8 +77,10 @@ from ._checks import (
     as_shape,
     bias_or_zeros,
     check_float_dtype,
+    check_planned,
     chunks_of,
     output_gradient,
+    planned_arrays,
 )
 from ._contract import Family, KernelSpec
 from ._cpu import chunk_groups, chunk_range, cpu_kernel, scratch
@@ -1008,6 +1010,40 @@ def winograd_conv2d_cpu(
     x, u, bias, geometry, chunks = _conv_arguments(
         "winograd_conv2d", x, tiles_weight, bias, padding, chunk_images
     )
+    return _conv_cpu(x, u, bias, geometry, chunks, chunk_images, relu, out)
+
+
+def winograd_conv2d_plan_cpu(
+    x: np.ndarray,
+    tiles_weight: np.ndarray,
+    bias: np.ndarray | None,
+    padding: int | tuple[int, int],
+    chunk_images: int,
+    relu: bool = False,
+) -> Callable[..., np.ndarray]:
+    """:func:`winograd_conv2d_cpu` for arrays shaped as these, checked once: ``run(x,
+    tiles_weight, bias, out=None)`` gives y. A call checks only that its arrays have the planned
+    types, shapes and dtypes (else a ValueError) and reads their values; the other checks and
+    the geometry were worked out here. A batch-1 layer's Python path is then a fraction of what
+    checking every argument costs."""
+    _, _, zeros, geometry, chunks = _conv_arguments(
+        "winograd_conv2d", x, tiles_weight, bias, padding, chunk_images
+    )
+    planned = planned_arrays(x, tiles_weight, bias)
+
+    def run(x, tiles_weight, bias, out=None):
+        arrays = (x, tiles_weight, bias)
+        check_planned("winograd_conv2d", ("x", "tiles_weight", "bias"), planned, arrays)
+        x, u = np.ascontiguousarray(x), np.ascontiguousarray(tiles_weight)
+        biases = zeros if bias is None else np.ascontiguousarray(bias)
+        return _conv_cpu(x, u, biases, geometry, chunks, chunk_images, relu, out)
+
+    return run
+
+
+def _conv_cpu(x, u, bias, geometry, chunks, chunk_images, relu, out):
+    """The convolution of checked arguments (x and U C-contiguous, bias an array): y, into
+    ``out`` when given; the driver and its runs follow the current thread count."""
     batch, channels = x.shape[:2]
     out_channels, count = u.shape[1], chunk_images * geometry.tiles_h * geometry.tiles_w
     y_shape = (batch, out_channels, geometry.out_h, geometry.out_w)
@@ -1266,6 +1302,25 @@ def winograd_conv2d_cuda(
     return y
 
 
+def winograd_conv2d_plan_cuda(
+    x: Any,
+    tiles_weight: Any,
+    bias: Any,
+    padding: Any,
+    chunk_images: int,
+    relu: bool = False,
+) -> Callable[..., Any]:
+    """As :func:`winograd_conv2d_plan_cpu`, on the GPU or in the simulator: the arguments are
+    checked now, and ``run`` calls :func:`winograd_conv2d_cuda`, which checks them again (a
+    launch's Python path is not what a GPU layer waits on)."""
+    _conv_arguments("winograd_conv2d", x, tiles_weight, bias, padding, chunk_images)
+
+    def run(x, tiles_weight, bias, out=None):
+        return winograd_conv2d_cuda(x, tiles_weight, bias, padding, chunk_images, out, relu)
+
+    return run
+
+
 def winograd_conv2d_backward_cuda(
     dy: Any,
     x: Any,
@@ -1361,6 +1416,7 @@ FAMILY = Family(
         "winograd_output",
         "winograd_output_grad",
         "winograd_conv2d",
+        "winograd_conv2d_plan",
         "winograd_conv2d_backward",
     ),
     references={

@@ -149,17 +149,16 @@ class Conv2d(Function):
         )  # fmt: skip
 
     @classmethod
-    def plan(cls, device, x, weight, *, stride, padding, dilation=(1, 1), groups=1):
-        """forward's kernel call for the shapes of x's and weight's arrays, checked once:
-        run(x, weight, bias), Tensors (bias None or one), gives the output's array and records
+    def plan(cls, device, x, weight, bias=None, *, stride, padding, dilation=(1, 1), groups=1):
+        """forward's kernel call for arrays shaped as x, weight and bias (bias None or one),
+        checked once: run(x, weight, bias) of Tensors gives the output's array and records
         nothing (:class:`_ForwardPlans`)."""
         window = (stride, padding, dilation, groups)
         chunk_images = _im2col_chunk_images(device, x, weight, *window)
-        convolve, contiguous, relu = device.conv2d_im2col, device.xp.ascontiguousarray, cls.relu
+        convolve = device.conv2d_im2col_plan(x, weight, bias, *window, chunk_images, relu=cls.relu)
 
         def run(x, weight, bias):
-            bias = None if bias is None else bias.data
-            return convolve(contiguous(x.data), weight.data, bias, *window, chunk_images, relu=relu)
+            return convolve(x.data, weight.data, None if bias is None else bias.data)
 
         return run
 
@@ -237,19 +236,19 @@ class Conv2dWinograd(Function):
         )
 
     @classmethod
-    def plan(cls, device, x, weight, *, padding, tiles_weight=None):
+    def plan(cls, device, x, weight, bias=None, *, padding, tiles_weight=None):
         """As :meth:`Conv2d.plan`; run(x, weight, bias) takes the weight's tiles from conv2d's
         cache (which checks the weight's values on every call) on the CPU, computes them on a
         GPU."""
         chunk_images = _winograd_chunk_images(device, x, weight, padding)
-        convolve, contiguous, relu = device.winograd_conv2d, device.xp.ascontiguousarray, cls.relu
+        u = device.winograd_weights(weight) if tiles_weight is None else tiles_weight
+        convolve = device.winograd_conv2d_plan(x, u, bias, padding, chunk_images, relu=cls.relu)
 
         def run(x, weight, bias):
             u = _winograd_tiles(weight)
             if u is None:
                 u = device.winograd_weights(weight.data)
-            bias = None if bias is None else bias.data
-            return convolve(contiguous(x.data), u, bias, padding, chunk_images, relu=relu)
+            return convolve(x.data, u, None if bias is None else bias.data)
 
         return run
 
@@ -477,13 +476,14 @@ class _ForwardPlans:
     A signature is what conv2d's choices depend on: the device, the shapes and dtypes of x, the
     weight and the bias, and the window arguments as the caller passed them. Its plan is the
     chosen Function's kernel call with everything derived from the signature worked out (the
-    algorithm, the checks, the output shape, the chunk of images): batch-1 inference spends
-    more on that Python path than on the kernel of a small layer. A plan holds no values: each
-    call reads the tensors' arrays as they are then (on the CPU the Winograd tiles come from
-    :data:`WINOGRAD_WEIGHTS_CACHE`, which compares the weight's bytes). It is made after conv2d
-    succeeded on the signature once the general way, so every error is still raised there, and
-    used only when the call records no graph (grad mode off, or no operand requires a
-    gradient). The last :data:`MAX_PLANS` signatures are kept."""
+    algorithm, the checks, the chunk of images), through the kernel family's own plan
+    (``conv2d_im2col_plan``, ``winograd_conv2d_plan``: the kernel's checks done once too):
+    batch-1 inference spends more on that Python path than on the kernel of a small layer. A
+    plan holds no values: each call reads the tensors' arrays as they are then (on the CPU the
+    Winograd tiles come from :data:`WINOGRAD_WEIGHTS_CACHE`, which compares the weight's
+    bytes). It is made after conv2d succeeded on the signature once the general way, so every
+    error is still raised there, and used only when the call records no graph (grad mode off,
+    or no operand requires a gradient). The last :data:`MAX_PLANS` signatures are kept."""
 
     def __init__(self) -> None:
         self._plans: dict[tuple, Any] = {}
@@ -570,8 +570,9 @@ def _conv2d(
         and x.ndim == 4
         and x.shape[1] >= WINOGRAD_MIN_CHANNELS
     ):
-        op, params = Conv2dWinogradReLU if relu else Conv2dWinograd, {"padding": padding}
-        y = op.apply(*operands, **params, tiles_weight=_winograd_tiles(weight))
+        op = Conv2dWinogradReLU if relu else Conv2dWinograd
+        params = {"padding": padding, "tiles_weight": _winograd_tiles(weight)}
+        y = op.apply(*operands, **params)
     elif _is_depthwise(x, weight, groups):
         depthwise = DepthwiseConv2dReLU if relu else DepthwiseConv2d
         return depthwise.apply(*operands, stride=stride, padding=padding, dilation=dilation)
@@ -580,5 +581,6 @@ def _conv2d(
         params = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
         y = op.apply(*operands, **params)
     if key is not None:  # the general path took the signature: the next call takes the plan
-        FORWARD_PLANS.add(key, op.plan(x.device, x.data, weight.data, **params))
+        arrays = (x.data, weight.data, None if bias is None else bias.data)
+        FORWARD_PLANS.add(key, op.plan(x.device, *arrays, **params))
     return y

@@ -168,3 +168,34 @@ def test_relu_is_the_rule_over_the_plain_output(
     fused = conv2d(x, w, bias, *window, relu=True)
     assert np.isnan(plain).any() and (plain < 0).any() and (plain > 0).any()
     np.testing.assert_array_equal(fused, _relu_rule(plain))
+
+
+@pytest.mark.parametrize("variant", ("cpu", "cuda"))
+@pytest.mark.parametrize("with_bias", (True, False))
+def test_a_plan_gives_the_wrappers_bits_and_reads_every_calls_values(rng, variant, with_bias):
+    x, weight, bias, window = operands(
+        rng, CASES[1] if variant == "cpu" else CUDA_CASES[0], np.float32
+    )
+    bias = bias if with_bias else None
+    conv2d = getattr(conv, f"conv2d_im2col_{variant}")
+    plan = getattr(conv, f"conv2d_im2col_plan_{variant}")(x, weight, bias, *window, relu=True)
+    for _ in range(2):
+        expected = conv2d(x, weight, bias, *window, relu=True)
+        np.testing.assert_array_equal(plan(x, weight, bias), expected)
+        out = np.full(expected.shape, np.nan, np.float32)
+        assert plan(x, weight, bias, out) is out
+        np.testing.assert_array_equal(out, expected)
+        x = rng.standard_normal(x.shape).astype(np.float32)  # the next call's values
+        weight = rng.standard_normal(weight.shape).astype(np.float32)
+        bias = None if bias is None else rng.standard_normal(bias.shape).astype(np.float32)
+
+
+def test_a_plan_refuses_arrays_it_was_not_made_for(rng):
+    x, weight, bias, window = operands(rng, CASES[1], np.float32)
+    plan = conv.conv2d_im2col_plan_cpu(x, weight, bias, *window)
+    with pytest.raises(ValueError, match=r"planned for x .*called with x \(1,"):
+        plan(x[:1], weight, bias)
+    with pytest.raises(ValueError, match="weight .*float64"):
+        plan(x, weight.astype(np.float64), bias)
+    with pytest.raises(ValueError, match="weight"):  # planning checks it all
+        conv.conv2d_im2col_plan_cpu(x, weight[:, :1], bias, *window)

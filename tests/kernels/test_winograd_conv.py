@@ -165,3 +165,45 @@ def test_relu_is_the_rule_over_the_plain_output(
     assert np.isnan(plain).any() and (plain < 0).any() and (plain > 0).any()
     expected = np.where(np.isnan(plain) | (plain > 0), plain, 0).astype(plain.dtype)
     np.testing.assert_array_equal(fused, expected)
+
+
+@pytest.mark.parametrize("variant", ("cpu", "cuda"))
+@pytest.mark.parametrize("with_bias", (True, False))
+def test_a_plan_gives_the_wrappers_bits_and_reads_every_calls_values(rng, variant, with_bias):
+    x, weight, bias, padding, chunk = operands(
+        rng, CASES[0] if variant == "cpu" else CUDA_CASES[0], np.float32
+    )
+    bias = bias if with_bias else None
+    weights = getattr(winograd, f"winograd_weights_{variant}")
+    conv2d = getattr(winograd, f"winograd_conv2d_{variant}")
+    u = weights(weight)
+    plan = getattr(winograd, f"winograd_conv2d_plan_{variant}")(x, u, bias, padding, chunk, True)
+    for _ in range(2):
+        expected = conv2d(x, u, bias, padding, chunk, relu=True)
+        np.testing.assert_array_equal(plan(x, u, bias), expected)
+        out = np.full(expected.shape, np.nan, np.float32)
+        assert plan(x, u, bias, out) is out
+        np.testing.assert_array_equal(out, expected)
+        x = rng.standard_normal(x.shape).astype(np.float32)  # the next call's values
+        u = weights(rng.standard_normal(weight.shape).astype(np.float32))
+        bias = None if bias is None else rng.standard_normal(bias.shape).astype(np.float32)
+    transposed = np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
+    np.testing.assert_array_equal(
+        plan(transposed, u, bias), conv2d(x, u, bias, padding, chunk, relu=True)
+    )
+
+
+def test_a_plan_refuses_arrays_it_was_not_made_for(rng):
+    x, weight, bias, padding, chunk = operands(rng, CASES[0], np.float32)
+    u = winograd.winograd_weights_cpu(weight)
+    plan = winograd.winograd_conv2d_plan_cpu(x, u, bias, padding, chunk)
+    with pytest.raises(
+        ValueError, match=r"planned for x \(5, 3, 7, 9\).*called with x \(4, 3, 7, 9\)"
+    ):
+        plan(x[:4], u, bias)
+    with pytest.raises(ValueError, match="called with .*float64"):
+        plan(x.astype(np.float64), u, bias)
+    with pytest.raises(ValueError, match="bias None"):
+        plan(x, u, None)
+    with pytest.raises(ValueError, match="tiles_weight of shape"):  # planning checks it all
+        winograd.winograd_conv2d_plan_cpu(x, u[:, :, :2], bias, padding, chunk)
