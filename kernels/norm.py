@@ -92,6 +92,7 @@ from ._cpu import CpuKernel, cpu_kernel
 from ._cuda import array_module, block_row, cuda_kernel, empty, launch, row_grid, stride_grid
 from ._fastmath import VECTORISING_FASTMATH
 from ._reduce import MAX_BLOCK_THREADS, block_reduce_pair, reduction_threads
+from ._relu import relu_value
 
 # Row chunks of the CPU layer-norm backward: fixed, not the thread count, so that dweight and
 # dbias are the same bits on every machine.
@@ -173,8 +174,10 @@ def reference_batchnorm_forward(
     training: bool,
     momentum: float = 0.1,
     eps: float = 1e-5,
+    relu: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """(y, mean, rstd, new running_mean, new running_var) of batch norm, in float64.
+    """(y, mean, rstd, new running_mean, new running_var) of batch norm, in float64; with
+    ``relu``, y = relu(batch norm).
 
     Pure: the running statistics are returned updated, not changed in place.
     """
@@ -196,7 +199,7 @@ def reference_batchnorm_forward(
     scale = np.ones(channels) if weight is None else weight
     shift = np.zeros(channels) if bias is None else bias
     y = _rows_as_channels(xhat * scale[:, None] + shift[:, None], x.shape)
-    return y, mean, rstd, running_mean, running_var
+    return np.maximum(y, 0) if relu else y, mean, rstd, running_mean, running_var
 
 
 def reference_batchnorm_backward(
@@ -208,19 +211,27 @@ def reference_batchnorm_backward(
     *,
     training: bool,
     eps: float = 1e-5,
+    bias: np.ndarray | None = None,
+    relu: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(dx, dweight, dbias) of batch norm in float64. Training recomputes the batch statistics
-    from x; eval treats the running statistics as constants (and needs them)."""
+    from x; eval treats the running statistics as constants (and needs them). With ``relu``, dy
+    is the gradient of relu(batch norm) (``bias`` then shifts the values the ReLU saw)."""
     dy, x, weight, running_mean, running_var = _as_float64(dy, x, weight, running_mean, running_var)
     scale = np.ones(x.shape[1]) if weight is None else weight
     rows, dy_rows = _channels_as_rows(x), _channels_as_rows(dy)
-    upstream = dy_rows * scale[:, None]
     if training:
         xhat, _, rstd = _reference_normalise(rows, eps)
-        grad_rows = _reference_backward_rows(upstream, xhat, rstd)
     else:
         rstd = 1.0 / np.sqrt(running_var + eps)
         xhat = (rows - running_mean[:, None]) * rstd[:, None]
+    if relu:
+        shift = np.zeros(x.shape[1]) if bias is None else np.asarray(bias, np.float64)
+        dy_rows = np.where(xhat * scale[:, None] + shift[:, None] > 0, dy_rows, 0.0)
+    upstream = dy_rows * scale[:, None]
+    if training:
+        grad_rows = _reference_backward_rows(upstream, xhat, rstd)
+    else:
         grad_rows = upstream * rstd[:, None]
     return _rows_as_channels(grad_rows, x.shape), (dy_rows * xhat).sum(axis=1), dy_rows.sum(axis=1)
 
@@ -368,26 +379,48 @@ def _group_statistics_cpu(x, eps, momentum, mean, rstd, running_mean, running_va
         )
 
 
+@register_jitable
+def _normalised(value, mean, factor, shift):
+    """y = (x - mean)·factor + shift, factor = rstd·weight: the forward's value, and the one the
+    fused ReLU's backward recomputes for its mask. One expression in one place, with factor worked
+    out before it, so that both kernels round it alike (with "contract", into the same fma)."""
+    return (value - mean) * factor + shift
+
+
 @cpu_kernel(fastmath=VECTORISING_FASTMATH)
-def _normalise_cpu(x, mean, rstd, weight, bias, affine_per_group, y):
+def _normalise_cpu(x, mean, rstd, weight, bias, affine_per_group, relu, y):
     batch, groups, length = x.shape
+    zero = y.dtype.type(0)
     for group in prange(groups):
         for sample in range(batch):
             for position in range(length):
                 scale = weight[group] if affine_per_group else weight[position]
                 shift = bias[group] if affine_per_group else bias[position]
-                y[sample, group, position] = (x[sample, group, position] - mean[group]) * rstd[
-                    group
-                ] * scale + shift
+                value = _normalised(
+                    x[sample, group, position], mean[group], rstd[group] * scale, shift
+                )
+                y[sample, group, position] = relu_value(value, zero) if relu else value
+
+
+@register_jitable
+def _passes_relu(relu, x, mean, factor, shift):
+    """Whether the fused ReLU let x's value through (y > 0, y recomputed as the forward made it);
+    always, without ``relu``."""
+    return not relu or _normalised(x, mean, factor, shift) > 0
 
 
 @cpu_kernel(fastmath=VECTORISING_FASTMATH)
-def _group_backward_cpu(dy, x, weight, mean, rstd, affine_per_group, training, dx, dweight, dbias):
+def _group_backward_cpu(
+    dy, x, weight, bias, mean, rstd, affine_per_group, training, relu, dx, dweight, dbias
+):
     batch, groups, length = x.shape
     count = batch * length
     for group in prange(groups):
         group_mean = np.float64(mean[group])
         group_rstd = np.float64(rstd[group])
+        # The fused ReLU's recomputed y (batch norm only: a per-group affine map)
+        zero = x.dtype.type(0)
+        factor, shift = (rstd[group] * weight[group], bias[group]) if relu else (zero, zero)
         sum_upstream = 0.0
         sum_upstream_xhat = 0.0
         for sample in range(batch):
@@ -395,6 +428,8 @@ def _group_backward_cpu(dy, x, weight, mean, rstd, affine_per_group, training, d
                 upstream = dy[sample, group, position] * (
                     1.0 if affine_per_group else weight[position]
                 )
+                if not _passes_relu(relu, x[sample, group, position], mean[group], factor, shift):
+                    upstream = 0.0
                 sum_upstream += upstream
                 sum_upstream_xhat += (
                     upstream * (x[sample, group, position] - group_mean) * group_rstd
@@ -410,6 +445,8 @@ def _group_backward_cpu(dy, x, weight, mean, rstd, affine_per_group, training, d
                 upstream = dy[sample, group, position] * (
                     1.0 if affine_per_group else weight[position]
                 )
+                if not _passes_relu(relu, x[sample, group, position], mean[group], factor, shift):
+                    upstream = 0.0
                 xhat = (x[sample, group, position] - group_mean) * group_rstd
                 dx[sample, group, position] = outer_scale * (
                     upstream - mean_upstream - xhat * mean_upstream_xhat
@@ -478,22 +515,22 @@ def _group_statistics_kernel(x, eps, momentum, mean, rstd, running_mean, running
 
 
 @cuda_kernel
-def _normalise_kernel(x, mean, rstd, weight, bias, affine_per_group, y):
+def _normalise_kernel(x, mean, rstd, weight, bias, affine_per_group, relu, y):
     batch, groups, length = x.shape
+    zero = y.dtype.type(0)
     for index in range(cuda.grid(1), batch * groups * length, cuda.gridsize(1)):
         position = index % length
         group = index // length % groups
         sample = index // (length * groups)
         scale = weight[group] if affine_per_group else weight[position]
         shift = bias[group] if affine_per_group else bias[position]
-        y[sample, group, position] = (x[sample, group, position] - mean[group]) * rstd[
-            group
-        ] * scale + shift
+        value = _normalised(x[sample, group, position], mean[group], rstd[group] * scale, shift)
+        y[sample, group, position] = relu_value(value, zero) if relu else value
 
 
 @cuda_kernel
 def _group_backward_kernel(
-    dy, x, weight, mean, rstd, affine_per_group, training, dx, dweight, dbias
+    dy, x, weight, bias, mean, rstd, affine_per_group, training, relu, dx, dweight, dbias
 ):
     scratch = cuda.shared.array((2, MAX_BLOCK_THREADS), x.dtype)
     zero = x.dtype.type(0)
@@ -504,12 +541,15 @@ def _group_backward_kernel(
         return
     group_mean = mean[group]
     group_rstd = rstd[group]
+    factor, shift = (group_rstd * weight[group], bias[group]) if relu else (zero, zero)
     sum_upstream = zero
     sum_upstream_xhat = zero
     for index in range(cuda.threadIdx.x, batch * length, cuda.blockDim.x):
         sample = index // length
         position = index - sample * length
         upstream = dy[sample, group, position] * (one if affine_per_group else weight[position])
+        if not _passes_relu(relu, x[sample, group, position], group_mean, factor, shift):
+            upstream = zero
         sum_upstream += upstream
         sum_upstream_xhat += upstream * (x[sample, group, position] - group_mean) * group_rstd
     sum_upstream, sum_upstream_xhat = block_reduce_pair(
@@ -526,6 +566,8 @@ def _group_backward_kernel(
         sample = index // length
         position = index - sample * length
         upstream = dy[sample, group, position] * (one if affine_per_group else weight[position])
+        if not _passes_relu(relu, x[sample, group, position], group_mean, factor, shift):
+            upstream = zero
         xhat = (x[sample, group, position] - group_mean) * group_rstd
         dx[sample, group, position] = outer_scale * (
             upstream - mean_upstream - xhat * mean_upstream_xhat
@@ -565,7 +607,7 @@ def _launch_group_statistics(x3, eps, momentum, mean, rstd, running_mean, runnin
         )
 
 
-def _launch_normalise(x3, mean, rstd, weight, bias, affine_per_group, y3) -> None:
+def _launch_normalise(x3, mean, rstd, weight, bias, affine_per_group, relu, y3) -> None:
     blocks = stride_grid(x3.size, ELEMENTWISE_THREADS)
     launch(
         _normalise_kernel,
@@ -577,12 +619,13 @@ def _launch_normalise(x3, mean, rstd, weight, bias, affine_per_group, y3) -> Non
         weight,
         bias,
         affine_per_group,
+        relu,
         y3,
     )
 
 
 def _launch_group_backward(
-    dy3, x3, weight, mean, rstd, affine_per_group, training, dx3, dweight, dbias
+    dy3, x3, weight, bias, mean, rstd, affine_per_group, training, relu, dx3, dweight, dbias
 ) -> None:
     if x3.shape[1]:
         launch(
@@ -592,10 +635,12 @@ def _launch_group_backward(
             dy3,
             x3,
             weight,
+            bias,
             mean,
             rstd,
             affine_per_group,
             training,
+            relu,
             dx3,
             dweight,
             dbias,
@@ -614,10 +659,9 @@ class _Kernels:
     """One device's implementation of the four steps both norms are made of."""
 
     statistics: Callable  # (x3, eps, momentum, mean, rstd, running_mean, running_var)
-    normalise: Callable  # (x3, mean, rstd, weight, bias, affine_per_group, y3)
-    group_backward: (
-        Callable  # (dy3, x3, weight, mean, rstd, affine_per_group, training, dx3, dweight, dbias)
-    )
+    normalise: Callable  # (x3, mean, rstd, weight, bias, affine_per_group, relu, y3)
+    # (dy3, x3, weight, bias, mean, rstd, affine_per_group, training, relu, dx3, dweight, dbias)
+    group_backward: Callable
     column_param_grads: (
         Callable  # (dy, x, mean, rstd, dweight, dbias), layer norm's dweight and dbias
     )
@@ -667,7 +711,7 @@ def _layernorm_forward(
     kernels.statistics(
         x3, x.dtype.type(eps), x.dtype.type(0), mean, rstd, *_no_running_statistics(x)
     )
-    kernels.normalise(x3, mean, rstd, weight, bias, False, y.reshape(x3.shape))
+    kernels.normalise(x3, mean, rstd, weight, bias, False, False, y.reshape(x3.shape))
     return y, mean, rstd
 
 
@@ -691,10 +735,12 @@ def _layernorm_backward(
         dy.reshape(x3.shape),
         x3,
         weight,
+        weight,  # no bias: it is read only for the fused ReLU, which layer norm has not
         mean,
         rstd,
         False,
         True,
+        False,
         dx.reshape(x3.shape),
         dweight,
         dbias,
@@ -713,6 +759,7 @@ def _batchnorm_forward(
     training: bool,
     momentum: float,
     eps: float,
+    relu: bool,
 ) -> tuple[Any, Any, Any]:
     op = "batchnorm"
     x3 = _as_channels(op, x, training)
@@ -729,23 +776,34 @@ def _batchnorm_forward(
     else:
         mean, rstd = running_mean.copy(), 1 / array_module(x).sqrt(running_var + x.dtype.type(eps))
     y3 = empty(x3.shape, x.dtype, like=x)
-    kernels.normalise(x3, mean, rstd, weight, bias, True, y3)
+    kernels.normalise(x3, mean, rstd, weight, bias, True, bool(relu), y3)
     return y3.reshape(x.shape), mean, rstd
 
 
 def _batchnorm_backward(
-    kernels: _Kernels, dy: Any, x: Any, weight: Any, mean: Any, rstd: Any, training: bool
+    kernels: _Kernels,
+    dy: Any,
+    x: Any,
+    weight: Any,
+    mean: Any,
+    rstd: Any,
+    training: bool,
+    bias: Any,
+    relu: bool,
 ) -> tuple[Any, Any, Any]:
     op = "batchnorm backward"
     x3 = _as_channels(op, x, training)
     dy3 = _check_same_as_x(op, dy, x).reshape(x3.shape)
     channels = x3.shape[1]
     weight = _parameter_or_constant(op, "weight", weight, channels, x, 1.0)
+    bias = _parameter_or_constant(op, "bias", bias, channels, x, 0.0)
     mean = _check_vector(op, "mean", mean, channels, x)
     rstd = _check_vector(op, "rstd", rstd, channels, x)
     dx3 = empty(x3.shape, x.dtype, like=x)
     dweight, dbias = empty(channels, x.dtype, like=x), empty(channels, x.dtype, like=x)
-    kernels.group_backward(dy3, x3, weight, mean, rstd, True, training, dx3, dweight, dbias)
+    kernels.group_backward(
+        dy3, x3, weight, bias, mean, rstd, True, training, bool(relu), dx3, dweight, dbias
+    )
     return dx3.reshape(x.shape), dweight, dbias
 
 
@@ -778,11 +836,12 @@ def batchnorm_forward_cpu(
     training: bool,
     momentum: float = 0.1,
     eps: float = 1e-5,
+    relu: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(y, mean, rstd) of batch norm over x (N, C, ...); updates the running statistics in place
-    when training."""
+    when training. With ``relu``, y is relu of the normalised values, in the same pass."""
     return _batchnorm_forward(
-        _CPU, x, weight, bias, running_mean, running_var, training, momentum, eps
+        _CPU, x, weight, bias, running_mean, running_var, training, momentum, eps, relu
     )
 
 
@@ -794,9 +853,13 @@ def batchnorm_backward_cpu(
     rstd: np.ndarray,
     *,
     training: bool,
+    bias: np.ndarray | None = None,
+    relu: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(dx, dweight, dbias) of batch norm, from the forward's mean and rstd (C,) and its mode."""
-    return _batchnorm_backward(_CPU, dy, x, weight, mean, rstd, training)
+    """(dx, dweight, dbias) of batch norm, from the forward's mean and rstd (C,) and its mode.
+    With ``relu``, dy is the gradient of the fused ReLU's output: it passes where the normalised
+    value (recomputed from x, mean, rstd, weight and ``bias``) was positive."""
+    return _batchnorm_backward(_CPU, dy, x, weight, mean, rstd, training, bias, relu)
 
 
 def layernorm_forward_cuda(
@@ -823,18 +886,27 @@ def batchnorm_forward_cuda(
     training: bool,
     momentum: float = 0.1,
     eps: float = 1e-5,
+    relu: bool = False,
 ) -> tuple[Any, Any, Any]:
     """batchnorm_forward_cpu on the GPU (CuPy arrays) or in the simulator."""
     return _batchnorm_forward(
-        _CUDA, x, weight, bias, running_mean, running_var, training, momentum, eps
+        _CUDA, x, weight, bias, running_mean, running_var, training, momentum, eps, relu
     )
 
 
 def batchnorm_backward_cuda(
-    dy: Any, x: Any, weight: Any, mean: Any, rstd: Any, *, training: bool
+    dy: Any,
+    x: Any,
+    weight: Any,
+    mean: Any,
+    rstd: Any,
+    *,
+    training: bool,
+    bias: Any = None,
+    relu: bool = False,
 ) -> tuple[Any, Any, Any]:
     """batchnorm_backward_cpu on the GPU (CuPy arrays) or in the simulator."""
-    return _batchnorm_backward(_CUDA, dy, x, weight, mean, rstd, training)
+    return _batchnorm_backward(_CUDA, dy, x, weight, mean, rstd, training, bias, relu)
 
 
 def cuda_kernels() -> list[KernelSpec]:
@@ -856,13 +928,26 @@ def cuda_kernels() -> list[KernelSpec]:
         KernelSpec(
             "norm_normalise",
             _normalise_kernel,
-            (grouped, vector, vector, vector, vector, flag, grouped),
+            (grouped, vector, vector, vector, vector, flag, flag, grouped),
             ELEMENTWISE_THREADS,
         ),
         KernelSpec(
             "norm_group_backward",
             _group_backward_kernel,
-            (grouped, grouped, vector, vector, vector, flag, flag, grouped, vector, vector),
+            (
+                grouped,
+                grouped,
+                vector,
+                vector,
+                vector,
+                vector,
+                flag,
+                flag,
+                flag,
+                grouped,
+                vector,
+                vector,
+            ),  # fmt: skip
             MAX_BLOCK_THREADS,
         ),
         KernelSpec(

@@ -21,7 +21,7 @@ composition of Tensor ops), one module per topic:
 * ``contrastive``: nt_xent_loss (SimCLR's NT-Xent over (2N, D) embeddings).
 * ``pointwise_losses``: mse_loss, l1_loss, smooth_l1_loss, huber_loss, binary_cross_entropy,
   binary_cross_entropy_with_logits, kl_div.
-* ``normalization``: batch_norm, layer_norm, group_norm, instance_norm, rms_norm.
+* ``normalization``: batch_norm, batch_norm_relu, layer_norm, group_norm, instance_norm, rms_norm.
 * ``distance``: normalize, cosine_similarity, pairwise_distance.
 * ``attention``: scaled_dot_product_attention, attention_weights.
 * ``sparse``: embedding, one_hot.
@@ -77,7 +77,14 @@ from .dense import linear, linear_relu
 from .distance import cosine_similarity, normalize, pairwise_distance
 from .distillation import distillation_loss, soft_target_loss
 from .losses import cross_entropy, nll_loss
-from .normalization import batch_norm, group_norm, instance_norm, layer_norm, rms_norm
+from .normalization import (
+    batch_norm,
+    batch_norm_relu,
+    group_norm,
+    instance_norm,
+    layer_norm,
+    rms_norm,
+)
 from .patches import fold, pixel_shuffle, pixel_unshuffle, unfold
 from .pointwise_losses import (
     binary_cross_entropy,
@@ -162,6 +169,7 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "kl_div",
     "batch_norm",
+    "batch_norm_relu",
     "layer_norm",
     "group_norm",
     "instance_norm",

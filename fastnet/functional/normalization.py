@@ -7,6 +7,8 @@ group_norm, instance_norm and rms_norm.
   place: running ← (1 − momentum)·running + momentum·batch, with the unbiased variance
   (PyTorch's convention). In eval the running statistics normalise; they are constants, so the
   backward is the affine map dx = weight·rstd·dy. Both run on the device's batch-norm kernels.
+  ``batch_norm_relu`` is relu(batch_norm(...)) in the same kernels: the ReLU as y is written,
+  and the gradient masked by y > 0 (y recomputed from x) inside the backward.
 * ``layer_norm(x, normalized_shape, weight, bias, eps)``: each row of the last
   ``len(normalized_shape)`` axes, flattened to D values, normalised to zero mean and unit biased
   variance, then y = x̂·weight + bias, on the layer-norm kernels (one pass for the statistics,
@@ -28,18 +30,20 @@ import numpy as np
 
 from ..tensor import Function, Tensor
 
-__all__ = ["batch_norm", "group_norm", "instance_norm", "layer_norm", "rms_norm"]
+__all__ = ["batch_norm", "batch_norm_relu", "group_norm", "instance_norm", "layer_norm", "rms_norm"]
 
 
 # ===================================================================== batch norm
 class BatchNorm(Function):
+    relu = False  # BatchNormReLU: the kernels apply ReLU to y, and mask the gradient by its sign
+
     def forward(
         self, x, *affine, running_mean, running_var, has_weight, has_bias, training, momentum, eps
     ):
         weight = affine[0] if has_weight else None
         bias = affine[-1] if has_bias else None
         self.x = self.device.xp.ascontiguousarray(x)
-        self.weight, self.training = weight, training
+        self.weight, self.bias, self.training = weight, bias, training
         self.has_weight, self.has_bias = has_weight, has_bias
         y, self.mean, self.rstd = self.device.batchnorm_forward(
             self.x,
@@ -50,12 +54,20 @@ class BatchNorm(Function):
             training=training,
             momentum=momentum,
             eps=eps,
+            relu=self.relu,
         )
         return y
 
     def backward(self, grad):
         grad_x, grad_weight, grad_bias = self.device.batchnorm_backward(
-            grad, self.x, self.weight, self.mean, self.rstd, training=self.training
+            grad,
+            self.x,
+            self.weight,
+            self.mean,
+            self.rstd,
+            training=self.training,
+            bias=self.bias,
+            relu=self.relu,
         )
         return (
             (grad_x,)
@@ -81,6 +93,10 @@ def _check_channel_vector(
     return vector.data
 
 
+class BatchNormReLU(BatchNorm):
+    relu = True
+
+
 def batch_norm(
     input: Tensor,
     running_mean: Tensor | None,
@@ -96,7 +112,41 @@ def batch_norm(
     ``training=True`` normalises with the batch statistics and, when ``running_mean`` and
     ``running_var`` are given, updates them in place; ``training=False`` normalises with them.
     """
-    x = input
+    return _batch_norm(
+        BatchNorm, input, running_mean, running_var, weight, bias, training, momentum, eps
+    )
+
+
+def batch_norm_relu(
+    input: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """relu(batch_norm(...)) as one op: the ReLU applied as each value is written, its gradient
+    masked inside batch norm's backward (the sign recomputed from the saved input), so neither
+    the normalised tensor nor a separate ReLU pass exists. The values and gradients of the two
+    ops in a row; a ResNet's ``relu(bn(conv(x)))`` in training."""
+    return _batch_norm(
+        BatchNormReLU, input, running_mean, running_var, weight, bias, training, momentum, eps
+    )
+
+
+def _batch_norm(
+    function: type[BatchNorm],
+    x: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+) -> Tensor:
     if x.ndim < 2:
         raise ValueError(
             f"batch_norm: input must be (N, C) or (N, C, *spatial), got shape {x.shape}"
@@ -108,7 +158,7 @@ def batch_norm(
     for name, parameter in (("weight", weight), ("bias", bias)):
         _check_channel_vector(name, parameter, x)
     affine = [p for p in (weight, bias) if p is not None]
-    return BatchNorm.apply(
+    return function.apply(
         x,
         *affine,
         running_mean=running[0],

@@ -24,6 +24,7 @@ from collections import OrderedDict
 
 from .. import functional as F
 from .. import nn
+from ..nn.normalization import norm_relu
 from ..tensor import Tensor
 from .base import Classifier, register
 
@@ -48,7 +49,9 @@ class BasicBlock(nn.Module):
     ``conv1`` has the block's stride; the shortcut is the identity when the shape is kept, and a
     strided 1×1 convolution + BatchNorm when the channels or the image size change. The first
     ReLU is a module, ``relu1``, so that :func:`fastnet.inference.optimize_for_inference` can fuse
-    it into ``conv1``; it holds no state, so state dicts are those of a functional ReLU."""
+    it into ``conv1``; it holds no state, so state dicts are those of a functional ReLU. In
+    training, ``bn1`` and ``relu1`` run as one op (``F.batch_norm_relu``), and the block ends
+    in ``F.add_relu``: the block makes no ReLU pass of its own."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__()
@@ -63,7 +66,7 @@ class BasicBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu1(self.bn1(self.conv1(x)))
+        out = norm_relu(self.bn1, self.relu1, self.conv1(x))
         return F.add_relu(self.bn2(self.conv2(out)), self.shortcut(x))
 
 

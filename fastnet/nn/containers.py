@@ -18,6 +18,7 @@ import numpy as np
 from ..tensor import Tensor
 from .layers import MaxPool2d, ReLU
 from .module import Module, Parameter
+from .normalization import relu_fuses
 
 __all__ = ["Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict"]
 
@@ -121,8 +122,12 @@ class Sequential(_ListOfModules):
         index = 0
         while index < len(modules):
             module = modules[index]
-            if index + 1 < len(modules) and _pool_commutes(module, modules[index + 1]):
-                input = module(modules[index + 1](input))
+            following = modules[index + 1] if index + 1 < len(modules) else None
+            if following is not None and _pool_commutes(module, following):
+                input = module(following(input))
+                index += 2
+            elif following is not None and relu_fuses(module, following):
+                input = module.forward_relu(input)
                 index += 2
             else:
                 input = module(input)

@@ -24,6 +24,7 @@ import numpy as np
 from .. import functional as F
 from ..functional.arguments import Pair
 from ..tensor import Tensor
+from .layers import ReLU
 from .module import Module, Parameter
 
 __all__ = [
@@ -85,6 +86,15 @@ class _BatchNorm(Module):
             self.num_batches_tracked.data[...] = 0
 
     def forward(self, x: Tensor) -> Tensor:
+        return self._forward(x, relu=False)
+
+    def forward_relu(self, x: Tensor) -> Tensor:
+        """relu(self(x)) as one op (``F.batch_norm_relu``): no normalised tensor, no separate
+        ReLU pass either way. What Sequential and the ResNet blocks call for this layer and the
+        plain ReLU after it (:func:`relu_fuses`)."""
+        return self._forward(x, relu=True)
+
+    def _forward(self, x: Tensor, relu: bool) -> Tensor:
         if x.ndim not in self.expected_dims:
             raise ValueError(
                 f"{type(self).__name__}: expected input {self.shape_text}, got shape {x.shape}"
@@ -100,15 +110,22 @@ class _BatchNorm(Module):
         momentum = self.momentum
         if updating and momentum is None:  # the cumulative average of all batches so far
             momentum = 1.0 / (float(self.num_batches_tracked.item()) + 1.0)
-        out = self._normalise(x, batch_statistics, momentum if updating else 0.0)
+        momentum = momentum if updating else 0.0
+        out = (
+            self._normalise(x, batch_statistics, momentum, relu=True)
+            if relu
+            else self._normalise(x, batch_statistics, momentum)
+        )
         if updating:  # counted only once the batch was accepted
             self.num_batches_tracked.data += 1
         return out
 
-    def _normalise(self, x: Tensor, batch_statistics: bool, momentum: float) -> Tensor:
+    def _normalise(
+        self, x: Tensor, batch_statistics: bool, momentum: float, relu: bool = False
+    ) -> Tensor:
         """The functional op, given the mode and momentum forward() decided (SyncBatchNorm's
-        takes its batch statistics over every rank)."""
-        return F.batch_norm(
+        takes its batch statistics over every rank), through ReLU with ``relu``."""
+        return (F.batch_norm_relu if relu else F.batch_norm)(
             x,
             self.running_mean,
             self.running_var,
@@ -139,6 +156,27 @@ class BatchNorm2d(_BatchNorm):
 
     expected_dims = (4,)
     shape_text = "(N, C, H, W)"
+
+
+def relu_fuses(norm: Module, relu: Module) -> bool:
+    """Whether ``relu(norm(x))`` may run as ``norm.forward_relu(x)``: a batch norm layer and a
+    ReLU after it give the same values and gradients as one op, without the normalised tensor
+    and the ReLU's pass over it (ResNet-20's training step: the results log, ``fastnet bench
+    --train --only resnet20``). Not when either has an instance ``forward`` (a hook, as
+    :func:`fastnet.nn.summary.forward_hooks` installs), or is a subclass, which may change what
+    it computes. An in-place ReLU fuses too: the tensor it would change exists only inside the
+    pair."""
+    return (
+        type(norm) in (BatchNorm1d, BatchNorm2d)
+        and type(relu) is ReLU
+        and "forward" not in norm.__dict__
+        and "forward" not in relu.__dict__
+    )
+
+
+def norm_relu(norm: Module, relu: Module, x: Tensor) -> Tensor:
+    """relu(norm(x)), as one op where :func:`relu_fuses` allows."""
+    return norm.forward_relu(x) if relu_fuses(norm, relu) else relu(norm(x))
 
 
 class AvgPool2d(Module):

@@ -44,12 +44,14 @@ class SyncBatchNorm(_BatchNorm):
         super().__init__(num_features, eps, momentum, affine, track_running_stats)
         self.process_group = process_group
 
-    def _normalise(self, x: Tensor, batch_statistics: bool, momentum: float) -> Tensor:
+    def _normalise(
+        self, x: Tensor, batch_statistics: bool, momentum: float, relu: bool = False
+    ) -> Tensor:
         group = get_communicator() if self.process_group is None else self.process_group
         # eval without running statistics uses this rank's batch, as PyTorch's does
         if not (batch_statistics and self.training and group.size > 1):
-            return super()._normalise(x, batch_statistics, momentum)
-        return F.sync_batch_norm(
+            return super()._normalise(x, batch_statistics, momentum, relu)
+        out = F.sync_batch_norm(
             x,
             self.running_mean,
             self.running_var,
@@ -60,6 +62,7 @@ class SyncBatchNorm(_BatchNorm):
             eps=self.eps,
             communicator=group,
         )
+        return out.relu() if relu else out
 
     @classmethod
     def convert_sync_batchnorm(

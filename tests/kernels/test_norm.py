@@ -456,3 +456,86 @@ def test_batchnorm_rejects_bad_arguments(rng, device):
         ValueError, match=r"weight shape \(4,\) must be \(3,\) for x of shape \(4, 3, 2\)"
     ):
         backward(x, x, np.ones(4, np.float32), running_mean, running_var, training=True)
+
+
+# --- batch norm with the fused ReLU ------------------------------------------------------------
+
+
+def fused_relu_round_trip(device, rng, shape, dtype, training):
+    """The fused op, and batch norm then ReLU as two steps, from the same inputs: (y, mean,
+    rstd) and (dx, dweight, dbias) each way. About half of the values are negative after the
+    normalisation; a third of x is one repeated value, so whole runs share a sign."""
+    forward, backward = BATCHNORM[device]
+    channels = shape[1]
+    x = normal(rng, shape, dtype, scale=2.0, offset=0.5)
+    x.reshape(-1)[::3] = 0.0  # a value repeated on purpose
+    dy = normal(rng, shape, dtype)
+    weight, bias = normal(rng, channels, dtype), normal(rng, channels, dtype, scale=0.5)
+    running = running_statistics(rng, channels, dtype)
+    fused = forward(x, weight, bias, *(r.copy() for r in running), training=training, relu=True)
+    plain = forward(x, weight, bias, *(r.copy() for r in running), training=training)
+    kept = plain[0] > 0
+    fused_grads = backward(
+        dy, x, weight, fused[1], fused[2], training=training, bias=bias, relu=True
+    )
+    masked = np.where(kept, dy, dtype(0))
+    plain_grads = backward(masked, x, weight, plain[1], plain[2], training=training)
+    return fused, plain, fused_grads, plain_grads, (x, dy, weight, bias, running)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [True, False], ids=["training", "eval"])
+@pytest.mark.parametrize("shape", [(13, 5), (4, 3, 7, 9), (2, 6, 5, 3)])
+def test_batchnorm_relu_cpu_is_batchnorm_then_relu(rng, shape, training, dtype):
+    """The forward is batch norm's output through ReLU, bit for bit. The fused backward
+    recomputes each value's sign from x; where it disagreed with the forward's output, dx would
+    be off by a whole weight·rstd·dy there, far beyond the rounding of sums the vectoriser may
+    order differently in the two kernels, which is all the tolerance leaves room for."""
+    fused, plain, fused_grads, plain_grads, _ = fused_relu_round_trip(
+        "cpu", rng, shape, dtype, training
+    )
+    assert np.array_equal(fused[0], np.maximum(plain[0], 0))
+    assert (fused[0] == 0).any() and (fused[0] > 0).any()
+    assert_all_close(fused_grads, plain_grads, dtype)
+
+
+@pytest.mark.parametrize(
+    "shape, training, dtype",
+    [((3, 2, 4, 8), True, np.float32), ((5, 3), False, np.float64)],
+)
+def test_batchnorm_relu_cuda_is_batchnorm_then_relu(rng, shape, training, dtype):
+    fused, plain, fused_grads, plain_grads, _ = fused_relu_round_trip(
+        "cuda", rng, shape, dtype, training
+    )
+    assert np.array_equal(fused[0], np.maximum(plain[0], 0))
+    assert_all_close(fused_grads, plain_grads, dtype)
+
+
+@DEVICES
+@pytest.mark.parametrize("training", [True, False], ids=["training", "eval"])
+def test_batchnorm_relu_matches_the_float64_reference(rng, device, training):
+    fused, _, fused_grads, _, (x, dy, weight, bias, running) = fused_relu_round_trip(
+        device, rng, (3, 4, 5, 3), np.float32, training
+    )
+    ref = reference_batchnorm_forward(x, weight, bias, *running, training=training, relu=True)
+    ref_grads = reference_batchnorm_backward(
+        dy, x, weight, *running, training=training, bias=bias, relu=True
+    )
+    assert_all_close(fused[:3], ref[:3], np.float32)
+    assert_all_close(fused_grads, ref_grads, np.float32)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["training", "eval"])
+def test_batchnorm_relu_reference_backward_matches_finite_differences(rng, training):
+    x, dy = normal(rng, (3, 2, 2, 3), np.float64), normal(rng, (3, 2, 2, 3), np.float64)
+    weight, bias = normal(rng, 2, np.float64), normal(rng, 2, np.float64)
+    running = running_statistics(rng, 2, np.float64)
+
+    def loss(v):
+        y = reference_batchnorm_forward(v, weight, bias, *running, training=training, relu=True)
+        return np.sum(y[0] * dy)
+
+    dx = reference_batchnorm_backward(
+        dy, x, weight, *running, training=training, bias=bias, relu=True
+    )[0]
+    assert relative_error(dx, numerical_gradient(loss, x)) < 1e-7
