@@ -31,6 +31,9 @@ import os
 import llvmlite.binding as llvm
 import numpy as np
 from numba import carray, cfunc, njit, types
+from numba.extending import overload
+
+from ._simd import gemm_f32_4x16
 
 # CBLAS constants (cblas.h): the row-major layout and the transpose flags.
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
@@ -214,6 +217,51 @@ def gemm(a, b, c, trans_a, trans_b, beta):
     else:
         _dgemm(ROW_MAJOR, flag_a, flag_b, m, n, inner, 1.0, a.ctypes.data, lda,
                b.ctypes.data, ldb, float(beta), c.ctypes.data, ldc)  # fmt: skip
+
+
+# Tiles of c that gemm_in_cache computes in registers: rows of op(a), columns of b.
+TILE_ROWS, TILE_COLUMNS = 4, 16
+
+
+def gemm_in_cache(a, b, c, trans_a):
+    """c = op(a) @ b, overwritten; a, b, c 2-D, one float dtype, each row contiguous, the shapes
+    agreeing (as :func:`gemm`'s). For products whose operands already sit in cache, as each of
+    a Winograd chunk's 16 products does: float32 goes through 4 x 16 tiles of c kept in
+    registers (``_simd.gemm_f32_4x16``), reading a and b where they lie, where BLAS first copies
+    both into packed panels, which at 16-64 rows and columns of a few hundred costs a third of
+    the product (the results log, issue 20's sixth round). What the tiles leave (rows past a
+    multiple of 4, columns past a multiple of 16) and float64 go to :func:`gemm`. Callable from
+    jitted code only."""
+    raise NotImplementedError("gemm_in_cache is called from Numba-compiled kernels")
+
+
+@overload(gemm_in_cache, jit_options={"cache": True})
+def _gemm_in_cache(a, b, c, trans_a):
+    if a.dtype != types.float32:
+        return lambda a, b, c, trans_a: gemm(a, b, c, trans_a, False, 0.0)
+
+    def tiled(a, b, c, trans_a):
+        rows, columns = c.shape
+        depth = b.shape[0]
+        # op(a)[i, p] lies at i * a_stride + p * a_step
+        a_stride, a_step = (1, a.strides[0] // 4) if trans_a else (a.strides[0] // 4, 1)
+        b_stride, c_stride = b.strides[0] // 4, c.strides[0] // 4
+        tiled_rows = rows - rows % TILE_ROWS
+        tiled_columns = columns - columns % TILE_COLUMNS
+        for j in range(0, tiled_columns, TILE_COLUMNS):  # b's column panel stays in L1
+            for i in range(0, tiled_rows, TILE_ROWS):
+                gemm_f32_4x16(
+                    a, i * a_stride, a_stride, a_step, b, j, b_stride, depth, c,
+                    i * c_stride + j, c_stride,
+                )  # fmt: skip
+        if tiled_rows < rows:
+            rest = a[:, tiled_rows:] if trans_a else a[tiled_rows:]
+            gemm(rest, b, c[tiled_rows:], trans_a, False, 0.0)
+        if tiled_columns < columns and tiled_rows:
+            head = a[:, :tiled_rows] if trans_a else a[:tiled_rows]
+            gemm(head, b[:, tiled_columns:], c[:tiled_rows, tiled_columns:], trans_a, False, 0.0)
+
+    return tiled
 
 
 def describe() -> str:

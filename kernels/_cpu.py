@@ -46,6 +46,12 @@ PARALLEL_MIN_ELEMENTS = 1 << 20
 # planes stay cached between im2col and the GEMMs, beside the GEMMs' own packed panels.
 CONV_WORKSPACE_BYTES = 1 << 20
 
+# The Winograd convolution's V and M tiles of a chunk: small enough that its 16 products run on
+# operands in L2 (512 KB a core on the AMD hosts, 1-2 MB on Intel's), where the register-tiled
+# GEMM (_blas.gemm_in_cache) beats BLAS; at 1 MB its chunks spilled to L3 and lost that
+# (the results log, issue 20's sixth round; benchmarks/cnn_layers.py re-measures the layers).
+WINOGRAD_WORKSPACE_BYTES = 512 << 10
+
 
 _threads = 1  # what fastnet.set_num_threads asked for
 

@@ -23,6 +23,12 @@ on int8 operands in quads of K values (fbgemm's AVX2 scheme): ``vpmaddubsw`` (on
 as unsigned, pair sums saturating to int16) + ``vpmaddwd`` with a vector of ones + ``vpaddd``,
 through the x86 intrinsics themselves (generic IR for the saturating pair sum is not matched);
 compiled only where :data:`HAS_AVX2`.
+
+:data:`gemm_f32_4x16` is the float32 tile, 4 rows x 16 columns of sums of products over the
+``depth`` terms, accumulated in 8 vectors of 8 floats by LLVM's ``fmuladd`` (one FMA where the
+target has it, generic IR elsewhere), one operand read with any row and term strides (so op(a) may
+be a transpose): the register-tiled GEMM of ``_blas.gemm_in_cache``. All three tiles share one
+loop skeleton (:func:`_accumulate`) and one store (:func:`_store_rows`).
 """
 
 from __future__ import annotations
@@ -60,6 +66,76 @@ def _madd_pairs(builder, x, y):
 
 def _data(context, builder, array_type, value):
     return cgutils.create_struct_proxy(array_type)(context, builder, value=value).data
+
+
+def _accumulate(builder, count, sums_count, zeros, body):
+    """The loop every tile runs: for p in 0..count-1, ``body(p, sums)`` gives the next values of
+    ``sums_count`` accumulator vectors, which start at ``zeros`` and stay in registers; returns
+    their final values (``zeros`` when count <= 0)."""
+    entry = builder.block
+    loop = builder.append_basic_block("terms.loop")
+    done = builder.append_basic_block("terms.done")
+    zero = ir.Constant(_I64, 0)
+    builder.cbranch(builder.icmp_signed(">", count, zero), loop, done)
+
+    builder.position_at_end(loop)
+    p = builder.phi(_I64)
+    p.add_incoming(zero, entry)
+    sums = []
+    for _ in range(sums_count):
+        phi = builder.phi(zeros.type)
+        phi.add_incoming(zeros, entry)
+        sums.append(phi)
+    new_sums = body(p, sums)
+    latch = builder.block
+    p_next = builder.add(p, ir.Constant(_I64, 1))
+    p.add_incoming(p_next, latch)
+    for phi, value in zip(sums, new_sums, strict=True):
+        phi.add_incoming(value, latch)
+    builder.cbranch(builder.icmp_signed("<", p_next, count), loop, done)
+
+    builder.position_at_end(done)
+    finals = []
+    for value in new_sums:  # phis first: LLVM wants them at the top of the block
+        final = builder.phi(zeros.type)
+        final.add_incoming(zeros, entry)
+        final.add_incoming(value, latch)
+        finals.append(final)
+    return finals
+
+
+def _two_vectors(builder, row, vector_type, align):
+    """The two vectors of ``vector_type`` that start at ``row`` (a pointer to their elements)."""
+    lanes = vector_type.count
+    return [
+        builder.load(
+            builder.bitcast(
+                builder.gep(row, [ir.Constant(_I64, lanes * h)]), vector_type.as_pointer()
+            ),
+            align=align,
+        )
+        for h in range(2)
+    ]
+
+
+def _broadcast(builder, scalar, vector_type):
+    """``scalar`` in every lane of an 8-lane ``vector_type`` (an i32 scalar reinterpreted as
+    vector_type's bytes when the lanes are narrower)."""
+    lanes = ir.VectorType(scalar.type, 8)
+    splat = builder.insert_element(ir.Constant(lanes, ir.Undefined), scalar, ir.Constant(_I32, 0))
+    splat = builder.shuffle_vector(splat, splat, _ZEROS8)
+    return splat if lanes == vector_type else builder.bitcast(splat, vector_type)
+
+
+def _store_rows(builder, finals, c_data, c_off, c_stride):
+    """Store a tile's accumulators, two vectors a row: row i at c_data[c_off + i * c_stride:]."""
+    lanes = finals[0].type.count
+    for index, final in enumerate(finals):
+        i, h = divmod(index, 2)
+        offset = builder.add(c_off, builder.mul(c_stride, ir.Constant(_I64, i)))
+        offset = builder.add(offset, ir.Constant(_I64, lanes * h))
+        pointer = builder.bitcast(builder.gep(c_data, [offset]), final.type.as_pointer())
+        builder.store(final, pointer, align=4)
 
 
 def _tile_intrinsic(ROWS):
@@ -100,58 +176,21 @@ def _tile_signature(ROWS, a, a_off, a_stride, b, b_off, b_stride, k2, acc, c_off
             rows.append(builder.bitcast(builder.gep(a_data, [offset]), _I32.as_pointer()))
         b_base = builder.gep(b_data, [b_off_v])
 
-        entry = builder.block
-        loop = builder.append_basic_block("pairs.loop")
-        done = builder.append_basic_block("pairs.done")
-        zero = ir.Constant(_I64, 0)
-        builder.cbranch(builder.icmp_signed(">", k2_v, zero), loop, done)
+        def pairs(p, sums):
+            b_pair = builder.gep(b_base, [builder.mul(p, b_stride_v)])
+            halves = _two_vectors(builder, b_pair, _V16I16, 2)
+            new_sums = []
+            for i in range(ROWS):
+                pair = builder.load(builder.gep(rows[i], [p]), align=2)
+                splat = _broadcast(builder, pair, _V16I16)
+                for h in range(2):
+                    new_sums.append(
+                        builder.add(sums[2 * i + h], _madd_pairs(builder, splat, halves[h]))
+                    )
+            return new_sums
 
-        builder.position_at_end(loop)
-        p = builder.phi(_I64)
-        p.add_incoming(zero, entry)
-        sums = []
-        for _ in range(2 * ROWS):
-            phi = builder.phi(_V8I32)
-            phi.add_incoming(_ZEROS8, entry)
-            sums.append(phi)
-        b_pair = builder.gep(b_base, [builder.mul(p, b_stride_v)])
-        halves = []
-        for h in range(2):
-            pointer = builder.bitcast(
-                builder.gep(b_pair, [ir.Constant(_I64, 16 * h)]), _V16I16.as_pointer()
-            )
-            halves.append(builder.load(pointer, align=2))
-        new_sums = []
-        for i in range(ROWS):
-            pair = builder.load(builder.gep(rows[i], [p]), align=2)
-            splat = builder.insert_element(
-                ir.Constant(_V8I32, ir.Undefined), pair, ir.Constant(_I32, 0)
-            )
-            splat = builder.shuffle_vector(splat, splat, _ZEROS8)
-            splat = builder.bitcast(splat, _V16I16)
-            for h in range(2):
-                new_sums.append(
-                    builder.add(sums[2 * i + h], _madd_pairs(builder, splat, halves[h]))
-                )
-        p_next = builder.add(p, ir.Constant(_I64, 1))
-        p.add_incoming(p_next, builder.block)
-        for phi, value in zip(sums, new_sums, strict=True):
-            phi.add_incoming(value, builder.block)
-        builder.cbranch(builder.icmp_signed("<", p_next, k2_v), loop, done)
-
-        builder.position_at_end(done)
-        finals = []
-        for index in range(2 * ROWS):  # phis first: LLVM wants them at the top of the block
-            final = builder.phi(_V8I32)
-            final.add_incoming(_ZEROS8, entry)
-            final.add_incoming(new_sums[index], loop)
-            finals.append(final)
-        for index, final in enumerate(finals):
-            i, h = divmod(index, 2)
-            offset = builder.add(c_off_v, builder.mul(c_stride_v, ir.Constant(_I64, i)))
-            offset = builder.add(offset, ir.Constant(_I64, 8 * h))
-            pointer = builder.bitcast(builder.gep(acc_data, [offset]), _V8I32.as_pointer())
-            builder.store(final, pointer, align=4)
+        finals = _accumulate(builder, k2_v, 2 * ROWS, _ZEROS8, pairs)
+        _store_rows(builder, finals, acc_data, c_off_v, c_stride_v)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -242,59 +281,22 @@ def _u8s8_codegen(ROWS, rows_unsigned, context, builder, signature, args):
         rows.append(builder.bitcast(builder.gep(a_data, [offset]), _I32.as_pointer()))
     b_base = builder.gep(b_data, [b_off_v])
 
-    entry = builder.block
-    loop = builder.append_basic_block("quads.loop")
-    done = builder.append_basic_block("quads.done")
-    zero = ir.Constant(_I64, 0)
-    builder.cbranch(builder.icmp_signed(">", k4_v, zero), loop, done)
+    def quads(q, sums):
+        b_quad = builder.gep(b_base, [builder.mul(q, b_stride_v)])
+        halves = _two_vectors(builder, b_quad, _V32I8, 1)
+        new_sums = []
+        for i in range(ROWS):
+            quad = builder.load(builder.gep(rows[i], [q]), align=1)
+            splat = _broadcast(builder, quad, _V32I8)
+            for h in range(2):
+                unsigned, signed = (splat, halves[h]) if rows_unsigned else (halves[h], splat)
+                pairs = _x86(builder, "llvm.x86.avx2.pmadd.ub.sw", _V16I16, unsigned, signed)
+                quads = _x86(builder, "llvm.x86.avx2.pmadd.wd", _V8I32, pairs, _ONES16)
+                new_sums.append(builder.add(sums[2 * i + h], quads))
+        return new_sums
 
-    builder.position_at_end(loop)
-    q = builder.phi(_I64)
-    q.add_incoming(zero, entry)
-    sums = []
-    for _ in range(2 * ROWS):
-        phi = builder.phi(_V8I32)
-        phi.add_incoming(_ZEROS8, entry)
-        sums.append(phi)
-    b_quad = builder.gep(b_base, [builder.mul(q, b_stride_v)])
-    halves = []
-    for h in range(2):
-        pointer = builder.bitcast(
-            builder.gep(b_quad, [ir.Constant(_I64, 32 * h)]), _V32I8.as_pointer()
-        )
-        halves.append(builder.load(pointer, align=1))
-    new_sums = []
-    for i in range(ROWS):
-        quad = builder.load(builder.gep(rows[i], [q]), align=1)
-        splat = builder.insert_element(
-            ir.Constant(_V8I32, ir.Undefined), quad, ir.Constant(_I32, 0)
-        )
-        splat = builder.shuffle_vector(splat, splat, _ZEROS8)
-        splat = builder.bitcast(splat, _V32I8)
-        for h in range(2):
-            unsigned, signed = (splat, halves[h]) if rows_unsigned else (halves[h], splat)
-            pairs = _x86(builder, "llvm.x86.avx2.pmadd.ub.sw", _V16I16, unsigned, signed)
-            quads = _x86(builder, "llvm.x86.avx2.pmadd.wd", _V8I32, pairs, _ONES16)
-            new_sums.append(builder.add(sums[2 * i + h], quads))
-    q_next = builder.add(q, ir.Constant(_I64, 1))
-    q.add_incoming(q_next, builder.block)
-    for phi, value in zip(sums, new_sums, strict=True):
-        phi.add_incoming(value, builder.block)
-    builder.cbranch(builder.icmp_signed("<", q_next, k4_v), loop, done)
-
-    builder.position_at_end(done)
-    finals = []
-    for index in range(2 * ROWS):
-        final = builder.phi(_V8I32)
-        final.add_incoming(_ZEROS8, entry)
-        final.add_incoming(new_sums[index], loop)
-        finals.append(final)
-    for index, final in enumerate(finals):
-        i, h = divmod(index, 2)
-        offset = builder.add(c_off_v, builder.mul(c_stride_v, ir.Constant(_I64, i)))
-        offset = builder.add(offset, ir.Constant(_I64, 8 * h))
-        pointer = builder.bitcast(builder.gep(acc_data, [offset]), _V8I32.as_pointer())
-        builder.store(final, pointer, align=4)
+    finals = _accumulate(builder, k4_v, 2 * ROWS, _ZEROS8, quads)
+    _store_rows(builder, finals, acc_data, c_off_v, c_stride_v)
     return context.get_dummy_value()
 
 
@@ -302,3 +304,76 @@ def _u8s8_codegen(ROWS, rows_unsigned, context, builder, signature, args):
 #: bytes, a and b int8 arrays. Compile them only where :data:`HAS_AVX2`.
 gemm_u8s8_4x16_rows_unsigned = _u8s8_tile_intrinsic(4, True)
 gemm_u8s8_4x16_rows_signed = _u8s8_tile_intrinsic(4, False)
+
+
+# ---------------------------------------------------------------------------------------------
+# The float32 tile: ROWS x 16 sums of products, accumulated in 8-lane vectors of floats.
+
+_F32 = ir.FloatType()
+_V8F32 = ir.VectorType(_F32, 8)
+_ZEROS8F = ir.Constant(_V8F32, [0.0] * 8)
+
+
+def _f32_tile_intrinsic(ROWS):
+    """ROWS x COLS float32 products over ``depth`` terms:
+
+        c[c_off + i * c_stride + j] = sum_p a[a_off + i * a_stride + p * a_step]
+                                            * b[b_off + p * b_stride + j]
+
+    for i < ROWS, j < 16 (offsets and strides in elements). Per p: ROWS scalars of a, each
+    broadcast to 8 lanes, two 8-float loads of b's row, 2·ROWS multiply-adds into vectors that
+    stay in registers for the whole loop; c is written once at the end (overwritten). The
+    multiply-add is LLVM's ``fmuladd`` (one fused instruction where the target has FMA)."""
+
+    @intrinsic
+    def gemm_tile(
+        typingctx, a, a_off, a_stride, a_step, b, b_off, b_stride, depth, c, c_off, c_stride
+    ):
+        for array in (a, b, c):
+            if not isinstance(array, types.Array) or array.dtype != types.float32:
+                return None
+        sig = types.void(a, a_off, a_stride, a_step, b, b_off, b_stride, depth, c, c_off, c_stride)
+        return sig, codegen
+
+    def codegen(context, builder, signature, args):
+        arg_types = signature.args
+
+        def intp(index):
+            return context.cast(builder, args[index], arg_types[index], types.intp)
+
+        a_off, a_stride, a_step = intp(1), intp(2), intp(3)
+        b_off, b_stride, depth = intp(5), intp(6), intp(7)
+        c_off, c_stride = intp(9), intp(10)
+        a_data = _data(context, builder, arg_types[0], args[0])
+        b_data = _data(context, builder, arg_types[4], args[4])
+        c_data = _data(context, builder, arg_types[8], args[8])
+        multiply_add = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_V8F32, [_V8F32] * 3), "llvm.fmuladd.v8f32"
+        )
+        rows = [
+            builder.gep(a_data, [builder.add(a_off, builder.mul(a_stride, ir.Constant(_I64, i)))])
+            for i in range(ROWS)
+        ]
+        b_base = builder.gep(b_data, [b_off])
+
+        def terms(p, sums):
+            b_row = builder.gep(b_base, [builder.mul(p, b_stride)])
+            halves = _two_vectors(builder, b_row, _V8F32, 4)
+            a_index = builder.mul(p, a_step)
+            new_sums = []
+            for i in range(ROWS):
+                scalar = builder.load(builder.gep(rows[i], [a_index]), align=4)
+                splat = _broadcast(builder, scalar, _V8F32)
+                for h in range(2):
+                    new_sums.append(builder.call(multiply_add, [splat, halves[h], sums[2 * i + h]]))
+            return new_sums
+
+        finals = _accumulate(builder, depth, 2 * ROWS, _ZEROS8F, terms)
+        _store_rows(builder, finals, c_data, c_off, c_stride)
+        return context.get_dummy_value()
+
+    return gemm_tile
+
+
+#: The 4 x 16 float32 tile of :func:`_f32_tile_intrinsic`; a, b and c float32 arrays.
+gemm_f32_4x16 = _f32_tile_intrinsic(4)

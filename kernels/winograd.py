@@ -12,7 +12,7 @@ into 2x2 tiles; the 4x4 input patch d under a tile and a 3x3 filter g give the t
 
 which is exact in exact arithmetic: 16 multiplications a tile instead of 36. Summed over input
 channels, the elementwise product becomes 16 independent matrix products, one per position ξ of
-the 4x4 transformed tile, and those go to BLAS:
+the 4x4 transformed tile:
 
     U[ξ] = (G g Gᵀ)[ξ]        (16, K, C)   weights, K output and C input channels
     V[ξ] = (Bᵀ d B)[ξ]        (16, C, T)   input tiles, T = N·TH·TW tiles
@@ -39,7 +39,10 @@ a direct convolution (the transforms skip their zero coefficients, they do not m
 but an inf may come out as NaN where a direct convolution gives ±inf: the transforms subtract
 neighbours (inf - inf).
 
-The transforms below are this module's kernels; the products are the matmul family's. All
+The transforms below are this module's kernels. The products are GEMMs: on the host, M = U·V
+and dV = Uᵀ·dM through ``_blas.gemm_in_cache`` (float32 in register tiles straight from the
+chunk's tiles, which sit in L2: a chunk's V and M fit the device's Winograd workspace), dU = dM·Vᵀ
+through BLAS (its long inner dimension amortises BLAS's packing); on a GPU, batched matmuls. All
 buffers are float32 or float64, one dtype throughout; images and filters C-contiguous; tile
 buffers (U, V, M and their gradients) have each of their 16 matrices C-contiguous, and on the
 host the matrices are spaced apart (:func:`winograd_tiles_cpu` says why). Each transform writes
@@ -72,7 +75,7 @@ import numpy as np
 from numba import cuda, njit, prange
 from numba.extending import register_jitable
 
-from ._blas import gemm
+from ._blas import gemm, gemm_in_cache
 from ._checks import (
     as_shape,
     bias_or_zeros,
@@ -846,7 +849,7 @@ def _conv_run(x, u, bias, y, v_tiles, m_tiles, pad_h, pad_w, chunk_images, relu,
         for plane in range((stop - start) * channels):
             _input_plane(images, v, plane, padded, pad_h, pad_w, tiles_h, tiles_w)
         for position in range(POSITIONS):  # M[ξ] = U[ξ]·V[ξ]
-            gemm(u[position], v[position], m[position], False, False, 0.0)
+            gemm_in_cache(u[position], v[position], m[position], False)
         outputs = y[start:stop]
         flat, plane_size = outputs.reshape(-1), y.shape[2] * y.shape[3]
         for plane in range((stop - start) * y.shape[1]):
@@ -898,7 +901,7 @@ def _conv_backward_run(
                 gemm(dm[position], v[position], du[group, position], False, True, 1.0)
         if need_x:  # dV[ξ] = U[ξ]ᵀ·dM[ξ], into V's tiles (V is used up by then)
             for position in range(POSITIONS):
-                gemm(u[position], dm[position], v[position], True, False, 0.0)
+                gemm_in_cache(u[position], dm[position], v[position], True)
             inputs = dx[start:stop]
             for plane in range((stop - start) * channels):
                 _input_grad_plane(v, inputs, plane, scratch, pad_h, pad_w, tiles_h, tiles_w)
@@ -1004,8 +1007,8 @@ def winograd_conv2d_cpu(
     relu: bool = False,
 ) -> np.ndarray:
     """y (N, K, OH, OW) = the 3x3 stride-1 convolution of x (N, C, H, W) whose filters' tiles are
-    ``tiles_weight`` U (16, K, C), plus bias, ``chunk_images`` images at a time: V, M = U·V (BLAS,
-    :mod:`._blas`) and y's tiles per chunk, in one call; with ``relu``, relu of all that. On more
+    ``tiles_weight`` U (16, K, C), plus bias, ``chunk_images`` images at a time: V, M = U·V (:mod:`._blas`)
+    and y's tiles per chunk, in one call; with ``relu``, relu of all that. On more
     than one thread the chunks split into one run per thread, each with its own tile buffers."""
     x, u, bias, geometry, chunks = _conv_arguments(
         "winograd_conv2d", x, tiles_weight, bias, padding, chunk_images

@@ -46,11 +46,13 @@ def test_conv2d_matches_direct_reference(rng):
 
 @pytest.fixture
 def small_conv_workspace(monkeypatch):
-    """Set the CPU conv workspace to ``images`` images of ``bytes_per_image`` (columns and output
-    planes), so that a conv runs in chunks of that many images."""
+    """Set the CPU conv workspaces (im2col's and Winograd's) to ``images`` images of
+    ``bytes_per_image`` (columns and output planes, or tiles), so that a conv runs in chunks of
+    that many images."""
 
     def set_for(images, bytes_per_image):
-        monkeypatch.setattr(fn.backend.CPU, "conv_workspace_bytes", images * bytes_per_image)
+        for name in ("conv_workspace_bytes", "winograd_workspace_bytes"):
+            monkeypatch.setattr(fn.backend.CPU, name, images * bytes_per_image)
 
     return set_for
 

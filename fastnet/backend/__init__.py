@@ -68,13 +68,21 @@ class Device:
     """One place tensors can live: ``cpu`` or ``cuda``. Compares equal to its name."""
 
     def __init__(
-        self, name: str, xp: Any, variant: str, erf: Any, conv_workspace_bytes: int
+        self,
+        name: str,
+        xp: Any,
+        variant: str,
+        erf: Any,
+        conv_workspace_bytes: int,
+        winograd_workspace_bytes: int,
     ) -> None:
         self.name = name
         self.xp = xp
         self.erf = erf
-        # How many bytes of im2col columns and output planes a convolution works on at once.
+        # How many bytes of im2col columns and output planes a convolution works on at once, and
+        # of a Winograd convolution's tiles (V and M).
         self.conv_workspace_bytes = conv_workspace_bytes
+        self.winograd_workspace_bytes = winograd_workspace_bytes
         for family in families():
             for op in family.ops:
                 if hasattr(self, op):
@@ -180,14 +188,16 @@ def to_numpy(array: Any) -> np.ndarray:
     return np.asarray(array)
 
 
-# The CPU's conv workspace is part of the CPU execution policy (kernels/_cpu.py says why its size).
-CPU = Device("cpu", np, "cpu", _erf_cpu, _cpu.CONV_WORKSPACE_BYTES)
+# The CPU's conv workspaces are part of the CPU execution policy (kernels/_cpu.py says why their
+# sizes).
+CPU = Device("cpu", np, "cpu", _erf_cpu, _cpu.CONV_WORKSPACE_BYTES, _cpu.WINOGRAD_WORKSPACE_BYTES)
 _cuda_device: Device | None = None
 
 
 def _make_cuda_device() -> Device:
     if _cuda.simulating():
-        return Device("cuda", np, "cuda", _erf_cpu, _cuda.CONV_WORKSPACE_BYTES)
+        workspace = _cuda.CONV_WORKSPACE_BYTES
+        return Device("cuda", np, "cuda", _erf_cpu, workspace, workspace)
     if not _cuda.gpu_available():
         raise RuntimeError(
             "device 'cuda' is not available: no CUDA GPU was found (CuPy missing or "
@@ -199,7 +209,8 @@ def _make_cuda_device() -> Device:
     import cupy
     from cupyx.scipy.special import erf
 
-    return Device("cuda", cupy, "cuda", erf, _cuda.CONV_WORKSPACE_BYTES)
+    workspace = _cuda.CONV_WORKSPACE_BYTES  # one bound for both: a chunk's GEMMs fill the GPU
+    return Device("cuda", cupy, "cuda", erf, workspace, workspace)
 
 
 def get_device(device: str | Device | None) -> Device:

@@ -75,11 +75,19 @@ def conv_image_chunks(
 
 
 def _images_per_chunk(
-    device: Any, batch: int, columns: int, out_channels: int, plane: int, itemsize: int
+    device: Any,
+    batch: int,
+    columns: int,
+    out_channels: int,
+    plane: int,
+    itemsize: int,
+    workspace: int | None = None,
 ) -> int:
-    """The images of one chunk of :func:`conv_image_chunks` (at least 1)."""
+    """The images of one chunk of :func:`conv_image_chunks` (at least 1), in ``workspace`` bytes
+    (the device's conv workspace by default)."""
     bytes_per_image = (columns + out_channels) * plane * itemsize
-    return max(1, min(batch, images_per_chunk(bytes_per_image, device.conv_workspace_bytes)))
+    workspace = device.conv_workspace_bytes if workspace is None else workspace
+    return max(1, min(batch, images_per_chunk(bytes_per_image, workspace)))
 
 
 def _by_group(matrix: Any, groups: int) -> Any:
@@ -286,6 +294,7 @@ def _winograd_chunk_images(device: Any, x: Any, weight: Any, padding: tuple[int,
         WINOGRAD_POSITIONS * weight.shape[0],
         ((oh + 1) // 2) * ((ow + 1) // 2),
         x.itemsize,
+        device.winograd_workspace_bytes,
     )
 
 

@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 import pytest
+from numba import njit
 
 from fastnet.kernels import _blas
 from numerics import TOLERANCE, relative_error
@@ -50,6 +51,37 @@ def test_gemm_matches_float64_products(rng, dtype, trans_a, trans_b, beta):
         expected = product(a, b, trans_a, trans_b) + beta * before
         assert relative_error(c, expected) <= TOLERANCE[dtype], (m, n, k)
         np.testing.assert_array_equal(np.delete(wide, np.s_[3 : 3 + n], axis=1), outside)
+
+
+@njit(cache=True)
+def _gemm_in_cache(a, b, c, trans_a):
+    _blas.gemm_in_cache(a, b, c, trans_a)
+
+
+# Whole 4 x 16 tiles only, tiles and both remainders, an operand narrower than one tile, Winograd
+# chunk shapes (16 and 64 channels), an empty sum
+IN_CACHE_SHAPES = [(16, 32, 16), (17, 35, 9), (3, 7, 5), (4, 15, 2), (64, 16, 64), (8, 16, 0)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a", [False, True])
+def test_gemm_in_cache_matches_float64_products(rng, dtype, trans_a):
+    """op(a) @ b into columns of a wider, NaN-poisoned buffer, from rows of wider buffers (row
+    strides larger than the rows), as a Winograd chunk's tiles are laid out: every entry written,
+    none outside."""
+    for m, n, k in IN_CACHE_SHAPES:
+        a_wide = rng.standard_normal((k, m + 3) if trans_a else (m, k + 3)).astype(dtype)
+        a = a_wide[:, 1 : 1 + m] if trans_a else a_wide[:, 1 : 1 + k]
+        b = rng.standard_normal((k, n + 5)).astype(dtype)[:, 2 : 2 + n]
+        wide = np.full((m, n + 7), np.nan, dtype)
+        c = wide[:, 3 : 3 + n]
+        _gemm_in_cache(a, b, c, trans_a)
+        expected = product(a, b, trans_a, False)
+        if k == 0:
+            np.testing.assert_array_equal(c, np.zeros((m, n)))
+        else:
+            assert relative_error(c, expected) <= TOLERANCE[dtype], (m, n, k)
+        assert np.isnan(np.delete(wide, np.s_[3 : 3 + n], axis=1)).all()
 
 
 def test_gemm_with_an_empty_sum_scales_c(rng):

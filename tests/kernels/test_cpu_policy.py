@@ -105,6 +105,7 @@ def test_images_per_chunk():
 
 def test_the_cpu_device_has_the_policy_workspace():
     assert fastnet.backend.CPU.conv_workspace_bytes == _cpu.CONV_WORKSPACE_BYTES
+    assert fastnet.backend.CPU.winograd_workspace_bytes == _cpu.WINOGRAD_WORKSPACE_BYTES
 
 
 def test_scratch_is_kept_per_key_and_per_thread():

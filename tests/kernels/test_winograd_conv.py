@@ -23,6 +23,10 @@ CASES = [
     ((4, 2, 6, 5), 3, (0, 2), 3),
     ((3, 4, 1, 2), 2, 1, 1),
     ((2, 3, 4, 4), 5, 0, 8),
+    # the host's register-tiled products (4 rows x 16 tiles): with rows and tiles left over for
+    # BLAS both ways (K = 7, C = 6, 60 tiles a chunk), and in whole tiles only (16 a chunk)
+    ((3, 6, 9, 11), 7, 1, 2),
+    ((2, 8, 8, 8), 8, 1, 1),
 ]
 CUDA_CASES = [((3, 2, 4, 5), 2, 1, 2)]
 
