@@ -1007,9 +1007,9 @@ def winograd_conv2d_cpu(
     relu: bool = False,
 ) -> np.ndarray:
     """y (N, K, OH, OW) = the 3x3 stride-1 convolution of x (N, C, H, W) whose filters' tiles are
-    ``tiles_weight`` U (16, K, C), plus bias, ``chunk_images`` images at a time: V, M = U·V (:mod:`._blas`)
-    and y's tiles per chunk, in one call; with ``relu``, relu of all that. On more
-    than one thread the chunks split into one run per thread, each with its own tile buffers."""
+    ``tiles_weight`` U (16, K, C), plus bias, ``chunk_images`` images at a time: V, M = U·V
+    (:mod:`._blas`) and y's tiles per chunk, in one call; with ``relu``, relu of all that. On
+    more than one thread the chunks split into one run per thread, each with its own tiles."""
     x, u, bias, geometry, chunks = _conv_arguments(
         "winograd_conv2d", x, tiles_weight, bias, padding, chunk_images
     )
