@@ -42,6 +42,14 @@ Variants, simplest first:
   inside a run (the dilation only moves where each kernel offset's runs start). col2im is
   parallel over the N*C planes of dx: each task owns its plane, so it is race-free, and each
   pixel sums its terms in kernel-offset order however the work is split, so dx is deterministic.
+  With a stride along the rows (SW > 1), more kernel taps than the SH*SW stride phases and at
+  least "same" padding, both take stride phases instead of those runs gathered (scattered) with
+  stride SW: a task takes a chunk of images (as many as conv2d's CPU workspace holds the columns
+  of), splits it a channel at a time into phases (pixels (t*SH + rh, u*SW + rw), each image's
+  phase an OH x OW plane), and then every kernel offset reads one phase at stride 1, so its row
+  of cols is one contiguous copy for the whole chunk, the entries over the padding zeroed after
+  (col2im: one contiguous sum into the phases, the padding's entries summed as zeros, then the
+  phases woven back into dx, each pixel's sum still in kernel-offset order, to the same bits).
   Both run serial or parallel as the CPU policy (``_cpu.parallel_pays``) decides for the size of
   cols.
 * ``im2col_cuda`` / ``col2im_cuda``: one thread per element of cols (im2col: consecutive threads
@@ -81,7 +89,13 @@ from ._contract import (
     Implementation,
     KernelSpec,
 )
-from ._cpu import chunk_groups, chunk_range, cpu_kernel, images_per_chunk
+from ._cpu import (
+    CONV_WORKSPACE_BYTES,
+    chunk_groups,
+    chunk_range,
+    cpu_kernel,
+    images_per_chunk,
+)
 from ._cuda import array_module, check_out, cuda_kernel, empty, launch, stride_grid
 from ._geometry import (
     IntPair,
@@ -401,6 +415,228 @@ def _col2im_plane(
                     image[row + ow * uint64(stride_w)] += source[run + ow]
 
 
+# Stride phases (a stride SW > 1 along the rows). Phase (rh, rw) of an (H, W) plane holds its
+# pixels (t*SH + rh, u*SW + rw) at (t, u). The tap whose window offset is (a, b) =
+# (i*DH - PH, j*DW - PW) reads, for output (oh, ow), pixel (oh*SH + a, ow*SW + b): phase
+# (a mod SH, b mod SW) at (oh + a // SH, ow + b // SW), a read at stride 1. A chunk of images is
+# split a channel at a time, each image's phase stored as an OH x OW plane (room enough where the
+# padding is at least "same": ceil(H/SH) <= OH and ceil(W/SW) <= OW), phase after phase, image
+# after image. Entry m = (n*OH + oh)*OW + ow of a tap's row of cols then reads phases[m + shift],
+# one shift for the whole chunk: the row is one contiguous copy (col2im: one contiguous sum)
+# instead of a strided gather (scatter) of OW values an output row. The entries over the padding,
+# which that copy takes from a neighbouring row or image, are zeroed after.
+# The split moves whole rows into row phases, then splits each row phase into columns in one flat
+# loop (loops one row long are too short to vectorise well).
+# A tap's row of cols is sliced from a whole row of cols (``column`` on), not from a column range
+# of the 2-D cols: Numba types that as strided, and LLVM does not vectorise copies through it.
+
+
+@register_jitable
+def _phases_pay(height, width, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w):
+    """Whether im2col and col2im of H x W planes with this geometry (the kernels' 8 fields; the
+    padding plays no part) go through stride phases: a stride along the rows (at stride 1 the
+    runs are contiguous already), more taps than phases (else the split costs more than the
+    gathers it saves, as for the 1x1 stride-2 shortcut), and phases that fit an output plane."""
+    return (
+        stride_w > 1
+        and kernel_h * kernel_w > stride_h * stride_w
+        and (height + stride_h - 1) // stride_h <= out_h
+        and (width + stride_w - 1) // stride_w <= out_w
+    )
+
+
+@register_jitable
+def _phase_tap(
+    i, j, images, height, width, stride_h, stride_w, pad_h, pad_w, out_h, out_w, dilation_h,
+    dilation_w,
+):  # fmt: skip
+    """Tap (i, j) in phase terms: its output rows [oh_start, oh_stop) and columns
+    [ow_start, ow_stop) over the image, the run [first, last) of a chunk's cols row that holds
+    them (empty when none), and the shift from an entry of that run to its pixel in the phases."""
+    tap_h, tap_w = i * dilation_h, j * dilation_w
+    oh_start, oh_stop = inside_range(tap_h, pad_h, stride_h, height, out_h)
+    ow_start, ow_stop = inside_range(tap_w, pad_w, stride_w, width, out_w)
+    a, b = tap_h - pad_h, tap_w - pad_w
+    phase = (a % stride_h) * stride_w + b % stride_w
+    shift = (phase * images * out_h + a // stride_h) * out_w + b // stride_w
+    first, last = 0, 0
+    if oh_start < oh_stop and ow_start < ow_stop:
+        first = oh_start * out_w + ow_start
+        last = ((images - 1) * out_h + oh_stop - 1) * out_w + ow_stop
+    return oh_start, oh_stop, ow_start, ow_stop, first, last, shift
+
+
+@register_jitable
+def _zero_outside(target, images, oh_start, oh_stop, ow_start, ow_stop, out_h, out_w):
+    """Zero the entries of ``images`` planes (OH x OW each, from target[0]) outside rows
+    [oh_start, oh_stop) and columns [ow_start, ow_stop): where the window reads the padding."""
+    plane = out_h * out_w
+    for n in range(images):
+        start = n * plane
+        for k in range(uint64(start), uint64(start + oh_start * out_w)):
+            target[k] = 0
+        for k in range(uint64(start + oh_stop * out_w), uint64(start + plane)):
+            target[k] = 0
+    # A column at a time, down all the rows (the padding's rows again too: one loop, not two):
+    # these are a column or two at most.
+    for ow in range(ow_start):
+        for k in range(uint64(ow), uint64(images * plane), uint64(out_w)):
+            target[k] = 0
+    for ow in range(ow_stop, out_w):
+        for k in range(uint64(ow), uint64(images * plane), uint64(out_w)):
+            target[k] = 0
+
+
+@register_jitable
+def _move_rows(images, c, rows, stride_h, pitch, out_h, into_rows):
+    """Between channel c of a chunk of images (N, C, H, W) and its row phases in ``rows``: row h
+    of image n is row h // SH of image n in row phase h mod SH, laid out [rh][n][OH][pitch]
+    (pitch >= W: the entries past W, and the rows past ceil(H/SH), are left alone).
+    ``into_rows``: that way; else back."""
+    count, channels, height, width = images.shape
+    pixels = images.reshape(-1)
+    for n in range(count):
+        plane = (n * channels + c) * height * width
+        for rh in range(stride_h):
+            first = uint64((rh * count + n) * out_h * pitch)
+            for h in range(rh, height, stride_h):
+                source = uint64(plane + h * width)
+                if into_rows:
+                    for w in range(uint64(width)):
+                        rows[first + w] = pixels[source + w]
+                else:
+                    for w in range(uint64(width)):
+                        pixels[source + w] = rows[first + w]
+                first += uint64(pitch)
+
+
+@register_jitable
+def _move_columns(rows, phases, stride_h, stride_w, into_phases):
+    """Between row phases (``rows``, flat, rows SW*OW apart) and stride phases: column phase rw
+    of row phase rh (its entries rw, rw + SW, ...) is stride phase rh*SW + rw, the phases one
+    after the other. ``into_phases``: that way; else back. One flat loop a phase, long enough
+    for LLVM to vectorise (a loop a row is not)."""
+    part = rows.size // (stride_h * stride_w)  # a phase
+    if stride_w == 2:
+        # The stride a constant and both phases in one loop: LLVM vectorises the loads (or
+        # stores) and shuffles them apart, where a stride known only at run time stays scalar.
+        for first in range(0, rows.size, 2 * part):
+            run = rows[first : first + 2 * part]
+            even, odd = phases[first : first + part], phases[first + part : first + 2 * part]
+            if into_phases:
+                for k in range(uint64(part)):
+                    even[k] = run[2 * k]
+                    odd[k] = run[2 * k + 1]
+            else:
+                for k in range(uint64(part)):
+                    run[2 * k] = even[k]
+                    run[2 * k + 1] = odd[k]
+        return
+    for first in range(0, rows.size, stride_w * part):
+        run = rows[first : first + stride_w * part]
+        for rw in range(stride_w):
+            phase = phases[first + rw * part : first + (rw + 1) * part]
+            if into_phases:
+                for k in range(uint64(part)):
+                    phase[k] = run[rw + k * stride_w]
+            else:
+                for k in range(uint64(part)):
+                    run[rw + k * stride_w] = phase[k]
+
+
+@register_jitable
+def _im2col_phases(
+    x,
+    cols,
+    column,
+    kernel_h,
+    kernel_w,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    out_h,
+    out_w,
+    dilation_h,
+    dilation_w,
+):
+    """Columns [column, column + N*OH*OW) of cols for a chunk of images x, through stride
+    phases: a channel's planes split into phases, then each of its KH*KW rows of cols one
+    contiguous copy, the entries over the padding zeroed after (the copy filled them from the
+    neighbouring row or image)."""
+    images, channels, height, width = x.shape
+    count = images * out_h * out_w
+    phases = np.empty(stride_h * stride_w * count, x.dtype)
+    rows = np.empty(stride_h * stride_w * count, x.dtype)  # the row phases
+    for c in range(channels):
+        _move_rows(x, c, rows, stride_h, stride_w * out_w, out_h, True)
+        _move_columns(rows, phases, stride_h, stride_w, True)
+        for i in range(kernel_h):
+            for j in range(kernel_w):
+                oh_start, oh_stop, ow_start, ow_stop, first, last, shift = _phase_tap(
+                    i, j, images, height, width, stride_h, stride_w, pad_h, pad_w, out_h, out_w,
+                    dilation_h, dilation_w,
+                )  # fmt: skip
+                target = cols[(c * kernel_h + i) * kernel_w + j, column : column + count]
+                for m in range(uint64(first), uint64(last)):
+                    target[m] = phases[m + uint64(shift)]
+                _zero_outside(target, images, oh_start, oh_stop, ow_start, ow_stop, out_h, out_w)
+
+
+@register_jitable
+def _col2im_phases(
+    cols,
+    column,
+    dx,
+    kernel_h,
+    kernel_w,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    out_h,
+    out_w,
+    dilation_h,
+    dilation_w,
+):
+    """dx of a chunk of images from columns [column, column + N*OH*OW) of cols, through stride
+    phases, the transpose of :func:`_im2col_phases`: per channel, each tap's run of cols summed
+    onto the phases in one contiguous pass (where the run has entries over the padding, a copy
+    of it with those zeroed), then the phases merged into dx. Adding +0.0 changes no sum (a sum
+    that starts at +0.0 is never -0.0), so every pixel sums its terms in kernel-offset (i, j)
+    order to the very bits of :func:`_col2im_plane`."""
+    images, channels, height, width = dx.shape
+    count = images * out_h * out_w
+    phases = np.empty(stride_h * stride_w * count, dx.dtype)
+    terms = np.empty(count, dx.dtype)
+    rows = np.empty(stride_h * stride_w * count, dx.dtype)  # the row phases
+    for c in range(channels):
+        phases[:] = 0
+        for i in range(kernel_h):
+            for j in range(kernel_w):
+                oh_start, oh_stop, ow_start, ow_stop, first, last, shift = _phase_tap(
+                    i, j, images, height, width, stride_h, stride_w, pad_h, pad_w, out_h, out_w,
+                    dilation_h, dilation_w,
+                )  # fmt: skip
+                source = cols[(c * kernel_h + i) * kernel_w + j, column : column + count]
+                if oh_start > 0 or oh_stop < out_h or ow_start > 0 or ow_stop < out_w:
+                    for m in range(uint64(first), uint64(last)):
+                        terms[m] = source[m]
+                    _zero_outside(terms, images, oh_start, oh_stop, ow_start, ow_stop, out_h, out_w)
+                    source = terms
+                for m in range(uint64(first), uint64(last)):
+                    phases[m + uint64(shift)] += source[m]
+        _move_columns(rows, phases, stride_h, stride_w, False)
+        _move_rows(dx, c, rows, stride_h, stride_w * out_w, out_h, False)
+
+
+@register_jitable
+def _chunk_images(cols, plane):
+    """Images a task of the standalone kernels takes through stride phases: as many as conv2d's
+    CPU workspace holds the columns of (``plane`` columns an image)."""
+    return max(1, CONV_WORKSPACE_BYTES // max(1, cols.shape[0] * plane * cols.itemsize))
+
+
 # The kernels take the geometry's 8 fields, then the dilation (1 by default: a dense kernel).
 
 
@@ -419,22 +655,25 @@ def _im2col_kernel_cpu(
     dilation_h=1,
     dilation_w=1,
 ):
-    for col_row in prange(cols.shape[0]):
-        _im2col_row(
-            x,
-            cols,
-            col_row,
-            kernel_h,
-            kernel_w,
-            stride_h,
-            stride_w,
-            pad_h,
-            pad_w,
-            out_h,
-            out_w,
-            dilation_h,
-            dilation_w,
-        )
+    batch, _, height, width = x.shape
+    if _phases_pay(
+        height, width, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w
+    ):
+        # A task a chunk of images, each with its own phases.
+        plane = out_h * out_w
+        chunk = _chunk_images(cols, plane)
+        for task in prange((batch + chunk - 1) // chunk):
+            start, stop = task * chunk, min(batch, (task + 1) * chunk)
+            _im2col_phases(
+                x[start:stop], cols, start * plane, kernel_h, kernel_w, stride_h, stride_w,
+                pad_h, pad_w, out_h, out_w, dilation_h, dilation_w,
+            )  # fmt: skip
+    else:
+        for col_row in prange(cols.shape[0]):
+            _im2col_row(
+                x, cols, col_row, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h,
+                out_w, dilation_h, dilation_w,
+            )  # fmt: skip
 
 
 @cpu_kernel
@@ -452,23 +691,26 @@ def _col2im_kernel_cpu(
     dilation_h=1,
     dilation_w=1,
 ):
-    # A task owns one plane: no two tasks write one pixel, so dx is race-free and deterministic.
-    for plane in prange(dx.shape[0] * dx.shape[1]):
-        _col2im_plane(
-            cols,
-            dx,
-            plane,
-            kernel_h,
-            kernel_w,
-            stride_h,
-            stride_w,
-            pad_h,
-            pad_w,
-            out_h,
-            out_w,
-            dilation_h,
-            dilation_w,
-        )
+    # A task owns one plane (or one chunk of images): no two tasks write one pixel, so dx is
+    # race-free and deterministic.
+    batch, _, height, width = dx.shape
+    if _phases_pay(
+        height, width, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w
+    ):
+        plane_size = out_h * out_w
+        chunk = _chunk_images(cols, plane_size)
+        for task in prange((batch + chunk - 1) // chunk):
+            start, stop = task * chunk, min(batch, (task + 1) * chunk)
+            _col2im_phases(
+                cols, start * plane_size, dx[start:stop], kernel_h, kernel_w, stride_h,
+                stride_w, pad_h, pad_w, out_h, out_w, dilation_h, dilation_w,
+            )  # fmt: skip
+    else:
+        for plane in prange(dx.shape[0] * dx.shape[1]):
+            _col2im_plane(
+                cols, dx, plane, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h,
+                out_w, dilation_h, dilation_w,
+            )  # fmt: skip
 
 
 def im2col_cpu(
@@ -690,11 +932,15 @@ def _conv_run(x, weights, y, cols_runs, geometry, dilation, groups, chunk_images
     plane, ones = geometry[6] * geometry[7], cols_runs.shape[1] - rows
     runs, chunks = cols_runs.shape[0], (batch + chunk_images - 1) // chunk_images
     first, last = chunk_range(run, runs, chunks, chunk_images, batch)
+    through_phases = _phases_pay(x.shape[2], x.shape[3], *geometry)
     for start in range(first, last, chunk_images):
         stop = min(start + chunk_images, batch)
         cols, images = cols_runs[run, :, : (stop - start) * plane], x[start:stop]
-        for row in range(rows):
-            _im2col_row(images, cols, row, *geometry, *dilation)
+        if through_phases:
+            _im2col_phases(images, cols_runs[run], 0, *geometry, *dilation)
+        else:
+            for row in range(rows):
+                _im2col_row(images, cols, row, *geometry, *dilation)
         if ones:
             cols[rows] = 1
         for image in range(stop - start):
@@ -717,13 +963,17 @@ def _conv_backward_run(
     rows_g, out_g = rows // groups, dy.shape[1] // groups
     runs, chunks = dweights.shape[0], (batch + chunk_images - 1) // chunk_images
     first, last = chunk_range(run, runs, chunks, chunk_images, batch)
+    through_phases = _phases_pay(x.shape[2], x.shape[3], *geometry)
     for start in range(first, last, chunk_images):
         stop = min(start + chunk_images, batch)
         count = (stop - start) * plane
         if need_w:
             cols, images = cols_runs[run, :, :count], x[start:stop]
-            for row in range(rows):
-                _im2col_row(images, cols, row, *geometry, *dilation)
+            if through_phases:
+                _im2col_phases(images, cols_runs[run], 0, *geometry, *dilation)
+            else:
+                for row in range(rows):
+                    _im2col_row(images, cols, row, *geometry, *dilation)
             if ones:
                 cols[rows] = 1
             for image in range(stop - start):
@@ -755,8 +1005,11 @@ def _conv_backward_run(
                         0.0,
                     )
             inputs = dx[start:stop]
-            for plane_index in range((stop - start) * channels):
-                _col2im_plane(grad_cols, inputs, plane_index, *geometry, *dilation)
+            if through_phases:
+                _col2im_phases(grad_cols_runs[run], 0, inputs, *geometry, *dilation)
+            else:
+                for plane_index in range((stop - start) * channels):
+                    _col2im_plane(grad_cols, inputs, plane_index, *geometry, *dilation)
 
 
 # The kernels are thin loops over runs of chunks, each run one call of a jitted function both
@@ -1238,13 +1491,12 @@ def _chunk_layer(layer: tuple) -> tuple:
 
 def bench_cases(quick: bool) -> list[CaseSpec]:
     """im2col and col2im on the MNIST CNN's and a ResNet's layers, whole batches and the chunks
-    conv2d hands them on the CPU, and on a dilated layer (tiny layers with ``quick``)."""
-    layers = QUICK_BENCH_CONV_LAYERS if quick else BENCH_CONV_LAYERS
-    chunks = (
-        ()
-        if quick
-        else tuple(_chunk_layer(layer) for layer in layers if layer[0] in _CHUNKED_CONV_LAYERS)
-    )
+    conv2d hands them on the CPU, on ResNet-20's stride-2 layer (stride phases) whole and
+    chunked, and on a dilated layer (tiny layers with ``quick``)."""
+    strided = (("resnet20.conv.s2.b128", 128, 16, 32, 32, 3, 2, 1),)  # timed here only
+    layers = QUICK_BENCH_CONV_LAYERS if quick else BENCH_CONV_LAYERS + strided
+    chunked = _CHUNKED_CONV_LAYERS + tuple(layer[0] for layer in strided)
+    chunks = () if quick else tuple(_chunk_layer(layer) for layer in layers if layer[0] in chunked)
     dense = tuple(
         (key, batch, channels, side, kernel, stride, padding, 1)
         for key, batch, channels, _, side, kernel, stride, padding in layers + chunks

@@ -1,15 +1,23 @@
 """The whole im2col convolution in one call (``conv2d_im2col`` and its backward) against the
 float64 direct convolution and its transpose: the CPU (serial, and parallel with each thread's own
 columns), CUDA's simulator; groups, stride, padding, dilation, uneven chunks, every subset of
-gradients; errors. Outputs and workspaces are poisoned (conftest.py)."""
+gradients; errors. Outputs and workspaces are poisoned (conftest.py).
+
+Then the CPU im2col and col2im with a stride along the rows, which take stride phases where they
+pay (kernels/conv.py): im2col a copy equal to the reference, col2im equal to the bit to a sum in
+each pixel's kernel-offset order (the order the strided path keeps), whatever the driver and the
+thread count."""
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 
+import fastnet
 from fastnet.kernels import conv
 from fastnet.kernels._cuda import gpu_available
+from fastnet.kernels._geometry import int_pair, window_geometry
 from numerics import TOLERANCE, relative_error
 
 # (x shape, output channels, kernel, stride, padding, dilation, groups, images a chunk)
@@ -19,6 +27,9 @@ CASES = [
     ((3, 2, 6, 5), 4, 1, 1, 0, 1, 1, 2),
     ((2, 4, 9, 9), 4, (3, 2), 1, 2, 2, 4, 1),
     ((1, 1, 5, 5), 3, 5, 1, 0, 1, 1, 4),
+    # through stride phases: odd sizes, groups, uneven chunks; stride 3, dilated
+    ((5, 4, 9, 7), 6, 3, 2, 1, 1, 2, 2),
+    ((3, 2, 15, 9), 4, 5, 3, 4, 2, 1, 2),
 ]
 CUDA_CASES = [CASES[0], CASES[1]]
 
@@ -205,3 +216,112 @@ def test_a_plan_refuses_arrays_it_was_not_made_for(rng):
         plan(x, weight.astype(np.float64), bias)
     with pytest.raises(ValueError, match="weight"):  # planning checks it all
         conv.conv2d_im2col_plan_cpu(x, weight[:, :1], bias, *window)
+
+
+# --- im2col and col2im with a stride along the rows ----------------------------------------------
+
+# (x shape, kernel, stride, padding, dilation): strides 2 and 3, odd and even sizes, padding 0 to
+# 2, dilation 1 and 2, square and non-square kernels, batches of 2 and more. Most take stride
+# phases; the 1x1 kernel (a tap a phase), the valid padding (phases wider than the output), the
+# 3x3 kernel at stride 3 (a tap a phase) and the dilated one with padding 1 take the strided runs.
+STRIDED_CASES = [
+    ((2, 3, 7, 9), 3, 2, 1, 1),
+    ((3, 2, 9, 7), 3, 2, 2, 1),
+    ((2, 3, 15, 9), 5, 3, 2, 1),
+    ((3, 2, 9, 15), (3, 5), (2, 3), (1, 2), 1),
+    ((2, 2, 9, 9), 3, 2, 2, 2),
+    ((2, 2, 15, 7), (1, 3), (1, 2), (0, 1), 1),
+    ((2, 2, 8, 8), 3, (1, 2), 1, 1),
+    ((2, 3, 7, 9), 1, 2, 0, 1),
+    ((2, 3, 9, 7), 3, 2, 0, 1),
+    ((2, 2, 15, 15), 3, 3, 1, 1),
+    ((2, 2, 9, 9), 3, 2, 1, 2),
+]
+# ResNet's 3x3 stride-2 layer: im2col_cpu then splits the batch into several chunks of images
+# (3 in float32, 7 in float64), each a task of the parallel driver.
+CHUNKED_CASE = ((20, 16, 32, 32), 3, 2, 1, 1)
+
+
+def strided_id(case):
+    shape, kernel, stride, padding, dilation = case
+    return f"x{'x'.join(map(str, shape))}-k{kernel}-s{stride}-p{padding}-d{dilation}"
+
+
+def through_phases(case):
+    shape, kernel, stride, padding, dilation = case
+    geometry = window_geometry(shape, kernel, stride, padding, "test", dilation)
+    return conv._phases_pay(shape[2], shape[3], *geometry)
+
+
+def summed_in_kernel_offset_order(cols, x_shape, kernel, stride, padding, dilation):
+    """col2im in cols' own dtype, each pixel's terms added from 0 in kernel-offset (i, j) order:
+    the order the CPU kernel keeps, so its very bits."""
+    batch, channels, height, width = x_shape
+    kh, kw, sh, sw, ph, pw, oh, ow = window_geometry(
+        x_shape, kernel, stride, padding, "test", dilation
+    )
+    dh, dw = int_pair(dilation, "dilation", 1)
+    patches = cols.reshape(channels, kh, kw, batch, oh, ow)
+    padded = np.zeros((batch, channels, height + 2 * ph, width + 2 * pw), cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i * dh, i * dh + sh * oh, sh)
+            columns = slice(j * dw, j * dw + sw * ow, sw)
+            padded[:, :, rows, columns] += patches[:, i, j].transpose(1, 0, 2, 3)
+    return padded[:, :, ph : ph + height, pw : pw + width]
+
+
+def test_the_strided_cases_take_both_paths():
+    paths = [through_phases(case) for case in STRIDED_CASES]
+    assert sum(paths) == 7 and not all(paths)
+    assert through_phases(CHUNKED_CASE)
+    assert all(through_phases((shape, kernel, stride, padding, dilation))
+               for shape, _, kernel, stride, padding, dilation, _, _ in CASES[-2:])  # fmt: skip
+
+
+def strided_operands(rng, case, dtype):
+    shape, kernel, stride, padding, dilation = case
+    x = rng.standard_normal(shape).astype(dtype)
+    geometry = window_geometry(shape, kernel, stride, padding, "test", dilation)
+    cols_shape = (shape[1] * geometry.kernel_h * geometry.kernel_w,
+                  shape[0] * geometry.out_h * geometry.out_w)  # fmt: skip
+    g = rng.standard_normal(cols_shape).astype(dtype)
+    return x, g, (kernel, stride, padding, dilation)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [*STRIDED_CASES, CHUNKED_CASE], ids=strided_id)
+def test_strided_im2col_is_the_reference_copied(rng, case, dtype):
+    x, g, window = strided_operands(rng, case, dtype)
+    out = np.full(g.shape, np.nan, dtype)
+    assert conv.im2col_cpu(x, *window, out=out) is out
+    np.testing.assert_array_equal(out, conv.reference_im2col(x, *window).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [*STRIDED_CASES, CHUNKED_CASE], ids=strided_id)
+def test_strided_col2im_sums_in_kernel_offset_order(rng, case, dtype):
+    x, g, window = strided_operands(rng, case, dtype)
+    out = np.full(x.shape, np.nan, dtype)
+    assert conv.col2im_cpu(g, x.shape, *window, out=out) is out
+    assert relative_error(out, conv.reference_col2im(g, x.shape, *window)) <= TOLERANCE[dtype]
+    np.testing.assert_array_equal(out, summed_in_kernel_offset_order(g, x.shape, *window))
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two Numba threads")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_strided_drivers_and_thread_counts_give_the_same_bits(force_driver, rng, dtype):
+    """The parallel driver shares the chunks of images out over the threads; cols and dx must not
+    depend on the split."""
+    x, g, window = strided_operands(rng, CHUNKED_CASE, dtype)
+    force_driver("serial")
+    cols, dx = conv.im2col_cpu(x, *window), conv.col2im_cpu(g, x.shape, *window)
+    force_driver("parallel")
+    threads_before = fastnet.get_num_threads()
+    try:
+        for threads in (1, 2):
+            fastnet.set_num_threads(threads)
+            np.testing.assert_array_equal(conv.im2col_cpu(x, *window), cols)
+            np.testing.assert_array_equal(conv.col2im_cpu(g, x.shape, *window), dx)
+    finally:
+        fastnet.set_num_threads(threads_before)
