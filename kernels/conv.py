@@ -939,8 +939,8 @@ def _conv_run(x, weights, y, cols_runs, geometry, dilation, groups, chunk_images
         if through_phases:
             _im2col_phases(images, cols_runs[run], 0, *geometry, *dilation)
         else:
-            for row in range(rows):
-                _im2col_row(images, cols, row, *geometry, *dilation)
+            for row in range(rows):  # whole rows of cols: typed contiguous, they vectorise
+                _im2col_row(images, cols_runs[run], row, *geometry, *dilation)
         if ones:
             cols[rows] = 1
         for image in range(stop - start):
@@ -973,7 +973,7 @@ def _conv_backward_run(
                 _im2col_phases(images, cols_runs[run], 0, *geometry, *dilation)
             else:
                 for row in range(rows):
-                    _im2col_row(images, cols, row, *geometry, *dilation)
+                    _im2col_row(images, cols_runs[run], row, *geometry, *dilation)
             if ones:
                 cols[rows] = 1
             for image in range(stop - start):
@@ -1009,7 +1009,7 @@ def _conv_backward_run(
                 _col2im_phases(grad_cols_runs[run], 0, inputs, *geometry, *dilation)
             else:
                 for plane_index in range((stop - start) * channels):
-                    _col2im_plane(grad_cols, inputs, plane_index, *geometry, *dilation)
+                    _col2im_plane(grad_cols_runs[run], inputs, plane_index, *geometry, *dilation)
 
 
 # The kernels are thin loops over runs of chunks, each run one call of a jitted function both
