@@ -68,6 +68,7 @@ import numpy as np
 from numba import cuda, njit, prange, uint64
 from numba.extending import register_jitable
 
+from . import _pool2x2
 from ._blas import gemm
 from ._checks import (
     as_shape,
@@ -856,7 +857,10 @@ def col2im_cuda(
 # run with its own columns and a single-threaded BLAS (_blas.gemm) per image and group; CUDA: a
 # loop over the chunks, each one im2col launch and one batched product (the array module's
 # matmul: a family does not call a sibling's). With relu=True (conv2d_relu), y is relu(y), the CPU
-# applying it to each image's planes right after their products (kernels/_relu.py's rule).
+# applying it to each image's planes right after their products (kernels/_relu.py's rule). With
+# pool=True (conv2d_relu_max_pool2d) y is not written: each image's planes go to the run's own
+# buffer and leave it 2x2 max-pooled, with their argmax (kernels/_pool2x2.py); the backward
+# unpools the pooled gradient through that argmax a chunk at a time (pool_argmax).
 
 
 def _conv_arguments(
@@ -925,12 +929,21 @@ def _image_products(weights, cols, y, image, plane, groups, ones):
 
 
 @njit(cache=True, error_model="numpy")
-def _conv_run(x, weights, y, cols_runs, geometry, dilation, groups, chunk_images, relu, run):
+def _conv_run(
+    x, weights, y, cols_runs, geometry, dilation, groups, chunk_images, relu, pool, pooled, where,
+    planes_runs, run,
+):  # fmt: skip
     """Run ``run`` of the chunks of images: per chunk its columns, then each image's products
-    (through ReLU while still in cache, with ``relu``)."""
+    (through ReLU while still in cache, with ``relu``); with ``pool``, each image's products go
+    to the run's planes instead of y and leave them pooled (``_pool2x2``) into pooled and where
+    (N·OC, PH·PW)."""
     batch, rows = x.shape[0], x.shape[1] * geometry[0] * geometry[1]
     plane, ones = geometry[6] * geometry[7], cols_runs.shape[1] - rows
     runs, chunks = cols_runs.shape[0], (batch + chunk_images - 1) // chunk_images
+    out_channels, pooled_h, pooled_w = weights.shape[0], geometry[6] // 2, geometry[7] // 2
+    pooled_h = pooled_h if pool else 0  # no pool: empty scratch
+    corners = _pool2x2.window_corners(pooled_h, pooled_w, geometry[7])
+    larger, below = _pool2x2.pool_scratch(pooled_h * pooled_w, x.dtype)
     first, last = chunk_range(run, runs, chunks, chunk_images, batch)
     through_phases = _phases_pay(x.shape[2], x.shape[3], *geometry)
     for start in range(first, last, chunk_images):
@@ -943,30 +956,55 @@ def _conv_run(x, weights, y, cols_runs, geometry, dilation, groups, chunk_images
                 _im2col_row(images, cols_runs[run], row, *geometry, *dilation)
         if ones:
             cols[rows] = 1
-        for image in range(stop - start):
-            _image_products(weights, cols, y[start + image], image, plane, groups, ones)
-            if relu:
-                relu_span(y[start + image].reshape(-1), 0, y.shape[1] * plane)
+        for image in range(start, stop):
+            planes = (
+                planes_runs[run, : out_channels * plane].reshape(out_channels, plane)
+                if pool
+                else y[image]
+            )
+            _image_products(weights, cols, planes, image - start, plane, groups, ones)
+            if pool:
+                for k in range(out_channels):
+                    pooled_plane = image * out_channels + k
+                    _pool2x2.pool_plane(
+                        planes[k], geometry[7], pooled[pooled_plane], where[pooled_plane],
+                        pooled_w, relu, larger, below, corners,
+                    )  # fmt: skip
+            elif relu:
+                relu_span(planes.reshape(-1), 0, out_channels * plane)
 
 
 @njit(cache=True, error_model="numpy")
 def _conv_backward_run(
     dy, x, weights, dx, dweights, db, cols_runs, grad_cols_runs, geometry, dilation, groups,
-    chunk_images, need_x, need_w, need_b, run,
+    chunk_images, need_x, need_w, need_b, pool, pooled_grad, where, grads_runs, outside, run,
 ):  # fmt: skip
     """Per chunk: dWᵀ[run, g] += cols·dYᵀ per image (a last row of ones in the columns gives Σ dY
     as dWᵀ's last row), else Σ dY into db[run]; grad cols = Wᵀ·dY per image, then col2im into dx.
-    dweights (runs, G, C/G·KH·KW [+1], OC/G) and db (runs, OC) start zeroed."""
+    dweights (runs, G, C/G·KH·KW [+1], OC/G) and db (runs, OC) start zeroed. With ``pool``, a
+    chunk's dY is first unpooled (``_pool2x2``) into the run's grads_runs[run] from pooled_grad
+    and where (N·OC, PH·PW), counting the entries of where that name no pixel into outside[run];
+    dy is then not read."""
     batch, channels = x.shape[0], x.shape[1]
-    rows = channels * geometry[0] * geometry[1]
+    rows, out_channels = channels * geometry[0] * geometry[1], weights.shape[0]
     plane, ones = geometry[6] * geometry[7], cols_runs.shape[1] - rows if need_w else 0
-    rows_g, out_g = rows // groups, dy.shape[1] // groups
+    rows_g, out_g = rows // groups, out_channels // groups
     runs, chunks = dweights.shape[0], (batch + chunk_images - 1) // chunk_images
     first, last = chunk_range(run, runs, chunks, chunk_images, batch)
     through_phases = _phases_pay(x.shape[2], x.shape[3], *geometry)
     for start in range(first, last, chunk_images):
         stop = min(start + chunk_images, batch)
         count = (stop - start) * plane
+        if pool:
+            grads = grads_runs[run, : stop - start]
+            for image in range(start, stop):
+                for k in range(out_channels):
+                    pooled_plane = image * out_channels + k
+                    outside[run] += _pool2x2.unpool_plane(
+                        pooled_grad[pooled_plane], where[pooled_plane], grads[image - start, k]
+                    )
+        else:
+            grads = dy[start:stop]
         if need_w:
             cols, images = cols_runs[run, :, :count], x[start:stop]
             if through_phases:
@@ -981,16 +1019,16 @@ def _conv_backward_run(
                 for g in range(groups):
                     gemm(
                         block[g * rows_g : (g + 1) * rows_g + ones],
-                        dy[start + image, g * out_g : (g + 1) * out_g],
+                        grads[image, g * out_g : (g + 1) * out_g],
                         dweights[run, g],
                         False,
                         True,
                         1.0,
                     )
         if need_b and not ones:
-            for image in range(start, stop):
-                for k in range(dy.shape[1]):
-                    db[run, k] += dy[image, k].sum()
+            for image in range(stop - start):
+                for k in range(out_channels):
+                    db[run, k] += grads[image, k].sum()
         if need_x:
             grad_cols = grad_cols_runs[run, :, :count]
             for image in range(stop - start):
@@ -998,7 +1036,7 @@ def _conv_backward_run(
                 for g in range(groups):
                     gemm(
                         weights[g * out_g : (g + 1) * out_g],
-                        dy[start + image, g * out_g : (g + 1) * out_g],
+                        grads[image, g * out_g : (g + 1) * out_g],
                         block[g * rows_g : (g + 1) * rows_g],
                         True,
                         False,
@@ -1015,24 +1053,30 @@ def _conv_backward_run(
 # The kernels are thin loops over runs of chunks, each run one call of a jitted function both
 # drivers share: the body is compiled once, not once a driver (as in kernels/winograd.py).
 @cpu_kernel
-def _conv_kernel_cpu(x, weights, y, cols_runs, geometry, dilation, groups, chunk_images, relu):
-    """y (N, OC, P), each run of chunks on one thread with its own columns."""
+def _conv_kernel_cpu(
+    x, weights, y, cols_runs, geometry, dilation, groups, chunk_images, relu, pool, pooled, where,
+    planes_runs,
+):  # fmt: skip
+    """y (N, OC, P), or with ``pool`` pooled and where; each run of chunks on one thread with its
+    own columns (and planes)."""
     for run in prange(cols_runs.shape[0]):
         _conv_run(
-            x, weights, y, cols_runs, geometry, dilation, groups, chunk_images, relu, np.int64(run)
-        )
+            x, weights, y, cols_runs, geometry, dilation, groups, chunk_images, relu, pool, pooled,
+            where, planes_runs, np.int64(run),
+        )  # fmt: skip
 
 
 @cpu_kernel
 def _conv_backward_kernel_cpu(
     dy, x, weights, dx, dweights, db, cols_runs, grad_cols_runs, geometry, dilation, groups,
-    chunk_images, need_x, need_w, need_b,
+    chunk_images, need_x, need_w, need_b, pool, pooled_grad, where, grads_runs, outside,
 ):  # fmt: skip
     """dx, dWᵀ[run] and Σ dY[run] (zeroed by the caller), each run of chunks on one thread."""
     for run in prange(dweights.shape[0]):
         _conv_backward_run(
             dy, x, weights, dx, dweights, db, cols_runs, grad_cols_runs, geometry, dilation,
-            groups, chunk_images, need_x, need_w, need_b, np.int64(run),
+            groups, chunk_images, need_x, need_w, need_b, pool, pooled_grad, where, grads_runs,
+            outside, np.int64(run),
         )  # fmt: skip
 
 
@@ -1047,14 +1091,19 @@ def conv2d_im2col_cpu(
     chunk_images: int = 1,
     out: np.ndarray | None = None,
     relu: bool = False,
-) -> np.ndarray:
+    pool: bool = False,
+) -> Any:
     """y (N, OC, OH, OW) = conv2d(x (N, C, H, W), weight (OC, C/G, KH, KW)) + bias, by im2col
     and a product per image and group, ``chunk_images`` images' columns at a time; with
-    ``relu``, relu of all that."""
+    ``relu``, relu of all that. With ``pool``, (pooled, where) (N, OC, OH // 2, OW // 2): y's
+    2x2 stride-2 max-pool (then the ReLU) and its argmax, each image's planes pooled while in
+    cache (``kernels/_pool2x2.py``), y never written; one group only when there is a bias."""
     x, weights, geometry, dilation, chunks = _conv_arguments(
         "conv2d_im2col", x, weight, bias, stride, padding, dilation, groups, chunk_images
     )
-    return _conv_cpu(x, weights, bias, geometry, dilation, groups, chunks, chunk_images, relu, out)
+    return _conv_cpu(
+        x, weights, bias, geometry, dilation, groups, chunks, chunk_images, relu, out, pool
+    )
 
 
 def conv2d_im2col_plan_cpu(
@@ -1088,31 +1137,52 @@ def conv2d_im2col_plan_cpu(
     return run
 
 
-def _conv_cpu(x, weights, bias, geometry, dilation, groups, chunks, chunk_images, relu, out):
+def _pool_arguments(op: str, bias: Any, groups: int, out: Any, y_shape: tuple) -> tuple:
+    """:func:`pool_arguments`, and a bias only with one group (with groups it is added after
+    the products, too late for the pool)."""
+    if bias is not None and groups != 1:
+        raise ValueError(f"{op}: pool=True takes a bias only with groups=1, got groups={groups}")
+    return _pool2x2.pool_arguments(op, out, y_shape)
+
+
+def _conv_cpu(
+    x, weights, bias, geometry, dilation, groups, chunks, chunk_images, relu, out, pool=False
+):
     """The convolution of checked arguments (x C-contiguous, the weight as (OC, C/G·KH·KW)):
-    y, into ``out`` when given; the driver and its runs follow the current thread count."""
+    y, into ``out`` when given, or with ``pool`` (pooled, where); the driver and its runs follow
+    the current thread count."""
+    y_shape = (x.shape[0], weights.shape[0], geometry.out_h, geometry.out_w)
+    pooled_dims = _pool_arguments("conv2d_im2col", bias, groups, out, y_shape) if pool else None
     weights, ones = _with_bias_column(weights, bias, groups)
     batch, out_channels, plane = x.shape[0], weights.shape[0], geometry.out_h * geometry.out_w
-    y_shape = (batch, out_channels, geometry.out_h, geometry.out_w)
-    y = (
-        empty(y_shape, x.dtype, like=x)
-        if out is None
-        else check_out("conv2d_im2col", out, y_shape, x.dtype, x)
-    )
+    if pool:
+        y = np.empty((0, out_channels, plane), x.dtype)
+    elif out is None:
+        y = empty(y_shape, x.dtype, like=x)
+    else:
+        y = check_out("conv2d_im2col", out, y_shape, x.dtype, x)
     rows = weights.shape[1] * groups - (groups - 1) * ones
     driver, runs = chunk_groups(_conv_kernel_cpu, (rows + out_channels) * plane * batch, chunks)
     cols_runs = empty((runs, rows, chunk_images * plane), x.dtype, like=x)
+    pooled, where = _pool2x2.pool_outputs(pooled_dims, x.dtype, x)
+    planes_runs = np.empty((runs, out_channels * plane) if pool else (0, 0), x.dtype)
     driver(
         x,
         weights,
-        y.reshape(batch, out_channels, plane),
+        y.reshape(y.shape[0], out_channels, plane),
         cols_runs,
         tuple(geometry),
         dilation,
         groups,
         chunk_images,
         bool(relu) and (bias is None or ones),  # else the bias comes after the products
+        bool(pool),
+        _pool2x2.as_planes(pooled),
+        _pool2x2.as_planes(where),
+        planes_runs,
     )
+    if pool:
+        return pooled, where
     if bias is not None and not ones:
         y += bias[:, None, None]
         if relu:
@@ -1132,9 +1202,12 @@ def conv2d_im2col_backward_cpu(
     need_x: bool = True,
     need_w: bool = True,
     need_b: bool = True,
+    pool_argmax: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """(dx, dweight, dbias) of :func:`conv2d_im2col_cpu` from dy (N, OC, OH, OW), each None when
-    not asked for; the columns recomputed per chunk (cheaper than keeping the batch's)."""
+    not asked for; the columns recomputed per chunk (cheaper than keeping the batch's). With
+    ``pool_argmax`` (the ``where`` of a ``pool=True`` forward), dy is the pooled output's
+    gradient (N, OC, OH // 2, OW // 2), unpooled a chunk at a time while in cache."""
     x, weights, geometry, dilation, chunks = _conv_arguments(
         "conv2d_im2col_backward", x, weight, None, stride, padding, dilation, groups, chunk_images
     )
@@ -1143,8 +1216,9 @@ def conv2d_im2col_backward_cpu(
         geometry.out_h * geometry.out_w,
         x.shape[1] * geometry.kernel_h * geometry.kernel_w,
     )
-    dy = output_gradient(
-        "conv2d_im2col_backward", dy, (batch, out_channels, geometry.out_h, geometry.out_w), x
+    y_shape = (batch, out_channels, geometry.out_h, geometry.out_w)
+    dy, pooled_grad, where = _pool2x2.output_gradients(
+        "conv2d_im2col_backward", dy, pool_argmax, y_shape, x
     )
     ones = int(need_w and need_b and groups == 1)
     driver, runs = chunk_groups(
@@ -1153,14 +1227,24 @@ def conv2d_im2col_backward_cpu(
     width = chunk_images * plane
     cols_runs = empty((runs, rows + ones, width) if need_w else (runs, 0, 0), x.dtype, like=x)
     grad_cols_runs = empty((runs, rows, width) if need_x else (runs, 0, 0), x.dtype, like=x)
+    grads_runs = np.empty(
+        (runs, chunk_images, out_channels, plane) if pool_argmax is not None else (0, 0, 0, 0),
+        x.dtype,
+    )
+    outside = np.zeros(runs, np.int64)
     dx = empty(x.shape, x.dtype, like=x) if need_x else np.empty((0, 0, 0, 0), x.dtype)
     rows_g, out_g = rows // groups, out_channels // groups
     dweights = np.zeros((runs, groups, rows_g + ones, out_g), x.dtype)
     db = np.zeros((runs, out_channels), np.float64)
     driver(
-        dy.reshape(batch, out_channels, plane), x, weights, dx, dweights, db, cols_runs,
+        dy.reshape(dy.shape[0], out_channels, plane), x, weights, dx, dweights, db, cols_runs,
         grad_cols_runs, tuple(geometry), dilation, groups, chunk_images, need_x, need_w, need_b,
+        pool_argmax is not None, pooled_grad, where, grads_runs, outside,
     )  # fmt: skip
+    if pool_argmax is not None:
+        _pool2x2.check_where(
+            "conv2d_im2col_backward", where, where.shape, int(outside.sum()), plane
+        )
     summed = dweights.sum(axis=0) if runs > 1 else dweights[0]  # (G, C/G·KH·KW [+1], OC/G)
     dweight = (
         np.ascontiguousarray(summed[:, :rows_g].transpose(0, 2, 1)).reshape(weight.shape)
@@ -1201,13 +1285,19 @@ def conv2d_im2col_cuda(
     chunk_images: int = 1,
     out: Any = None,
     relu: bool = False,
+    pool: bool = False,
 ) -> Any:
     """As :func:`conv2d_im2col_cpu`, on the GPU (CuPy arrays) or in the simulator: per chunk one
     im2col and one (batched over groups) product of the whole chunk's columns; ``relu`` as the
-    array module's maximum, NaN kept, over y."""
+    array module's maximum, NaN kept, over y; ``pool`` pools y after (``_pool2x2.pool_cuda``)."""
     x, weights, geometry, dilation, _ = _conv_arguments(
         "conv2d_im2col", x, weight, bias, stride, padding, dilation, groups, chunk_images
     )
+    if pool:
+        y_shape = (x.shape[0], weights.shape[0], geometry.out_h, geometry.out_w)
+        _pool_arguments("conv2d_im2col", bias, groups, out, y_shape)
+        y = conv2d_im2col_cuda(x, weight, bias, stride, padding, dilation, groups, chunk_images)
+        return _pool2x2.pool_cuda(y, relu)
     weights, ones = _with_bias_column(weights, bias, groups)
     xp, (batch, out_channels) = array_module(x), (x.shape[0], weights.shape[0])
     plane = geometry.out_h * geometry.out_w
@@ -1265,16 +1355,21 @@ def conv2d_im2col_backward_cuda(
     need_x: bool = True,
     need_w: bool = True,
     need_b: bool = True,
+    pool_argmax: Any = None,
 ) -> tuple[Any, Any, Any]:
-    """As :func:`conv2d_im2col_backward_cpu`, on the GPU (CuPy arrays) or in the simulator."""
+    """As :func:`conv2d_im2col_backward_cpu`, on the GPU (CuPy arrays) or in the simulator; a
+    pooled dy is unpooled first (``_pool2x2.unpool_cuda``)."""
     x, weights, geometry, dilation, _ = _conv_arguments(
         "conv2d_im2col_backward", x, weight, None, stride, padding, dilation, groups, chunk_images
     )
     xp, (batch, out_channels) = array_module(x), (x.shape[0], weights.shape[0])
     plane, rows = geometry.out_h * geometry.out_w, weights.shape[1] * groups
-    dy3 = output_gradient(
-        "conv2d_im2col_backward", dy, (batch, out_channels, geometry.out_h, geometry.out_w), x
-    )
+    y_shape = (batch, out_channels, geometry.out_h, geometry.out_w)
+    if pool_argmax is not None:
+        dy = _pool2x2.unpool_cuda(
+            *_pool2x2.pooled_gradient("conv2d_im2col_backward", dy, pool_argmax, y_shape, x)
+        )
+    dy3 = output_gradient("conv2d_im2col_backward", dy, y_shape, x)
     dy3 = dy3.reshape(batch, out_channels, plane)
     ones = need_w and need_b and groups == 1
     dx = empty(x.shape, x.dtype, like=x) if need_x else None
@@ -1318,6 +1413,7 @@ def cuda_kernels() -> list[KernelSpec]:
     return [
         KernelSpec("im2col", _im2col_kernel_cuda, (image, matrix, *geometry), THREADS_PER_BLOCK),
         KernelSpec("col2im", _col2im_kernel_cuda, (matrix, image, *geometry), THREADS_PER_BLOCK),
+        *_pool2x2.cuda_kernels(),  # what pool=True launches after the convolution
     ]
 
 

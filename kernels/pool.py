@@ -28,7 +28,8 @@ Variants, simplest first:
   image take a branch-free scan that counts NaNs on the side; windows touching the padding, and
   every window of a row that holds a NaN, take the clipped NaN-ordered scan the CUDA kernel uses.
   The 2x2, stride-2, unpadded case has a kernel of its own (over blocks of planes): a
-  vertical pass, then a horizontal one flat over the plane, both vectorised, and faster
+  vertical pass, then a horizontal one flat over the plane, both vectorised
+  (``_pool2x2.pool_plane``, which the convolutions that pool their own output share), and faster
   (``fastnet bench --only maxpool_fwd`` times it); with ``ceil_mode`` on an odd side, whose
   last window hangs past the edge, the general kernel runs instead. ``with_argmax=False`` (for a
   forward no backward follows: inference) returns (y, None), and in that 2x2 case runs a kernel
@@ -52,6 +53,7 @@ import numpy as np
 from numba import cuda, prange, uint64
 from numba.extending import register_jitable
 
+from . import _pool2x2
 from ._checks import as_shape, check_float_dtype
 from ._contract import (
     FLOAT32_BYTES,
@@ -267,57 +269,21 @@ PLANES_PER_TASK = 64
 
 @cpu_kernel
 def _forward_2x2_kernel_cpu(x, y, argmax):
-    """The 2x2, stride-2, unpadded max-pool (most CNNs' pooling), in two passes per plane that
-    LLVM vectorises, where the general kernel scans window by window (OW = 14 is too short a row
-    to vectorise across).
-
-    1. Vertical: for each row pair and column j, the larger of top and bottom (the bottom only
-       if strictly larger) and whether it is the bottom: contiguous loads.
-    2. Horizontal, flat over the plane: window g is the pair (2g, 2g+1) of pass 1's rows (they
-       are 2·OW long), so one loop with stride-2 loads. The right column wins if strictly larger,
-       or on a tie when its winner is a top pixel and the left's a bottom one: exactly the first
-       maximum in row-major window order (a, b / c, d: b comes before c).
-
-    A plane holding a NaN is redone by the NaN-ordered scan, so results equal the general kernel.
-    """
+    """The 2x2, stride-2, unpadded max-pool (most CNNs' pooling) a plane at a time through
+    ``_pool2x2.pool_plane``: two passes per plane that LLVM vectorises, where the general kernel
+    scans window by window (OW = 14 is too short a row to vectorise across); a plane holding a NaN
+    is redone NaN-ordered, so results equal the general kernel's."""
     planes, width = x.shape[0], x.shape[2]
     out_h, out_w = y.shape[1], y.shape[2]
     out_size = out_h * out_w
-    corners = np.empty(out_size, np.int32)  # each window's top-left pixel, h*W + w
-    for window in range(out_size):
-        corners[window] = 2 * (window // out_w) * width + 2 * (window % out_w)
+    corners = _pool2x2.window_corners(out_h, out_w, width)
     for task in prange((planes + PLANES_PER_TASK - 1) // PLANES_PER_TASK):
-        larger = np.empty(out_size * 2, x.dtype)
-        below = np.empty(out_size * 2, np.int32)  # W where the bottom pixel won, else 0
+        larger, below = _pool2x2.pool_scratch(out_size, x.dtype)
         for plane in range(task * PLANES_PER_TASK, min((task + 1) * PLANES_PER_TASK, planes)):
-            nans = 0
-            for oh in range(out_h):
-                top, bottom = x[plane, 2 * oh], x[plane, 2 * oh + 1]
-                row_larger = larger[oh * 2 * out_w : (oh + 1) * 2 * out_w]
-                row_below = below[oh * 2 * out_w : (oh + 1) * 2 * out_w]
-                for j in range(row_larger.size):
-                    upper, lower = top[j], bottom[j]
-                    nans += (upper != upper) | (lower != lower)
-                    bottom_wins = lower > upper
-                    row_larger[j] = lower if bottom_wins else upper
-                    row_below[j] = width if bottom_wins else 0
-            maxima, where = y[plane].reshape(out_size), argmax[plane].reshape(out_size)
-            for window in range(uint64(out_size)):
-                left = window + window
-                right = left + uint64(1)
-                left_value, right_value = larger[left], larger[right]
-                left_below, right_below = below[left], below[right]
-                right_wins = (right_value > left_value) | (
-                    (right_value == left_value) & (left_below > right_below)
-                )
-                maxima[window] = right_value if right_wins else left_value
-                where[window] = corners[window] + (right_below + 1 if right_wins else left_below)
-            if nans:
-                for oh in range(out_h):
-                    for ow in range(out_w):
-                        argmax[plane, oh, ow], y[plane, oh, ow] = _window_argmax(
-                            x, plane, 2 * oh, 2 * ow, 2, 2
-                        )
+            _pool2x2.pool_plane(
+                x[plane].reshape(-1), width, y[plane].reshape(out_size),
+                argmax[plane].reshape(out_size), out_w, False, larger, below, corners,
+            )  # fmt: skip
 
 
 @cpu_kernel

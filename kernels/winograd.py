@@ -39,6 +39,11 @@ a direct convolution (the transforms skip their zero coefficients, they do not m
 but an inf may come out as NaN where a direct convolution gives ±inf: the transforms subtract
 neighbours (inf - inf).
 
+With ``pool=True`` (``F.conv2d_relu_max_pool2d``'s kernel) y is not written: each chunk's output
+planes go to a buffer of their own and leave it 2x2 max-pooled (then through the ReLU) with their
+argmax (kernels/_pool2x2.py); the backward takes the pooled output's gradient and that argmax
+(``pool_argmax``) and unpools dY a chunk at a time before dM.
+
 The transforms below are this module's kernels. The products are GEMMs: on the host, M = U·V
 and dV = Uᵀ·dM through ``_blas.gemm_in_cache`` (float32 in register tiles straight from the
 chunk's tiles, which sit in L2: a chunk's V and M fit the device's Winograd workspace), dU = dM·Vᵀ
@@ -75,6 +80,7 @@ import numpy as np
 from numba import cuda, njit, prange
 from numba.extending import register_jitable
 
+from . import _pool2x2
 from ._blas import gemm, gemm_in_cache
 from ._checks import (
     as_shape,
@@ -833,13 +839,21 @@ def _output_grad_kernel_cpu(dy, tiles_grad):
 
 
 @njit(cache=True, error_model="numpy")
-def _conv_run(x, u, bias, y, v_tiles, m_tiles, pad_h, pad_w, chunk_images, relu, group):
+def _conv_run(
+    x, u, bias, y, v_tiles, m_tiles, pad_h, pad_w, chunk_images, relu, pool, pooled, where,
+    planes_runs, group,
+):  # fmt: skip
     """Run ``group`` of the chunks: per chunk V, M = U·V (one GEMM a position), y's tiles (each
-    plane through ReLU as soon as it is written, with ``relu``)."""
-    batch, channels = x.shape[0], x.shape[1]
+    plane through ReLU as soon as it is written, with ``relu``). With ``pool``, the tiles go to
+    the group's planes_runs[group] instead of y (whose shape alone is read) and leave them pooled
+    (``_pool2x2``) into pooled and where (N·K, PH·PW)."""
+    batch, channels, out_channels = x.shape[0], x.shape[1], y.shape[1]
     tiles_h, tiles_w = (y.shape[2] + 1) // 2, (y.shape[3] + 1) // 2
     groups, chunks = v_tiles.shape[0], (batch + chunk_images - 1) // chunk_images
     padded = _padded_plane(tiles_h, tiles_w, x.dtype)
+    pooled_h, pooled_w = y.shape[2] // 2 if pool else 0, y.shape[3] // 2  # no pool: no scratch
+    corners = _pool2x2.window_corners(pooled_h, pooled_w, y.shape[3])
+    larger, below = _pool2x2.pool_scratch(pooled_h * pooled_w, x.dtype)
     first, last = chunk_range(group, groups, chunks, chunk_images, batch)
     for start in range(first, last, chunk_images):
         stop = min(start + chunk_images, batch)
@@ -850,11 +864,17 @@ def _conv_run(x, u, bias, y, v_tiles, m_tiles, pad_h, pad_w, chunk_images, relu,
             _input_plane(images, v, plane, padded, pad_h, pad_w, tiles_h, tiles_w)
         for position in range(POSITIONS):  # M[ξ] = U[ξ]·V[ξ]
             gemm_in_cache(u[position], v[position], m[position], False)
-        outputs = y[start:stop]
+        outputs = planes_runs[group, : stop - start] if pool else y[start:stop]
         flat, plane_size = outputs.reshape(-1), y.shape[2] * y.shape[3]
-        for plane in range((stop - start) * y.shape[1]):
+        for plane in range((stop - start) * out_channels):
             _output_plane(m, bias, outputs, plane)
-            if relu:
+            if pool:
+                _pool2x2.pool_plane(
+                    flat[plane * plane_size : (plane + 1) * plane_size], y.shape[3],
+                    pooled[start * out_channels + plane], where[start * out_channels + plane],
+                    pooled_w, relu, larger, below, corners,
+                )  # fmt: skip
+            elif relu:
                 relu_span(flat, plane * plane_size, (plane + 1) * plane_size)
 
 
@@ -862,21 +882,29 @@ def _conv_run(x, u, bias, y, v_tiles, m_tiles, pad_h, pad_w, chunk_images, relu,
 # function that both drivers share: the body is compiled once, not once a driver (a parallel
 # compile of the whole body took ~20 s).
 @cpu_kernel
-def _conv_kernel_cpu(x, u, bias, y, v_tiles, m_tiles, pad_h, pad_w, chunk_images, relu):
-    """y = conv(x) a chunk at a time, each run of chunks on one thread with its own tiles."""
+def _conv_kernel_cpu(
+    x, u, bias, y, v_tiles, m_tiles, pad_h, pad_w, chunk_images, relu, pool, pooled, where,
+    planes_runs,
+):  # fmt: skip
+    """y = conv(x), or with ``pool`` pooled and where, a chunk at a time, each run of chunks on
+    one thread with its own tiles (and planes)."""
     for group in prange(v_tiles.shape[0]):
         _conv_run(
-            x, u, bias, y, v_tiles, m_tiles, pad_h, pad_w, chunk_images, relu, np.int64(group)
-        )
+            x, u, bias, y, v_tiles, m_tiles, pad_h, pad_w, chunk_images, relu, pool, pooled,
+            where, planes_runs, np.int64(group),
+        )  # fmt: skip
 
 
 @njit(cache=True, error_model="numpy")
 def _conv_backward_run(
     dy, x, u, dx, du, db, v_tiles, m_tiles, pad_h, pad_w, chunk_images, need_x, need_w, need_b,
-    group,
+    pool, pooled_grad, where, grads_runs, outside, group,
 ):  # fmt: skip
     """Run ``group`` of the chunks: dM from dy; dU[group] += dM·Vᵀ (V recomputed); Σ dY into
-    db[group]; dV = Uᵀ·dM into V's tiles; dx from dV."""
+    db[group]; dV = Uᵀ·dM into V's tiles; dx from dV. With ``pool``, a chunk's dY is first
+    unpooled (``_pool2x2``) into grads_runs[group] from pooled_grad and where (N·K, PH·PW),
+    counting the entries of where that name no pixel into outside[group]; of dy only the shape
+    is read."""
     batch, channels, out_channels = x.shape[0], x.shape[1], dy.shape[1]
     tiles_h, tiles_w = (dy.shape[2] + 1) // 2, (dy.shape[3] + 1) // 2
     groups, chunks = v_tiles.shape[0], (batch + chunk_images - 1) // chunk_images
@@ -887,7 +915,17 @@ def _conv_backward_run(
         stop = min(start + chunk_images, batch)
         count = (stop - start) * tiles_h * tiles_w
         v, dm = v_tiles[group, :, :, :count], m_tiles[group, :, :, :count]
-        grads = dy[start:stop]
+        if pool:
+            grads = grads_runs[group, : stop - start]
+            flat, plane_size = grads.reshape(-1), dy.shape[2] * dy.shape[3]
+            for plane in range((stop - start) * out_channels):
+                outside[group] += _pool2x2.unpool_plane(
+                    pooled_grad[start * out_channels + plane],
+                    where[start * out_channels + plane],
+                    flat[plane * plane_size : (plane + 1) * plane_size],
+                )
+        else:
+            grads = dy[start:stop]
         for plane in range((stop - start) * out_channels):
             _output_grad_plane(grads, dm, plane)
         if need_b:  # Σ dY: row sums of dM[5] (dM = A·dY·Aᵀ, A's second row is (1, 1))
@@ -909,14 +947,15 @@ def _conv_backward_run(
 
 @cpu_kernel
 def _conv_backward_kernel_cpu(
-    dy, x, u, dx, du, db, v_tiles, m_tiles, pad_h, pad_w, chunk_images, need_x, need_w, need_b
-):
+    dy, x, u, dx, du, db, v_tiles, m_tiles, pad_h, pad_w, chunk_images, need_x, need_w, need_b,
+    pool, pooled_grad, where, grads_runs, outside,
+):  # fmt: skip
     """dx, and each run's dU and Σ dY (du[run], db[run], zeroed by the caller), a chunk at a
     time, each run of chunks on one thread with its own tiles."""
     for group in prange(v_tiles.shape[0]):
         _conv_backward_run(
             dy, x, u, dx, du, db, v_tiles, m_tiles, pad_h, pad_w, chunk_images, need_x, need_w,
-            need_b, np.int64(group),
+            need_b, pool, pooled_grad, where, grads_runs, outside, np.int64(group),
         )  # fmt: skip
 
 
@@ -1005,15 +1044,19 @@ def winograd_conv2d_cpu(
     chunk_images: int,
     out: np.ndarray | None = None,
     relu: bool = False,
-) -> np.ndarray:
+    pool: bool = False,
+) -> Any:
     """y (N, K, OH, OW) = the 3x3 stride-1 convolution of x (N, C, H, W) whose filters' tiles are
     ``tiles_weight`` U (16, K, C), plus bias, ``chunk_images`` images at a time: V, M = U·V
     (:mod:`._blas`) and y's tiles per chunk, in one call; with ``relu``, relu of all that. On
-    more than one thread the chunks split into one run per thread, each with its own tiles."""
+    more than one thread the chunks split into one run per thread, each with its own tiles.
+    With ``pool``, (pooled, where) (N, K, OH // 2, OW // 2): y's 2x2 stride-2 max-pool (then the
+    ReLU) and its argmax, each chunk's planes pooled while in cache (``kernels/_pool2x2.py``), y
+    never written."""
     x, u, bias, geometry, chunks = _conv_arguments(
         "winograd_conv2d", x, tiles_weight, bias, padding, chunk_images
     )
-    return _conv_cpu(x, u, bias, geometry, chunks, chunk_images, relu, out)
+    return _conv_cpu(x, u, bias, geometry, chunks, chunk_images, relu, out, pool)
 
 
 def winograd_conv2d_plan_cpu(
@@ -1044,20 +1087,30 @@ def winograd_conv2d_plan_cpu(
     return run
 
 
-def _conv_cpu(x, u, bias, geometry, chunks, chunk_images, relu, out):
+def _conv_cpu(x, u, bias, geometry, chunks, chunk_images, relu, out, pool=False):
     """The convolution of checked arguments (x and U C-contiguous, bias an array): y, into
-    ``out`` when given; the driver and its runs follow the current thread count."""
+    ``out`` when given, or with ``pool`` (pooled, where); the driver and its runs follow the
+    current thread count."""
     batch, channels = x.shape[:2]
     out_channels, count = u.shape[1], chunk_images * geometry.tiles_h * geometry.tiles_w
     y_shape = (batch, out_channels, geometry.out_h, geometry.out_w)
-    y = _out("winograd_conv2d", out, y_shape, x.dtype, x)
+    if pool:
+        pooled, where = _pool2x2.pool_outputs(
+            _pool2x2.pool_arguments("winograd_conv2d", out, y_shape), x.dtype, x
+        )
+        y = np.empty((0, *y_shape[1:]), x.dtype)
+    else:
+        pooled, where = _pool2x2.pool_outputs(None, x.dtype, x)
+        y = _out("winograd_conv2d", out, y_shape, x.dtype, x)
     elements = POSITIONS * (channels + out_channels) * count * chunks
     driver, groups = chunk_groups(_conv_kernel_cpu, elements, chunks)
     v_tiles, m_tiles = _workspace(groups, channels, out_channels, count, x)
+    planes_runs = np.empty((groups, chunk_images, *y_shape[1:]) if pool else (0,) * 5, x.dtype)
     driver(
-        x, u, bias, y, v_tiles, m_tiles, geometry.pad_h, geometry.pad_w, chunk_images, bool(relu)
-    )
-    return y
+        x, u, bias, y, v_tiles, m_tiles, geometry.pad_h, geometry.pad_w, chunk_images, bool(relu),
+        bool(pool), _pool2x2.as_planes(pooled), _pool2x2.as_planes(where), planes_runs,
+    )  # fmt: skip
+    return (pooled, where) if pool else y
 
 
 def winograd_conv2d_backward_cpu(
@@ -1069,19 +1122,22 @@ def winograd_conv2d_backward_cpu(
     need_x: bool = True,
     need_w: bool = True,
     need_b: bool = True,
+    pool_argmax: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """The gradients of :func:`winograd_conv2d_cpu` from dy (N, K, OH, OW): dx (N, C, H, W), dU
     (16, K, C) (``winograd_weights_grad`` turns it into the filters' gradient) and Σ dY (K,), each
     None when not asked for; in one call, chunk by chunk, V recomputed per chunk (cheaper than
     keeping the batch's). On more than one thread each thread sums its own dU and Σ dY, added up
-    in a fixed order after."""
+    in a fixed order after. With ``pool_argmax`` (the ``where`` of a ``pool=True`` forward), dy
+    is the pooled output's gradient (N, K, OH // 2, OW // 2), unpooled a chunk at a time."""
     x, u, _, geometry, chunks = _conv_arguments(
         "winograd_conv2d_backward", x, tiles_weight, None, padding, chunk_images
     )
     batch, channels = x.shape[:2]
     out_channels, count = u.shape[1], chunk_images * geometry.tiles_h * geometry.tiles_w
-    dy = output_gradient(
-        "winograd_conv2d_backward", dy, (batch, out_channels, geometry.out_h, geometry.out_w), x
+    y_shape = (batch, out_channels, geometry.out_h, geometry.out_w)
+    dy, pooled_grad, where = _pool2x2.output_gradients(
+        "winograd_conv2d_backward", dy, pool_argmax, y_shape, x
     )
     elements = POSITIONS * (channels + out_channels) * count * chunks
     driver, groups = chunk_groups(_conv_backward_kernel_cpu, elements, chunks)
@@ -1089,10 +1145,18 @@ def winograd_conv2d_backward_cpu(
     dx = empty(x.shape, x.dtype, like=x) if need_x else np.empty((0, 0, 0, 0), x.dtype)
     du = np.zeros((groups, POSITIONS, out_channels, channels), x.dtype)
     db = np.zeros((groups, out_channels), np.float64)
+    pool = pool_argmax is not None
+    grads_runs = np.empty((groups, chunk_images, *y_shape[1:]) if pool else (0,) * 5, x.dtype)
+    outside = np.zeros(groups, np.int64)
     driver(
         dy, x, u, dx, du, db, v_tiles, m_tiles, geometry.pad_h, geometry.pad_w, chunk_images,
-        need_x, need_w, need_b,
+        need_x, need_w, need_b, pool, pooled_grad, where, grads_runs, outside,
     )  # fmt: skip
+    if pool:
+        plane = geometry.out_h * geometry.out_w
+        _pool2x2.check_where(
+            "winograd_conv2d_backward", where, where.shape, int(outside.sum()), plane
+        )
     return (
         dx if need_x else None,
         du.sum(axis=0) if need_w and groups > 1 else (du[0] if need_w else None),
@@ -1280,17 +1344,23 @@ def winograd_conv2d_cuda(
     chunk_images: int,
     out: Any = None,
     relu: bool = False,
+    pool: bool = False,
 ) -> Any:
     """As :func:`winograd_conv2d_cpu`, on the GPU (CuPy arrays) or in the simulator: per chunk the
     transforms above and the 16 products through the array module's batched matmul (cuBLAS on a
     GPU; a kernel family does not call a sibling's, so not the matmul family's), the tile buffers
-    reused; ``relu`` as the array module's maximum, NaN kept, over y."""
+    reused; ``relu`` as the array module's maximum, NaN kept, over y; ``pool`` pools y after
+    (``_pool2x2.pool_cuda``)."""
     x, u, bias, geometry, _ = _conv_arguments(
         "winograd_conv2d", x, tiles_weight, bias, padding, chunk_images
     )
     batch, channels = x.shape[:2]
     out_channels, per_image = u.shape[1], geometry.tiles_h * geometry.tiles_w
     y_shape = (batch, out_channels, geometry.out_h, geometry.out_w)
+    if pool:
+        _pool2x2.pool_arguments("winograd_conv2d", out, y_shape)
+        y = winograd_conv2d_cuda(x, tiles_weight, bias, padding, chunk_images)
+        return _pool2x2.pool_cuda(y, relu)
     y = _out("winograd_conv2d", out, y_shape, x.dtype, x)
     xp, buffers = array_module(x), {}
     for start, stop in _cuda_chunks(batch, chunk_images):
@@ -1333,16 +1403,21 @@ def winograd_conv2d_backward_cuda(
     need_x: bool = True,
     need_w: bool = True,
     need_b: bool = True,
+    pool_argmax: Any = None,
 ) -> tuple[Any, Any, Any]:
-    """As :func:`winograd_conv2d_backward_cpu`, on the GPU (CuPy arrays) or in the simulator."""
+    """As :func:`winograd_conv2d_backward_cpu`, on the GPU (CuPy arrays) or in the simulator; a
+    pooled dy is unpooled first (``_pool2x2.unpool_cuda``)."""
     x, u, _, geometry, _ = _conv_arguments(
         "winograd_conv2d_backward", x, tiles_weight, None, padding, chunk_images
     )
     batch, channels = x.shape[:2]
     out_channels, per_image = u.shape[1], geometry.tiles_h * geometry.tiles_w
-    dy = output_gradient(
-        "winograd_conv2d_backward", dy, (batch, out_channels, geometry.out_h, geometry.out_w), x
-    )
+    y_shape = (batch, out_channels, geometry.out_h, geometry.out_w)
+    if pool_argmax is not None:
+        dy = _pool2x2.unpool_cuda(
+            *_pool2x2.pooled_gradient("winograd_conv2d_backward", dy, pool_argmax, y_shape, x)
+        )
+    dy = output_gradient("winograd_conv2d_backward", dy, y_shape, x)
     xp, buffers = array_module(x), {}
     dx = empty(x.shape, x.dtype, like=x) if need_x else None
     du = xp.zeros((POSITIONS, out_channels, channels), x.dtype) if need_w else None

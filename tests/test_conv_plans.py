@@ -1,4 +1,4 @@
-"""conv2d's forward-only plans (fastnet/functional/conv.py, ``FORWARD_PLANS``): a call that
+"""conv2d's forward-only plans (fastnet/functional/conv_caches.py, ``FORWARD_PLANS``): a call that
 records no graph takes the kernel call its signature's first call worked out, with the same bits
 as the general path; it reads the tensors' values on every call, is never taken when a graph is
 recorded, and leaves every error to the general path."""
@@ -11,7 +11,8 @@ import pytest
 import fastnet
 import fastnet.functional as F
 from fastnet.functional import conv as conv_module
-from fastnet.functional.conv import FORWARD_PLANS
+from fastnet.functional import conv_caches
+from fastnet.functional.conv_caches import FORWARD_PLANS
 from numerics import relative_error
 
 # (x shape, weight shape, window): Winograd (3x3, stride 1, >= 16 channels) and im2col cases,
@@ -166,7 +167,7 @@ def test_each_signature_has_its_own_plan_and_odd_arguments_take_the_general_path
 
 
 def test_the_table_keeps_the_last_signatures(monkeypatch):
-    monkeypatch.setattr(conv_module, "MAX_PLANS", 3)
+    monkeypatch.setattr(conv_caches, "MAX_PLANS", 3)
     x, weight, b, window = _operands("im2col-1x1")
     with fastnet.no_grad():
         for size in range(1, 6):

@@ -13,7 +13,7 @@ import fastnet
 import fastnet.functional as F
 from fastnet import nn
 from fastnet.functional import conv as conv_module
-from fastnet.functional.conv import WINOGRAD_WEIGHTS_CACHE, _winograd_tiles
+from fastnet.functional.conv_caches import WINOGRAD_WEIGHTS_CACHE, _winograd_tiles
 from numerics import relative_error
 
 CHANNELS = 16  # WINOGRAD_MIN_CHANNELS: the smallest convolution that runs as Winograd

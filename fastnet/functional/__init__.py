@@ -4,8 +4,9 @@ Each op is a :class:`~fastnet.tensor.Function` with forward and backward side by
 composition of Tensor ops), one module per topic:
 
 * ``dense``: linear, linear_relu.
-* ``conv``: conv2d, conv2d_relu (im2col and GEMMs, Winograd F(2x2, 3x3), or the depthwise
-  kernels), its chunking of the batch; ``conv_transpose``: conv_transpose2d, its adjoint.
+* ``conv``: conv2d, conv2d_relu, conv2d_relu_max_pool2d (im2col and GEMMs, Winograd F(2x2,
+  3x3), or the depthwise kernels), its chunking of the batch; ``conv_transpose``:
+  conv_transpose2d, its adjoint.
 * ``pooling``: max_pool2d, avg_pool2d, adaptive_avg_pool2d, adaptive_max_pool2d.
 * ``pooling1d``: max_pool1d, avg_pool1d, adaptive_avg_pool1d, adaptive_max_pool1d.
 * ``patches``: unfold, fold (im2col / col2im), pixel_shuffle, pixel_unshuffle.
@@ -71,7 +72,7 @@ from .arguments import Pair
 from .attention import attention_weights, scaled_dot_product_attention
 from .collectives import all_gather
 from .contrastive import nt_xent_loss
-from .conv import conv2d, conv2d_relu
+from .conv import conv2d, conv2d_relu, conv2d_relu_max_pool2d
 from .conv_transpose import conv_transpose2d
 from .dense import linear, linear_relu
 from .distance import cosine_similarity, normalize, pairwise_distance
@@ -115,6 +116,7 @@ __all__ = [
     "linear_relu",
     "conv2d",
     "conv2d_relu",
+    "conv2d_relu_max_pool2d",
     "conv_transpose2d",
     "max_pool2d",
     "avg_pool2d",

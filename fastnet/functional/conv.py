@@ -37,14 +37,15 @@ worked out once by the signature's first call (:class:`_ForwardPlans`).
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
-from ..autograd import is_grad_enabled
 from ..backend import conv_output_shape, images_per_chunk
 from ..tensor import Function, Tensor
+from . import activations
 from .activations import ReLUAfter
 from .arguments import Pair, to_pair
+from .conv_caches import FORWARD_PLANS, _winograd_tiles
+from .pooling import max_pool2d
 from .shape import pad
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "WINOGRAD_MIN_CHANNELS",
     "conv2d",
     "conv2d_relu",
+    "conv2d_relu_max_pool2d",
     "conv_image_chunks",
 ]
 
@@ -146,15 +148,24 @@ class Conv2d(Function):
     call each way; backward recomputes a chunk's columns rather than keeping the batch's."""
 
     relu = False  # True in Conv2dReLU, whose kernel applies it
+    pool = False  # True in Conv2dReLUMaxPool: the kernel pools its output (2x2, stride 2)
 
     def forward(self, x, weight, *bias, stride, padding, dilation=(1, 1), groups=1):
         self.window = (stride, padding, dilation, groups)
         self.chunk_images = _im2col_chunk_images(self.device, x, weight, *self.window)
         self.x, self.weight = self.device.xp.ascontiguousarray(x), weight
-        return self.device.conv2d_im2col(
+        out = self.device.conv2d_im2col(
             self.x, weight, bias[0] if bias else None, *self.window, self.chunk_images,
-            relu=self.relu,
+            relu=self.relu, pool=self.pool,
         )  # fmt: skip
+        return self._pooled(out)
+
+    def _pooled(self, out):
+        """The kernel's output, keeping a pooling kernel's argmax (``where``) for backward."""
+        if not self.pool:
+            return out
+        out, self.where = out
+        return out
 
     @classmethod
     def plan(cls, device, x, weight, bias=None, *, stride, padding, dilation=(1, 1), groups=1):
@@ -174,8 +185,9 @@ class Conv2d(Function):
         need_x, need_w = self.inputs[0].requires_grad, self.inputs[1].requires_grad
         need_b = len(self.inputs) == 3 and self.inputs[2].requires_grad
         return self.device.conv2d_im2col_backward(
-            grad, self.x, self.weight, *self.window, self.chunk_images, need_x, need_w, need_b
-        )
+            grad, self.x, self.weight, *self.window, self.chunk_images, need_x, need_w, need_b,
+            pool_argmax=self.where if self.pool else None,
+        )  # fmt: skip
 
 
 def _im2col_chunk_images(
@@ -233,15 +245,19 @@ class Conv2dWinograd(Function):
     the workspace policy's (:func:`conv_image_chunks`)."""
 
     relu = False  # True in Conv2dWinogradReLU, whose kernel applies it
+    pool = False  # True in Conv2dWinogradReLUMaxPool: the kernel pools its output
+    _pooled = Conv2d._pooled
 
     def forward(self, x, weight, *bias, padding, tiles_weight=None):
         self.chunk_images = _winograd_chunk_images(self.device, x, weight, padding)
         self.x, self.padding = self.device.xp.ascontiguousarray(x), padding
         # U (16, OC, C): given by conv2d from its cache when the weight takes no gradient
         self.u = self.device.winograd_weights(weight) if tiles_weight is None else tiles_weight
-        return self.device.winograd_conv2d(
-            self.x, self.u, bias[0] if bias else None, padding, self.chunk_images, relu=self.relu
-        )
+        out = self.device.winograd_conv2d(
+            self.x, self.u, bias[0] if bias else None, padding, self.chunk_images,
+            relu=self.relu, pool=self.pool,
+        )  # fmt: skip
+        return self._pooled(out)
 
     @classmethod
     def plan(cls, device, x, weight, bias=None, *, padding, tiles_weight=None):
@@ -273,6 +289,7 @@ class Conv2dWinograd(Function):
             need_x,
             need_w,
             need_b,
+            pool_argmax=self.where if self.pool else None,
         )
         grad_w = device.winograd_weights_grad(grad_u) if need_w else None
         return grad_x, grad_w, grad_b
@@ -310,78 +327,27 @@ class DepthwiseConv2dReLU(ReLUAfter, DepthwiseConv2d):
     pass
 
 
+class Conv2dReLUMaxPool(Conv2d):
+    """max_pool2d(relu(conv2d(...)), 2) in one node: the kernel pools each image's output planes
+    while they are in cache and keeps the argmax, with -1 where the ReLU passes no gradient;
+    backward unpools the gradient through it the same way. The convolution's output is never
+    written."""
+
+    relu = pool = True
+
+
+class Conv2dWinogradReLUMaxPool(Conv2dWinograd):
+    """:class:`Conv2dReLUMaxPool` for the Winograd convolution."""
+
+    relu = pool = True
+
+
 # Winograd takes over 3x3 stride-1 convolutions with at least this many input channels. Its 16
 # GEMMs a chunk have the input channels as their inner dimension (the forward) or their output
 # width (the weight gradient), where im2col's GEMMs have 9x that: with few channels its GEMMs are
 # too thin to win. Re-measure the crossover, forward + backward on one core against im2col, with
 # `fastnet bench --only conv2d_train` over a sweep of channel counts.
 WINOGRAD_MIN_CHANNELS = 16
-
-
-class _WinogradWeightsCache:
-    """U = the Winograd tiles of a weight that takes no gradient, kept between calls: an eval-mode
-    model (or :func:`fastnet.inference.optimize_for_inference`'s copy) computes its weights' tiles
-    once instead of on every forward.
-
-    One entry per weight Tensor (dropped with it): the bytes of the values U was computed from,
-    and U. An entry is used only while the weight's array still holds exactly those bytes (same
-    shape, dtype and every bit, compared in full on each call), so it can never be stale:
-    not after ``weight.add_(...)``, ``weight.data[...] = ...``, an optimizer's step, a loaded
-    state dict or a new ``weight.data``, whether or not the write bumped the version counter
-    (raw writes into ``.data`` do not). U depends on the values alone, so equal bits give the
-    same U (bitwise: a NaN matches itself, -0.0 does not match 0.0). The comparison, one copy of
-    the weight's bytes and a memcmp, costs ~1 us for 16 channels and ~8 us for 64, against ~7
-    and ~45 us for computing U. Only on the CPU: on a GPU the comparison's answer would be a
-    device-to-host sync per call."""
-
-    def __init__(self) -> None:
-        self._entries: dict[int, tuple[Any, tuple, Any, bytes, Any]] = {}
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-    def tiles(self, weight: Tensor) -> Any:
-        """U of ``weight`` (a CPU tensor), from the cache when its values are unchanged."""
-        key, array = id(weight), weight.data
-        entry = self._entries.get(key)
-        if entry is not None:
-            reference, shape, dtype, saved, u = entry
-            if (
-                reference() is weight
-                and array.shape == shape
-                and array.dtype == dtype
-                and array.tobytes() == saved  # C-order bytes: one copy and a memcmp
-            ):
-                return u
-        u = weight.device.winograd_weights(array)
-        if entry is None or entry[0]() is not weight:
-            reference = weakref.ref(weight, lambda dead, key=key: self._drop(key, dead))
-        else:
-            reference = entry[0]
-        self._entries[key] = (reference, array.shape, array.dtype, array.tobytes(), u)
-        return u
-
-    def _drop(self, key: int, reference: Any) -> None:
-        entry = self._entries.get(key)
-        if entry is not None and entry[0] is reference:
-            del self._entries[key]
-
-
-WINOGRAD_WEIGHTS_CACHE = _WinogradWeightsCache()
-
-
-def _winograd_tiles(weight: Tensor) -> Any:
-    """The cached U of a CPU weight that takes no gradient here (grad mode off, or the weight
-    does not require one); None otherwise (Conv2dWinograd computes it, and its backward needs
-    a fresh U of a weight being trained anyway)."""
-    if not isinstance(weight, Tensor) or weight.device.name != "cpu":
-        return None  # not a tensor: Function.apply names the error
-    if weight.requires_grad and is_grad_enabled():
-        return None
-    return WINOGRAD_WEIGHTS_CACHE.tiles(weight)
 
 
 def _int_pair(value: Any, smallest: int) -> tuple[int, int] | None:
@@ -479,67 +445,41 @@ def conv2d_relu(
     return _conv2d(input, weight, bias, stride, padding, dilation, groups, relu=True)
 
 
-class _ForwardPlans:
-    """conv2d's kernel calls that record no graph, one per signature, checked once.
-
-    A signature is what conv2d's choices depend on: the device, the shapes and dtypes of x, the
-    weight and the bias, and the window arguments as the caller passed them. Its plan is the
-    chosen Function's kernel call with everything derived from the signature worked out (the
-    algorithm, the checks, the chunk of images), through the kernel family's own plan
-    (``conv2d_im2col_plan``, ``winograd_conv2d_plan``: the kernel's checks done once too):
-    batch-1 inference spends more on that Python path than on the kernel of a small layer. A
-    plan holds no values: each call reads the tensors' arrays as they are then (on the CPU the
-    Winograd tiles come from :data:`WINOGRAD_WEIGHTS_CACHE`, which compares the weight's
-    bytes). It is made after conv2d succeeded on the signature once the general way, so every
-    error is still raised there, and used only when the call records no graph (grad mode off,
-    or no operand requires a gradient). The last :data:`MAX_PLANS` signatures are kept."""
-
-    def __init__(self) -> None:
-        self._plans: dict[tuple, Any] = {}
-
-    def __len__(self) -> int:
-        return len(self._plans)
-
-    def clear(self) -> None:
-        self._plans.clear()
-
-    @staticmethod
-    def signature(x: Any, weight: Any, bias: Any, *window: Any) -> tuple | None:
-        """The key of a call that records no graph; None for any other (or arguments not to be
-        keyed: non-tensors, padding given as a string, unhashable window arguments)."""
-        if not (isinstance(x, Tensor) and isinstance(weight, Tensor)) or window[1].__class__ is str:
-            return None
-        if bias is not None and not isinstance(bias, Tensor):
-            return None
-        if is_grad_enabled() and (
-            x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
-        ):
-            return None
-        x_data, w_data = x.data, weight.data
-        key = (
-            x.device.name, weight.device.name, None if bias is None else (bias.device.name,
-            bias.data.shape, bias.data.dtype), x_data.shape, x_data.dtype, w_data.shape,
-            w_data.dtype, *window,
-        )  # fmt: skip
-        try:
-            hash(key)
-        except TypeError:  # a list for a stride, say: left to the general path
-            return None
-        return key
-
-    def get(self, key: tuple) -> Any:
-        return self._plans.get(key)
-
-    def add(self, key: tuple, plan: Any) -> None:
-        if len(self._plans) >= MAX_PLANS:
-            self._plans.pop(next(iter(self._plans), None), None)  # the oldest
-        self._plans[key] = plan
+def conv2d_relu_max_pool2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: Pair = 1,
+    padding: Pair | str = 0,
+    dilation: Pair = 1,
+    groups: int = 1,
+) -> Tensor:
+    """max_pool2d(relu(conv2d(input, weight, bias, ...)), 2) as one op: the same values and
+    gradients, bit for bit. The im2col and Winograd convolutions pool each chunk's output while
+    it is in cache (kernels/_pool2x2.py), so the convolution's output, its pass through the
+    pool and the ReLU's pass are never made (the MNIST CNN's Conv2d → ReLU → MaxPool2d(2)
+    stages; Sequential calls this for them). A depthwise convolution, a bias with groups, or an
+    output under 2x2 run as the three ops."""
+    return _conv2d(input, weight, bias, stride, padding, dilation, groups, relu=True, pool=True)
 
 
-# How many conv2d signatures keep their plans: a model has a few per input shape; the bound keeps
-# a sweep over many shapes from growing the table without end.
-MAX_PLANS = 256
-FORWARD_PLANS = _ForwardPlans()
+def _pools_in_kernel(
+    x: Tensor, weight: Tensor, bias: Any, stride: Any, padding: Any, dilation: Any, groups: int
+) -> bool:
+    """Whether conv2d_relu_max_pool2d's kernels take these arguments (else it runs as three ops,
+    which also raise the errors of arguments that fit none): a batch and weight conv2d accepts,
+    not depthwise, no bias with groups, and an output of at least 2x2."""
+    if not (isinstance(x, Tensor) and isinstance(weight, Tensor)) or x.ndim != 4:
+        return False
+    if weight.ndim != 4 or _is_depthwise(x, weight, groups) or (bias is not None and groups != 1):
+        return False
+    try:
+        out_h, out_w = conv_output_shape(
+            *x.shape[2:], tuple(weight.shape[2:]), stride, padding, dilation
+        )
+    except ValueError:
+        return False
+    return out_h >= 2 and out_w >= 2
 
 
 def _conv2d(
@@ -551,14 +491,19 @@ def _conv2d(
     dilation: Pair,
     groups: int,
     relu: bool,
+    pool: bool = False,
 ) -> Tensor:
-    key = FORWARD_PLANS.signature(x, weight, bias, stride, padding, dilation, groups, relu)
+    key = (
+        None
+        if pool
+        else FORWARD_PLANS.signature(x, weight, bias, stride, padding, dilation, groups, relu)
+    )
     if key is not None:
         plan = FORWARD_PLANS.get(key)
         if plan is not None:
             return Tensor._wrap(plan(x, weight, bias), x.device)
     if x.ndim == 3:
-        y = _conv2d(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups, relu)
+        y = _conv2d(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups, relu, pool)
         return y.squeeze(0)
     stride, dilation = _window_arguments("conv2d", stride, dilation, groups)
     if not isinstance(padding, str):
@@ -570,6 +515,9 @@ def _conv2d(
     else:
         raise ValueError(f"conv2d: padding must be 'valid', 'same' or ints, got {padding!r}")
     operands = (x, weight, *([bias] if bias is not None else []))
+    if pool and not _pools_in_kernel(x, weight, bias, stride, padding, dilation, groups):
+        y = _conv2d(x, weight, bias, stride, padding, dilation, groups, relu=False)
+        return max_pool2d(activations.relu(y), 2)
     if (
         stride == (1, 1)
         and dilation == (1, 1)
@@ -579,14 +527,14 @@ def _conv2d(
         and x.ndim == 4
         and x.shape[1] >= WINOGRAD_MIN_CHANNELS
     ):
-        op = Conv2dWinogradReLU if relu else Conv2dWinograd
+        op = Conv2dWinogradReLUMaxPool if pool else Conv2dWinogradReLU if relu else Conv2dWinograd
         params = {"padding": padding, "tiles_weight": _winograd_tiles(weight)}
         y = op.apply(*operands, **params)
     elif _is_depthwise(x, weight, groups):
         depthwise = DepthwiseConv2dReLU if relu else DepthwiseConv2d
         return depthwise.apply(*operands, stride=stride, padding=padding, dilation=dilation)
     else:
-        op = Conv2dReLU if relu else Conv2d
+        op = Conv2dReLUMaxPool if pool else Conv2dReLU if relu else Conv2d
         params = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
         y = op.apply(*operands, **params)
     if key is not None:  # the general path took the signature: the next call takes the plan

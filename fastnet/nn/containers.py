@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..tensor import Tensor
-from .layers import MaxPool2d, ReLU
+from .layers import Conv2d, MaxPool2d, ReLU
 from .module import Module, Parameter
 from .normalization import relu_fuses
 
@@ -104,6 +104,30 @@ def _pool_commutes(relu: Module, pool: Module) -> bool:
     )
 
 
+def _plain(module: Module, kind: type) -> bool:
+    """``module`` is exactly a ``kind`` (not a subclass, which may compute something else) and
+    has no instance ``forward`` (a hook, as :func:`fastnet.nn.summary.forward_hooks` installs)."""
+    return type(module) is kind and "forward" not in module.__dict__
+
+
+def _halves(pool: MaxPool2d) -> bool:
+    """The pool takes 2x2 windows at stride 2, unpadded, floor mode, no indices returned."""
+    pairs = [
+        value if isinstance(value, tuple) else (value, value)
+        for value in (pool.kernel_size, pool.stride, pool.padding, pool.dilation)
+    ]
+    return pairs == [(2, 2), (2, 2), (0, 0), (1, 1)] and not (pool.ceil_mode or pool.return_indices)
+
+
+def _conv_relu_pool_fuses(conv: Module, relu: Module, pool: Module) -> bool:
+    """Whether Sequential may run Conv2d → ReLU → MaxPool2d(2) as
+    ``conv.forward_relu_max_pool(x)`` (``F.conv2d_relu_max_pool2d``): the same values and
+    gradients, without the convolution's output, the pool's pass over it and the ReLU's (the MNIST
+    CNN's step: the results log, ``fastnet bench --train --only mnist_cnn``). An in-place ReLU
+    fuses too: the tensor it would change exists only inside the three."""
+    return _plain(conv, Conv2d) and _plain(relu, ReLU) and _plain(pool, MaxPool2d) and _halves(pool)
+
+
 class Sequential(_ListOfModules):
     """Children called in order; named ``0``, ``1``, ... as in PyTorch, or by the keys of an
     OrderedDict given alone."""
@@ -123,7 +147,10 @@ class Sequential(_ListOfModules):
         while index < len(modules):
             module = modules[index]
             following = modules[index + 1] if index + 1 < len(modules) else None
-            if following is not None and _pool_commutes(module, following):
+            if index + 2 < len(modules) and _conv_relu_pool_fuses(*modules[index : index + 3]):
+                input = module.forward_relu_max_pool(input)
+                index += 3
+            elif following is not None and _pool_commutes(module, following):
                 input = module(following(input))
                 index += 2
             elif following is not None and relu_fuses(module, following):

@@ -98,6 +98,11 @@ class Conv2d(_ConvNd):
     def forward(self, input: Tensor) -> Tensor:
         return self._convolve(F.conv2d, input)
 
+    def forward_relu_max_pool(self, input: Tensor) -> Tensor:
+        """max_pool2d(relu(self(input)), 2) as one op (``F.conv2d_relu_max_pool2d``): what
+        Sequential calls for this layer, a ReLU and a 2x2 MaxPool2d after it."""
+        return self._convolve(F.conv2d_relu_max_pool2d, input)
+
     def _convolve(self, conv: Callable[..., Tensor], input: Tensor) -> Tensor:
         """``conv`` (``F.conv2d`` or a fused form of it) over input in this layer's settings."""
         if self.padding_mode == "zeros":

@@ -32,8 +32,9 @@ def poisoned_empty(shape, dtype, like):
 
 @pytest.fixture(autouse=True)
 def poisoned_outputs(monkeypatch):
-    """Every kernel module allocates its outputs (and scratch buffers) poisoned."""
-    for name in family_module_names():
+    """Every kernel module allocates its outputs (and scratch buffers) poisoned, the private
+    modules that allocate for the families too."""
+    for name in [*family_module_names(), "fastnet.kernels._pool2x2"]:
         module = importlib.import_module(name)
         if hasattr(module, "empty"):
             monkeypatch.setattr(module, "empty", poisoned_empty)
