@@ -214,10 +214,25 @@ def test_a_race_on_two_threads_also_races_fastnet_on_one_and_reports_the_scaling
     assert set(speeds) == {"fastnet", "torch", bench.race.ONE_THREAD}
     assert result["scaling"] == pytest.approx(speeds["fastnet"] / speeds[bench.race.ONE_THREAD])
     assert 1 in seen and 2 in seen
+    assert result["gemm_scaling"] > 0  # BLAS's own 2/1, timed in the same rounds
     table = bench.format_training_table([result], threads=2)
     assert "fastnet 2/1 thread" in table and f"{result['scaling']:.2f}x" in table
+    assert "GEMM 2/1 thread" in table and f"{result['gemm_scaling']:.2f}x" in table
     with bench.pinned_threads(1):
-        assert "scaling" not in bench.measure_training(TINY_MLP, 4, quick=True)
+        one_thread = bench.measure_training(TINY_MLP, 4, quick=True)
+        assert "scaling" not in one_thread and "gemm_scaling" not in one_thread
+
+
+def test_gemm_gflops_leaves_numpys_blas_at_its_thread_count():
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+
+    before = blas_threads()
+    for threads in (1, 2):
+        assert bench.harness.gemm_gflops(threads, quick=True) > 0
+        assert blas_threads() == before
 
 
 def test_first_step_gradients_are_judged_against_float64_and_pytorchs_own_rounding():

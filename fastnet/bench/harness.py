@@ -10,6 +10,7 @@ bytes by it; ``% ceiling`` is the fraction of the GEMM ceiling for a compute-bou
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import statistics
 import time
@@ -153,6 +154,30 @@ def measure_ceilings(device: Device, threads: int, quick: bool = False) -> Ceili
     return Ceilings(
         device.name, threads, 2 * side**3 / gemm / 1e9, 2 * source.nbytes / copy / 1e9, library
     )
+
+
+@functools.lru_cache(maxsize=2)
+def _gemm_operands(side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((side, side), dtype=np.float32) for _ in range(2))
+    return a, b, np.empty((side, side), np.float32)
+
+
+def gemm_gflops(threads: int, quick: bool = False) -> float:
+    """GFLOP/s of NumPy's BLAS on ``threads`` threads over a few float32 1024 x 1024 products
+    (128 x 128, one, with ``quick``): one sample of what the machine's cores give right now, for
+    a race to set its own N-thread scaling against (:func:`fastnet.bench.race.measure_training`).
+    """
+    from threadpoolctl import threadpool_limits
+
+    side, calls = (128, 1) if quick else (1024, 8)
+    a, b, product = _gemm_operands(side)
+    with threadpool_limits(limits=threads, user_api="blas"):
+        np.matmul(a, b, out=product)  # wakes the library's threads
+        start = time.perf_counter()
+        for _ in range(calls):
+            np.matmul(a, b, out=product)
+        return calls * 2 * side**3 / (time.perf_counter() - start) / 1e9
 
 
 # ===================================================================== timers

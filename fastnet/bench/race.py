@@ -29,6 +29,7 @@ from .harness import (
     Ceilings,
     MismatchError,
     aligned,
+    gemm_gflops,
     host_copy,
     relative_error,
     settle,
@@ -370,6 +371,9 @@ def compare_first_step(
 # ===================================================================== the race
 # fastnet on one thread, a third contestant of a race on more threads: the N-thread / 1-thread
 # scaling then comes from one interleaved run, not from two runs minutes apart on a noisy machine.
+# Each round also times BLAS's GEMM on 1 and N threads: the machine's own N/1 scaling in the same
+# minutes, the yardstick for fastnet's (a shared host's second core gives anywhere from 1.3x to
+# 1.9x; the results log).
 ONE_THREAD = "fastnet_1_thread"
 
 
@@ -388,7 +392,8 @@ def measure_training(
     The frameworks alternate, ``rounds`` rounds of about ``round_seconds`` each, after warm-up
     steps; the best round of each counts. Call inside :func:`pinned_threads`. On more than one
     thread fastnet also races on one (:data:`ONE_THREAD`), and ``scaling`` is its N-thread speed
-    over its 1-thread speed.
+    over its 1-thread speed; ``gemm_scaling`` is the same ratio of BLAS's GEMM
+    (:func:`~fastnet.bench.harness.gemm_gflops`), timed in every round after the steps.
 
     ``flops_per_step`` is :func:`fastnet.bench.flops.count_step_flops`'s count of the step (the
     useful work: direct convolution FLOPs, 2 per multiply-add), and ``gflops`` each framework's
@@ -445,6 +450,7 @@ def measure_training(
         steps[ONE_THREAD] = fastnet_step
     steps_per_round = {}
     samples: dict[str, list[float]] = {name: [] for name in steps}
+    gemm: dict[int, list[float]] = {1: [], threads: []} if threads > 1 else {}
     try:
         # warm-up compiles and allocates; its last step sizes a round
         for name, step in steps.items():
@@ -461,11 +467,21 @@ def measure_training(
                 for index in range(steps_per_round[name]):
                     step(index)
                 samples[name].append(batch * steps_per_round[name] / (time.perf_counter() - start))
+            for count, rates in gemm.items():
+                settle()
+                rates.append(gemm_gflops(count, quick))
     finally:
         set_num_threads(threads)
     best = {name: max(values) for name, values in samples.items()}
     medians = {name: statistics.median(values) for name, values in samples.items()}
-    scaling = {"scaling": best["fastnet"] / best[ONE_THREAD]} if ONE_THREAD in best else {}
+    scaling = (
+        {
+            "scaling": best["fastnet"] / best[ONE_THREAD],
+            "gemm_scaling": max(gemm[threads]) / max(gemm[1]),
+        }
+        if ONE_THREAD in best
+        else {}
+    )
     return {
         "model": entry.name,
         "batch": batch,
@@ -544,7 +560,7 @@ def format_training_table(
     ]
     scaled = any("scaling" in row for row in results)
     if scaled:
-        header.insert(5, f"fastnet {threads}/1 thread")
+        header[5:5] = [f"fastnet {threads}/1 thread", f"GEMM {threads}/1 thread"]
     lines = []
     for row in results:
         speed, first = row["samples_per_second"], row["first_step"]
@@ -563,7 +579,9 @@ def format_training_table(
             ]
         )
         if scaled:
-            lines[-1].insert(5, f"{row['scaling']:.2f}x" if "scaling" in row else "-")
+            lines[-1][5:5] = [
+                f"{row[key]:.2f}x" if key in row else "-" for key in ("scaling", "gemm_scaling")
+            ]
     text = [f"ceilings: {ceilings.describe()}"] if ceilings else []
     text += [
         f"training throughput on the CPU, {threads_text(threads)} each, Adam lr 1e-3, random data "
