@@ -93,12 +93,26 @@ def output_gradients(op: str, dy: Any, where: Any, y_shape: tuple, x: Any) -> tu
 
 
 @register_jitable
-def _first_max(best, best_offset, value, offset):
-    """The running maximum after ``value``: strictly greater replaces it (equal maxima keep the
-    first), a NaN replaces a number, and a NaN best stays."""
+def first_max(best, best_at, value, at):
+    """The running maximum of a window after ``value`` (found ``at``): strictly greater replaces
+    it (equal maxima keep the first), a NaN replaces a number, and a NaN best stays. The max-pool
+    rule, here once for every kernel that scans a window (kernels/pool.py's too)."""
     if best == best and (value > best or value != value):
-        return value, offset
-    return best, best_offset
+        return value, at
+    return best, best_at
+
+
+@register_jitable
+def _window(top_left, top_right, bottom_left, bottom_right, corner, out_w, relu, zero):
+    """(pooled value, where) of one 2x2 window, its pixels in row-major order, its top-left pixel
+    at ``corner`` (h·OW + w) of a plane with rows ``out_w`` long: NaN-ordered, then the ReLU
+    (``zero`` the 0 of the values' dtype)."""
+    best, offset = first_max(top_left, 0, top_right, 1)
+    best, offset = first_max(best, offset, bottom_left, out_w)
+    best, offset = first_max(best, offset, bottom_right, out_w + 1)
+    if relu and not best > zero:
+        return relu_value(best, zero), NO_GRADIENT
+    return best, corner + offset
 
 
 @register_jitable
@@ -171,19 +185,12 @@ def _scan_plane(source, out_w, pooled, where, pooled_w, relu):
     """:func:`pool_plane` window by window, NaN-ordered: for planes that hold a NaN."""
     zero = source.dtype.type(0)
     for i in range(pooled.size // pooled_w):
-        top = 2 * i * out_w
         for j in range(pooled_w):
-            corner = top + 2 * j
-            best, offset = source[corner], 0
-            best, offset = _first_max(best, offset, source[corner + 1], 1)
-            best, offset = _first_max(best, offset, source[corner + out_w], out_w)
-            best, offset = _first_max(best, offset, source[corner + out_w + 1], out_w + 1)
-            index = corner + offset
-            if relu and not best > zero:
-                index = NO_GRADIENT
-                best = relu_value(best, zero)
-            pooled[i * pooled_w + j] = best
-            where[i * pooled_w + j] = index
+            corner = 2 * i * out_w + 2 * j
+            pooled[i * pooled_w + j], where[i * pooled_w + j] = _window(
+                source[corner], source[corner + 1], source[corner + out_w],
+                source[corner + out_w + 1], corner, out_w, relu, zero,
+            )  # fmt: skip
 
 
 @register_jitable
@@ -227,17 +234,11 @@ def _pool_kernel_cuda(y, pooled, where, relu):
     for output in range(cuda.grid(1), pooled.size, cuda.gridsize(1)):
         plane, rest = output // (pooled_h * pooled_w), output % (pooled_h * pooled_w)
         n, c = plane // pooled.shape[1], plane % pooled.shape[1]
-        i, j = rest // pooled_w, rest % pooled_w
-        best, offset = y[n, c, 2 * i, 2 * j], 0
-        best, offset = _first_max(best, offset, y[n, c, 2 * i, 2 * j + 1], 1)
-        best, offset = _first_max(best, offset, y[n, c, 2 * i + 1, 2 * j], out_w)
-        best, offset = _first_max(best, offset, y[n, c, 2 * i + 1, 2 * j + 1], out_w + 1)
-        index = 2 * i * out_w + 2 * j + offset
-        if relu and not best > zero:
-            index = NO_GRADIENT
-            best = relu_value(best, zero)
-        pooled[n, c, i, j] = best
-        where[n, c, i, j] = index
+        top, left = 2 * (rest // pooled_w), 2 * (rest % pooled_w)
+        pooled[n, c, top // 2, left // 2], where[n, c, top // 2, left // 2] = _window(
+            y[n, c, top, left], y[n, c, top, left + 1], y[n, c, top + 1, left],
+            y[n, c, top + 1, left + 1], top * out_w + left, out_w, relu, zero,
+        )  # fmt: skip
 
 
 @cuda_kernel

@@ -198,15 +198,11 @@ def _window_argmax(x, plane, top, left, kernel_h, kernel_w):
     height, width = x.shape[1], x.shape[2]
     h_start, h_stop = max(top, 0), min(top + kernel_h, height)
     w_start, w_stop = max(left, 0), min(left + kernel_w, width)
-    best_h, best_w = h_start, w_start
-    best = x[plane, h_start, w_start]
+    best, best_at = x[plane, h_start, w_start], h_start * width + w_start
     for h in range(h_start, h_stop):
         for w in range(w_start, w_stop):
-            value = x[plane, h, w]
-            # Strictly greater keeps the first of equal maxima; the first NaN wins and stays.
-            if best == best and (value > best or value != value):
-                best, best_h, best_w = value, h, w
-    return best_h * width + best_w, best
+            best, best_at = _pool2x2.first_max(best, best_at, x[plane, h, w], h * width + w)
+    return best_at, best
 
 
 # ---------------------------------------------------------------------------------------------
