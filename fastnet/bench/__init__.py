@@ -34,6 +34,7 @@ from ..kernels._contract import (
 )
 from .cases import case_specs, op_case_specs, plain_conv2d, run_kernels
 from .command import machine, run
+from .contestants import SequenceClassifier, TrainModel, train_models
 from .harness import (
     Ceilings,
     MismatchError,
@@ -55,14 +56,11 @@ from .harness import (
 from .race import (
     TORCH_EQUIVALENTS,
     FirstStep,
-    SequenceClassifier,
-    TrainModel,
     compare_first_step,
     format_training_table,
     measure_training,
     run_training,
     to_torch,
-    train_models,
 )
 
 __all__ = [

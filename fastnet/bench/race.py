@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import nn as fnn
 from ..backend import get_num_threads, set_num_threads
 from ..functional import cross_entropy
 from ..tensor import Tensor
+from .contestants import TrainModel, train_models
 from .flops import count_step_flops
 from .harness import (
     Ceilings,
@@ -35,49 +35,6 @@ from .harness import (
     settle,
     threads_text,
 )
-
-
-@dataclass(frozen=True)
-class TrainModel:
-    """A model whose training fastnet and PyTorch race: built by fastnet, mirrored in PyTorch."""
-
-    name: str
-    build: Callable[[], Any]
-    sample_shape: tuple[int, ...]
-    batches: tuple[int, ...]
-    classes: int = 10
-
-
-class SequenceClassifier(fnn.Module):
-    """One transformer encoder layer over (B, T, d_model), the mean over T, then a Linear to the
-    classes: the transformer of the training race. No dropout, so both frameworks compute the
-    same."""
-
-    def __init__(
-        self, d_model: int = 128, heads: int = 4, feedforward: int = 256, classes: int = 10
-    ) -> None:
-        super().__init__()
-        self.encoder = fnn.TransformerEncoderLayer(
-            d_model, heads, feedforward, dropout=0.0, batch_first=True
-        )
-        self.head = fnn.Linear(d_model, classes)
-
-    def forward(self, x: Any) -> Any:
-        return self.head(self.encoder(x).mean(axis=1))
-
-
-def train_models() -> list[TrainModel]:
-    """The models ``--train`` races (one line each; a new layer type also needs a
-    :data:`TORCH_EQUIVALENTS` entry). The CIFAR ResNet is ResNet-20; the transformer one encoder
-    layer, d_model 128, 4 heads, feed-forward 256, on sequences of 64."""
-    from .. import models
-
-    return [
-        TrainModel("mnist_cnn", models.mnist_cnn, (1, 28, 28), (64, 256)),
-        TrainModel("mlp", models.mlp, (1, 28, 28), (64, 256)),
-        TrainModel("resnet20", functools.partial(models.create, "resnet"), (3, 32, 32), (128,)),
-        TrainModel("transformer", SequenceClassifier, (64, 128), (32,)),
-    ]
 
 
 # ===================================================================== the PyTorch mirror
