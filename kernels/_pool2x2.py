@@ -208,6 +208,17 @@ def unpool_plane(grad_pooled, where, grad):
     return outside
 
 
+@register_jitable
+def unpool_planes(grad_pooled, where, first, grads):
+    """grads (P, OH·OW), planes first .. first + P - 1 of the pooled gradient and where (N·C,
+    PH·PW) unpooled (:func:`unpool_plane`); gives the count of entries of where that name no
+    pixel."""
+    outside = 0
+    for plane in range(grads.shape[0]):
+        outside += unpool_plane(grad_pooled[first + plane], where[first + plane], grads[plane])
+    return outside
+
+
 def check_where(op: str, where: Any, shape: tuple[int, ...], outside: int, plane: int) -> None:
     """A ValueError when ``where`` is not an int32 array of ``shape`` (before the kernel), or when
     the kernel counted ``outside`` entries that name no pixel of the ``plane``-pixel planes."""

@@ -997,12 +997,9 @@ def _conv_backward_run(
         count = (stop - start) * plane
         if pool:
             grads = grads_runs[run, : stop - start]
-            for image in range(start, stop):
-                for k in range(out_channels):
-                    pooled_plane = image * out_channels + k
-                    outside[run] += _pool2x2.unpool_plane(
-                        pooled_grad[pooled_plane], where[pooled_plane], grads[image - start, k]
-                    )
+            outside[run] += _pool2x2.unpool_planes(
+                pooled_grad, where, start * out_channels, grads.reshape(-1, plane)
+            )
         else:
             grads = dy[start:stop]
         if need_w:

@@ -917,13 +917,10 @@ def _conv_backward_run(
         v, dm = v_tiles[group, :, :, :count], m_tiles[group, :, :, :count]
         if pool:
             grads = grads_runs[group, : stop - start]
-            flat, plane_size = grads.reshape(-1), dy.shape[2] * dy.shape[3]
-            for plane in range((stop - start) * out_channels):
-                outside[group] += _pool2x2.unpool_plane(
-                    pooled_grad[start * out_channels + plane],
-                    where[start * out_channels + plane],
-                    flat[plane * plane_size : (plane + 1) * plane_size],
-                )
+            outside[group] += _pool2x2.unpool_planes(
+                pooled_grad, where, start * out_channels,
+                grads.reshape(-1, dy.shape[2] * dy.shape[3]),
+            )  # fmt: skip
         else:
             grads = dy[start:stop]
         for plane in range((stop - start) * out_channels):
