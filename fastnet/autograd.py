@@ -5,6 +5,7 @@ next to each other and work on raw arrays of the device:
 
     forward(*arrays, **params) -> output array         (saves what backward needs on self)
     backward(grad_output) -> one gradient per input     (None where no gradient flows)
+    backward_of_sum(first, second) -> the same, for grad_output = first + second (optional)
 
 ``Function.apply(*tensors, **params)`` runs ``forward`` on the tensors' arrays and, when grad mode
 is on and an input requires a gradient, records itself as the output's ``_ctx`` with the input
@@ -13,6 +14,12 @@ walks it from the output as PyTorch's engine does (a node runs when its last con
 so its gradient is final), accumulates each gradient, reduces broadcast gradients back to their
 input's shape (:func:`unbroadcast`), stores the results in the leaves' ``.grad`` and frees the
 graph.
+
+A tensor that several ops consumed gets the sum of their gradients. The walk keeps the last two
+gradients apart until the node runs (an earlier pair is added when a third arrives, so the sum
+rounds as adding them in arrival order does) and hands them to ``backward_of_sum``, which adds
+them, then runs ``backward``, unless the op can add them inside its own pass (the ReLUs: a
+residual block's output feeds the next block's convolution and its shortcut).
 
 Two hooks let data-parallel training overlap communication with the walk (PyTorch's names): a
 leaf's ``register_post_accumulate_grad_hook(hook)`` calls ``hook(leaf)`` as soon as the walk
@@ -168,6 +175,11 @@ class Function:
     def backward(self, grad: Any) -> tuple:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def backward_of_sum(self, first: Any, second: Any) -> tuple:
+        """``backward(first + second)``: the output fed two ops. An op that can add the two in
+        its own pass over memory overrides this."""
+        return self.backward(first + second)
+
     @classmethod
     def apply(cls, *inputs: Tensor, **params: Any) -> Tensor:
         fn = cls()
@@ -294,6 +306,26 @@ def _count_consumers(root: Tensor) -> dict[int, int]:
     return consumers
 
 
+class _Summands:
+    """Two gradients of one tensor waiting to be added (first + second), until the node they
+    belong to runs."""
+
+    __slots__ = ("first", "second")
+
+    def __init__(self, first: Any, second: Any) -> None:
+        self.first, self.second = first, second
+
+    @staticmethod
+    def joined(pending: Any, arrived: Any) -> _Summands:
+        """``pending`` (a gradient or a pair) and one more: a pair, the earlier two added."""
+        if pending.__class__ is _Summands:
+            pending = pending.total()
+        return _Summands(pending, arrived)
+
+    def total(self) -> Any:
+        return self.first + self.second
+
+
 def _walk_graph(root: Tensor, seed: Any, retain_graph: bool, consumers: dict[int, int]) -> None:
     """Walk from ``root`` in an order where a node comes after every op that consumed it (it is
     ready when its last consumer is done, so its gradient is final), as PyTorch's engine."""
@@ -307,6 +339,8 @@ def _walk_graph(root: Tensor, seed: Any, retain_graph: bool, consumers: dict[int
         if fn is None:  # a leaf
             if grad is None:
                 continue
+            if grad.__class__ is _Summands:
+                grad = grad.total()
             if node.grad is None:
                 if (
                     id(grad) in stored
@@ -331,7 +365,11 @@ def _walk_graph(root: Tensor, seed: Any, retain_graph: bool, consumers: dict[int
         if grad is None:  # no gradient reached this node: none flows on, but it still counts
             parent_grads: Any = (None,) * len(inputs)
         else:
-            parent_grads = fn.backward(grad)
+            parent_grads = (
+                fn.backward_of_sum(grad.first, grad.second)
+                if grad.__class__ is _Summands
+                else fn.backward(grad)
+            )
             if len(parent_grads) < len(inputs):  # the inputs past them get no gradient
                 parent_grads = (*parent_grads, *(None,) * (len(inputs) - len(parent_grads)))
         for parent, parent_grad in zip(inputs, parent_grads):  # noqa: B905 (lengths match)
@@ -340,7 +378,9 @@ def _walk_graph(root: Tensor, seed: Any, retain_graph: bool, consumers: dict[int
                 if parent_grad is not None:
                     if parent_grad.shape != parent.data.shape:
                         parent_grad = unbroadcast(parent_grad, parent.data.shape)
-                    grads[key] = parent_grad if key not in grads else grads[key] + parent_grad
+                    grads[key] = (
+                        _Summands.joined(grads[key], parent_grad) if key in grads else parent_grad
+                    )
                 count = consumers[key] - 1
                 if count:
                     consumers[key] = count

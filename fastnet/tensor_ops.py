@@ -226,6 +226,14 @@ class Sigmoid(Function):
         return (grad * self.out * (1 - self.out),)
 
 
+def relu_grad_of_sum(device: Any, first: Any, second: Any, out: Any) -> Any:
+    """(first + second)·[out > 0], the two gradients of a ReLU's output added in the mask's
+    own pass (two dtypes are added first, as NumPy promotes them)."""
+    if first.dtype != second.dtype:
+        return device.relu_backward(first + second, out)
+    return device.relu_backward(first, out, dy_other=second)
+
+
 class ReLU(Function):
     saves_inputs = False  # backward reads only the output
 
@@ -235,6 +243,9 @@ class ReLU(Function):
 
     def backward(self, grad):
         return (self.device.relu_backward(grad, self.out),)
+
+    def backward_of_sum(self, first, second):
+        return (relu_grad_of_sum(self.device, first, second, self.out),)
 
 
 class Abs(Function):

@@ -5,15 +5,22 @@ Math, for every element of tensors of any shape::
     y  = max(x, 0)          (a NaN in x stays NaN in y, as in PyTorch)
     dx = dy · [y > 0]       (the subgradient 0 at x = 0; where y is NaN, dx is 0)
     add_relu:  y = max(a + b, 0), whose gradient is dx above for a and for b alike
+    of a sum:  dx = (dy + dy_other) · [y > 0]   (y fed two ops: its two gradients, summed in the
+               same pass; the sum rounds as NumPy's dy + dy_other would)
 
 ``add_relu_forward`` is a residual block's end (ReLU of the block's output plus its shortcut) in
 one pass, where the sum alone would allocate and write a whole activation first.
 
+``relu_backward``'s optional ``dy_other`` serves autograd, which hands a node consumed twice (a
+residual block's output: the next block's convolution and its shortcut) both gradients instead of
+adding them in a pass and an allocation of their own.
+
 The backward reads the forward's *output*: y > 0 exactly where x > 0, so the layer keeps y (which
 the next layer holds anyway) instead of a separate mask of x.
 
-Buffers: ``x``, ``a``, ``b``, ``y``, ``dy``, ``dx`` share one shape and one dtype (float32 or
-float64). Outputs are new C-contiguous arrays; inputs that are not contiguous are copied first.
+Buffers: ``x``, ``a``, ``b``, ``y``, ``dy``, ``dy_other``, ``dx`` share one shape and one dtype
+(float32 or float64). Outputs are new C-contiguous arrays; inputs that are not contiguous are
+copied first.
 
 Why a kernel for an elementwise op: NumPy needs three passes and a boolean temporary
 (``x > 0``, ``maximum``, then ``dy * mask``, whose bool-to-float cast runs slowly). These make one
@@ -24,8 +31,9 @@ Variants, simplest first:
 
 * ``reference_relu_forward``, ``reference_relu_backward``, ``reference_add_relu_forward``: float64
   NumPy.
-* ``relu_forward_cpu``, ``relu_backward_cpu``: Numba, one loop over the elements, serial or
-  parallel as the CPU policy (``_cpu.parallel_pays``) decides for the tensor's size.
+* ``relu_forward_cpu``, ``relu_backward_cpu`` (of one gradient or of a sum): Numba, one loop over
+  the elements, serial or parallel as the CPU policy (``_cpu.parallel_pays``) decides for the
+  tensor's size.
 * ``relu_forward_cuda``, ``relu_backward_cuda``: Numba CUDA, grid-stride loops.
 
 The per-element rule is one ``register_jitable`` function each, shared by the CPU and CUDA kernels;
@@ -69,8 +77,13 @@ def reference_relu_forward(x: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(x) | (x > 0), x, 0.0)
 
 
-def reference_relu_backward(dy: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return np.where(np.asarray(y) > 0, np.asarray(dy, np.float64), 0.0)
+def reference_relu_backward(
+    dy: np.ndarray, y: np.ndarray, dy_other: np.ndarray | None = None
+) -> np.ndarray:
+    upstream = np.asarray(dy, np.float64)
+    if dy_other is not None:
+        upstream = upstream + np.asarray(dy_other, np.float64)
+    return np.where(np.asarray(y) > 0, upstream, 0.0)
 
 
 def reference_add_relu_forward(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -95,6 +108,11 @@ def _relu_grad(dy, y, dx, index):
     dx[index] = dy[index] if y[index] > 0 else 0
 
 
+@register_jitable
+def _relu_grad_of_sum(dy, dy_other, y, dx, index):
+    dx[index] = dy[index] + dy_other[index] if y[index] > 0 else 0
+
+
 # --------------------------------------------------------------------------- CPU
 
 
@@ -116,6 +134,12 @@ def _relu_backward_kernel_cpu(dy, y, dx):
         _relu_grad(dy, y, dx, index)
 
 
+@cpu_kernel
+def _relu_backward_of_sum_kernel_cpu(dy, dy_other, y, dx):
+    for index in prange(dy.size):
+        _relu_grad_of_sum(dy, dy_other, y, dx, index)
+
+
 def relu_forward_cpu(x: np.ndarray) -> np.ndarray:
     """y = max(x, 0), of x's shape and dtype."""
     (flat_x,) = flat_matching("relu_forward", x=x)
@@ -132,11 +156,24 @@ def add_relu_forward_cpu(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return y
 
 
-def relu_backward_cpu(dy: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """dx = dy where the forward's output y is positive, else 0."""
-    flat_dy, flat_y = flat_matching("relu_backward", dy=dy, y=y)
-    dx = empty(dy.shape, dy.dtype, like=dy)
-    _relu_backward_kernel_cpu(flat_dy.size, flat_dy, flat_y, dx.reshape(-1))
+def _backward_operands(dy: Any, y: Any, dy_other: Any) -> tuple[list, Any, bool]:
+    """relu_backward's flattened operands (dy, [dy_other,] y), checked, a new dx, and whether
+    they are those of a sum."""
+    if dy_other is None:
+        flat = flat_matching("relu_backward", dy=dy, y=y)
+    else:
+        flat = flat_matching("relu_backward", dy=dy, dy_other=dy_other, y=y)
+    return flat, empty(dy.shape, dy.dtype, like=dy), dy_other is not None
+
+
+def relu_backward_cpu(
+    dy: np.ndarray, y: np.ndarray, dy_other: np.ndarray | None = None
+) -> np.ndarray:
+    """dx = dy where the forward's output y is positive, else 0; with ``dy_other``, dx = dy +
+    dy_other there."""
+    flat, dx, of_sum = _backward_operands(dy, y, dy_other)
+    kernel = _relu_backward_of_sum_kernel_cpu if of_sum else _relu_backward_kernel_cpu
+    kernel(dx.size, *flat, dx.reshape(-1))
     return dx
 
 
@@ -161,6 +198,12 @@ def _relu_backward_kernel_cuda(dy, y, dx):
         _relu_grad(dy, y, dx, index)
 
 
+@cuda_kernel
+def _relu_backward_of_sum_kernel_cuda(dy, dy_other, y, dx):
+    for index in range(cuda.grid(1), dy.size, cuda.gridsize(1)):
+        _relu_grad_of_sum(dy, dy_other, y, dx, index)
+
+
 def relu_forward_cuda(x: Any) -> Any:
     """:func:`relu_forward_cpu` on the GPU (CuPy arrays), or in the simulator (NumPy arrays)."""
     (flat_x,) = flat_matching("relu_forward", x=x)
@@ -180,18 +223,11 @@ def add_relu_forward_cuda(a: Any, b: Any) -> Any:
     return y
 
 
-def relu_backward_cuda(dy: Any, y: Any) -> Any:
+def relu_backward_cuda(dy: Any, y: Any, dy_other: Any | None = None) -> Any:
     """:func:`relu_backward_cpu` on the GPU (CuPy arrays), or in the simulator (NumPy arrays)."""
-    flat_dy, flat_y = flat_matching("relu_backward", dy=dy, y=y)
-    dx = empty(dy.shape, dy.dtype, like=dy)
-    launch(
-        _relu_backward_kernel_cuda,
-        stride_grid(flat_dy.size, THREADS),
-        THREADS,
-        flat_dy,
-        flat_y,
-        dx.reshape(-1),
-    )
+    flat, dx, of_sum = _backward_operands(dy, y, dy_other)
+    kernel = _relu_backward_of_sum_kernel_cuda if of_sum else _relu_backward_kernel_cuda
+    launch(kernel, stride_grid(dx.size, THREADS), THREADS, *flat, dx.reshape(-1))
     return dx
 
 
@@ -201,6 +237,12 @@ def cuda_kernels() -> list[KernelSpec]:
     return [
         KernelSpec("relu_forward", _relu_forward_kernel_cuda, (vector, vector), THREADS),
         KernelSpec("relu_backward", _relu_backward_kernel_cuda, (vector, vector, vector), THREADS),
+        KernelSpec(
+            "relu_backward_of_sum",
+            _relu_backward_of_sum_kernel_cuda,
+            (vector, vector, vector, vector),
+            THREADS,
+        ),
         KernelSpec("add_relu_forward", _add_relu_kernel_cuda, (vector, vector, vector), THREADS),
     ]
 

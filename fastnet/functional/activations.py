@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from ..tensor import Function, Tensor, is_grad_enabled
+from ..tensor_ops import relu_grad_of_sum
 
 __all__ = [
     "Mask",
@@ -97,6 +98,9 @@ class ReLUAfter(Function):
     def backward(self, grad):
         return super().backward(self.device.relu_backward(grad, self.out))
 
+    def backward_of_sum(self, first, second):
+        return super().backward(relu_grad_of_sum(self.device, first, second, self.out))
+
 
 class AddReLU(Function):
     saves_inputs = False
@@ -107,6 +111,10 @@ class AddReLU(Function):
 
     def backward(self, grad):
         grad_input = self.device.relu_backward(grad, self.out)
+        return grad_input, grad_input
+
+    def backward_of_sum(self, first, second):
+        grad_input = relu_grad_of_sum(self.device, first, second, self.out)
         return grad_input, grad_input
 
 

@@ -138,3 +138,32 @@ def test_the_in_place_relu_of_the_convolutions_is_the_rule_on_special_values():
         inner = values[1:-1]
         expected[1:-1] = np.where(np.isnan(inner) | (inner > 0), inner, 0)
         np.testing.assert_array_equal(y.view(f"u{y.itemsize}"), expected.view(f"u{y.itemsize}"))
+
+
+@pytest.mark.parametrize("variant", ["cpu", "cuda"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_backward_of_a_sum_matches_reference(rng, variant, dtype, shape):
+    """dx = (dy + dy_other)·[y > 0]: the sum of two values of the dtype rounds once, as the
+    float64 reference's exact sum rounded to the dtype, and as NumPy's dy + dy_other: equal
+    exactly, so the fused pass gives autograd the bits of adding first."""
+    x, dy, dy_other = (rng.standard_normal(shape).astype(dtype) for _ in range(3))
+    y = FORWARD[variant](x)
+    dx = BACKWARD[variant](dy, y, dy_other=dy_other)
+    assert_exact(dx, reference_relu_backward(dy, y, dy_other), dtype)
+    assert_exact(dx, BACKWARD[variant](dy + dy_other, y), dtype)
+
+
+@pytest.mark.parametrize("driver", ["serial", "parallel"])
+def test_backward_of_a_sum_drivers_and_argument_checks(force_driver, rng, driver):
+    force_driver(driver)
+    x, dy, dy_other = (rng.standard_normal(100_003).astype(np.float32) for _ in range(3))
+    x[:3] = [np.nan, 0.0, -np.inf]
+    y = relu_forward_cpu(x)
+    dx = relu_backward_cpu(dy, y, dy_other=dy_other)
+    assert_exact(dx, reference_relu_backward(dy, y, dy_other), np.float32)
+    assert dx[0] == dx[1] == dx[2] == 0.0
+    with pytest.raises(ValueError, match=r"relu_backward: dy_other shape \(3,\) does not match"):
+        relu_backward_cpu(dy, y, dy_other=dy_other[:3])
+    with pytest.raises(TypeError, match="dy_other dtype float64 does not match dy dtype float32"):
+        relu_backward_cpu(dy, y, dy_other=dy_other.astype(np.float64))
