@@ -202,3 +202,58 @@ def test_the_mnist_cnn_step_is_unchanged_by_the_fusion(rng, monkeypatch, threads
         fastnet.set_num_threads(before)
     for got, expected in zip(*results, strict=True):
         np.testing.assert_array_equal(got, expected)
+
+
+def test_the_optimized_mnist_cnn_pools_in_the_kernel_with_the_same_values(rng, monkeypatch):
+    """optimize_for_inference leaves ConvReLU2d, Identity, MaxPool2d: Sequential runs the three
+    as the fused op, and the logits are the unfused model's bits."""
+    from fastnet.inference import optimize_for_inference
+    from fastnet.nn import containers
+
+    fastnet.manual_seed(5)
+    model = models.mnist_cnn().eval()
+    x = fastnet.tensor(rng.standard_normal((3, 1, 28, 28)).astype(np.float32))
+    optimized = optimize_for_inference(model, x)
+    assert [type(m) for m in optimized.features] == [
+        nn.ConvReLU2d, nn.Identity, nn.MaxPool2d
+    ] * 2  # fmt: skip
+    calls = []
+    fused_op = F.conv2d_relu_max_pool2d
+    monkeypatch.setattr(F, "conv2d_relu_max_pool2d", lambda *a: calls.append(1) or fused_op(*a))
+    with fastnet.no_grad():
+        fused = optimized(x).numpy()
+        assert len(calls) == 2
+        monkeypatch.setattr(containers, "_conv_relu_then_pool", lambda *modules: False)
+        plain = optimized(x).numpy()
+        assert len(calls) == 2
+    np.testing.assert_array_equal(fused, plain)
+    np.testing.assert_array_equal(fused, model(x).numpy())
+
+
+@pytest.mark.parametrize("middle", [None, nn.Identity()], ids=["pair", "identity"])
+def test_sequential_fuses_conv_relu_2d_and_the_pool(rng, middle):
+    fastnet.manual_seed(2)
+    conv = nn.ConvReLU2d(2, 3, 3, padding=1)
+    layers = [conv, nn.MaxPool2d(2)] if middle is None else [conv, middle, nn.MaxPool2d(2)]
+    model = nn.Sequential(*layers)
+    x = fastnet.tensor(rng.standard_normal((2, 2, 7, 6)).astype(np.float32), requires_grad=True)
+    out = model(x)
+    assert isinstance(out._ctx, Conv2dReLUMaxPool)
+    expected = F.max_pool2d(F.relu(F.conv2d(x, conv.weight, conv.bias, padding=1)), 2)
+    np.testing.assert_array_equal(out.numpy(), expected.numpy())
+    upstream = fastnet.tensor(rng.standard_normal(out.shape).astype(np.float32))
+    out.backward(upstream)
+    fused_grad, x.grad = x.grad.numpy(), None
+    expected.backward(upstream)
+    np.testing.assert_array_equal(fused_grad, x.grad.numpy())
+
+
+def test_a_hooked_identity_or_another_middle_layer_keeps_them_apart(rng):
+    x = fastnet.tensor(rng.standard_normal((2, 2, 6, 6)).astype(np.float32))
+    hooked = nn.Identity()
+    hooked.forward = hooked.forward
+    for middle in (hooked, nn.Dropout(0.0)):
+        model = nn.Sequential(nn.ConvReLU2d(2, 3, 3, padding=1), middle, nn.MaxPool2d(2))
+        out = model(x)
+        assert not isinstance(out._ctx, Conv2dReLUMaxPool)
+        np.testing.assert_array_equal(out.numpy(), F.max_pool2d(model[0](x), 2).numpy())

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..tensor import Tensor
-from .layers import Conv2d, MaxPool2d, ReLU
+from .fused import ConvReLU2d
+from .layers import Conv2d, Identity, MaxPool2d, ReLU
 from .module import Module, Parameter
 from .normalization import relu_fuses
 
@@ -119,13 +120,24 @@ def _halves(pool: MaxPool2d) -> bool:
     return pairs == [(2, 2), (2, 2), (0, 0), (1, 1)] and not (pool.ceil_mode or pool.return_indices)
 
 
-def _conv_relu_pool_fuses(conv: Module, relu: Module, pool: Module) -> bool:
+def _conv_relu_pool_fuses(conv: Module, relu: Module | None, pool: Module) -> bool:
     """Whether Sequential may run Conv2d → ReLU → MaxPool2d(2) as
     ``conv.forward_relu_max_pool(x)`` (``F.conv2d_relu_max_pool2d``): the same values and
     gradients, without the convolution's output, the pool's pass over it and the ReLU's (the MNIST
     CNN's step: the results log, ``fastnet bench --train --only mnist_cnn``). An in-place ReLU
-    fuses too: the tensor it would change exists only inside the three."""
-    return _plain(conv, Conv2d) and _plain(relu, ReLU) and _plain(pool, MaxPool2d) and _halves(pool)
+    fuses too: the tensor it would change exists only inside the three. So does what
+    :func:`fastnet.inference.optimize_for_inference` makes of the three: a ConvReLU2d, the
+    Identity left in the ReLU's place, the pool (``fastnet bench --infer --only mnist_cnn``), and
+    a ConvReLU2d right before the pool (``relu`` None)."""
+    if not (_plain(pool, MaxPool2d) and _halves(pool)):
+        return False
+    return (_plain(conv, Conv2d) and _plain(relu, ReLU)) or _conv_relu_then_pool(conv, relu)
+
+
+def _conv_relu_then_pool(conv: Module, between: Module | None) -> bool:
+    """A ConvReLU2d, then nothing or an Identity before a pool that
+    :func:`_conv_relu_pool_fuses` takes (checked by the caller)."""
+    return _plain(conv, ConvReLU2d) and (between is None or _plain(between, Identity))
 
 
 class Sequential(_ListOfModules):
@@ -150,6 +162,9 @@ class Sequential(_ListOfModules):
             if index + 2 < len(modules) and _conv_relu_pool_fuses(*modules[index : index + 3]):
                 input = module.forward_relu_max_pool(input)
                 index += 3
+            elif following is not None and _conv_relu_pool_fuses(module, None, following):
+                input = module.forward_relu_max_pool(input)
+                index += 2
             elif following is not None and _pool_commutes(module, following):
                 input = module(following(input))
                 index += 2
