@@ -10,8 +10,8 @@ driver is pure overhead.
 
 The CPU convolution's workspace is policy too: conv2d works on as many images at a time as fit
 :data:`CONV_WORKSPACE_BYTES` (:func:`images_per_chunk`), so its im2col columns stay in cache between
-the kernel that writes them and the GEMMs that read them. A chunk then holds at most a quarter of
-the threshold in float32 (unless one image alone is larger), so conv2d's im2col, col2im and
+the kernel that writes them and the GEMMs that read them. A chunk then holds less than the
+threshold in float32 (unless one image alone is larger), so conv2d's im2col, col2im and
 Winograd transforms run serially, and on chunks of that size serial is the faster driver.
 
 Both are measured, serial against parallel driver per kernel and size and on conv2d's chunks, by
@@ -38,9 +38,12 @@ from numba.np.ufunc import parallel as numba_parallel
 
 from . import _blas
 
-# Where the compute-bound kernels (Winograd, max-pool, col2im) start to gain at 2 threads; the
-# memory-bound ones (ReLU, the optimizer step) gain little at any size, so a lower bar buys nothing.
-PARALLEL_MIN_ELEMENTS = 1 << 20
+# 384K: above a convolution chunk's 256K floats (CONV_WORKSPACE_BYTES), whose im2col and col2im
+# must stay serial inside the whole-convolution kernels' runs, and below ResNet-20's last-stage
+# activations (128x64x8x8 = 512K), whose batch norm and ReLU passes gain on 2 threads within a
+# training step (re-measure: benchmarks/fusion_ab.py --model resnet20 --batch 128
+# --parallel-min N); the optimizer step over its 272K parameters stays serial.
+PARALLEL_MIN_ELEMENTS = 3 << 17
 
 # About half a core's L2 cache (1-2 MB on current x86 server cores): a chunk's columns and output
 # planes stay cached between im2col and the GEMMs, beside the GEMMs' own packed panels.

@@ -141,3 +141,10 @@ def test_scratch_builds_large_arrays_afresh_and_bounds_what_it_keeps(monkeypatch
     assert sum(array.nbytes for array in cached.values()) <= 4096
     assert ("test_scratch_small", 5) in cached and ("test_scratch_small", 0) not in cached
     assert _cpu.scratch(("test_scratch_small", 5), lambda: np.empty(1024, np.uint8)) is kept[5]
+
+
+def test_a_convolution_chunk_stays_below_the_parallel_threshold():
+    """The policy's two numbers fit together: a workspace chunk's float32 entries (its im2col
+    columns) take the serial driver, inside runs that the threads already share out."""
+    chunk_floats = _cpu.CONV_WORKSPACE_BYTES // np.dtype(np.float32).itemsize
+    assert chunk_floats < _cpu.PARALLEL_MIN_ELEMENTS
