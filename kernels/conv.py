@@ -1113,11 +1113,12 @@ def conv2d_im2col_plan_cpu(
     groups: int = 1,
     chunk_images: int = 1,
     relu: bool = False,
-) -> Callable[..., np.ndarray]:
+    pool: bool = False,
+) -> Callable[..., Any]:
     """:func:`conv2d_im2col_cpu` for arrays shaped as these, checked once: ``run(x, weight,
-    bias, out=None)`` gives y. A call checks only that its arrays have the planned types, shapes
-    and dtypes (else a ValueError) and reads their values; the other checks and the geometry
-    were worked out here."""
+    bias, out=None)`` gives y, or with ``pool`` (pooled, where). A call checks only that its
+    arrays have the planned types, shapes and dtypes (else a ValueError) and reads their values;
+    the other checks and the geometry were worked out here."""
     _, _, geometry, dilation_pair, chunks = _conv_arguments(
         "conv2d_im2col", x, weight, bias, stride, padding, dilation, groups, chunk_images
     )
@@ -1128,7 +1129,7 @@ def conv2d_im2col_plan_cpu(
         weights = np.ascontiguousarray(weight).reshape(weight.shape[0], -1)
         return _conv_cpu(
             np.ascontiguousarray(x), weights, bias, geometry, dilation_pair, groups, chunks,
-            chunk_images, relu, out,
+            chunk_images, relu, out, pool,
         )  # fmt: skip
 
     return run
@@ -1327,6 +1328,7 @@ def conv2d_im2col_plan_cuda(
     groups: int = 1,
     chunk_images: int = 1,
     relu: bool = False,
+    pool: bool = False,
 ) -> Callable[..., Any]:
     """As :func:`conv2d_im2col_plan_cpu`, on the GPU or in the simulator: the arguments are
     checked now, and ``run`` calls :func:`conv2d_im2col_cuda`, which checks them again (a
@@ -1335,7 +1337,7 @@ def conv2d_im2col_plan_cuda(
     _conv_arguments("conv2d_im2col", x, weight, bias, *window)
 
     def run(x, weight, bias, out=None):
-        return conv2d_im2col_cuda(x, weight, bias, *window, out, relu)
+        return conv2d_im2col_cuda(x, weight, bias, *window, out, relu, pool)
 
     return run
 

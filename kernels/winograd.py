@@ -1063,12 +1063,13 @@ def winograd_conv2d_plan_cpu(
     padding: int | tuple[int, int],
     chunk_images: int,
     relu: bool = False,
-) -> Callable[..., np.ndarray]:
+    pool: bool = False,
+) -> Callable[..., Any]:
     """:func:`winograd_conv2d_cpu` for arrays shaped as these, checked once: ``run(x,
-    tiles_weight, bias, out=None)`` gives y. A call checks only that its arrays have the planned
-    types, shapes and dtypes (else a ValueError) and reads their values; the other checks and
-    the geometry were worked out here. A batch-1 layer's Python path is then a fraction of what
-    checking every argument costs."""
+    tiles_weight, bias, out=None)`` gives y, or with ``pool`` (pooled, where). A call checks
+    only that its arrays have the planned types, shapes and dtypes (else a ValueError) and reads
+    their values; the other checks and the geometry were worked out here. A batch-1 layer's
+    Python path is then a fraction of what checking every argument costs."""
     _, _, zeros, geometry, chunks = _conv_arguments(
         "winograd_conv2d", x, tiles_weight, bias, padding, chunk_images
     )
@@ -1079,7 +1080,7 @@ def winograd_conv2d_plan_cpu(
         check_planned("winograd_conv2d", ("x", "tiles_weight", "bias"), planned, arrays)
         x, u = np.ascontiguousarray(x), np.ascontiguousarray(tiles_weight)
         biases = zeros if bias is None else np.ascontiguousarray(bias)
-        return _conv_cpu(x, u, biases, geometry, chunks, chunk_images, relu, out)
+        return _conv_cpu(x, u, biases, geometry, chunks, chunk_images, relu, out, pool)
 
     return run
 
@@ -1379,6 +1380,7 @@ def winograd_conv2d_plan_cuda(
     padding: Any,
     chunk_images: int,
     relu: bool = False,
+    pool: bool = False,
 ) -> Callable[..., Any]:
     """As :func:`winograd_conv2d_plan_cpu`, on the GPU or in the simulator: the arguments are
     checked now, and ``run`` calls :func:`winograd_conv2d_cuda`, which checks them again (a
@@ -1386,7 +1388,7 @@ def winograd_conv2d_plan_cuda(
     _conv_arguments("winograd_conv2d", x, tiles_weight, bias, padding, chunk_images)
 
     def run(x, tiles_weight, bias, out=None):
-        return winograd_conv2d_cuda(x, tiles_weight, bias, padding, chunk_images, out, relu)
+        return winograd_conv2d_cuda(x, tiles_weight, bias, padding, chunk_images, out, relu, pool)
 
     return run
 

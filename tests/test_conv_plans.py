@@ -191,3 +191,49 @@ def test_on_the_cuda_device_a_plan_gives_what_the_cpu_gives():
         for _ in range(2):
             with fastnet.no_grad(), pytest.raises(RuntimeError, match="devices"):
                 F.conv2d(*mixed, **window)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("case", ["winograd", "im2col-stride", "im2col-1x1"])
+def test_the_pooling_op_takes_a_plan_with_the_three_ops_bits(case, bias, monkeypatch):
+    """conv2d_relu_max_pool2d with no graph: a plan of the pooling kernel, giving the pooled
+    values (no argmax) of max_pool2d(relu(conv2d(...)), 2)."""
+    x, weight, b, window = _operands(case, bias)
+    with fastnet.no_grad():
+        first = F.conv2d_relu_max_pool2d(x, weight, b, **window)
+        expected = F.max_pool2d(F.relu(F.conv2d(x, weight, b, **window)), 2).numpy()
+    assert len(FORWARD_PLANS) == 2  # the pooling op's signature and conv2d's own
+    np.testing.assert_array_equal(first.numpy(), expected)
+
+    def refuse(*arguments, **params):
+        raise AssertionError("the general path ran for a planned signature")
+
+    for op in ("Conv2dReLUMaxPool", "Conv2dWinogradReLUMaxPool"):
+        monkeypatch.setattr(getattr(conv_module, op), "apply", refuse)
+    with fastnet.no_grad():
+        planned = F.conv2d_relu_max_pool2d(x, weight, b, **window)
+    assert planned.grad_fn is None and planned.shape == expected.shape
+    np.testing.assert_array_equal(planned.numpy(), expected)
+
+
+def test_a_pooling_call_the_kernels_refuse_leaves_no_plan_of_its_own():
+    """A bias with groups runs as the three ops; only conv2d's calls keep plans (the last entry
+    of a signature is ``pool``)."""
+    x, weight, b, window = _operands("im2col-groups")
+    with fastnet.no_grad():
+        got = F.conv2d_relu_max_pool2d(x, weight, b, **window)
+        expected = F.max_pool2d(F.relu(F.conv2d(x, weight, b, **window)), 2)
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())
+    assert len(FORWARD_PLANS) and not any(key[-1] for key in FORWARD_PLANS._plans)
+
+
+def test_on_the_cuda_device_a_pooling_plan_gives_what_the_cpu_gives():
+    for case in ("winograd", "im2col-stride"):
+        x, weight, b, window = _operands(case)
+        with fastnet.no_grad():
+            on_cpu = F.max_pool2d(F.relu(F.conv2d(x, weight, b, **window)), 2).numpy()
+            operands = [t.to("cuda") for t in (x, weight, b)]
+            F.conv2d_relu_max_pool2d(*operands, **window)
+            planned = F.conv2d_relu_max_pool2d(*operands, **window)
+        assert planned.device == "cuda"
+        assert relative_error(planned.numpy(), on_cpu) < 1e-5

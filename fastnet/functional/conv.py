@@ -174,10 +174,13 @@ class Conv2d(Function):
         nothing (:class:`_ForwardPlans`)."""
         window = (stride, padding, dilation, groups)
         chunk_images = _im2col_chunk_images(device, x, weight, *window)
-        convolve = device.conv2d_im2col_plan(x, weight, bias, *window, chunk_images, relu=cls.relu)
+        convolve = device.conv2d_im2col_plan(
+            x, weight, bias, *window, chunk_images, relu=cls.relu, pool=cls.pool
+        )
 
         def run(x, weight, bias):
-            return convolve(x.data, weight.data, None if bias is None else bias.data)
+            out = convolve(x.data, weight.data, None if bias is None else bias.data)
+            return _planned_output(cls.pool, out)
 
         return run
 
@@ -188,6 +191,12 @@ class Conv2d(Function):
             grad, self.x, self.weight, *self.window, self.chunk_images, need_x, need_w, need_b,
             pool_argmax=self.where if self.pool else None,
         )  # fmt: skip
+
+
+def _planned_output(pool: bool, out: Any) -> Any:
+    """A plan's output: with ``pool``, the pooling kernel's values without their argmax (a plan
+    records no graph, so no backward needs it)."""
+    return out[0] if pool else out
 
 
 def _im2col_chunk_images(
@@ -266,13 +275,17 @@ class Conv2dWinograd(Function):
         GPU."""
         chunk_images = _winograd_chunk_images(device, x, weight, padding)
         u = device.winograd_weights(weight) if tiles_weight is None else tiles_weight
-        convolve = device.winograd_conv2d_plan(x, u, bias, padding, chunk_images, relu=cls.relu)
+        convolve = device.winograd_conv2d_plan(
+            x, u, bias, padding, chunk_images, relu=cls.relu, pool=cls.pool
+        )
 
         def run(x, weight, bias):
             u = _winograd_tiles(weight)
             if u is None:
                 u = device.winograd_weights(weight.data)
-            return convolve(x.data, u, None if bias is None else bias.data)
+            return _planned_output(
+                cls.pool, convolve(x.data, u, None if bias is None else bias.data)
+            )
 
         return run
 
@@ -493,11 +506,7 @@ def _conv2d(
     relu: bool,
     pool: bool = False,
 ) -> Tensor:
-    key = (
-        None
-        if pool
-        else FORWARD_PLANS.signature(x, weight, bias, stride, padding, dilation, groups, relu)
-    )
+    key = FORWARD_PLANS.signature(x, weight, bias, stride, padding, dilation, groups, relu, pool)
     if key is not None:
         plan = FORWARD_PLANS.get(key)
         if plan is not None:
