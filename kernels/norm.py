@@ -41,11 +41,8 @@ One pass for mean and variance: sums of the shifted values v - K and (v - K)^2, 
 value of the row or channel, give mean = K + S1/n and var = S2/n - (S1/n)^2. Unlike plain sums of
 v and v^2 it does not cancel catastrophically when |mean| >> std (K is a sample, so |mean - K| is
 of the order of std), and unlike Welford's update it is a plain sum, which vectorises on the CPU
-and reduces as a tree on the GPU. The CPU sums each contiguous run (a sample's values of one
-channel; a row) in x's dtype, which LLVM vectorises at full width over several partial sums, and
-adds the runs in float64; the backward sums in float64 and makes its dx pass in x's dtype, with
-coefficients worked out in float64. The GPU accumulates in x's dtype (float64 arithmetic is slow
-on most GPUs), pairwise through the block's tree reduction.
+and reduces as a tree on the GPU. The CPU accumulates in float64; the GPU in x's dtype (float64
+arithmetic is slow on most GPUs), pairwise through the block's tree reduction.
 
 Variants, simplest first:
 
@@ -357,23 +354,19 @@ def _store_statistics(
 @cpu_kernel(fastmath=VECTORISING_FASTMATH)
 def _group_statistics_cpu(x, eps, momentum, mean, rstd, running_mean, running_var):
     batch, groups, length = x.shape
-    zero = x.dtype.type(0)
     for group in prange(groups):
-        shift = x[0, group, 0]
+        shift = np.float64(x[0, group, 0])
         total = 0.0
         total_sq = 0.0
-        for sample in range(batch):  # each sample's run in x's dtype, the runs in float64
-            run_total, run_total_sq = zero, zero
+        for sample in range(batch):
             for position in range(length):
                 centred = x[sample, group, position] - shift
-                run_total += centred
-                run_total_sq += centred * centred
-            total += run_total
-            total_sq += run_total_sq
+                total += centred
+                total_sq += centred * centred
         count = np.float64(batch * length)
         _store_statistics(
             group,
-            np.float64(shift),
+            shift,
             total,
             total_sq,
             count,
@@ -422,49 +415,41 @@ def _group_backward_cpu(
 ):
     batch, groups, length = x.shape
     count = batch * length
-    zero, one = x.dtype.type(0), x.dtype.type(1)
     for group in prange(groups):
-        group_mean, group_rstd = mean[group], rstd[group]
+        group_mean = np.float64(mean[group])
+        group_rstd = np.float64(rstd[group])
         # The fused ReLU's recomputed y (batch norm only: a per-group affine map)
-        factor, shift = (group_rstd * weight[group], bias[group]) if relu else (zero, zero)
-        # sum(g) and sum(g·(x - mean)), g = dy·weight masked by the ReLU, in float64: summed in
-        # x's dtype, the fused ReLU's loop and the plain one (LLVM vectorises each its own way)
-        # would round them differently, and batch norm's dx sums to ~0 per channel, so a conv
-        # bias before it would get gradients of different noise
+        zero = x.dtype.type(0)
+        factor, shift = (rstd[group] * weight[group], bias[group]) if relu else (zero, zero)
         sum_upstream = 0.0
-        sum_upstream_centred = 0.0
+        sum_upstream_xhat = 0.0
         for sample in range(batch):
             for position in range(length):
-                value = x[sample, group, position]
                 upstream = dy[sample, group, position] * (
-                    one if affine_per_group else weight[position]
+                    1.0 if affine_per_group else weight[position]
                 )
-                if not _passes_relu(relu, value, group_mean, factor, shift):
-                    upstream = zero
+                if not _passes_relu(relu, x[sample, group, position], mean[group], factor, shift):
+                    upstream = 0.0
                 sum_upstream += upstream
-                sum_upstream_centred += upstream * (value - group_mean)
-        sum_upstream_xhat = sum_upstream_centred * group_rstd
+                sum_upstream_xhat += (
+                    upstream * (x[sample, group, position] - group_mean) * group_rstd
+                )
         if affine_per_group:
             dweight[group] = sum_upstream_xhat
             dbias[group] = sum_upstream
-        # dx = outer·(g - mean(g) - xhat·mean(g·xhat)) = outer·g - offset - (x - mean)·slope,
-        # the three coefficients worked out in float64, the pass over the values in x's dtype
-        outer = np.float64(group_rstd) * (weight[group] if affine_per_group else 1.0)
+        outer_scale = group_rstd * (weight[group] if affine_per_group else 1.0)
         mean_upstream = sum_upstream / count if training else 0.0
         mean_upstream_xhat = sum_upstream_xhat / count if training else 0.0
-        scale = x.dtype.type(outer)
-        offset = x.dtype.type(outer * mean_upstream)
-        slope = x.dtype.type(outer * mean_upstream_xhat * group_rstd)
         for sample in range(batch):
             for position in range(length):
-                value = x[sample, group, position]
                 upstream = dy[sample, group, position] * (
-                    one if affine_per_group else weight[position]
+                    1.0 if affine_per_group else weight[position]
                 )
-                if not _passes_relu(relu, value, group_mean, factor, shift):
-                    upstream = zero
-                dx[sample, group, position] = (
-                    scale * upstream - offset - (value - group_mean) * slope
+                if not _passes_relu(relu, x[sample, group, position], mean[group], factor, shift):
+                    upstream = 0.0
+                xhat = (x[sample, group, position] - group_mean) * group_rstd
+                dx[sample, group, position] = outer_scale * (
+                    upstream - mean_upstream - xhat * mean_upstream_xhat
                 )
 
 

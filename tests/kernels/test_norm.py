@@ -245,6 +245,33 @@ def test_layernorm_cpu_parameter_gradients_do_not_depend_on_the_thread_count(for
     assert all(np.array_equal(a, b) for a, b in zip(serial, parallel, strict=True))
 
 
+@pytest.mark.parametrize("relu", [False, True])
+def test_batchnorm_cpu_gives_the_same_bits_serial_and_parallel(force_driver, rng, relu):
+    """The serial and parallel drivers are two compilations of one body: every output the same
+    bits, whatever LLVM vectorises in each (sums reordered in float32 once made them differ), so
+    training does not depend on the thread count. Several draws, odd channel runs."""
+    for shape in ((6, 5, 7, 9), (3, 4, 33), (17, 3)):
+        x, dy = normal(rng, shape, np.float32, 2.0, 0.5), normal(rng, shape, np.float32)
+        weight, bias = normal(rng, shape[1], np.float32), normal(rng, shape[1], np.float32)
+        results = []
+        before = numba.get_num_threads()
+        for driver in ("serial", "parallel"):
+            force_driver(driver)
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)  # the work split for real
+            try:
+                y, mean, rstd = batchnorm_forward_cpu(
+                    x, weight, bias, None, None, training=True, relu=relu
+                )
+                grads = batchnorm_backward_cpu(
+                    dy, x, weight, mean, rstd, training=True, bias=bias, relu=relu
+                )
+            finally:
+                numba.set_num_threads(before)
+            results.append((y, mean, rstd, *grads))
+        for serial, parallel in zip(*results, strict=True):
+            np.testing.assert_array_equal(serial, parallel)
+
+
 @pytest.mark.parametrize("driver", ["serial", "parallel"])
 def test_cpu_serial_and_parallel_drivers_match_reference(force_driver, rng, driver):
     """The CPU policy picks a driver by size and threads: either gives the same results."""
