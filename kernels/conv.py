@@ -638,7 +638,8 @@ def _chunk_images(cols, plane):
     return max(1, CONV_WORKSPACE_BYTES // max(1, cols.shape[0] * plane * cols.itemsize))
 
 
-# The kernels take the geometry's 8 fields, then the dilation (1 by default: a dense kernel).
+# The kernels take the geometry's 8 fields, then the dilation ((1, 1): a dense kernel); always
+# both, so that no call compiles a second specialisation with the dilation omitted.
 
 
 @cpu_kernel
@@ -653,8 +654,8 @@ def _im2col_kernel_cpu(
     pad_w,
     out_h,
     out_w,
-    dilation_h=1,
-    dilation_w=1,
+    dilation_h,
+    dilation_w,
 ):
     batch, _, height, width = x.shape
     if _phases_pay(
@@ -689,8 +690,8 @@ def _col2im_kernel_cpu(
     pad_w,
     out_h,
     out_w,
-    dilation_h=1,
-    dilation_w=1,
+    dilation_h,
+    dilation_w,
 ):
     # A task owns one plane (or one chunk of images): no two tasks write one pixel, so dx is
     # race-free and deterministic.

@@ -42,7 +42,7 @@ def test_the_two_drivers_give_identical_results(rng):
 
     image = rng.standard_normal((3, 4, 9, 8)).astype(np.float32)
     cols = [np.full((4 * 9, 3 * 9 * 8), np.nan, np.float32) for _ in range(2)]
-    geometry = (3, 3, 1, 1, 1, 1, 9, 8)
+    geometry = (3, 3, 1, 1, 1, 1, 9, 8, 1, 1)  # the last two: no dilation
     conv._im2col_kernel_cpu.serial(image, cols[0], *geometry)
     conv._im2col_kernel_cpu.parallel(image, cols[1], *geometry)
     np.testing.assert_array_equal(cols[0], cols[1])
