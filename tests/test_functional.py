@@ -386,11 +386,11 @@ def test_regression_loss_values(rng):
 def test_gelu_gradients_and_values(approximate, rng):
     x = leaf(rng, 4, 5, scale=2.0)
     assert gradcheck(lambda x: F.gelu(x, approximate), [x])
-    from math import erf, pi, sqrt, tanh
+    from math import erfc, pi, sqrt, tanh
 
     v = x.numpy()
-    if approximate == "none":
-        expected = np.vectorize(lambda t: 0.5 * t * (1 + erf(t / sqrt(2))))(v)
+    if approximate == "none":  # Φ through erfc: 1 + erf(t/√2) cancels in the left tail
+        expected = np.vectorize(lambda t: 0.5 * t * erfc(-t / sqrt(2)))(v)
     else:
         expected = np.vectorize(
             lambda t: 0.5 * t * (1 + tanh(sqrt(2 / pi) * (t + 0.044715 * t**3)))

@@ -155,7 +155,8 @@ def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = Fals
 
 
 class GELU(Function):
-    """x·Φ(x). ``approximate='none'`` uses erf (PyTorch's default); ``'tanh'`` the tanh formula."""
+    """x·Φ(x). ``approximate='none'`` (PyTorch's default) is exact, the device's GELU kernels
+    (kernels/gelu.py); ``'tanh'`` the tanh formula."""
 
     def forward(self, x, approximate):
         xp = self.device.xp
@@ -163,16 +164,14 @@ class GELU(Function):
         if approximate == "tanh":
             self.t = xp.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))
             return 0.5 * x * (1 + self.t)
-        self.cdf = 0.5 * (1 + self.device.erf(x * x.dtype.type(1 / math.sqrt(2))))
-        return x * self.cdf
+        return self.device.gelu_forward(x)  # x·Φ(x) in one pass (kernels/gelu.py)
 
     def backward(self, grad):
-        xp, x = self.device.xp, self.x
+        x = self.x
         if self.approximate == "tanh":
             inner_grad = math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * x * x)
             return (grad * (0.5 * (1 + self.t) + 0.5 * x * (1 - self.t * self.t) * inner_grad),)
-        pdf = xp.exp(-0.5 * x * x) * x.dtype.type(1 / math.sqrt(2 * math.pi))
-        return (grad * (self.cdf + x * pdf),)
+        return (self.device.gelu_backward(grad, x),)
 
 
 def gelu(input: Tensor, approximate: str = "none") -> Tensor:
